@@ -1,0 +1,1 @@
+//! shards: per-core partition storage (placeholder until the storage engine lands).

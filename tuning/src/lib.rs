@@ -1,0 +1,1 @@
+//! tuning: host checks and limit probes.
