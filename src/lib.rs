@@ -1,1 +1,20 @@
-//! osprey library
+//! osprey: a Kafka-compatible, thread-per-core message broker on io_uring.
+//!
+//! The library behind the `osprey` binary: server start-up, the per-shard state, the
+//! router between shards, the controller, the Kafka protocol codec and handlers, consumer
+//! groups, and the client shared with `loadgen`. ARCHITECTURE.md has the map.
+
+pub mod alloc;
+pub mod config;
+pub mod connection;
+pub mod controller;
+pub mod groups;
+pub mod handlers;
+pub mod metadata;
+pub mod protocol;
+pub mod router;
+pub mod runtime;
+pub mod server;
+pub mod shard;
+pub mod sync;
+pub mod topic_config;

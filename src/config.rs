@@ -1,0 +1,248 @@
+//! Broker configuration: command-line flags, the optional config file, defaults and the
+//! named limits every shard enforces.
+//!
+//! Runs on: the main thread at start-up; the resulting `BrokerConfig` is shared read-only
+//! (`Arc`) by every shard.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// Flags of `osprey serve`. Every flag can also be given in the config file as
+/// `name = value` with the flag's long name (e.g. `data-dir = /var/lib/osprey`); flags win.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// Data directory (default: ./osprey-data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Bootstrap address HOST:PORT (default 127.0.0.1:9092). Shard i listens on PORT+1+i;
+    /// with port 0 every listener takes a free port.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Host name advertised to clients in Metadata (default: the listen address).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Number of shards (cores) to run, at most the CPUs this process may use.
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// Optional config file of `name = value` lines.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Kafka's num.partitions: partitions of an auto-created topic.
+    #[arg(long)]
+    pub num_partitions: Option<i32>,
+    /// Kafka's auto.create.topics.enable (default true, as Kafka).
+    #[arg(long)]
+    pub auto_create_topics: Option<bool>,
+    /// Kafka's group.initial.rebalance.delay.ms (default 3000).
+    #[arg(long)]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// Kafka's offsets.retention.minutes (default 10080 = 7 days).
+    #[arg(long)]
+    pub offsets_retention_minutes: Option<u64>,
+    /// Per-shard tail cache size in MiB (default 256).
+    #[arg(long)]
+    pub cache_mib: Option<usize>,
+    /// Maximum client connections per shard (default 10000).
+    #[arg(long)]
+    pub connections_max: Option<usize>,
+    /// Default flush.ms for topics without their own.
+    #[arg(long)]
+    pub log_flush_interval_ms: Option<u64>,
+    /// Default segment.bytes for topics without their own.
+    #[arg(long)]
+    pub log_segment_bytes: Option<u64>,
+    /// Default retention.ms for topics without their own.
+    #[arg(long)]
+    pub log_retention_ms: Option<i64>,
+}
+
+/// Requests read ahead of their responses on one connection.
+pub const INFLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 32;
+/// Bytes of request frames a shard holds at once across all connections; a reader waits
+/// for room before allocating a frame.
+pub const REQUEST_MEMORY_PER_SHARD_MAX_BYTES: u64 = 512 * 1024 * 1024;
+/// Capacity of each per-pair cross-shard channel (router); >= 1024 per glommio-notes.
+pub const ROUTER_CHANNEL_CAPACITY: usize = 1024;
+/// Topics the controller accepts.
+pub const TOPICS_MAX: usize = 10_000;
+/// Partitions one topic may have.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+/// Longest Fetch max_wait_ms honoured.
+pub const FETCH_MAX_WAIT_CAP_MS: u64 = 30_000;
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub advertise: String,
+    pub cores: Option<usize>,
+    pub num_partitions: i32,
+    pub auto_create_topics: bool,
+    pub group_initial_rebalance_delay_ms: u64,
+    pub offsets_retention_minutes: u64,
+    pub cache_bytes: usize,
+    pub connections_max: usize,
+    pub log_flush_interval_ms: u64,
+    pub log_segment_bytes: u64,
+    pub log_retention_ms: i64,
+}
+
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ConfigError {}
+
+fn parse_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(ConfigError(format!(
+                "{}:{}: expected `name = value`",
+                path.display(),
+                n + 1
+            )));
+        };
+        let v = v.trim().trim_matches('"');
+        out.push((k.trim().replace('.', "-").replace('_', "-"), v.to_string()));
+    }
+    Ok(out)
+}
+
+fn parse_value<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
+    v.parse()
+        .map_err(|_| ConfigError(format!("config `{key}`: cannot parse `{v}`")))
+}
+
+impl BrokerConfig {
+    pub fn from_args(args: &ServeArgs) -> Result<BrokerConfig, ConfigError> {
+        let mut a = args.clone();
+        if let Some(path) = &args.config {
+            // File values fill only what the flags left unset.
+            for (k, v) in parse_file(path)? {
+                match k.as_str() {
+                    "data-dir" => a.data_dir = a.data_dir.or(Some(PathBuf::from(v))),
+                    "listen" => a.listen = a.listen.or(Some(parse_value(&k, &v)?)),
+                    "advertise" => a.advertise = a.advertise.or(Some(v)),
+                    "cores" => a.cores = a.cores.or(Some(parse_value(&k, &v)?)),
+                    "num-partitions" => {
+                        a.num_partitions = a.num_partitions.or(Some(parse_value(&k, &v)?))
+                    }
+                    "auto-create-topics" | "auto-create-topics-enable" => {
+                        a.auto_create_topics = a.auto_create_topics.or(Some(parse_value(&k, &v)?))
+                    }
+                    "group-initial-rebalance-delay-ms" => {
+                        a.group_initial_rebalance_delay_ms = a
+                            .group_initial_rebalance_delay_ms
+                            .or(Some(parse_value(&k, &v)?))
+                    }
+                    "offsets-retention-minutes" => {
+                        a.offsets_retention_minutes =
+                            a.offsets_retention_minutes.or(Some(parse_value(&k, &v)?))
+                    }
+                    "cache-mib" => a.cache_mib = a.cache_mib.or(Some(parse_value(&k, &v)?)),
+                    "connections-max" => {
+                        a.connections_max = a.connections_max.or(Some(parse_value(&k, &v)?))
+                    }
+                    "log-flush-interval-ms" => {
+                        a.log_flush_interval_ms =
+                            a.log_flush_interval_ms.or(Some(parse_value(&k, &v)?))
+                    }
+                    "log-segment-bytes" => {
+                        a.log_segment_bytes = a.log_segment_bytes.or(Some(parse_value(&k, &v)?))
+                    }
+                    "log-retention-ms" => {
+                        a.log_retention_ms = a.log_retention_ms.or(Some(parse_value(&k, &v)?))
+                    }
+                    _ => {
+                        return Err(ConfigError(format!(
+                            "{}: unknown setting `{k}`",
+                            path.display()
+                        )));
+                    }
+                }
+            }
+        }
+        let listen = a
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
+        let advertise = a.advertise.unwrap_or_else(|| match listen.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+            IpAddr::V6(ip) if ip.is_unspecified() => "::1".to_string(),
+            ip => ip.to_string(),
+        });
+        let num_partitions = a.num_partitions.unwrap_or(1);
+        if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&num_partitions) {
+            return Err(ConfigError(format!(
+                "num-partitions must be 1..={PARTITIONS_PER_TOPIC_MAX}"
+            )));
+        }
+        if a.cores == Some(0) {
+            return Err(ConfigError("--cores must be at least 1".into()));
+        }
+        Ok(BrokerConfig {
+            data_dir: a.data_dir.unwrap_or_else(|| PathBuf::from("osprey-data")),
+            listen,
+            advertise,
+            cores: a.cores,
+            num_partitions,
+            auto_create_topics: a.auto_create_topics.unwrap_or(true),
+            group_initial_rebalance_delay_ms: a.group_initial_rebalance_delay_ms.unwrap_or(3000),
+            offsets_retention_minutes: a.offsets_retention_minutes.unwrap_or(7 * 24 * 60),
+            cache_bytes: a.cache_mib.unwrap_or(256) * 1024 * 1024,
+            connections_max: a.connections_max.unwrap_or(10_000),
+            log_flush_interval_ms: a.log_flush_interval_ms.unwrap_or(1000),
+            log_segment_bytes: a.log_segment_bytes.unwrap_or(1 << 30),
+            log_retention_ms: a.log_retention_ms.unwrap_or(7 * 24 * 3600 * 1000),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // With no flags the broker gets Kafka-like defaults on 127.0.0.1:9092 under ./osprey-data.
+    #[test]
+    fn defaults_work_without_flags() {
+        let c = BrokerConfig::from_args(&ServeArgs::default()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9092".parse().unwrap());
+        assert_eq!(c.advertise, "127.0.0.1");
+        assert_eq!(c.data_dir, PathBuf::from("osprey-data"));
+        assert!(c.auto_create_topics);
+        assert_eq!(c.group_initial_rebalance_delay_ms, 3000);
+    }
+
+    // The config file fills unset values, flags override it, and unknown keys are refused.
+    #[test]
+    fn config_file_and_flag_precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("osprey.conf");
+        std::fs::write(
+            &path,
+            "# c\ndata-dir = /tmp/x\ncores = 1\nnum.partitions = 3\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            cores: Some(2),
+            ..Default::default()
+        };
+        let c = BrokerConfig::from_args(&args).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.cores, Some(2));
+        assert_eq!(c.num_partitions, 3);
+        std::fs::write(&path, "bogus = 1\n").unwrap();
+        assert!(BrokerConfig::from_args(&args).is_err());
+    }
+}

@@ -1,0 +1,245 @@
+//! One client connection: reads size-prefixed request frames, runs up to
+//! `INFLIGHT_REQUESTS_PER_CONNECTION_MAX` of them concurrently, and writes the responses in
+//! request order, record data with one vectored write and no copy.
+//!
+//! Runs on: the shard that accepted the connection. Bad input (oversized, negative or
+//! truncated frames, unknown API keys, undecodable bodies) closes the connection with a log
+//! line naming the client and the reason; it never panics and never allocates more than
+//! the checked frame length.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_lite::future;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel;
+use glommio::net::TcpStream;
+use glommio::sync::StaticPermit;
+
+use crate::config::INFLIGHT_REQUESTS_PER_CONNECTION_MAX;
+use crate::handlers::{self, Reply};
+use crate::protocol::{self, ProtocolError};
+use crate::shard::Shard;
+
+/// Kafka's connections.max.idle.ms default: idle connections are closed after 10 minutes.
+const CONNECTION_IDLE_MAX: Duration = Duration::from_secs(600);
+/// Most iovecs handed to one sendmsg call (Linux IOV_MAX).
+const IOVECS_PER_WRITE_MAX: usize = 1024;
+
+type Pending = glommio::task::JoinHandle<Result<Reply, ProtocolError>>;
+
+enum ReadOutcome {
+    Frame(Bytes, StaticPermit),
+    Closed,
+    Shutdown,
+    Idle,
+    Error(String),
+}
+
+/// Serves one connection until the client closes it, it misbehaves, or the shard stops.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+    if let Err(e) = stream.set_nodelay(true) {
+        log::debug!("{peer}: set_nodelay: {e}");
+    }
+    let fd = stream.as_raw_fd();
+    let (mut reader, writer) = futures_lite::io::split(stream);
+    let (tx, rx) = local_channel::new_bounded::<Pending>(INFLIGHT_REQUESTS_PER_CONNECTION_MAX);
+    let writer_task = glommio::spawn_local(write_responses(writer, fd, rx, peer));
+    loop {
+        match read_frame(&shard, &mut reader).await {
+            ReadOutcome::Frame(frame, permit) => {
+                let header = match protocol::decode_request(frame) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        log::warn!("closing connection from {peer}: {e}");
+                        break;
+                    }
+                };
+                let shard = shard.clone();
+                let task = glommio::spawn_local(async move {
+                    let reply = handlers::dispatch(&shard, header).await;
+                    drop(permit);
+                    reply
+                })
+                .detach();
+                // Waits while the writer is INFLIGHT_REQUESTS_PER_CONNECTION_MAX behind: the
+                // client is throttled by TCP instead of by memory.
+                if tx.send(task).await.is_err() {
+                    break;
+                }
+            }
+            ReadOutcome::Closed | ReadOutcome::Shutdown => break,
+            ReadOutcome::Idle => {
+                log::info!("closing connection from {peer}: idle for {CONNECTION_IDLE_MAX:?}");
+                break;
+            }
+            ReadOutcome::Error(reason) => {
+                log::warn!("closing connection from {peer}: {reason}");
+                break;
+            }
+        }
+    }
+    // Let the writer finish every request already read, in order, then close.
+    drop(tx);
+    writer_task.await;
+}
+
+async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
+    shard: &Rc<Shard>,
+    reader: &mut R,
+) -> ReadOutcome {
+    let mut len_buf = [0u8; 4];
+    if shard.shutting_down.get() {
+        return ReadOutcome::Shutdown;
+    }
+    // Between frames: race the next length prefix against shutdown and the idle limit.
+    let first = future::or(
+        async { Some(reader.read(&mut len_buf).await) },
+        future::or(
+            async {
+                shard.shutdown.notified().await;
+                None
+            },
+            async {
+                glommio::timer::sleep(CONNECTION_IDLE_MAX).await;
+                Some(Err(std::io::Error::from(std::io::ErrorKind::TimedOut)))
+            },
+        ),
+    )
+    .await;
+    let got = match first {
+        None => return ReadOutcome::Shutdown,
+        Some(Ok(0)) => return ReadOutcome::Closed,
+        Some(Ok(n)) => n,
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => return ReadOutcome::Idle,
+        Some(Err(e)) if is_disconnect(&e) => return ReadOutcome::Closed,
+        Some(Err(e)) => return ReadOutcome::Error(format!("read error: {e}")),
+    };
+    if got < 4
+        && let Err(e) = reader.read_exact(&mut len_buf[got..]).await
+    {
+        return ReadOutcome::Error(format!("truncated frame length: {e}"));
+    }
+    let len = match protocol::check_frame_len(i32::from_be_bytes(len_buf)) {
+        Ok(len) => len,
+        Err(e) => return ReadOutcome::Error(e.to_string()),
+    };
+    // Reserve the frame's bytes from the shard's request memory before allocating them.
+    let permit = match shard.request_memory.acquire_static_permit(len as u64).await {
+        Ok(p) => p,
+        Err(_) => return ReadOutcome::Shutdown,
+    };
+    let mut buf = vec![0u8; len];
+    if let Err(e) = reader.read_exact(&mut buf).await {
+        return ReadOutcome::Error(format!("truncated frame: expected {len} bytes: {e}"));
+    }
+    ReadOutcome::Frame(Bytes::from(buf), permit)
+}
+
+fn is_disconnect(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::UnexpectedEof
+    )
+}
+
+async fn write_responses<W: futures_lite::AsyncWrite + Unpin>(
+    mut writer: W,
+    fd: RawFd,
+    rx: local_channel::LocalReceiver<Pending>,
+    peer: SocketAddr,
+) {
+    while let Some(task) = rx.recv().await {
+        let reply = match task.await {
+            Some(Ok(reply)) => reply,
+            Some(Err(e)) => {
+                log::warn!("closing connection from {peer}: {e}");
+                break;
+            }
+            None => break,
+        };
+        let result = match reply {
+            Reply::None => Ok(()),
+            Reply::Frame(bytes) => write_all_vectored(&mut writer, fd, &[&bytes]).await,
+            Reply::Pieces(pieces) => {
+                let slices: Vec<&[u8]> = pieces.iter().map(|p| p.as_slice()).collect();
+                write_all_vectored(&mut writer, fd, &slices).await
+            }
+        };
+        if let Err(e) = result {
+            if !is_disconnect(&e) {
+                log::warn!("write to {peer} failed: {e}");
+            }
+            break;
+        }
+    }
+    let _ = writer.close().await;
+}
+
+/// Writes all slices: first with non-blocking `sendmsg` over iovecs (one syscall, no
+/// copy into a staging buffer); whatever the socket buffer cannot take right now goes
+/// through the runtime's awaited write, then the fast path resumes.
+async fn write_all_vectored<W: futures_lite::AsyncWrite + Unpin>(
+    writer: &mut W,
+    fd: RawFd,
+    slices: &[&[u8]],
+) -> std::io::Result<()> {
+    let mut idx = 0;
+    let mut offset = 0;
+    while idx < slices.len() {
+        let end = (idx + IOVECS_PER_WRITE_MAX).min(slices.len());
+        let mut iov: Vec<libc::iovec> = Vec::with_capacity(end - idx);
+        for (i, s) in slices[idx..end].iter().enumerate() {
+            let s = if i == 0 { &s[offset..] } else { s };
+            iov.push(libc::iovec {
+                iov_base: s.as_ptr() as *mut libc::c_void,
+                iov_len: s.len(),
+            });
+        }
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len() as _;
+        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        let mut sent = if n >= 0 {
+            n as usize
+        } else {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(e);
+            }
+            0
+        };
+        // Advance over what the kernel took.
+        while idx < slices.len() && sent > 0 {
+            let left = slices[idx].len() - offset;
+            if sent >= left {
+                sent -= left;
+                idx += 1;
+                offset = 0;
+            } else {
+                offset += sent;
+                sent = 0;
+            }
+        }
+        while idx < slices.len() && slices[idx].len() == offset {
+            idx += 1;
+            offset = 0;
+        }
+        if n < 0
+            || (idx < slices.len() && (n as usize) < iov.iter().map(|v| v.iov_len).sum::<usize>())
+        {
+            // Socket buffer full: wait through the runtime for the current slice.
+            if idx < slices.len() {
+                writer.write_all(&slices[idx][offset..]).await?;
+                idx += 1;
+                offset = 0;
+            }
+        }
+    }
+    Ok(())
+}

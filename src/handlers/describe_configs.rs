@@ -1,0 +1,209 @@
+//! DescribeConfigs (key 32): topic configs (effective values, with their source) and
+//! broker configs.
+//!
+//! Runs on: any shard, from its own copy of the metadata and the broker config.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsResponse};
+
+use super::create_topics::{SOURCE_DEFAULT, SOURCE_TOPIC};
+use super::{ApiSpec, Reply, str_bytes};
+use crate::protocol::{ProtocolError, RequestFrame, error};
+use crate::shard::Shard;
+use crate::topic_config::{self, ConfigType, TOPIC_CONFIGS};
+
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::DescribeConfigs,
+    min_version: 1,
+    max_version: 4,
+};
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+/// config_source for a static broker setting (flags / config file).
+const SOURCE_STATIC_BROKER: i8 = 4;
+
+/// (name, value, type, doc) of every broker config osprey reports.
+fn broker_configs(shard: &Shard) -> Vec<(&'static str, String, ConfigType, &'static str)> {
+    let c = &shard.config;
+    vec![
+        (
+            "node.id",
+            shard.id.to_string(),
+            ConfigType::Int,
+            "This shard's node id.",
+        ),
+        (
+            "log.dirs",
+            c.data_dir.display().to_string(),
+            ConfigType::String,
+            "The data directory.",
+        ),
+        (
+            "num.partitions",
+            c.num_partitions.to_string(),
+            ConfigType::Int,
+            "Partitions of an auto-created topic.",
+        ),
+        (
+            "auto.create.topics.enable",
+            c.auto_create_topics.to_string(),
+            ConfigType::Boolean,
+            "Create unknown topics named in Metadata requests.",
+        ),
+        (
+            "default.replication.factor",
+            "1".into(),
+            ConfigType::Int,
+            "One copy per partition (no replication yet).",
+        ),
+        (
+            "group.initial.rebalance.delay.ms",
+            c.group_initial_rebalance_delay_ms.to_string(),
+            ConfigType::Int,
+            "Wait for more members before the first rebalance of an empty group.",
+        ),
+        (
+            "offsets.retention.minutes",
+            c.offsets_retention_minutes.to_string(),
+            ConfigType::Int,
+            "Committed offsets of empty groups expire after this.",
+        ),
+        (
+            "socket.request.max.bytes",
+            crate::protocol::REQUEST_FRAME_MAX_BYTES.to_string(),
+            ConfigType::Int,
+            "Largest request frame.",
+        ),
+        (
+            "log.segment.bytes",
+            c.log_segment_bytes.to_string(),
+            ConfigType::Int,
+            "Default segment.bytes.",
+        ),
+        (
+            "log.retention.ms",
+            c.log_retention_ms.to_string(),
+            ConfigType::Long,
+            "Default retention.ms.",
+        ),
+        (
+            "log.flush.interval.ms",
+            c.log_flush_interval_ms.to_string(),
+            ConfigType::Long,
+            "Default flush.ms.",
+        ),
+        (
+            "message.max.bytes",
+            shards::LogConfig::default().max_message_bytes.to_string(),
+            ConfigType::Int,
+            "Default max.message.bytes.",
+        ),
+        (
+            "max.connections",
+            c.connections_max.to_string(),
+            ConfigType::Int,
+            "Connections per shard.",
+        ),
+    ]
+}
+
+fn wanted(keys: &Option<Vec<kafka_protocol::protocol::StrBytes>>, name: &str) -> bool {
+    keys.as_ref()
+        .is_none_or(|k| k.is_empty() || k.iter().any(|k| k.as_str() == name))
+}
+
+pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+    let body: DescribeConfigsRequest = req.decode()?;
+    let meta = shard.meta();
+    let mut results = Vec::new();
+    for r in body.resources {
+        let name = r.resource_name.to_string();
+        let mut out = DescribeConfigsResult::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name.clone());
+        let entry =
+            |n: &str, v: String, source: i8, kind: ConfigType, doc: &str, read_only: bool| {
+                let mut e = DescribeConfigsResourceResult::default()
+                    .with_name(str_bytes(n))
+                    .with_value(Some(str_bytes(v.clone())))
+                    .with_read_only(read_only)
+                    .with_config_source(source)
+                    .with_config_type(kind as i8);
+                if body.include_documentation {
+                    e = e.with_documentation(Some(str_bytes(doc)));
+                }
+                if body.include_synonyms {
+                    e = e.with_synonyms(vec![
+                        DescribeConfigsSynonym::default()
+                            .with_name(str_bytes(n))
+                            .with_value(Some(str_bytes(v)))
+                            .with_source(source),
+                    ]);
+                }
+                e
+            };
+        match r.resource_type {
+            RESOURCE_TOPIC => match meta.topic(&name) {
+                Some(t) => {
+                    let configs = TOPIC_CONFIGS
+                        .iter()
+                        .filter(|s| wanted(&r.configuration_keys, s.name))
+                        .map(|s| {
+                            let source = if t.configs.contains_key(s.name) {
+                                SOURCE_TOPIC
+                            } else {
+                                SOURCE_DEFAULT
+                            };
+                            entry(
+                                s.name,
+                                topic_config::effective(&t.configs, s.name, &shard.config),
+                                source,
+                                s.kind,
+                                s.doc,
+                                false,
+                            )
+                        })
+                        .collect();
+                    out = out.with_error_code(error::NONE).with_configs(configs);
+                }
+                None => {
+                    out = out
+                        .with_error_code(error::UNKNOWN_TOPIC_OR_PARTITION)
+                        .with_error_message(Some(str_bytes(format!(
+                            "Topic '{name}' does not exist."
+                        ))));
+                }
+            },
+            RESOURCE_BROKER => {
+                let node_ok =
+                    name.is_empty() || name.parse::<usize>().is_ok_and(|n| n < shard.count);
+                if node_ok {
+                    let configs = broker_configs(shard)
+                        .into_iter()
+                        .filter(|(n, ..)| wanted(&r.configuration_keys, n))
+                        .map(|(n, v, kind, doc)| entry(n, v, SOURCE_STATIC_BROKER, kind, doc, true))
+                        .collect();
+                    out = out.with_error_code(error::NONE).with_configs(configs);
+                } else {
+                    out = out
+                        .with_error_code(error::INVALID_REQUEST)
+                        .with_error_message(Some(str_bytes(format!("no broker node `{name}`"))));
+                }
+            }
+            other => {
+                out = out
+                    .with_error_code(error::INVALID_REQUEST)
+                    .with_error_message(Some(str_bytes(format!(
+                        "resource type {other} is not supported"
+                    ))));
+            }
+        }
+        results.push(out);
+    }
+    let resp = DescribeConfigsResponse::default().with_results(results);
+    Ok(Reply::Frame(req.encode_response(&resp)?))
+}

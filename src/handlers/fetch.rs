@@ -1,0 +1,247 @@
+//! Fetch (key 1): whole stored batches from an offset, within max_bytes and
+//! partition_max_bytes, with a long-poll that wakes as soon as an append lands.
+//!
+//! Runs on: the shard that owns the partitions (the client sends Fetch to the leader's
+//! node, i.e. the owning shard). The answer is written as hand-encoded headers plus the
+//! stored bytes themselves (`protocol::fetch_response`): record data is never copied in
+//! user space. Partitions of other shards (rare: a fetch on the bootstrap connection) are
+//! read through the router and copied once.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, FetchRequest};
+
+use super::{ApiSpec, FetchData, Reply};
+use crate::config::FETCH_MAX_WAIT_CAP_MS;
+use crate::protocol::fetch_response::{
+    self, FETCH_VERSION_MAX, FETCH_VERSION_MIN, PartitionOut, TopicOut,
+};
+use crate::protocol::{ProtocolError, RequestFrame, error};
+use crate::shard::{LookupError, Shard};
+
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::Fetch,
+    min_version: FETCH_VERSION_MIN,
+    max_version: FETCH_VERSION_MAX,
+};
+/// While some partitions live on another shard, their data cannot wake this shard: re-poll
+/// them at this interval during a long-poll.
+const REMOTE_POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// What one partition read produced.
+struct PartRead {
+    error_code: i16,
+    high_watermark: i64,
+    log_start_offset: i64,
+    data: Vec<FetchData>,
+    bytes: usize,
+}
+
+impl PartRead {
+    fn error(code: i16) -> Self {
+        PartRead {
+            error_code: code,
+            high_watermark: -1,
+            log_start_offset: -1,
+            data: Vec::new(),
+            bytes: 0,
+        }
+    }
+}
+
+fn read_error_code(e: &shards::ReadError) -> i16 {
+    e.kafka_error_code()
+}
+
+async fn read_local(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+) -> Result<PartRead, usize> {
+    let part = match shard.partition(topic, partition) {
+        Ok(p) => p,
+        Err(LookupError::NotLocal(owner)) => return Err(owner),
+        Err(LookupError::UnknownTopicOrPartition) => {
+            return Ok(PartRead::error(error::UNKNOWN_TOPIC_OR_PARTITION));
+        }
+    };
+    match part.read(offset, max_bytes).await {
+        Ok(out) => {
+            let bytes = out.chunks.iter().map(|c| c.len()).sum();
+            Ok(PartRead {
+                error_code: error::NONE,
+                high_watermark: out.high_watermark,
+                log_start_offset: out.log_start_offset,
+                data: out.chunks.into_iter().map(FetchData::Local).collect(),
+                bytes,
+            })
+        }
+        Err(e) => {
+            if !matches!(e, shards::ReadError::OffsetOutOfRange { .. }) {
+                log::error!("fetch {topic}-{partition} at {offset}: {e}");
+            }
+            Ok(PartRead {
+                error_code: read_error_code(&e),
+                high_watermark: part.high_watermark(),
+                log_start_offset: part.log_start_offset(),
+                data: Vec::new(),
+                bytes: 0,
+            })
+        }
+    }
+}
+
+/// (error, high watermark, log start, bytes): a read on another shard, copied for the trip.
+type RemoteRead = (i16, i64, i64, Bytes);
+
+async fn read_on_owner(
+    shard: Rc<Shard>,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+) -> RemoteRead {
+    match read_local(&shard, &topic, partition, offset, max_bytes).await {
+        Ok(r) => {
+            let mut buf = BytesMut::with_capacity(r.bytes);
+            for d in &r.data {
+                buf.extend_from_slice(d.as_ref());
+            }
+            (
+                r.error_code,
+                r.high_watermark,
+                r.log_start_offset,
+                buf.freeze(),
+            )
+        }
+        Err(_) => (error::NOT_LEADER_OR_FOLLOWER, -1, -1, Bytes::new()),
+    }
+}
+
+async fn read_any(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+) -> (PartRead, bool) {
+    match read_local(shard, topic, partition, offset, max_bytes).await {
+        Ok(r) => (r, false),
+        Err(owner) => {
+            let t = topic.to_string();
+            let r = shard
+                .call(owner, move |s| {
+                    read_on_owner(s, t, partition, offset, max_bytes)
+                })
+                .await;
+            let r = match r {
+                Ok((code, hw, lso, bytes)) => PartRead {
+                    error_code: code,
+                    high_watermark: hw,
+                    log_start_offset: lso,
+                    bytes: bytes.len(),
+                    data: if bytes.is_empty() {
+                        vec![]
+                    } else {
+                        vec![FetchData::Remote(bytes)]
+                    },
+                },
+                Err(_) => PartRead::error(error::NOT_LEADER_OR_FOLLOWER),
+            };
+            (r, true)
+        }
+    }
+}
+
+pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+    let body: FetchRequest = req.decode()?;
+    let max_wait =
+        Duration::from_millis(body.max_wait_ms.clamp(0, FETCH_MAX_WAIT_CAP_MS as i32) as u64);
+    let min_bytes = body.min_bytes.max(0) as usize;
+    let max_bytes = if body.max_bytes <= 0 {
+        i32::MAX as usize
+    } else {
+        body.max_bytes as usize
+    };
+    let deadline = Instant::now() + max_wait;
+    let requested: Vec<(String, Vec<(i32, i64, usize)>)> = body
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.topic.0.to_string(),
+                t.partitions
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.partition,
+                            p.fetch_offset,
+                            p.partition_max_bytes.max(0) as usize,
+                        )
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    loop {
+        // Created before reading, so an append that lands during the reads still wakes us.
+        let wake = shard.data_arrived.notified();
+        let mut total = 0usize;
+        let mut any_error = false;
+        let mut any_remote = false;
+        let mut topics = Vec::with_capacity(requested.len());
+        for (name, parts) in &requested {
+            let mut outs = Vec::with_capacity(parts.len());
+            for &(partition, offset, partition_max) in parts {
+                let budget = partition_max.min(max_bytes.saturating_sub(total));
+                // Once the response is full, later partitions only report their offsets; the
+                // first batch of the first partition is returned even if larger (KIP-74).
+                let (r, remote) = if budget == 0 && total > 0 {
+                    let (mut r, remote) = read_any(shard, name, partition, offset, 0).await;
+                    r.data.clear();
+                    r.bytes = 0;
+                    (r, remote)
+                } else {
+                    read_any(shard, name, partition, offset, budget.max(1)).await
+                };
+                any_remote |= remote;
+                any_error |= r.error_code != error::NONE;
+                total += r.bytes;
+                outs.push(PartitionOut {
+                    partition,
+                    error_code: r.error_code,
+                    high_watermark: r.high_watermark,
+                    last_stable_offset: r.high_watermark,
+                    log_start_offset: r.log_start_offset,
+                    records: r.data,
+                });
+            }
+            topics.push(TopicOut {
+                name: name.clone(),
+                partitions: outs,
+            });
+        }
+        let now = Instant::now();
+        if total >= min_bytes.max(1)
+            || any_error
+            || now >= deadline
+            || requested.is_empty()
+            || shard.shutting_down.get()
+        {
+            let (pieces, _len) =
+                fetch_response::encode(req.version, req.correlation_id, 0, error::NONE, topics);
+            return Ok(Reply::Pieces(pieces));
+        }
+        // Nothing (or too little) yet: drop what we read and wait for an append or the deadline.
+        drop(topics);
+        let mut wait = deadline - now;
+        if any_remote {
+            wait = wait.min(REMOTE_POLL_INTERVAL);
+        }
+        futures_lite::future::or(wake, glommio::timer::sleep(wait)).await;
+    }
+}

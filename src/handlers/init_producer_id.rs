@@ -1,0 +1,56 @@
+//! InitProducerId (key 22): producer ids for idempotent producers.
+//!
+//! Runs on: any shard; ids come from the shard's own persisted block, with the shard
+//! index in the low bits, so they are unique across shards and restarts. Transactions are
+//! not implemented: a transactional id is refused with a clear message.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+
+use super::{ApiSpec, Reply};
+use crate::protocol::{ProtocolError, RequestFrame, error};
+use crate::shard::Shard;
+
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::InitProducerId,
+    min_version: 0,
+    max_version: 4,
+};
+
+pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+    let body: InitProducerIdRequest = req.decode()?;
+    let mut resp = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    if body.transactional_id.is_some() {
+        log::info!("refusing a transactional producer: transactions are not implemented");
+        resp = resp.with_error_code(error::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    } else if body.producer_id.0 >= 0 && body.producer_epoch >= 0 {
+        // KIP-360: an idempotent producer that lost track of its sequences bumps its epoch
+        // and keeps its id; the storage then accepts sequence 0 under the new epoch.
+        match body.producer_epoch.checked_add(1) {
+            Some(epoch) if epoch < i16::MAX => {
+                resp = resp
+                    .with_producer_id(body.producer_id)
+                    .with_producer_epoch(epoch);
+            }
+            _ => match shard.allocate_producer_id().await {
+                Ok(id) => resp = resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
+                Err(e) => {
+                    log::error!("cannot allocate a producer id: {e}");
+                    resp = resp.with_error_code(error::KAFKA_STORAGE_ERROR);
+                }
+            },
+        }
+    } else {
+        match shard.allocate_producer_id().await {
+            Ok(id) => resp = resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
+            Err(e) => {
+                log::error!("cannot allocate a producer id: {e}");
+                resp = resp.with_error_code(error::KAFKA_STORAGE_ERROR);
+            }
+        }
+    }
+    Ok(Reply::Frame(req.encode_response(&resp)?))
+}

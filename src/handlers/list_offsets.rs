@@ -1,0 +1,92 @@
+//! ListOffsets (key 2): earliest (-2), latest (-1) and first offset at or after a timestamp.
+//!
+//! Runs on: the owning shard of each partition (forwarded through the router otherwise).
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
+
+use super::{ApiSpec, Reply};
+use crate::protocol::{ProtocolError, RequestFrame, error};
+use crate::shard::{LookupError, Shard};
+
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::ListOffsets,
+    min_version: 1,
+    max_version: 7,
+};
+const LATEST_TIMESTAMP: i64 = -1;
+const EARLIEST_TIMESTAMP: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+/// (error code, timestamp, offset)
+type OffsetAnswer = (i16, i64, i64);
+
+async fn lookup_local(
+    shard: Rc<Shard>,
+    topic: String,
+    partition: i32,
+    timestamp: i64,
+) -> OffsetAnswer {
+    let part = match shard.partition(&topic, partition) {
+        Ok(p) => p,
+        Err(LookupError::NotLocal(_)) => return (error::NOT_LEADER_OR_FOLLOWER, -1, -1),
+        Err(LookupError::UnknownTopicOrPartition) => {
+            return (error::UNKNOWN_TOPIC_OR_PARTITION, -1, -1);
+        }
+    };
+    match timestamp {
+        LATEST_TIMESTAMP => (error::NONE, -1, part.high_watermark()),
+        EARLIEST_TIMESTAMP => (error::NONE, -1, part.log_start_offset()),
+        MAX_TIMESTAMP => (error::UNSUPPORTED_VERSION, -1, -1),
+        ts if ts < 0 => (error::INVALID_REQUEST, -1, -1),
+        ts => match part.offset_for_timestamp(ts).await {
+            Ok(Some((offset, found_ts))) => (error::NONE, found_ts, offset),
+            // No record at or after ts: Kafka answers offset -1.
+            Ok(None) => (error::NONE, -1, -1),
+            Err(e) => {
+                log::error!("ListOffsets {topic}-{partition} at {ts}: {e}");
+                (e.kafka_error_code(), -1, -1)
+            }
+        },
+    }
+}
+
+pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+    let body: ListOffsetsRequest = req.decode()?;
+    let mut topics = Vec::with_capacity(body.topics.len());
+    for t in body.topics {
+        let name = t.name.0.to_string();
+        let mut parts = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let (code, ts, offset) = match shard.meta().owner(&name, p.partition_index) {
+                None => (error::UNKNOWN_TOPIC_OR_PARTITION, -1, -1),
+                Some(owner) => {
+                    let (n, idx, ts) = (name.clone(), p.partition_index, p.timestamp);
+                    shard
+                        .call(owner, move |s| lookup_local(s, n, idx, ts))
+                        .await
+                        .unwrap_or((error::NOT_LEADER_OR_FOLLOWER, -1, -1))
+                }
+            };
+            parts.push(
+                ListOffsetsPartitionResponse::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(code)
+                    .with_timestamp(ts)
+                    .with_offset(offset)
+                    .with_leader_epoch(-1),
+            );
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(parts),
+        );
+    }
+    let resp = ListOffsetsResponse::default().with_topics(topics);
+    Ok(Reply::Frame(req.encode_response(&resp)?))
+}

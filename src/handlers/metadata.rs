@@ -1,0 +1,152 @@
+//! Metadata (key 3): brokers (one node per shard), topics and partition leaders, with
+//! topic auto-creation as Kafka's auto.create.topics.enable.
+//!
+//! Runs on: any shard, from its own copy of the cluster metadata. Auto-creation goes to the
+//! controller on shard 0.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
+
+use super::{ApiSpec, Reply, str_bytes, uuid};
+use crate::controller::NewTopic;
+use crate::metadata::TopicMeta;
+use crate::protocol::{ProtocolError, RequestFrame, error};
+use crate::shard::Shard;
+
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::Metadata,
+    min_version: 0,
+    max_version: 12,
+};
+
+/// Kafka's "authorized operations not requested" marker.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+pub const CLUSTER_ID: &str = "osprey-single-node";
+
+pub fn brokers(shard: &Shard) -> Vec<MetadataResponseBroker> {
+    shard
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(i as i32))
+                .with_host(str_bytes(n.host.clone()))
+                .with_port(n.port as i32)
+        })
+        .collect()
+}
+
+fn topic_response(t: &TopicMeta) -> MetadataResponseTopic {
+    let partitions = t
+        .owners
+        .iter()
+        .enumerate()
+        .map(|(p, owner)| {
+            let node = BrokerId(*owner as i32);
+            MetadataResponsePartition::default()
+                .with_error_code(error::NONE)
+                .with_partition_index(p as i32)
+                .with_leader_id(node)
+                // -1: no leader epochs, so clients skip OffsetForLeaderEpoch validation.
+                .with_leader_epoch(-1)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_error_code(error::NONE)
+        .with_name(Some(TopicName(str_bytes(t.name.clone()))))
+        .with_topic_id(uuid(t.id))
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+    let body: MetadataRequest = req.decode()?;
+    // v0: an empty list means all topics; v1+: null means all, empty means none.
+    let requested: Option<Vec<String>> = match body.topics {
+        None => None,
+        Some(t) if t.is_empty() && req.version == 0 => None,
+        Some(t) => Some(
+            t.into_iter()
+                .filter_map(|t| {
+                    t.name.map(|n| n.0.to_string()).or_else(|| {
+                        shard
+                            .meta()
+                            .topic_by_id(t.topic_id.as_bytes())
+                            .map(|m| m.name.clone())
+                    })
+                })
+                .collect(),
+        ),
+    };
+    // v4+ carries the client's wish; older versions always allowed auto-creation.
+    let allow_auto_create =
+        (req.version < 4 || body.allow_auto_topic_creation) && shard.config.auto_create_topics;
+    let mut meta = shard.meta();
+    if let Some(names) = &requested {
+        let missing: Vec<String> = names
+            .iter()
+            .filter(|n| meta.topic(n).is_none())
+            .cloned()
+            .collect();
+        if allow_auto_create && !missing.is_empty() {
+            let new_topics: Vec<NewTopic> = missing
+                .iter()
+                .filter(|n| crate::topic_config::validate_topic_name(n).is_ok())
+                .map(|n| NewTopic {
+                    name: n.clone(),
+                    num_partitions: -1,
+                    replication_factor: -1,
+                    configs: Default::default(),
+                })
+                .collect();
+            if !new_topics.is_empty() {
+                let created = shard
+                    .call(0, move |s| async move {
+                        let results = s.controller().create_topics(&s, new_topics, false).await;
+                        results.into_iter().filter(|r| r.is_ok()).count()
+                    })
+                    .await;
+                if let Ok(n) = created
+                    && n > 0
+                {
+                    log::info!("auto-created {n} topics for a Metadata request");
+                }
+                meta = shard.meta();
+            }
+        }
+    }
+    let topics: Vec<MetadataResponseTopic> = match &requested {
+        None => meta.topics.values().map(topic_response).collect(),
+        Some(names) => names
+            .iter()
+            .map(|n| match meta.topic(n) {
+                Some(t) => topic_response(t),
+                None => {
+                    let code = if crate::topic_config::validate_topic_name(n).is_err() {
+                        error::INVALID_TOPIC_EXCEPTION
+                    } else {
+                        error::UNKNOWN_TOPIC_OR_PARTITION
+                    };
+                    MetadataResponseTopic::default()
+                        .with_error_code(code)
+                        .with_name(Some(TopicName(str_bytes(n.clone()))))
+                        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+                }
+            })
+            .collect(),
+    };
+    let resp = MetadataResponse::default()
+        .with_brokers(brokers(shard))
+        .with_cluster_id(Some(str_bytes(CLUSTER_ID)))
+        .with_controller_id(BrokerId(0))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+    Ok(Reply::Frame(req.encode_response(&resp)?))
+}

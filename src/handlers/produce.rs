@@ -1,0 +1,223 @@
+//! Produce (key 0): validate and append record batches to partition logs, acknowledging
+//! per acks: -1 after fdatasync (unless the topic sets write.caching), 1 after the write
+//! completed, 0 with no response at all.
+//!
+//! Runs on: the shard that owns each partition. Clients send Produce to the partition
+//! leader, which is the owning shard's own node, so the data path has no cross-core hop;
+//! partitions owned elsewhere (a request on the bootstrap port) are forwarded by the router.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+
+use super::{ApiSpec, Reply, str_bytes};
+use crate::protocol::{ProtocolError, RequestFrame, error, produce_v0};
+use crate::shard::{LookupError, Shard};
+use crate::topic_config;
+
+/// Advertised from 0 (old librdkafka needs v0 in range to enable compression) although
+/// v0-2 are answered with UNSUPPORTED_VERSION, as Kafka 4 does.
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::Produce,
+    min_version: 0,
+    max_version: 9,
+};
+/// First version this broker accepts data on (record batch v2).
+const PRODUCE_VERSION_DATA_MIN: i16 = 3;
+
+/// One partition's outcome; `Send` so it can come back from another shard.
+pub struct PartitionResult {
+    pub error_code: i16,
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+    pub message: Option<String>,
+}
+
+impl PartitionResult {
+    fn error(code: i16, message: Option<String>) -> Self {
+        PartitionResult {
+            error_code: code,
+            base_offset: -1,
+            log_start_offset: -1,
+            message,
+        }
+    }
+}
+
+/// Appends on the owning shard (this one). Called directly or through the router.
+pub async fn append_local(
+    shard: Rc<Shard>,
+    topic: String,
+    partition: i32,
+    records: Bytes,
+    acks: i16,
+) -> PartitionResult {
+    let part = match shard.partition(&topic, partition) {
+        Ok(p) => p,
+        Err(LookupError::NotLocal(_)) => {
+            return PartitionResult::error(error::NOT_LEADER_OR_FOLLOWER, None);
+        }
+        Err(LookupError::UnknownTopicOrPartition) => {
+            return PartitionResult::error(error::UNKNOWN_TOPIC_OR_PARTITION, None);
+        }
+    };
+    let durability = match acks {
+        0 => shards::Durability::None,
+        1 => shards::Durability::Written,
+        _ => match shard.meta().topic(&topic) {
+            Some(t) => topic_config::acks_all_durability(&t.configs, &shard.config),
+            None => shards::Durability::Fsync,
+        },
+    };
+    let result = part.append(records, durability).await;
+    match result {
+        Ok(info) => {
+            shard.data_arrived.notify_all();
+            PartitionResult {
+                error_code: error::NONE,
+                base_offset: info.base_offset,
+                log_start_offset: info.log_start_offset,
+                message: None,
+            }
+        }
+        Err(e) => {
+            let code = e.kafka_error_code();
+            if code == error::KAFKA_STORAGE_ERROR {
+                log::error!("produce to {topic}-{partition} failed: {e}");
+            } else {
+                log::debug!("produce to {topic}-{partition} refused: {e}");
+            }
+            PartitionResult::error(code, Some(e.to_string()))
+        }
+    }
+}
+
+async fn append_anywhere(
+    shard: Rc<Shard>,
+    topic: String,
+    partition: i32,
+    records: Bytes,
+    acks: i16,
+) -> PartitionResult {
+    let owner = match shard.meta().owner(&topic, partition) {
+        Some(o) => o,
+        None => return PartitionResult::error(error::UNKNOWN_TOPIC_OR_PARTITION, None),
+    };
+    if owner == shard.id {
+        return append_local(shard, topic, partition, records, acks).await;
+    }
+    match shard
+        .call(owner, move |s| {
+            append_local(s, topic, partition, records, acks)
+        })
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => PartitionResult::error(error::NOT_LEADER_OR_FOLLOWER, Some(e.to_string())),
+    }
+}
+
+pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+    if req.version < PRODUCE_VERSION_DATA_MIN {
+        let Some(old) = produce_v0::parse(req.body.clone()) else {
+            return Err(ProtocolError::Malformed {
+                key: req.api_key,
+                version: req.version,
+                reason: "undecodable old-format produce".into(),
+            });
+        };
+        if old.acks == 0 {
+            return Ok(Reply::None);
+        }
+        return Ok(Reply::Frame(produce_v0::encode_unsupported(
+            req.version,
+            req.correlation_id,
+            &old,
+        )));
+    }
+    let body: ProduceRequest = req.decode()?;
+    let acks = body.acks;
+    let acks_valid = matches!(acks, -1..=1);
+    // Start every append in request order (the storage assigns offsets in call order), then
+    // collect the results; appends to different partitions proceed concurrently.
+    let mut pending = Vec::new();
+    for topic in body.topic_data {
+        let name = topic.name.0.to_string();
+        let mut parts = Vec::new();
+        for p in topic.partition_data {
+            let early = if !acks_valid {
+                Some(PartitionResult::error(error::INVALID_REQUIRED_ACKS, None))
+            } else if p.records.as_ref().is_none_or(|r| r.is_empty()) {
+                Some(PartitionResult::error(
+                    error::INVALID_RECORD,
+                    Some("produce request carries no record batch".into()),
+                ))
+            } else {
+                None
+            };
+            let task = match early {
+                Some(r) => Err(r),
+                None => Ok(glommio::spawn_local(append_anywhere(
+                    shard.clone(),
+                    name.clone(),
+                    p.index,
+                    p.records.unwrap_or_default(),
+                    acks,
+                ))),
+            };
+            parts.push((p.index, task));
+        }
+        pending.push((name, parts));
+    }
+    if acks == 0 {
+        // Fire and forget: the appends run on; the client expects no response.
+        for (_, parts) in pending {
+            for (_, task) in parts {
+                if let Ok(t) = task {
+                    t.detach();
+                }
+            }
+        }
+        return Ok(Reply::None);
+    }
+    let mut responses = Vec::with_capacity(pending.len());
+    for (name, parts) in pending {
+        let mut partition_responses = Vec::with_capacity(parts.len());
+        for (index, task) in parts {
+            let r = match task {
+                Ok(t) => t.await,
+                Err(r) => r,
+            };
+            let mut pr = PartitionProduceResponse::default()
+                .with_index(index)
+                .with_error_code(r.error_code)
+                .with_base_offset(r.base_offset)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(r.log_start_offset);
+            if req.version >= 8
+                && let Some(m) = r.message
+            {
+                if r.error_code == error::INVALID_RECORD || r.error_code == error::CORRUPT_MESSAGE {
+                    pr = pr.with_record_errors(vec![
+                        BatchIndexAndErrorMessage::default()
+                            .with_batch_index(0)
+                            .with_batch_index_error_message(Some(str_bytes(m.clone()))),
+                    ]);
+                }
+                pr = pr.with_error_message(Some(str_bytes(m)));
+            }
+            partition_responses.push(pr);
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(TopicName(str_bytes(name)))
+                .with_partition_responses(partition_responses),
+        );
+    }
+    let resp = ProduceResponse::default().with_responses(responses);
+    Ok(Reply::Frame(req.encode_response(&resp)?))
+}

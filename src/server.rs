@@ -1,0 +1,386 @@
+//! Start-up and shutdown of the whole broker: host checks, the data-directory lock,
+//! listening sockets, the router mesh, one pinned executor per shard, and the signal
+//! handling that stops them all cleanly.
+//!
+//! Runs on: the main thread (`run`) and on every shard (`shard_main`). The bootstrap
+//! listener is served by shard 0; shard i also serves its own advertised port.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::{BrokerConfig, ROUTER_CHANNEL_CAPACITY};
+use crate::controller::Controller;
+use crate::router::{Router, RouterEnds};
+use crate::runtime::{self, HostError};
+use crate::shard::{NodeAddr, Shard};
+
+/// How long shutdown waits for in-flight requests before closing the logs anyway.
+const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(10);
+/// How often shards look at the process-wide shutdown flag.
+const SHUTDOWN_POLL_INTERVAL: Duration = Duration::from_millis(50);
+const LISTEN_BACKLOG: i32 = 4096;
+
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+
+/// Binds a listening socket ourselves: glommio's bind sets SO_REUSEPORT, which would let a
+/// second broker silently share the port instead of failing.
+fn listen(addr: SocketAddr) -> Result<StdListener, HostError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |what: &str, e: std::io::Error| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (another process, maybe another osprey, is listening there: stop it or pick another --listen port)"
+        } else {
+            ""
+        };
+        HostError(format!("cannot {what} {addr}: {e}{hint}"))
+    };
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(|e| err("create socket for", e))?;
+    sock.set_reuse_address(true)
+        .map_err(|e| err("set SO_REUSEADDR on", e))?;
+    sock.bind(&addr.into()).map_err(|e| err("bind", e))?;
+    sock.listen(LISTEN_BACKLOG)
+        .map_err(|e| err("listen on", e))?;
+    sock.set_nonblocking(true)
+        .map_err(|e| err("configure", e))?;
+    Ok(sock.into())
+}
+
+/// Holds an exclusive flock on `<data>/.lock` for the life of the process, so two brokers
+/// never write one data directory.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, HostError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        HostError(format!(
+            "cannot create data directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let path = dir.join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| HostError(format!("cannot open {}: {e}", path.display())))?;
+    let rc = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    if rc != 0 {
+        return Err(HostError(format!(
+            "data directory {} is in use by another osprey process (lock {} is held)",
+            dir.display(),
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// Blocks SIGINT/SIGTERM in this thread (and so in every executor thread spawned after),
+/// so only the main thread receives them, through `sigtimedwait`.
+fn block_signals() -> libc::sigset_t {
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+enum ShardEvent {
+    Ready,
+    Failed(usize, String),
+}
+
+/// Runs the broker until SIGINT/SIGTERM; returns after a clean shutdown.
+pub fn run(config: BrokerConfig) -> Result<(), HostError> {
+    runtime::check_io_uring()?;
+    let cpus = runtime::choose_cpus(config.cores)?;
+    let n = cpus.len();
+    if n > 256 {
+        return Err(HostError(format!(
+            "{n} shards requested; osprey supports at most 256"
+        )));
+    }
+    let io_memory = runtime::io_memory_for(n)?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+
+    let bootstrap = listen(config.listen)?;
+    let bootstrap_addr = bootstrap
+        .local_addr()
+        .map_err(|e| HostError(e.to_string()))?;
+    let mut shard_listeners = Vec::new();
+    for i in 0..n {
+        let port = if config.listen.port() == 0 {
+            0
+        } else {
+            config
+                .listen
+                .port()
+                .checked_add(1 + i as u16)
+                .ok_or_else(|| HostError(format!("shard port for {} overflows", config.listen)))?
+        };
+        shard_listeners.push(listen(SocketAddr::new(config.listen.ip(), port))?);
+    }
+    let nodes: Vec<NodeAddr> = shard_listeners
+        .iter()
+        .map(|l| NodeAddr {
+            host: config.advertise.clone(),
+            port: l.local_addr().map(|a| a.port()).unwrap_or(0),
+        })
+        .collect();
+    let nodes = Arc::new(nodes);
+    let config = Arc::new(config);
+    let signals = block_signals();
+
+    let (events_tx, events_rx) = mpsc::channel();
+    let mut ends: Vec<Option<RouterEnds>> = crate::router::mesh(n, ROUTER_CHANNEL_CAPACITY)
+        .into_iter()
+        .map(Some)
+        .collect();
+    let mut bootstrap_fd = Some(bootstrap.into_raw_fd());
+    let mut handles = Vec::new();
+    for (i, cpu) in cpus.iter().enumerate() {
+        let mut fds: Vec<RawFd> = vec![
+            shard_listeners[i]
+                .try_clone()
+                .map_err(|e| HostError(e.to_string()))?
+                .into_raw_fd(),
+        ];
+        if i == 0
+            && let Some(fd) = bootstrap_fd.take()
+        {
+            fds.push(fd);
+        }
+        let ends = ends[i]
+            .take()
+            .ok_or_else(|| HostError("router ends taken twice".into()))?;
+        let config = config.clone();
+        let nodes = nodes.clone();
+        let events = events_tx.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(*cpu))
+            .name(&format!("shard-{i}"))
+            .io_memory(io_memory)
+            .spin_before_park(runtime::SPIN_BEFORE_PARK)
+            .spawn(move || async move {
+                let result = shard_main(i, n, config, nodes, ends, fds, events.clone()).await;
+                if let Err(e) = &result {
+                    let _ = events.send(ShardEvent::Failed(i, e.clone()));
+                }
+                result
+            })
+            .map_err(|e| HostError(format!("cannot start shard {i} on CPU {cpu}: {e}")))?;
+        handles.push(handle);
+    }
+    drop(events_tx);
+    drop(shard_listeners);
+
+    // Wait for every shard to be ready (or one to fail), watching for signals meanwhile.
+    let mut ready = 0;
+    let mut failure = None;
+    let mut signalled = false;
+    while ready < n && failure.is_none() && !signalled {
+        match events_rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(ShardEvent::Ready) => ready += 1,
+            Ok(ShardEvent::Failed(i, e)) => failure = Some(format!("shard {i}: {e}")),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                signalled = poll_signal(&signals, Duration::ZERO)
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                failure = Some("shards exited during start-up".into())
+            }
+        }
+    }
+    if failure.is_none() && !signalled {
+        let ports: Vec<String> = nodes.iter().map(|n| n.port.to_string()).collect();
+        log::info!(
+            "osprey ready: bootstrap {bootstrap_addr}, {n} shards on CPUs {cpus:?}, shard ports [{}], data dir {}",
+            ports.join(", "),
+            config.data_dir.display()
+        );
+        // A machine-readable line on stdout for scripts and tests that use --listen :0.
+        println!(
+            "osprey ready bootstrap={bootstrap_addr} nodes={}",
+            ports.join(",")
+        );
+        loop {
+            if poll_signal(&signals, Duration::from_millis(100)) {
+                break;
+            }
+            match events_rx.try_recv() {
+                Ok(ShardEvent::Failed(i, e)) => {
+                    failure = Some(format!("shard {i}: {e}"));
+                    break;
+                }
+                Ok(ShardEvent::Ready) | Err(mpsc::TryRecvError::Empty) => {}
+                Err(mpsc::TryRecvError::Disconnected) => break,
+            }
+        }
+    }
+    log::info!("shutting down");
+    SHUTDOWN.store(true, Ordering::SeqCst);
+    for (i, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failure = failure.or(Some(format!("shard {i}: {e}"))),
+            Err(e) => failure = failure.or(Some(format!("shard {i} crashed: {e}"))),
+        }
+    }
+    match failure {
+        Some(e) => Err(HostError(e)),
+        None => {
+            log::info!("osprey stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+fn poll_signal(set: &libc::sigset_t, wait: Duration) -> bool {
+    let ts = libc::timespec {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_nsec: wait.subsec_nanos() as libc::c_long,
+    };
+    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    if sig > 0 {
+        log::info!("received signal {sig}");
+        true
+    } else {
+        false
+    }
+}
+
+async fn shard_main(
+    id: usize,
+    count: usize,
+    config: Arc<BrokerConfig>,
+    nodes: Arc<Vec<NodeAddr>>,
+    ends: RouterEnds,
+    listener_fds: Vec<RawFd>,
+    events: mpsc::Sender<ShardEvent>,
+) -> Result<(), String> {
+    // Take ownership of the fds first so an early error still closes them.
+    let listeners: Vec<TcpListener> = listener_fds
+        .into_iter()
+        .map(|fd| unsafe { TcpListener::from_raw_fd(fd) })
+        .collect();
+    let (router, receivers) = Router::connect(id, ends).await;
+    let store = shards::Store::new(shards::StoreConfig {
+        cache_max_bytes: (config.cache_bytes / count).max(16 << 20),
+        ..Default::default()
+    });
+    let controller = if id == 0 {
+        Some(
+            Controller::load(config.data_dir.join("controller"), count)
+                .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
+    let shard = Rc::new(Shard::new(
+        id,
+        count,
+        config.clone(),
+        nodes,
+        store.clone(),
+        router,
+        controller,
+    ));
+    for (peer, rx) in receivers {
+        glommio::spawn_local(Router::serve_peer(shard.clone(), peer, rx)).detach();
+    }
+    store.start_background();
+    if id == 0 {
+        // Opens every partition on its owner (recovery) before any shard accepts clients.
+        shard.controller().publish(&shard).await;
+    }
+    shard.wait_meta_applied().await;
+    shard.groups.start(&shard).await;
+    let mut accept_tasks = Vec::new();
+    for l in listeners {
+        accept_tasks.push(glommio::spawn_local(accept_loop(shard.clone(), l)));
+    }
+    let _ = events.send(ShardEvent::Ready);
+
+    while !SHUTDOWN.load(Ordering::SeqCst) {
+        glommio::timer::sleep(SHUTDOWN_POLL_INTERVAL).await;
+    }
+    shard.shutting_down.set(true);
+    shard.shutdown.notify_all();
+    for t in accept_tasks {
+        t.await;
+    }
+    let deadline = Instant::now() + SHUTDOWN_DRAIN_MAX;
+    while shard.connections.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    if shard.connections.get() > 0 {
+        log::warn!(
+            "shard {id}: {} connections still busy after {SHUTDOWN_DRAIN_MAX:?}; closing anyway",
+            shard.connections.get()
+        );
+    }
+    shard.groups.stop(&shard).await;
+    let closed = store.close_all().await;
+    shard.router.close();
+    closed.map_err(|e| format!("closing logs: {e}"))
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.shutdown.notified().await;
+            None
+        })
+        .await;
+        let Some(accepted) = accepted else {
+            return;
+        };
+        if shard.shutting_down.get() {
+            return;
+        }
+        let stream = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("shard {}: accept failed: {e}", shard.id);
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let peer = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        if shard.connections.get() >= shard.config.connections_max {
+            log::warn!(
+                "shard {}: refusing connection from {peer}: {} connections is the limit (connections-max)",
+                shard.id,
+                shard.config.connections_max
+            );
+            continue;
+        }
+        shard.connections.set(shard.connections.get() + 1);
+        let s = shard.clone();
+        glommio::spawn_local(async move {
+            crate::connection::serve(s.clone(), stream, peer).await;
+            s.connections.set(s.connections.get() - 1);
+        })
+        .detach();
+    }
+}
+
+/// Default data directory relative to the working directory.
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("osprey-data")
+}

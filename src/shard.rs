@@ -1,0 +1,359 @@
+//! One shard: the state a single core owns (its partitions, its copy of the metadata, its
+//! router ends, its producer-id block) and the operations on it.
+//!
+//! Runs on: every shard, each on its own executor thread. Shared inside the shard through
+//! `Rc`; nothing here is reachable from another core except through `router` calls.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::sync::Semaphore;
+
+use crate::config::{BrokerConfig, REQUEST_MEMORY_PER_SHARD_MAX_BYTES};
+use crate::controller::Controller;
+use crate::metadata::{ClusterMeta, partition_dir};
+use crate::router::{Router, RouterError};
+use crate::sync::Notify;
+use crate::topic_config;
+
+/// The address a shard advertises as its broker node (node id = shard index).
+#[derive(Clone, Debug)]
+pub struct NodeAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+/// The partitions of one topic that this shard has open.
+struct LocalTopic {
+    id: [u8; 16],
+    partitions: HashMap<i32, Rc<shards::Partition>>,
+}
+
+pub struct Shard {
+    pub id: usize,
+    /// Number of shards in this process.
+    pub count: usize,
+    pub config: Arc<BrokerConfig>,
+    pub nodes: Arc<Vec<NodeAddr>>,
+    pub store: Rc<shards::Store>,
+    pub router: Router,
+    pub controller: Option<Controller>,
+    /// Woken on every append, so long-poll fetches re-check at once.
+    pub data_arrived: Notify,
+    /// Set once at shutdown; connections stop reading new requests.
+    pub shutting_down: Cell<bool>,
+    pub shutdown: Notify,
+    /// Bytes of request frames held by this shard's connections.
+    pub request_memory: Rc<Semaphore>,
+    pub connections: Cell<usize>,
+    meta: RefCell<Arc<ClusterMeta>>,
+    logs: RefCell<HashMap<String, LocalTopic>>,
+    /// Serialises metadata application (opening partitions awaits).
+    applying: Semaphore,
+    /// Set after the first metadata is applied: only then does the shard accept clients.
+    meta_ready: Cell<bool>,
+    meta_applied: Notify,
+    producer_ids: ProducerIds,
+    pub groups: crate::groups::Coordinator,
+}
+
+#[derive(Debug)]
+pub enum LookupError {
+    UnknownTopicOrPartition,
+    /// Another shard owns it: forward there.
+    NotLocal(usize),
+}
+
+impl Shard {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: usize,
+        count: usize,
+        config: Arc<BrokerConfig>,
+        nodes: Arc<Vec<NodeAddr>>,
+        store: Rc<shards::Store>,
+        router: Router,
+        controller: Option<Controller>,
+    ) -> Shard {
+        let producer_ids = ProducerIds::new(config.data_dir.join("producer-ids"), id);
+        let groups = crate::groups::Coordinator::new(id, &config);
+        Shard {
+            id,
+            count,
+            config,
+            nodes,
+            store,
+            router,
+            controller,
+            data_arrived: Notify::new(),
+            shutting_down: Cell::new(false),
+            shutdown: Notify::new(),
+            request_memory: Rc::new(Semaphore::new(REQUEST_MEMORY_PER_SHARD_MAX_BYTES)),
+            connections: Cell::new(0),
+            meta: RefCell::new(Arc::new(ClusterMeta::default())),
+            logs: RefCell::new(HashMap::new()),
+            applying: Semaphore::new(1),
+            meta_ready: Cell::new(false),
+            meta_applied: Notify::new(),
+            producer_ids,
+            groups,
+        }
+    }
+
+    pub fn meta(&self) -> Arc<ClusterMeta> {
+        self.meta.borrow().clone()
+    }
+
+    /// Runs `f` on shard `to`: directly when that is this shard, else through the router.
+    pub async fn call<T, F, Fut>(self: &Rc<Self>, to: usize, f: F) -> Result<T, RouterError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        if to == self.id {
+            Ok(f(self.clone()).await)
+        } else {
+            self.router.call_remote(to, f).await
+        }
+    }
+
+    /// The controller (shard 0 only).
+    pub fn controller(&self) -> &Controller {
+        match &self.controller {
+            Some(c) => c,
+            None => unreachable!("controller call routed to shard {} instead of 0", self.id),
+        }
+    }
+
+    /// A partition this shard owns, or where to forward.
+    pub fn partition(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Rc<shards::Partition>, LookupError> {
+        if let Some(t) = self.logs.borrow().get(topic)
+            && let Some(p) = t.partitions.get(&partition)
+        {
+            return Ok(p.clone());
+        }
+        match self.meta.borrow().owner(topic, partition) {
+            Some(owner) if owner != self.id => Err(LookupError::NotLocal(owner)),
+            // Owned here but not open (still opening, or failed to open): unknown for now.
+            _ => Err(LookupError::UnknownTopicOrPartition),
+        }
+    }
+
+    /// Sends new metadata to every shard (including this one) and waits until all applied it.
+    pub async fn broadcast_meta(self: &Rc<Self>, meta: Arc<ClusterMeta>) {
+        let mut tasks = Vec::new();
+        for to in 0..self.count {
+            let meta = meta.clone();
+            let me = self.clone();
+            tasks.push(glommio::spawn_local(async move {
+                me.call(to, move |s| async move { s.apply_meta(meta).await })
+                    .await
+            }));
+        }
+        for (to, t) in tasks.into_iter().enumerate() {
+            if let Err(e) = t.await {
+                log::error!("metadata broadcast to shard {to} failed: {e}");
+            }
+        }
+    }
+
+    /// Adopts new metadata: opens partitions newly owned here, deletes the files of deleted
+    /// topics, pushes changed configs to open partitions.
+    pub async fn apply_meta(self: &Rc<Self>, meta: Arc<ClusterMeta>) {
+        let Ok(_permit) = self.applying.acquire_permit(1).await else {
+            return;
+        };
+        if meta.epoch < self.meta.borrow().epoch {
+            return;
+        }
+        *self.meta.borrow_mut() = meta.clone();
+        // 1. Partitions to drop: topic gone, recreated under a new id, or moved away.
+        let mut to_delete = Vec::new();
+        {
+            let mut logs = self.logs.borrow_mut();
+            logs.retain(|name, local| match meta.topic(name) {
+                Some(t) if t.id == local.id => {
+                    local.partitions.retain(|p, part| {
+                        let keep = t.owners.get(*p as usize).map(|o| *o as usize) == Some(self.id);
+                        if keep {
+                            part.set_config(topic_config::log_config(&t.configs, &self.config));
+                        }
+                        keep
+                    });
+                    true
+                }
+                _ => {
+                    to_delete.extend(local.partitions.drain().map(|(_, p)| p));
+                    false
+                }
+            });
+        }
+        for p in to_delete {
+            if let Err(e) = p.delete().await {
+                log::error!("shard {}: could not delete partition files: {e}", self.id);
+            }
+        }
+        // 2. Partitions to open.
+        for t in meta.topics.values() {
+            for (p, owner) in t.owners.iter().enumerate() {
+                let p = p as i32;
+                if *owner as usize != self.id {
+                    continue;
+                }
+                let open = self
+                    .logs
+                    .borrow()
+                    .get(&t.name)
+                    .is_some_and(|l| l.partitions.contains_key(&p));
+                if open {
+                    continue;
+                }
+                let dir = partition_dir(&self.config.data_dir, &t.name, p);
+                let cfg = topic_config::log_config(&t.configs, &self.config);
+                match self.store.open_partition(dir.clone(), cfg).await {
+                    Ok(part) => {
+                        let mut logs = self.logs.borrow_mut();
+                        let local = logs.entry(t.name.clone()).or_insert_with(|| LocalTopic {
+                            id: t.id,
+                            partitions: HashMap::new(),
+                        });
+                        local.partitions.insert(p, part);
+                    }
+                    Err(e) => log::error!(
+                        "shard {}: cannot open partition {}-{} in {}: {e}",
+                        self.id,
+                        t.name,
+                        p,
+                        dir.display()
+                    ),
+                }
+            }
+        }
+        self.meta_ready.set(true);
+        self.meta_applied.notify_all();
+    }
+
+    /// Waits until the controller's first metadata has been applied here.
+    pub async fn wait_meta_applied(&self) {
+        while !self.meta_ready.get() {
+            self.meta_applied.notified().await;
+        }
+    }
+
+    /// Every partition open on this shard (for shutdown and stats).
+    pub fn local_partitions(&self) -> Vec<(String, i32, Rc<shards::Partition>)> {
+        let logs = self.logs.borrow();
+        let mut out = Vec::new();
+        for (name, t) in logs.iter() {
+            for (p, part) in &t.partitions {
+                out.push((name.clone(), *p, part.clone()));
+            }
+        }
+        out
+    }
+
+    /// A producer id unique across shards and restarts.
+    pub async fn allocate_producer_id(&self) -> Result<i64, String> {
+        self.producer_ids.next().await
+    }
+}
+
+/// Producer ids: `(counter << 8) | shard`, the counter reserved in persisted blocks so an
+/// id is never handed out twice, even across a crash.
+struct ProducerIds {
+    path: PathBuf,
+    shard: usize,
+    next: Cell<u64>,
+    reserved_end: Cell<u64>,
+    reserving: Semaphore,
+}
+
+/// Ids reserved per persisted block.
+const PRODUCER_ID_BLOCK: u64 = 1024;
+/// Bits of a producer id that hold the shard index.
+const PRODUCER_ID_SHARD_BITS: u32 = 8;
+
+impl ProducerIds {
+    fn new(dir: PathBuf, shard: usize) -> Self {
+        assert!(shard < (1 << PRODUCER_ID_SHARD_BITS));
+        ProducerIds {
+            path: dir.join(format!("shard-{shard}")),
+            shard,
+            next: Cell::new(0),
+            reserved_end: Cell::new(0),
+            reserving: Semaphore::new(1),
+        }
+    }
+
+    async fn next(&self) -> Result<i64, String> {
+        let Ok(_permit) = self.reserving.acquire_permit(1).await else {
+            return Err("shutting down".into());
+        };
+        if self.next.get() >= self.reserved_end.get() {
+            let path = self.path.clone();
+            let start = self.next.get();
+            let reserved = glommio::executor()
+                .spawn_blocking(move || reserve_block(&path, start))
+                .await?;
+            self.next.set(reserved.0);
+            self.reserved_end.set(reserved.1);
+        }
+        let counter = self.next.get();
+        self.next.set(counter + 1);
+        Ok(((counter << PRODUCER_ID_SHARD_BITS) | self.shard as u64) as i64)
+    }
+}
+
+/// Reads the persisted high mark, reserves the next block and persists its end (fsync).
+fn reserve_block(path: &std::path::Path, at_least: u64) -> Result<(u64, u64), String> {
+    use std::io::Write;
+    let persisted = match std::fs::read(path) {
+        Ok(b) if b.len() == 8 => u64::from_le_bytes(b.try_into().unwrap_or_default()),
+        Ok(_) => return Err(format!("{} is corrupt", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(format!("read {}: {e}", path.display())),
+    };
+    let start = persisted.max(at_least);
+    let end = start + PRODUCER_ID_BLOCK;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&end.to_le_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| format!("persist {}: {e}", path.display()))?;
+    Ok((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Reserved blocks never overlap, also after a "restart" that forgets the in-memory state.
+    #[test]
+    fn producer_id_blocks_never_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shard-0");
+        let (a0, a1) = reserve_block(&path, 0).unwrap();
+        let (b0, b1) = reserve_block(&path, 5).unwrap();
+        assert_eq!((a0, a1), (0, PRODUCER_ID_BLOCK));
+        assert!(b0 >= a1 && b1 > b0);
+    }
+}

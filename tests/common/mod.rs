@@ -1,0 +1,295 @@
+//! Black-box test harness: starts the real `osprey` binary on free ports in a temporary
+//! data directory, and speaks Kafka bytes to it over plain blocking sockets.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct Broker {
+    child: Option<Child>,
+    pub bootstrap: SocketAddr,
+    pub nodes: Vec<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub cores: usize,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Broker {
+    /// Starts a broker with `cores` shards in a fresh temporary data directory.
+    pub fn start(cores: usize) -> Broker {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut b = Broker::start_in(&dir, cores, &[]);
+        b._tmp = Some(tmp);
+        b
+    }
+
+    /// Starts a broker on an existing data directory (restart tests), with extra flags.
+    pub fn start_in(dir: &Path, cores: usize, extra: &[&str]) -> Broker {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_osprey"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--cores")
+            .arg(cores.to_string())
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn osprey");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with("osprey ready") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("osprey did not report ready within {STARTUP_TIMEOUT:?}");
+            }
+        };
+        let mut bootstrap = None;
+        let mut nodes = Vec::new();
+        for part in line.split_whitespace() {
+            if let Some(v) = part.strip_prefix("bootstrap=") {
+                bootstrap = Some(v.parse().expect("bootstrap addr"));
+            }
+            if let Some(v) = part.strip_prefix("nodes=") {
+                nodes = v
+                    .split(',')
+                    .map(|p| SocketAddr::from(([127, 0, 0, 1], p.parse::<u16>().expect("port"))))
+                    .collect();
+            }
+        }
+        Broker {
+            child: Some(child),
+            bootstrap: bootstrap.expect("bootstrap in ready line"),
+            nodes,
+            data_dir: dir.to_path_buf(),
+            cores,
+            _tmp: None,
+        }
+    }
+
+    pub fn connect(&self) -> Conn {
+        Conn::connect(self.bootstrap)
+    }
+
+    pub fn connect_node(&self, node: usize) -> Conn {
+        Conn::connect(self.nodes[node])
+    }
+
+    /// SIGTERM and wait; returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("osprey did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: a crash, nothing flushed by the broker itself.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().map(|s| s.is_none()).unwrap_or(false),
+            None => false,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Conn {
+    pub stream: TcpStream,
+    next_correlation: i32,
+}
+
+impl Conn {
+    pub fn connect(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Conn {
+            stream,
+            next_correlation: 1,
+        }
+    }
+
+    pub fn encode_request<R: Request>(&mut self, req: &R, version: i16) -> (i32, Bytes) {
+        let correlation = self.next_correlation;
+        self.next_correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation)
+            .with_client_id(Some(StrBytes::from_static_str("osprey-test")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, R::header_version(version))
+            .unwrap();
+        req.encode(&mut body, version).unwrap();
+        let mut frame = BytesMut::new();
+        frame.put_i32(body.len() as i32);
+        frame.extend_from_slice(&body);
+        (correlation, frame.freeze())
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Reads one response frame; `None` if the broker closed the connection.
+    pub fn read_frame(&mut self) -> Option<Bytes> {
+        let mut len = [0u8; 4];
+        if self.stream.read_exact(&mut len).is_err() {
+            return None;
+        }
+        let len = i32::from_be_bytes(len) as usize;
+        let mut buf = vec![0u8; len];
+        self.stream.read_exact(&mut buf).ok()?;
+        Some(Bytes::from(buf))
+    }
+
+    pub fn request<R: Request>(&mut self, req: &R, version: i16) -> R::Response {
+        let (correlation, frame) = self.encode_request(req, version);
+        self.send_raw(&frame);
+        self.read_response::<R>(correlation, version)
+    }
+
+    pub fn read_response<R: Request>(&mut self, correlation: i32, version: i16) -> R::Response {
+        let mut frame = self.read_frame().expect("broker closed the connection");
+        let header =
+            ResponseHeader::decode(&mut frame, R::Response::header_version(version)).unwrap();
+        assert_eq!(
+            header.correlation_id, correlation,
+            "responses must come in request order"
+        );
+        let resp = R::Response::decode(&mut frame, version).unwrap();
+        assert_eq!(
+            frame.remaining(),
+            0,
+            "trailing bytes in {:?} response",
+            ApiKey::try_from(R::KEY)
+        );
+        resp
+    }
+
+    /// True when the broker has closed this connection (read returns EOF or reset).
+    pub fn is_closed_by_peer(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+/// One record batch v2 with `n` records of `size` bytes (key "k<i>", one header).
+pub fn batch(n: usize, size: usize, compression: Compression) -> Bytes {
+    batch_with_producer(n, size, compression, -1, -1, -1)
+}
+
+pub fn batch_with_producer(
+    n: usize,
+    size: usize,
+    compression: Compression,
+    producer_id: i64,
+    epoch: i16,
+    base_sequence: i32,
+) -> Bytes {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: if base_sequence < 0 {
+                -1
+            } else {
+                base_sequence + i as i32
+            },
+            timestamp: now,
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(vec![b'a' + (i % 26) as u8; size])),
+            headers: [(
+                StrBytes::from_static_str("h"),
+                Some(Bytes::from_static(b"v")),
+            )]
+            .into_iter()
+            .collect(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+/// Records decoded from fetched bytes (CRC checked by the decoder).
+pub fn decode_records(bytes: &Bytes) -> Vec<Record> {
+    let mut b = bytes.clone();
+    let mut out = Vec::new();
+    while b.has_remaining() {
+        let set =
+            kafka_protocol::records::RecordBatchDecoder::decode(&mut b).expect("decodable batch");
+        out.extend(set.records);
+    }
+    out
+}
