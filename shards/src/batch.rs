@@ -529,7 +529,7 @@ mod tests {
             },
             0,
         );
-        assert_eq!(parse_header(&b).unwrap().last_sequence(), 1);
+        assert_eq!(parse_header(&b).unwrap().last_sequence(), 0);
     }
 
     proptest! {
