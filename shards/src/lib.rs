@@ -1,1 +1,32 @@
-//! shards: per-core partition storage (placeholder until the storage engine lands).
+//! shards: osprey's per-core storage engine: partition logs on direct I/O (glommio DmaFile),
+//! a bounded per-shard tail cache, group-commit fsync, retention and crash recovery.
+//!
+//! Everything here runs inside one glommio LocalExecutor (one per core): a [`Store`] per
+//! shard owns that shard's [`Partition`]s; state is `Rc`/`RefCell`/`Cell`, never shared
+//! across threads. This crate opens no sockets. [`batch`] is pure and usable on any core.
+//!
+//! On disk, per partition directory: `<base offset, 20 digits>.log` segments of record
+//! batches v2 exactly as produced (baseOffset rewritten), `.index` / `.timeindex` sparse
+//! indexes per sealed segment, and `producer.snapshot`.
+//!
+//! Recovery on open: the last segment (and any sealed segment whose index is missing or
+//! stale) is scanned batch by batch with CRC checks; the log ends at the last whole valid
+//! batch in offset sequence, and anything after it (torn write, zero-filled preallocation)
+//! is cut with a `log::warn!` saying how many bytes. Segments that do not follow on are
+//! removed. Data acknowledged under [`Durability::Fsync`] was written and fdatasync'ed
+//! before the acknowledgement, so it is always before the cut.
+
+pub mod batch;
+mod config;
+mod error;
+pub mod index;
+mod partition;
+pub mod producer;
+mod segment;
+mod store;
+
+pub use config::*;
+pub use error::{AppendError, ReadError, StorageError, codes};
+pub use partition::{AppendInfo, Chunk, Partition, PartitionStats, ReadOutput};
+pub use segment::segment_file_name;
+pub use store::{FaultInjector, Store, StoreStats};

@@ -1,1 +1,1 @@
-//! tuning: host checks and limit probes.
+//! tuning: host checks and limit probes (placeholder; the io probe lands next).

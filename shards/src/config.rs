@@ -1,0 +1,118 @@
+//! Configuration of the store (per shard) and of each partition log (Kafka topic configs),
+//! plus the compile-time constants every limit derives from.
+//!
+//! Runs on the shard's own core; configs are plain values copied into each shard.
+
+/// Direct I/O block: every write offset and length is a multiple of it.
+pub const BLOCK_BYTES: u64 = 4096;
+/// Segments grow by this much at a time (preallocated, and pre-zeroed if configured).
+pub const PREALLOC_STEP_BYTES: u64 = 8 << 20;
+/// Largest single DMA write; bigger flush rounds are split in chunks of this size that go
+/// out concurrently (bounded by StoreConfig::inflight_writes_max).
+pub const WRITE_CHUNK_BYTES: usize = 1 << 20;
+/// Largest amount of queued data one flush round takes.
+pub const FLUSH_ROUND_MAX_BYTES: usize = 16 << 20;
+/// Appended but not yet written bytes per partition above which appenders wait (all
+/// durabilities, including None): bounds the memory of un-written data.
+pub const PENDING_MAX_BYTES: usize = 64 << 20;
+/// An offset-index and time-index entry is added every this many bytes of log.
+pub const INDEX_INTERVAL_BYTES: u64 = 32 << 10;
+/// Size of the aligned reads used by recovery scans.
+pub const SCAN_READ_BYTES: usize = 1 << 20;
+/// Largest single disk read served by `Partition::read` (a fetch's max_bytes is capped here,
+/// except that one whole batch is always returned).
+pub const READ_MAX_BYTES: usize = 8 << 20;
+/// Idempotent producers remembered per partition; the least recently used is dropped beyond.
+pub const PRODUCERS_MAX_PER_PARTITION: usize = 8192;
+/// Batches remembered per producer for duplicate detection (Kafka: 5 in flight).
+pub const PRODUCER_BATCHES_MAX: usize = 5;
+/// Period of the shard's background task (flush.ms, retention).
+pub const BACKGROUND_TICK_MS: u64 = 50;
+/// Smallest segment.bytes accepted (smaller values are raised to it).
+pub const SEGMENT_MIN_BYTES: u64 = 64 << 10;
+
+const _: () = assert!(PREALLOC_STEP_BYTES.is_multiple_of(BLOCK_BYTES));
+const _: () = assert!((WRITE_CHUNK_BYTES as u64).is_multiple_of(BLOCK_BYTES));
+const _: () = assert!((SCAN_READ_BYTES as u64).is_multiple_of(BLOCK_BYTES));
+const _: () = assert!(FLUSH_ROUND_MAX_BYTES <= PENDING_MAX_BYTES);
+const _: () = assert!(SEGMENT_MIN_BYTES.is_multiple_of(BLOCK_BYTES));
+const _: () = assert!(INDEX_INTERVAL_BYTES >= BLOCK_BYTES);
+
+/// Per-shard limits. One `Store` per core uses one of these.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Bound of the shard's tail cache of recent batches. Data not yet written to disk is
+    /// pinned and may exceed it by at most PENDING_MAX_BYTES per partition.
+    pub cache_max_bytes: usize,
+    /// Bound of concurrent DMA writes of the shard.
+    pub inflight_writes_max: usize,
+    /// Bound of open segment files of the shard (active segments always stay open; sealed
+    /// segments' files are closed least-recently-opened first beyond it).
+    pub open_files_max: usize,
+    /// Hard cap of one append call's buffer (RECORD_LIST_TOO_LARGE beyond).
+    pub batch_max_bytes: usize,
+    /// Write zeros into each preallocation step before use (true) instead of only
+    /// fallocate-ing it (false). Pre-zeroed blocks make fdatasync a pure data flush (much
+    /// faster on ext4: no unwritten-extent conversion) at the cost of writing every byte
+    /// twice; turn it off for throughput-bound topics that do not fsync per ack.
+    pub segment_prezero: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            cache_max_bytes: 128 << 20,
+            inflight_writes_max: 8,
+            open_files_max: 1024,
+            batch_max_bytes: 8 << 20,
+            segment_prezero: true,
+        }
+    }
+}
+
+/// Per-partition log settings with Kafka topic-config semantics and names.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// segment.bytes: roll to a new segment before this size is exceeded (default 1 GiB).
+    pub segment_bytes: u64,
+    /// segment.ms: roll when the active segment is older than this at append (default 7 days).
+    pub segment_ms: u64,
+    /// retention.ms: delete sealed segments whose newest timestamp is older (-1 = unlimited).
+    pub retention_ms: i64,
+    /// retention.bytes: delete oldest sealed segments while the log is larger (-1 = unlimited).
+    pub retention_bytes: i64,
+    /// max.message.bytes: largest single batch accepted (default 1048588).
+    pub max_message_bytes: u32,
+    /// flush.ms: longest time appended data stays un-synced (default 1000 ms; Kafka's
+    /// default is "never", but this store acknowledges acks=1/0 before fsync, so it bounds
+    /// their exposure to one second).
+    pub flush_ms: u64,
+    /// flush.messages: fdatasync once this many messages are un-synced (default u64::MAX = off).
+    pub flush_messages: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            max_message_bytes: 1_048_588,
+            flush_ms: 1000,
+            flush_messages: u64::MAX,
+        }
+    }
+}
+
+/// How long an append waits before returning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// acks=all: after the data is written and fdatasync'ed (group commit).
+    #[default]
+    Fsync,
+    /// acks=1: after the DMA write completed (in the device, not yet synced).
+    Written,
+    /// acks=0: as soon as the data is in memory and queued for writing.
+    None,
+}

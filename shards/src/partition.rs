@@ -1,0 +1,1356 @@
+//! One partition log: append (validate, assign offsets, idempotent-producer checks, group
+//! commit), read (tail cache or aligned DMA reads, whole batches), roll, retention,
+//! recovery, flush, close and delete.
+//!
+//! Runs on the core of the shard that owns the partition; state lives in `RefCell`s that are
+//! never borrowed across an `.await`. Write path: `append` copies nothing but the batch
+//! buffer (made mutable to rewrite baseOffset), puts it in the tail cache and the pending
+//! queue, and a single flusher task per partition writes whatever is pending in one round
+//! (aligned chunks, concurrently) and then, if any appender asked for it, one fdatasync:
+//! appends that arrive meanwhile share the next round (group commit).
+//!
+//! Visibility: the high watermark equals the log end offset (single replica), so data is
+//! readable as soon as it is appended, before it is synced; acks=all producers are still
+//! only acknowledged after fdatasync.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::future::poll_fn;
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use glommio::io::ReadResult;
+
+use crate::batch::{self, BATCH_HEADER_BYTES, BatchHeader};
+use crate::config::{
+    BLOCK_BYTES, Durability, FLUSH_ROUND_MAX_BYTES, INDEX_INTERVAL_BYTES, LogConfig,
+    PENDING_MAX_BYTES, READ_MAX_BYTES, SCAN_READ_BYTES, SEGMENT_MIN_BYTES,
+};
+use crate::error::{AppendError, ReadError, StorageError};
+use crate::index::SegmentIndex;
+use crate::producer::{ProducerTable, SNAPSHOT_FILE, SeqCheck};
+use crate::segment::{Segment, align_down, align_up, read_aligned};
+use crate::store::Store;
+
+/// Result of a successful append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub log_start_offset: i64,
+    /// True if this was a retry of already stored batches (nothing written; original offsets).
+    pub duplicate: bool,
+}
+
+/// Stored bytes of whole batches, not copied: a slice of the tail cache or of a DMA read.
+#[derive(Clone, Debug)]
+pub enum Chunk {
+    Cached(Bytes),
+    Disk(ReadResult),
+}
+
+impl Chunk {
+    pub fn len(&self) -> usize {
+        self.as_ref().len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::ops::Deref for Chunk {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Chunk::Cached(b) => b,
+            Chunk::Disk(r) => r,
+        }
+    }
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+/// Result of a read.
+#[derive(Clone, Debug)]
+pub struct ReadOutput {
+    /// Whole batches in offset order (may be empty at the log end).
+    pub chunks: Vec<Chunk>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+impl ReadOutput {
+    /// Total bytes of all chunks.
+    pub fn bytes(&self) -> usize {
+        self.chunks.iter().map(Chunk::len).sum()
+    }
+}
+
+/// Counters and sizes of one partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionStats {
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub synced_offset: i64,
+    pub size_bytes: u64,
+    pub segments: usize,
+    pub cache_bytes: usize,
+    pub pending_bytes: usize,
+    pub appends: u64,
+    pub duplicates: u64,
+    /// Flush rounds that wrote data.
+    pub write_rounds: u64,
+    /// fdatasync calls made for this partition.
+    pub fdatasyncs: u64,
+    pub producers: usize,
+}
+
+struct CacheEntry {
+    base_offset: i64,
+    next_offset: i64,
+    data: Bytes,
+}
+
+struct LogState {
+    segments: BTreeMap<i64, Rc<Segment>>,
+    log_start_offset: i64,
+    next_offset: i64,
+    cache: VecDeque<CacheEntry>,
+    cache_bytes: usize,
+    producers: ProducerTable,
+}
+
+impl LogState {
+    fn active(&self) -> &Rc<Segment> {
+        // Invariant: a partition always has at least its active segment.
+        self.segments
+            .values()
+            .next_back()
+            .expect("partition without segments")
+    }
+}
+
+struct Pending {
+    segment: Rc<Segment>,
+    data: Bytes,
+    next_offset: i64,
+}
+
+struct WriteState {
+    pending: VecDeque<Pending>,
+    pending_bytes: usize,
+    written_offset: i64,
+    synced_offset: i64,
+    sync_requested: i64,
+    dirty: Vec<Rc<Segment>>,
+    to_finalize: Vec<Rc<Segment>>,
+    unsynced_since: Option<Instant>,
+    flushing: bool,
+    rolling: bool,
+    stopped: Option<String>,
+}
+
+#[derive(Default)]
+struct Notify {
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Notify {
+    fn notify_all(&self) {
+        let ws = std::mem::take(&mut *self.wakers.borrow_mut());
+        for w in ws {
+            w.wake();
+        }
+    }
+    async fn wait_until(&self, mut cond: impl FnMut() -> bool) {
+        poll_fn(|cx| {
+            if cond() {
+                Poll::Ready(())
+            } else {
+                self.wakers.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    appends: Cell<u64>,
+    duplicates: Cell<u64>,
+    write_rounds: Cell<u64>,
+    fdatasyncs: Cell<u64>,
+}
+
+/// A partition log, owned by one shard.
+pub struct Partition {
+    me: Weak<Partition>,
+    store: Rc<Store>,
+    dir: PathBuf,
+    config: RefCell<LogConfig>,
+    log: RefCell<LogState>,
+    write: RefCell<WriteState>,
+    progress: Notify,
+    counters: Counters,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    let d = glommio::io::Directory::open(dir)
+        .await
+        .map_err(|e| StorageError::glommio("open dir", dir, e))?;
+    d.sync()
+        .await
+        .map_err(|e| StorageError::glommio("fsync dir", dir, e))?;
+    d.close()
+        .await
+        .map_err(|e| StorageError::glommio("close dir", dir, e))
+}
+
+impl Partition {
+    /// Opens (recovering) or creates the log in `dir`. See the crate docs for recovery.
+    pub(crate) async fn open(
+        store: Rc<Store>,
+        dir: PathBuf,
+        config: LogConfig,
+    ) -> Result<Rc<Partition>, StorageError> {
+        std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("create dir", &dir, e))?;
+        let mut bases = Vec::new();
+        let rd = std::fs::read_dir(&dir).map_err(|e| StorageError::io("read dir", &dir, e))?;
+        for entry in rd {
+            let entry = entry.map_err(|e| StorageError::io("read dir", &dir, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(stem) = name.strip_suffix(".log") {
+                if stem.len() == 20
+                    && let Ok(base) = stem.parse::<i64>()
+                {
+                    bases.push(base);
+                }
+            } else if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        bases.sort_unstable();
+
+        let mut segments = BTreeMap::new();
+        let mut prev_next: Option<i64> = None;
+        let mut discard_rest = false;
+        for (i, &base) in bases.iter().enumerate() {
+            let seg = Rc::new(Segment::new(&dir, base, &store));
+            if discard_rest || prev_next.is_some_and(|p| p != base) {
+                log::warn!(
+                    "{}: segment does not follow the previous one (expected base {:?}); removing it and later segments",
+                    seg.path.display(),
+                    prev_next
+                );
+                discard_rest = true;
+                seg.forget_file();
+                seg.remove_files()?;
+                continue;
+            }
+            let is_last = i + 1 == bases.len();
+            let file = seg.file().await?;
+            let file_size = file
+                .file_size()
+                .await
+                .map_err(|e| StorageError::glommio("stat", &seg.path, e))?;
+            let mut loaded = false;
+            if !is_last {
+                if let Some((idx, meta)) =
+                    SegmentIndex::read_files(&seg.index_path, &seg.time_index_path)
+                    && meta.base_offset == base
+                    && meta.covered_bytes == file_size
+                    && meta.next_offset > base
+                {
+                    seg.set_recovered(file_size, meta.next_offset, file_size, None, idx);
+                    loaded = true;
+                }
+                if !loaded {
+                    log::info!(
+                        "{}: index missing or stale, rebuilding it by a scan",
+                        seg.path.display()
+                    );
+                }
+            }
+            if !loaded {
+                let out = seg.scan(file_size, |_, _| {}).await?;
+                let valid = out.valid_bytes;
+                if valid < file_size {
+                    log::warn!(
+                        "{}: recovery cut {} bytes after byte {valid} (log ends at offset {}): {}",
+                        seg.path.display(),
+                        file_size - valid,
+                        out.next_offset,
+                        out.stop_reason.as_deref().unwrap_or("end of file")
+                    );
+                    file.truncate(valid)
+                        .await
+                        .map_err(|e| StorageError::glommio("truncate", &seg.path, e))?;
+                }
+                let tail = if is_last {
+                    Some(seg.read_tail_block(valid).await?)
+                } else {
+                    None
+                };
+                seg.set_recovered(valid, out.next_offset, valid, tail, out.index);
+                if !is_last && valid > 0 {
+                    seg.sealed.set(true);
+                    seg.finalize(&store).await?;
+                }
+            }
+            drop(file);
+            if !is_last {
+                seg.sealed.set(true);
+                seg.finalized.set(true);
+                store.note_segment_sealed(&seg);
+            }
+            prev_next = Some(seg.next_offset.get());
+            segments.insert(base, seg);
+        }
+        if segments.is_empty() {
+            let seg = Rc::new(Segment::new(&dir, 0, &store));
+            seg.file().await?;
+            sync_dir(&dir).await?;
+            segments.insert(0, seg);
+        }
+        // A discard above may have left a sealed segment last: it becomes the active one.
+        if let Some(last) = segments.values().next_back()
+            && last.sealed.get()
+        {
+            last.sealed.set(false);
+            last.finalized.set(false);
+            let tail = last.read_tail_block(last.size_bytes.get()).await?;
+            let idx = last.index.borrow().clone();
+            last.set_recovered(
+                last.size_bytes.get(),
+                last.next_offset.get(),
+                last.size_bytes.get(),
+                Some(tail),
+                idx,
+            );
+        }
+        let log_start = *segments.keys().next().unwrap_or(&0);
+        let next_offset = segments
+            .values()
+            .next_back()
+            .map(|s| s.next_offset.get())
+            .unwrap_or(0);
+        let part = Rc::new_cyclic(|me| Partition {
+            me: me.clone(),
+            store: store.clone(),
+            dir: dir.clone(),
+            config: RefCell::new(config),
+            log: RefCell::new(LogState {
+                segments,
+                log_start_offset: log_start,
+                next_offset,
+                cache: VecDeque::new(),
+                cache_bytes: 0,
+                producers: ProducerTable::default(),
+            }),
+            write: RefCell::new(WriteState {
+                pending: VecDeque::new(),
+                pending_bytes: 0,
+                written_offset: next_offset,
+                synced_offset: next_offset,
+                sync_requested: next_offset,
+                dirty: Vec::new(),
+                to_finalize: Vec::new(),
+                unsynced_since: None,
+                flushing: false,
+                rolling: false,
+                stopped: None,
+            }),
+            progress: Notify::default(),
+            counters: Counters::default(),
+        });
+        part.recover_producers().await?;
+        Ok(part)
+    }
+
+    /// Loads the producer snapshot if usable and replays the batch headers after it.
+    async fn recover_producers(&self) -> Result<(), StorageError> {
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        let snap = std::fs::read(self.dir.join(SNAPSHOT_FILE))
+            .ok()
+            .and_then(|b| ProducerTable::decode(&b));
+        let (mut table, mut off) = match snap {
+            Some((t, o)) if o >= start && o <= end => (t, o),
+            Some((_, o)) => {
+                log::info!(
+                    "{}: producer snapshot at offset {o} outside [{start}, {end}], rebuilding",
+                    self.dir.display()
+                );
+                (ProducerTable::default(), start)
+            }
+            None => (ProducerTable::default(), start),
+        };
+        while off < end {
+            let out = self
+                .read(off, SCAN_READ_BYTES)
+                .await
+                .map_err(|e| StorageError::Corrupt {
+                    path: self.dir.clone(),
+                    reason: format!("rebuilding producer state: {e}"),
+                })?;
+            let mut advanced = false;
+            for c in &out.chunks {
+                let mut p = 0;
+                while p + BATCH_HEADER_BYTES <= c.len() {
+                    let Ok(h) = batch::parse_header(&c[p..]) else {
+                        break;
+                    };
+                    if h.last_offset() >= off {
+                        table.record(&h);
+                        off = h.last_offset() + 1;
+                        advanced = true;
+                    }
+                    p += h.total_bytes();
+                }
+            }
+            if !advanced {
+                break;
+            }
+        }
+        self.log.borrow_mut().producers = table;
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log.borrow().log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log.borrow().next_offset
+    }
+
+    /// Single replica: equal to the log end offset (appended data is visible at once).
+    pub fn high_watermark(&self) -> i64 {
+        self.log_end_offset()
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.config.borrow().clone()
+    }
+
+    pub fn set_config(&self, config: LogConfig) {
+        *self.config.borrow_mut() = config;
+    }
+
+    fn check_running(&self) -> Result<(), StorageError> {
+        match &self.write.borrow().stopped {
+            Some(reason) => Err(StorageError::Stopped {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn stop(&self, reason: String) {
+        {
+            let mut w = self.write.borrow_mut();
+            if w.stopped.is_none() {
+                log::error!(
+                    "partition {} stops accepting writes: {reason}",
+                    self.dir.display()
+                );
+                w.stopped = Some(reason);
+            }
+        }
+        self.progress.notify_all();
+    }
+
+    fn segment_bytes_max(&self) -> u64 {
+        // Positions in the index are u32; keep segments below 2 GiB like Kafka.
+        self.config
+            .borrow()
+            .segment_bytes
+            .clamp(SEGMENT_MIN_BYTES, i32::MAX as u64)
+    }
+
+    fn needs_roll(&self, len: u64, records: i64) -> bool {
+        let log = self.log.borrow();
+        let active = log.active();
+        let size = active.size_bytes.get();
+        if size == 0 {
+            return false;
+        }
+        let seg_ms = self.config.borrow().segment_ms;
+        size + len > self.segment_bytes_max()
+            || active.created.elapsed() >= Duration::from_millis(seg_ms)
+            || log.next_offset + records - active.base_offset > i64::from(i32::MAX)
+    }
+
+    /// Appends `batches` (one or more concatenated record batches v2). See the crate docs.
+    pub async fn append(
+        &self,
+        batches: Bytes,
+        durability: Durability,
+    ) -> Result<AppendInfo, AppendError> {
+        let batch_max = self.store.config().batch_max_bytes;
+        if batches.len() > batch_max {
+            return Err(AppendError::RecordListTooLarge {
+                size_bytes: batches.len(),
+                max_bytes: batch_max,
+            });
+        }
+        self.check_running()?;
+        let max_message = self.config.borrow().max_message_bytes as usize;
+        let validated = batch::validate(&batches, max_message)?;
+        let len = batches.len();
+        let records: i64 = validated
+            .iter()
+            .map(|v| i64::from(v.header.last_offset_delta) + 1)
+            .sum();
+
+        // Waits (backpressure, roll) happen before the state is touched.
+        loop {
+            self.check_running()?;
+            let (pending, rolling) = {
+                let w = self.write.borrow();
+                (w.pending_bytes, w.rolling)
+            };
+            if pending > 0 && pending + len > PENDING_MAX_BYTES {
+                self.kick();
+                self.progress
+                    .wait_until(|| {
+                        let w = self.write.borrow();
+                        w.pending_bytes == 0
+                            || w.pending_bytes + len <= PENDING_MAX_BYTES
+                            || w.stopped.is_some()
+                    })
+                    .await;
+                continue;
+            }
+            if rolling {
+                self.progress
+                    .wait_until(|| !self.write.borrow().rolling)
+                    .await;
+                continue;
+            }
+            if self.needs_roll(len as u64, records) {
+                self.roll().await?;
+                continue;
+            }
+            break;
+        }
+
+        // From here to the enqueue there is no .await: offsets, producer state, index, cache
+        // and pending queue change together.
+        let info = match self.enqueue(batches, &validated, durability)? {
+            Ok(info) => info,
+            Err(dup) => return Ok(dup),
+        };
+        let end = info.last_offset + 1;
+        match durability {
+            Durability::None => {}
+            Durability::Written => {
+                self.progress
+                    .wait_until(|| {
+                        let w = self.write.borrow();
+                        w.written_offset >= end || w.stopped.is_some()
+                    })
+                    .await;
+                if self.write.borrow().written_offset < end {
+                    self.check_running()?;
+                }
+            }
+            Durability::Fsync => {
+                self.progress
+                    .wait_until(|| {
+                        let w = self.write.borrow();
+                        w.synced_offset >= end || w.stopped.is_some()
+                    })
+                    .await;
+                if self.write.borrow().synced_offset < end {
+                    self.check_running()?;
+                }
+            }
+        }
+        Ok(info)
+    }
+
+    /// The synchronous part of an append. Outer Err: refused; inner Err: duplicate answer.
+    #[allow(clippy::type_complexity)]
+    fn enqueue(
+        &self,
+        batches: Bytes,
+        validated: &[batch::ValidatedBatch],
+        durability: Durability,
+    ) -> Result<Result<AppendInfo, AppendInfo>, AppendError> {
+        let mut log = self.log.borrow_mut();
+        // Producer checks: all batches, against the state as it will be after the earlier ones.
+        let mut scratch: Option<ProducerTable> = None;
+        let mut dup: Option<(i64, i64)> = None;
+        for (i, v) in validated.iter().enumerate() {
+            let table = scratch.as_ref().unwrap_or(&log.producers);
+            match table.check(&v.header)? {
+                SeqCheck::Append => {
+                    if dup.is_some() {
+                        return Err(AppendError::InvalidRecord(
+                            "append mixes duplicate and new batches".into(),
+                        ));
+                    }
+                    if validated.len() > 1 && v.header.has_producer_id() {
+                        let t = scratch.get_or_insert_with(|| log.producers.clone());
+                        let mut h = v.header;
+                        h.base_offset = log.next_offset; // placeholder, only sequences matter here
+                        t.record(&h);
+                    }
+                }
+                SeqCheck::Duplicate {
+                    base_offset,
+                    last_offset,
+                } => {
+                    if i > 0 && dup.is_none() {
+                        return Err(AppendError::InvalidRecord(
+                            "append mixes new and duplicate batches".into(),
+                        ));
+                    }
+                    dup = Some((dup.map_or(base_offset, |d| d.0), last_offset));
+                }
+            }
+        }
+        if let Some((base_offset, last_offset)) = dup {
+            self.counters
+                .duplicates
+                .set(self.counters.duplicates.get() + 1);
+            return Ok(Err(AppendInfo {
+                base_offset,
+                last_offset,
+                log_start_offset: log.log_start_offset,
+                duplicate: true,
+            }));
+        }
+
+        let mut data = match batches.try_into_mut() {
+            Ok(m) => m,
+            Err(b) => BytesMut::from(&b[..]),
+        };
+        let seg = log.active().clone();
+        let seg_pos = seg.size_bytes.get();
+        let first = log.next_offset;
+        let mut off = first;
+        {
+            let mut index = seg.index.borrow_mut();
+            for v in validated {
+                let total = v.header.total_bytes();
+                batch::set_base_offset(&mut data[v.position..v.position + total], off);
+                let mut h: BatchHeader = v.header;
+                h.base_offset = off;
+                index.on_batch(
+                    (off - seg.base_offset) as u32,
+                    seg_pos + v.position as u64,
+                    total as u64,
+                    h.max_timestamp,
+                );
+                log.producers.record(&h);
+                off = h.last_offset() + 1;
+            }
+        }
+        assert!(off > first, "offsets must grow");
+        let data = data.freeze();
+        let len = data.len();
+        seg.size_bytes.set(seg_pos + len as u64);
+        seg.next_offset.set(off);
+        log.next_offset = off;
+        log.cache.push_back(CacheEntry {
+            base_offset: first,
+            next_offset: off,
+            data: data.clone(),
+        });
+        log.cache_bytes += len;
+        let log_start = log.log_start_offset;
+        drop(log);
+        self.store.cache_added(len);
+        {
+            let mut w = self.write.borrow_mut();
+            w.pending.push_back(Pending {
+                segment: seg,
+                data,
+                next_offset: off,
+            });
+            w.pending_bytes += len;
+            w.unsynced_since.get_or_insert_with(Instant::now);
+            let flush_messages = self.config.borrow().flush_messages;
+            if durability == Durability::Fsync || (off - w.synced_offset) as u64 >= flush_messages {
+                w.sync_requested = w.sync_requested.max(off);
+            }
+        }
+        self.counters.appends.set(self.counters.appends.get() + 1);
+        self.kick();
+        self.store.enforce_cache_limit();
+        Ok(Ok(AppendInfo {
+            base_offset: first,
+            last_offset: off - 1,
+            log_start_offset: log_start,
+            duplicate: false,
+        }))
+    }
+
+    /// Starts the new active segment at the log end offset.
+    async fn roll(&self) -> Result<(), StorageError> {
+        self.write.borrow_mut().rolling = true;
+        let base = self.log_end_offset();
+        let seg = Rc::new(Segment::new(&self.dir, base, &self.store));
+        let res = async {
+            seg.file().await?;
+            // The new file's directory entry must be durable before data in it is acked.
+            sync_dir(&self.dir).await
+        }
+        .await;
+        self.write.borrow_mut().rolling = false;
+        self.progress.notify_all();
+        if let Err(e) = res {
+            self.stop(format!("segment roll failed: {e}"));
+            return Err(e);
+        }
+        {
+            let mut log = self.log.borrow_mut();
+            assert_eq!(log.next_offset, base, "appends happened during a roll");
+            let old = log.active().clone();
+            old.sealed.set(true);
+            self.store.note_segment_sealed(&old);
+            self.write.borrow_mut().to_finalize.push(old);
+            log.segments.insert(base, seg);
+            if let Err(e) = log.producers.write_snapshot(&self.dir, base) {
+                log::warn!(
+                    "{}: producer snapshot not written ({e}); recovery will rebuild it",
+                    self.dir.display()
+                );
+            }
+        }
+        log::info!("{}: rolled to segment {base}", self.dir.display());
+        self.kick();
+        Ok(())
+    }
+
+    /// Starts the flusher task if it is not running.
+    fn kick(&self) {
+        {
+            let mut w = self.write.borrow_mut();
+            if w.flushing || w.stopped.is_some() {
+                return;
+            }
+            w.flushing = true;
+        }
+        if let Some(me) = self.me.upgrade() {
+            glommio::spawn_local(async move { me.flush_loop().await }).detach();
+        } else {
+            self.write.borrow_mut().flushing = false;
+        }
+    }
+
+    fn sync_wanted(&self, w: &WriteState) -> bool {
+        if w.written_offset <= w.synced_offset {
+            return false;
+        }
+        let flush_messages = self.config.borrow().flush_messages;
+        (w.sync_requested > w.synced_offset
+            && (w.sync_requested <= w.written_offset || w.pending.is_empty()))
+            || (w.written_offset - w.synced_offset) as u64 >= flush_messages
+    }
+
+    /// The flusher: rounds of (write everything pending, finalize sealed segments, one
+    /// fdatasync per dirty segment if asked) until there is nothing left to do.
+    async fn flush_loop(self: Rc<Self>) {
+        loop {
+            if let Err(e) = self.flush_round().await {
+                self.stop(e.to_string());
+                break;
+            }
+            let w = self.write.borrow();
+            if w.stopped.is_some()
+                || (w.pending.is_empty() && !self.sync_wanted(&w) && w.to_finalize.is_empty())
+            {
+                break;
+            }
+        }
+        self.write.borrow_mut().flushing = false;
+        self.progress.notify_all();
+    }
+
+    async fn flush_round(&self) -> Result<(), StorageError> {
+        let (runs, round_next, round_bytes) = {
+            let mut w = self.write.borrow_mut();
+            let mut runs: Vec<(Rc<Segment>, Vec<Bytes>)> = Vec::new();
+            let mut bytes = 0usize;
+            let mut next = w.written_offset;
+            while let Some(front) = w.pending.front() {
+                if bytes > 0 && bytes + front.data.len() > FLUSH_ROUND_MAX_BYTES {
+                    break;
+                }
+                let Some(p) = w.pending.pop_front() else {
+                    break;
+                };
+                bytes += p.data.len();
+                assert!(p.next_offset > next, "pending offsets must grow");
+                next = p.next_offset;
+                match runs.last_mut() {
+                    Some((s, v)) if Rc::ptr_eq(s, &p.segment) => v.push(p.data),
+                    _ => runs.push((p.segment, vec![p.data])),
+                }
+            }
+            (runs, next, bytes)
+        };
+        if !runs.is_empty() {
+            for (seg, items) in &runs {
+                seg.write_run(&self.store, items).await?;
+                let mut w = self.write.borrow_mut();
+                if !w.dirty.iter().any(|d| Rc::ptr_eq(d, seg)) {
+                    w.dirty.push(seg.clone());
+                }
+            }
+            {
+                let mut w = self.write.borrow_mut();
+                w.written_offset = round_next;
+                w.pending_bytes -= round_bytes;
+            }
+            self.counters
+                .write_rounds
+                .set(self.counters.write_rounds.get() + 1);
+            self.progress.notify_all();
+            self.store.enforce_cache_limit();
+        }
+        // Finalize sealed segments whose data is all written.
+        let ready: Vec<Rc<Segment>> = {
+            let w = self.write.borrow();
+            w.to_finalize
+                .iter()
+                .filter(|s| s.written_bytes.get() == s.size_bytes.get())
+                .cloned()
+                .collect()
+        };
+        for seg in ready {
+            seg.finalize(&self.store).await?;
+            self.counters
+                .fdatasyncs
+                .set(self.counters.fdatasyncs.get() + 1);
+            let mut w = self.write.borrow_mut();
+            w.to_finalize.retain(|s| !Rc::ptr_eq(s, &seg));
+            w.dirty.retain(|s| !Rc::ptr_eq(s, &seg));
+        }
+        let sync = {
+            let w = self.write.borrow();
+            self.sync_wanted(&w)
+        };
+        if sync {
+            let (dirty, target) = {
+                let mut w = self.write.borrow_mut();
+                (std::mem::take(&mut w.dirty), w.written_offset)
+            };
+            for seg in &dirty {
+                seg.sync(&self.store).await?;
+                self.counters
+                    .fdatasyncs
+                    .set(self.counters.fdatasyncs.get() + 1);
+            }
+            let end = self.log_end_offset();
+            let mut w = self.write.borrow_mut();
+            w.synced_offset = target;
+            w.unsynced_since = if target == end {
+                None
+            } else {
+                Some(Instant::now())
+            };
+            drop(w);
+            self.progress.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Evicts up to `want` bytes of written batches from the front of this partition's cache.
+    pub(crate) fn evict_cache(&self, want: usize) -> usize {
+        let written = self.write.borrow().written_offset;
+        let mut log = self.log.borrow_mut();
+        let mut freed = 0;
+        while freed < want {
+            match log.cache.front() {
+                Some(e) if e.next_offset <= written => {
+                    freed += e.data.len();
+                    log.cache.pop_front();
+                }
+                _ => break,
+            }
+        }
+        log.cache_bytes -= freed;
+        drop(log);
+        if freed > 0 {
+            self.store.cache_removed(freed);
+        }
+        freed
+    }
+
+    /// Reads whole batches from the batch containing `offset`, up to `max_bytes` (at least
+    /// one batch when `offset` < log end).
+    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOutput, ReadError> {
+        let (start, end) = {
+            let log = self.log.borrow();
+            (log.log_start_offset, log.next_offset)
+        };
+        let out = |chunks| ReadOutput {
+            chunks,
+            high_watermark: end,
+            log_start_offset: start,
+        };
+        if offset < start || offset > end {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start: start,
+                log_end: end,
+            });
+        }
+        if offset == end {
+            return Ok(out(Vec::new()));
+        }
+        if let Some(chunks) = self.read_cache(offset, max_bytes) {
+            return Ok(out(chunks));
+        }
+        let mut seg = {
+            let log = self.log.borrow();
+            log.segments
+                .range(..=offset)
+                .next_back()
+                .map(|(_, s)| s.clone())
+        };
+        while let Some(s) = seg {
+            let chunks = self.read_disk(&s, offset, max_bytes).await?;
+            if !chunks.is_empty() {
+                return Ok(out(chunks));
+            }
+            // The offset is past this segment's written data: it can only be in a later one.
+            seg = {
+                let log = self.log.borrow();
+                log.segments
+                    .range(s.base_offset + 1..)
+                    .next()
+                    .map(|(_, s)| s.clone())
+            };
+            if seg.as_ref().is_some_and(|n| n.base_offset > offset) {
+                seg = None;
+            }
+        }
+        if let Some(chunks) = self.read_cache(offset, max_bytes) {
+            return Ok(out(chunks));
+        }
+        Err(ReadError::Corrupt {
+            offset,
+            reason: "offset not found in any segment".into(),
+        })
+    }
+
+    fn read_cache(&self, offset: i64, max_bytes: usize) -> Option<Vec<Chunk>> {
+        let log = self.log.borrow();
+        let front = log.cache.front()?;
+        if offset < front.base_offset {
+            return None;
+        }
+        let i = log.cache.partition_point(|e| e.next_offset <= offset);
+        let mut chunks = Vec::new();
+        let mut total = 0usize;
+        for e in log.cache.iter().skip(i) {
+            // An entry may hold several batches: start at the one containing `offset`.
+            let mut p = 0usize;
+            while p < e.data.len() {
+                let Ok(h) = batch::parse_header(&e.data[p..]) else {
+                    break;
+                };
+                let n = h.total_bytes();
+                if h.last_offset() >= offset {
+                    if !chunks.is_empty() && total + n > max_bytes {
+                        return Some(chunks);
+                    }
+                    chunks.push(Chunk::Cached(e.data.slice(p..p + n)));
+                    total += n;
+                    if total >= max_bytes {
+                        return Some(chunks);
+                    }
+                }
+                p += n;
+            }
+        }
+        Some(chunks)
+    }
+
+    async fn read_disk(
+        &self,
+        seg: &Rc<Segment>,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Vec<Chunk>, ReadError> {
+        let limit = seg.written_bytes.get();
+        let rel = (offset - seg.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
+        let mut pos = seg.index.borrow().lookup_offset(rel);
+        if pos >= limit {
+            return Ok(Vec::new());
+        }
+        let file = seg.file().await?;
+        let want =
+            max_bytes.min(READ_MAX_BYTES) as u64 + INDEX_INTERVAL_BYTES + BATCH_HEADER_BYTES as u64;
+        let mut buf_start = align_down(pos);
+        let mut buf = read_aligned(
+            &file,
+            &seg.path,
+            buf_start,
+            (align_up(limit.min(pos + want)) - buf_start) as usize,
+        )
+        .await?;
+        let mut chunks = Vec::new();
+        let mut total = 0usize;
+        let mut expected: Option<i64> = None;
+        let corrupt = |pos: u64, reason: String| {
+            log::error!(
+                "{}: refusing to serve corrupt batch at byte {pos} (fetch offset {offset}): {reason}",
+                seg.path.display()
+            );
+            ReadError::Corrupt {
+                offset,
+                reason: format!("{}: byte {pos}: {reason}", seg.path.display()),
+            }
+        };
+        while pos < limit {
+            if pos + BATCH_HEADER_BYTES as u64 > limit {
+                return Err(corrupt(
+                    pos,
+                    "batch header crosses the end of written data".into(),
+                ));
+            }
+            for need in [BATCH_HEADER_BYTES as u64, 0] {
+                let need = if need == 0 {
+                    let rel = (pos - buf_start) as usize;
+                    match batch::parse_header(&buf[rel..]) {
+                        Ok(h) => h.total_bytes() as u64,
+                        Err(e) => {
+                            if chunks.is_empty() {
+                                return Err(corrupt(pos, e.to_string()));
+                            }
+                            return Ok(chunks);
+                        }
+                    }
+                } else {
+                    need
+                };
+                if pos + need > limit {
+                    if chunks.is_empty() {
+                        return Err(corrupt(
+                            pos,
+                            format!("batch of {need} bytes crosses the end of written data"),
+                        ));
+                    }
+                    return Ok(chunks);
+                }
+                if pos + need > buf_start + buf.len() as u64 {
+                    if !chunks.is_empty() {
+                        return Ok(chunks);
+                    }
+                    buf_start = align_down(pos);
+                    let len = align_up(limit.min(pos + need.max(want))) - buf_start;
+                    buf = read_aligned(&file, &seg.path, buf_start, len as usize).await?;
+                    if pos + need > buf_start + buf.len() as u64 {
+                        return Err(corrupt(pos, "short read".into()));
+                    }
+                }
+            }
+            let rel = (pos - buf_start) as usize;
+            // Batches before the requested offset are skipped by their header alone: their
+            // CRC is checked only when they are served, so damage there does not hide the
+            // batches after it.
+            if let Ok(h) = batch::parse_header(&buf[rel..])
+                && h.last_offset() < offset
+                && expected.is_none_or(|e| e == h.base_offset)
+            {
+                expected = Some(h.last_offset() + 1);
+                pos += h.total_bytes() as u64;
+                continue;
+            }
+            let h = match batch::check_one(&buf[rel..], pos as usize) {
+                Ok(h) => h,
+                Err(e) => {
+                    if chunks.is_empty() {
+                        return Err(corrupt(pos, e.to_string()));
+                    }
+                    return Ok(chunks);
+                }
+            };
+            let n = h.total_bytes();
+            if let Some(e) = expected
+                && h.base_offset != e
+            {
+                let reason = format!("base offset {} where {e} was expected", h.base_offset);
+                if chunks.is_empty() {
+                    return Err(corrupt(pos, reason));
+                }
+                return Ok(chunks);
+            }
+            if h.last_offset() >= offset {
+                if !chunks.is_empty() && total + n > max_bytes {
+                    break;
+                }
+                let Some(slice) = ReadResult::slice(&buf, rel, n) else {
+                    return Err(corrupt(pos, "slice outside the read buffer".into()));
+                };
+                chunks.push(Chunk::Disk(slice));
+                total += n;
+                if total >= max_bytes {
+                    break;
+                }
+            }
+            expected = Some(h.last_offset() + 1);
+            pos += n as u64;
+        }
+        Ok(chunks)
+    }
+
+    /// First batch whose maxTimestamp >= `ts`: (its base offset, its maxTimestamp).
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, ReadError> {
+        let start = {
+            let log = self.log.borrow();
+            let seg = log
+                .segments
+                .values()
+                .find(|s| s.index.borrow().max_timestamp >= ts);
+            match seg {
+                None => return Ok(None),
+                Some(s) => {
+                    let (rel, _) = s.index.borrow().lookup_time(ts);
+                    s.base_offset + i64::from(rel)
+                }
+            }
+        };
+        let mut off = start.max(self.log_start_offset());
+        loop {
+            let out = match self.read(off, SCAN_READ_BYTES).await {
+                Ok(o) => o,
+                Err(ReadError::OffsetOutOfRange { log_start, .. }) if off < log_start => {
+                    off = log_start;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if out.chunks.is_empty() {
+                return Ok(None);
+            }
+            for c in &out.chunks {
+                let h = batch::parse_header(c).map_err(|e| ReadError::Corrupt {
+                    offset: off,
+                    reason: e.to_string(),
+                })?;
+                if h.max_timestamp >= ts {
+                    return Ok(Some((h.base_offset, h.max_timestamp)));
+                }
+                off = h.last_offset() + 1;
+            }
+        }
+    }
+
+    /// Writes and fdatasyncs everything appended so far.
+    pub async fn flush(&self) -> Result<(), StorageError> {
+        self.check_running()?;
+        let end = self.log_end_offset();
+        {
+            let mut w = self.write.borrow_mut();
+            if w.synced_offset >= end {
+                return Ok(());
+            }
+            w.sync_requested = w.sync_requested.max(end);
+        }
+        self.kick();
+        self.progress
+            .wait_until(|| {
+                let w = self.write.borrow();
+                w.synced_offset >= end || w.stopped.is_some()
+            })
+            .await;
+        if self.write.borrow().synced_offset >= end {
+            Ok(())
+        } else {
+            self.check_running()
+        }
+    }
+
+    async fn wait_flusher_idle(&self) {
+        self.progress
+            .wait_until(|| !self.write.borrow().flushing)
+            .await;
+    }
+
+    /// Syncs, writes the producer snapshot and the active segment's index, trims the active
+    /// segment's preallocation, and stops the partition.
+    pub(crate) async fn close(&self) -> Result<(), StorageError> {
+        if self.write.borrow().stopped.is_some() {
+            return Ok(());
+        }
+        let res = self.flush().await;
+        self.wait_flusher_idle().await;
+        res?;
+        self.stop_quietly("closed");
+        let (active, next) = {
+            let log = self.log.borrow();
+            (log.active().clone(), log.next_offset)
+        };
+        let f = active.file().await?;
+        f.truncate(active.size_bytes.get())
+            .await
+            .map_err(|e| StorageError::glommio("truncate", &active.path, e))?;
+        self.store.fdatasync(&f, &active.path).await?;
+        if let Err(e) = self.log.borrow().producers.write_snapshot(&self.dir, next) {
+            log::warn!("{}: producer snapshot not written: {e}", self.dir.display());
+        }
+        self.store.unregister(self);
+        Ok(())
+    }
+
+    fn stop_quietly(&self, reason: &str) {
+        let mut w = self.write.borrow_mut();
+        if w.stopped.is_none() {
+            w.stopped = Some(reason.to_string());
+        }
+        drop(w);
+        self.progress.notify_all();
+    }
+
+    /// Closes and removes the partition's files and directory.
+    pub async fn delete(self: Rc<Self>) -> Result<(), StorageError> {
+        self.stop_quietly("deleted");
+        self.wait_flusher_idle().await;
+        let freed = {
+            let mut log = self.log.borrow_mut();
+            log.cache.clear();
+            let n = log.cache_bytes;
+            log.cache_bytes = 0;
+            log.segments.clear();
+            n
+        };
+        self.store.cache_removed(freed);
+        self.store.unregister(&self);
+        std::fs::remove_dir_all(&self.dir).map_err(|e| StorageError::io("remove dir", &self.dir, e))
+    }
+
+    /// Deletes sealed segments beyond retention.ms / retention.bytes; returns how many.
+    pub fn enforce_retention(&self) -> Result<usize, StorageError> {
+        let cfg = self.config.borrow().clone();
+        let now = now_ms();
+        let mut deleted = 0;
+        loop {
+            let victim = {
+                let mut log = self.log.borrow_mut();
+                if log.segments.len() <= 1 {
+                    break;
+                }
+                let Some(first) = log.segments.values().next().cloned() else {
+                    break;
+                };
+                if !first.finalized.get() {
+                    break;
+                }
+                let total: u64 = log.segments.values().map(|s| s.size_bytes.get()).sum();
+                let by_size = cfg.retention_bytes >= 0
+                    && total.saturating_sub(cfg.retention_bytes as u64) >= first.size_bytes.get()
+                    && total > cfg.retention_bytes as u64;
+                let by_time = cfg.retention_ms >= 0
+                    && first.index.borrow().max_timestamp < now.saturating_sub(cfg.retention_ms);
+                if !(by_size || by_time) {
+                    break;
+                }
+                log.segments.remove(&first.base_offset);
+                let new_start = *log
+                    .segments
+                    .keys()
+                    .next()
+                    .unwrap_or(&first.next_offset.get());
+                assert!(new_start > log.log_start_offset, "log start must grow");
+                log.log_start_offset = new_start;
+                let mut freed = 0;
+                while log
+                    .cache
+                    .front()
+                    .is_some_and(|e| e.next_offset <= new_start)
+                {
+                    if let Some(e) = log.cache.pop_front() {
+                        freed += e.data.len();
+                    }
+                }
+                log.cache_bytes -= freed;
+                drop(log);
+                self.store.cache_removed(freed);
+                log::info!(
+                    "{}: retention deletes segment {} ({} bytes; by {}); log start offset now {new_start}",
+                    self.dir.display(),
+                    first.base_offset,
+                    first.size_bytes.get(),
+                    if by_size { "size" } else { "time" }
+                );
+                first
+            };
+            victim.remove_files()?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// One tick of the shard's background task: flush.ms bound, then retention.
+    pub(crate) async fn background_tick(&self) {
+        let flush_ms = self.config.borrow().flush_ms;
+        let due = {
+            let w = self.write.borrow();
+            w.stopped.is_none()
+                && w.unsynced_since
+                    .is_some_and(|t| t.elapsed() >= Duration::from_millis(flush_ms))
+        };
+        if due {
+            let end = self.log_end_offset();
+            let mut w = self.write.borrow_mut();
+            w.sync_requested = w.sync_requested.max(end);
+            drop(w);
+            self.kick();
+        }
+        if let Err(e) = self.enforce_retention() {
+            log::warn!("{}: retention: {e}", self.dir.display());
+        }
+    }
+
+    pub fn stats(&self) -> PartitionStats {
+        let log = self.log.borrow();
+        let w = self.write.borrow();
+        PartitionStats {
+            log_start_offset: log.log_start_offset,
+            log_end_offset: log.next_offset,
+            synced_offset: w.synced_offset,
+            size_bytes: log.segments.values().map(|s| s.size_bytes.get()).sum(),
+            segments: log.segments.len(),
+            cache_bytes: log.cache_bytes,
+            pending_bytes: w.pending_bytes,
+            appends: self.counters.appends.get(),
+            duplicates: self.counters.duplicates.get(),
+            write_rounds: self.counters.write_rounds.get(),
+            fdatasyncs: self.counters.fdatasyncs.get(),
+            producers: log.producers.len(),
+        }
+    }
+
+    /// Why the partition stopped accepting writes, if it did.
+    pub fn stopped_reason(&self) -> Option<String> {
+        self.write.borrow().stopped.clone()
+    }
+}
+
+const _: () = assert!((READ_MAX_BYTES as u64).is_multiple_of(BLOCK_BYTES));

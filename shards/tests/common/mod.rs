@@ -1,0 +1,76 @@
+//! Shared helpers of the integration tests: an executor runner, batch builders and a
+//! temporary data directory.
+#![allow(dead_code)]
+
+use std::future::Future;
+
+use bytes::Bytes;
+use glommio::{LocalExecutorBuilder, Placement};
+use shards::batch::build::{self, ProducerFields};
+
+/// Runs `f` on a fresh single-core executor, as the broker would on one shard.
+pub fn run<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let _ = env_logger_init();
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(1 << 20)
+        .spawn(move || async move { f().await })
+        .expect("spawn executor")
+        .join()
+        .expect("executor panicked");
+}
+
+fn env_logger_init() -> Result<(), ()> {
+    Ok(())
+}
+
+pub fn tmpdir() -> tempfile::TempDir {
+    std::fs::create_dir_all("/work/tmp").ok();
+    tempfile::Builder::new()
+        .prefix("shards-test")
+        .tempdir_in("/work/tmp")
+        .expect("tempdir")
+}
+
+/// A batch of `records` records of `value_bytes` bytes, timestamps from `ts`.
+pub fn batch(records: usize, value_bytes: usize, ts: i64) -> Bytes {
+    Bytes::from(build::batch(
+        records,
+        value_bytes,
+        ts,
+        ProducerFields::NONE,
+        7,
+    ))
+}
+
+/// A batch from idempotent producer `pid` with epoch and base sequence.
+pub fn pbatch(pid: i64, epoch: i16, seq: i32, records: usize) -> Bytes {
+    Bytes::from(build::batch(
+        records,
+        16,
+        1_000,
+        ProducerFields {
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+        },
+        3,
+    ))
+}
+
+/// Parses the base offsets of all batches in a read output.
+pub fn offsets(out: &shards::ReadOutput) -> Vec<i64> {
+    let mut v = Vec::new();
+    for c in &out.chunks {
+        let mut p = 0;
+        while p < c.len() {
+            let h = shards::batch::parse_header(&c[p..]).expect("valid batch");
+            v.push(h.base_offset);
+            p += h.total_bytes();
+        }
+    }
+    v
+}

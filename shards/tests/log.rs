@@ -1,0 +1,290 @@
+//! Append/read/roll/retention behaviour of a partition log through the public API.
+
+mod common;
+
+use common::*;
+use shards::{Durability, LogConfig, Store, StoreConfig};
+
+// Proves appended batches get consecutive offsets and read back byte-identical (apart from
+// the rewritten baseOffset), from the cache and, after a reopen, from disk.
+#[test]
+fn append_then_read_back_from_cache_and_disk() {
+    let dir = tmpdir();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let store = Store::new(StoreConfig::default());
+        let p = store
+            .open_partition(path.clone(), LogConfig::default())
+            .await
+            .unwrap();
+        let mut sent = Vec::new();
+        for i in 0..20 {
+            let b = batch(3, 100 + i * 50, 1000 + i as i64);
+            let info = p.append(b.clone(), Durability::Fsync).await.unwrap();
+            assert_eq!(info.base_offset, i as i64 * 3);
+            assert_eq!(info.last_offset, i as i64 * 3 + 2);
+            sent.push(b);
+        }
+        assert_eq!(p.log_end_offset(), 60);
+        let out = p.read(0, 1 << 20).await.unwrap();
+        assert_eq!(offsets(&out), (0..20).map(|i| i * 3).collect::<Vec<_>>());
+        assert!(matches!(out.chunks[0], shards::Chunk::Cached(_)));
+        for (c, s) in out.chunks.iter().zip(&sent) {
+            assert_eq!(&c[12..], &s[12..]);
+        }
+        store.close_all().await.unwrap();
+        drop(p);
+        let store = Store::new(StoreConfig::default());
+        let p = store
+            .open_partition(path.clone(), LogConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(p.log_end_offset(), 60);
+        let out = p.read(7, 1 << 20).await.unwrap();
+        assert!(matches!(out.chunks[0], shards::Chunk::Disk(_)));
+        assert_eq!(offsets(&out), (2..20).map(|i| i * 3).collect::<Vec<_>>());
+        for (c, s) in out.chunks.iter().zip(&sent[2..]) {
+            assert_eq!(&c[12..], &s[12..]);
+        }
+    });
+}
+
+// Proves KIP-74 reads: a small max_bytes still returns one whole batch, a read from the
+// middle of a batch starts at that batch, and offsets outside [start, end] are refused.
+#[test]
+fn read_limits_and_ranges() {
+    let dir = tmpdir();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let store = Store::new(StoreConfig::default());
+        let p = store
+            .open_partition(path, LogConfig::default())
+            .await
+            .unwrap();
+        for i in 0..5 {
+            p.append(batch(4, 200, i), Durability::Written)
+                .await
+                .unwrap();
+        }
+        let out = p.read(0, 1).await.unwrap();
+        assert_eq!(offsets(&out), vec![0]);
+        let one = out.bytes();
+        let out = p.read(6, one * 2).await.unwrap();
+        assert_eq!(offsets(&out), vec![4, 8]);
+        assert_eq!(out.high_watermark, 20);
+        assert!(p.read(20, 100).await.unwrap().chunks.is_empty());
+        let e = p.read(21, 100).await.unwrap_err();
+        assert_eq!(e.kafka_error_code(), 1);
+        assert!(matches!(
+            p.read(-1, 100).await,
+            Err(shards::ReadError::OffsetOutOfRange { .. })
+        ));
+    });
+}
+
+// Proves bad input becomes the right typed error and Kafka code and stores nothing.
+#[test]
+fn invalid_appends_are_refused_with_codes() {
+    let dir = tmpdir();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let store = Store::new(StoreConfig {
+            batch_max_bytes: 64 << 10,
+            ..StoreConfig::default()
+        });
+        let p = store
+            .open_partition(
+                path,
+                LogConfig {
+                    max_message_bytes: 8 << 10,
+                    ..LogConfig::default()
+                },
+            )
+            .await
+            .unwrap();
+        let mut bad = batch(2, 10, 0).to_vec();
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        let e = p.append(bad.into(), Durability::Fsync).await.unwrap_err();
+        assert_eq!(e.kafka_error_code(), 2, "{e}");
+        let e = p
+            .append(batch(1, 9000, 0), Durability::Fsync)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kafka_error_code(), 10, "{e}");
+        let e = p
+            .append(batch(100, 1000, 0), Durability::Fsync)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kafka_error_code(), 18, "{e}");
+        let e = p
+            .append(bytes::Bytes::from_static(&[0u8; 30]), Durability::Fsync)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kafka_error_code(), 2, "{e}");
+        // A batch followed by garbage is refused as a whole.
+        let mut two = batch(1, 10, 0).to_vec();
+        two.extend_from_slice(&[1, 2, 3]);
+        assert!(p.append(two.into(), Durability::Fsync).await.is_err());
+        assert_eq!(p.log_end_offset(), 0);
+        p.append(batch(2, 10, 0), Durability::Fsync).await.unwrap();
+        assert_eq!(p.log_end_offset(), 2);
+    });
+}
+
+// Proves segments roll at segment.bytes, retention.bytes deletes the oldest sealed segments,
+// the log start offset advances, and reads below it get OffsetOutOfRange, also after reopen.
+#[test]
+fn roll_and_size_retention() {
+    let dir = tmpdir();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let cfg = LogConfig {
+            segment_bytes: 64 << 10,
+            ..LogConfig::default()
+        };
+        let store = Store::new(StoreConfig::default());
+        let p = store
+            .open_partition(path.clone(), cfg.clone())
+            .await
+            .unwrap();
+        for i in 0..40 {
+            p.append(batch(4, 1000, i), Durability::Written)
+                .await
+                .unwrap();
+        }
+        p.flush().await.unwrap();
+        let s = p.stats();
+        assert!(s.segments >= 3, "{s:?}");
+        let names: Vec<_> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            names
+                .iter()
+                .any(|n| n.to_string_lossy() == "00000000000000000000.log")
+        );
+        assert!(
+            names
+                .iter()
+                .any(|n| n.to_string_lossy() == "00000000000000000000.index")
+        );
+        p.set_config(LogConfig {
+            retention_bytes: 70 << 10,
+            ..cfg.clone()
+        });
+        let deleted = p.enforce_retention().unwrap();
+        assert!(deleted >= 1);
+        let start = p.log_start_offset();
+        assert!(start > 0);
+        assert!(p.stats().size_bytes >= 70 << 10 || p.stats().segments == 1);
+        assert_eq!(
+            p.read(start - 1, 100).await.unwrap_err().kafka_error_code(),
+            1
+        );
+        assert_eq!(offsets(&p.read(start, 1).await.unwrap()), vec![start]);
+        assert!(!path.join("00000000000000000000.log").exists());
+        store.close_all().await.unwrap();
+        let store = Store::new(StoreConfig::default());
+        let p = store.open_partition(path, cfg).await.unwrap();
+        assert_eq!(p.log_start_offset(), start);
+        assert_eq!(p.log_end_offset(), 160);
+    });
+}
+
+// Proves retention.ms deletes sealed segments whose newest timestamp is old, and that
+// offset_for_timestamp finds the first batch whose maxTimestamp reaches the target.
+#[test]
+fn time_retention_and_offset_for_timestamp() {
+    let dir = tmpdir();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let cfg = LogConfig {
+            segment_bytes: 64 << 10,
+            ..LogConfig::default()
+        };
+        let store = Store::new(StoreConfig {
+            cache_max_bytes: 0,
+            ..StoreConfig::default()
+        });
+        let p = store.open_partition(path, cfg.clone()).await.unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        // 20 old batches (timestamps 1000 + 10 i), then 20 recent ones.
+        for i in 0..20 {
+            p.append(batch(2, 3000, 1000 + 10 * i), Durability::Written)
+                .await
+                .unwrap();
+        }
+        for i in 0..20 {
+            p.append(batch(2, 3000, now + i), Durability::Written)
+                .await
+                .unwrap();
+        }
+        p.flush().await.unwrap();
+        // maxTimestamp of batch i is base + 1: ts 1055 is first reached by batch 6 (1060, 1061).
+        assert_eq!(
+            p.offset_for_timestamp(1055).await.unwrap(),
+            Some((12, 1061))
+        );
+        assert_eq!(p.offset_for_timestamp(0).await.unwrap(), Some((0, 1001)));
+        assert_eq!(
+            p.offset_for_timestamp(now + 10).await.unwrap(),
+            Some((58, now + 10))
+        );
+        assert_eq!(p.offset_for_timestamp(now + 1000).await.unwrap(), None);
+        p.set_config(LogConfig {
+            retention_ms: 3_600_000,
+            ..cfg
+        });
+        assert!(p.enforce_retention().unwrap() >= 1);
+        let start = p.log_start_offset();
+        assert!(start > 0 && start <= 40, "start {start}");
+        assert_eq!(
+            p.offset_for_timestamp(0).await.unwrap().map(|r| r.0),
+            Some(start)
+        );
+    });
+}
+
+// Proves the per-shard cache stays within cache_max_bytes once data is written, and that
+// evicted data is served correctly from disk.
+#[test]
+fn cache_is_bounded_and_evicted_data_reads_from_disk() {
+    let dir = tmpdir();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let store = Store::new(StoreConfig {
+            cache_max_bytes: 100 << 10,
+            ..StoreConfig::default()
+        });
+        let p = store
+            .open_partition(path, LogConfig::default())
+            .await
+            .unwrap();
+        for i in 0..50 {
+            p.append(batch(4, 1000, i), Durability::Written)
+                .await
+                .unwrap();
+        }
+        assert!(
+            store.stats().cache_bytes <= 100 << 10,
+            "{:?}",
+            store.stats()
+        );
+        let out = p.read(0, 1 << 20).await.unwrap();
+        assert!(matches!(out.chunks[0], shards::Chunk::Disk(_)));
+        let mut all = Vec::new();
+        let mut off = 0;
+        while off < 200 {
+            let out = p.read(off, 50_000).await.unwrap();
+            let o = offsets(&out);
+            off = o.last().unwrap() + 4;
+            all.extend(o);
+        }
+        assert_eq!(all, (0..50).map(|i| i * 4).collect::<Vec<_>>());
+    });
+}
