@@ -1,7 +1,7 @@
 //! The process allocator: the system allocator, except that very large requests are served
 //! by lazily backed `MAP_NORESERVE` mappings.
 //!
-//! Runs on: every thread (installed as `#[global_allocator]` by the `osprey` binary).
+//! Runs on: every thread (installed as `#[global_allocator]` by the osprey library).
 //!
 //! Why: the kafka-protocol crate decodes an array by calling `Vec::with_capacity(n)` with
 //! the element count read off the wire, before it has read a single element. A 16-byte

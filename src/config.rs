@@ -114,7 +114,7 @@ fn parse_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
             )));
         };
         let v = v.trim().trim_matches('"');
-        out.push((k.trim().replace('.', "-").replace('_', "-"), v.to_string()));
+        out.push((k.trim().replace(['.', '_'], "-"), v.to_string()));
     }
     Ok(out)
 }
@@ -216,7 +216,7 @@ mod tests {
     #[test]
     fn defaults_work_without_flags() {
         let c = BrokerConfig::from_args(&ServeArgs::default()).unwrap();
-        assert_eq!(c.listen, "127.0.0.1:9092".parse().unwrap());
+        assert_eq!(c.listen, "127.0.0.1:9092".parse::<SocketAddr>().unwrap());
         assert_eq!(c.advertise, "127.0.0.1");
         assert_eq!(c.data_dir, PathBuf::from("osprey-data"));
         assert!(c.auto_create_topics);

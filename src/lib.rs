@@ -18,3 +18,8 @@ pub mod server;
 pub mod shard;
 pub mod sync;
 pub mod topic_config;
+
+/// Installed by the library so every binary and test that links osprey (the broker,
+/// loadgen, the test suites) survives kafka-protocol's untrusted pre-allocation; see `alloc`.
+#[global_allocator]
+static ALLOCATOR: alloc::OspreyAllocator = alloc::OspreyAllocator;

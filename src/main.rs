@@ -3,9 +3,6 @@
 
 use clap::{Parser, Subcommand};
 
-#[global_allocator]
-static ALLOCATOR: osprey::alloc::OspreyAllocator = osprey::alloc::OspreyAllocator;
-
 #[derive(Parser)]
 #[command(
     name = "osprey",

@@ -198,7 +198,6 @@ pub fn log_config(configs: &BTreeMap<String, String>, broker: &BrokerConfig) -> 
         max_message_bytes: num(configs, "max.message.bytes", broker, d.max_message_bytes),
         flush_ms: num(configs, "flush.ms", broker, d.flush_ms),
         flush_messages: num(configs, "flush.messages", broker, d.flush_messages),
-        ..d
     }
 }
 

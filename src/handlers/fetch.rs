@@ -95,6 +95,9 @@ async fn read_local(
     }
 }
 
+/// (partition, fetch offset, partition max bytes) of one requested partition.
+type PartitionAsk = (i32, i64, usize);
+
 /// (error, high watermark, log start, bytes): a read on another shard, copied for the trip.
 type RemoteRead = (i16, i64, i64, Bytes);
 
@@ -168,7 +171,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         body.max_bytes as usize
     };
     let deadline = Instant::now() + max_wait;
-    let requested: Vec<(String, Vec<(i32, i64, usize)>)> = body
+    let requested: Vec<(String, Vec<PartitionAsk>)> = body
         .topics
         .iter()
         .map(|t| {
