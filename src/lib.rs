@@ -1,1 +1,2 @@
 //! osprey library
+pub mod client;
