@@ -1,2 +1,286 @@
-//! loadgen
-fn main() {}
+//! loadgen: an OpenMessaging-Benchmark-style load generator for any Kafka-compatible broker,
+//! built on the project's one Kafka client (`osprey::client`). The main thread parses the
+//! command, aggregates and reports; worker threads (one glommio executor each, pinned with
+//! core_affinity) run the producers and consumers.
+
+mod limits;
+mod machine;
+mod pacing;
+mod run;
+mod stats;
+mod worker;
+mod workload;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::run::{RunOptions, run};
+use crate::workload::Workload;
+
+#[derive(Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Load generator for Kafka-compatible brokers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one workload against a broker.
+    Run(Box<RunArgs>),
+    /// Measure this machine's limits (loopback TCP, O_DIRECT write, fdatasync rate).
+    Probe {
+        /// Directory whose disk is probed (the broker's data directory).
+        #[arg(long, default_value = "/tmp")]
+        dir: PathBuf,
+        /// Bytes per bandwidth probe.
+        #[arg(long, default_value_t = 512 << 20)]
+        bytes: u64,
+    },
+    /// List the built-in scenarios.
+    Scenarios,
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Bootstrap servers, host:port[,host:port].
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// A named scenario (see `loadgen scenarios`).
+    #[arg(long)]
+    scenario: Option<String>,
+    /// A workload file (key: value, key=value or flat JSON; OMB field names).
+    #[arg(long)]
+    workload: Option<PathBuf>,
+    /// Extra workload settings, OMB names: --set producerRate=5000 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Topics.
+    #[arg(long)]
+    topics: Option<u32>,
+    /// Partitions per topic.
+    #[arg(long)]
+    partitions: Option<u32>,
+    /// Message size, bytes.
+    #[arg(long)]
+    message_size: Option<usize>,
+    /// Producers per topic.
+    #[arg(long)]
+    producers: Option<u32>,
+    /// Consumers per subscription (0 = produce only).
+    #[arg(long)]
+    consumers: Option<u32>,
+    /// Total producer rate, msg/s (0 = as fast as possible).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Measured duration, seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Warm-up, seconds.
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// acks: 0, 1, -1/all.
+    #[arg(long)]
+    acks: Option<String>,
+    /// Linger, ms.
+    #[arg(long)]
+    linger_ms: Option<f64>,
+    /// Batch size, bytes.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// none, gzip, snappy, lz4, zstd.
+    #[arg(long)]
+    compression: Option<String>,
+    /// NO_KEY, RANDOM_NANO, KEY_ROUND_ROBIN.
+    #[arg(long)]
+    keys: Option<String>,
+    /// CPUs for the worker threads, e.g. "1" or "0,1" or "2-3"; one thread per CPU.
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Write the result as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Include a detailed HdrHistogram percentile distribution in the JSON.
+    #[arg(long)]
+    histograms: bool,
+    /// Label of the broker in the report.
+    #[arg(long, default_value = "broker")]
+    broker_name: String,
+    /// Where the broker runs (free text, reported), e.g. "taskset -c 0".
+    #[arg(long)]
+    broker_placement: Option<String>,
+    /// Measure the machine's limits before the run (see `loadgen probe`).
+    #[arg(long)]
+    probe_limits: bool,
+    /// Directory for the disk probe.
+    #[arg(long, default_value = "/tmp")]
+    probe_dir: PathBuf,
+    /// Bytes per bandwidth probe.
+    #[arg(long, default_value_t = 256 << 20)]
+    probe_bytes: u64,
+    /// Keep the topics afterwards.
+    #[arg(long)]
+    keep_topics: bool,
+    /// No live line.
+    #[arg(long)]
+    quiet: bool,
+    /// Exit non-zero unless sent = acked = consumed with no errors.
+    #[arg(long)]
+    strict: bool,
+}
+
+/// Parses "1", "0,1", "2-3", "0,2-3".
+fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("bad cpu list {s:?}");
+        if let Some((a, b)) = part.split_once('-') {
+            let a: usize = a.parse().map_err(|_| bad())?;
+            let b: usize = b.parse().map_err(|_| bad())?;
+            if a > b {
+                return Err(bad());
+            }
+            out.extend(a..=b);
+        } else {
+            out.push(part.parse().map_err(|_| bad())?);
+        }
+    }
+    Ok(out)
+}
+
+fn build_workload(a: &RunArgs) -> Result<Workload, String> {
+    let mut w = match &a.scenario {
+        Some(s) => Workload::scenario(s)?,
+        None => Workload::default(),
+    };
+    if let Some(f) = &a.workload {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let name = f.file_stem().map(|s| s.to_string_lossy().into_owned());
+        w = Workload::parse_file(&text, w)?;
+        if let Some(n) = name
+            && !text.contains("name")
+        {
+            w.name = n;
+        }
+    }
+    for kv in &a.sets {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
+        w.set(k, v)?;
+    }
+    let s = |w: &mut Workload, k: &str, v: Option<String>| v.map_or(Ok(()), |v| w.set(k, &v));
+    s(&mut w, "topics", a.topics.map(|v| v.to_string()))?;
+    s(
+        &mut w,
+        "partitionsPerTopic",
+        a.partitions.map(|v| v.to_string()),
+    )?;
+    s(&mut w, "messageSize", a.message_size.map(|v| v.to_string()))?;
+    s(
+        &mut w,
+        "producersPerTopic",
+        a.producers.map(|v| v.to_string()),
+    )?;
+    if let Some(c) = a.consumers {
+        if c == 0 {
+            w.subscriptions_per_topic = 0;
+        } else {
+            w.subscriptions_per_topic = w.subscriptions_per_topic.max(1);
+            w.consumer_per_subscription = c;
+        }
+    }
+    s(&mut w, "producerRate", a.rate.map(|v| v.to_string()))?;
+    s(
+        &mut w,
+        "testDurationSeconds",
+        a.duration.map(|v| v.to_string()),
+    )?;
+    s(
+        &mut w,
+        "warmupDurationSeconds",
+        a.warmup.map(|v| v.to_string()),
+    )?;
+    s(&mut w, "acks", a.acks.clone())?;
+    s(&mut w, "lingerMs", a.linger_ms.map(|v| v.to_string()))?;
+    s(&mut w, "batchSize", a.batch_size.map(|v| v.to_string()))?;
+    s(&mut w, "compression", a.compression.clone())?;
+    s(&mut w, "keyDistributor", a.keys.clone())?;
+    w.validate()?;
+    Ok(w)
+}
+
+fn cmd_run(a: &RunArgs) -> Result<bool, String> {
+    let w = build_workload(a)?;
+    let cpus = match &a.cpus {
+        Some(c) => parse_cpus(c)?,
+        None => Vec::new(),
+    };
+    let limits = if a.probe_limits {
+        eprintln!(
+            "probing this machine's limits ({} MiB per probe)...",
+            a.probe_bytes >> 20
+        );
+        Some(limits::probe_limits(&a.probe_dir, a.probe_bytes)?)
+    } else {
+        None
+    };
+    eprintln!("{}", w.summary());
+    let opts = RunOptions {
+        bootstrap: a.bootstrap.clone(),
+        cpus,
+        broker_name: a.broker_name.clone(),
+        broker_placement: a.broker_placement.clone(),
+        keep_topics: a.keep_topics,
+        histograms: a.histograms,
+        limits,
+        quiet: a.quiet,
+    };
+    let r = run(&w, &opts)?;
+    if let Some(p) = &a.json {
+        let text = serde_json::to_string_pretty(&r.json).map_err(|e| e.to_string())?;
+        std::fs::write(p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(r.clean || !a.strict)
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Run(a) => cmd_run(&a),
+        Cmd::Probe { dir, bytes } => limits::probe_limits(&dir, bytes).map(|l| {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&l.to_json()).unwrap_or_default()
+            );
+            true
+        }),
+        Cmd::Scenarios => {
+            for s in workload::SCENARIOS {
+                if let Ok(w) = Workload::scenario(s) {
+                    println!("{}", w.summary());
+                }
+            }
+            Ok(true)
+        }
+    };
+    match res {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("run was not clean (errors or counts that do not add up)");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

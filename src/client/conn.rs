@@ -119,6 +119,7 @@ pub struct Connection {
     next_correlation_id: Cell<i32>,
     writer_tx: LocalSender<Bytes>,
     in_flight: Semaphore,
+    in_flight_max: usize,
     client_id: StrBytes,
     request_timeout: Duration,
     versions: RefCell<HashMap<i16, ApiRange>>,
@@ -131,9 +132,7 @@ impl Connection {
     /// Connects to `addr` ("host:port") and negotiates API versions.
     pub async fn connect(addr: &str, config: &ClientConfig) -> Result<Connection> {
         let stream = glommio::timer::timeout(config.connect_timeout, async {
-            TcpStream::connect(addr)
-                .await
-                .map_err(glommio::GlommioError::from)
+            TcpStream::connect(addr).await
         })
         .await
         .map_err(|e| match e {
@@ -163,6 +162,7 @@ impl Connection {
             next_correlation_id: Cell::new(1),
             writer_tx: tx,
             in_flight: Semaphore::new(config.in_flight_max.max(1) as u64),
+            in_flight_max: config.in_flight_max.max(1),
             client_id: StrBytes::from_string(config.client_id.clone()),
             request_timeout: config.request_timeout,
             versions: RefCell::new(HashMap::new()),
@@ -347,8 +347,19 @@ impl Connection {
         })
     }
 
-    /// Sends a request the broker does not answer (Produce with acks=0).
-    pub fn send_no_response<R: Request>(&self, req: &R, version: i16) -> Result<()> {
+    /// Sends a request the broker does not answer (Produce with acks=0). Waits while more
+    /// than `in_flight_max` frames are queued for the socket, so acks=0 has backpressure too.
+    pub async fn send_no_response<R: Request>(&self, req: &R, version: i16) -> Result<()> {
+        let started = std::time::Instant::now();
+        while self.writer_tx.len() > self.in_flight_max {
+            self.check_alive()?;
+            if started.elapsed() > self.request_timeout {
+                return Err(ClientError::Timeout {
+                    what: format!("socket queue of {}", self.shared.addr),
+                });
+            }
+            glommio::timer::sleep(Duration::from_micros(50)).await;
+        }
         self.check_alive()?;
         let (_, frame) = self.encode_frame(req, version)?;
         self.writer_tx

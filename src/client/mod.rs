@@ -293,10 +293,10 @@ impl Client {
     /// A live connection to any broker: the bootstrap one, else reconnect.
     pub async fn any_connection(&self) -> Result<Rc<Connection>> {
         let existing = self.bootstrap_conn.borrow().clone();
-        if let Some(c) = existing {
-            if c.is_alive() {
-                return Ok(c);
-            }
+        if let Some(c) = existing
+            && c.is_alive()
+        {
+            return Ok(c);
         }
         let mut last = None;
         for addr in self.bootstrap.clone() {
@@ -316,10 +316,10 @@ impl Client {
     /// Metadata).
     pub async fn node_connection(&self, node_id: i32) -> Result<Rc<Connection>> {
         let existing = self.conns.borrow().get(&node_id).cloned();
-        if let Some(c) = existing {
-            if c.is_alive() {
-                return Ok(c);
-            }
+        if let Some(c) = existing
+            && c.is_alive()
+        {
+            return Ok(c);
         }
         let addr = self.nodes.borrow().get(&node_id).cloned();
         let addr = match addr {
@@ -437,10 +437,10 @@ impl Client {
 
     async fn controller_connection(&self) -> Result<Rc<Connection>> {
         let id = self.controller_id.get();
-        if id >= 0 {
-            if let Ok(c) = self.node_connection(id).await {
-                return Ok(c);
-            }
+        if id >= 0
+            && let Ok(c) = self.node_connection(id).await
+        {
+            return Ok(c);
         }
         self.any_connection().await
     }
@@ -565,7 +565,7 @@ impl Client {
         ];
         req.topic_data = vec![td];
         if acks == Acks::None {
-            conn.send_no_response(&req, v)?;
+            conn.send_no_response(&req, v).await?;
             return Ok(ProduceAck { base_offset: None });
         }
         let resp = conn.request(&req, v).await?;
@@ -582,10 +582,10 @@ impl Client {
             || format!("Produce {topic}/{partition}"),
             p.error_message.as_deref(),
         );
-        if let Err(e) = &r {
-            if e.is_stale_metadata() {
-                self.invalidate_leader(topic, partition);
-            }
+        if let Err(e) = &r
+            && e.is_stale_metadata()
+        {
+            self.invalidate_leader(topic, partition);
         }
         r?;
         Ok(ProduceAck {
@@ -663,10 +663,10 @@ impl Client {
                     || format!("Fetch {topic}/{}", p.partition_index),
                     None,
                 );
-                if let Err(e) = &error {
-                    if e.is_stale_metadata() {
-                        self.invalidate_leader(&topic, p.partition_index);
-                    }
+                if let Err(e) = &error
+                    && e.is_stale_metadata()
+                {
+                    self.invalidate_leader(&topic, p.partition_index);
                 }
                 out.push(FetchedPartition {
                     topic: topic.clone(),
