@@ -3,6 +3,7 @@
 //! command, aggregates and reports; worker threads (one glommio executor each, pinned with
 //! core_affinity) run the producers and consumers.
 
+mod chart;
 mod limits;
 mod machine;
 mod pacing;
@@ -45,6 +46,21 @@ enum Cmd {
     },
     /// List the built-in scenarios.
     Scenarios,
+    /// Draw latency by percentile from result JSON files as an SVG.
+    Chart {
+        /// Result files written by `run --json`.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Output SVG.
+        #[arg(short, long, default_value = "latency.svg")]
+        out: PathBuf,
+        /// publish, delay, e2e or all.
+        #[arg(long, default_value = "all")]
+        metric: String,
+        /// Chart title.
+        #[arg(long, default_value = "Latency by percentile")]
+        title: String,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -251,6 +267,38 @@ fn cmd_run(a: &RunArgs) -> Result<bool, String> {
     Ok(r.clean || !a.strict)
 }
 
+fn cmd_chart(files: &[PathBuf], out: &PathBuf, metric: &str, title: &str) -> Result<bool, String> {
+    let metrics: &[&str] = match metric {
+        "publish" => &["PublishLatency"],
+        "delay" => &["PublishDelayLatency"],
+        "e2e" => &["EndToEndLatency"],
+        "all" => &["PublishLatency", "EndToEndLatency"],
+        o => return Err(format!("unknown metric {o:?} (publish, delay, e2e, all)")),
+    };
+    let mut series = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let j: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", f.display()))?;
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for m in metrics {
+            if let Some(s) = chart::series_from_json(&j, m, &name) {
+                series.push(s);
+            }
+        }
+    }
+    if series.is_empty() {
+        return Err("no latency distributions found in the given files".into());
+    }
+    std::fs::write(out, chart::render(title, &series))
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    eprintln!("wrote {} ({} series)", out.display(), series.len());
+    Ok(true)
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
@@ -263,6 +311,12 @@ fn main() -> ExitCode {
             );
             true
         }),
+        Cmd::Chart {
+            files,
+            out,
+            metric,
+            title,
+        } => cmd_chart(&files, &out, &metric, &title),
         Cmd::Scenarios => {
             for s in workload::SCENARIOS {
                 if let Ok(w) = Workload::scenario(s) {

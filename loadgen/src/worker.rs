@@ -194,11 +194,15 @@ async fn thread_main(
         in_flight_max: w.in_flight_max,
         ..ClientConfig::default()
     };
+    // Producers of this thread share one client; each consumer has its own, because a broker
+    // serves the requests of one connection in order and a consumer's long-poll Fetch would
+    // otherwise hold up the producers' Produce requests queued behind it.
     let setup = async {
-        let client = Client::connect(&bootstrap, cfg).await?;
-        let mut positions = Vec::new();
+        let client = Client::connect(&bootstrap, cfg.clone()).await?;
+        let mut consumers = Vec::new();
         for c in &plan.consumers {
-            let offs = client
+            let cc = Client::connect(&bootstrap, cfg.clone()).await?;
+            let offs = cc
                 .list_offsets(&c.topic, &c.partitions, OffsetSpec::Latest)
                 .await?;
             let mut pos = Vec::new();
@@ -209,7 +213,7 @@ async fn thread_main(
                     offset: o.offset?,
                 });
             }
-            positions.push(pos);
+            consumers.push((cc, pos));
         }
         // Warm the connections to every leader before the clock starts.
         for p in &plan.producers {
@@ -218,7 +222,7 @@ async fn thread_main(
                 client.node_connection(l).await?;
             }
         }
-        Ok::<_, osprey::client::ClientError>((client, positions))
+        Ok::<_, osprey::client::ClientError>((client, consumers))
     }
     .await;
     shared.ready.wait();
@@ -279,9 +283,9 @@ async fn thread_main(
             running.set(running.get() - 1);
         }));
     }
-    for (c, pos) in plan.consumers.clone().into_iter().zip(positions) {
+    for (c, (cclient, pos)) in plan.consumers.clone().into_iter().zip(positions) {
         let (client, stats, params, running, shared) = (
-            client.clone(),
+            Rc::new(cclient),
             stats.clone(),
             params.clone(),
             running.clone(),
@@ -378,9 +382,6 @@ async fn producer(
     };
     'run: loop {
         let now = clock.now_ns();
-        if now >= params.end_ns {
-            break;
-        }
         let due = pacer.due_count(now);
         let mut made = 0u64;
         while i < due && made < GENERATE_CHUNK {
@@ -423,6 +424,15 @@ async fn producer(
             }
             i += 1;
             made += 1;
+        }
+        if made >= GENERATE_CHUNK {
+            futures_lite::future::yield_now().await;
+            continue;
+        }
+        // Every message due by `now` exists now; stop only after that, so the count of
+        // messages is exactly rate x duration.
+        if now >= params.end_ns {
+            break;
         }
         // Linger: a batch goes out when its first message has waited linger_ns.
         let now = clock.now_ns();
