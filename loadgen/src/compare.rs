@@ -342,7 +342,7 @@ pub fn compare(opts: &CompareOptions) -> Result<Value, String> {
         let mut rs = ratios.clone();
         let (ma, mb, mr) = (median(va), median(vb), median(&mut rs));
         println!(
-            "{label:<22} {ma:>12.3} {mb:>12.3} {:>9} {:>19}",
+            "{label:<28} {ma:>12.3} {mb:>12.3} {:>9} {:>19}",
             if mr.is_finite() {
                 format!("{mr:.2}")
             } else {

@@ -194,7 +194,11 @@ struct CompareArgs {
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/loadgen-venv"))]
     venv: PathBuf,
     /// Arguments for py/bench_clients.py, e.g. --py-args="--messages 20000 --rate 5000".
-    #[arg(long, default_value = "--messages 20000 --rate 5000")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        default_value = "--messages 20000 --rate 5000"
+    )]
     py_args: String,
     /// Output directory.
     #[arg(long, default_value = "compare-out")]
