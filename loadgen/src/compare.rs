@@ -288,7 +288,7 @@ pub fn compare(opts: &CompareOptions) -> Result<Value, String> {
         opts.run_args
     );
     println!(
-        "{:<22} {:>12} {:>12} {:>9} {:>19}",
+        "{:<28} {:>12} {:>12} {:>9} {:>19}",
         "figure (median)", a, b, "A/B", "A/B spread (min..max)"
     );
     let mut rows = Vec::new();
