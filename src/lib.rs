@@ -5,6 +5,7 @@
 //! groups, and the client shared with `loadgen`. ARCHITECTURE.md has the map.
 
 pub mod alloc;
+pub mod client;
 pub mod config;
 pub mod connection;
 pub mod controller;

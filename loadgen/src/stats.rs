@@ -1,0 +1,204 @@
+//! Latency histograms and counters. Workers record into `Stats` (one per worker thread) and
+//! ship interval snapshots to the main thread, which pools them by merging histograms:
+//! percentiles are never averaged across actors.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+
+/// Latencies are recorded in microseconds, up to one hour, 3 significant digits (0.1%).
+pub const LATENCY_MAX_US: u64 = 3_600_000_000;
+const SIGFIG: u8 = 3;
+
+/// A fresh latency histogram.
+pub fn new_histogram() -> Histogram<u64> {
+    // Bounds are constants that satisfy hdrhistogram's preconditions.
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, SIGFIG).expect("valid histogram bounds")
+}
+
+/// The percentiles reported everywhere (OMB's set).
+pub const PERCENTILES: &[(f64, &str)] = &[
+    (50.0, "50pct"),
+    (75.0, "75pct"),
+    (95.0, "95pct"),
+    (99.0, "99pct"),
+    (99.9, "999pct"),
+    (99.99, "9999pct"),
+];
+
+/// Counters and histograms for one interval (or the total).
+#[derive(Clone)]
+pub struct Stats {
+    /// Messages handed to the client (appended to a batch).
+    pub sent: u64,
+    /// Messages acknowledged (acks=0: written to the socket queue).
+    pub acked: u64,
+    /// Value bytes acknowledged.
+    pub acked_bytes: u64,
+    /// Messages whose produce failed.
+    pub publish_errors: u64,
+    /// Messages consumed.
+    pub consumed: u64,
+    /// Value bytes consumed.
+    pub consumed_bytes: u64,
+    /// Consumer errors (failed fetches, bad payloads).
+    pub consume_errors: u64,
+    /// Error text -> count (first words of each error).
+    pub error_kinds: BTreeMap<String, u64>,
+    /// Intended send -> ack, microseconds (OMB publishLatency).
+    pub publish: Histogram<u64>,
+    /// Intended send -> handed to the client, microseconds (OMB publishDelayLatency).
+    pub publish_delay: Histogram<u64>,
+    /// Intended send -> consumed, microseconds (OMB endToEndLatency).
+    pub end_to_end: Histogram<u64>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            sent: 0,
+            acked: 0,
+            acked_bytes: 0,
+            publish_errors: 0,
+            consumed: 0,
+            consumed_bytes: 0,
+            consume_errors: 0,
+            error_kinds: BTreeMap::new(),
+            publish: new_histogram(),
+            publish_delay: new_histogram(),
+            end_to_end: new_histogram(),
+        }
+    }
+}
+
+impl Stats {
+    /// Adds `other` into `self`: counters summed, histograms merged (pooled samples).
+    pub fn merge(&mut self, other: &Stats) {
+        self.sent += other.sent;
+        self.acked += other.acked;
+        self.acked_bytes += other.acked_bytes;
+        self.publish_errors += other.publish_errors;
+        self.consumed += other.consumed;
+        self.consumed_bytes += other.consumed_bytes;
+        self.consume_errors += other.consume_errors;
+        for (k, v) in &other.error_kinds {
+            *self.error_kinds.entry(k.clone()).or_default() += v;
+        }
+        // Same bounds everywhere, so add cannot fail; saturate rather than panic regardless.
+        let _ = self.publish.add(&other.publish);
+        let _ = self.publish_delay.add(&other.publish_delay);
+        let _ = self.end_to_end.add(&other.end_to_end);
+    }
+
+    /// Records an error of some kind for `n` messages.
+    pub fn error(&mut self, what: &str, n: u64, publish: bool) {
+        if publish {
+            self.publish_errors += n;
+        } else {
+            self.consume_errors += n;
+        }
+        let key: String = what.chars().take(120).collect();
+        *self.error_kinds.entry(key).or_default() += n;
+    }
+
+    /// Takes the current contents, leaving empty stats behind.
+    pub fn take(&mut self) -> Stats {
+        std::mem::take(self)
+    }
+}
+
+/// Records nanoseconds into a microsecond histogram (sub-microsecond values count as 1 us).
+pub fn record_ns(h: &mut Histogram<u64>, ns: u64) {
+    h.saturating_record((ns / 1000).clamp(1, LATENCY_MAX_US));
+}
+
+/// A latency summary in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    /// Samples.
+    pub count: u64,
+    /// Mean, ms.
+    pub avg_ms: f64,
+    /// Percentile values in `PERCENTILES` order, ms.
+    pub pct_ms: [f64; 6],
+    /// Maximum, ms.
+    pub max_ms: f64,
+}
+
+/// Summarizes a microsecond histogram in milliseconds.
+pub fn summarize(h: &Histogram<u64>) -> Summary {
+    let mut pct_ms = [0.0; 6];
+    for (i, (p, _)) in PERCENTILES.iter().enumerate() {
+        pct_ms[i] = if h.is_empty() {
+            0.0
+        } else {
+            h.value_at_percentile(*p) as f64 / 1000.0
+        };
+    }
+    Summary {
+        count: h.len(),
+        avg_ms: if h.is_empty() { 0.0 } else { h.mean() / 1000.0 },
+        pct_ms,
+        max_ms: h.max() as f64 / 1000.0,
+    }
+}
+
+/// The percentile distribution (HdrHistogram's classic plot points), ms.
+pub fn distribution(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<(f64, f64)> = h
+        .iter_quantiles(2)
+        .map(|v| {
+            (
+                v.quantile_iterated_to() * 100.0,
+                v.value_iterated_to() as f64 / 1000.0,
+            )
+        })
+        .collect();
+    out.dedup_by(|a, b| a.0 == b.0);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves pooling merges samples, not percentiles: an actor with 1000 fast samples and one
+    // with 10 slow ones pool to a p99 that an average of per-actor p99s would get wrong.
+    #[test]
+    fn pooling_merges_samples() {
+        let mut a = Stats::default();
+        let mut b = Stats::default();
+        for _ in 0..990 {
+            record_ns(&mut a.publish, 1_000_000); // 1 ms
+        }
+        for _ in 0..10 {
+            record_ns(&mut b.publish, 100_000_000); // 100 ms
+        }
+        a.acked = 990;
+        b.acked = 10;
+        b.error("timed out", 2, true);
+        let per_actor_avg_p99 =
+            (summarize(&a.publish).pct_ms[3] + summarize(&b.publish).pct_ms[3]) / 2.0;
+        let mut pooled = Stats::default();
+        pooled.merge(&a);
+        pooled.merge(&b);
+        let s = summarize(&pooled.publish);
+        assert_eq!(s.count, 1000);
+        assert_eq!(pooled.acked, 1000);
+        assert_eq!(pooled.publish_errors, 2);
+        // p99 of the pooled samples: 1% are 100 ms, so the 99th percentile is still 1 ms
+        // and p99.9 is 100 ms; the per-actor average (50.5 ms) is neither.
+        assert!((s.pct_ms[3] - 1.0).abs() < 0.01, "{s:?}");
+        assert!((s.pct_ms[4] - 100.0).abs() < 0.1, "{s:?}");
+        assert!((per_actor_avg_p99 - 50.5).abs() < 0.1);
+        assert!(!distribution(&pooled.publish).is_empty());
+        // take() leaves an empty Stats behind.
+        let t = pooled.take();
+        assert_eq!(t.acked, 1000);
+        assert_eq!(pooled.acked, 0);
+        assert!(pooled.publish.is_empty());
+    }
+}

@@ -1,0 +1,650 @@
+//! Worker threads: each runs one glommio executor, pinned to its CPU (core_affinity), with
+//! its own `Client` and the producers and consumers assigned to it. Stats are recorded per
+//! thread and shipped to the main thread once per second over a std channel.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Barrier, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use glommio::sync::Semaphore;
+use glommio::{LocalExecutorBuilder, Placement};
+use osprey::client::{
+    Acks, Client, ClientConfig, Compression, FetchOptions, FetchPosition, OffsetSpec,
+    ProducerRecord, decode_records, encode_batch,
+};
+
+use crate::pacing::Pacer;
+use crate::stats::{Stats, record_ns};
+use crate::workload::{KeyDistribution, Workload};
+
+/// How long consumers keep reading after the producers stopped, at most.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Messages generated per producer loop turn before yielding.
+const GENERATE_CHUNK: u64 = 1024;
+/// Distinct error texts kept per thread; more are counted under "other".
+const ERROR_KINDS_MAX: usize = 32;
+/// Each executor's io_uring registered memory (glommio-notes: fits the default memlock).
+const IO_MEMORY_BYTES: usize = 1 << 20;
+
+/// One producer's assignment.
+#[derive(Debug, Clone)]
+pub struct ProducerPlan {
+    /// Global producer index.
+    pub id: u32,
+    /// Topic it writes.
+    pub topic: String,
+    /// Partition count of the topic.
+    pub partitions: u32,
+    /// Its share of the rate, msg/s (0 = unpaced).
+    pub rate: f64,
+}
+
+/// One consumer's assignment.
+#[derive(Debug, Clone)]
+pub struct ConsumerPlan {
+    /// Global consumer index.
+    pub id: u32,
+    /// Topic it reads.
+    pub topic: String,
+    /// Partitions assigned to it.
+    pub partitions: Vec<i32>,
+}
+
+/// What one worker thread runs.
+#[derive(Debug, Clone)]
+pub struct ThreadPlan {
+    /// Thread index.
+    pub index: usize,
+    /// CPU to pin to.
+    pub cpu: Option<usize>,
+    /// Producers.
+    pub producers: Vec<ProducerPlan>,
+    /// Consumers.
+    pub consumers: Vec<ConsumerPlan>,
+}
+
+/// State shared by the main thread and all workers.
+pub struct SharedRun {
+    /// Setup done by everyone (workers + main).
+    pub ready: Barrier,
+    /// Start time published by main between the two barriers.
+    pub go: Barrier,
+    /// (monotonic start, wall-clock ns at start).
+    pub start: OnceLock<(Instant, u64)>,
+    /// Producers still running, over all threads.
+    pub producers_running: AtomicU32,
+}
+
+/// Messages from workers to main.
+pub enum Report {
+    /// One second of stats, ending at run-relative `tick_end_ns`.
+    Interval {
+        /// Thread index.
+        thread: usize,
+        /// End of the interval, ns since start.
+        tick_end_ns: u64,
+        /// The interval's stats.
+        stats: Box<Stats>,
+    },
+    /// The thread finished; `stats` holds the rest since the last interval.
+    Done {
+        /// Thread index.
+        thread: usize,
+        /// Remaining stats.
+        stats: Box<Stats>,
+    },
+    /// The thread could not set up or run.
+    Failed {
+        /// Thread index.
+        thread: usize,
+        /// Why.
+        error: String,
+    },
+}
+
+#[derive(Clone, Copy)]
+struct Clock {
+    start: Instant,
+    wall_ns: u64,
+}
+
+impl Clock {
+    fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+}
+
+struct Params {
+    message_size: usize,
+    acks: Acks,
+    compression: Compression,
+    linger_ns: u64,
+    batch_size_bytes: usize,
+    buffer_bytes: usize,
+    keys: KeyDistribution,
+    fetch: FetchOptions,
+    end_ns: u64,
+    filler: Bytes,
+    request_timeout_ms: i32,
+}
+
+/// Spawns a worker thread. It always reaches both barriers, even when its setup fails, so a
+/// failure cannot hang the run.
+pub fn spawn(
+    plan: ThreadPlan,
+    bootstrap: String,
+    workload: Workload,
+    shared: Arc<SharedRun>,
+    tx: Sender<Report>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("loadgen-{}", plan.index))
+        .spawn(move || {
+            if let Some(cpu) = plan.cpu
+                && !core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
+            {
+                log::warn!("could not pin thread {} to cpu {cpu}", plan.index);
+            }
+            let index = plan.index;
+            let ex = LocalExecutorBuilder::new(Placement::Unbound)
+                .io_memory(IO_MEMORY_BYTES)
+                .spin_before_park(Duration::from_micros(50))
+                .name(&format!("loadgen-{index}"))
+                .make();
+            match ex {
+                Ok(ex) => ex.run(thread_main(plan, bootstrap, workload, shared, tx)),
+                Err(e) => {
+                    let _ = tx.send(Report::Failed {
+                        thread: index,
+                        error: format!("executor: {e}"),
+                    });
+                    shared.ready.wait();
+                    shared.go.wait();
+                }
+            }
+        })
+}
+
+fn filler_bytes(n: usize) -> Bytes {
+    // Pseudo-random so compression has no unrealistic advantage (OMB uses a random payload).
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut b = BytesMut::with_capacity(n);
+    while b.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        b.put_u8((x & 0xff) as u8);
+    }
+    b.freeze()
+}
+
+async fn thread_main(
+    plan: ThreadPlan,
+    bootstrap: String,
+    w: Workload,
+    shared: Arc<SharedRun>,
+    tx: Sender<Report>,
+) {
+    let cfg = ClientConfig {
+        client_id: format!("loadgen-{}", plan.index),
+        in_flight_max: w.in_flight_max,
+        ..ClientConfig::default()
+    };
+    // Producers of this thread share one client; each consumer has its own, because a broker
+    // serves the requests of one connection in order and a consumer's long-poll Fetch would
+    // otherwise hold up the producers' Produce requests queued behind it.
+    let setup = async {
+        let client = Client::connect(&bootstrap, cfg.clone()).await?;
+        let mut consumers = Vec::new();
+        for c in &plan.consumers {
+            let cc = Client::connect(&bootstrap, cfg.clone()).await?;
+            let offs = cc
+                .list_offsets(&c.topic, &c.partitions, OffsetSpec::Latest)
+                .await?;
+            let mut pos = Vec::new();
+            for o in offs {
+                pos.push(FetchPosition {
+                    topic: c.topic.clone(),
+                    partition: o.partition,
+                    offset: o.offset?,
+                });
+            }
+            consumers.push((cc, pos));
+        }
+        // Warm the connections to every leader before the clock starts.
+        for p in &plan.producers {
+            for part in 0..p.partitions as i32 {
+                let l = client.leader_for(&p.topic, part).await?;
+                client.node_connection(l).await?;
+            }
+        }
+        Ok::<_, osprey::client::ClientError>((client, consumers))
+    }
+    .await;
+    shared.ready.wait();
+    shared.go.wait();
+    let (client, positions) = match setup {
+        Ok(x) => x,
+        Err(e) => {
+            shared
+                .producers_running
+                .fetch_sub(plan.producers.len() as u32, Ordering::SeqCst);
+            let _ = tx.send(Report::Failed {
+                thread: plan.index,
+                error: format!("setup: {e}"),
+            });
+            return;
+        }
+    };
+    let Some(&(start, wall_ns)) = shared.start.get() else {
+        let _ = tx.send(Report::Failed {
+            thread: plan.index,
+            error: "no start time".into(),
+        });
+        return;
+    };
+    let clock = Clock { start, wall_ns };
+    let params = Rc::new(Params {
+        message_size: w.message_size,
+        acks: Acks::parse(&w.acks).unwrap_or(Acks::Leader),
+        compression: osprey::client::parse_compression(&w.compression).unwrap_or(Compression::None),
+        linger_ns: (w.linger_ms * 1e6) as u64,
+        batch_size_bytes: w.batch_size_bytes,
+        buffer_bytes: w.producer_buffer_bytes,
+        keys: w.key_distributor,
+        fetch: FetchOptions {
+            max_wait_ms: w.fetch_max_wait_ms,
+            min_bytes: 1,
+            ..FetchOptions::default()
+        },
+        end_ns: ((w.warmup_duration_s + w.test_duration_s) * 1e9) as u64,
+        filler: filler_bytes(w.message_size),
+        request_timeout_ms: 30_000,
+    });
+    let client = Rc::new(client);
+    let stats = Rc::new(RefCell::new(Stats::default()));
+    let running = Rc::new(Cell::new(plan.producers.len() + plan.consumers.len()));
+    let mut tasks = Vec::new();
+    for p in plan.producers.clone() {
+        let (client, stats, params, running, shared) = (
+            client.clone(),
+            stats.clone(),
+            params.clone(),
+            running.clone(),
+            shared.clone(),
+        );
+        tasks.push(glommio::spawn_local(async move {
+            producer(&client, &p, &params, &stats, clock).await;
+            shared.producers_running.fetch_sub(1, Ordering::SeqCst);
+            running.set(running.get() - 1);
+        }));
+    }
+    for (c, (cclient, pos)) in plan.consumers.clone().into_iter().zip(positions) {
+        let (client, stats, params, running, shared) = (
+            Rc::new(cclient),
+            stats.clone(),
+            params.clone(),
+            running.clone(),
+            shared.clone(),
+        );
+        tasks.push(glommio::spawn_local(async move {
+            consumer(&client, &c, pos, &params, &stats, clock, &shared).await;
+            running.set(running.get() - 1);
+        }));
+    }
+    // The reporter: one interval per second, aligned to the run start.
+    let mut tick = 1u64;
+    while running.get() > 0 {
+        let due = tick * 1_000_000_000;
+        let now = clock.now_ns();
+        if now < due {
+            // Short sleeps so the thread notices its actors finishing.
+            glommio::timer::sleep(Duration::from_nanos((due - now).min(50_000_000))).await;
+            continue;
+        }
+        let s = stats.borrow_mut().take();
+        let _ = tx.send(Report::Interval {
+            thread: plan.index,
+            tick_end_ns: due,
+            stats: Box::new(s),
+        });
+        tick += 1;
+    }
+    for t in tasks {
+        t.await;
+    }
+    let s = stats.borrow_mut().take();
+    let _ = tx.send(Report::Done {
+        thread: plan.index,
+        stats: Box::new(s),
+    });
+}
+
+fn note_error(stats: &RefCell<Stats>, e: &dyn std::fmt::Display, n: u64, publish: bool) {
+    let mut s = stats.borrow_mut();
+    let mut text = e.to_string();
+    if s.error_kinds.len() >= ERROR_KINDS_MAX && !s.error_kinds.contains_key(&text) {
+        text = "other".into();
+    }
+    s.error(&text, n, publish);
+}
+
+/// One message waiting in a batch: (intended ns, handed-to-client ns).
+type Meta = (u64, u64);
+
+#[derive(Default)]
+struct Acc {
+    metas: Vec<Meta>,
+    keys: Vec<Option<Bytes>>,
+}
+
+struct Xorshift(u64);
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+async fn producer(
+    client: &Rc<Client>,
+    plan: &ProducerPlan,
+    params: &Rc<Params>,
+    stats: &Rc<RefCell<Stats>>,
+    clock: Clock,
+) {
+    let pacer = Pacer::new(plan.rate, 0);
+    let parts = plan.partitions.max(1) as usize;
+    let budget = Rc::new(Semaphore::new(params.buffer_bytes as u64));
+    let size = params.message_size;
+    let mut accs: Vec<Acc> = (0..parts).map(|_| Acc::default()).collect();
+    let mut sticky = plan.id as usize % parts;
+    let mut rr = plan.id as usize % parts;
+    let mut rng =
+        Xorshift(0x2545_F491_4F6C_DD1D ^ (u64::from(plan.id) + 1).wrapping_mul(0x9E37_79B9));
+    let mut i = 0u64;
+    let per_batch = (params.batch_size_bytes / size).max(1);
+    let flush = |p: usize, acc: &mut Acc| {
+        if acc.metas.is_empty() {
+            return;
+        }
+        let metas = std::mem::take(&mut acc.metas);
+        let keys = std::mem::take(&mut acc.keys);
+        send_batch(
+            client, plan, params, stats, &budget, clock, p as i32, metas, keys,
+        );
+    };
+    'run: loop {
+        let now = clock.now_ns();
+        let due = pacer.due_count(now);
+        let mut made = 0u64;
+        while i < due && made < GENERATE_CHUNK {
+            let intended = pacer.intended_ns(i).unwrap_or_else(|| clock.now_ns());
+            if intended >= params.end_ns {
+                break 'run;
+            }
+            if !budget.try_acquire(size as u64).unwrap_or(false) {
+                // The buffer is full: push out what is waiting, then block like Kafka's
+                // send() does; the time blocked shows up as publish delay.
+                for (p, acc) in accs.iter_mut().enumerate() {
+                    flush(p, acc);
+                }
+                if budget.acquire(size as u64).await.is_err() {
+                    break 'run;
+                }
+            }
+            let sent = clock.now_ns();
+            let (p, key) = match params.keys {
+                KeyDistribution::NoKey => (sticky, None),
+                KeyDistribution::RandomNano => {
+                    let k = rng.next();
+                    (
+                        (k % parts as u64) as usize,
+                        Some(Bytes::copy_from_slice(&k.to_be_bytes())),
+                    )
+                }
+                KeyDistribution::KeyRoundRobin => {
+                    rr = (rr + 1) % parts;
+                    (rr, Some(Bytes::copy_from_slice(&(rr as u64).to_be_bytes())))
+                }
+            };
+            accs[p].metas.push((intended, sent));
+            accs[p].keys.push(key);
+            if accs[p].metas.len() >= per_batch {
+                flush(p, &mut accs[p]);
+                if p == sticky {
+                    sticky = (sticky + 1) % parts;
+                }
+            }
+            i += 1;
+            made += 1;
+        }
+        if made >= GENERATE_CHUNK {
+            futures_lite::future::yield_now().await;
+            continue;
+        }
+        // Every message due by `now` exists now; stop only after that, so the count of
+        // messages is exactly rate x duration.
+        if now >= params.end_ns {
+            break;
+        }
+        // Linger: a batch goes out when its first message has waited linger_ns.
+        let now = clock.now_ns();
+        let mut wake = params.end_ns;
+        for (p, acc) in accs.iter_mut().enumerate() {
+            if let Some(&(_, first_sent)) = acc.metas.first() {
+                if now >= first_sent + params.linger_ns {
+                    flush(p, acc);
+                    if p == sticky {
+                        sticky = (sticky + 1) % parts;
+                    }
+                } else {
+                    wake = wake.min(first_sent + params.linger_ns);
+                }
+            }
+        }
+        if let Some(next) = pacer.intended_ns(i) {
+            wake = wake.min(next);
+        } else {
+            // Unpaced: go on at once while the buffer has room.
+            futures_lite::future::yield_now().await;
+            continue;
+        }
+        let now = clock.now_ns();
+        if wake > now + 20_000 {
+            glommio::timer::sleep(Duration::from_nanos(wake - now)).await;
+        } else {
+            futures_lite::future::yield_now().await;
+        }
+    }
+    for (p, acc) in accs.iter_mut().enumerate() {
+        flush(p, acc);
+    }
+    // Wait for every outstanding batch to be answered (bounded: requests time out).
+    let deadline = clock.now_ns() + DRAIN_TIMEOUT.as_nanos() as u64;
+    while budget.available() < params.buffer_bytes as u64 && clock.now_ns() < deadline {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn send_batch(
+    client: &Rc<Client>,
+    plan: &ProducerPlan,
+    params: &Rc<Params>,
+    stats: &Rc<RefCell<Stats>>,
+    budget: &Rc<Semaphore>,
+    clock: Clock,
+    partition: i32,
+    metas: Vec<Meta>,
+    keys: Vec<Option<Bytes>>,
+) {
+    let size = params.message_size;
+    let n = metas.len();
+    // One allocation for all values of the batch; each value starts with the wall-clock
+    // nanosecond intended send time (end-to-end latency), then producer id and sequence.
+    let mut values = BytesMut::with_capacity(n * size);
+    for (seq, (intended, _)) in metas.iter().enumerate() {
+        values.put_u64(clock.wall_ns + intended);
+        values.put_u32(plan.id);
+        values.put_u32(seq as u32);
+        values.extend_from_slice(&params.filler[..size - 16]);
+    }
+    let mut values = values.freeze();
+    let records: Vec<ProducerRecord> = keys
+        .into_iter()
+        .map(|key| ProducerRecord {
+            key,
+            value: Some(values.split_to(size)),
+            headers: Vec::new(),
+        })
+        .collect();
+    stats.borrow_mut().sent += n as u64;
+    let (client, params, stats, budget) = (
+        client.clone(),
+        params.clone(),
+        stats.clone(),
+        budget.clone(),
+    );
+    let topic = plan.topic.clone();
+    glommio::spawn_local(async move {
+        let ts_ms = ((clock.wall_ns + clock.now_ns()) / 1_000_000) as i64;
+        let res = match encode_batch(&records, params.compression, ts_ms) {
+            Ok(batch) => {
+                client
+                    .produce(
+                        &topic,
+                        partition,
+                        batch,
+                        params.acks,
+                        params.request_timeout_ms,
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        drop(records);
+        let ack = clock.now_ns();
+        match res {
+            Ok(_) => {
+                let mut s = stats.borrow_mut();
+                for (intended, sent) in &metas {
+                    record_ns(&mut s.publish, ack.saturating_sub(*intended));
+                    record_ns(&mut s.publish_delay, sent.saturating_sub(*intended));
+                }
+                s.acked += n as u64;
+                s.acked_bytes += (n * size) as u64;
+            }
+            Err(e) => note_error(&stats, &e, n as u64, true),
+        }
+        budget.signal((n * size) as u64);
+    })
+    .detach();
+}
+
+async fn consumer(
+    client: &Rc<Client>,
+    plan: &ConsumerPlan,
+    mut positions: Vec<FetchPosition>,
+    params: &Rc<Params>,
+    stats: &Rc<RefCell<Stats>>,
+    clock: Clock,
+    shared: &SharedRun,
+) {
+    let mut ends: Option<Vec<i64>> = None;
+    let mut drain_deadline = u64::MAX;
+    loop {
+        if ends.is_none() && shared.producers_running.load(Ordering::SeqCst) == 0 {
+            match client
+                .list_offsets(&plan.topic, &plan.partitions, OffsetSpec::Latest)
+                .await
+            {
+                Ok(offs) => {
+                    let mut e = Vec::new();
+                    for pos in &positions {
+                        let end = offs
+                            .iter()
+                            .find(|o| o.partition == pos.partition)
+                            .and_then(|o| o.offset.clone().ok())
+                            .unwrap_or(pos.offset);
+                        e.push(end);
+                    }
+                    ends = Some(e);
+                }
+                Err(e) => {
+                    note_error(stats, &e, 1, false);
+                    ends = Some(positions.iter().map(|p| p.offset).collect());
+                }
+            }
+            drain_deadline = clock.now_ns() + DRAIN_TIMEOUT.as_nanos() as u64;
+        }
+        if let Some(e) = &ends {
+            if positions.iter().zip(e).all(|(p, end)| p.offset >= *end) {
+                break;
+            }
+            if clock.now_ns() > drain_deadline {
+                let missing: i64 = positions
+                    .iter()
+                    .zip(e)
+                    .map(|(p, end)| (end - p.offset).max(0))
+                    .sum();
+                note_error(
+                    stats,
+                    &format!("drain timeout: {missing} messages not consumed"),
+                    missing as u64,
+                    false,
+                );
+                break;
+            }
+        }
+        match client.fetch(&positions, &params.fetch).await {
+            Ok(parts) => {
+                let now_wall = clock.wall_ns + clock.now_ns();
+                for part in parts {
+                    if let Err(e) = &part.error {
+                        note_error(stats, e, 1, false);
+                        glommio::timer::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    let Some(pos) = positions
+                        .iter_mut()
+                        .find(|p| p.partition == part.partition && p.topic == part.topic)
+                    else {
+                        continue;
+                    };
+                    match decode_records(part.records) {
+                        Ok(recs) => {
+                            let mut s = stats.borrow_mut();
+                            for r in recs {
+                                // A batch may start before the requested offset.
+                                if r.offset < pos.offset {
+                                    continue;
+                                }
+                                pos.offset = r.offset + 1;
+                                let v = r.value.as_deref().unwrap_or(&[]);
+                                s.consumed += 1;
+                                s.consumed_bytes += v.len() as u64;
+                                if v.len() >= 8 {
+                                    let ts =
+                                        u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8]));
+                                    record_ns(&mut s.end_to_end, now_wall.saturating_sub(ts));
+                                }
+                            }
+                        }
+                        Err(e) => note_error(stats, &e, 1, false),
+                    }
+                }
+            }
+            Err(e) => {
+                note_error(stats, &e, 1, false);
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

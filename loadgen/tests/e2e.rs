@@ -1,0 +1,172 @@
+//! End-to-end: a real broker process on a free 127.0.0.1 port, driven by the `loadgen` binary.
+//!
+//! The broker is `$OSPREY_BIN` (default: the workspace's `target/debug/osprey`, build it
+//! first with `cargo build`). A binary whose file name contains "tansu" is started as
+//! `tansu broker --listener-url tcp://127.0.0.1:PORT --advertised-listener-url
+//! tcp://127.0.0.1:PORT --storage-engine memory://tansu/`; any other as
+//! `osprey serve --listen 127.0.0.1:PORT --data-dir TMPDIR --cores 1`.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills the broker when the test ends, whatever happens.
+struct Broker(Child);
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn broker_bin() -> PathBuf {
+    match std::env::var_os("OSPREY_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/osprey"),
+    }
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+fn start_broker(data_dir: &std::path::Path) -> (Broker, String) {
+    let bin = broker_bin();
+    assert!(
+        bin.exists(),
+        "broker binary {} not found: build osprey (cargo build) or set OSPREY_BIN",
+        bin.display()
+    );
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let is_tansu = bin
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().contains("tansu"));
+    let mut cmd = Command::new(&bin);
+    if is_tansu {
+        let url = format!("tcp://{addr}");
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/"]);
+    } else {
+        cmd.args(["serve", "--listen", &addr, "--cores", "1", "--data-dir"])
+            .arg(data_dir);
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+    let broker = Broker(child);
+    let t = Instant::now();
+    while TcpStream::connect(&addr).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "broker did not listen on {addr} within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (broker, addr)
+}
+
+// Proves that a short open-loop workload against a live broker accounts for every message:
+// sent = acknowledged = consumed, no errors, and that the JSON result carries the OMB-named
+// latency fields, the machine, the broker's ApiVersions and the placement.
+#[test]
+fn smoke_run_counts_add_up_and_json_is_complete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, addr) = start_broker(dir.path());
+    let json_path = dir.path().join("result.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "run",
+            "--bootstrap",
+            &addr,
+            "--scenario",
+            "smoke",
+            "--duration",
+            "2",
+        ])
+        .args([
+            "--partitions",
+            "3",
+            "--rate",
+            "1500",
+            "--cpus",
+            "0",
+            "--quiet",
+            "--strict",
+        ])
+        .args(["--broker-name", "under-test", "--histograms", "--json"])
+        .arg(&json_path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run loadgen");
+    // Bounded wait: 2 s of load, setup and up to 15 s of drain fit well within 90 s.
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait loadgen") {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            panic!("loadgen did not finish within 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = child.wait_with_output().expect("loadgen output");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(status.success(), "loadgen failed ({status}):\n{table}");
+    assert!(table.contains("p99.99"), "end table missing:\n{table}");
+
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("json written"))
+            .expect("valid json");
+    let c = &j["counts"];
+    let sent = c["sent"].as_u64().unwrap();
+    assert_eq!(sent, 3000, "1500 msg/s for 2 s");
+    assert_eq!(c["acked"].as_u64(), Some(sent));
+    assert_eq!(c["consumed"].as_u64(), Some(sent));
+    assert_eq!(c["publishErrors"].as_u64(), Some(0));
+    assert_eq!(c["consumeErrors"].as_u64(), Some(0));
+    for which in ["PublishLatency", "PublishDelayLatency", "EndToEndLatency"] {
+        for suffix in [
+            "Avg", "50pct", "75pct", "95pct", "99pct", "999pct", "9999pct", "Max",
+        ] {
+            let k = format!("aggregated{which}{suffix}");
+            assert!(j[&k].as_f64().is_some(), "missing {k}");
+        }
+        let q = format!("aggregated{which}Quantiles");
+        assert!(!j[&q].as_object().unwrap().is_empty(), "empty {q}");
+    }
+    assert!(j["aggregatedEndToEndLatencyMax"].as_f64().unwrap() > 0.0);
+    assert_eq!(j["aggregatedPublishLatencyCount"].as_u64(), Some(sent));
+    assert!(j["throughput"]["publishMsgPerSec"].as_f64().unwrap() > 1000.0);
+    assert!(j["machine"]["cpuModel"].is_string());
+    assert!(
+        j["machine"]["kernel"]
+            .as_str()
+            .is_some_and(|k| !k.is_empty())
+    );
+    assert!(j["broker"]["apiVersions"]["Produce"].is_array());
+    assert_eq!(j["broker"]["bootstrap"].as_str(), Some(addr.as_str()));
+    assert_eq!(j["placement"]["loadgenCpus"], serde_json::json!([0]));
+    assert_eq!(j["workload"]["partitionsPerTopic"].as_u64(), Some(3));
+    let per_second: u64 = j["publishRate"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert!(
+        per_second <= sent,
+        "per-second publish counts exceed the total"
+    );
+}

@@ -1,0 +1,477 @@
+//! One TCP connection to one broker node, with request pipelining. Runs on the executor that
+//! created it (it holds `Rc`s and glommio tasks).
+//!
+//! Kafka answers the requests of one connection in the order they were sent, so the pending
+//! requests are a FIFO: the reader task pops the front and checks its correlation id. A writer
+//! task owns the write half and coalesces small frames into one write. The number of requests
+//! in flight is bounded by a semaphore (`ClientConfig::in_flight_max`).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
+use glommio::Task;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::net::TcpStream;
+use glommio::sync::Semaphore;
+use kafka_protocol::messages::{
+    ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request, StrBytes};
+
+use super::ClientConfig;
+use super::error::{ClientError, Result};
+
+/// The largest response frame accepted from a broker; a larger announced length closes the
+/// connection before anything is allocated.
+pub const FRAME_MAX_BYTES: usize = 100 << 20;
+/// Frames below this size are copied into one write with their neighbours.
+const COALESCE_FRAME_MAX_BYTES: usize = 64 << 10;
+/// Upper bound of one coalesced write.
+const COALESCE_WRITE_MAX_BYTES: usize = 256 << 10;
+/// Read buffer of the reader task.
+const READ_BUFFER_BYTES: usize = 256 << 10;
+/// The highest ApiVersions version this client speaks (v3+ are flexible).
+const API_VERSIONS_MAX: i16 = 3;
+
+/// A one-shot slot a response (or failure) is delivered into.
+#[derive(Default)]
+struct Slot {
+    result: Option<Result<Bytes>>,
+    waker: Option<Waker>,
+}
+
+type SlotRef = Rc<RefCell<Slot>>;
+
+fn deliver(slot: &SlotRef, result: Result<Bytes>) {
+    let waker = {
+        let mut s = slot.borrow_mut();
+        s.result = Some(result);
+        s.waker.take()
+    };
+    if let Some(w) = waker {
+        w.wake();
+    }
+}
+
+struct SlotFuture(SlotRef);
+
+impl Future for SlotFuture {
+    type Output = Result<Bytes>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut s = self.0.borrow_mut();
+        match s.result.take() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+struct Pending {
+    correlation_id: i32,
+    response_header_version: i16,
+    slot: SlotRef,
+}
+
+struct Shared {
+    addr: String,
+    pending: RefCell<VecDeque<Pending>>,
+    /// Set once the connection is unusable; every later request fails with it.
+    dead: RefCell<Option<ClientError>>,
+}
+
+impl Shared {
+    fn kill(&self, err: ClientError) {
+        {
+            let mut dead = self.dead.borrow_mut();
+            if dead.is_none() {
+                *dead = Some(err.clone());
+            }
+        }
+        let drained: Vec<Pending> = self.pending.borrow_mut().drain(..).collect();
+        for p in drained {
+            deliver(&p.slot, Err(err.clone()));
+        }
+    }
+}
+
+/// A broker's advertised version range for one API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiRange {
+    /// Lowest supported version.
+    pub min: i16,
+    /// Highest supported version.
+    pub max: i16,
+}
+
+/// One connection to one broker, negotiated with ApiVersions.
+pub struct Connection {
+    shared: Rc<Shared>,
+    next_correlation_id: Cell<i32>,
+    writer_tx: LocalSender<Bytes>,
+    in_flight: Semaphore,
+    in_flight_max: usize,
+    client_id: StrBytes,
+    request_timeout: Duration,
+    versions: RefCell<HashMap<i16, ApiRange>>,
+    api_versions_version: Cell<i16>,
+    _reader: Task<()>,
+    _writer: Task<()>,
+}
+
+impl Connection {
+    /// Connects to `addr` ("host:port") and negotiates API versions.
+    pub async fn connect(addr: &str, config: &ClientConfig) -> Result<Connection> {
+        let stream = glommio::timer::timeout(config.connect_timeout, async {
+            TcpStream::connect(addr).await
+        })
+        .await
+        .map_err(|e| match e {
+            glommio::GlommioError::TimedOut(_) => ClientError::Timeout {
+                what: format!("connect {addr}"),
+            },
+            other => ClientError::Io {
+                context: format!("connect {addr}"),
+                kind: std::io::ErrorKind::ConnectionRefused,
+                message: other.to_string(),
+            },
+        })?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| ClientError::io(format!("set_nodelay {addr}"), &e.into()))?;
+        let (rd, wr) = futures_lite::io::split(stream);
+        let shared = Rc::new(Shared {
+            addr: addr.to_owned(),
+            pending: RefCell::new(VecDeque::new()),
+            dead: RefCell::new(None),
+        });
+        let (tx, rx) = local_channel::new_unbounded();
+        let reader = glommio::spawn_local(read_loop(rd, shared.clone()));
+        let writer = glommio::spawn_local(write_loop(wr, rx, shared.clone()));
+        let conn = Connection {
+            shared,
+            next_correlation_id: Cell::new(1),
+            writer_tx: tx,
+            in_flight: Semaphore::new(config.in_flight_max.max(1) as u64),
+            in_flight_max: config.in_flight_max.max(1),
+            client_id: StrBytes::from_string(config.client_id.clone()),
+            request_timeout: config.request_timeout,
+            versions: RefCell::new(HashMap::new()),
+            api_versions_version: Cell::new(0),
+            _reader: reader,
+            _writer: writer,
+        };
+        conn.negotiate().await?;
+        Ok(conn)
+    }
+
+    /// The broker's address.
+    pub fn addr(&self) -> &str {
+        &self.shared.addr
+    }
+
+    /// False once the connection failed; the owner should reconnect.
+    pub fn is_alive(&self) -> bool {
+        self.shared.dead.borrow().is_none()
+    }
+
+    /// The broker's advertised version ranges, by API key.
+    pub fn broker_versions(&self) -> HashMap<i16, ApiRange> {
+        self.versions.borrow().clone()
+    }
+
+    /// The ApiVersions version the broker accepted.
+    pub fn api_versions_version(&self) -> i16 {
+        self.api_versions_version.get()
+    }
+
+    /// The highest version of `R` that the broker, the crate and `cap` all allow.
+    pub fn version_for<R: Request>(&self, cap: i16) -> Result<i16> {
+        let versions = self.versions.borrow();
+        let broker = versions.get(&R::KEY).copied();
+        let Some(b) = broker else {
+            return Err(ClientError::UnsupportedApi {
+                api_key: R::KEY,
+                broker_range: None,
+            });
+        };
+        let lo = b.min.max(R::VERSIONS.min);
+        let hi = b.max.min(R::VERSIONS.max).min(cap);
+        if lo > hi {
+            return Err(ClientError::UnsupportedApi {
+                api_key: R::KEY,
+                broker_range: Some((b.min, b.max)),
+            });
+        }
+        Ok(hi)
+    }
+
+    async fn negotiate(&self) -> Result<()> {
+        let mut version = API_VERSIONS_MAX;
+        // At most two rounds: the broker's error answer tells us its maximum.
+        for _ in 0..2 {
+            let req = ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str("osprey-client"))
+                .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+            let body = self.request_bytes(&req, version).await?;
+            // A broker that does not know our version answers in v0 format.
+            let resp = match ApiVersionsResponse::decode(&mut body.clone(), version) {
+                Ok(r) if r.error_code == 0 => r,
+                _ => ApiVersionsResponse::decode(&mut body.clone(), 0)
+                    .map_err(|e| ClientError::Protocol(format!("ApiVersions: {e}")))?,
+            };
+            let mut map = HashMap::new();
+            for k in &resp.api_keys {
+                map.insert(
+                    k.api_key,
+                    ApiRange {
+                        min: k.min_version,
+                        max: k.max_version,
+                    },
+                );
+            }
+            if resp.error_code == 35 {
+                let Some(r) = map.get(&18) else {
+                    break;
+                };
+                let next = r.max.min(API_VERSIONS_MAX);
+                if next == version {
+                    break;
+                }
+                version = next;
+                continue;
+            }
+            super::error::check_code(resp.error_code, || "ApiVersions".into(), None)?;
+            *self.versions.borrow_mut() = map;
+            self.api_versions_version.set(version);
+            return Ok(());
+        }
+        Err(ClientError::UnsupportedApi {
+            api_key: 18,
+            broker_range: None,
+        })
+    }
+
+    fn check_alive(&self) -> Result<()> {
+        match &*self.shared.dead.borrow() {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn encode_frame<R: Request>(&self, req: &R, version: i16) -> Result<(i32, Bytes)> {
+        let correlation_id = self.next_correlation_id.get();
+        self.next_correlation_id
+            .set(correlation_id.checked_add(1).unwrap_or(1));
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(self.client_id.clone()));
+        let hv = R::header_version(version);
+        let size = header.compute_size(hv).map_err(|e| enc_err(R::KEY, e))?
+            + req.compute_size(version).map_err(|e| enc_err(R::KEY, e))?;
+        let mut buf = BytesMut::with_capacity(4 + size);
+        buf.put_i32(
+            i32::try_from(size).map_err(|_| ClientError::Encode("request too large".into()))?,
+        );
+        header
+            .encode(&mut buf, hv)
+            .map_err(|e| enc_err(R::KEY, e))?;
+        req.encode(&mut buf, version)
+            .map_err(|e| enc_err(R::KEY, e))?;
+        Ok((correlation_id, buf.freeze()))
+    }
+
+    /// Sends `req` at `version` and returns the response body (after the response header).
+    pub async fn request_bytes<R: Request>(&self, req: &R, version: i16) -> Result<Bytes> {
+        let _permit =
+            self.in_flight
+                .acquire_permit(1)
+                .await
+                .map_err(|_| ClientError::ConnectionClosed {
+                    addr: self.shared.addr.clone(),
+                    reason: "in-flight semaphore closed".into(),
+                })?;
+        self.check_alive()?;
+        let (correlation_id, frame) = self.encode_frame(req, version)?;
+        let slot: SlotRef = Rc::default();
+        // Pushing the pending entry and queueing the frame happen with no await in between, so
+        // the FIFO order of `pending` is the order on the wire.
+        self.shared.pending.borrow_mut().push_back(Pending {
+            correlation_id,
+            response_header_version: <R::Response as HeaderVersion>::header_version(version),
+            slot: slot.clone(),
+        });
+        if self.writer_tx.try_send(frame).is_err() {
+            let err = ClientError::ConnectionClosed {
+                addr: self.shared.addr.clone(),
+                reason: "writer stopped".into(),
+            };
+            self.shared.kill(err.clone());
+            return Err(err);
+        }
+        let timeout = self.request_timeout;
+        let res = futures_lite::future::or(SlotFuture(slot), async move {
+            glommio::timer::sleep(timeout).await;
+            Err(ClientError::Timeout {
+                what: format!("api {} request {correlation_id}", R::KEY),
+            })
+        })
+        .await;
+        if let Err(ClientError::Timeout { .. }) = &res {
+            // A late answer would still be matched in order; but a broker this slow is treated
+            // like a lost one, as Kafka clients do: the connection is closed.
+            self.shared.kill(ClientError::ConnectionClosed {
+                addr: self.shared.addr.clone(),
+                reason: "request timed out".into(),
+            });
+        }
+        res
+    }
+
+    /// Sends `req` and decodes its typed response.
+    pub async fn request<R: Request>(&self, req: &R, version: i16) -> Result<R::Response> {
+        let mut body = self.request_bytes(req, version).await?;
+        <R::Response as Decodable>::decode(&mut body, version).map_err(|e| {
+            ClientError::Protocol(format!("decode response api {} v{version}: {e}", R::KEY))
+        })
+    }
+
+    /// Sends a request the broker does not answer (Produce with acks=0). Waits while more
+    /// than `in_flight_max` frames are queued for the socket, so acks=0 has backpressure too.
+    pub async fn send_no_response<R: Request>(&self, req: &R, version: i16) -> Result<()> {
+        let started = std::time::Instant::now();
+        while self.writer_tx.len() > self.in_flight_max {
+            self.check_alive()?;
+            if started.elapsed() > self.request_timeout {
+                return Err(ClientError::Timeout {
+                    what: format!("socket queue of {}", self.shared.addr),
+                });
+            }
+            glommio::timer::sleep(Duration::from_micros(50)).await;
+        }
+        self.check_alive()?;
+        let (_, frame) = self.encode_frame(req, version)?;
+        self.writer_tx
+            .try_send(frame)
+            .map_err(|_| ClientError::ConnectionClosed {
+                addr: self.shared.addr.clone(),
+                reason: "writer stopped".into(),
+            })
+    }
+
+    /// Bytes queued for the writer but not yet written (acks=0 backpressure).
+    pub fn queued_frames(&self) -> usize {
+        self.writer_tx.len()
+    }
+}
+
+fn enc_err(api_key: i16, e: impl std::fmt::Display) -> ClientError {
+    ClientError::Encode(format!("api {api_key}: {e}"))
+}
+
+async fn read_loop(rd: ReadHalf<TcpStream>, shared: Rc<Shared>) {
+    let mut rd = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
+    let err = loop {
+        let mut len = [0u8; 4];
+        if let Err(e) = rd.read_exact(&mut len).await {
+            break ClientError::ConnectionClosed {
+                addr: shared.addr.clone(),
+                reason: e.to_string(),
+            };
+        }
+        let n = i32::from_be_bytes(len);
+        if n < 4 || n as usize > FRAME_MAX_BYTES {
+            break ClientError::FrameLength {
+                len: n.into(),
+                max: FRAME_MAX_BYTES,
+            };
+        }
+        let mut buf = BytesMut::zeroed(n as usize);
+        if let Err(e) = rd.read_exact(&mut buf).await {
+            break ClientError::ConnectionClosed {
+                addr: shared.addr.clone(),
+                reason: e.to_string(),
+            };
+        }
+        let mut body = buf.freeze();
+        let correlation_id = (&body[..4]).get_i32();
+        let Some(p) = shared.pending.borrow_mut().pop_front() else {
+            break ClientError::Protocol(format!(
+                "unsolicited response with correlation id {correlation_id}"
+            ));
+        };
+        if p.correlation_id != correlation_id {
+            let err = ClientError::Protocol(format!(
+                "correlation id {correlation_id}, expected {}",
+                p.correlation_id
+            ));
+            deliver(&p.slot, Err(err.clone()));
+            break err;
+        }
+        match ResponseHeader::decode(&mut body, p.response_header_version) {
+            Ok(_) => deliver(&p.slot, Ok(body)),
+            Err(e) => {
+                let err = ClientError::Protocol(format!("response header: {e}"));
+                deliver(&p.slot, Err(err.clone()));
+                break err;
+            }
+        }
+    };
+    shared.kill(err);
+}
+
+async fn write_loop(mut wr: WriteHalf<TcpStream>, rx: LocalReceiver<Bytes>, shared: Rc<Shared>) {
+    let mut out = BytesMut::with_capacity(COALESCE_WRITE_MAX_BYTES);
+    while let Some(frame) = rx.recv().await {
+        let mut result = Ok(());
+        if frame.len() >= COALESCE_FRAME_MAX_BYTES {
+            result = wr.write_all(&frame).await;
+        } else {
+            out.clear();
+            out.extend_from_slice(&frame);
+            // Take whatever else is already queued, without waiting.
+            while out.len() < COALESCE_WRITE_MAX_BYTES {
+                match futures_lite::future::poll_once(rx.recv()).await {
+                    Some(Some(next)) => {
+                        if next.len() >= COALESCE_FRAME_MAX_BYTES {
+                            result = wr.write_all(&out).await;
+                            out.clear();
+                            if result.is_ok() {
+                                result = wr.write_all(&next).await;
+                            }
+                            break;
+                        }
+                        out.extend_from_slice(&next);
+                    }
+                    _ => break,
+                }
+            }
+            if result.is_ok() && !out.is_empty() {
+                result = wr.write_all(&out).await;
+            }
+        }
+        if let Err(e) = result {
+            shared.kill(ClientError::io(format!("write {}", shared.addr), &e));
+            return;
+        }
+    }
+}
+
+/// Used by `Connection::version_for` callers that need the crate's range.
+pub fn crate_range<M: Message>() -> ApiRange {
+    ApiRange {
+        min: M::VERSIONS.min,
+        max: M::VERSIONS.max,
+    }
+}
