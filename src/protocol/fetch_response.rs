@@ -245,7 +245,9 @@ mod tests {
                                         -1
                                     })
                                     .with_aborted_transactions(None)
-                                    .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
+                                    .with_preferred_read_replica(
+                                        kafka_protocol::messages::BrokerId(-1),
+                                    )
                                     .with_records(Some(Bytes::from(data)))
                             })
                             .collect(),
