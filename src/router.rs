@@ -74,7 +74,8 @@ impl std::fmt::Display for RouterError {
 pub struct Router {
     me: usize,
     senders: Vec<Option<ConnectedSender<Envelope>>>,
-    pending: RefCell<HashMap<u64, OneshotSender<AnyBox>>>,
+    /// Calls waiting for their reply: id -> (target shard, reply slot).
+    pending: RefCell<HashMap<u64, (usize, OneshotSender<AnyBox>)>>,
     next_id: Cell<u64>,
 }
 
@@ -142,7 +143,7 @@ impl Router {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let (tx, rx) = oneshot();
-        self.pending.borrow_mut().insert(id, tx);
+        self.pending.borrow_mut().insert(id, (to, tx));
         let job: Job =
             Box::new(move |shard| Box::pin(async move { Box::new(f(shard).await) as AnyBox }));
         if sender.send(Envelope::Call { id, job }).await.is_err() {
@@ -180,14 +181,20 @@ impl Router {
                 Envelope::Reply { id, value } => {
                     let tx = shard.router.pending.borrow_mut().remove(&id);
                     match tx {
-                        Some(tx) => tx.send(value),
+                        Some((_, tx)) => tx.send(value),
                         None => log::warn!("reply {id} from shard {peer} matches no pending call"),
                     }
                 }
             }
         }
-        // The peer closed its sender: fail every call still waiting on it.
+        // The peer closed its sender: fail every call still waiting on it (dropping the reply
+        // slot resolves the caller with ShardUnavailable instead of leaving it hanging).
         log::debug!("router channel from shard {peer} closed");
+        shard
+            .router
+            .pending
+            .borrow_mut()
+            .retain(|_, (to, _)| *to != peer);
     }
 
     /// Closes the outgoing channels (shutdown).

@@ -710,3 +710,81 @@ fn data_dir_is_locked() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another osprey"));
 }
+
+// Fetch honours max_bytes across partitions as Kafka does (KIP-74): the first partition's
+// first batch comes back even when larger than the limit, later partitions report their
+// high watermark without data.
+#[test]
+fn fetch_max_bytes_across_partitions() {
+    let broker = Broker::start(1);
+    let mut c = broker.connect();
+    assert_eq!(create_topic(&mut c, "mb", 2, &[]), 0);
+    let mut l = leader_conn(&broker, "mb", 0);
+    for p in 0..2 {
+        assert_eq!(
+            produce(&mut l, "mb", p, batch(4, 1000, Compression::None), 1, 9).0,
+            0
+        );
+    }
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(100)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(name("mb"))
+                .with_partitions(
+                    (0..2)
+                        .map(|p| {
+                            FetchPartition::default()
+                                .with_partition(p)
+                                .with_fetch_offset(0)
+                                .with_partition_max_bytes(100)
+                        })
+                        .collect(),
+                ),
+        ]);
+    let resp = l.request(&req, 12);
+    let parts = &resp.responses[0].partitions;
+    let first = parts[0].records.clone().unwrap_or_default();
+    assert!(first.len() > 100, "one whole batch despite max_bytes");
+    assert!(!decode_records(&first).is_empty());
+    assert!(parts[1].records.as_ref().is_none_or(|r| r.is_empty()));
+    assert_eq!(parts[1].high_watermark, 4);
+}
+
+// SIGTERM does not wait for a parked long-poll Fetch (max_wait 30 s): shutdown answers it
+// and exits cleanly within a few seconds.
+#[test]
+fn shutdown_does_not_wait_for_long_polls() {
+    let mut broker = Broker::start(1);
+    let mut c = broker.connect();
+    assert_eq!(create_topic(&mut c, "park", 1, &[]), 0);
+    let mut consumer = leader_conn(&broker, "park", 0);
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(30_000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(name("park"))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let (_, frame) = consumer.encode_request(&req, 12);
+    consumer.send_raw(&frame);
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    assert_eq!(broker.stop(), Some(0));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        start.elapsed()
+    );
+}

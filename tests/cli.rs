@@ -25,13 +25,31 @@ fn osprey(args: &[&str]) -> (bool, String, String) {
 fn topics_create_list_delete() {
     let broker = Broker::start(2);
     let bs = broker.bootstrap.to_string();
-    let (ok, out, err) = osprey(&["topics", "--bootstrap", &bs, "create", "cli-t", "--partitions", "4", "--config", "retention.ms=60000"]);
+    let (ok, out, err) = osprey(&[
+        "topics",
+        "--bootstrap",
+        &bs,
+        "create",
+        "cli-t",
+        "--partitions",
+        "4",
+        "--config",
+        "retention.ms=60000",
+    ]);
     assert!(ok, "{err}");
     assert!(out.contains("created cli-t"));
     let (ok, _, err) = osprey(&["topics", "--bootstrap", &bs, "create", "cli-t"]);
     assert!(!ok);
     assert!(err.contains("already exists"), "{err}");
-    let (ok, _, err) = osprey(&["topics", "--bootstrap", &bs, "create", "bad", "--config", "retention.ms=x"]);
+    let (ok, _, err) = osprey(&[
+        "topics",
+        "--bootstrap",
+        &bs,
+        "create",
+        "bad",
+        "--config",
+        "retention.ms=x",
+    ]);
     assert!(!ok, "invalid config must fail: {err}");
     let (ok, out, _) = osprey(&["topics", "--bootstrap", &bs, "list"]);
     assert!(ok);
@@ -46,7 +64,13 @@ fn topics_create_list_delete() {
 #[test]
 fn probe_prints_limits() {
     let dir = tempfile::tempdir().unwrap();
-    let (ok, out, err) = osprey(&["probe", "--dir", dir.path().to_str().unwrap(), "--bytes", "8388608"]);
+    let (ok, out, err) = osprey(&[
+        "probe",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--bytes",
+        "8388608",
+    ]);
     assert!(ok, "{err}");
     for what in ["O_DIRECT sequential write", "fdatasync", "loopback TCP"] {
         assert!(out.contains(what), "{out}");

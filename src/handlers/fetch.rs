@@ -125,6 +125,42 @@ async fn read_on_owner(
     }
 }
 
+/// (error, high watermark, log start) of a partition owned by this shard.
+fn local_offsets(shard: &Rc<Shard>, topic: &str, partition: i32) -> Result<(i16, i64, i64), usize> {
+    match shard.partition(topic, partition) {
+        Ok(p) => Ok((error::NONE, p.high_watermark(), p.log_start_offset())),
+        Err(LookupError::NotLocal(owner)) => Err(owner),
+        Err(LookupError::UnknownTopicOrPartition) => {
+            Ok((error::UNKNOWN_TOPIC_OR_PARTITION, -1, -1))
+        }
+    }
+}
+
+/// A partition's offsets without data, for when the response is already full.
+async fn offsets_only(shard: &Rc<Shard>, topic: &str, partition: i32) -> PartRead {
+    let unavailable = (error::NOT_LEADER_OR_FOLLOWER, -1, -1);
+    let (error_code, high_watermark, log_start_offset) =
+        match local_offsets(shard, topic, partition) {
+            Ok(o) => o,
+            Err(owner) => {
+                let t = topic.to_string();
+                shard
+                    .call(owner, move |s| async move {
+                        local_offsets(&s, &t, partition).unwrap_or(unavailable)
+                    })
+                    .await
+                    .unwrap_or(unavailable)
+            }
+        };
+    PartRead {
+        error_code,
+        high_watermark,
+        log_start_offset,
+        data: Vec::new(),
+        bytes: 0,
+    }
+}
+
 async fn read_any(
     shard: &Rc<Shard>,
     topic: &str,
@@ -204,10 +240,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                 // Once the response is full, later partitions only report their offsets; the
                 // first batch of the first partition is returned even if larger (KIP-74).
                 let (r, remote) = if budget == 0 && total > 0 {
-                    let (mut r, remote) = read_any(shard, name, partition, offset, 0).await;
-                    r.data.clear();
-                    r.bytes = 0;
-                    (r, remote)
+                    (offsets_only(shard, name, partition).await, false)
                 } else {
                     read_any(shard, name, partition, offset, budget.max(1)).await
                 };
@@ -245,6 +278,10 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         if any_remote {
             wait = wait.min(REMOTE_POLL_INTERVAL);
         }
-        futures_lite::future::or(wake, glommio::timer::sleep(wait)).await;
+        futures_lite::future::or(
+            wake,
+            futures_lite::future::or(shard.shutdown.notified(), glommio::timer::sleep(wait)),
+        )
+        .await;
     }
 }
