@@ -1,0 +1,93 @@
+//! FindCoordinator (key 10): names the shard (broker node) that coordinates a group,
+//! including the batched coordinator_keys form of v4+.
+//!
+//! Runs on: any shard; pure computation (crc32c(group) % shards), no cross-core hop.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+
+use crate::groups::errors::*;
+use crate::handlers::{ApiSpec, Reply, str_bytes};
+use crate::protocol::{ProtocolError, RequestFrame};
+use crate::shard::Shard;
+
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::FindCoordinator,
+    min_version: 0,
+    max_version: 4,
+};
+/// Kafka's coordinator key types: 0 = group, 1 = transaction.
+const KEY_TYPE_GROUP: i8 = 0;
+
+struct Answer {
+    error: i16,
+    message: Option<String>,
+    node: i32,
+    host: String,
+    port: i32,
+}
+
+fn answer(shard: &Shard, key: &str, key_type: i8) -> Answer {
+    if key_type != KEY_TYPE_GROUP {
+        // No transactions (or share groups) here: a non-retriable error, not a coordinator
+        // the client would then hammer with requests we cannot serve.
+        return Answer {
+            error: INVALID_REQUEST,
+            message: Some(format!("coordinator key type {key_type} is not supported")),
+            node: -1,
+            host: String::new(),
+            port: -1,
+        };
+    }
+    let node = crate::groups::coordinator_shard(key, shard.count);
+    match shard.nodes.get(node) {
+        Some(n) => Answer {
+            error: NONE,
+            message: None,
+            node: node as i32,
+            host: n.host.clone(),
+            port: i32::from(n.port),
+        },
+        None => Answer {
+            error: COORDINATOR_NOT_AVAILABLE,
+            message: None,
+            node: -1,
+            host: String::new(),
+            port: -1,
+        },
+    }
+}
+
+pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+    let body: FindCoordinatorRequest = req.decode()?;
+    let mut resp = FindCoordinatorResponse::default();
+    if req.version >= 4 {
+        resp.coordinators = body
+            .coordinator_keys
+            .iter()
+            .map(|k| {
+                let a = answer(shard, k, body.key_type);
+                Coordinator::default()
+                    .with_key(k.clone())
+                    .with_node_id(BrokerId(a.node))
+                    .with_host(str_bytes(a.host))
+                    .with_port(a.port)
+                    .with_error_code(a.error)
+                    .with_error_message(a.message.map(str_bytes))
+            })
+            .collect();
+    } else {
+        let a = answer(shard, &body.key, body.key_type);
+        resp = resp
+            .with_error_code(a.error)
+            .with_node_id(BrokerId(a.node))
+            .with_host(str_bytes(a.host))
+            .with_port(a.port);
+        if req.version >= 1 {
+            resp.error_message = a.message.map(str_bytes);
+        }
+    }
+    Ok(Reply::Frame(req.encode_response(&resp)?))
+}

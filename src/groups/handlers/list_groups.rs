@@ -1,0 +1,69 @@
+//! ListGroups (key 16): the groups this shard coordinates (each shard is a broker node;
+//! admin clients ask every node), optionally filtered by state (v4+) and type (v5+).
+//!
+//! Runs on: any shard, answering for its own groups.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{ApiKey, GroupId, ListGroupsRequest, ListGroupsResponse};
+
+use crate::groups::errors::*;
+use crate::groups::group::GroupState;
+use crate::handlers::{ApiSpec, Reply, str_bytes};
+use crate::protocol::{ProtocolError, RequestFrame};
+use crate::shard::Shard;
+
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::ListGroups,
+    min_version: 0,
+    max_version: 5,
+};
+/// Every group here speaks the classic protocol.
+const GROUP_TYPE: &str = "classic";
+
+pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+    let body: ListGroupsRequest = req.decode()?;
+    let mut resp = ListGroupsResponse::default();
+    if !shard.groups.is_loaded() {
+        resp.error_code = COORDINATOR_LOAD_IN_PROGRESS;
+        return Ok(Reply::Frame(req.encode_response(&resp)?));
+    }
+    let states: Vec<String> = body
+        .states_filter
+        .iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    let types: Vec<String> = body
+        .types_filter
+        .iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    let groups = shard.groups.groups.borrow();
+    let mut names: Vec<&String> = groups.keys().collect();
+    names.sort();
+    for name in names {
+        let g = &groups[name];
+        if g.state == GroupState::Dead {
+            continue;
+        }
+        let state = g.state.name();
+        if !states.is_empty() && !states.contains(&state.to_ascii_lowercase()) {
+            continue;
+        }
+        if !types.is_empty() && !types.iter().any(|t| t == GROUP_TYPE) {
+            continue;
+        }
+        let mut l = ListedGroup::default()
+            .with_group_id(GroupId(str_bytes(name.clone())))
+            .with_protocol_type(str_bytes(g.protocol_type.clone().unwrap_or_default()));
+        if req.version >= 4 {
+            l.group_state = str_bytes(state);
+        }
+        if req.version >= 5 {
+            l.group_type = str_bytes(GROUP_TYPE);
+        }
+        resp.groups.push(l);
+    }
+    Ok(Reply::Frame(req.encode_response(&resp)?))
+}

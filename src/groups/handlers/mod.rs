@@ -1,0 +1,75 @@
+//! The group APIs' handlers (one file per API key, each with its version range) and their
+//! registry entries, which the broker's ApiVersions answer includes.
+//!
+//! Runs on: any shard for FindCoordinator; the group's coordinator shard for the others
+//! (elsewhere they answer NOT_COORDINATOR, see `groups` for why this is not forwarded).
+
+pub mod delete_groups;
+pub mod describe_groups;
+pub mod find_coordinator;
+pub mod heartbeat;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
+pub mod offset_commit;
+pub mod offset_fetch;
+pub mod sync_group;
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::ApiKey;
+
+use super::errors::*;
+use crate::handlers::{ApiSpec, Reply};
+use crate::protocol::{ProtocolError, RequestFrame};
+use crate::shard::Shard;
+
+pub const REGISTRY: &[ApiSpec] = &[
+    offset_commit::API,
+    offset_fetch::API,
+    find_coordinator::API,
+    join_group::API,
+    heartbeat::API,
+    leave_group::API,
+    sync_group::API,
+    describe_groups::API,
+    list_groups::API,
+    delete_groups::API,
+];
+
+pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+    match req.api_key {
+        ApiKey::OffsetCommit => offset_commit::handle(shard, req).await,
+        ApiKey::OffsetFetch => offset_fetch::handle(shard, req),
+        ApiKey::FindCoordinator => find_coordinator::handle(shard, req),
+        ApiKey::JoinGroup => join_group::handle(shard, req).await,
+        ApiKey::Heartbeat => heartbeat::handle(shard, req),
+        ApiKey::LeaveGroup => leave_group::handle(shard, req),
+        ApiKey::SyncGroup => sync_group::handle(shard, req).await,
+        ApiKey::DescribeGroups => describe_groups::handle(shard, req),
+        ApiKey::ListGroups => list_groups::handle(shard, req),
+        ApiKey::DeleteGroups => delete_groups::handle(shard, req).await,
+        _ => Err(ProtocolError::UnsupportedVersion {
+            key: req.api_key,
+            version: req.version,
+        }),
+    }
+}
+
+/// The early answer every per-group request shares: NONE when this shard may act on the
+/// group now, else INVALID_GROUP_ID, NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS.
+pub fn check_group(shard: &Shard, group: &str) -> i16 {
+    if group.is_empty() {
+        INVALID_GROUP_ID
+    } else if super::coordinator_shard(group, shard.count) != shard.id {
+        NOT_COORDINATOR
+    } else if !shard.groups.is_loaded() {
+        COORDINATOR_LOAD_IN_PROGRESS
+    } else {
+        NONE
+    }
+}
+
+pub fn opt_str(s: &Option<kafka_protocol::protocol::StrBytes>) -> Option<String> {
+    s.as_ref().map(|s| s.to_string())
+}

@@ -1,0 +1,159 @@
+//! OffsetCommit (key 8): stores committed offsets (with metadata) durably: one record in
+//! the coordinator shard's offsets log, fsync'ed (group commit) before the acknowledgement.
+//!
+//! Runs on: the group's coordinator shard.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{ApiKey, OffsetCommitRequest, OffsetCommitResponse};
+
+use super::{check_group, opt_str};
+use crate::groups::errors::*;
+use crate::groups::group::Group;
+use crate::groups::offsets::{CommittedOffset, LogEntry, OffsetEntry};
+use crate::groups::{AppendFailure, GROUPS_PER_SHARD_MAX, OFFSET_METADATA_MAX_BYTES};
+use crate::handlers::{ApiSpec, Reply};
+use crate::protocol::{ProtocolError, RequestFrame};
+use crate::shard::Shard;
+
+/// Min 2: the kafka-protocol crate decodes OffsetCommit from v2 (Kafka 4 baseline).
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::OffsetCommit,
+    min_version: 2,
+    max_version: 9,
+};
+
+pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+    let body: OffsetCommitRequest = req.decode()?;
+    let group_id = body.group_id.0.to_string();
+    // (topic index, partition index) -> error code; NONE ones are committed together.
+    let mut codes: Vec<Vec<i16>> = body
+        .topics
+        .iter()
+        .map(|t| vec![NONE; t.partitions.len()])
+        .collect();
+    let mut all = check_group(shard, &group_id);
+    let co = &shard.groups;
+    if all == NONE {
+        let mut groups = co.groups.borrow_mut();
+        match groups.get(&group_id) {
+            Some(g) => {
+                all = g.commit_allowed(
+                    &body.member_id,
+                    opt_str(&body.group_instance_id).as_deref(),
+                    body.generation_id_or_member_epoch,
+                )
+            }
+            // Kafka: a commit for an unknown group creates it only for consumers that do
+            // not use group management (generation < 0).
+            None if body.generation_id_or_member_epoch < 0 => {
+                if groups.len() >= GROUPS_PER_SHARD_MAX {
+                    all = COORDINATOR_NOT_AVAILABLE;
+                } else {
+                    groups.insert(group_id.clone(), Group::new(group_id.clone()));
+                }
+            }
+            None => all = ILLEGAL_GENERATION,
+        }
+    }
+    if all == NONE {
+        let mut entries = Vec::new();
+        for (ti, t) in body.topics.iter().enumerate() {
+            for (pi, p) in t.partitions.iter().enumerate() {
+                let metadata = p
+                    .committed_metadata
+                    .as_ref()
+                    .map(|m| m.to_string())
+                    .unwrap_or_default();
+                if metadata.len() > OFFSET_METADATA_MAX_BYTES {
+                    codes[ti][pi] = OFFSET_METADATA_TOO_LARGE;
+                    continue;
+                }
+                entries.push(OffsetEntry {
+                    topic: t.name.0.to_string(),
+                    partition: p.partition_index,
+                    value: CommittedOffset::new(
+                        p.committed_offset,
+                        p.committed_leader_epoch,
+                        metadata,
+                        co.next_stamp(),
+                    ),
+                });
+            }
+        }
+        if !entries.is_empty() {
+            let outcome = commit(shard, &group_id, entries).await;
+            if outcome != NONE {
+                for (ti, t) in codes.iter_mut().enumerate() {
+                    let _ = ti;
+                    for c in t.iter_mut().filter(|c| **c == NONE) {
+                        *c = outcome;
+                    }
+                }
+            }
+        }
+    } else {
+        for t in codes.iter_mut() {
+            t.fill(all);
+        }
+    }
+    let resp = OffsetCommitResponse::default().with_topics(
+        body.topics
+            .iter()
+            .zip(codes)
+            .map(|(t, codes)| {
+                OffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .zip(codes)
+                            .map(|(p, code)| {
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    );
+    Ok(Reply::Frame(req.encode_response(&resp)?))
+}
+
+/// Appends the commit (fsync), then applies it; NONE or the error for every partition.
+async fn commit(shard: &Rc<Shard>, group_id: &str, entries: Vec<OffsetEntry>) -> i16 {
+    let co = &shard.groups;
+    if let Some(g) = co.groups.borrow_mut().get_mut(group_id) {
+        g.inflight_commits += 1;
+    }
+    let entry = LogEntry::Commit {
+        group: group_id.to_string(),
+        offsets: entries,
+    };
+    let appended = co.append(shard, &entry).await;
+    let mut groups = co.groups.borrow_mut();
+    let g = groups.get_mut(group_id);
+    let code = match appended {
+        Ok(()) => NONE,
+        Err(AppendFailure::TooLarge) => INVALID_COMMIT_OFFSET_SIZE,
+        Err(AppendFailure::Storage(e)) => {
+            log::error!("shard {}: offsets log append failed: {e}", shard.id);
+            COORDINATOR_NOT_AVAILABLE
+        }
+    };
+    if let Some(g) = g {
+        g.inflight_commits = g.inflight_commits.saturating_sub(1);
+        if code == NONE
+            && let LogEntry::Commit { offsets, .. } = entry
+        {
+            for o in offsets {
+                g.apply_offset(o.topic, o.partition, o.value);
+            }
+        }
+    }
+    code
+}

@@ -1,0 +1,160 @@
+//! OffsetFetch (key 9): committed offsets of a group, for listed partitions or all of them
+//! (null topics), and the v8+ batched form with several groups.
+//!
+//! Runs on: the group's coordinator shard (in the batched form, groups coordinated
+//! elsewhere get NOT_COORDINATOR each).
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{ApiKey, OffsetFetchRequest, OffsetFetchResponse, TopicName};
+
+use super::check_group;
+use crate::groups::errors::*;
+use crate::groups::group::GroupState;
+use crate::handlers::{ApiSpec, Reply, str_bytes};
+use crate::protocol::{ProtocolError, RequestFrame};
+use crate::shard::Shard;
+
+pub const API: ApiSpec = ApiSpec {
+    key: ApiKey::OffsetFetch,
+    min_version: 1,
+    max_version: 8,
+};
+const FETCH_VERSION_BATCHED_MIN: i16 = 8;
+/// v1 has no group-level error code: errors go on every partition.
+const FETCH_VERSION_GROUP_ERROR_MIN: i16 = 2;
+
+/// (partition, offset, leader epoch, metadata, error).
+type PartitionOffset = (i32, i64, i32, String, i16);
+/// Per asked partition, grouped by topic.
+type TopicOffsets = Vec<(String, Vec<PartitionOffset>)>;
+
+/// Looks up one group; `asked` None = every partition with a committed offset.
+fn lookup(
+    shard: &Shard,
+    group: &str,
+    asked: Option<Vec<(String, Vec<i32>)>>,
+) -> (i16, TopicOffsets) {
+    let code = check_group(shard, group);
+    let groups = shard.groups.groups.borrow();
+    let g = groups
+        .get(group)
+        .filter(|g| code == NONE && g.state != GroupState::Dead);
+    match asked {
+        Some(asked) => {
+            let out = asked
+                .into_iter()
+                .map(|(topic, parts)| {
+                    let ps = parts
+                        .into_iter()
+                        .map(
+                            |p| match g.and_then(|g| g.offsets.get(&(topic.clone(), p))) {
+                                Some(o) => (p, o.offset, o.leader_epoch, o.metadata.clone(), NONE),
+                                None => (p, -1, -1, String::new(), code),
+                            },
+                        )
+                        .collect();
+                    (topic, ps)
+                })
+                .collect();
+            (code, out)
+        }
+        None => {
+            let mut by_topic: std::collections::BTreeMap<String, Vec<PartitionOffset>> =
+                Default::default();
+            if let Some(g) = g {
+                for ((t, p), o) in &g.offsets {
+                    by_topic.entry(t.clone()).or_default().push((
+                        *p,
+                        o.offset,
+                        o.leader_epoch,
+                        o.metadata.clone(),
+                        NONE,
+                    ));
+                }
+            }
+            for v in by_topic.values_mut() {
+                v.sort_by_key(|x| x.0);
+            }
+            (code, by_topic.into_iter().collect())
+        }
+    }
+}
+
+pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+    let body: OffsetFetchRequest = req.decode()?;
+    let mut resp = OffsetFetchResponse::default();
+    if req.version >= FETCH_VERSION_BATCHED_MIN {
+        for g in body.groups {
+            let asked = g.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                    .collect()
+            });
+            let (code, topics) = lookup(shard, &g.group_id, asked);
+            resp.groups.push(
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_error_code(code)
+                    .with_topics(
+                        topics
+                            .into_iter()
+                            .map(|(t, ps)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(str_bytes(t)))
+                                    .with_partitions(
+                                        ps.into_iter()
+                                            .map(|(p, off, epoch, meta, _)| {
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(off)
+                                                    .with_committed_leader_epoch(epoch)
+                                                    .with_metadata(Some(str_bytes(meta)))
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    ),
+            );
+        }
+        return Ok(Reply::Frame(req.encode_response(&resp)?));
+    }
+    let asked = body.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let (code, topics) = lookup(shard, &body.group_id, asked);
+    let v1 = req.version < FETCH_VERSION_GROUP_ERROR_MIN;
+    resp.topics = topics
+        .into_iter()
+        .map(|(t, ps)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(str_bytes(t)))
+                .with_partitions(
+                    ps.into_iter()
+                        .map(|(p, off, epoch, meta, err)| {
+                            let mut r = OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(off)
+                                .with_metadata(Some(str_bytes(meta)))
+                                .with_error_code(if v1 { err } else { NONE });
+                            if req.version >= 5 {
+                                r.committed_leader_epoch = epoch;
+                            }
+                            r
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    if !v1 {
+        resp.error_code = code;
+    }
+    Ok(Reply::Frame(req.encode_response(&resp)?))
+}
