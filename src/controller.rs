@@ -97,23 +97,10 @@ fn decode_snapshot(bytes: &[u8]) -> Result<ClusterMeta, SnapshotError> {
         .map_err(|e| SnapshotError(format!("decode snapshot: {e}")))
 }
 
-/// Writes the snapshot atomically: temp file, fsync, rename, fsync of the directory.
+/// Writes the snapshot atomically (`durable::write_atomic`).
 pub fn write_snapshot(dir: &Path, meta: &ClusterMeta) -> Result<(), SnapshotError> {
-    use std::io::Write;
-    let io =
-        |what: &str, e: std::io::Error| SnapshotError(format!("{what} in {}: {e}", dir.display()));
     let bytes = encode_snapshot(meta)?;
-    std::fs::create_dir_all(dir).map_err(|e| io("create dir", e))?;
-    let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| io("create temp snapshot", e))?;
-    f.write_all(&bytes).map_err(|e| io("write snapshot", e))?;
-    f.sync_all().map_err(|e| io("fsync snapshot", e))?;
-    drop(f);
-    std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE)).map_err(|e| io("rename snapshot", e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io("fsync dir", e))?;
-    Ok(())
+    crate::durable::write_atomic(dir, SNAPSHOT_FILE, &bytes).map_err(SnapshotError)
 }
 
 pub fn read_snapshot(dir: &Path) -> Result<Option<ClusterMeta>, SnapshotError> {
@@ -125,6 +112,18 @@ pub fn read_snapshot(dir: &Path) -> Result<Option<ClusterMeta>, SnapshotError> {
             dir.display()
         ))),
     }
+}
+
+/// The answer to every item of a change asked while the controller is shutting down.
+fn shutting_down<T>(items: usize) -> Vec<Result<T, TopicError>> {
+    (0..items)
+        .map(|_| {
+            Err(TopicError::new(
+                error::NOT_CONTROLLER,
+                "controller is shutting down",
+            ))
+        })
+        .collect()
 }
 
 impl Controller {
@@ -188,15 +187,7 @@ impl Controller {
         validate_only: bool,
     ) -> Vec<Result<TopicMeta, TopicError>> {
         let Ok(_permit) = self.changes.acquire_permit(1).await else {
-            return topics
-                .iter()
-                .map(|_| {
-                    Err(TopicError::new(
-                        error::NOT_CONTROLLER,
-                        "controller is shutting down",
-                    ))
-                })
-                .collect();
+            return shutting_down(topics.len());
         };
         let mut next = (*self.meta()).clone();
         let mut results = Vec::with_capacity(topics.len());
@@ -279,15 +270,7 @@ impl Controller {
         names: Vec<String>,
     ) -> Vec<Result<TopicMeta, TopicError>> {
         let Ok(_permit) = self.changes.acquire_permit(1).await else {
-            return names
-                .iter()
-                .map(|_| {
-                    Err(TopicError::new(
-                        error::NOT_CONTROLLER,
-                        "controller is shutting down",
-                    ))
-                })
-                .collect();
+            return shutting_down(names.len());
         };
         let mut next = (*self.meta()).clone();
         let mut results = Vec::new();
@@ -316,15 +299,7 @@ impl Controller {
         validate_only: bool,
     ) -> Vec<Result<(), TopicError>> {
         let Ok(_permit) = self.changes.acquire_permit(1).await else {
-            return requests
-                .iter()
-                .map(|_| {
-                    Err(TopicError::new(
-                        error::NOT_CONTROLLER,
-                        "controller is shutting down",
-                    ))
-                })
-                .collect();
+            return shutting_down(requests.len());
         };
         let mut next = (*self.meta()).clone();
         let mut results = Vec::new();

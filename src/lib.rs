@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod connection;
 pub mod controller;
+pub mod durable;
 pub mod groups;
 pub mod handlers;
 pub mod metadata;

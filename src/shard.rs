@@ -315,7 +315,6 @@ impl ProducerIds {
 
 /// Reads the persisted high mark, reserves the next block and persists its end (fsync).
 fn reserve_block(path: &std::path::Path, at_least: u64) -> Result<(u64, u64), String> {
-    use std::io::Write;
     let persisted = match std::fs::read(path) {
         Ok(b) if b.len() == 8 => u64::from_le_bytes(b.try_into().unwrap_or_default()),
         Ok(_) => return Err(format!("{} is corrupt", path.display())),
@@ -324,21 +323,12 @@ fn reserve_block(path: &std::path::Path, at_least: u64) -> Result<(u64, u64), St
     };
     let start = persisted.max(at_least);
     let end = start + PRODUCER_ID_BLOCK;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&end.to_le_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    };
-    write().map_err(|e| format!("persist {}: {e}", path.display()))?;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("bad producer-id path {}", path.display()))?;
+    crate::durable::write_atomic(dir, name, &end.to_le_bytes())?;
     Ok((start, end))
 }
 

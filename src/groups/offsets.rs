@@ -249,23 +249,10 @@ pub fn read_snapshot(dir: &Path) -> Result<Option<Snapshot>, OffsetsError> {
     }
 }
 
-/// Writes the snapshot atomically: temp file, fsync, rename, fsync of the directory.
-/// Blocking: run it on a blocking thread.
+/// Writes the snapshot atomically (`durable::write_atomic`). Blocking: run it on a
+/// blocking thread.
 pub fn write_snapshot(dir: &Path, bytes: &[u8]) -> Result<(), OffsetsError> {
-    use std::io::Write;
-    let io =
-        |what: &str, e: std::io::Error| OffsetsError(format!("{what} in {}: {e}", dir.display()));
-    std::fs::create_dir_all(dir).map_err(|e| io("create dir", e))?;
-    let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| io("create temp snapshot", e))?;
-    f.write_all(bytes).map_err(|e| io("write snapshot", e))?;
-    f.sync_all().map_err(|e| io("fsync snapshot", e))?;
-    drop(f);
-    std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE)).map_err(|e| io("rename snapshot", e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io("fsync dir", e))?;
-    Ok(())
+    crate::durable::write_atomic(dir, SNAPSHOT_FILE, bytes).map_err(OffsetsError)
 }
 
 #[cfg(test)]
