@@ -143,16 +143,55 @@ struct Pending {
     next_offset: i64,
 }
 
+/// One write round whose writes are in flight (see `Partition::complete_round`).
+struct RoundInFlight {
+    /// Rounds are numbered from 1 per partition; they complete in this order.
+    seq: u64,
+    runs: Vec<RunInFlight>,
+    /// Writes issued at once (chunks that no earlier in-flight write touches).
+    body: Vec<glommio::Task<Result<(), StorageError>>>,
+    next_offset: i64,
+    bytes: usize,
+}
+
+struct RunInFlight {
+    segment: Rc<Segment>,
+    file: Rc<glommio::io::DmaFile>,
+    head: Option<HeadWrite>,
+    end: u64,
+}
+
+/// The block a run shares with an earlier, still in-flight write of the same block: issued
+/// only once that write completed (`after`), so the newer content lands last.
+struct HeadWrite {
+    pos: u64,
+    buf: glommio::io::DmaBuffer,
+    after: Rc<Cell<bool>>,
+    /// Set when this write completes, if it holds the run's last block.
+    done: Option<Rc<Cell<bool>>>,
+}
+
 struct WriteState {
     pending: VecDeque<Pending>,
+    /// Appended bytes whose writes have not completed yet (queued or in flight).
     pending_bytes: usize,
+    /// End offset of the data taken into issued rounds.
+    issued_offset: i64,
+    /// End offset of the prefix whose writes all completed.
     written_offset: i64,
     synced_offset: i64,
     sync_requested: i64,
     dirty: Vec<Rc<Segment>>,
     to_finalize: Vec<Rc<Segment>>,
     unsynced_since: Option<Instant>,
-    flushing: bool,
+    /// Rounds issued, published (completed in order) and finished (published or failed).
+    rounds_issued: u64,
+    rounds_done: u64,
+    rounds_finished: u64,
+    /// The writer task runs.
+    writing: bool,
+    /// The syncer task runs.
+    syncing: bool,
     rolling: bool,
     stopped: Option<String>,
 }
@@ -198,7 +237,7 @@ pub struct Partition {
     config: RefCell<LogConfig>,
     log: RefCell<LogState>,
     write: RefCell<WriteState>,
-    progress: Notify,
+    progress: Rc<Notify>,
     counters: Counters,
 }
 
@@ -366,17 +405,22 @@ impl Partition {
             write: RefCell::new(WriteState {
                 pending: VecDeque::new(),
                 pending_bytes: 0,
+                issued_offset: next_offset,
                 written_offset: next_offset,
                 synced_offset: next_offset,
                 sync_requested: next_offset,
                 dirty: Vec::new(),
                 to_finalize: Vec::new(),
                 unsynced_since: None,
-                flushing: false,
+                rounds_issued: 0,
+                rounds_done: 0,
+                rounds_finished: 0,
+                writing: false,
+                syncing: false,
                 rolling: false,
                 stopped: None,
             }),
-            progress: Notify::default(),
+            progress: Rc::new(Notify::default()),
             counters: Counters::default(),
         });
         part.recover_producers().await?;
@@ -744,57 +788,96 @@ impl Partition {
         Ok(())
     }
 
-    /// Starts the flusher task if it is not running.
+    /// Starts the writer task if data is pending and it is not running, and the syncer task
+    /// if a sync or a finalize is due and it is not running.
     fn kick(&self) {
-        {
+        let (write, sync) = {
             let mut w = self.write.borrow_mut();
-            if w.flushing || w.stopped.is_some() {
+            if w.stopped.is_some() {
                 return;
             }
-            w.flushing = true;
+            let write = !w.writing && !w.pending.is_empty();
+            let sync = !w.syncing && (self.sync_wanted(&w) || Self::finalize_ready(&w));
+            w.writing |= write;
+            w.syncing |= sync;
+            (write, sync)
+        };
+        let Some(me) = self.me.upgrade() else {
+            let mut w = self.write.borrow_mut();
+            w.writing &= !write;
+            w.syncing &= !sync;
+            return;
+        };
+        if write {
+            let me = me.clone();
+            glommio::spawn_local(async move { me.write_loop().await }).detach();
         }
-        if let Some(me) = self.me.upgrade() {
-            glommio::spawn_local(async move { me.flush_loop().await }).detach();
-        } else {
-            self.write.borrow_mut().flushing = false;
+        if sync {
+            glommio::spawn_local(async move { me.sync_loop().await }).detach();
         }
     }
 
+    /// Some written data is not synced and an appender (Fsync, flush, flush.ms) asked for a
+    /// sync beyond the synced offset, or flush.messages is reached. The sync covers what is
+    /// written when it starts; appends written meanwhile share the next one.
     fn sync_wanted(&self, w: &WriteState) -> bool {
         if w.written_offset <= w.synced_offset {
             return false;
         }
         let flush_messages = self.config.borrow().flush_messages;
-        (w.sync_requested > w.synced_offset
-            && (w.sync_requested <= w.written_offset || w.pending.is_empty()))
+        w.sync_requested > w.synced_offset
             || (w.written_offset - w.synced_offset) as u64 >= flush_messages
     }
 
-    /// The flusher: rounds of (write everything pending, finalize sealed segments, one
-    /// fdatasync per dirty segment if asked) until there is nothing left to do.
-    async fn flush_loop(self: Rc<Self>) {
-        loop {
-            if let Err(e) = self.flush_round().await {
-                self.stop(e.to_string());
-                break;
-            }
-            let w = self.write.borrow();
-            if w.stopped.is_some()
-                || (w.pending.is_empty() && !self.sync_wanted(&w) && w.to_finalize.is_empty())
-            {
-                break;
-            }
-        }
-        self.write.borrow_mut().flushing = false;
-        self.progress.notify_all();
+    fn finalize_ready(w: &WriteState) -> bool {
+        w.to_finalize
+            .iter()
+            .any(|s| s.written_bytes.get() == s.size_bytes.get())
     }
 
-    async fn flush_round(&self) -> Result<(), StorageError> {
+    fn rounds_inflight_max(&self) -> u64 {
+        self.store.config().inflight_writes_max.max(1) as u64
+    }
+
+    /// The writer: forms rounds of pending data and issues their writes without waiting
+    /// for earlier rounds to complete, up to `inflight_writes_max` rounds in flight. Each
+    /// round's completion is awaited by its own task (`complete_round`), in round order.
+    async fn write_loop(self: Rc<Self>) {
+        loop {
+            let max = self.rounds_inflight_max();
+            self.progress
+                .wait_until(|| {
+                    let w = self.write.borrow();
+                    w.stopped.is_some() || w.rounds_issued - w.rounds_finished < max
+                })
+                .await;
+            match self.issue_round().await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    self.stop(e.to_string());
+                    break;
+                }
+            }
+        }
+        self.write.borrow_mut().writing = false;
+        self.progress.notify_all();
+        // Appends that arrived after the last pending check kicked nothing (writing was
+        // still set): look again.
+        self.kick();
+    }
+
+    /// Takes up to FLUSH_ROUND_MAX_BYTES of pending data, forms its aligned writes and
+    /// issues them. False if there was nothing to write (or the partition stopped).
+    async fn issue_round(self: &Rc<Self>) -> Result<bool, StorageError> {
         let (runs, round_next, round_bytes) = {
             let mut w = self.write.borrow_mut();
+            if w.stopped.is_some() || w.pending.is_empty() {
+                return Ok(false);
+            }
             let mut runs: Vec<(Rc<Segment>, Vec<Bytes>)> = Vec::new();
             let mut bytes = 0usize;
-            let mut next = w.written_offset;
+            let mut next = w.issued_offset;
             while let Some(front) = w.pending.front() {
                 if bytes > 0 && bytes + front.data.len() > FLUSH_ROUND_MAX_BYTES {
                     break;
@@ -810,28 +893,187 @@ impl Partition {
                     _ => runs.push((p.segment, vec![p.data])),
                 }
             }
+            w.issued_offset = next;
             (runs, next, bytes)
         };
-        if !runs.is_empty() {
-            for (seg, items) in &runs {
-                seg.write_run(&self.store, items).await?;
-                let mut w = self.write.borrow_mut();
-                if !w.dirty.iter().any(|d| Rc::ptr_eq(d, seg)) {
-                    w.dirty.push(seg.clone());
+        // Growing the file may wait; the taken data is not written by anybody else
+        // meanwhile (one writer task), and earlier rounds continue in flight.
+        let mut files = Vec::with_capacity(runs.len());
+        for (seg, items) in &runs {
+            let file = seg.file().await?;
+            let data_len: u64 = items.iter().map(|b| b.len() as u64).sum();
+            let needed = align_up(seg.issued_bytes.get() + data_len);
+            seg.ensure_allocated(&self.store, &file, needed).await?;
+            files.push(file);
+        }
+        let seq = {
+            let mut w = self.write.borrow_mut();
+            if w.stopped.is_some() {
+                return Ok(false);
+            }
+            w.rounds_issued += 1;
+            w.rounds_issued
+        };
+        let mut round = RoundInFlight {
+            seq,
+            runs: Vec::with_capacity(runs.len()),
+            body: Vec::new(),
+            next_offset: round_next,
+            bytes: round_bytes,
+        };
+        for ((seg, items), file) in runs.iter().zip(files) {
+            let writes = seg.prepare_run(&file, items);
+            let n = writes.body.len();
+            for (i, (pos, buf)) in writes.body.into_iter().enumerate() {
+                let done = (i + 1 == n && !writes.last_is_head).then(|| writes.last_done.clone());
+                round
+                    .body
+                    .push(self.spawn_write(&file, &seg.path, buf, pos, done));
+            }
+            seg.grow_ahead(&self.store, &file);
+            round.runs.push(RunInFlight {
+                segment: seg.clone(),
+                file,
+                head: writes.head.map(|(pos, buf)| HeadWrite {
+                    pos,
+                    buf,
+                    after: writes.head_after.unwrap_or_default(),
+                    done: writes.last_is_head.then_some(writes.last_done),
+                }),
+                end: writes.end,
+            });
+        }
+        let me = self.clone();
+        glommio::spawn_local(async move { me.complete_round(round).await }).detach();
+        Ok(true)
+    }
+
+    /// Issues one aligned write; if `done` is given, sets it and wakes waiters when the
+    /// write completes (a later write of the same block waits for it).
+    fn spawn_write(
+        &self,
+        file: &Rc<glommio::io::DmaFile>,
+        path: &Path,
+        buf: glommio::io::DmaBuffer,
+        pos: u64,
+        done: Option<Rc<Cell<bool>>>,
+    ) -> glommio::Task<Result<(), StorageError>> {
+        let t = self
+            .store
+            .spawn_write(file.clone(), path.to_path_buf(), buf, pos);
+        let Some(done) = done else {
+            return t;
+        };
+        let progress = self.progress.clone();
+        glommio::spawn_local(async move {
+            let r = t.await;
+            done.set(true);
+            progress.notify_all();
+            r
+        })
+    }
+
+    /// Waits for one round: issues its shared head blocks once every earlier round
+    /// completed, awaits all its writes, then publishes it (written offset, segments'
+    /// written bytes, dirty list) and wakes Written appenders and the syncer. Rounds are
+    /// published strictly in order, so `written_offset` always ends a fully written prefix.
+    async fn complete_round(self: Rc<Self>, round: RoundInFlight) {
+        let RoundInFlight {
+            seq,
+            runs,
+            body,
+            next_offset,
+            bytes,
+        } = round;
+        let mut writes = body;
+        let mut runs = runs;
+        for run in &mut runs {
+            let Some(head) = run.head.take() else {
+                continue;
+            };
+            self.progress
+                .wait_until(|| head.after.get() || self.write.borrow().stopped.is_some())
+                .await;
+            if self.write.borrow().stopped.is_some() {
+                break;
+            }
+            writes.push(self.spawn_write(
+                &run.file,
+                &run.segment.path,
+                head.buf,
+                head.pos,
+                head.done,
+            ));
+        }
+        // Every issued write is awaited, even after a failure, so that none is still in
+        // flight when the partition reports itself idle.
+        let mut result = Ok(());
+        for t in writes {
+            if let Err(e) = t.await {
+                result = Err(e);
+            }
+        }
+        if let Err(e) = result {
+            self.stop(e.to_string());
+        }
+        // Publish in round order.
+        self.progress
+            .wait_until(|| {
+                let w = self.write.borrow();
+                w.rounds_done + 1 == seq || w.stopped.is_some()
+            })
+            .await;
+        if self.write.borrow().stopped.is_some() {
+            // This or an earlier round failed (or the partition was stopped): nothing more
+            // is published.
+            self.write.borrow_mut().rounds_finished += 1;
+            self.progress.notify_all();
+            return;
+        }
+        {
+            let mut w = self.write.borrow_mut();
+            w.rounds_finished += 1;
+            assert_eq!(w.rounds_done + 1, seq, "rounds complete in order");
+            assert!(next_offset > w.written_offset, "written offset must grow");
+            for run in &runs {
+                assert!(run.end >= run.segment.written_bytes.get());
+                run.segment.written_bytes.set(run.end);
+                if !w.dirty.iter().any(|d| Rc::ptr_eq(d, &run.segment)) {
+                    w.dirty.push(run.segment.clone());
                 }
             }
-            {
-                let mut w = self.write.borrow_mut();
-                w.written_offset = round_next;
-                w.pending_bytes -= round_bytes;
-            }
-            self.counters
-                .write_rounds
-                .set(self.counters.write_rounds.get() + 1);
-            self.progress.notify_all();
-            self.store.enforce_cache_limit();
+            w.rounds_done = seq;
+            w.written_offset = next_offset;
+            w.pending_bytes -= bytes;
         }
-        // Finalize sealed segments whose data is all written.
+        self.counters
+            .write_rounds
+            .set(self.counters.write_rounds.get() + 1);
+        self.progress.notify_all();
+        self.store.enforce_cache_limit();
+        self.kick();
+    }
+
+    /// The syncer: finalizes sealed segments whose data is all written, and issues
+    /// fdatasyncs while `sync_wanted`: a sync that completes with written-but-unsynced data
+    /// requested by waiters is followed at once by the next one (group commit pipelined
+    /// with the writer, which keeps issuing rounds meanwhile).
+    async fn sync_loop(self: Rc<Self>) {
+        loop {
+            if let Err(e) = self.sync_round().await {
+                self.stop(e.to_string());
+                break;
+            }
+            let w = self.write.borrow();
+            if w.stopped.is_some() || !(self.sync_wanted(&w) || Self::finalize_ready(&w)) {
+                break;
+            }
+        }
+        self.write.borrow_mut().syncing = false;
+        self.progress.notify_all();
+    }
+
+    async fn sync_round(&self) -> Result<(), StorageError> {
         let ready: Vec<Rc<Segment>> = {
             let w = self.write.borrow();
             w.to_finalize
@@ -854,6 +1096,8 @@ impl Partition {
             self.sync_wanted(&w)
         };
         if sync {
+            // Everything below `target` completed its writes before this point, so the
+            // fdatasyncs below (issued after) cover it.
             let (dirty, target) = {
                 let mut w = self.write.borrow_mut();
                 (std::mem::take(&mut w.dirty), w.written_offset)
@@ -866,6 +1110,7 @@ impl Partition {
             }
             let end = self.log_end_offset();
             let mut w = self.write.borrow_mut();
+            assert!(target >= w.synced_offset, "synced offset must grow");
             w.synced_offset = target;
             w.unsynced_since = if target == end {
                 None
@@ -1187,9 +1432,13 @@ impl Partition {
         }
     }
 
+    /// Waits until no writer, syncer or round task runs (so no write is in flight).
     async fn wait_flusher_idle(&self) {
         self.progress
-            .wait_until(|| !self.write.borrow().flushing)
+            .wait_until(|| {
+                let w = self.write.borrow();
+                !w.writing && !w.syncing && w.rounds_finished == w.rounds_issued
+            })
             .await;
     }
 
@@ -1207,6 +1456,8 @@ impl Partition {
             let log = self.log.borrow();
             (log.active().clone(), log.next_offset)
         };
+        // A background zero write landing after the truncate would grow the file again.
+        active.wait_growth().await;
         let f = active.file().await?;
         f.truncate(active.size_bytes.get())
             .await
