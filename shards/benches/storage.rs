@@ -83,10 +83,16 @@ fn append_sample(
         }
         let el = t.elapsed();
         let s = p.stats();
+        let ss = store.stats();
         if iters >= 1000 {
             eprintln!(
-                "    [{durability:?} x{concurrency} {prealloc:?}] {} appends, {} write rounds, {} fdatasyncs",
-                s.appends, s.write_rounds, s.fdatasyncs
+                "    [{durability:?} x{concurrency} {prealloc:?}] {} appends, {} write rounds, {} fdatasyncs, {} writes (mean {} us in flight, {} us waiting for a permit)",
+                s.appends,
+                s.write_rounds,
+                s.fdatasyncs,
+                ss.writes,
+                ss.write_latency_us_total / ss.writes.max(1),
+                ss.write_permit_wait_us_total / ss.writes.max(1)
             );
         }
         drop(p);

@@ -10,6 +10,9 @@ pub const PREALLOC_STEP_BYTES: u64 = 8 << 20;
 /// Largest single DMA write; bigger flush rounds are split in chunks of this size that go
 /// out concurrently (bounded by StoreConfig::inflight_writes_max).
 pub const WRITE_CHUNK_BYTES: usize = 1 << 20;
+/// While a write round is in flight, the next one is formed only once this much data is
+/// queued (or nothing is in flight any more): fewer, larger writes (see `round_due`).
+pub const ROUND_MIN_BYTES: usize = 256 << 10;
 /// Largest amount of queued data one flush round takes.
 pub const FLUSH_ROUND_MAX_BYTES: usize = 16 << 20;
 /// With `Preallocation::ZeroAhead`, the next preallocation step is zeroed in the background
@@ -38,6 +41,7 @@ const _: () = assert!(PREALLOC_STEP_BYTES.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!((WRITE_CHUNK_BYTES as u64).is_multiple_of(BLOCK_BYTES));
 const _: () = assert!((SCAN_READ_BYTES as u64).is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(FLUSH_ROUND_MAX_BYTES <= PENDING_MAX_BYTES);
+const _: () = assert!(ROUND_MIN_BYTES <= FLUSH_ROUND_MAX_BYTES);
 const _: () = assert!(PREZERO_AHEAD_BYTES <= PREALLOC_STEP_BYTES);
 const _: () = assert!(SEGMENT_MIN_BYTES.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(INDEX_INTERVAL_BYTES >= BLOCK_BYTES);

@@ -27,7 +27,7 @@ use glommio::io::ReadResult;
 use crate::batch::{self, BATCH_HEADER_BYTES, BatchHeader};
 use crate::config::{
     BLOCK_BYTES, Durability, FLUSH_ROUND_MAX_BYTES, INDEX_INTERVAL_BYTES, LogConfig,
-    PENDING_MAX_BYTES, READ_MAX_BYTES, SCAN_READ_BYTES, SEGMENT_MIN_BYTES,
+    PENDING_MAX_BYTES, READ_MAX_BYTES, ROUND_MIN_BYTES, SCAN_READ_BYTES, SEGMENT_MIN_BYTES,
 };
 use crate::error::{AppendError, ReadError, StorageError};
 use crate::index::SegmentIndex;
@@ -175,6 +175,8 @@ struct WriteState {
     pending: VecDeque<Pending>,
     /// Appended bytes whose writes have not completed yet (queued or in flight).
     pending_bytes: usize,
+    /// Appended bytes not yet taken into a round (the bytes of `pending`).
+    queued_bytes: usize,
     /// End offset of the data taken into issued rounds.
     issued_offset: i64,
     /// End offset of the prefix whose writes all completed.
@@ -221,6 +223,61 @@ impl Notify {
     }
 }
 
+/// Tasks waiting for an offset (written or synced) to reach their end offset, in end
+/// offset order: appends register right after their offsets were assigned, so pushes
+/// are almost always at the back. Publishing an offset wakes exactly the waiters it
+/// satisfies (not every waiter, as `Notify` does), so one round costs O(its appends).
+#[derive(Default)]
+struct OffsetWaiters {
+    waiters: RefCell<VecDeque<(i64, Waker)>>,
+}
+
+impl OffsetWaiters {
+    /// Wakes every waiter whose end offset is at or below `reached`.
+    fn wake_upto(&self, reached: i64) {
+        loop {
+            let w = {
+                let mut q = self.waiters.borrow_mut();
+                match q.front() {
+                    Some((end, _)) if *end <= reached => q.pop_front(),
+                    _ => None,
+                }
+            };
+            match w {
+                Some((_, waker)) => waker.wake(),
+                None => break,
+            }
+        }
+    }
+
+    /// Wakes everyone (the partition stopped).
+    fn wake_all(&self) {
+        let q = std::mem::take(&mut *self.waiters.borrow_mut());
+        for (_, w) in q {
+            w.wake();
+        }
+    }
+
+    /// Waits until `done()`; `end` is the offset whose publication can make it true.
+    async fn wait(&self, end: i64, mut done: impl FnMut() -> bool) {
+        poll_fn(|cx| {
+            if done() {
+                return Poll::Ready(());
+            }
+            let mut q = self.waiters.borrow_mut();
+            let waker = cx.waker().clone();
+            if q.back().is_none_or(|(e, _)| *e <= end) {
+                q.push_back((end, waker));
+            } else {
+                let i = q.partition_point(|(e, _)| *e <= end);
+                q.insert(i, (end, waker));
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
 #[derive(Default)]
 struct Counters {
     appends: Cell<u64>,
@@ -238,6 +295,10 @@ pub struct Partition {
     log: RefCell<LogState>,
     write: RefCell<WriteState>,
     progress: Rc<Notify>,
+    /// Written appenders, woken when `written_offset` reaches them.
+    written_waiters: OffsetWaiters,
+    /// Fsync appenders and `flush`, woken when `synced_offset` reaches them.
+    synced_waiters: OffsetWaiters,
     counters: Counters,
 }
 
@@ -405,6 +466,7 @@ impl Partition {
             write: RefCell::new(WriteState {
                 pending: VecDeque::new(),
                 pending_bytes: 0,
+                queued_bytes: 0,
                 issued_offset: next_offset,
                 written_offset: next_offset,
                 synced_offset: next_offset,
@@ -421,6 +483,8 @@ impl Partition {
                 stopped: None,
             }),
             progress: Rc::new(Notify::default()),
+            written_waiters: OffsetWaiters::default(),
+            synced_waiters: OffsetWaiters::default(),
             counters: Counters::default(),
         });
         part.recover_producers().await?;
@@ -520,6 +584,12 @@ impl Partition {
                 w.stopped = Some(reason);
             }
         }
+        self.wake_everyone();
+    }
+
+    fn wake_everyone(&self) {
+        self.written_waiters.wake_all();
+        self.synced_waiters.wake_all();
         self.progress.notify_all();
     }
 
@@ -608,8 +678,8 @@ impl Partition {
         match durability {
             Durability::None => {}
             Durability::Written => {
-                self.progress
-                    .wait_until(|| {
+                self.written_waiters
+                    .wait(end, || {
                         let w = self.write.borrow();
                         w.written_offset >= end || w.stopped.is_some()
                     })
@@ -619,8 +689,8 @@ impl Partition {
                 }
             }
             Durability::Fsync => {
-                self.progress
-                    .wait_until(|| {
+                self.synced_waiters
+                    .wait(end, || {
                         let w = self.write.borrow();
                         w.synced_offset >= end || w.stopped.is_some()
                     })
@@ -734,6 +804,7 @@ impl Partition {
                 next_offset: off,
             });
             w.pending_bytes += len;
+            w.queued_bytes += len;
             w.unsynced_since.get_or_insert_with(Instant::now);
             let flush_messages = self.config.borrow().flush_messages;
             if durability == Durability::Fsync || (off - w.synced_offset) as u64 >= flush_messages {
@@ -800,6 +871,11 @@ impl Partition {
             let sync = !w.syncing && (self.sync_wanted(&w) || Self::finalize_ready(&w));
             w.writing |= write;
             w.syncing |= sync;
+            if !write && w.writing && w.queued_bytes >= ROUND_MIN_BYTES {
+                // The running writer waits for enough queued data: tell it.
+                drop(w);
+                self.progress.notify_all();
+            }
             (write, sync)
         };
         let Some(me) = self.me.upgrade() else {
@@ -835,8 +911,16 @@ impl Partition {
             .any(|s| s.written_bytes.get() == s.size_bytes.get())
     }
 
-    fn rounds_inflight_max(&self) -> u64 {
-        self.store.config().inflight_writes_max.max(1) as u64
+    /// Whether the writer should issue a round now. With no round in flight, at once
+    /// (latency). With rounds in flight, only once ROUND_MIN_BYTES are queued (and below
+    /// `inflight_writes_max` rounds): on this class of virtio disk a write costs ~100+ us
+    /// of its own whatever its size, so many small writes in flight are slower than a few
+    /// large ones (measured: 62 KiB writes, 8 in flight, 1.1 ms each = 450 MB/s).
+    fn round_due(&self, w: &WriteState) -> bool {
+        let inflight = w.rounds_issued - w.rounds_finished;
+        let max = self.store.config().inflight_writes_max.max(1) as u64;
+        w.queued_bytes > 0
+            && (inflight == 0 || (inflight < max && w.queued_bytes >= ROUND_MIN_BYTES))
     }
 
     /// The writer: forms rounds of pending data and issues their writes without waiting
@@ -844,11 +928,10 @@ impl Partition {
     /// round's completion is awaited by its own task (`complete_round`), in round order.
     async fn write_loop(self: Rc<Self>) {
         loop {
-            let max = self.rounds_inflight_max();
             self.progress
                 .wait_until(|| {
                     let w = self.write.borrow();
-                    w.stopped.is_some() || w.rounds_issued - w.rounds_finished < max
+                    w.stopped.is_some() || w.queued_bytes == 0 || self.round_due(&w)
                 })
                 .await;
             match self.issue_round().await {
@@ -894,6 +977,7 @@ impl Partition {
                 }
             }
             w.issued_offset = next;
+            w.queued_bytes -= bytes;
             (runs, next, bytes)
         };
         // Growing the file may wait; the taken data is not written by anybody else
@@ -1049,6 +1133,7 @@ impl Partition {
         self.counters
             .write_rounds
             .set(self.counters.write_rounds.get() + 1);
+        self.written_waiters.wake_upto(next_offset);
         self.progress.notify_all();
         self.store.enforce_cache_limit();
         self.kick();
@@ -1118,6 +1203,7 @@ impl Partition {
                 Some(Instant::now())
             };
             drop(w);
+            self.synced_waiters.wake_upto(target);
             self.progress.notify_all();
         }
         Ok(())
@@ -1419,8 +1505,8 @@ impl Partition {
             w.sync_requested = w.sync_requested.max(end);
         }
         self.kick();
-        self.progress
-            .wait_until(|| {
+        self.synced_waiters
+            .wait(end, || {
                 let w = self.write.borrow();
                 w.synced_offset >= end || w.stopped.is_some()
             })
@@ -1476,7 +1562,7 @@ impl Partition {
             w.stopped = Some(reason.to_string());
         }
         drop(w);
-        self.progress.notify_all();
+        self.wake_everyone();
     }
 
     /// Closes and removes the partition's files and directory.

@@ -23,6 +23,9 @@ use crate::error::StorageError;
 use crate::index::{IndexMeta, SegmentIndex};
 use crate::store::Store;
 
+/// Zero writes in flight at once when zeroing ahead in the background.
+const PREZERO_BACKGROUND_WRITES: usize = 2;
+
 /// Rounds down to the direct I/O block.
 pub fn align_down(v: u64) -> u64 {
     v / BLOCK_BYTES * BLOCK_BYTES
@@ -423,7 +426,7 @@ impl Segment {
         // `needed` writes all of [issued, needed) itself: zeros go beyond.
         assert!(align_up(self.issued_bytes.get()) <= align_up(allocated).max(needed));
         let from = align_up(allocated).max(needed);
-        grow_range(store, file, &self.path, from, new_end).await?;
+        grow_range(store, file, &self.path, from, new_end, false).await?;
         self.allocated_bytes.set(new_end);
         Ok(())
     }
@@ -447,7 +450,7 @@ impl Segment {
         self.growing.set(true);
         let (seg, store, file) = (self.clone(), store.clone(), file.clone());
         let task = glommio::spawn_local(async move {
-            match grow_range(&store, &file, &seg.path, from, new_end).await {
+            match grow_range(&store, &file, &seg.path, from, new_end, true).await {
                 Ok(()) => seg
                     .allocated_bytes
                     .set(new_end.max(seg.allocated_bytes.get())),
@@ -542,27 +545,43 @@ pub(crate) struct RunWrites {
 
 /// Grows `[from, to)` of the file per the store's `Preallocation`: zeros written in
 /// WRITE_CHUNK_BYTES chunks concurrently, or one fallocate.
+/// `background`: at most PREZERO_BACKGROUND_WRITES zero writes in flight, so that zeroing
+/// ahead takes few of the shard's write permits from data writes.
 async fn grow_range(
     store: &Rc<Store>,
     file: &Rc<DmaFile>,
     path: &Path,
     from: u64,
     to: u64,
+    background: bool,
 ) -> Result<(), StorageError> {
     assert_eq!(from % BLOCK_BYTES, 0);
     assert_eq!(to % BLOCK_BYTES, 0);
     match store.config().segment_preallocation {
         Preallocation::Zero | Preallocation::ZeroAhead => {
             let mut pos = from;
-            let mut tasks = Vec::new();
+            let mut tasks = std::collections::VecDeque::new();
+            let mut res = Ok(());
+            let zeros = store.zeros(file);
             while pos < to {
+                if background
+                    && tasks.len() >= PREZERO_BACKGROUND_WRITES
+                    && let Some(t) = tasks.pop_front()
+                    && let Err(e) = t.await
+                {
+                    res = Err(e);
+                }
                 let len = ((to - pos) as usize).min(WRITE_CHUNK_BYTES);
-                let mut buf = file.alloc_dma_buffer(len);
-                buf.as_bytes_mut().fill(0);
-                tasks.push(store.spawn_write(file.clone(), path.to_path_buf(), buf, pos));
+                let t = if len == zeros.len() {
+                    store.spawn_write(file.clone(), path.to_path_buf(), zeros.clone(), pos)
+                } else {
+                    let mut buf = file.alloc_dma_buffer(len);
+                    buf.as_bytes_mut().fill(0);
+                    store.spawn_write(file.clone(), path.to_path_buf(), buf, pos)
+                };
+                tasks.push_back(t);
                 pos += len as u64;
             }
-            let mut res = Ok(());
             for t in tasks {
                 if let Err(e) = t.await {
                     res = Err(e);

@@ -14,7 +14,7 @@ use std::time::Duration;
 use glommio::io::{DmaBuffer, DmaFile};
 use glommio::sync::Semaphore;
 
-use crate::config::{BACKGROUND_TICK_MS, BLOCK_BYTES, LogConfig, StoreConfig};
+use crate::config::{BACKGROUND_TICK_MS, BLOCK_BYTES, LogConfig, StoreConfig, WRITE_CHUNK_BYTES};
 use crate::error::StorageError;
 use crate::partition::Partition;
 use crate::segment::Segment;
@@ -44,6 +44,33 @@ pub struct FaultInjector {
     pub fail_writes: Cell<bool>,
 }
 
+/// The buffer of one DMA write: owned (data) or shared (the shard's zeros).
+pub(crate) enum WriteBuf {
+    Owned(DmaBuffer),
+    Shared(Rc<DmaBuffer>),
+}
+
+impl WriteBuf {
+    fn len(&self) -> usize {
+        match self {
+            WriteBuf::Owned(b) => b.len(),
+            WriteBuf::Shared(b) => b.len(),
+        }
+    }
+}
+
+impl From<DmaBuffer> for WriteBuf {
+    fn from(b: DmaBuffer) -> Self {
+        WriteBuf::Owned(b)
+    }
+}
+
+impl From<Rc<DmaBuffer>> for WriteBuf {
+    fn from(b: Rc<DmaBuffer>) -> Self {
+        WriteBuf::Shared(b)
+    }
+}
+
 /// Shard-wide counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -52,6 +79,10 @@ pub struct StoreStats {
     pub open_files: usize,
     pub fdatasyncs: u64,
     pub writes: u64,
+    /// Sum over DMA writes of the time from issue (after the permit) to completion, in us.
+    pub write_latency_us_total: u64,
+    /// Sum over DMA writes of the time spent waiting for a write permit, in us.
+    pub write_permit_wait_us_total: u64,
 }
 
 /// The storage of one shard (core).
@@ -69,6 +100,9 @@ pub struct Store {
     iopoll_probed: Cell<bool>,
     fdatasyncs: Cell<u64>,
     writes: Cell<u64>,
+    write_latency_us: Rc<Cell<u64>>,
+    write_permit_wait_us: Rc<Cell<u64>>,
+    zeros: RefCell<Option<Rc<DmaBuffer>>>,
 }
 
 impl Store {
@@ -88,6 +122,9 @@ impl Store {
             iopoll_probed: Cell::new(false),
             fdatasyncs: Cell::new(0),
             writes: Cell::new(0),
+            write_latency_us: Rc::new(Cell::new(0)),
+            write_permit_wait_us: Rc::new(Cell::new(0)),
+            zeros: RefCell::new(None),
         })
     }
 
@@ -181,6 +218,8 @@ impl Store {
             open_files: self.open_files.get(),
             fdatasyncs: self.fdatasyncs.get(),
             writes: self.writes.get(),
+            write_latency_us_total: self.write_latency_us.get(),
+            write_permit_wait_us_total: self.write_permit_wait_us.get(),
         }
     }
 
@@ -258,16 +297,31 @@ impl Store {
 
     // ----- I/O through the limits and the fault hook -----
 
+    /// A WRITE_CHUNK_BYTES buffer of zeros, allocated once per shard and shared by every
+    /// pre-zeroing write (never written to after creation).
+    pub(crate) fn zeros(&self, file: &DmaFile) -> Rc<DmaBuffer> {
+        if let Some(z) = self.zeros.borrow().as_ref() {
+            return z.clone();
+        }
+        let mut buf = file.alloc_dma_buffer(WRITE_CHUNK_BYTES);
+        buf.as_bytes_mut().fill(0);
+        let z = Rc::new(buf);
+        *self.zeros.borrow_mut() = Some(z.clone());
+        z
+    }
+
     /// Spawns one aligned DMA write, bounded by inflight_writes_max.
     pub(crate) fn spawn_write(
         &self,
         file: Rc<DmaFile>,
         path: PathBuf,
-        buf: DmaBuffer,
+        buf: impl Into<WriteBuf>,
         pos: u64,
     ) -> glommio::Task<Result<(), StorageError>> {
+        let buf = buf.into();
         assert_eq!(pos % BLOCK_BYTES, 0, "unaligned write position");
         assert_eq!(buf.len() as u64 % BLOCK_BYTES, 0, "unaligned write length");
+        assert!(buf.len() > 0, "empty write");
         let permits = self.write_permits.clone();
         let fail = self
             .faults
@@ -275,11 +329,18 @@ impl Store {
             .as_ref()
             .is_some_and(|f| f.fail_writes.get());
         self.writes.set(self.writes.get() + 1);
+        let (lat, wait) = (
+            self.write_latency_us.clone(),
+            self.write_permit_wait_us.clone(),
+        );
         glommio::spawn_local(async move {
+            let t0 = std::time::Instant::now();
             let _permit = permits
                 .acquire_static_permit(1)
                 .await
                 .map_err(|e| StorageError::glommio("write permit", &path, e))?;
+            let t1 = std::time::Instant::now();
+            wait.set(wait.get() + (t1 - t0).as_micros() as u64);
             if fail {
                 return Err(StorageError::io(
                     "write",
@@ -288,10 +349,12 @@ impl Store {
                 ));
             }
             let len = buf.len();
-            let n = file
-                .write_at(buf, pos)
-                .await
-                .map_err(|e| StorageError::glommio("write", &path, e))?;
+            let n = match buf {
+                WriteBuf::Owned(b) => file.write_at(b, pos).await,
+                WriteBuf::Shared(b) => file.write_rc_at(b, pos).await,
+            }
+            .map_err(|e| StorageError::glommio("write", &path, e))?;
+            lat.set(lat.get() + t1.elapsed().as_micros() as u64);
             if n != len {
                 return Err(StorageError::io(
                     "write",
