@@ -98,6 +98,8 @@ impl ReadOutput {
 pub struct PartitionStats {
     pub log_start_offset: i64,
     pub log_end_offset: i64,
+    /// End of the prefix whose writes all completed (Written acks are below it).
+    pub written_offset: i64,
     pub synced_offset: i64,
     pub size_bytes: u64,
     pub segments: usize,
@@ -109,6 +111,9 @@ pub struct PartitionStats {
     pub write_rounds: u64,
     /// fdatasync calls made for this partition.
     pub fdatasyncs: u64,
+    /// Writes of a partly filled block that an earlier, still in-flight round also wrote,
+    /// held back until that write completed (pipelined rounds).
+    pub head_writes: u64,
     pub producers: usize,
 }
 
@@ -284,6 +289,7 @@ struct Counters {
     duplicates: Cell<u64>,
     write_rounds: Cell<u64>,
     fdatasyncs: Cell<u64>,
+    head_writes: Cell<u64>,
 }
 
 /// A partition log, owned by one shard.
@@ -1081,6 +1087,13 @@ impl Partition {
             if self.write.borrow().stopped.is_some() {
                 break;
             }
+            assert!(
+                head.after.get(),
+                "shared block rewritten while its earlier write is in flight"
+            );
+            self.counters
+                .head_writes
+                .set(self.counters.head_writes.get() + 1);
             writes.push(self.spawn_write(
                 &run.file,
                 &run.segment.path,
@@ -1671,6 +1684,7 @@ impl Partition {
         PartitionStats {
             log_start_offset: log.log_start_offset,
             log_end_offset: log.next_offset,
+            written_offset: w.written_offset,
             synced_offset: w.synced_offset,
             size_bytes: log.segments.values().map(|s| s.size_bytes.get()).sum(),
             segments: log.segments.len(),
@@ -1680,6 +1694,7 @@ impl Partition {
             duplicates: self.counters.duplicates.get(),
             write_rounds: self.counters.write_rounds.get(),
             fdatasyncs: self.counters.fdatasyncs.get(),
+            head_writes: self.counters.head_writes.get(),
             producers: log.producers.len(),
         }
     }

@@ -42,6 +42,10 @@ pub struct FaultInjector {
     pub fail_fdatasync: Cell<bool>,
     /// Every data write fails with EIO while set.
     pub fail_writes: Cell<bool>,
+    /// While set, every write is delayed by a pseudo-random 0-2 ms before it is issued, so
+    /// writes in flight together complete in a shuffled order (proves the write path does
+    /// not depend on completion order).
+    pub shuffle_writes: Cell<bool>,
 }
 
 /// The buffer of one DMA write: owned (data) or shared (the shard's zeros).
@@ -323,12 +327,19 @@ impl Store {
         assert_eq!(buf.len() as u64 % BLOCK_BYTES, 0, "unaligned write length");
         assert!(buf.len() > 0, "empty write");
         let permits = self.write_permits.clone();
-        let fail = self
-            .faults
-            .borrow()
-            .as_ref()
-            .is_some_and(|f| f.fail_writes.get());
+        let (fail, shuffle) = self.faults.borrow().as_ref().map_or((false, false), |f| {
+            (f.fail_writes.get(), f.shuffle_writes.get())
+        });
         self.writes.set(self.writes.get() + 1);
+        let delay_us = if shuffle {
+            // splitmix64 of the write count: deterministic, well spread.
+            let mut z = self.writes.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) % 2000
+        } else {
+            0
+        };
         let (lat, wait) = (
             self.write_latency_us.clone(),
             self.write_permit_wait_us.clone(),
@@ -341,6 +352,9 @@ impl Store {
                 .map_err(|e| StorageError::glommio("write permit", &path, e))?;
             let t1 = std::time::Instant::now();
             wait.set(wait.get() + (t1 - t0).as_micros() as u64);
+            if delay_us > 0 {
+                glommio::timer::sleep(Duration::from_micros(delay_us)).await;
+            }
             if fail {
                 return Err(StorageError::io(
                     "write",
