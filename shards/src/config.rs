@@ -13,6 +13,9 @@ pub const WRITE_CHUNK_BYTES: usize = 1 << 20;
 /// While a write round is in flight, the next one is formed only once this much data is
 /// queued (or nothing is in flight any more): fewer, larger writes (see `round_due`).
 pub const ROUND_MIN_BYTES: usize = 256 << 10;
+/// fdatasyncs in flight at once per partition: a sync is issued as soon as a round
+/// completes that Fsync appenders wait for, even while earlier syncs are in flight.
+pub const SYNCS_INFLIGHT_MAX: u64 = 4;
 /// Largest amount of queued data one flush round takes.
 pub const FLUSH_ROUND_MAX_BYTES: usize = 16 << 20;
 /// With `Preallocation::ZeroAhead`, the next preallocation step is zeroed in the background

@@ -28,6 +28,7 @@ use crate::batch::{self, BATCH_HEADER_BYTES, BatchHeader};
 use crate::config::{
     BLOCK_BYTES, Durability, FLUSH_ROUND_MAX_BYTES, INDEX_INTERVAL_BYTES, LogConfig,
     PENDING_MAX_BYTES, READ_MAX_BYTES, ROUND_MIN_BYTES, SCAN_READ_BYTES, SEGMENT_MIN_BYTES,
+    SYNCS_INFLIGHT_MAX,
 };
 use crate::error::{AppendError, ReadError, StorageError};
 use crate::index::SegmentIndex;
@@ -187,6 +188,12 @@ struct WriteState {
     /// End offset of the prefix whose writes all completed.
     written_offset: i64,
     synced_offset: i64,
+    /// Target of the latest fdatasync issued (>= synced_offset while syncs are in flight).
+    sync_issued_offset: i64,
+    /// fdatasync rounds issued, published in order, finished (published or failed).
+    syncs_issued: u64,
+    syncs_done: u64,
+    syncs_finished: u64,
     sync_requested: i64,
     dirty: Vec<Rc<Segment>>,
     to_finalize: Vec<Rc<Segment>>,
@@ -476,6 +483,10 @@ impl Partition {
                 issued_offset: next_offset,
                 written_offset: next_offset,
                 synced_offset: next_offset,
+                sync_issued_offset: next_offset,
+                syncs_issued: 0,
+                syncs_done: 0,
+                syncs_finished: 0,
                 sync_requested: next_offset,
                 dirty: Vec::new(),
                 to_finalize: Vec::new(),
@@ -903,12 +914,12 @@ impl Partition {
     /// sync beyond the synced offset, or flush.messages is reached. The sync covers what is
     /// written when it starts; appends written meanwhile share the next one.
     fn sync_wanted(&self, w: &WriteState) -> bool {
-        if w.written_offset <= w.synced_offset {
+        if w.written_offset <= w.sync_issued_offset {
             return false;
         }
         let flush_messages = self.config.borrow().flush_messages;
-        w.sync_requested > w.synced_offset
-            || (w.written_offset - w.synced_offset) as u64 >= flush_messages
+        w.sync_requested > w.sync_issued_offset
+            || (w.written_offset - w.sync_issued_offset) as u64 >= flush_messages
     }
 
     fn finalize_ready(w: &WriteState) -> bool {
@@ -1158,6 +1169,12 @@ impl Partition {
     /// with the writer, which keeps issuing rounds meanwhile).
     async fn sync_loop(self: Rc<Self>) {
         loop {
+            self.progress
+                .wait_until(|| {
+                    let w = self.write.borrow();
+                    w.stopped.is_some() || w.syncs_issued - w.syncs_finished < SYNCS_INFLIGHT_MAX
+                })
+                .await;
             if let Err(e) = self.sync_round().await {
                 self.stop(e.to_string());
                 break;
@@ -1195,31 +1212,74 @@ impl Partition {
         };
         if sync {
             // Everything below `target` completed its writes before this point, so the
-            // fdatasyncs below (issued after) cover it.
-            let (dirty, target) = {
+            // fdatasyncs issued below (after it) cover it.
+            let (dirty, target, seq) = {
                 let mut w = self.write.borrow_mut();
-                (std::mem::take(&mut w.dirty), w.written_offset)
+                w.syncs_issued += 1;
+                w.sync_issued_offset = w.written_offset;
+                (
+                    std::mem::take(&mut w.dirty),
+                    w.written_offset,
+                    w.syncs_issued,
+                )
             };
-            for seg in &dirty {
-                seg.sync(&self.store).await?;
-                self.counters
-                    .fdatasyncs
-                    .set(self.counters.fdatasyncs.get() + 1);
-            }
-            let end = self.log_end_offset();
-            let mut w = self.write.borrow_mut();
-            assert!(target >= w.synced_offset, "synced offset must grow");
-            w.synced_offset = target;
-            w.unsynced_since = if target == end {
-                None
+            let me = self.me.upgrade();
+            if let Some(me) = me {
+                glommio::spawn_local(async move { me.complete_sync(seq, dirty, target).await })
+                    .detach();
             } else {
-                Some(Instant::now())
-            };
-            drop(w);
-            self.synced_waiters.wake_upto(target);
-            self.progress.notify_all();
+                self.write.borrow_mut().syncs_finished += 1;
+            }
         }
         Ok(())
+    }
+
+    /// One group commit: fdatasync of every segment dirty when it was issued, then, in
+    /// issue order (an earlier sync may have taken a segment this one did not), publish
+    /// `target` as synced and wake the Fsync appenders below it.
+    async fn complete_sync(self: Rc<Self>, seq: u64, dirty: Vec<Rc<Segment>>, target: i64) {
+        let mut result = Ok(());
+        for seg in &dirty {
+            if let Err(e) = seg.sync(&self.store).await {
+                result = Err(e);
+                break;
+            }
+            self.counters
+                .fdatasyncs
+                .set(self.counters.fdatasyncs.get() + 1);
+        }
+        if let Err(e) = result {
+            self.stop(e.to_string());
+        }
+        self.progress
+            .wait_until(|| {
+                let w = self.write.borrow();
+                w.syncs_done + 1 == seq || w.stopped.is_some()
+            })
+            .await;
+        let end = self.log_end_offset();
+        let published = {
+            let mut w = self.write.borrow_mut();
+            w.syncs_finished += 1;
+            if w.stopped.is_none() {
+                assert!(target >= w.synced_offset, "synced offset must grow");
+                w.syncs_done = seq;
+                w.synced_offset = target;
+                w.unsynced_since = if target == end {
+                    None
+                } else {
+                    Some(Instant::now())
+                };
+                true
+            } else {
+                false
+            }
+        };
+        if published {
+            self.synced_waiters.wake_upto(target);
+        }
+        self.progress.notify_all();
+        self.kick();
     }
 
     /// Evicts up to `want` bytes of written batches from the front of this partition's cache.
@@ -1536,7 +1596,10 @@ impl Partition {
         self.progress
             .wait_until(|| {
                 let w = self.write.borrow();
-                !w.writing && !w.syncing && w.rounds_finished == w.rounds_issued
+                !w.writing
+                    && !w.syncing
+                    && w.rounds_finished == w.rounds_issued
+                    && w.syncs_finished == w.syncs_issued
             })
             .await;
     }
