@@ -5,9 +5,13 @@
 //! Runs on the core of the shard that owns the partition; state lives in `RefCell`s that are
 //! never borrowed across an `.await`. Write path: `append` copies nothing but the batch
 //! buffer (made mutable to rewrite baseOffset), puts it in the tail cache and the pending
-//! queue, and a single flusher task per partition writes whatever is pending in one round
-//! (aligned chunks, concurrently) and then, if any appender asked for it, one fdatasync:
-//! appends that arrive meanwhile share the next round (group commit).
+//! queue. A writer task per partition forms rounds of pending data and issues their aligned
+//! writes without waiting for earlier rounds (pipelined, bounded by inflight_writes_max and
+//! ROUND_MIN_BYTES); a task per round publishes it in round order (`written_offset`). A
+//! syncer task issues a fdatasync as soon as a published round holds data an appender asked
+//! to sync (up to SYNCS_INFLIGHT_MAX in flight, published in issue order): appends that
+//! arrive meanwhile share the next one (group commit). Appenders wait in offset-ordered
+//! queues and are woken only by the offset that satisfies them.
 //!
 //! Visibility: the high watermark equals the log end offset (single replica), so data is
 //! readable as soon as it is appended, before it is synced; acks=all producers are still

@@ -3,8 +3,10 @@
 //!
 //! Runs on the shard's own core. Write discipline: every write is 4096-aligned in offset and
 //! length; the partly filled last block is kept in memory (`tail`) and rewritten, padded
-//! with zeros, by the next write. The file is grown in PREALLOC_STEP_BYTES steps (written
-//! with zeros or fallocated), so bytes past the logical end are zeros or stale and
+//! with zeros, by the next write, never while an earlier write of it is in flight
+//! (`prepare_run` splits it off as a held-back `head`). The file is grown in
+//! PREALLOC_STEP_BYTES steps (zeroed in place, zeroed ahead in the background, or
+//! fallocated: `Preallocation`), so bytes past the logical end are zeros or stale and
 //! recovery (`scan`) stops at the first batch that is not whole, valid and in sequence.
 
 use std::cell::{Cell, RefCell};
