@@ -312,6 +312,8 @@ pub struct Partition {
     log: RefCell<LogState>,
     write: RefCell<WriteState>,
     progress: Rc<Notify>,
+    /// Reused list of an append's validated batches (see `append`).
+    validated_scratch: RefCell<Vec<batch::ValidatedBatch>>,
     /// Written appenders, woken when `written_offset` reaches them.
     written_waiters: OffsetWaiters,
     /// Fsync appenders and `flush`, woken when `synced_offset` reaches them.
@@ -504,6 +506,7 @@ impl Partition {
                 stopped: None,
             }),
             progress: Rc::new(Notify::default()),
+            validated_scratch: RefCell::new(Vec::new()),
             written_waiters: OffsetWaiters::default(),
             synced_waiters: OffsetWaiters::default(),
             counters: Counters::default(),
@@ -650,7 +653,11 @@ impl Partition {
         }
         self.check_running()?;
         let max_message = self.config.borrow().max_message_bytes as usize;
-        let validated = batch::validate(&batches, max_message)?;
+        // The batch list reuses one Vec per partition (taken out, so no borrow is held
+        // across the waits below; concurrent appends past the first allocate their own).
+        let mut validated = std::mem::take(&mut *self.validated_scratch.borrow_mut());
+        validated.clear();
+        batch::validate_each(&batches, max_message, |v| validated.push(v))?;
         let len = batches.len();
         let records: i64 = validated
             .iter()
@@ -691,7 +698,9 @@ impl Partition {
 
         // From here to the enqueue there is no .await: offsets, producer state, index, cache
         // and pending queue change together.
-        let info = match self.enqueue(batches, &validated, durability)? {
+        let enqueued = self.enqueue(batches, &validated, durability);
+        *self.validated_scratch.borrow_mut() = validated;
+        let info = match enqueued? {
             Ok(info) => info,
             Err(dup) => return Ok(dup),
         };

@@ -245,7 +245,10 @@ impl Store {
         if self.cache_bytes.get() <= self.config.cache_max_bytes {
             return;
         }
-        let parts = self.partitions();
+        // Runs per append once the cache is full: walk the registry in place (no Vec of
+        // partitions per call). Evicting touches only the partition's own state and this
+        // store's Cells, never the registry.
+        let parts = self.partitions.borrow();
         if parts.is_empty() {
             return;
         }
@@ -254,7 +257,8 @@ impl Store {
             let i = self.evict_cursor.get() % parts.len();
             self.evict_cursor.set(i + 1);
             let over = self.cache_bytes.get() - self.config.cache_max_bytes;
-            if parts[i].evict_cache(over) == 0 {
+            let freed = parts[i].upgrade().map_or(0, |p| p.evict_cache(over));
+            if freed == 0 {
                 idle_rounds += 1;
             } else {
                 idle_rounds = 0;
