@@ -1087,8 +1087,8 @@ impl Partition {
         })
     }
 
-    /// Waits for one round: issues its shared head blocks once every earlier round
-    /// completed, awaits all its writes, then publishes it (written offset, segments'
+    /// Waits for one round: issues each held-back shared block once the earlier write of
+    /// that block completed, awaits all its writes, then publishes it (written offset, segments'
     /// written bytes, dirty list) and wakes Written appenders and the syncer. Rounds are
     /// published strictly in order, so `written_offset` always ends a fully written prefix.
     async fn complete_round(self: Rc<Self>, round: RoundInFlight) {
@@ -1176,10 +1176,10 @@ impl Partition {
         self.kick();
     }
 
-    /// The syncer: finalizes sealed segments whose data is all written, and issues
-    /// fdatasyncs while `sync_wanted`: a sync that completes with written-but-unsynced data
-    /// requested by waiters is followed at once by the next one (group commit pipelined
-    /// with the writer, which keeps issuing rounds meanwhile).
+    /// The syncer: finalizes sealed segments whose data is all written, and issues a
+    /// fdatasync whenever `sync_wanted` (published data beyond the last sync's target that
+    /// someone asked to sync), up to SYNCS_INFLIGHT_MAX in flight; `complete_sync` publishes
+    /// them. Group commit pipelined with the writer, which keeps issuing rounds meanwhile.
     async fn sync_loop(self: Rc<Self>) {
         loop {
             self.progress
