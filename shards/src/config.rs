@@ -10,8 +10,17 @@ pub const PREALLOC_STEP_BYTES: u64 = 8 << 20;
 /// Largest single DMA write; bigger flush rounds are split in chunks of this size that go
 /// out concurrently (bounded by StoreConfig::inflight_writes_max).
 pub const WRITE_CHUNK_BYTES: usize = 1 << 20;
+/// While a write round is in flight, the next one is formed only once this much data is
+/// queued (or nothing is in flight any more): fewer, larger writes (see `round_due`).
+pub const ROUND_MIN_BYTES: usize = 256 << 10;
+/// fdatasyncs in flight at once per partition: a sync is issued as soon as a round
+/// completes that Fsync appenders wait for, even while earlier syncs are in flight.
+pub const SYNCS_INFLIGHT_MAX: u64 = 4;
 /// Largest amount of queued data one flush round takes.
 pub const FLUSH_ROUND_MAX_BYTES: usize = 16 << 20;
+/// With `Preallocation::ZeroAhead`, the next preallocation step is zeroed in the background
+/// once fewer than this many preallocated bytes are left ahead of the write position.
+pub const PREZERO_AHEAD_BYTES: u64 = PREALLOC_STEP_BYTES / 2;
 /// Appended but not yet written bytes per partition above which appenders wait (all
 /// durabilities, including None): bounds the memory of un-written data.
 pub const PENDING_MAX_BYTES: usize = 64 << 20;
@@ -35,6 +44,8 @@ const _: () = assert!(PREALLOC_STEP_BYTES.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!((WRITE_CHUNK_BYTES as u64).is_multiple_of(BLOCK_BYTES));
 const _: () = assert!((SCAN_READ_BYTES as u64).is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(FLUSH_ROUND_MAX_BYTES <= PENDING_MAX_BYTES);
+const _: () = assert!(ROUND_MIN_BYTES <= FLUSH_ROUND_MAX_BYTES);
+const _: () = assert!(PREZERO_AHEAD_BYTES <= PREALLOC_STEP_BYTES);
 const _: () = assert!(SEGMENT_MIN_BYTES.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(INDEX_INTERVAL_BYTES >= BLOCK_BYTES);
 
@@ -44,18 +55,16 @@ pub struct StoreConfig {
     /// Bound of the shard's tail cache of recent batches. Data not yet written to disk is
     /// pinned and may exceed it by at most PENDING_MAX_BYTES per partition.
     pub cache_max_bytes: usize,
-    /// Bound of concurrent DMA writes of the shard.
+    /// Bound of concurrent DMA writes of the shard, and of write rounds in flight per
+    /// partition (a round is formed and issued while earlier rounds are still being written).
     pub inflight_writes_max: usize,
     /// Bound of open segment files of the shard (active segments always stay open; sealed
     /// segments' files are closed least-recently-opened first beyond it).
     pub open_files_max: usize,
     /// Hard cap of one append call's buffer (RECORD_LIST_TOO_LARGE beyond).
     pub batch_max_bytes: usize,
-    /// Write zeros into each preallocation step before use (true) instead of only
-    /// fallocate-ing it (false). Pre-zeroed blocks make fdatasync a pure data flush (much
-    /// faster on ext4: no unwritten-extent conversion) at the cost of writing every byte
-    /// twice; turn it off for throughput-bound topics that do not fsync per ack.
-    pub segment_prezero: bool,
+    /// How segment files grow ahead of the data (see `Preallocation`).
+    pub segment_preallocation: Preallocation,
 }
 
 impl Default for StoreConfig {
@@ -65,9 +74,27 @@ impl Default for StoreConfig {
             inflight_writes_max: 8,
             open_files_max: 1024,
             batch_max_bytes: 8 << 20,
-            segment_prezero: true,
+            segment_preallocation: Preallocation::default(),
         }
     }
+}
+
+/// How a segment file is grown, PREALLOC_STEP_BYTES at a time. Measurements behind the
+/// default are in shards/ARCHITECTURE.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Preallocation {
+    /// fallocate the step: no extra bytes written, but ext4 marks the extents unwritten and
+    /// the first fdatasync after writing into them also commits their conversion.
+    Fallocate,
+    /// Write zeros over the step when the write position reaches it (the round that needs
+    /// it waits). fdatasync is then a pure data flush, at the cost of writing every byte
+    /// twice.
+    Zero,
+    /// Like `Zero`, but the next step is zeroed in the background as soon as the write
+    /// position comes within PREZERO_AHEAD_BYTES of the preallocated end, so rounds rarely
+    /// wait for it.
+    #[default]
+    ZeroAhead,
 }
 
 /// Per-partition log settings with Kafka topic-config semantics and names.

@@ -3,8 +3,10 @@
 //!
 //! Runs on the shard's own core. Write discipline: every write is 4096-aligned in offset and
 //! length; the partly filled last block is kept in memory (`tail`) and rewritten, padded
-//! with zeros, by the next write. The file is grown in PREALLOC_STEP_BYTES steps (written
-//! with zeros or fallocated), so bytes past the logical end are zeros or stale and
+//! with zeros, by the next write, never while an earlier write of it is in flight
+//! (`prepare_run` splits it off as a held-back `head`). The file is grown in
+//! PREALLOC_STEP_BYTES steps (zeroed in place, zeroed ahead in the background, or
+//! fallocated: `Preallocation`), so bytes past the logical end are zeros or stale and
 //! recovery (`scan`) stops at the first batch that is not whole, valid and in sequence.
 
 use std::cell::{Cell, RefCell};
@@ -12,13 +14,19 @@ use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 use std::time::Instant;
 
-use glommio::io::{DmaFile, OpenOptions, ReadResult};
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
 use crate::batch::{self, BATCH_HEADER_BYTES, BatchHeader};
-use crate::config::{BLOCK_BYTES, PREALLOC_STEP_BYTES, SCAN_READ_BYTES, WRITE_CHUNK_BYTES};
+use crate::config::{
+    BLOCK_BYTES, PREALLOC_STEP_BYTES, PREZERO_AHEAD_BYTES, Preallocation, SCAN_READ_BYTES,
+    WRITE_CHUNK_BYTES,
+};
 use crate::error::StorageError;
 use crate::index::{IndexMeta, SegmentIndex};
 use crate::store::Store;
+
+/// Zero writes in flight at once when zeroing ahead in the background.
+const PREZERO_BACKGROUND_WRITES: usize = 2;
 
 /// Rounds down to the direct I/O block.
 pub fn align_down(v: u64) -> u64 {
@@ -54,11 +62,18 @@ pub(crate) struct Segment {
     file: RefCell<Option<Rc<DmaFile>>>,
     /// Bytes assigned to batches (queued or written).
     pub size_bytes: Cell<u64>,
-    /// Bytes whose write completed.
+    /// Bytes whose write completed (this and every earlier write of the segment).
     pub written_bytes: Cell<u64>,
+    /// Bytes whose write has been formed and issued (>= written_bytes).
+    pub issued_bytes: Cell<u64>,
     /// File size reached by preallocation (a multiple of BLOCK_BYTES once grown).
     pub allocated_bytes: Cell<u64>,
-    /// Content of the block [align_down(written_bytes), written_bytes).
+    /// A background zeroing (`Preallocation::ZeroAhead`) is in flight.
+    growing: Cell<bool>,
+    growth: RefCell<Option<glommio::Task<()>>>,
+    /// Completion flag of the latest issued write of the block at align_down(issued_bytes).
+    last_block_write: RefCell<Option<Rc<Cell<bool>>>>,
+    /// Content of the block [align_down(issued_bytes), issued_bytes).
     tail: RefCell<Vec<u8>>,
     /// Offset after the last batch assigned to this segment.
     pub next_offset: Cell<i64>,
@@ -91,7 +106,11 @@ impl Segment {
             file: RefCell::new(None),
             size_bytes: Cell::new(0),
             written_bytes: Cell::new(0),
+            issued_bytes: Cell::new(0),
             allocated_bytes: Cell::new(0),
+            growing: Cell::new(false),
+            growth: RefCell::new(None),
+            last_block_write: RefCell::new(None),
             tail: RefCell::new(Vec::new()),
             next_offset: Cell::new(base_offset),
             created: Instant::now(),
@@ -169,6 +188,7 @@ impl Segment {
         }
         self.size_bytes.set(valid_bytes);
         self.written_bytes.set(valid_bytes);
+        self.issued_bytes.set(valid_bytes);
         self.allocated_bytes.set(allocated);
         self.next_offset.set(next_offset);
         *self.tail.borrow_mut() = tail;
@@ -294,15 +314,20 @@ impl Segment {
         })
     }
 
-    /// Writes `items` (whole batches, contiguous from `written_bytes`) with the kept tail
-    /// block, in aligned chunks issued concurrently. Grows the file first if needed.
-    pub async fn write_run(
-        self: &Rc<Self>,
-        store: &Rc<Store>,
-        items: &[bytes::Bytes],
-    ) -> Result<(), StorageError> {
-        let file = self.file().await?;
-        let start = self.written_bytes.get();
+    /// Forms the aligned writes of `items` (whole batches, contiguous from `issued_bytes`)
+    /// with the kept tail block, and advances `issued_bytes` and the tail. Nothing is
+    /// written here: the caller issues the writes, and sets `written_bytes` to `end` once
+    /// they (and every earlier write of the segment) completed.
+    ///
+    /// When the run starts in the partly filled block and the earlier write of that block
+    /// is still in flight, that block is formed as a separate write (`head`) that the
+    /// caller must issue only once `head_after` is set (that earlier write completed): two
+    /// writes of one block in flight at once may land in either order, and the older
+    /// content must not win. The rest (`body`) can go out at once. The caller must set
+    /// `last_done` when the write holding this run's last block completes (`head` if
+    /// `last_is_head`, else the last of `body`).
+    pub fn prepare_run(&self, file: &DmaFile, items: &[bytes::Bytes]) -> RunWrites {
+        let start = self.issued_bytes.get();
         let block_pos = align_down(start);
         let data_len: u64 = items.iter().map(|b| b.len() as u64).sum();
         let end = start + data_len;
@@ -310,93 +335,144 @@ impl Segment {
             end <= self.size_bytes.get(),
             "writing beyond assigned bytes"
         );
+        assert!(!self.finalized.get(), "writing a finalized segment");
         let aligned_end = align_up(end);
-        self.grow(store, &file, aligned_end, prezero_start(aligned_end))
-            .await?;
-
-        let tail = std::mem::take(&mut *self.tail.borrow_mut());
+        assert!(
+            aligned_end <= self.allocated_bytes.get(),
+            "writing beyond the preallocated end"
+        );
+        // The tail's Vec is reused for the new tail (no allocation per round).
+        let mut tail = std::mem::take(&mut *self.tail.borrow_mut());
         assert_eq!(
             tail.len() as u64,
             start - block_pos,
             "tail block out of step"
         );
-        let mut sources: Vec<&[u8]> = Vec::with_capacity(items.len() + 1);
-        sources.push(&tail);
-        sources.extend(items.iter().map(|b| &b[..]));
-        let mut cursor = Cursor {
-            sources: &sources,
-            idx: 0,
-            off: 0,
+        let shares_block = start != block_pos;
+        let prev = self.last_block_write.borrow_mut().take();
+        let head_after = prev.filter(|done| shares_block && !done.get());
+        let split_head = head_after.is_some();
+        let last_done = Rc::new(Cell::new(false));
+        *self.last_block_write.borrow_mut() = Some(last_done.clone());
+        let mut out = RunWrites {
+            head: None,
+            head_after,
+            last_done,
+            last_is_head: false,
+            body: Vec::with_capacity(
+                (aligned_end - block_pos).div_ceil(WRITE_CHUNK_BYTES as u64) as usize + 1,
+            ),
+            end,
         };
-        let mut tasks = Vec::new();
-        let mut chunk_pos = block_pos;
-        let mut new_tail = Vec::new();
-        while chunk_pos < aligned_end {
-            let len = ((aligned_end - chunk_pos) as usize).min(WRITE_CHUNK_BYTES);
-            let mut buf = file.alloc_dma_buffer(len);
-            let dst = buf.as_bytes_mut();
-            let filled = cursor.fill(dst);
-            dst[filled..].fill(0);
-            if chunk_pos + len as u64 == aligned_end {
-                let keep_from = (align_down(end) - chunk_pos) as usize;
-                new_tail = dst[keep_from..filled].to_vec();
+        {
+            let mut cursor = Cursor {
+                tail: &tail,
+                items,
+                idx: 0,
+                off: 0,
+            };
+            let mut chunk_pos = block_pos;
+            while chunk_pos < aligned_end {
+                let head = chunk_pos == block_pos && shares_block && split_head;
+                let len = if head {
+                    BLOCK_BYTES as usize
+                } else {
+                    ((aligned_end - chunk_pos) as usize).min(WRITE_CHUNK_BYTES)
+                };
+                let mut buf = file.alloc_dma_buffer(len);
+                let dst = buf.as_bytes_mut();
+                let filled = cursor.fill(dst);
+                dst[filled..].fill(0);
+                if head {
+                    out.head = Some((chunk_pos, buf));
+                } else {
+                    out.body.push((chunk_pos, buf));
+                }
+                chunk_pos += len as u64;
             }
-            tasks.push(store.spawn_write(file.clone(), self.path.clone(), buf, chunk_pos));
-            chunk_pos += len as u64;
         }
-        let mut result = Ok(());
-        for t in tasks {
-            if let Err(e) = t.await {
-                result = Err(e);
-            }
+        out.last_is_head = out.body.is_empty();
+        // Keep the partly filled last block for the next run, copied from the last buffer.
+        tail.clear();
+        if let Some((pos, buf)) = out.body.last().or(out.head.as_ref()) {
+            let keep_from = (align_down(end) - pos) as usize;
+            tail.extend_from_slice(&buf.as_bytes()[keep_from..(end - pos) as usize]);
         }
-        if let Err(e) = result {
-            // Keep the old tail so that the state stays consistent; the partition stops anyway.
-            *self.tail.borrow_mut() = tail.clone();
-            return Err(e);
-        }
-        assert_eq!(new_tail.len() as u64, end - align_down(end));
-        *self.tail.borrow_mut() = new_tail;
-        self.written_bytes.set(end);
-        Ok(())
+        assert_eq!(tail.len() as u64, end - align_down(end));
+        *self.tail.borrow_mut() = tail;
+        self.issued_bytes.set(end);
+        out
     }
 
-    /// Makes the file at least `needed` bytes long, in PREALLOC_STEP_BYTES steps: with
-    /// pre-zeroing, zeros are written over [max(old end, data_end), new end) (the data write
-    /// covers the rest); otherwise the range is fallocated.
-    async fn grow(
-        &self,
+    /// Makes sure the file is preallocated up to `needed` bytes before data is written
+    /// there: waits for a background zeroing in progress, then grows in place if still
+    /// short. Zeros are only ever written beyond every issued data write, and no data write
+    /// is issued into a range being zeroed, so zeros never overwrite data.
+    pub async fn ensure_allocated(
+        self: &Rc<Self>,
         store: &Rc<Store>,
         file: &Rc<DmaFile>,
         needed: u64,
-        data_end: u64,
     ) -> Result<(), StorageError> {
+        if needed <= self.allocated_bytes.get() {
+            return Ok(());
+        }
+        self.wait_growth().await;
         let allocated = self.allocated_bytes.get();
         if needed <= allocated {
             return Ok(());
         }
         let new_end = needed.div_ceil(PREALLOC_STEP_BYTES) * PREALLOC_STEP_BYTES;
         assert_eq!(new_end % BLOCK_BYTES, 0);
-        if store.config().segment_prezero {
-            let mut pos = align_up(allocated).max(data_end);
-            let mut tasks = Vec::new();
-            while pos < new_end {
-                let len = ((new_end - pos) as usize).min(WRITE_CHUNK_BYTES);
-                let mut buf = file.alloc_dma_buffer(len);
-                buf.as_bytes_mut().fill(0);
-                tasks.push(store.spawn_write(file.clone(), self.path.clone(), buf, pos));
-                pos += len as u64;
-            }
-            for t in tasks {
-                t.await?;
-            }
-        } else {
-            file.pre_allocate(new_end, false)
-                .await
-                .map_err(|e| StorageError::glommio("fallocate", &self.path, e))?;
-        }
+        // Every issued write ends at or before `allocated`, and the round that asked for
+        // `needed` writes all of [issued, needed) itself: zeros go beyond.
+        assert!(align_up(self.issued_bytes.get()) <= align_up(allocated).max(needed));
+        let from = align_up(allocated).max(needed);
+        grow_range(store, file, &self.path, from, new_end, false).await?;
         self.allocated_bytes.set(new_end);
         Ok(())
+    }
+
+    /// With `Preallocation::ZeroAhead`: starts zeroing the next step in the background when
+    /// the issued data comes within PREZERO_AHEAD_BYTES of the preallocated end.
+    pub fn grow_ahead(self: &Rc<Self>, store: &Rc<Store>, file: &Rc<DmaFile>) {
+        if store.config().segment_preallocation != Preallocation::ZeroAhead
+            || self.growing.get()
+            || self.sealed.get()
+        {
+            return;
+        }
+        let allocated = self.allocated_bytes.get();
+        let issued = align_up(self.issued_bytes.get());
+        if allocated == 0 || issued + PREZERO_AHEAD_BYTES <= allocated {
+            return;
+        }
+        let new_end = (allocated + 1).div_ceil(PREALLOC_STEP_BYTES) * PREALLOC_STEP_BYTES;
+        let from = align_up(allocated).max(issued);
+        self.growing.set(true);
+        let (seg, store, file) = (self.clone(), store.clone(), file.clone());
+        let task = glommio::spawn_local(async move {
+            match grow_range(&store, &file, &seg.path, from, new_end, true).await {
+                Ok(()) => seg
+                    .allocated_bytes
+                    .set(new_end.max(seg.allocated_bytes.get())),
+                // Not fatal here: the round that needs the space grows it in place and
+                // reports the error then.
+                Err(e) => log::warn!("{}: background pre-zeroing: {e}", seg.path.display()),
+            }
+            seg.growing.set(false);
+        });
+        // A finished earlier task (if any) is simply dropped.
+        *self.growth.borrow_mut() = Some(task);
+    }
+
+    /// Waits until no background zeroing of this segment is in flight.
+    pub async fn wait_growth(&self) {
+        let task = self.growth.borrow_mut().take();
+        if let Some(t) = task {
+            t.await;
+        }
+        assert!(!self.growing.get(), "background zeroing still in flight");
     }
 
     /// fdatasync of the segment file (through the shard's fault hook).
@@ -409,6 +485,8 @@ impl Segment {
     pub async fn finalize(self: &Rc<Self>, store: &Store) -> Result<(), StorageError> {
         assert!(self.sealed.get());
         assert_eq!(self.written_bytes.get(), self.size_bytes.get());
+        // A zero write landing after the truncate would grow the file again.
+        self.wait_growth().await;
         let f = self.file().await?;
         f.truncate(self.size_bytes.get())
             .await
@@ -451,9 +529,73 @@ impl Drop for Segment {
     }
 }
 
-/// With pre-zeroing, zeros start where the data write ends.
-fn prezero_start(aligned_end: u64) -> u64 {
-    aligned_end
+/// The writes of one run of batches into one segment, formed by `Segment::prepare_run`.
+pub(crate) struct RunWrites {
+    /// The shared partial block, to be written only once `head_after` is set.
+    pub head: Option<(u64, DmaBuffer)>,
+    /// Completion flag of the earlier in-flight write of the shared block.
+    pub head_after: Option<Rc<Cell<bool>>>,
+    /// To be set when the write of this run's last block completed.
+    pub last_done: Rc<Cell<bool>>,
+    /// This run's last block is in `head` (else in the last `body` write).
+    pub last_is_head: bool,
+    /// Aligned chunks that may be written at once, concurrently.
+    pub body: Vec<(u64, DmaBuffer)>,
+    /// Segment position after the run (the new `written_bytes` once all writes completed).
+    pub end: u64,
+}
+
+/// Grows `[from, to)` of the file per the store's `Preallocation`: zeros written in
+/// WRITE_CHUNK_BYTES chunks concurrently, or one fallocate.
+/// `background`: at most PREZERO_BACKGROUND_WRITES zero writes in flight, so that zeroing
+/// ahead takes few of the shard's write permits from data writes.
+async fn grow_range(
+    store: &Rc<Store>,
+    file: &Rc<DmaFile>,
+    path: &Path,
+    from: u64,
+    to: u64,
+    background: bool,
+) -> Result<(), StorageError> {
+    assert_eq!(from % BLOCK_BYTES, 0);
+    assert_eq!(to % BLOCK_BYTES, 0);
+    match store.config().segment_preallocation {
+        Preallocation::Zero | Preallocation::ZeroAhead => {
+            let mut pos = from;
+            let mut tasks = std::collections::VecDeque::new();
+            let mut res = Ok(());
+            let zeros = store.zeros(file);
+            while pos < to {
+                if background
+                    && tasks.len() >= PREZERO_BACKGROUND_WRITES
+                    && let Some(t) = tasks.pop_front()
+                    && let Err(e) = t.await
+                {
+                    res = Err(e);
+                }
+                let len = ((to - pos) as usize).min(WRITE_CHUNK_BYTES);
+                let t = if len == zeros.len() {
+                    store.spawn_write(file.clone(), path.to_path_buf(), zeros.clone(), pos)
+                } else {
+                    let mut buf = file.alloc_dma_buffer(len);
+                    buf.as_bytes_mut().fill(0);
+                    store.spawn_write(file.clone(), path.to_path_buf(), buf, pos)
+                };
+                tasks.push_back(t);
+                pos += len as u64;
+            }
+            for t in tasks {
+                if let Err(e) = t.await {
+                    res = Err(e);
+                }
+            }
+            res
+        }
+        Preallocation::Fallocate => file
+            .pre_allocate(to, false)
+            .await
+            .map_err(|e| StorageError::glommio("fallocate", path, e)),
+    }
 }
 
 pub(crate) async fn read_aligned(
@@ -469,23 +611,38 @@ pub(crate) async fn read_aligned(
         .map_err(|e| StorageError::glommio("read", path, e))
 }
 
-/// Copies a sequence of byte slices into consecutive buffers.
+/// Copies the kept tail block and then a sequence of batches into consecutive buffers
+/// (without collecting them into a list first: no allocation per round).
 struct Cursor<'a> {
-    sources: &'a [&'a [u8]],
+    tail: &'a [u8],
+    items: &'a [bytes::Bytes],
+    /// 0 is the tail, i > 0 is items[i - 1].
     idx: usize,
     off: usize,
 }
 
 impl Cursor<'_> {
+    fn source(&self, idx: usize) -> Option<&[u8]> {
+        if idx == 0 {
+            Some(self.tail)
+        } else {
+            self.items.get(idx - 1).map(|b| &b[..])
+        }
+    }
+
     fn fill(&mut self, dst: &mut [u8]) -> usize {
         let mut n = 0;
-        while n < dst.len() && self.idx < self.sources.len() {
-            let src = &self.sources[self.idx][self.off..];
+        while n < dst.len() {
+            let Some(src) = self.source(self.idx) else {
+                break;
+            };
+            let src_len = src.len();
+            let src = &src[self.off..];
             let k = src.len().min(dst.len() - n);
             dst[n..n + k].copy_from_slice(&src[..k]);
             n += k;
             self.off += k;
-            if self.off == self.sources[self.idx].len() {
+            if self.off == src_len {
                 self.idx += 1;
                 self.off = 0;
             }
@@ -502,10 +659,10 @@ mod tests {
     proptest! {
         // Proves the cursor copies the concatenation of its sources exactly, whatever the chunking.
         #[test]
-        fn cursor_concatenates(srcs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..50), 0..10), chunk in 1usize..64) {
-            let refs: Vec<&[u8]> = srcs.iter().map(|v| &v[..]).collect();
-            let want: Vec<u8> = srcs.concat();
-            let mut c = Cursor { sources: &refs, idx: 0, off: 0 };
+        fn cursor_concatenates(tail in proptest::collection::vec(any::<u8>(), 0..50), srcs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..50), 0..10), chunk in 1usize..64) {
+            let items: Vec<bytes::Bytes> = srcs.iter().map(|v| bytes::Bytes::copy_from_slice(v)).collect();
+            let want: Vec<u8> = [vec![tail.clone()], srcs].concat().concat();
+            let mut c = Cursor { tail: &tail, items: &items, idx: 0, off: 0 };
             let mut got = Vec::new();
             loop {
                 let mut buf = vec![0u8; chunk];

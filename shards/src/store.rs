@@ -14,7 +14,7 @@ use std::time::Duration;
 use glommio::io::{DmaBuffer, DmaFile};
 use glommio::sync::Semaphore;
 
-use crate::config::{BACKGROUND_TICK_MS, BLOCK_BYTES, LogConfig, StoreConfig};
+use crate::config::{BACKGROUND_TICK_MS, BLOCK_BYTES, LogConfig, StoreConfig, WRITE_CHUNK_BYTES};
 use crate::error::StorageError;
 use crate::partition::Partition;
 use crate::segment::Segment;
@@ -42,6 +42,37 @@ pub struct FaultInjector {
     pub fail_fdatasync: Cell<bool>,
     /// Every data write fails with EIO while set.
     pub fail_writes: Cell<bool>,
+    /// While set, every write is delayed by a pseudo-random 0-2 ms before it is issued, so
+    /// writes in flight together complete in a shuffled order (proves the write path does
+    /// not depend on completion order).
+    pub shuffle_writes: Cell<bool>,
+}
+
+/// The buffer of one DMA write: owned (data) or shared (the shard's zeros).
+pub(crate) enum WriteBuf {
+    Owned(DmaBuffer),
+    Shared(Rc<DmaBuffer>),
+}
+
+impl WriteBuf {
+    fn len(&self) -> usize {
+        match self {
+            WriteBuf::Owned(b) => b.len(),
+            WriteBuf::Shared(b) => b.len(),
+        }
+    }
+}
+
+impl From<DmaBuffer> for WriteBuf {
+    fn from(b: DmaBuffer) -> Self {
+        WriteBuf::Owned(b)
+    }
+}
+
+impl From<Rc<DmaBuffer>> for WriteBuf {
+    fn from(b: Rc<DmaBuffer>) -> Self {
+        WriteBuf::Shared(b)
+    }
 }
 
 /// Shard-wide counters.
@@ -52,6 +83,10 @@ pub struct StoreStats {
     pub open_files: usize,
     pub fdatasyncs: u64,
     pub writes: u64,
+    /// Sum over DMA writes of the time from issue (after the permit) to completion, in us.
+    pub write_latency_us_total: u64,
+    /// Sum over DMA writes of the time spent waiting for a write permit, in us.
+    pub write_permit_wait_us_total: u64,
 }
 
 /// The storage of one shard (core).
@@ -69,6 +104,9 @@ pub struct Store {
     iopoll_probed: Cell<bool>,
     fdatasyncs: Cell<u64>,
     writes: Cell<u64>,
+    write_latency_us: Rc<Cell<u64>>,
+    write_permit_wait_us: Rc<Cell<u64>>,
+    zeros: RefCell<Option<Rc<DmaBuffer>>>,
 }
 
 impl Store {
@@ -88,6 +126,9 @@ impl Store {
             iopoll_probed: Cell::new(false),
             fdatasyncs: Cell::new(0),
             writes: Cell::new(0),
+            write_latency_us: Rc::new(Cell::new(0)),
+            write_permit_wait_us: Rc::new(Cell::new(0)),
+            zeros: RefCell::new(None),
         })
     }
 
@@ -181,6 +222,8 @@ impl Store {
             open_files: self.open_files.get(),
             fdatasyncs: self.fdatasyncs.get(),
             writes: self.writes.get(),
+            write_latency_us_total: self.write_latency_us.get(),
+            write_permit_wait_us_total: self.write_permit_wait_us.get(),
         }
     }
 
@@ -202,7 +245,10 @@ impl Store {
         if self.cache_bytes.get() <= self.config.cache_max_bytes {
             return;
         }
-        let parts = self.partitions();
+        // Runs per append once the cache is full: walk the registry in place (no Vec of
+        // partitions per call). Evicting touches only the partition's own state and this
+        // store's Cells, never the registry.
+        let parts = self.partitions.borrow();
         if parts.is_empty() {
             return;
         }
@@ -211,7 +257,8 @@ impl Store {
             let i = self.evict_cursor.get() % parts.len();
             self.evict_cursor.set(i + 1);
             let over = self.cache_bytes.get() - self.config.cache_max_bytes;
-            if parts[i].evict_cache(over) == 0 {
+            let freed = parts[i].upgrade().map_or(0, |p| p.evict_cache(over));
+            if freed == 0 {
                 idle_rounds += 1;
             } else {
                 idle_rounds = 0;
@@ -258,28 +305,60 @@ impl Store {
 
     // ----- I/O through the limits and the fault hook -----
 
+    /// A WRITE_CHUNK_BYTES buffer of zeros, allocated once per shard and shared by every
+    /// pre-zeroing write (never written to after creation).
+    pub(crate) fn zeros(&self, file: &DmaFile) -> Rc<DmaBuffer> {
+        if let Some(z) = self.zeros.borrow().as_ref() {
+            return z.clone();
+        }
+        let mut buf = file.alloc_dma_buffer(WRITE_CHUNK_BYTES);
+        buf.as_bytes_mut().fill(0);
+        let z = Rc::new(buf);
+        *self.zeros.borrow_mut() = Some(z.clone());
+        z
+    }
+
     /// Spawns one aligned DMA write, bounded by inflight_writes_max.
     pub(crate) fn spawn_write(
         &self,
         file: Rc<DmaFile>,
         path: PathBuf,
-        buf: DmaBuffer,
+        buf: impl Into<WriteBuf>,
         pos: u64,
     ) -> glommio::Task<Result<(), StorageError>> {
+        let buf = buf.into();
         assert_eq!(pos % BLOCK_BYTES, 0, "unaligned write position");
         assert_eq!(buf.len() as u64 % BLOCK_BYTES, 0, "unaligned write length");
+        assert!(buf.len() > 0, "empty write");
         let permits = self.write_permits.clone();
-        let fail = self
-            .faults
-            .borrow()
-            .as_ref()
-            .is_some_and(|f| f.fail_writes.get());
+        let (fail, shuffle) = self.faults.borrow().as_ref().map_or((false, false), |f| {
+            (f.fail_writes.get(), f.shuffle_writes.get())
+        });
         self.writes.set(self.writes.get() + 1);
+        let delay_us = if shuffle {
+            // splitmix64 of the write count: deterministic, well spread.
+            let mut z = self.writes.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) % 2000
+        } else {
+            0
+        };
+        let (lat, wait) = (
+            self.write_latency_us.clone(),
+            self.write_permit_wait_us.clone(),
+        );
         glommio::spawn_local(async move {
+            let t0 = std::time::Instant::now();
             let _permit = permits
                 .acquire_static_permit(1)
                 .await
                 .map_err(|e| StorageError::glommio("write permit", &path, e))?;
+            let t1 = std::time::Instant::now();
+            wait.set(wait.get() + (t1 - t0).as_micros() as u64);
+            if delay_us > 0 {
+                glommio::timer::sleep(Duration::from_micros(delay_us)).await;
+            }
             if fail {
                 return Err(StorageError::io(
                     "write",
@@ -288,10 +367,12 @@ impl Store {
                 ));
             }
             let len = buf.len();
-            let n = file
-                .write_at(buf, pos)
-                .await
-                .map_err(|e| StorageError::glommio("write", &path, e))?;
+            let n = match buf {
+                WriteBuf::Owned(b) => file.write_at(b, pos).await,
+                WriteBuf::Shared(b) => file.write_rc_at(b, pos).await,
+            }
+            .map_err(|e| StorageError::glommio("write", &path, e))?;
+            lat.set(lat.get() + t1.elapsed().as_micros() as u64);
             if n != len {
                 return Err(StorageError::io(
                     "write",
