@@ -26,6 +26,9 @@ use crate::shard::Shard;
 
 /// Kafka's connections.max.idle.ms default: idle connections are closed after 10 minutes.
 const CONNECTION_IDLE_MAX: Duration = Duration::from_secs(600);
+/// Kafka's request.timeout.ms default: the longest a frame's body may take to arrive once
+/// its length has been read.
+const FRAME_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most iovecs handed to one sendmsg call (Linux IOV_MAX).
 const IOVECS_PER_WRITE_MAX: usize = 1024;
 
@@ -133,8 +136,25 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
         Err(_) => return ReadOutcome::Shutdown,
     };
     let mut buf = vec![0u8; len];
-    if let Err(e) = reader.read_exact(&mut buf).await {
-        return ReadOutcome::Error(format!("truncated frame: expected {len} bytes: {e}"));
+    // A client that announces a frame and then stalls would hold its share of the shard's
+    // request memory forever: the body must arrive within FRAME_BODY_TIMEOUT.
+    match glommio::timer::timeout(FRAME_BODY_TIMEOUT, async {
+        reader
+            .read_exact(&mut buf)
+            .await
+            .map_err(glommio::GlommioError::from)
+    })
+    .await
+    {
+        Ok(()) => {}
+        Err(glommio::GlommioError::TimedOut(_)) => {
+            return ReadOutcome::Error(format!(
+                "frame body of {len} bytes did not arrive within {FRAME_BODY_TIMEOUT:?}"
+            ));
+        }
+        Err(e) => {
+            return ReadOutcome::Error(format!("truncated frame: expected {len} bytes: {e}"));
+        }
     }
     ReadOutcome::Frame(Bytes::from(buf), permit)
 }

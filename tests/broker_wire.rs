@@ -788,3 +788,36 @@ fn shutdown_does_not_wait_for_long_polls() {
         start.elapsed()
     );
 }
+
+// min_bytes = 0 at the log end answers at once (Kafka's rule: 0 bytes satisfy it), and a
+// partition named twice is answered once.
+#[test]
+fn fetch_min_bytes_zero_and_duplicate_partitions() {
+    let broker = Broker::start(1);
+    let mut c = broker.connect();
+    assert_eq!(create_topic(&mut c, "mz", 1, &[]), 0);
+    let mut l = leader_conn(&broker, "mz", 0);
+    let part = FetchPartition::default()
+        .with_partition(0)
+        .with_fetch_offset(0)
+        .with_partition_max_bytes(1 << 20);
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(10_000)
+        .with_min_bytes(0)
+        .with_max_bytes(-1)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(name("mz"))
+                .with_partitions(vec![part.clone(), part]),
+        ]);
+    let start = Instant::now();
+    let resp = l.request(&req, 12);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "min_bytes 0 waited {:?}",
+        start.elapsed()
+    );
+    assert_eq!(resp.responses[0].partitions.len(), 1);
+    assert_eq!(resp.responses[0].partitions[0].error_code, 0);
+}

@@ -347,7 +347,24 @@ impl Partition {
         dir: PathBuf,
         config: LogConfig,
     ) -> Result<Rc<Partition>, StorageError> {
+        // Directories created here (the partition's, and any missing parents) get their
+        // entries fsync'ed in their parents before the first append can be acknowledged:
+        // an fdatasync'ed segment is worth nothing if its directory vanishes in a crash.
+        let mut created = Vec::new();
+        let mut probe = dir.as_path();
+        while !probe.exists() {
+            created.push(probe.to_path_buf());
+            match probe.parent() {
+                Some(parent) => probe = parent,
+                None => break,
+            }
+        }
         std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("create dir", &dir, e))?;
+        for d in &created {
+            if let Some(parent) = d.parent() {
+                sync_dir(parent).await?;
+            }
+        }
         let mut bases = Vec::new();
         let rd = std::fs::read_dir(&dir).map_err(|e| StorageError::io("read dir", &dir, e))?;
         for entry in rd {

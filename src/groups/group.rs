@@ -294,10 +294,10 @@ impl Group {
         if !(SESSION_TIMEOUT_MIN_MS..=SESSION_TIMEOUT_MAX_MS).contains(&p.session_timeout_ms) {
             return Wait::Now(JoinResult::error(INVALID_SESSION_TIMEOUT, &p.member_id));
         }
+        // The limit is on all of a member's protocol metadata together.
         if p.protocols.len() > GROUP_PROTOCOLS_PER_MEMBER_MAX
-            || p.protocols
-                .iter()
-                .any(|(_, m)| m.len() > GROUP_MEMBER_METADATA_MAX_BYTES)
+            || p.protocols.iter().map(|(_, m)| m.len()).sum::<usize>()
+                > GROUP_MEMBER_METADATA_MAX_BYTES
         {
             return Wait::Now(JoinResult::error(INVALID_REQUEST, &p.member_id));
         }

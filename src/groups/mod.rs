@@ -44,7 +44,7 @@ pub const GROUPS_PER_SHARD_MAX: usize = 100_000;
 /// Kafka's group.min.session.timeout.ms / group.max.session.timeout.ms defaults.
 pub const SESSION_TIMEOUT_MIN_MS: i32 = 6_000;
 pub const SESSION_TIMEOUT_MAX_MS: i32 = 1_800_000;
-/// Protocol metadata one member may send per protocol, and protocols per member.
+/// Protocol metadata one member may send, all its protocols together, and protocols per member.
 pub const GROUP_MEMBER_METADATA_MAX_BYTES: usize = 1 << 20;
 pub const GROUP_PROTOCOLS_PER_MEMBER_MAX: usize = 64;
 /// Assignment the leader may give one member.

@@ -21,6 +21,10 @@ use crate::protocol::fetch_response::{
 use crate::protocol::{ProtocolError, RequestFrame, error};
 use crate::shard::{LookupError, Shard};
 
+/// Kafka's broker-side fetch.max.bytes default: the most record bytes one response carries
+/// (plus at most the first batch, KIP-74), whatever max_bytes the client asks for.
+pub const FETCH_RESPONSE_MAX_BYTES: usize = 57_671_680;
+
 pub const API: ApiSpec = ApiSpec {
     key: ApiKey::Fetch,
     min_version: FETCH_VERSION_MIN,
@@ -202,10 +206,13 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         Duration::from_millis(body.max_wait_ms.clamp(0, FETCH_MAX_WAIT_CAP_MS as i32) as u64);
     let min_bytes = body.min_bytes.max(0) as usize;
     let max_bytes = if body.max_bytes <= 0 {
-        i32::MAX as usize
+        FETCH_RESPONSE_MAX_BYTES
     } else {
-        body.max_bytes as usize
+        (body.max_bytes as usize).min(FETCH_RESPONSE_MAX_BYTES)
     };
+    // A partition named twice is answered once (Kafka keys the request by partition), so a
+    // request cannot multiply its reads by repeating one partition.
+    let mut seen = std::collections::HashSet::new();
     let deadline = Instant::now() + max_wait;
     let requested: Vec<(String, Vec<PartitionAsk>)> = body
         .topics
@@ -215,6 +222,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                 t.topic.0.to_string(),
                 t.partitions
                     .iter()
+                    .filter(|p| seen.insert((t.topic.0.clone(), p.partition)))
                     .map(|p| {
                         (
                             p.partition,
@@ -242,7 +250,15 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                 let (r, remote) = if budget == 0 && total > 0 {
                     (offsets_only(shard, name, partition).await, false)
                 } else {
-                    read_any(shard, name, partition, offset, budget.max(1)).await
+                    let (mut r, remote) =
+                        read_any(shard, name, partition, offset, budget.max(1)).await;
+                    // The storage returns at least one whole batch; only the response's first
+                    // data may exceed the budget (KIP-74), later partitions wait for next time.
+                    if total > 0 && r.bytes > budget {
+                        r.data.clear();
+                        r.bytes = 0;
+                    }
+                    (r, remote)
                 };
                 any_remote |= remote;
                 any_error |= r.error_code != error::NONE;
@@ -262,7 +278,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
             });
         }
         let now = Instant::now();
-        if total >= min_bytes.max(1)
+        if total >= min_bytes
             || any_error
             || now >= deadline
             || requested.is_empty()

@@ -84,7 +84,14 @@ async fn join(
         protocols: body
             .protocols
             .into_iter()
-            .map(|p| (p.name.to_string(), p.metadata))
+            // Copied out of the request frame: a stored member must not pin its whole
+            // JoinGroup frame (up to 100 MiB) for the life of its membership.
+            .map(|p| {
+                (
+                    p.name.to_string(),
+                    bytes::Bytes::copy_from_slice(&p.metadata),
+                )
+            })
             .collect(),
     };
     let co = &shard.groups;

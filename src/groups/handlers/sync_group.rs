@@ -38,7 +38,13 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                         body.protocol_name.as_deref(),
                         body.assignments
                             .into_iter()
-                            .map(|a| (a.member_id.to_string(), a.assignment))
+                            // Copied out of the frame, as JoinGroup metadata is.
+                            .map(|a| {
+                                (
+                                    a.member_id.to_string(),
+                                    bytes::Bytes::copy_from_slice(&a.assignment),
+                                )
+                            })
                             .collect(),
                     ),
                 }
