@@ -921,8 +921,14 @@ async fn group_consumer(
     let hb = {
         let (g, m, stats) = (g.clone(), m.clone(), stats.clone());
         glommio::spawn_local(async move {
+            let mut last = Instant::now();
             while !m.stop.get() {
-                glommio::timer::sleep(HEARTBEAT_INTERVAL).await;
+                // Short naps so the task ends soon after the member stops.
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                if last.elapsed() < HEARTBEAT_INTERVAL {
+                    continue;
+                }
+                last = Instant::now();
                 if m.stop.get() || !m.stable.get() || m.rejoin.get() {
                     continue;
                 }
@@ -944,7 +950,8 @@ async fn group_consumer(
     let mut done_counted = false;
     loop {
         if !m.stable.get() || m.rejoin.get() {
-            if m.stable.get() {
+            // An UNKNOWN_MEMBER_ID answer cleared the id: such a commit could only fail.
+            if m.stable.get() && !m.member_id.borrow().is_empty() {
                 commit_sync(&g, &m, stats, &positions).await;
             }
             m.stable.set(false);
