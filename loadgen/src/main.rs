@@ -120,6 +120,10 @@ struct RunArgs {
     /// NO_KEY, RANDOM_NANO, KEY_ROUND_ROBIN.
     #[arg(long)]
     keys: Option<String>,
+    /// Each subscription is a consumer group (workload key consumerGroup: true): members
+    /// join, get a range assignment and commit offsets after every poll.
+    #[arg(long)]
+    group: bool,
     /// CPUs for the worker threads, e.g. "1" or "0,1" or "2-3"; one thread per CPU.
     #[arg(long)]
     cpus: Option<String>,
@@ -325,6 +329,9 @@ fn build_workload(a: &RunArgs) -> Result<Workload, String> {
     s(&mut w, "batchSize", a.batch_size.map(|v| v.to_string()))?;
     s(&mut w, "compression", a.compression.clone())?;
     s(&mut w, "keyDistributor", a.keys.clone())?;
+    if a.group {
+        w.consumer_group = true;
+    }
     w.validate()?;
     Ok(w)
 }

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 
 use crate::limits::Limits;
 use crate::stats::{PERCENTILES, Stats, distribution, summarize};
-use crate::worker::{self, ConsumerPlan, ProducerPlan, Report, SharedRun, ThreadPlan};
+use crate::worker::{self, ConsumerPlan, GroupPlan, ProducerPlan, Report, SharedRun, ThreadPlan};
 use crate::workload::Workload;
 
 /// How long topic setup (create + leaders known) may take.
@@ -191,9 +191,33 @@ pub fn plan_threads(w: &Workload, topics: &[String], cpus: &[usize]) -> Vec<Thre
         }
     }
     let mut cid = 0u32;
+    let salt = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id();
     for t in topics {
-        for _ in 0..w.subscriptions_per_topic {
+        for sub in 0..w.subscriptions_per_topic {
             let c = w.consumer_per_subscription;
+            if w.consumer_group {
+                // One group per subscription; every member knows all partitions, the
+                // leader's range assignment decides who reads which.
+                let group = Arc::new(GroupPlan {
+                    id: format!("loadgen-{t}-sub{sub}-{salt:08x}"),
+                    draining: AtomicU32::new(c),
+                });
+                for _ in 0..c {
+                    plans[slot % n].consumers.push(ConsumerPlan {
+                        id: cid,
+                        topic: t.clone(),
+                        partitions: (0..w.partitions_per_topic as i32).collect(),
+                        group: Some(group.clone()),
+                    });
+                    cid += 1;
+                    slot += 1;
+                }
+                continue;
+            }
             for k in 0..c {
                 // Range assignment of the topic's partitions within the subscription.
                 let parts: Vec<i32> = (0..w.partitions_per_topic)
@@ -207,6 +231,7 @@ pub fn plan_threads(w: &Workload, topics: &[String], cpus: &[usize]) -> Vec<Thre
                     id: cid,
                     topic: t.clone(),
                     partitions: parts,
+                    group: None,
                 });
                 cid += 1;
                 slot += 1;
@@ -491,6 +516,21 @@ fn build_json(
             "placement": opts.broker_placement,
         }),
     );
+    let mut groups: Vec<String> = plans
+        .iter()
+        .flat_map(|p| p.consumers.iter())
+        .filter_map(|c| c.group.as_ref().map(|g| g.id.clone()))
+        .collect();
+    groups.sort();
+    groups.dedup();
+    o.insert("consumerGroups".into(), json!(groups));
+    let mut topic_names: Vec<String> = plans
+        .iter()
+        .flat_map(|p| p.producers.iter().map(|x| x.topic.clone()))
+        .collect();
+    topic_names.sort();
+    topic_names.dedup();
+    o.insert("topicNames".into(), json!(topic_names));
     o.insert("machine".into(), crate::machine::machine_json());
     o.insert(
         "placement".into(),
@@ -573,6 +613,9 @@ fn build_json(
             "expectedConsumed": total.acked * u64::from(w.subscriptions_per_topic),
             "publishErrors": total.publish_errors,
             "consumeErrors": total.consume_errors,
+            "commits": total.commits,
+            "commitErrors": total.commit_errors,
+            "rebalances": total.rebalances,
             "errorKinds": total.error_kinds,
             "workerFailures": failures,
         }),
@@ -675,6 +718,13 @@ fn print_table(
         total.publish_errors,
         total.consume_errors
     );
+    if w.consumer_group {
+        let _ = writeln!(
+            out,
+            "groups: commits {} commit errors {} rebalances {}",
+            total.commits, total.commit_errors, total.rebalances
+        );
+    }
     for (k, v) in &total.error_kinds {
         let _ = writeln!(out, "  error x{v}: {k}");
     }

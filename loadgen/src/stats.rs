@@ -43,6 +43,12 @@ pub struct Stats {
     pub consumed_bytes: u64,
     /// Consumer errors (failed fetches, bad payloads).
     pub consume_errors: u64,
+    /// Offset commits that succeeded (consumer groups).
+    pub commits: u64,
+    /// Offset commits that failed (also counted in `consume_errors`).
+    pub commit_errors: u64,
+    /// Times a group member rejoined after its first assignment.
+    pub rebalances: u64,
     /// Error text -> count (first words of each error).
     pub error_kinds: BTreeMap<String, u64>,
     /// Intended send -> ack, microseconds (OMB publishLatency).
@@ -63,6 +69,9 @@ impl Default for Stats {
             consumed: 0,
             consumed_bytes: 0,
             consume_errors: 0,
+            commits: 0,
+            commit_errors: 0,
+            rebalances: 0,
             error_kinds: BTreeMap::new(),
             publish: new_histogram(),
             publish_delay: new_histogram(),
@@ -81,6 +90,9 @@ impl Stats {
         self.consumed += other.consumed;
         self.consumed_bytes += other.consumed_bytes;
         self.consume_errors += other.consume_errors;
+        self.commits += other.commits;
+        self.commit_errors += other.commit_errors;
+        self.rebalances += other.rebalances;
         for (k, v) in &other.error_kinds {
             *self.error_kinds.entry(k.clone()).or_default() += v;
         }

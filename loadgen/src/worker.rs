@@ -50,8 +50,20 @@ pub struct ConsumerPlan {
     pub id: u32,
     /// Topic it reads.
     pub topic: String,
-    /// Partitions assigned to it.
+    /// Partitions assigned to it (in a group: all of the topic's, the group assigns).
     pub partitions: Vec<i32>,
+    /// The consumer group it is a member of, if the workload uses groups.
+    pub group: Option<Arc<GroupPlan>>,
+}
+
+/// One consumer group (one subscription).
+#[derive(Debug)]
+pub struct GroupPlan {
+    /// Group id.
+    pub id: String,
+    /// Members not yet done draining; members leave only when it reaches 0, so the end of
+    /// the run causes no rebalance.
+    pub draining: AtomicU32,
 }
 
 /// What one worker thread runs.
@@ -213,7 +225,11 @@ async fn thread_main(
                     offset: o.offset?,
                 });
             }
-            consumers.push((cc, pos));
+            let gc = match &c.group {
+                Some(_) => Some(Client::connect(&bootstrap, cfg.clone()).await?),
+                None => None,
+            };
+            consumers.push((cc, pos, gc));
         }
         // Warm the connections to every leader before the clock starts.
         for p in &plan.producers {
@@ -283,7 +299,7 @@ async fn thread_main(
             running.set(running.get() - 1);
         }));
     }
-    for (c, (cclient, pos)) in plan.consumers.clone().into_iter().zip(positions) {
+    for (c, (cclient, pos, gclient)) in plan.consumers.clone().into_iter().zip(positions) {
         let (client, stats, params, running, shared) = (
             Rc::new(cclient),
             stats.clone(),
@@ -292,7 +308,22 @@ async fn thread_main(
             shared.clone(),
         );
         tasks.push(glommio::spawn_local(async move {
-            consumer(&client, &c, pos, &params, &stats, clock, &shared).await;
+            match gclient {
+                Some(g) => {
+                    group_consumer(
+                        &client,
+                        Rc::new(g),
+                        &c,
+                        pos,
+                        &params,
+                        &stats,
+                        clock,
+                        &shared,
+                    )
+                    .await
+                }
+                None => consumer(&client, &c, pos, &params, &stats, clock, &shared).await,
+            }
             running.set(running.get() - 1);
         }));
     }
@@ -618,27 +649,7 @@ async fn consumer(
                     else {
                         continue;
                     };
-                    match decode_records(part.records) {
-                        Ok(recs) => {
-                            let mut s = stats.borrow_mut();
-                            for r in recs {
-                                // A batch may start before the requested offset.
-                                if r.offset < pos.offset {
-                                    continue;
-                                }
-                                pos.offset = r.offset + 1;
-                                let v = r.value.as_deref().unwrap_or(&[]);
-                                s.consumed += 1;
-                                s.consumed_bytes += v.len() as u64;
-                                if v.len() >= 8 {
-                                    let ts =
-                                        u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8]));
-                                    record_ns(&mut s.end_to_end, now_wall.saturating_sub(ts));
-                                }
-                            }
-                        }
-                        Err(e) => note_error(stats, &e, 1, false),
-                    }
+                    absorb(stats, pos, part.records, now_wall);
                 }
             }
             Err(e) => {
@@ -647,4 +658,452 @@ async fn consumer(
             }
         }
     }
+}
+
+/// Counts the records of one fetched partition from `pos` on and advances `pos`; returns
+/// how many were new.
+fn absorb(stats: &RefCell<Stats>, pos: &mut FetchPosition, records: Bytes, now_wall: u64) -> u64 {
+    match decode_records(records) {
+        Ok(recs) => {
+            let mut s = stats.borrow_mut();
+            let mut n = 0;
+            for r in recs {
+                // A batch may start before the requested offset.
+                if r.offset < pos.offset {
+                    continue;
+                }
+                pos.offset = r.offset + 1;
+                n += 1;
+                let v = r.value.as_deref().unwrap_or(&[]);
+                s.consumed += 1;
+                s.consumed_bytes += v.len() as u64;
+                if v.len() >= 8 {
+                    let ts = u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8]));
+                    record_ns(&mut s.end_to_end, now_wall.saturating_sub(ts));
+                }
+            }
+            n
+        }
+        Err(e) => {
+            note_error(stats, &e, 1, false);
+            0
+        }
+    }
+}
+
+/// Group session timeout: the coordinator drops a member silent this long.
+const GROUP_SESSION_TIMEOUT_MS: i32 = 10_000;
+/// How long the coordinator waits for members to rejoin in a rebalance.
+const GROUP_REBALANCE_TIMEOUT_MS: i32 = 10_000;
+/// Heartbeat period.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Asynchronous commits in flight per member; a poll finding this many skips its commit
+/// (the next one carries the newer offsets anyway).
+const COMMITS_IN_FLIGHT_MAX: usize = 4;
+/// How long a member keeps trying to join before it gives up.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A member's state shared with its heartbeat and commit tasks.
+struct Membership {
+    group: String,
+    member_id: RefCell<String>,
+    generation: Cell<i32>,
+    /// Joined and synced: heartbeats and commits are valid.
+    stable: Cell<bool>,
+    /// A heartbeat or commit said the group rebalances (or forgot us): rejoin.
+    rejoin: Cell<bool>,
+    stop: Cell<bool>,
+    commits_in_flight: Cell<usize>,
+}
+
+fn needs_rejoin(e: &osprey::client::ClientError) -> bool {
+    use osprey::client::group::codes;
+    matches!(
+        e.kafka_code(),
+        Some(codes::REBALANCE_IN_PROGRESS | codes::ILLEGAL_GENERATION | codes::UNKNOWN_MEMBER_ID)
+    )
+}
+
+fn on_group_error(m: &Membership, e: &osprey::client::ClientError) {
+    if needs_rejoin(e) {
+        if e.kafka_code() == Some(osprey::client::group::codes::UNKNOWN_MEMBER_ID) {
+            m.member_id.borrow_mut().clear();
+        }
+        m.rejoin.set(true);
+    }
+}
+
+fn offsets_of(positions: &[FetchPosition]) -> Vec<(String, i32, i64)> {
+    positions
+        .iter()
+        .map(|p| (p.topic.clone(), p.partition, p.offset))
+        .collect()
+}
+
+/// commitAsync: fires an OffsetCommit without waiting for it (bounded in flight).
+fn commit_async(
+    g: &Rc<Client>,
+    m: &Rc<Membership>,
+    stats: &Rc<RefCell<Stats>>,
+    offsets: Vec<(String, i32, i64)>,
+) {
+    if m.commits_in_flight.get() >= COMMITS_IN_FLIGHT_MAX || offsets.is_empty() {
+        return;
+    }
+    m.commits_in_flight.set(m.commits_in_flight.get() + 1);
+    let (g, m, stats) = (g.clone(), m.clone(), stats.clone());
+    glommio::spawn_local(async move {
+        let generation = m.generation.get();
+        let member = m.member_id.borrow().clone();
+        let r = g
+            .offset_commit(&m.group, generation, &member, &offsets)
+            .await;
+        record_commit(&m, &stats, r);
+        m.commits_in_flight.set(m.commits_in_flight.get() - 1);
+    })
+    .detach();
+}
+
+fn record_commit(m: &Membership, stats: &RefCell<Stats>, r: osprey::client::Result<()>) {
+    match r {
+        Ok(()) => stats.borrow_mut().commits += 1,
+        Err(e) => {
+            on_group_error(m, &e);
+            stats.borrow_mut().commit_errors += 1;
+            note_error(stats, &format!("commit: {e}"), 1, false);
+        }
+    }
+}
+
+/// commitSync after waiting for the asynchronous ones (before a rejoin and at the end).
+async fn commit_sync(
+    g: &Client,
+    m: &Membership,
+    stats: &RefCell<Stats>,
+    positions: &[FetchPosition],
+) {
+    let deadline = Instant::now() + Duration::from_secs(35);
+    while m.commits_in_flight.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    if positions.is_empty() {
+        return;
+    }
+    let member = m.member_id.borrow().clone();
+    let r = g
+        .offset_commit(
+            &m.group,
+            m.generation.get(),
+            &member,
+            &offsets_of(positions),
+        )
+        .await;
+    record_commit(m, stats, r);
+}
+
+/// Joins (or rejoins) the group and returns this member's partitions of `plan.topic`. The
+/// leader computes a range assignment over the topic's partitions.
+async fn join_and_sync(
+    g: &Client,
+    m: &Membership,
+    plan: &ConsumerPlan,
+) -> osprey::client::Result<Vec<i32>> {
+    use osprey::client::group::codes;
+    use osprey::client::{
+        CONSUMER_PROTOCOL_TYPE, RANGE_ASSIGNOR, decode_assignment, decode_subscription,
+        encode_assignment, encode_subscription, range_assign,
+    };
+    let deadline = Instant::now() + JOIN_TIMEOUT;
+    let meta = encode_subscription(std::slice::from_ref(&plan.topic))?;
+    let protocols = [(RANGE_ASSIGNOR.to_string(), meta)];
+    loop {
+        let member = m.member_id.borrow().clone();
+        let res = async {
+            let j = g
+                .join_group(
+                    &m.group,
+                    &member,
+                    GROUP_SESSION_TIMEOUT_MS,
+                    GROUP_REBALANCE_TIMEOUT_MS,
+                    CONSUMER_PROTOCOL_TYPE,
+                    &protocols,
+                )
+                .await?;
+            *m.member_id.borrow_mut() = j.member_id.clone();
+            let mut assignments = Vec::new();
+            if j.is_leader() {
+                let members: Vec<(String, Vec<String>)> = j
+                    .members
+                    .iter()
+                    .map(|x| {
+                        (
+                            x.member_id.clone(),
+                            decode_subscription(x.metadata.clone()).unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                let parts = std::collections::BTreeMap::from([(
+                    plan.topic.clone(),
+                    plan.partitions.len() as i32,
+                )]);
+                for (mid, a) in range_assign(&members, &parts) {
+                    assignments.push((mid, encode_assignment(&a)?));
+                }
+            }
+            let proto = j
+                .protocol_name
+                .clone()
+                .unwrap_or_else(|| RANGE_ASSIGNOR.to_string());
+            let a = g
+                .sync_group(
+                    &m.group,
+                    j.generation,
+                    &j.member_id,
+                    CONSUMER_PROTOCOL_TYPE,
+                    &proto,
+                    &assignments,
+                )
+                .await?;
+            let mine = decode_assignment(a)?;
+            Ok::<_, osprey::client::ClientError>((
+                j.generation,
+                mine.get(&plan.topic).cloned().unwrap_or_default(),
+            ))
+        }
+        .await;
+        match res {
+            Ok((generation, parts)) => {
+                m.generation.set(generation);
+                return Ok(parts);
+            }
+            Err(e) if Instant::now() < deadline => match e.kafka_code() {
+                Some(codes::UNKNOWN_MEMBER_ID) => m.member_id.borrow_mut().clear(),
+                Some(codes::REBALANCE_IN_PROGRESS | codes::ILLEGAL_GENERATION) => {}
+                Some(
+                    codes::COORDINATOR_LOAD_IN_PROGRESS
+                    | codes::COORDINATOR_NOT_AVAILABLE
+                    | codes::NOT_COORDINATOR,
+                ) => glommio::timer::sleep(Duration::from_millis(100)).await,
+                _ => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A consumer-group member: join, range assignment by the leader, fetch from the committed
+/// offset (else the end offset listed at setup), heartbeat every second, commit after every
+/// poll (asynchronously, bounded), commit synchronously before rejoining and at the end,
+/// then leave once every member of the group has drained.
+#[allow(clippy::too_many_arguments)]
+async fn group_consumer(
+    client: &Rc<Client>,
+    g: Rc<Client>,
+    plan: &ConsumerPlan,
+    start: Vec<FetchPosition>,
+    params: &Rc<Params>,
+    stats: &Rc<RefCell<Stats>>,
+    clock: Clock,
+    shared: &SharedRun,
+) {
+    let Some(gp) = plan.group.clone() else {
+        return;
+    };
+    let m = Rc::new(Membership {
+        group: gp.id.clone(),
+        member_id: RefCell::new(String::new()),
+        generation: Cell::new(-1),
+        stable: Cell::new(false),
+        rejoin: Cell::new(false),
+        stop: Cell::new(false),
+        commits_in_flight: Cell::new(0),
+    });
+    let hb = {
+        let (g, m, stats) = (g.clone(), m.clone(), stats.clone());
+        glommio::spawn_local(async move {
+            let mut last = Instant::now();
+            while !m.stop.get() {
+                // Short naps so the task ends soon after the member stops.
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                if last.elapsed() < HEARTBEAT_INTERVAL {
+                    continue;
+                }
+                last = Instant::now();
+                if m.stop.get() || !m.stable.get() || m.rejoin.get() {
+                    continue;
+                }
+                let member = m.member_id.borrow().clone();
+                if let Err(e) = g.heartbeat(&m.group, m.generation.get(), &member).await {
+                    if needs_rejoin(&e) {
+                        on_group_error(&m, &e);
+                    } else {
+                        note_error(&stats, &format!("heartbeat: {e}"), 1, false);
+                    }
+                }
+            }
+        })
+    };
+    let mut joined_once = false;
+    let mut positions: Vec<FetchPosition> = Vec::new();
+    let mut ends: Option<Vec<FetchPosition>> = None;
+    let mut drain_deadline = u64::MAX;
+    let mut done_counted = false;
+    loop {
+        if !m.stable.get() || m.rejoin.get() {
+            // An UNKNOWN_MEMBER_ID answer cleared the id: such a commit could only fail.
+            if m.stable.get() && !m.member_id.borrow().is_empty() {
+                commit_sync(&g, &m, stats, &positions).await;
+            }
+            m.stable.set(false);
+            m.rejoin.set(false);
+            let parts = match join_and_sync(&g, &m, plan).await {
+                Ok(p) => p,
+                Err(e) => {
+                    note_error(stats, &format!("join group: {e}"), 1, false);
+                    break;
+                }
+            };
+            if joined_once {
+                stats.borrow_mut().rebalances += 1;
+            }
+            joined_once = true;
+            let committed = if parts.is_empty() {
+                Ok(Vec::new())
+            } else {
+                g.offset_fetch(&m.group, Some(&[(plan.topic.as_str(), &parts[..])]))
+                    .await
+            };
+            let committed = match committed {
+                Ok(c) => c,
+                Err(e) => {
+                    note_error(stats, &format!("offset fetch: {e}"), 1, false);
+                    // Rejoin without committing: nothing was read under this assignment.
+                    positions.clear();
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            positions = parts
+                .iter()
+                .map(|&p| {
+                    let c = committed
+                        .iter()
+                        .find(|c| c.partition == p)
+                        .and_then(|c| c.offset.clone().ok())
+                        .filter(|&o| o >= 0);
+                    let s = start.iter().find(|s| s.partition == p).map(|s| s.offset);
+                    FetchPosition {
+                        topic: plan.topic.clone(),
+                        partition: p,
+                        offset: c.or(s).unwrap_or(0),
+                    }
+                })
+                .collect();
+            m.stable.set(true);
+            continue;
+        }
+        if ends.is_none() && shared.producers_running.load(Ordering::SeqCst) == 0 {
+            ends = Some(
+                match client
+                    .list_offsets(&plan.topic, &plan.partitions, OffsetSpec::Latest)
+                    .await
+                {
+                    Ok(offs) => offs
+                        .into_iter()
+                        .filter_map(|o| {
+                            Some(FetchPosition {
+                                topic: plan.topic.clone(),
+                                partition: o.partition,
+                                offset: o.offset.ok()?,
+                            })
+                        })
+                        .collect(),
+                    Err(e) => {
+                        note_error(stats, &e, 1, false);
+                        Vec::new()
+                    }
+                },
+            );
+            drain_deadline = clock.now_ns() + DRAIN_TIMEOUT.as_nanos() as u64;
+        }
+        if let Some(e) = &ends {
+            let end_of = |p: &FetchPosition| {
+                e.iter()
+                    .find(|x| x.partition == p.partition)
+                    .map_or(p.offset, |x| x.offset)
+            };
+            let missing: i64 = positions
+                .iter()
+                .map(|p| (end_of(p) - p.offset).max(0))
+                .sum();
+            if missing == 0 {
+                if !done_counted {
+                    done_counted = true;
+                    gp.draining.fetch_sub(1, Ordering::SeqCst);
+                }
+                // Stay in the group (heartbeating) until every member is done, so nobody's
+                // leaving moves partitions during the drain.
+                if gp.draining.load(Ordering::SeqCst) == 0 || clock.now_ns() > drain_deadline {
+                    break;
+                }
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            if clock.now_ns() > drain_deadline {
+                note_error(
+                    stats,
+                    &format!("drain timeout: {missing} messages not consumed"),
+                    missing as u64,
+                    false,
+                );
+                break;
+            }
+        }
+        if positions.is_empty() {
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        match client.fetch(&positions, &params.fetch).await {
+            Ok(parts) => {
+                let now_wall = clock.wall_ns + clock.now_ns();
+                let mut got = 0;
+                for part in parts {
+                    if let Err(e) = &part.error {
+                        note_error(stats, e, 1, false);
+                        glommio::timer::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    let Some(pos) = positions
+                        .iter_mut()
+                        .find(|p| p.partition == part.partition && p.topic == part.topic)
+                    else {
+                        continue;
+                    };
+                    got += absorb(stats, pos, part.records, now_wall);
+                }
+                // Like OMB's consumers: commitAsync after every poll that returned records.
+                if got > 0 && !m.rejoin.get() {
+                    commit_async(&g, &m, stats, offsets_of(&positions));
+                }
+            }
+            Err(e) => {
+                note_error(stats, &e, 1, false);
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    if !done_counted {
+        gp.draining.fetch_sub(1, Ordering::SeqCst);
+    }
+    if m.stable.get() && !m.rejoin.get() {
+        commit_sync(&g, &m, stats, &positions).await;
+    }
+    m.stop.set(true);
+    let member = m.member_id.borrow().clone();
+    if !member.is_empty()
+        && let Err(e) = g.leave_group(&m.group, &member).await
+    {
+        note_error(stats, &format!("leave group: {e}"), 1, false);
+    }
+    hb.await;
 }

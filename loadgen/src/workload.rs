@@ -74,6 +74,9 @@ pub struct Workload {
     pub in_flight_max: usize,
     /// Consumer fetch max_wait_ms.
     pub fetch_max_wait_ms: i32,
+    /// Each subscription is a consumer group (join/sync/heartbeat, range assignment, offset
+    /// commits after every poll) instead of manual assignment. Not an OMB field.
+    pub consumer_group: bool,
 }
 
 impl Default for Workload {
@@ -97,6 +100,7 @@ impl Default for Workload {
             producer_buffer_bytes: 32 << 20,
             in_flight_max: 5,
             fetch_max_wait_ms: 100,
+            consumer_group: false,
         }
     }
 }
@@ -204,6 +208,13 @@ impl Workload {
                 self.in_flight_max = int(v)? as usize
             }
             "fetchMaxWaitMs" | "fetch.max.wait.ms" => self.fetch_max_wait_ms = int(v)? as i32,
+            "consumerGroup" => {
+                self.consumer_group = match v {
+                    "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" => false,
+                    o => return Err(format!("{key}: expected true or false, got {o:?}")),
+                }
+            }
             // OMB fields that have no meaning here are accepted and ignored.
             "consumerBacklogSizeGB" | "payloadFile" | "useRandomizedPayloads" => {}
             other => return Err(format!("unknown workload field {other:?}")),
@@ -294,6 +305,7 @@ impl Workload {
             "producerBufferBytes": self.producer_buffer_bytes,
             "inFlight": self.in_flight_max,
             "fetchMaxWaitMs": self.fetch_max_wait_ms,
+            "consumerGroup": self.consumer_group,
         })
     }
 
@@ -302,7 +314,7 @@ impl Workload {
         let mut s = String::new();
         let _ = write!(
             s,
-            "{}: {} topic(s) x {} partitions, {} B msgs, {} producer(s), {} consumer(s), rate {}, {}s (+{}s warm-up), acks={}, linger={}ms, batch={}B, compression={}, keys={}",
+            "{}: {} topic(s) x {} partitions, {} B msgs, {} producer(s), {} consumer(s), rate {}, {}s (+{}s warm-up), acks={}, linger={}ms, batch={}B, compression={}, keys={}{}",
             self.name,
             self.topics,
             self.partitions_per_topic,
@@ -320,7 +332,12 @@ impl Workload {
             self.linger_ms,
             self.batch_size_bytes,
             self.compression,
-            self.key_distributor.name()
+            self.key_distributor.name(),
+            if self.consumer_group {
+                ", consumer groups"
+            } else {
+                ""
+            }
         );
         s
     }
@@ -344,6 +361,10 @@ mod tests {
         assert_eq!(a.test_duration_s, 30.0);
         assert_eq!(a.key_distributor, KeyDistribution::RandomNano);
         assert!(Workload::parse_file("bogus: 1", Workload::default()).is_err());
+        assert!(!a.consumer_group);
+        let g = Workload::parse_file("consumerGroup: true", Workload::default()).unwrap();
+        assert!(g.consumer_group);
+        assert!(Workload::parse_file("consumerGroup: maybe", Workload::default()).is_err());
         for s in SCENARIOS {
             Workload::scenario(s).unwrap().validate().unwrap();
         }

@@ -33,6 +33,11 @@ fn free_port() -> u16 {
 }
 
 fn start_broker(data_dir: &std::path::Path) -> (Broker, String) {
+    start_broker_with(data_dir, &[])
+}
+
+/// Starts the broker; `osprey_args` are added to osprey's command line (not Tansu's).
+fn start_broker_with(data_dir: &std::path::Path, osprey_args: &[&str]) -> (Broker, String) {
     let bin = broker_bin();
     assert!(
         bin.exists(),
@@ -57,7 +62,8 @@ fn start_broker(data_dir: &std::path::Path) -> (Broker, String) {
         .args(["--storage-engine", "memory://tansu/"]);
     } else {
         cmd.args(["serve", "--listen", &addr, "--cores", "1", "--data-dir"])
-            .arg(data_dir);
+            .arg(data_dir)
+            .args(osprey_args);
     }
     let child = cmd
         .stdout(Stdio::null())
@@ -74,6 +80,111 @@ fn start_broker(data_dir: &std::path::Path) -> (Broker, String) {
         std::thread::sleep(Duration::from_millis(50));
     }
     (broker, addr)
+}
+
+fn wait_bounded(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("wait loadgen") {
+            return s;
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            panic!("loadgen did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// Proves that loadgen's consumer groups work end to end: 2 members of one group on a
+// 4-partition topic split it (range assignment by the elected leader), every message is
+// consumed exactly once across the group (consumed = acked = sent, no errors, so no commit
+// failed), commits happened, and afterwards OffsetFetch returns for every partition a
+// committed offset equal to the partition's end offset (the members commit synchronously
+// after draining to the end offsets, so equality is exact, not approximate).
+#[test]
+fn group_run_consumes_each_message_once_and_commits_end_offsets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, addr) =
+        start_broker_with(dir.path(), &["--group-initial-rebalance-delay-ms", "100"]);
+    let json_path = dir.path().join("group.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["run", "--bootstrap", &addr, "--scenario", "smoke"])
+        .args(["--duration", "3", "--partitions", "4", "--rate", "1000"])
+        .args(["--consumers", "2", "--group", "--keep-topics"])
+        .args(["--cpus", "0", "--quiet", "--strict", "--json"])
+        .arg(&json_path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run loadgen");
+    let status = wait_bounded(&mut child, Duration::from_secs(120));
+    let out = child.wait_with_output().expect("loadgen output");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(status.success(), "loadgen failed ({status}):\n{table}");
+    assert!(
+        table.contains("groups: commits"),
+        "group line missing:\n{table}"
+    );
+
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("json written"))
+            .expect("valid json");
+    let c = &j["counts"];
+    let sent = c["sent"].as_u64().unwrap();
+    assert_eq!(sent, 3000, "1000 msg/s for 3 s");
+    assert_eq!(c["acked"].as_u64(), Some(sent));
+    assert_eq!(
+        c["consumed"].as_u64(),
+        Some(sent),
+        "each message exactly once"
+    );
+    assert_eq!(c["consumeErrors"].as_u64(), Some(0));
+    assert_eq!(c["commitErrors"].as_u64(), Some(0));
+    assert!(c["commits"].as_u64().unwrap() > 0, "no commits");
+    assert!(c["rebalances"].as_u64().is_some());
+    assert_eq!(j["workload"]["consumerGroup"], serde_json::json!(true));
+    let group = j["consumerGroups"][0]
+        .as_str()
+        .expect("group id")
+        .to_string();
+    let topic = j["topicNames"][0].as_str().expect("topic").to_string();
+    assert_eq!(j["consumerGroups"].as_array().unwrap().len(), 1);
+
+    let (committed, ends) = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            use osprey::client::{Client, ClientConfig, OffsetSpec};
+            let client = Client::connect(&addr, ClientConfig::default())
+                .await
+                .expect("connect");
+            let parts = [0, 1, 2, 3];
+            let committed = client
+                .offset_fetch(&group, Some(&[(topic.as_str(), &parts[..])]))
+                .await
+                .expect("offset fetch");
+            let ends = client
+                .list_offsets(&topic, &parts, OffsetSpec::Latest)
+                .await
+                .expect("list offsets");
+            let committed: Vec<(i32, i64)> = committed
+                .into_iter()
+                .map(|c| (c.partition, c.offset.expect("partition offset")))
+                .collect();
+            let ends: Vec<(i32, i64)> = ends
+                .into_iter()
+                .map(|o| (o.partition, o.offset.expect("end offset")))
+                .collect();
+            (committed, ends)
+        })
+        .expect("executor")
+        .join()
+        .expect("join executor");
+    assert_eq!(committed, ends, "committed offsets = end offsets");
+    assert_eq!(
+        ends.iter().map(|(_, o)| *o as u64).sum::<u64>(),
+        sent,
+        "the topic holds exactly the run's messages"
+    );
 }
 
 // Proves that a short open-loop workload against a live broker accounts for every message:

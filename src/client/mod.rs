@@ -12,6 +12,7 @@
 pub mod batch;
 pub mod conn;
 pub mod error;
+pub mod group;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -37,6 +38,11 @@ use kafka_protocol::protocol::StrBytes;
 pub use batch::{ProducerRecord, count_records, decode_records, encode_batch, parse_compression};
 pub use conn::{ApiRange, Connection, FRAME_MAX_BYTES};
 pub use error::{ClientError, Result, kafka_error_name};
+pub use group::{
+    Assignment, CONSUMER_PROTOCOL_TYPE, CommittedPartition, GroupMember, JoinedGroup,
+    RANGE_ASSIGNOR, decode_assignment, decode_subscription, encode_assignment, encode_subscription,
+    range_assign,
+};
 pub use kafka_protocol::records::{Compression, Record};
 
 use error::check_code;
@@ -259,6 +265,7 @@ pub struct Client {
     nodes: RefCell<HashMap<i32, String>>,
     leaders: RefCell<HashMap<(String, i32), i32>>,
     controller_id: Cell<i32>,
+    coordinators: RefCell<HashMap<String, i32>>,
 }
 
 impl Client {
@@ -280,6 +287,7 @@ impl Client {
             nodes: RefCell::new(HashMap::new()),
             leaders: RefCell::new(HashMap::new()),
             controller_id: Cell::new(-1),
+            coordinators: RefCell::new(HashMap::new()),
         };
         client.any_connection().await?;
         Ok(client)
