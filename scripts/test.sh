@@ -44,4 +44,6 @@ else
 fi
 
 step "python end-to-end tests"
-OSPREY_BIN="$ROOT/target/debug/osprey" "$VENV/bin/python" -m pytest -q "$ROOT/tests/python" "$@"
+# Broker data dirs go under target/ (the build's disk, which takes O_DIRECT; /tmp may be tmpfs).
+OSPREY_BIN="$ROOT/target/debug/osprey" "$VENV/bin/python" -m pytest -q --basetemp "$ROOT/target/pytest-tmp" \
+  "$ROOT/tests/python" "$@"

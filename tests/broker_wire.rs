@@ -442,7 +442,7 @@ fn requests_for_another_shard_are_forwarded() {
 // sequence gap gets OUT_OF_ORDER_SEQUENCE_NUMBER; the state survives a restart.
 #[test]
 fn idempotent_producer_dedup_and_gaps() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmpdir();
     let mut broker = Broker::start_in(tmp.path(), 1, &[]);
     let mut c = broker.connect();
     assert_eq!(create_topic(&mut c, "idem", 1, &[]), 0);
@@ -615,7 +615,7 @@ fn old_produce_versions_get_unsupported_version() {
 // Acknowledged acks=all data, topics and their configs survive a kill -9 and restart.
 #[test]
 fn acks_all_data_survives_kill_9() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmpdir();
     let mut broker = Broker::start_in(tmp.path(), 2, &[]);
     let mut c = broker.connect();
     assert_eq!(

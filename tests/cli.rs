@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::Broker;
+use common::{Broker, tmpdir};
 
 fn osprey(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_osprey"))
@@ -63,7 +63,7 @@ fn topics_create_list_delete() {
 // `osprey probe` measures the disk and loopback limits and prints all three figures.
 #[test]
 fn probe_prints_limits() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tmpdir();
     let (ok, out, err) = osprey(&[
         "probe",
         "--dir",

@@ -38,7 +38,7 @@ struct Cluster {
 }
 
 fn start(cores: usize) -> Cluster {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tmpdir();
     let broker = Broker::start_in(dir.path(), cores, DELAY_FLAGS);
     Cluster { broker, _dir: dir }
 }
@@ -707,7 +707,7 @@ fn static_member_rejoin_without_rebalance_and_fencing() {
 // group's new coordinator.
 #[test]
 fn committed_offsets_survive_kill_9_and_shard_count_changes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tmpdir();
     let mut broker = Broker::start_in(dir.path(), 2, DELAY_FLAGS);
     let groups: Vec<String> = (0..6).map(|i| format!("g-durable-{i}")).collect();
     let mut nodes = std::collections::HashSet::new();

@@ -4,7 +4,8 @@
 //! concurrencies, and reads from the tail cache and from disk.
 //!
 //! Each sample runs on a fresh glommio executor (one core, like a shard) in a fresh
-//! directory under /work/tmp/shards-bench; only the appends/reads themselves are timed.
+//! directory (`OSPREY_BENCH_DIR`, else target/tmp/shards-bench); only the appends/reads
+//! themselves are timed.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,8 +19,12 @@ use shards::{Durability, LogConfig, Preallocation, Store, StoreConfig};
 const BATCH_RECORDS: usize = 16;
 const RECORD_VALUE_BYTES: usize = 1000;
 
+/// Where the benches write: `OSPREY_BENCH_DIR` (point it at the disk the broker will use),
+/// else cargo's per-target scratch directory.
 fn bench_dir() -> PathBuf {
-    let d = PathBuf::from("/work/tmp/shards-bench");
+    let d = std::env::var_os("OSPREY_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("shards-bench"));
     std::fs::create_dir_all(&d).ok();
     d
 }

@@ -19,6 +19,12 @@ use kafka_protocol::records::{
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// A temporary directory under cargo's per-target scratch directory: on the build's disk,
+/// which takes O_DIRECT (a tmpfs /tmp would not).
+pub fn tmpdir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir")
+}
+
 pub struct Broker {
     child: Option<Child>,
     pub bootstrap: SocketAddr,
@@ -31,7 +37,7 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker with `cores` shards in a fresh temporary data directory.
     pub fn start(cores: usize) -> Broker {
-        let tmp = tempfile::tempdir().expect("tempdir");
+        let tmp = tmpdir();
         let dir = tmp.path().to_path_buf();
         let mut b = Broker::start_in(&dir, cores, &[]);
         b._tmp = Some(tmp);

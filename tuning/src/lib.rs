@@ -195,7 +195,6 @@ mod tests {
     // Proves the disk probe runs on a small size and returns positive, ordered figures.
     #[test]
     fn disk_probe_small() {
-        std::fs::create_dir_all("/work/tmp").ok();
         let dir = std::env::temp_dir().join(format!("tuning-probe-{}", std::process::id()));
         let l = probe_disk(&dir, 2 << 20).unwrap();
         assert!(l.direct_write_bytes_per_sec > 0.0);
