@@ -14,11 +14,7 @@ fn concurrent_fsync_appenders_share_fdatasyncs() {
     let dir = tmpdir();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let store = Store::new(StoreConfig::default());
-        let p = store
-            .open_partition(path, LogConfig::default())
-            .await
-            .unwrap();
+        let (_store, p) = open(path, LogConfig::default()).await;
         let mut tasks = Vec::new();
         for _ in 0..64 {
             let p = p.clone();
@@ -108,11 +104,7 @@ fn none_durability_is_queued_and_written() {
     let dir = tmpdir();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let store = Store::new(StoreConfig::default());
-        let p = store
-            .open_partition(path, LogConfig::default())
-            .await
-            .unwrap();
+        let (_store, p) = open(path, LogConfig::default()).await;
         let info = p.append(batch(3, 100, 0), Durability::None).await.unwrap();
         assert_eq!((info.base_offset, info.last_offset), (0, 2));
         assert!(p.stats().pending_bytes > 0);

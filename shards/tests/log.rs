@@ -12,11 +12,7 @@ fn append_then_read_back_from_cache_and_disk() {
     let dir = tmpdir();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let store = Store::new(StoreConfig::default());
-        let p = store
-            .open_partition(path.clone(), LogConfig::default())
-            .await
-            .unwrap();
+        let (store, p) = open(path.clone(), LogConfig::default()).await;
         let mut sent = Vec::new();
         for i in 0..20 {
             let b = batch(3, 100 + i * 50, 1000 + i as i64);
@@ -34,11 +30,7 @@ fn append_then_read_back_from_cache_and_disk() {
         }
         store.close_all().await.unwrap();
         drop(p);
-        let store = Store::new(StoreConfig::default());
-        let p = store
-            .open_partition(path.clone(), LogConfig::default())
-            .await
-            .unwrap();
+        let (_store, p) = open(path.clone(), LogConfig::default()).await;
         assert_eq!(p.log_end_offset(), 60);
         let out = p.read(7, 1 << 20).await.unwrap();
         assert!(matches!(out.chunks[0], shards::Chunk::Disk(_)));
@@ -56,11 +48,7 @@ fn read_limits_and_ranges() {
     let dir = tmpdir();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let store = Store::new(StoreConfig::default());
-        let p = store
-            .open_partition(path, LogConfig::default())
-            .await
-            .unwrap();
+        let (_store, p) = open(path, LogConfig::default()).await;
         for i in 0..5 {
             p.append(batch(4, 200, i), Durability::Written)
                 .await
@@ -143,11 +131,7 @@ fn roll_and_size_retention() {
             segment_bytes: 64 << 10,
             ..LogConfig::default()
         };
-        let store = Store::new(StoreConfig::default());
-        let p = store
-            .open_partition(path.clone(), cfg.clone())
-            .await
-            .unwrap();
+        let (store, p) = open(path.clone(), cfg.clone()).await;
         for i in 0..40 {
             p.append(batch(4, 1000, i), Durability::Written)
                 .await
@@ -186,8 +170,7 @@ fn roll_and_size_retention() {
         assert_eq!(offsets(&p.read(start, 1).await.unwrap()), vec![start]);
         assert!(!path.join("00000000000000000000.log").exists());
         store.close_all().await.unwrap();
-        let store = Store::new(StoreConfig::default());
-        let p = store.open_partition(path, cfg).await.unwrap();
+        let (_store, p) = open(path, cfg).await;
         assert_eq!(p.log_start_offset(), start);
         assert_eq!(p.log_end_offset(), 160);
     });

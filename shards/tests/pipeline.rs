@@ -116,11 +116,7 @@ fn acks_follow_written_and_synced_offsets() {
     let dir = tmpdir();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let store = Store::new(StoreConfig::default());
-        let p = store
-            .open_partition(path, LogConfig::default())
-            .await
-            .unwrap();
+        let (_store, p) = open(path, LogConfig::default()).await;
         let mut tasks = Vec::new();
         for t in 0..16usize {
             let p = p.clone();
@@ -238,11 +234,7 @@ fn fsync_acks_survive_rolls_with_overlapping_syncs() {
             segment_bytes: 64 << 10,
             ..LogConfig::default()
         };
-        let store = Store::new(StoreConfig::default());
-        let p = store
-            .open_partition(src.clone(), cfg.clone())
-            .await
-            .unwrap();
+        let (store, p) = open(src.clone(), cfg.clone()).await;
         let mut tasks = Vec::new();
         for t in 0..16usize {
             let p = p.clone();
@@ -275,8 +267,7 @@ fn fsync_acks_survive_rolls_with_overlapping_syncs() {
         }
         drop(p);
         drop(store);
-        let store = Store::new(StoreConfig::default());
-        let p = store.open_partition(image, cfg).await.unwrap();
+        let (_store, p) = open(image, cfg).await;
         assert!(
             p.log_end_offset() >= acked,
             "{} < {acked}",

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use shards::{AppendError, Durability, LogConfig, Store, StoreConfig};
+use shards::{AppendError, Durability, LogConfig};
 
 // Proves a retried batch returns its original offsets without being stored again, a gap
 // is OutOfOrderSequence (45) and an old epoch InvalidProducerEpoch (47).
@@ -12,11 +12,7 @@ fn duplicates_gaps_and_epochs() {
     let dir = tmpdir();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let store = Store::new(StoreConfig::default());
-        let p = store
-            .open_partition(path, LogConfig::default())
-            .await
-            .unwrap();
+        let (_store, p) = open(path, LogConfig::default()).await;
         let a = p
             .append(pbatch(7, 1, 0, 3), Durability::Fsync)
             .await
@@ -73,11 +69,7 @@ fn producer_state_survives_reopen_and_crash() {
             segment_bytes: 64 << 10,
             ..LogConfig::default()
         };
-        let store = Store::new(StoreConfig::default());
-        let p = store
-            .open_partition(path.clone(), cfg.clone())
-            .await
-            .unwrap();
+        let (store, p) = open(path.clone(), cfg.clone()).await;
         for i in 0..40 {
             p.append(pbatch(11, 0, i * 10, 10), Durability::Fsync)
                 .await
@@ -89,11 +81,7 @@ fn producer_state_survives_reopen_and_crash() {
         assert!(p.stats().segments > 1);
         store.close_all().await.unwrap();
         drop(p);
-        let store = Store::new(StoreConfig::default());
-        let p = store
-            .open_partition(path.clone(), cfg.clone())
-            .await
-            .unwrap();
+        let (store, p) = open(path.clone(), cfg.clone()).await;
         let d = p
             .append(pbatch(11, 0, 390, 10), Durability::Fsync)
             .await
@@ -108,11 +96,7 @@ fn producer_state_survives_reopen_and_crash() {
         // Crash: no close, so the snapshot is older than the log end.
         drop(p);
         drop(store);
-        let store = Store::new(StoreConfig::default());
-        let p = store
-            .open_partition(path.clone(), cfg.clone())
-            .await
-            .unwrap();
+        let (store, p) = open(path.clone(), cfg.clone()).await;
         let d = p
             .append(pbatch(11, 0, 400, 10), Durability::Fsync)
             .await
@@ -128,8 +112,7 @@ fn producer_state_survives_reopen_and_crash() {
         drop(p);
         drop(store);
         std::fs::remove_file(path.join("producer.snapshot")).unwrap();
-        let store = Store::new(StoreConfig::default());
-        let p = store.open_partition(path, cfg).await.unwrap();
+        let (_store, p) = open(path, cfg).await;
         assert!(
             p.append(pbatch(11, 0, 400, 10), Durability::Fsync)
                 .await

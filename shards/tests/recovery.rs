@@ -29,11 +29,7 @@ fn torn_last_batch_cut_at_every_byte() {
     let root = dir.path().to_path_buf();
     run(move || async move {
         let src = root.join("src");
-        let store = Store::new(StoreConfig::default());
-        let p = store
-            .open_partition(src.clone(), LogConfig::default())
-            .await
-            .unwrap();
+        let (store, p) = open(src.clone(), LogConfig::default()).await;
         let (b1, b2, b3) = (batch(2, 20, 0), batch(3, 20, 0), batch(2, 30, 0));
         let good = b1.len() + b2.len();
         for b in [b1, b2, b3] {
@@ -51,11 +47,7 @@ fn torn_last_batch_cut_at_every_byte() {
                 let mut bytes = full[..good + cut].to_vec();
                 bytes.resize(bytes.len() + zeros, 0);
                 std::fs::write(seg0(&d), &bytes).unwrap();
-                let store = Store::new(StoreConfig::default());
-                let p = store
-                    .open_partition(d.clone(), LogConfig::default())
-                    .await
-                    .unwrap();
+                let (_store, p) = open(d.clone(), LogConfig::default()).await;
                 // Zero padding can restore a cut that removed only trailing zero bytes:
                 // then the whole last batch is there again and must be kept.
                 let whole = bytes.len() >= full.len() && bytes[..full.len()] == full[..];
@@ -86,11 +78,7 @@ fn crash_keeps_every_fsync_acknowledged_batch() {
             segment_bytes: 64 << 10,
             ..LogConfig::default()
         };
-        let store = Store::new(StoreConfig::default());
-        let p = store
-            .open_partition(src.clone(), cfg.clone())
-            .await
-            .unwrap();
+        let (store, p) = open(src.clone(), cfg.clone()).await;
         let mut acked = 0;
         for i in 0..60 {
             let info = p
@@ -107,8 +95,7 @@ fn crash_keeps_every_fsync_acknowledged_batch() {
         drop(p);
         drop(store);
         for d in [root.join("image"), src] {
-            let store = Store::new(StoreConfig::default());
-            let p = store.open_partition(d.clone(), cfg.clone()).await.unwrap();
+            let (_store, p) = open(d.clone(), cfg.clone()).await;
             assert!(
                 p.log_end_offset() >= acked,
                 "{}: {} < {acked}",
@@ -139,11 +126,7 @@ fn missing_and_stale_indexes_are_rebuilt() {
             segment_bytes: 64 << 10,
             ..LogConfig::default()
         };
-        let store = Store::new(StoreConfig::default());
-        let p = store
-            .open_partition(path.clone(), cfg.clone())
-            .await
-            .unwrap();
+        let (store, p) = open(path.clone(), cfg.clone()).await;
         for i in 0..60 {
             p.append(batch(2, 2000, 100 * i), Durability::Written)
                 .await
@@ -193,11 +176,7 @@ fn crc_flip_mid_segment_is_refused_on_read() {
             segment_bytes: 64 << 10,
             ..LogConfig::default()
         };
-        let store = Store::new(StoreConfig::default());
-        let p = store
-            .open_partition(path.clone(), cfg.clone())
-            .await
-            .unwrap();
+        let (store, p) = open(path.clone(), cfg.clone()).await;
         let b = batch(2, 2000, 0);
         let blen = b.len() as u64;
         for _ in 0..60 {

@@ -75,3 +75,16 @@ pub fn offsets(out: &shards::ReadOutput) -> Vec<i64> {
     }
     v
 }
+
+/// A fresh store with default limits and the partition in `dir`, as a shard opens it.
+pub async fn open(
+    dir: std::path::PathBuf,
+    config: shards::LogConfig,
+) -> (std::rc::Rc<shards::Store>, std::rc::Rc<shards::Partition>) {
+    let store = shards::Store::new(shards::StoreConfig::default());
+    let p = store
+        .open_partition(dir, config)
+        .await
+        .expect("open partition");
+    (store, p)
+}
