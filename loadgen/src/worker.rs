@@ -634,28 +634,43 @@ async fn consumer(
                 break;
             }
         }
-        match client.fetch(&positions, &params.fetch).await {
-            Ok(parts) => {
-                let now_wall = clock.wall_ns + clock.now_ns();
-                for part in parts {
-                    if let Err(e) = &part.error {
-                        note_error(stats, e, 1, false);
-                        glommio::timer::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                    let Some(pos) = positions
-                        .iter_mut()
-                        .find(|p| p.partition == part.partition && p.topic == part.topic)
-                    else {
-                        continue;
-                    };
-                    absorb(stats, pos, part.records, now_wall);
+        fetch_once(client, &mut positions, params, stats, &clock).await;
+    }
+}
+
+/// One Fetch for `positions`: counts what arrived and advances the positions; errors are
+/// counted (and briefly backed off from), never hidden. Returns the records absorbed.
+async fn fetch_once(
+    client: &Rc<Client>,
+    positions: &mut [FetchPosition],
+    params: &Rc<Params>,
+    stats: &RefCell<Stats>,
+    clock: &Clock,
+) -> u64 {
+    match client.fetch(positions, &params.fetch).await {
+        Ok(parts) => {
+            let now_wall = clock.wall_ns + clock.now_ns();
+            let mut got = 0;
+            for part in parts {
+                if let Err(e) = &part.error {
+                    note_error(stats, e, 1, false);
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                    continue;
                 }
+                let Some(pos) = positions
+                    .iter_mut()
+                    .find(|p| p.partition == part.partition && p.topic == part.topic)
+                else {
+                    continue;
+                };
+                got += absorb(stats, pos, part.records, now_wall);
             }
-            Err(e) => {
-                note_error(stats, &e, 1, false);
-                glommio::timer::sleep(Duration::from_millis(100)).await;
-            }
+            got
+        }
+        Err(e) => {
+            note_error(stats, &e, 1, false);
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+            0
         }
     }
 }
@@ -1063,33 +1078,10 @@ async fn group_consumer(
             glommio::timer::sleep(Duration::from_millis(50)).await;
             continue;
         }
-        match client.fetch(&positions, &params.fetch).await {
-            Ok(parts) => {
-                let now_wall = clock.wall_ns + clock.now_ns();
-                let mut got = 0;
-                for part in parts {
-                    if let Err(e) = &part.error {
-                        note_error(stats, e, 1, false);
-                        glommio::timer::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                    let Some(pos) = positions
-                        .iter_mut()
-                        .find(|p| p.partition == part.partition && p.topic == part.topic)
-                    else {
-                        continue;
-                    };
-                    got += absorb(stats, pos, part.records, now_wall);
-                }
-                // Like OMB's consumers: commitAsync after every poll that returned records.
-                if got > 0 && !m.rejoin.get() {
-                    commit_async(&g, &m, stats, offsets_of(&positions));
-                }
-            }
-            Err(e) => {
-                note_error(stats, &e, 1, false);
-                glommio::timer::sleep(Duration::from_millis(100)).await;
-            }
+        let got = fetch_once(client, &mut positions, params, stats, &clock).await;
+        // Like OMB's consumers: commitAsync after every poll that returned records.
+        if got > 0 && !m.rejoin.get() {
+            commit_async(&g, &m, stats, offsets_of(&positions));
         }
     }
     if !done_counted {

@@ -218,6 +218,19 @@ impl Group {
     }
 
     /// group.instance.id given with a member id that is not the instance's current one.
+    /// The answer a request naming a member gets before anything else is checked: the
+    /// group is gone (COORDINATOR_NOT_AVAILABLE) or a newer member holds its static
+    /// instance id (FENCED_INSTANCE_ID).
+    fn identity_error(&self, member_id: &str, instance_id: Option<&str>) -> Option<i16> {
+        if self.state == GroupState::Dead {
+            Some(COORDINATOR_NOT_AVAILABLE)
+        } else if self.is_fenced(member_id, instance_id) {
+            Some(FENCED_INSTANCE_ID)
+        } else {
+            None
+        }
+    }
+
     pub fn is_fenced(&self, member_id: &str, instance_id: Option<&str>) -> bool {
         match instance_id.and_then(|i| self.static_ids.get(i)) {
             Some(current) => current != member_id,
@@ -700,11 +713,8 @@ impl Group {
         protocol: Option<&str>,
         assignments: Vec<(String, Bytes)>,
     ) -> Wait<SyncResult> {
-        if self.state == GroupState::Dead {
-            return Wait::Now(SyncResult::error(COORDINATOR_NOT_AVAILABLE));
-        }
-        if self.is_fenced(member_id, instance_id) {
-            return Wait::Now(SyncResult::error(FENCED_INSTANCE_ID));
+        if let Some(code) = self.identity_error(member_id, instance_id) {
+            return Wait::Now(SyncResult::error(code));
         }
         if !self.members.contains_key(member_id) {
             return Wait::Now(SyncResult::error(UNKNOWN_MEMBER_ID));
@@ -781,11 +791,8 @@ impl Group {
         instance_id: Option<&str>,
         generation: i32,
     ) -> i16 {
-        if self.state == GroupState::Dead {
-            return COORDINATOR_NOT_AVAILABLE;
-        }
-        if self.is_fenced(member_id, instance_id) {
-            return FENCED_INSTANCE_ID;
+        if let Some(code) = self.identity_error(member_id, instance_id) {
+            return code;
         }
         let Some(m) = self.members.get_mut(member_id) else {
             return UNKNOWN_MEMBER_ID;
@@ -808,11 +815,8 @@ impl Group {
         instance_id: Option<&str>,
         generation: i32,
     ) -> i16 {
-        if self.state == GroupState::Dead {
-            return COORDINATOR_NOT_AVAILABLE;
-        }
-        if self.is_fenced(member_id, instance_id) {
-            return FENCED_INSTANCE_ID;
+        if let Some(code) = self.identity_error(member_id, instance_id) {
+            return code;
         }
         if generation < 0 && self.state == GroupState::Empty {
             // A consumer with manual assignment that only stores offsets here.
