@@ -7,7 +7,7 @@
 pub const BLOCK_BYTES: u64 = 4096;
 /// Segments grow by this much at a time (preallocated, and pre-zeroed if configured).
 pub const PREALLOC_STEP_BYTES: u64 = 8 << 20;
-/// Largest single DMA write; bigger flush rounds are split in chunks of this size that go
+/// Largest single DMA write; a bigger round (one batch over ROUND_MAX_BYTES) is split in chunks of this size that go
 /// out concurrently (bounded by StoreConfig::inflight_writes_max).
 pub const WRITE_CHUNK_BYTES: usize = 1 << 20;
 /// While a write round is in flight, the next one is formed only once this much data is
@@ -16,8 +16,12 @@ pub const ROUND_MIN_BYTES: usize = 256 << 10;
 /// fdatasyncs in flight at once per partition: a sync is issued as soon as a round
 /// completes that Fsync appenders wait for, even while earlier syncs are in flight.
 pub const SYNCS_INFLIGHT_MAX: u64 = 4;
-/// Largest amount of queued data one flush round takes.
-pub const FLUSH_ROUND_MAX_BYTES: usize = 16 << 20;
+/// Largest amount of queued data one write round takes (at least one batch). Under load
+/// this keeps several rounds in flight, so the appenders that one round's completion wakes
+/// refill the pipeline while the others are still being written: 64 closed-loop appenders
+/// of 16 KiB (1 MiB outstanding) measured ~1.0 GB/s with 512 KiB rounds against ~0.9 with
+/// one 1 MiB round and ~0.7 with 256 KiB rounds (more, smaller writes), same session.
+pub const ROUND_MAX_BYTES: usize = 512 << 10;
 /// With `Preallocation::ZeroAhead`, the next preallocation step is zeroed in the background
 /// once fewer than this many preallocated bytes are left ahead of the write position.
 pub const PREZERO_AHEAD_BYTES: u64 = PREALLOC_STEP_BYTES / 2;
@@ -43,8 +47,8 @@ pub const SEGMENT_MIN_BYTES: u64 = 64 << 10;
 const _: () = assert!(PREALLOC_STEP_BYTES.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!((WRITE_CHUNK_BYTES as u64).is_multiple_of(BLOCK_BYTES));
 const _: () = assert!((SCAN_READ_BYTES as u64).is_multiple_of(BLOCK_BYTES));
-const _: () = assert!(FLUSH_ROUND_MAX_BYTES <= PENDING_MAX_BYTES);
-const _: () = assert!(ROUND_MIN_BYTES <= FLUSH_ROUND_MAX_BYTES);
+const _: () = assert!(ROUND_MAX_BYTES <= PENDING_MAX_BYTES);
+const _: () = assert!(ROUND_MIN_BYTES <= ROUND_MAX_BYTES);
 const _: () = assert!(PREZERO_AHEAD_BYTES <= PREALLOC_STEP_BYTES);
 const _: () = assert!(SEGMENT_MIN_BYTES.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(INDEX_INTERVAL_BYTES >= BLOCK_BYTES);

@@ -30,9 +30,8 @@ use glommio::io::ReadResult;
 
 use crate::batch::{self, BATCH_HEADER_BYTES, BatchHeader};
 use crate::config::{
-    BLOCK_BYTES, Durability, FLUSH_ROUND_MAX_BYTES, INDEX_INTERVAL_BYTES, LogConfig,
-    PENDING_MAX_BYTES, READ_MAX_BYTES, ROUND_MIN_BYTES, SCAN_READ_BYTES, SEGMENT_MIN_BYTES,
-    SYNCS_INFLIGHT_MAX,
+    BLOCK_BYTES, Durability, INDEX_INTERVAL_BYTES, LogConfig, PENDING_MAX_BYTES, READ_MAX_BYTES,
+    ROUND_MAX_BYTES, ROUND_MIN_BYTES, SCAN_READ_BYTES, SEGMENT_MIN_BYTES, SYNCS_INFLIGHT_MAX,
 };
 use crate::error::{AppendError, ReadError, StorageError};
 use crate::index::SegmentIndex;
@@ -206,6 +205,9 @@ struct WriteState {
     rounds_issued: u64,
     rounds_done: u64,
     rounds_finished: u64,
+    /// A publication (round or sync) just woke appenders: what they append in this
+    /// scheduling pass is issued at once, without waiting for ROUND_MIN_BYTES.
+    wake_pass: bool,
     /// The writer task runs.
     writing: bool,
     /// The syncer task runs.
@@ -249,8 +251,9 @@ struct OffsetWaiters {
 }
 
 impl OffsetWaiters {
-    /// Wakes every waiter whose end offset is at or below `reached`.
-    fn wake_upto(&self, reached: i64) {
+    /// Wakes every waiter whose end offset is at or below `reached`; returns how many.
+    fn wake_upto(&self, reached: i64) -> usize {
+        let mut woken = 0;
         loop {
             let w = {
                 let mut q = self.waiters.borrow_mut();
@@ -260,10 +263,14 @@ impl OffsetWaiters {
                 }
             };
             match w {
-                Some((_, waker)) => waker.wake(),
+                Some((_, waker)) => {
+                    waker.wake();
+                    woken += 1;
+                }
                 None => break,
             }
         }
+        woken
     }
 
     /// Wakes everyone (the partition stopped).
@@ -517,6 +524,7 @@ impl Partition {
                 rounds_issued: 0,
                 rounds_done: 0,
                 rounds_finished: 0,
+                wake_pass: false,
                 writing: false,
                 syncing: false,
                 rolling: false,
@@ -959,15 +967,19 @@ impl Partition {
     }
 
     /// Whether the writer should issue a round now. With no round in flight, at once
-    /// (latency). With rounds in flight, only once ROUND_MIN_BYTES are queued (and below
-    /// `inflight_writes_max` rounds): on this class of virtio disk a write costs ~100+ us
-    /// of its own whatever its size, so many small writes in flight are slower than a few
-    /// large ones (measured: 62 KiB writes, 8 in flight, 1.1 ms each = 450 MB/s).
+    /// (latency). With rounds in flight (and below `inflight_writes_max` of them), once
+    /// ROUND_MIN_BYTES are queued, or in the scheduling pass in which a publication woke
+    /// appenders (`wake_pass`): what those appenders append then goes out together
+    /// instead of waiting a whole write latency for more. On this class of virtio disk a
+    /// write costs ~100+ us of its own whatever its size, so many small writes in flight
+    /// are slower than a few large ones (measured: 62 KiB writes, 8 in flight, 1.1 ms each
+    /// = 450 MB/s); one round per publication keeps rounds large under load.
     fn round_due(&self, w: &WriteState) -> bool {
         let inflight = w.rounds_issued - w.rounds_finished;
         let max = self.store.config().inflight_writes_max.max(1) as u64;
         w.queued_bytes > 0
-            && (inflight == 0 || (inflight < max && w.queued_bytes >= ROUND_MIN_BYTES))
+            && (inflight == 0
+                || (inflight < max && (w.queued_bytes >= ROUND_MIN_BYTES || w.wake_pass)))
     }
 
     /// The writer: forms rounds of pending data and issues their writes without waiting
@@ -981,6 +993,11 @@ impl Partition {
                     w.stopped.is_some() || w.queued_bytes == 0 || self.round_due(&w)
                 })
                 .await;
+            if self.write.borrow().wake_pass {
+                // Let every appender woken by the publication run first and append, so
+                // their data shares this round.
+                futures_lite::future::yield_now().await;
+            }
             match self.issue_round().await {
                 Ok(true) => {}
                 Ok(false) => break,
@@ -997,7 +1014,7 @@ impl Partition {
         self.kick();
     }
 
-    /// Takes up to FLUSH_ROUND_MAX_BYTES of pending data, forms its aligned writes and
+    /// Takes up to ROUND_MAX_BYTES of pending data, forms its aligned writes and
     /// issues them. False if there was nothing to write (or the partition stopped).
     async fn issue_round(self: &Rc<Self>) -> Result<bool, StorageError> {
         let (runs, round_next, round_bytes) = {
@@ -1009,7 +1026,7 @@ impl Partition {
             let mut bytes = 0usize;
             let mut next = w.issued_offset;
             while let Some(front) = w.pending.front() {
-                if bytes > 0 && bytes + front.data.len() > FLUSH_ROUND_MAX_BYTES {
+                if bytes > 0 && bytes + front.data.len() > ROUND_MAX_BYTES {
                     break;
                 }
                 let Some(p) = w.pending.pop_front() else {
@@ -1025,6 +1042,7 @@ impl Partition {
             }
             w.issued_offset = next;
             w.queued_bytes -= bytes;
+            w.wake_pass = false;
             (runs, next, bytes)
         };
         // Growing the file may wait; the taken data is not written by anybody else
@@ -1187,7 +1205,9 @@ impl Partition {
         self.counters
             .write_rounds
             .set(self.counters.write_rounds.get() + 1);
-        self.written_waiters.wake_upto(next_offset);
+        if self.written_waiters.wake_upto(next_offset) > 0 {
+            self.write.borrow_mut().wake_pass = true;
+        }
         self.progress.notify_all();
         self.store.enforce_cache_limit();
         self.kick();
@@ -1305,6 +1325,10 @@ impl Partition {
                 false
             }
         };
+        // No `wake_pass` here: Fsync appenders woken by a sync queue for the next round in
+        // the usual way, so two groups of appenders alternate (one group's write overlaps
+        // the other's fdatasync). Merging them into one round per sync measured ~2x slower
+        // for 8 appenders (write and fdatasync serialized).
         if published {
             self.synced_waiters.wake_upto(target);
         }
