@@ -32,6 +32,7 @@ use crate::batch::{self, BATCH_HEADER_BYTES, BatchHeader};
 use crate::config::{
     BLOCK_BYTES, Durability, INDEX_INTERVAL_BYTES, LogConfig, PENDING_MAX_BYTES, READ_MAX_BYTES,
     ROUND_MAX_BYTES, ROUND_MIN_BYTES, SCAN_READ_BYTES, SEGMENT_MIN_BYTES, SYNCS_INFLIGHT_MAX,
+    SyncMethod,
 };
 use crate::error::{AppendError, ReadError, StorageError};
 use crate::index::SegmentIndex;
@@ -113,6 +114,8 @@ pub struct PartitionStats {
     pub duplicates: u64,
     /// Flush rounds that wrote data.
     pub write_rounds: u64,
+    /// Rounds written through O_DSYNC that published the synced offset themselves.
+    pub dsync_rounds: u64,
     /// fdatasync calls made for this partition.
     pub fdatasyncs: u64,
     /// Writes of a partly filled block that an earlier, still in-flight round also wrote,
@@ -159,8 +162,12 @@ struct RoundInFlight {
     runs: Vec<RunInFlight>,
     /// Writes issued at once (chunks that no earlier in-flight write touches).
     body: Vec<glommio::Task<Result<(), StorageError>>>,
+    /// First offset of the round (`next_offset` of the round before).
+    start_offset: i64,
     next_offset: i64,
     bytes: usize,
+    /// Written through O_DSYNC descriptors (`SyncMethod::DsyncWrites`): durable once done.
+    dsync: bool,
 }
 
 struct RunInFlight {
@@ -306,6 +313,7 @@ struct Counters {
     appends: Cell<u64>,
     duplicates: Cell<u64>,
     write_rounds: Cell<u64>,
+    dsync_rounds: Cell<u64>,
     fdatasyncs: Cell<u64>,
     head_writes: Cell<u64>,
 }
@@ -899,6 +907,7 @@ impl Partition {
             assert_eq!(log.next_offset, base, "appends happened during a roll");
             let old = log.active().clone();
             old.sealed.set(true);
+            old.drop_dsync_file();
             self.store.note_segment_sealed(&old);
             self.write.borrow_mut().to_finalize.push(old);
             log.segments.insert(base, seg);
@@ -1017,11 +1026,15 @@ impl Partition {
     /// Takes up to ROUND_MAX_BYTES of pending data, forms its aligned writes and
     /// issues them. False if there was nothing to write (or the partition stopped).
     async fn issue_round(self: &Rc<Self>) -> Result<bool, StorageError> {
-        let (runs, round_next, round_bytes) = {
+        let (runs, round_start, round_next, round_bytes, dsync) = {
             let mut w = self.write.borrow_mut();
             if w.stopped.is_some() || w.pending.is_empty() {
                 return Ok(false);
             }
+            let start = w.issued_offset;
+            // Somebody waits for a sync of data in this round (or beyond it).
+            let dsync = self.store.config().sync_method == SyncMethod::DsyncWrites
+                && w.sync_requested > start;
             let mut runs: Vec<(Rc<Segment>, Vec<Bytes>)> = Vec::new();
             let mut bytes = 0usize;
             let mut next = w.issued_offset;
@@ -1043,7 +1056,7 @@ impl Partition {
             w.issued_offset = next;
             w.queued_bytes -= bytes;
             w.wake_pass = false;
-            (runs, next, bytes)
+            (runs, start, next, bytes, dsync)
         };
         // Growing the file may wait; the taken data is not written by anybody else
         // meanwhile (one writer task), and earlier rounds continue in flight.
@@ -1053,7 +1066,14 @@ impl Partition {
             let data_len: u64 = items.iter().map(|b| b.len() as u64).sum();
             let needed = align_up(seg.issued_bytes.get() + data_len);
             seg.ensure_allocated(&self.store, &file, needed).await?;
-            files.push(file);
+            // Data goes through the O_DSYNC descriptor in a dsync round; growth (zeroing
+            // ahead) always through the plain one.
+            let data_file = if dsync {
+                seg.dsync_file().await?
+            } else {
+                file.clone()
+            };
+            files.push((file, data_file));
         }
         let seq = {
             let mut w = self.write.borrow_mut();
@@ -1067,22 +1087,24 @@ impl Partition {
             seq,
             runs: Vec::with_capacity(runs.len()),
             body: Vec::new(),
+            start_offset: round_start,
             next_offset: round_next,
             bytes: round_bytes,
+            dsync,
         };
-        for ((seg, items), file) in runs.iter().zip(files) {
+        for ((seg, items), (file, data_file)) in runs.iter().zip(files) {
             let writes = seg.prepare_run(&file, items);
             let n = writes.body.len();
             for (i, (pos, buf)) in writes.body.into_iter().enumerate() {
                 let done = (i + 1 == n && !writes.last_is_head).then(|| writes.last_done.clone());
                 round
                     .body
-                    .push(self.spawn_write(&file, &seg.path, buf, pos, done));
+                    .push(self.spawn_write(&data_file, &seg.path, buf, pos, done, dsync));
             }
             seg.grow_ahead(&self.store, &file);
             round.runs.push(RunInFlight {
                 segment: seg.clone(),
-                file,
+                file: data_file,
                 head: writes.head.map(|(pos, buf)| HeadWrite {
                     pos,
                     buf,
@@ -1106,10 +1128,11 @@ impl Partition {
         buf: glommio::io::DmaBuffer,
         pos: u64,
         done: Option<Rc<Cell<bool>>>,
+        dsync: bool,
     ) -> glommio::Task<Result<(), StorageError>> {
         let t = self
             .store
-            .spawn_write(file.clone(), path.to_path_buf(), buf, pos);
+            .spawn_write(file.clone(), path.to_path_buf(), buf, pos, dsync);
         let Some(done) = done else {
             return t;
         };
@@ -1131,8 +1154,10 @@ impl Partition {
             seq,
             runs,
             body,
+            start_offset,
             next_offset,
             bytes,
+            dsync,
         } = round;
         let mut writes = body;
         let mut runs = runs;
@@ -1159,6 +1184,7 @@ impl Partition {
                 head.buf,
                 head.pos,
                 head.done,
+                dsync,
             ));
         }
         // Every issued write is awaited, even after a failure, so that none is still in
@@ -1205,6 +1231,32 @@ impl Partition {
         self.counters
             .write_rounds
             .set(self.counters.write_rounds.get() + 1);
+        // A dsync round's writes are durable; on top of a synced prefix it is a group
+        // commit of its own (no fdatasync). Otherwise the syncer covers it as usual.
+        let synced = dsync && {
+            let end = self.log_end_offset();
+            let mut w = self.write.borrow_mut();
+            if w.synced_offset >= start_offset {
+                w.synced_offset = next_offset;
+                w.sync_issued_offset = w.sync_issued_offset.max(next_offset);
+                w.unsynced_since = (next_offset != end).then(Instant::now);
+                true
+            } else {
+                false
+            }
+        };
+        if synced {
+            self.counters
+                .dsync_rounds
+                .set(self.counters.dsync_rounds.get() + 1);
+            // Unlike after a fdatasync (see complete_sync), the woken Fsync appenders
+            // form the next round together: one O_DSYNC write per group commit. Measured
+            // at 8 appenders: 179-196 MB/s merged against 122-131 in two alternating
+            // groups and 139-149 with fdatasync, same session.
+            if self.synced_waiters.wake_upto(next_offset) > 0 {
+                self.write.borrow_mut().wake_pass = true;
+            }
+        }
         if self.written_waiters.wake_upto(next_offset) > 0 {
             self.write.borrow_mut().wake_pass = true;
         }
@@ -1312,14 +1364,16 @@ impl Partition {
             let mut w = self.write.borrow_mut();
             w.syncs_finished += 1;
             if w.stopped.is_none() {
-                assert!(target >= w.synced_offset, "synced offset must grow");
                 w.syncs_done = seq;
-                w.synced_offset = target;
-                w.unsynced_since = if target == end {
-                    None
-                } else {
-                    Some(Instant::now())
-                };
+                // A dsync round may have published beyond this sync's target already.
+                if target > w.synced_offset {
+                    w.synced_offset = target;
+                    w.unsynced_since = if target == end {
+                        None
+                    } else {
+                        Some(Instant::now())
+                    };
+                }
                 true
             } else {
                 false
@@ -1810,6 +1864,7 @@ impl Partition {
             appends: self.counters.appends.get(),
             duplicates: self.counters.duplicates.get(),
             write_rounds: self.counters.write_rounds.get(),
+            dsync_rounds: self.counters.dsync_rounds.get(),
             fdatasyncs: self.counters.fdatasyncs.get(),
             head_writes: self.counters.head_writes.get(),
             producers: log.producers.len(),

@@ -52,6 +52,17 @@ pub(crate) async fn open_dma(path: &Path) -> Result<DmaFile, StorageError> {
         .map_err(|e| StorageError::glommio("open", path, e))
 }
 
+/// Opens an existing segment file for writes that are durable on completion (O_DSYNC).
+async fn open_dma_dsync(path: &Path) -> Result<DmaFile, StorageError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DSYNC)
+        .dma_open(path)
+        .await
+        .map_err(|e| StorageError::glommio("open (O_DSYNC)", path, e))
+}
+
 /// A segment of a partition log.
 pub(crate) struct Segment {
     pub base_offset: i64,
@@ -60,6 +71,10 @@ pub(crate) struct Segment {
     pub time_index_path: PathBuf,
     store: Weak<Store>,
     file: RefCell<Option<Rc<DmaFile>>>,
+    /// The same file opened again with O_DSYNC, for write rounds made durable by their
+    /// writes (`SyncMethod::DsyncWrites`). Only the active segment opens it; it is dropped
+    /// when the segment is sealed, so it adds at most one descriptor per partition.
+    dsync_file: RefCell<Option<Rc<DmaFile>>>,
     /// Bytes assigned to batches (queued or written).
     pub size_bytes: Cell<u64>,
     /// Bytes whose write completed (this and every earlier write of the segment).
@@ -104,6 +119,7 @@ impl Segment {
             path,
             store: Rc::downgrade(store),
             file: RefCell::new(None),
+            dsync_file: RefCell::new(None),
             size_bytes: Cell::new(0),
             written_bytes: Cell::new(0),
             issued_bytes: Cell::new(0),
@@ -139,6 +155,26 @@ impl Segment {
     }
 
     /// Drops the file handle if nobody uses it (for the open-files limit). True if closed.
+    /// The O_DSYNC descriptor of the file (see `dsync_file`), opened on first use.
+    pub async fn dsync_file(self: &Rc<Self>) -> Result<Rc<DmaFile>, StorageError> {
+        if let Some(f) = self.dsync_file.borrow().as_ref() {
+            return Ok(f.clone());
+        }
+        // The plain descriptor creates the file if needed and is the one accounted for.
+        self.file().await?;
+        let f = Rc::new(open_dma_dsync(&self.path).await?);
+        if let Some(existing) = self.dsync_file.borrow().as_ref() {
+            return Ok(existing.clone());
+        }
+        *self.dsync_file.borrow_mut() = Some(f.clone());
+        Ok(f)
+    }
+
+    /// Drops the O_DSYNC descriptor (the segment was sealed); writes in flight keep it.
+    pub fn drop_dsync_file(&self) {
+        self.dsync_file.borrow_mut().take();
+    }
+
     pub fn try_close_file(&self) -> bool {
         let mut slot = self.file.borrow_mut();
         match slot.as_ref() {
@@ -152,6 +188,7 @@ impl Segment {
 
     /// Drops the file handle (for removal); readers holding a clone keep it valid.
     pub fn forget_file(&self) {
+        self.drop_dsync_file();
         if self.file.borrow_mut().take().is_some()
             && let Some(store) = self.store.upgrade()
         {
@@ -575,11 +612,11 @@ async fn grow_range(
                 }
                 let len = ((to - pos) as usize).min(WRITE_CHUNK_BYTES);
                 let t = if len == zeros.len() {
-                    store.spawn_write(file.clone(), path.to_path_buf(), zeros.clone(), pos)
+                    store.spawn_write(file.clone(), path.to_path_buf(), zeros.clone(), pos, false)
                 } else {
                     let mut buf = file.alloc_dma_buffer(len);
                     buf.as_bytes_mut().fill(0);
-                    store.spawn_write(file.clone(), path.to_path_buf(), buf, pos)
+                    store.spawn_write(file.clone(), path.to_path_buf(), buf, pos, false)
                 };
                 tasks.push_back(t);
                 pos += len as u64;

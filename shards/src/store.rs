@@ -87,6 +87,10 @@ pub struct StoreStats {
     pub write_latency_us_total: u64,
     /// Sum over DMA writes of the time spent waiting for a write permit, in us.
     pub write_permit_wait_us_total: u64,
+    /// Sum over fdatasyncs of the time from issue to completion, in us.
+    pub fdatasync_latency_us_total: u64,
+    /// DMA writes made through an O_DSYNC descriptor (durable on completion).
+    pub dsync_writes: u64,
 }
 
 /// The storage of one shard (core).
@@ -106,6 +110,8 @@ pub struct Store {
     writes: Cell<u64>,
     write_latency_us: Rc<Cell<u64>>,
     write_permit_wait_us: Rc<Cell<u64>>,
+    fdatasync_latency_us: Cell<u64>,
+    dsync_writes: Cell<u64>,
     zeros: RefCell<Option<Rc<DmaBuffer>>>,
 }
 
@@ -128,6 +134,8 @@ impl Store {
             writes: Cell::new(0),
             write_latency_us: Rc::new(Cell::new(0)),
             write_permit_wait_us: Rc::new(Cell::new(0)),
+            fdatasync_latency_us: Cell::new(0),
+            dsync_writes: Cell::new(0),
             zeros: RefCell::new(None),
         })
     }
@@ -224,6 +232,8 @@ impl Store {
             writes: self.writes.get(),
             write_latency_us_total: self.write_latency_us.get(),
             write_permit_wait_us_total: self.write_permit_wait_us.get(),
+            fdatasync_latency_us_total: self.fdatasync_latency_us.get(),
+            dsync_writes: self.dsync_writes.get(),
         }
     }
 
@@ -318,23 +328,36 @@ impl Store {
         z
     }
 
-    /// Spawns one aligned DMA write, bounded by inflight_writes_max.
+    /// Spawns one aligned DMA write, bounded by inflight_writes_max. `dsync`: `file` is an
+    /// O_DSYNC descriptor, so the write includes a sync (an injected fdatasync fault fails it).
     pub(crate) fn spawn_write(
         &self,
         file: Rc<DmaFile>,
         path: PathBuf,
         buf: impl Into<WriteBuf>,
         pos: u64,
+        dsync: bool,
     ) -> glommio::Task<Result<(), StorageError>> {
         let buf = buf.into();
         assert_eq!(pos % BLOCK_BYTES, 0, "unaligned write position");
         assert_eq!(buf.len() as u64 % BLOCK_BYTES, 0, "unaligned write length");
         assert!(buf.len() > 0, "empty write");
         let permits = self.write_permits.clone();
-        let (fail, shuffle) = self.faults.borrow().as_ref().map_or((false, false), |f| {
-            (f.fail_writes.get(), f.shuffle_writes.get())
-        });
+        let (fail, shuffle, fail_sync) =
+            self.faults
+                .borrow()
+                .as_ref()
+                .map_or((false, false, false), |f| {
+                    (
+                        f.fail_writes.get(),
+                        f.shuffle_writes.get(),
+                        f.fail_fdatasync.get(),
+                    )
+                });
         self.writes.set(self.writes.get() + 1);
+        if dsync {
+            self.dsync_writes.set(self.dsync_writes.get() + 1);
+        }
         let delay_us = if shuffle {
             // splitmix64 of the write count: deterministic, well spread.
             let mut z = self.writes.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -364,6 +387,13 @@ impl Store {
                     "write",
                     path,
                     io::Error::other("injected write fault"),
+                ));
+            }
+            if dsync && fail_sync {
+                return Err(StorageError::io(
+                    "O_DSYNC write",
+                    path,
+                    io::Error::other("injected fdatasync fault (EIO)"),
                 ));
             }
             let len = buf.len();
@@ -399,8 +429,13 @@ impl Store {
                 io::Error::other("injected fdatasync fault (EIO)"),
             ));
         }
-        file.fdatasync()
+        let t = std::time::Instant::now();
+        let r = file
+            .fdatasync()
             .await
-            .map_err(|e| StorageError::glommio("fdatasync", path, e))
+            .map_err(|e| StorageError::glommio("fdatasync", path, e));
+        self.fdatasync_latency_us
+            .set(self.fdatasync_latency_us.get() + t.elapsed().as_micros() as u64);
+        r
     }
 }

@@ -5,16 +5,23 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use shards::{Durability, LogConfig, Store, StoreConfig};
+use shards::{Durability, LogConfig, Store, StoreConfig, SyncMethod};
 
-// Proves 64 concurrent Fsync appenders share fdatasyncs: far fewer syncs than appends,
-// and every append is acknowledged only once synced.
-#[test]
-fn concurrent_fsync_appenders_share_fdatasyncs() {
+// Proves 64 concurrent Fsync appenders share group commits, with either sync method: far
+// fewer durable operations (O_DSYNC rounds or fdatasyncs) than appends, and every append is
+// acknowledged only once synced.
+fn fsync_appenders_share_group_commits(sync_method: SyncMethod) {
     let dir = tmpdir();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let (_store, p) = open(path, LogConfig::default()).await;
+        let store = Store::new(StoreConfig {
+            sync_method,
+            ..StoreConfig::default()
+        });
+        let p = store
+            .open_partition(path, LogConfig::default())
+            .await
+            .unwrap();
         let mut tasks = Vec::new();
         for _ in 0..64 {
             let p = p.clone();
@@ -31,9 +38,30 @@ fn concurrent_fsync_appenders_share_fdatasyncs() {
         let s = p.stats();
         assert_eq!(s.appends, 320);
         assert_eq!(s.log_end_offset, 1280);
-        assert!(s.fdatasyncs * 4 <= s.appends, "{s:?}");
-        assert!(s.fdatasyncs >= 1);
+        let commits = s.fdatasyncs + s.dsync_rounds;
+        assert!(commits * 4 <= s.appends, "{s:?}");
+        assert!(commits >= 1);
+        match sync_method {
+            SyncMethod::DsyncWrites => {
+                assert!(s.dsync_rounds >= 1, "{s:?}");
+                assert!(store.stats().dsync_writes >= s.dsync_rounds);
+            }
+            SyncMethod::Fdatasync => {
+                assert_eq!(s.dsync_rounds, 0, "{s:?}");
+                assert_eq!(store.stats().dsync_writes, 0);
+            }
+        }
     });
+}
+
+#[test]
+fn concurrent_fsync_appenders_share_dsync_rounds() {
+    fsync_appenders_share_group_commits(SyncMethod::DsyncWrites);
+}
+
+#[test]
+fn concurrent_fsync_appenders_share_fdatasyncs() {
+    fsync_appenders_share_group_commits(SyncMethod::Fdatasync);
 }
 
 // Proves Written appends do not fdatasync by themselves, and flush.ms (via the background

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use common::*;
-use shards::{Durability, FaultInjector, LogConfig, Preallocation, Store, StoreConfig};
+use shards::{Durability, FaultInjector, LogConfig, Preallocation, Store, StoreConfig, SyncMethod};
 
 fn seg0(dir: &Path) -> std::path::PathBuf {
     dir.join("00000000000000000000.log")
@@ -226,6 +226,16 @@ fn every_preallocation_mode_recovers_and_closes_exactly() {
 // after the acks holds every acknowledged offset, and the segments follow on densely.
 #[test]
 fn fsync_acks_survive_rolls_with_overlapping_syncs() {
+    fsync_acks_survive_rolls(SyncMethod::Fdatasync);
+}
+
+// The same with group commits made by O_DSYNC rounds (the default).
+#[test]
+fn dsync_acks_survive_rolls() {
+    fsync_acks_survive_rolls(SyncMethod::DsyncWrites);
+}
+
+fn fsync_acks_survive_rolls(sync_method: SyncMethod) {
     let dir = tmpdir();
     let root = dir.path().to_path_buf();
     run(move || async move {
@@ -234,7 +244,11 @@ fn fsync_acks_survive_rolls_with_overlapping_syncs() {
             segment_bytes: 64 << 10,
             ..LogConfig::default()
         };
-        let (store, p) = open(src.clone(), cfg.clone()).await;
+        let store_cfg = StoreConfig {
+            sync_method,
+            ..StoreConfig::default()
+        };
+        let (store, p) = open_with(src.clone(), cfg.clone(), store_cfg).await;
         let mut tasks = Vec::new();
         for t in 0..16usize {
             let p = p.clone();

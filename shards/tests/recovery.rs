@@ -7,7 +7,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use common::*;
-use shards::{Durability, FaultInjector, LogConfig, Store, StoreConfig};
+use shards::{Durability, FaultInjector, LogConfig, Store, StoreConfig, SyncMethod};
 
 fn seg0(dir: &Path) -> std::path::PathBuf {
     dir.join("00000000000000000000.log")
@@ -210,10 +210,23 @@ fn crc_flip_mid_segment_is_refused_on_read() {
 // KAFKA_STORAGE_ERROR, the reason names fdatasync, and later appends are refused.
 #[test]
 fn fdatasync_error_stops_partition() {
+    sync_error_stops_partition(SyncMethod::Fdatasync);
+}
+
+// The same when the sync is part of an O_DSYNC write (the default sync method).
+#[test]
+fn dsync_write_error_stops_partition() {
+    sync_error_stops_partition(SyncMethod::DsyncWrites);
+}
+
+fn sync_error_stops_partition(sync_method: SyncMethod) {
     let dir = tmpdir();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let store = Store::new(StoreConfig::default());
+        let store = Store::new(StoreConfig {
+            sync_method,
+            ..StoreConfig::default()
+        });
         let faults = Rc::new(FaultInjector::default());
         store.set_fault_injector(Some(faults.clone()));
         let p = store

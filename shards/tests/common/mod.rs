@@ -81,7 +81,16 @@ pub async fn open(
     dir: std::path::PathBuf,
     config: shards::LogConfig,
 ) -> (std::rc::Rc<shards::Store>, std::rc::Rc<shards::Partition>) {
-    let store = shards::Store::new(shards::StoreConfig::default());
+    open_with(dir, config, shards::StoreConfig::default()).await
+}
+
+/// `open` with a given store configuration.
+pub async fn open_with(
+    dir: std::path::PathBuf,
+    config: shards::LogConfig,
+    store_config: shards::StoreConfig,
+) -> (std::rc::Rc<shards::Store>, std::rc::Rc<shards::Partition>) {
+    let store = shards::Store::new(store_config);
     let p = store
         .open_partition(dir, config)
         .await
