@@ -1,12 +1,19 @@
 //! tuning: measures this host's own limits so benchmarks and `osprey tune` can state results
 //! as a fraction of them. Std + libc only (no glommio), runs on whichever thread calls it.
 //!
-//! - [`probe_disk`]: O_DIRECT sequential write bandwidth (1 MiB aligned writes to a new
-//!   file) and the rate of 4 KiB write + fdatasync on a preallocated, pre-written file
-//!   (ops/s, p50 and p99 latency).
+//! - [`probe_disk`], on one scratch file in the given directory, one operation at a time
+//!   (queue depth 1), all with O_DIRECT:
+//!   1. sequential 1 MiB writes into the new, empty file (the filesystem allocates blocks
+//!      as it goes), then fdatasync: new-file write bandwidth;
+//!   2. the same 1 MiB writes again over the blocks pass 1 wrote, then fdatasync: overwrite
+//!      bandwidth (no allocation; on ext4 over virtio about 2x pass 1);
+//!   3. 4 KiB overwrite + fdatasync, repeated: sync ops/s with p50 and p99 latency;
+//!   4. 128 KiB overwrite + fdatasync, repeated: the sync bandwidth of 128 KiB of data
+//!      outstanding, i.e. of 8 closed-loop appenders of 16 KiB batches under acks=all.
 //! - [`probe_loopback_tcp`]: one-way bulk TCP throughput over 127.0.0.1 with std threads.
 //!
-//! Every probe is bounded: by the byte count it is given and by fixed operation caps.
+//! Every probe is bounded: by the byte count it is given and by fixed operation and time
+//! caps (SYNC_OPS_MAX, SYNC_PROBE_MAX_MS per fdatasync probe).
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -17,26 +24,46 @@ use std::time::{Duration, Instant};
 
 /// Block size of O_DIRECT writes.
 pub const DIRECT_BLOCK_BYTES: usize = 4096;
-/// Size of each sequential write of the bandwidth probe.
+/// Size of each sequential write of the bandwidth probes (new file and overwrite).
 pub const SEQ_WRITE_BYTES: usize = 1 << 20;
-/// Upper bound of 4 KiB fdatasync'd writes in one probe.
+/// Size of each write of the large fdatasync probe: 8 closed-loop appenders x 16 KiB
+/// batches, the data an acks=all group commit of 8 producers carries.
+pub const SYNC_WRITE_LARGE_BYTES: usize = 128 << 10;
+/// Upper bound of write + fdatasync operations in each fdatasync probe (4 KiB, 128 KiB).
 pub const SYNC_OPS_MAX: usize = 2000;
-/// Upper bound of the time spent on fdatasync'd writes.
+/// Upper bound of the time spent in each fdatasync probe, milliseconds (the operation in
+/// progress when it passes is finished and counted).
 pub const SYNC_PROBE_MAX_MS: u64 = 3000;
 /// Chunk size of the loopback TCP probe.
 pub const TCP_CHUNK_BYTES: usize = 256 << 10;
 
 const _: () = assert!(SEQ_WRITE_BYTES.is_multiple_of(DIRECT_BLOCK_BYTES));
+const _: () = assert!(SYNC_WRITE_LARGE_BYTES.is_multiple_of(DIRECT_BLOCK_BYTES));
+// The large sync writes cycle over the blocks of the bandwidth probe (at least one
+// SEQ_WRITE_BYTES write), so they always overwrite already written blocks.
+const _: () = assert!(SEQ_WRITE_BYTES.is_multiple_of(SYNC_WRITE_LARGE_BYTES));
 
-/// What the disk under a directory can do.
+/// What the disk under a directory can do, each figure at queue depth 1 with O_DIRECT.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DiskLimits {
-    /// O_DIRECT sequential write bandwidth, bytes per second.
+    /// Sequential SEQ_WRITE_BYTES writes into a new, empty file (the filesystem allocates
+    /// the blocks as they are written), then one fdatasync; bytes per second.
     pub direct_write_bytes_per_sec: f64,
-    /// 4 KiB overwrite + fdatasync operations per second.
+    /// The same sequential writes again over the blocks the first pass wrote (and synced),
+    /// then one fdatasync: overwrite bandwidth, no allocation; bytes per second.
+    pub direct_overwrite_bytes_per_sec: f64,
+    /// 4 KiB overwrite + fdatasync, one after the other: operations per second.
     pub fdatasync_ops_per_sec: f64,
+    /// Median latency of one 4 KiB overwrite + fdatasync, microseconds.
     pub fdatasync_p50_us: u64,
+    /// 99th percentile latency of one 4 KiB overwrite + fdatasync, microseconds.
     pub fdatasync_p99_us: u64,
+    /// SYNC_WRITE_LARGE_BYTES (128 KiB) overwrite + fdatasync, one after the other:
+    /// operations per second.
+    pub sync_write_128k_ops_per_sec: f64,
+    /// The same as bytes per second (ops/s x 128 KiB): the ceiling of 8 closed-loop
+    /// appenders of 16 KiB batches under Durability::Fsync (128 KiB outstanding).
+    pub sync_write_128k_bytes_per_sec: f64,
 }
 
 /// A heap buffer aligned for O_DIRECT, freed on drop.
@@ -86,9 +113,10 @@ fn fdatasync(f: &std::fs::File) -> io::Result<()> {
     Ok(())
 }
 
-/// Measures the disk under `dir` with `bytes` (rounded up to 1 MiB, at least 1 MiB) of
-/// O_DIRECT sequential writes, then fdatasync'd 4 KiB overwrites of a preallocated
-/// 4 MiB file (bounded by SYNC_OPS_MAX and SYNC_PROBE_MAX_MS). Removes its files.
+/// Measures the disk under `dir` (see the module doc): `bytes` (rounded up to 1 MiB, at
+/// least 1 MiB) of O_DIRECT sequential writes into a new file, the same writes again over
+/// it, then fdatasync'd 4 KiB and 128 KiB overwrites within it (each bounded by
+/// SYNC_OPS_MAX and SYNC_PROBE_MAX_MS). Removes its file.
 pub fn probe_disk(dir: &Path, bytes: u64) -> io::Result<DiskLimits> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(".tuning-probe.bin");
@@ -97,8 +125,63 @@ pub fn probe_disk(dir: &Path, bytes: u64) -> io::Result<DiskLimits> {
     result
 }
 
+/// Writes `writes` x SEQ_WRITE_BYTES of `buf` from offset 0, then fdatasyncs; returns
+/// bytes per second.
+fn sequential_pass(f: &std::fs::File, buf: &AlignedBuf, writes: u64) -> io::Result<f64> {
+    let t = Instant::now();
+    for i in 0..writes {
+        pwrite_all(f, buf.as_slice(), i * SEQ_WRITE_BYTES as u64)?;
+    }
+    fdatasync(f)?;
+    let secs = t.elapsed().as_secs_f64().max(1e-9);
+    Ok((writes * SEQ_WRITE_BYTES as u64) as f64 / secs)
+}
+
+/// Latencies of write + fdatasync operations, one at a time.
+struct SyncProbe {
+    /// Latency of each operation, microseconds, sorted ascending (never empty).
+    lat_us: Vec<u64>,
+    /// Wall time of all operations, seconds.
+    secs: f64,
+}
+
+impl SyncProbe {
+    fn ops_per_sec(&self) -> f64 {
+        self.lat_us.len() as f64 / self.secs
+    }
+    /// The `p` quantile (0..=1) of the latencies, microseconds.
+    fn pct_us(&self, p: f64) -> u64 {
+        let n = self.lat_us.len();
+        self.lat_us[((n as f64 * p) as usize).min(n - 1)]
+    }
+}
+
+/// Overwrites `buf` at successive buf-sized slots of the first `span_bytes` of `f` (wrapping
+/// around), each followed by fdatasync, at least once and until SYNC_OPS_MAX operations or
+/// SYNC_PROBE_MAX_MS.
+fn sync_probe(f: &std::fs::File, buf: &AlignedBuf, span_bytes: u64) -> io::Result<SyncProbe> {
+    let len = buf.as_slice().len() as u64;
+    let slots = (span_bytes / len).max(1);
+    let mut lat_us = Vec::with_capacity(SYNC_OPS_MAX);
+    let start = Instant::now();
+    let deadline = Duration::from_millis(SYNC_PROBE_MAX_MS);
+    for i in 0..SYNC_OPS_MAX as u64 {
+        let t = Instant::now();
+        pwrite_all(f, buf.as_slice(), (i % slots) * len)?;
+        fdatasync(f)?;
+        lat_us.push(t.elapsed().as_micros() as u64);
+        if start.elapsed() > deadline {
+            break;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    lat_us.sort_unstable();
+    Ok(SyncProbe { lat_us, secs })
+}
+
 fn probe_disk_at(path: &Path, bytes: u64) -> io::Result<DiskLimits> {
     let writes = bytes.div_ceil(SEQ_WRITE_BYTES as u64).max(1);
+    let span_bytes = writes * SEQ_WRITE_BYTES as u64;
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -107,42 +190,24 @@ fn probe_disk_at(path: &Path, bytes: u64) -> io::Result<DiskLimits> {
         .custom_flags(libc::O_DIRECT)
         .open(path)?;
     let buf = AlignedBuf::new(SEQ_WRITE_BYTES, 0x5a)?;
-    let t = Instant::now();
-    for i in 0..writes {
-        pwrite_all(&f, buf.as_slice(), i * SEQ_WRITE_BYTES as u64)?;
-    }
-    fdatasync(&f)?;
-    let secs = t.elapsed().as_secs_f64().max(1e-9);
-    let direct_write_bytes_per_sec = (writes * SEQ_WRITE_BYTES as u64) as f64 / secs;
+    let direct_write_bytes_per_sec = sequential_pass(&f, &buf, writes)?;
+    let direct_overwrite_bytes_per_sec = sequential_pass(&f, &buf, writes)?;
 
-    // fdatasync'd 4 KiB overwrites of already written blocks (like a pre-zeroed segment).
-    let small = AlignedBuf::new(DIRECT_BLOCK_BYTES, 0xa5)?;
-    let span_blocks = ((writes * SEQ_WRITE_BYTES as u64) / DIRECT_BLOCK_BYTES as u64).max(1);
-    let mut lat = Vec::with_capacity(SYNC_OPS_MAX);
-    let start = Instant::now();
-    let deadline = Duration::from_millis(SYNC_PROBE_MAX_MS);
-    for i in 0..SYNC_OPS_MAX as u64 {
-        let t = Instant::now();
-        pwrite_all(
-            &f,
-            small.as_slice(),
-            (i % span_blocks) * DIRECT_BLOCK_BYTES as u64,
-        )?;
-        fdatasync(&f)?;
-        lat.push(t.elapsed().as_micros() as u64);
-        if start.elapsed() > deadline {
-            break;
-        }
-    }
-    let total = start.elapsed().as_secs_f64().max(1e-9);
-    let ops = lat.len() as f64 / total;
-    lat.sort_unstable();
-    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    // fdatasync'd overwrites of already written blocks (like a pre-zeroed segment).
+    let small = sync_probe(&f, &AlignedBuf::new(DIRECT_BLOCK_BYTES, 0xa5)?, span_bytes)?;
+    let large = sync_probe(
+        &f,
+        &AlignedBuf::new(SYNC_WRITE_LARGE_BYTES, 0xa6)?,
+        span_bytes,
+    )?;
     Ok(DiskLimits {
         direct_write_bytes_per_sec,
-        fdatasync_ops_per_sec: ops,
-        fdatasync_p50_us: pct(0.50),
-        fdatasync_p99_us: pct(0.99),
+        direct_overwrite_bytes_per_sec,
+        fdatasync_ops_per_sec: small.ops_per_sec(),
+        fdatasync_p50_us: small.pct_us(0.50),
+        fdatasync_p99_us: small.pct_us(0.99),
+        sync_write_128k_ops_per_sec: large.ops_per_sec(),
+        sync_write_128k_bytes_per_sec: large.ops_per_sec() * SYNC_WRITE_LARGE_BYTES as f64,
     })
 }
 
@@ -198,7 +263,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tuning-probe-{}", std::process::id()));
         let l = probe_disk(&dir, 2 << 20).unwrap();
         assert!(l.direct_write_bytes_per_sec > 0.0);
+        assert!(l.direct_overwrite_bytes_per_sec > 0.0);
         assert!(l.fdatasync_ops_per_sec > 0.0);
+        assert!(l.sync_write_128k_ops_per_sec > 0.0);
+        assert_eq!(
+            l.sync_write_128k_bytes_per_sec,
+            l.sync_write_128k_ops_per_sec * SYNC_WRITE_LARGE_BYTES as f64
+        );
         assert!(l.fdatasync_p50_us <= l.fdatasync_p99_us);
         assert!(!dir.join(".tuning-probe.bin").exists());
         std::fs::remove_dir_all(&dir).ok();
