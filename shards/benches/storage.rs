@@ -36,7 +36,7 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use shards::batch::build::{ProducerFields, batch};
-use shards::{Durability, LogConfig, Partition, Preallocation, Store, StoreConfig};
+use shards::{Durability, LogConfig, Partition, Preallocation, Store, StoreConfig, SyncMethod};
 
 const BATCH_RECORDS: usize = 16;
 const RECORD_VALUE_BYTES: usize = 1000;
@@ -200,6 +200,8 @@ struct SteadySample {
     elapsed: Duration,
     appends: u64,
     write_rounds: u64,
+    /// Rounds written through O_DSYNC that were a group commit of their own.
+    dsync_rounds: u64,
     fdatasyncs: u64,
     writes: u64,
     write_latency_us: u64,
@@ -228,12 +230,12 @@ struct SteadyShard {
 }
 
 impl SteadyShard {
-    fn start(label: String, prealloc: Preallocation) -> SteadyShard {
+    fn start(label: String, prealloc: Preallocation, sync_method: SyncMethod) -> SteadyShard {
         let (commands, command_rx) = mpsc::channel();
         let (sample_tx, samples) = mpsc::channel();
         let executor = LocalExecutorBuilder::new(Placement::Unbound)
             .name("steady-shard")
-            .spawn(move || serve_steady(prealloc, command_rx, sample_tx))
+            .spawn(move || serve_steady(prealloc, sync_method, command_rx, sample_tx))
             .expect("steady shard executor");
         SteadyShard {
             label,
@@ -257,6 +259,7 @@ impl SteadyShard {
         t.elapsed += s.elapsed;
         t.appends += s.appends;
         t.write_rounds += s.write_rounds;
+        t.dsync_rounds += s.dsync_rounds;
         t.fdatasyncs += s.fdatasyncs;
         t.writes += s.writes;
         t.write_latency_us += s.write_latency_us;
@@ -280,12 +283,13 @@ impl Drop for SteadyShard {
         let t = &self.totals;
         let secs = t.elapsed.as_secs_f64().max(1e-9);
         eprintln!(
-            "    [{}] {} samples (warm-up included): {} appends ({:.0} MB/s), {} write rounds, {} fdatasyncs, {} writes (mean {} us in flight, {} us waiting for a permit), {} reordered acks; log at most {} MiB in {} segment(s) after retention",
+            "    [{}] {} samples (warm-up included): {} appends ({:.0} MB/s), {} write rounds ({} O_DSYNC group commits), {} fdatasyncs, {} writes (mean {} us in flight, {} us waiting for a permit), {} reordered acks; log at most {} MiB in {} segment(s) after retention",
             self.label,
             self.runs,
             t.appends,
             (t.appends * sample_batch().len() as u64) as f64 / secs / 1e6,
             t.write_rounds,
+            t.dsync_rounds,
             t.fdatasyncs,
             t.writes,
             t.write_latency_us / t.writes.max(1),
@@ -305,12 +309,14 @@ impl Drop for SteadyShard {
 /// directory.
 async fn serve_steady(
     prealloc: Preallocation,
+    sync_method: SyncMethod,
     commands: mpsc::Receiver<SteadyRun>,
     samples: mpsc::Sender<SteadySample>,
 ) {
     let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
     let store = Store::new(StoreConfig {
         segment_preallocation: prealloc,
+        sync_method,
         ..StoreConfig::default()
     });
     store.start_background();
@@ -382,6 +388,7 @@ async fn steady_run(
         elapsed,
         appends: ps.appends - ps0.appends,
         write_rounds: ps.write_rounds - ps0.write_rounds,
+        dsync_rounds: ps.dsync_rounds - ps0.dsync_rounds,
         fdatasyncs: ps.fdatasyncs - ps0.fdatasyncs,
         writes: ss.writes - ss0.writes,
         write_latency_us: ss.write_latency_us_total - ss0.write_latency_us_total,
@@ -470,29 +477,44 @@ fn benches(c: &mut Criterion) {
         });
     }
     // Steady: one long-lived shard per id serves all its samples.
-    for (durability, producers, in_flight, prealloc) in [
-        (Durability::Written, 1, 1, ZeroAhead),
-        (Durability::Written, 64, 1, Fallocate),
-        (Durability::Written, 64, 1, ZeroAhead),
-        (Durability::Fsync, 1, 1, ZeroAhead),
-        (Durability::Fsync, 8, 1, Fallocate),
-        (Durability::Fsync, 8, 1, ZeroAhead),
-        (Durability::Fsync, 64, 1, ZeroAhead),
-        (Durability::Fsync, 8, PRODUCER_IN_FLIGHT, ZeroAhead),
+    // Fsync rows use the default SyncMethod (O_DSYNC rounds) unless they say Fdatasync.
+    use SyncMethod::{DsyncWrites, Fdatasync};
+    for (durability, producers, in_flight, prealloc, sync_method) in [
+        (Durability::Written, 1, 1, ZeroAhead, DsyncWrites),
+        (Durability::Written, 64, 1, Fallocate, DsyncWrites),
+        (Durability::Written, 64, 1, ZeroAhead, DsyncWrites),
+        (Durability::Fsync, 1, 1, ZeroAhead, DsyncWrites),
+        (Durability::Fsync, 1, 1, ZeroAhead, Fdatasync),
+        (Durability::Fsync, 8, 1, Fallocate, DsyncWrites),
+        (Durability::Fsync, 8, 1, ZeroAhead, DsyncWrites),
+        (Durability::Fsync, 8, 1, ZeroAhead, Fdatasync),
+        (Durability::Fsync, 64, 1, ZeroAhead, DsyncWrites),
+        (
+            Durability::Fsync,
+            8,
+            PRODUCER_IN_FLIGHT,
+            ZeroAhead,
+            DsyncWrites,
+        ),
     ] {
         let param = if in_flight > 1 {
             format!("{producers}x{in_flight}")
         } else {
             producers.to_string()
         };
-        let label = format!("steady {durability:?} x{param} {prealloc:?}");
-        let id = BenchmarkId::new(format!("steady_{durability:?}_{prealloc:?}"), param);
+        let method = if sync_method == Fdatasync {
+            "_Fdatasync"
+        } else {
+            ""
+        };
+        let label = format!("steady {durability:?}{method} x{param} {prealloc:?}");
+        let id = BenchmarkId::new(format!("steady_{durability:?}{method}_{prealloc:?}"), param);
         // Started by the first sample, so ids filtered out never create a shard.
         let mut shard = None;
         g.bench_function(id, |bench| {
             bench.iter_custom(|iters| {
                 shard
-                    .get_or_insert_with(|| SteadyShard::start(label.clone(), prealloc))
+                    .get_or_insert_with(|| SteadyShard::start(label.clone(), prealloc, sync_method))
                     .run(SteadyRun {
                         iters,
                         producers,
