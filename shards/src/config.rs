@@ -7,6 +7,9 @@
 pub const BLOCK_BYTES: u64 = 4096;
 /// Segments grow by this much at a time (preallocated, and pre-zeroed if configured).
 pub const PREALLOC_STEP_BYTES: u64 = 8 << 20;
+/// Name of a partition's kept segment file awaiting reuse (`StoreConfig::recycle_segments`).
+/// Not a segment name, so recovery never reads it as part of the log.
+pub const RECYCLED_SEGMENT_FILE: &str = "recycled-segment.spare";
 /// Largest single DMA write; a bigger round (one batch over ROUND_MAX_BYTES) is split in chunks of this size that go
 /// out concurrently (bounded by StoreConfig::inflight_writes_max).
 pub const WRITE_CHUNK_BYTES: usize = 1 << 20;
@@ -71,6 +74,12 @@ pub struct StoreConfig {
     pub segment_preallocation: Preallocation,
     /// How appends under `Durability::Fsync` are made durable (see `SyncMethod`).
     pub sync_method: SyncMethod,
+    /// Keep the file of a segment that retention removes (one per partition, as
+    /// RECYCLED_SEGMENT_FILE in the partition directory) and reuse it for the next roll:
+    /// writes then overwrite already allocated, initialized blocks (no zeroing, no extent
+    /// conversion, no metadata for O_DSYNC writes to commit), as database logs recycle
+    /// their segment files. Costs up to one segment of disk per partition beyond retention.
+    pub recycle_segments: bool,
 }
 
 impl Default for StoreConfig {
@@ -82,6 +91,7 @@ impl Default for StoreConfig {
             batch_max_bytes: 8 << 20,
             segment_preallocation: Preallocation::default(),
             sync_method: SyncMethod::default(),
+            recycle_segments: true,
         }
     }
 }

@@ -31,8 +31,8 @@ use glommio::io::ReadResult;
 use crate::batch::{self, BATCH_HEADER_BYTES, BatchHeader};
 use crate::config::{
     BLOCK_BYTES, Durability, INDEX_INTERVAL_BYTES, LogConfig, PENDING_MAX_BYTES, READ_MAX_BYTES,
-    ROUND_MAX_BYTES, ROUND_MIN_BYTES, SCAN_READ_BYTES, SEGMENT_MIN_BYTES, SYNCS_INFLIGHT_MAX,
-    SyncMethod,
+    RECYCLED_SEGMENT_FILE, ROUND_MAX_BYTES, ROUND_MIN_BYTES, SCAN_READ_BYTES, SEGMENT_MIN_BYTES,
+    SYNCS_INFLIGHT_MAX, SyncMethod,
 };
 use crate::error::{AppendError, ReadError, StorageError};
 use crate::index::SegmentIndex;
@@ -116,6 +116,8 @@ pub struct PartitionStats {
     pub write_rounds: u64,
     /// Rounds written through O_DSYNC that published the synced offset themselves.
     pub dsync_rounds: u64,
+    /// Rolls that reused a segment file retention retired instead of a new file.
+    pub recycled_segments: u64,
     /// fdatasync calls made for this partition.
     pub fdatasyncs: u64,
     /// Writes of a partly filled block that an earlier, still in-flight round also wrote,
@@ -314,6 +316,7 @@ struct Counters {
     duplicates: Cell<u64>,
     write_rounds: Cell<u64>,
     dsync_rounds: Cell<u64>,
+    recycled_segments: Cell<u64>,
     fdatasyncs: Cell<u64>,
     head_writes: Cell<u64>,
 }
@@ -334,6 +337,8 @@ pub struct Partition {
     /// Fsync appenders and `flush`, woken when `synced_offset` reaches them.
     synced_waiters: OffsetWaiters,
     counters: Counters,
+    /// A retired segment file kept for the next roll (`StoreConfig::recycle_segments`).
+    spare: RefCell<Option<PathBuf>>,
 }
 
 fn now_ms() -> i64 {
@@ -381,12 +386,19 @@ impl Partition {
             }
         }
         let mut bases = Vec::new();
+        let mut spare = None;
         let rd = std::fs::read_dir(&dir).map_err(|e| StorageError::io("read dir", &dir, e))?;
         for entry in rd {
             let entry = entry.map_err(|e| StorageError::io("read dir", &dir, e))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if let Some(stem) = name.strip_suffix(".log") {
+            if name == RECYCLED_SEGMENT_FILE {
+                if store.config().recycle_segments {
+                    spare = Some(entry.path());
+                } else {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            } else if let Some(stem) = name.strip_suffix(".log") {
                 if stem.len() == 20
                     && let Ok(base) = stem.parse::<i64>()
                 {
@@ -543,6 +555,7 @@ impl Partition {
             written_waiters: OffsetWaiters::default(),
             synced_waiters: OffsetWaiters::default(),
             counters: Counters::default(),
+            spare: RefCell::new(spare),
         });
         part.recover_producers().await?;
         Ok(part)
@@ -890,6 +903,12 @@ impl Partition {
         self.write.borrow_mut().rolling = true;
         let base = self.log_end_offset();
         let seg = Rc::new(Segment::new(&self.dir, base, &self.store));
+        if let Some(bytes) = self.take_spare(&seg.path) {
+            seg.adopt_recycled(bytes);
+            self.counters
+                .recycled_segments
+                .set(self.counters.recycled_segments.get() + 1);
+        }
         let res = async {
             seg.file().await?;
             // The new file's directory entry must be durable before data in it is acked.
@@ -1822,10 +1841,65 @@ impl Partition {
                 );
                 first
             };
-            victim.remove_files()?;
+            if !self.keep_spare(&victim) {
+                victim.remove_files()?;
+            }
             deleted += 1;
         }
         Ok(deleted)
+    }
+
+    /// Keeps the log file of a segment retention just removed from the log as the spare
+    /// for the next roll, if recycling is on, no spare is kept yet and nobody (a reader)
+    /// still holds the segment or its file. Its index files are removed. False: the caller
+    /// removes the files.
+    fn keep_spare(&self, victim: &Rc<Segment>) -> bool {
+        if !self.store.config().recycle_segments
+            || self.spare.borrow().is_some()
+            || Rc::strong_count(victim) > 1
+        {
+            return false;
+        }
+        if victim.has_open_file() {
+            if !victim.try_close_file() {
+                return false;
+            }
+            self.store.note_file_closed();
+        }
+        let spare = self.dir.join(RECYCLED_SEGMENT_FILE);
+        let kept = victim.remove_index_files().and_then(|()| {
+            std::fs::rename(&victim.path, &spare)
+                .map_err(|e| StorageError::io("rename", &victim.path, e))
+        });
+        match kept {
+            Ok(()) => {
+                *self.spare.borrow_mut() = Some(spare);
+                true
+            }
+            Err(e) => {
+                log::warn!("{}: segment not kept for reuse: {e}", self.dir.display());
+                false
+            }
+        }
+    }
+
+    /// Moves the spare segment file (if any) to `path` for a new segment; its size.
+    /// The old batches in it have offsets below the new segment's base, so recovery, which
+    /// requires each batch to continue the offset sequence from the base, never takes them.
+    fn take_spare(&self, path: &Path) -> Option<u64> {
+        let spare = self.spare.borrow_mut().take()?;
+        let moved = std::fs::rename(&spare, path).and_then(|()| std::fs::metadata(path));
+        match moved {
+            Ok(meta) => Some(meta.len()),
+            Err(e) => {
+                log::warn!(
+                    "{}: recycled segment file not reused ({e}); creating a new one",
+                    spare.display()
+                );
+                let _ = std::fs::remove_file(&spare);
+                None
+            }
+        }
     }
 
     /// One tick of the shard's background task: flush.ms bound, then retention.
@@ -1865,6 +1939,7 @@ impl Partition {
             duplicates: self.counters.duplicates.get(),
             write_rounds: self.counters.write_rounds.get(),
             dsync_rounds: self.counters.dsync_rounds.get(),
+            recycled_segments: self.counters.recycled_segments.get(),
             fdatasyncs: self.counters.fdatasyncs.get(),
             head_writes: self.counters.head_writes.get(),
             producers: log.producers.len(),

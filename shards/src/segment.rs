@@ -543,6 +543,29 @@ impl Segment {
         Ok(())
     }
 
+    /// Takes a recycled file (already renamed to this segment's path) of `file_bytes`:
+    /// its blocks are allocated and written, so they count as preallocated.
+    pub fn adopt_recycled(&self, file_bytes: u64) {
+        assert_eq!(
+            self.issued_bytes.get(),
+            0,
+            "adopting a file into a written segment"
+        );
+        self.allocated_bytes.set(align_down(file_bytes));
+    }
+
+    /// Removes the segment's index files only (its log file is recycled).
+    pub fn remove_index_files(&self) -> Result<(), StorageError> {
+        for p in [&self.index_path, &self.time_index_path] {
+            match std::fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io("remove", p.clone(), e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Removes the segment's files (the open handle, if any, stays valid for readers).
     pub fn remove_files(&self) -> Result<(), StorageError> {
         for p in [&self.path, &self.index_path, &self.time_index_path] {
