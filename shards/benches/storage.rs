@@ -15,10 +15,13 @@
 //! - `append_16KiB/steady_*`: one long-lived shard per benchmark id (a thread running a
 //!   glommio executor that owns a Store and one partition with 256 MiB segments and 1 GiB
 //!   retention) serves all of that id's samples, commanded over a channel: segments roll,
-//!   retention deletes, the tail cache is full and evicting, background zeroing runs ahead,
-//!   and the store's background task (flush.ms, retention) runs as in the broker, so
-//!   Written rows also show about one flush.ms fdatasync a second. This is what a broker's long-lived partition sustains (a long run on one partition
-//!   measured ~40% more than the cold bench on the same code).
+//!   retention deletes, the tail cache is full and evicting, and the store's background
+//!   task (flush.ms, retention) runs as in the broker, so Written rows also show about one
+//!   flush.ms fdatasync a second. Before its first sample the shard writes STEADY_PREFILL
+//!   bytes (retention plus two segments, untimed), so every sample runs on a log at its
+//!   retention bound, where rolls reuse the segment files retention retires
+//!   (`StoreConfig::recycle_segments`). This is what a broker's long-lived partition
+//!   sustains (a long run on one partition measured ~40% more than the cold bench).
 //!
 //! Appenders are closed loop: each awaits its append before issuing the next (except
 //! `steady_Fsync_ZeroAhead/8x5`: 8 producers each keeping 5 appends in flight, Kafka's
@@ -45,6 +48,11 @@ const STEADY_SEGMENT_BYTES: u64 = 256 << 20;
 /// retention.bytes of the steady benches' partition (retention.ms is off): bounds their
 /// disk use to about this plus one segment.
 const STEADY_RETENTION_BYTES: i64 = 1 << 30;
+/// Untimed appends before a steady shard's first sample: the log reaches its retention
+/// bound and at least one roll reuses a retired segment file.
+const STEADY_PREFILL_BYTES: u64 = STEADY_RETENTION_BYTES as u64 + 2 * STEADY_SEGMENT_BYTES;
+/// Concurrent appenders of the prefill.
+const STEADY_PREFILL_APPENDERS: usize = 64;
 /// How often an idle steady shard checks for its next command; between commands its
 /// executor keeps running the store's background tasks.
 const STEADY_IDLE_POLL_MS: u64 = 1;
@@ -202,6 +210,8 @@ struct SteadySample {
     write_rounds: u64,
     /// Rounds written through O_DSYNC that were a group commit of their own.
     dsync_rounds: u64,
+    /// Rolls that reused a segment file retention retired.
+    recycled_segments: u64,
     fdatasyncs: u64,
     writes: u64,
     write_latency_us: u64,
@@ -237,6 +247,14 @@ impl SteadyShard {
             .name("steady-shard")
             .spawn(move || serve_steady(prealloc, sync_method, command_rx, sample_tx))
             .expect("steady shard executor");
+        // Wait for the prefill (untimed).
+        let prefill = samples.recv().expect("steady shard died in its prefill");
+        eprintln!(
+            "    [{label}] prefill: {} appends in {:.1} s, {} rolls into recycled files",
+            prefill.appends,
+            prefill.elapsed.as_secs_f64(),
+            prefill.recycled_segments
+        );
         SteadyShard {
             label,
             commands: Some(commands),
@@ -260,6 +278,7 @@ impl SteadyShard {
         t.appends += s.appends;
         t.write_rounds += s.write_rounds;
         t.dsync_rounds += s.dsync_rounds;
+        t.recycled_segments += s.recycled_segments;
         t.fdatasyncs += s.fdatasyncs;
         t.writes += s.writes;
         t.write_latency_us += s.write_latency_us;
@@ -283,7 +302,7 @@ impl Drop for SteadyShard {
         let t = &self.totals;
         let secs = t.elapsed.as_secs_f64().max(1e-9);
         eprintln!(
-            "    [{}] {} samples (warm-up included): {} appends ({:.0} MB/s), {} write rounds ({} O_DSYNC group commits), {} fdatasyncs, {} writes (mean {} us in flight, {} us waiting for a permit), {} reordered acks; log at most {} MiB in {} segment(s) after retention",
+            "    [{}] {} samples (warm-up included): {} appends ({:.0} MB/s), {} write rounds ({} O_DSYNC group commits), {} fdatasyncs, {} writes (mean {} us in flight, {} us waiting for a permit), {} reordered acks; {} rolls into recycled files; log at most {} MiB in {} segment(s) after retention",
             self.label,
             self.runs,
             t.appends,
@@ -295,6 +314,7 @@ impl Drop for SteadyShard {
             t.write_latency_us / t.writes.max(1),
             t.write_permit_wait_us / t.writes.max(1),
             t.reordered,
+            t.recycled_segments,
             t.log_bytes >> 20,
             t.segments
         );
@@ -335,6 +355,19 @@ async fn serve_steady(
         .await
         .expect("open");
     let b = sample_batch();
+    let prefill = SteadyRun {
+        iters: STEADY_PREFILL_BYTES.div_ceil(b.len() as u64),
+        producers: STEADY_PREFILL_APPENDERS,
+        in_flight: 1,
+        durability: Durability::Written,
+    };
+    // The prefill's sample tells `SteadyShard::start` the shard is ready.
+    if samples
+        .send(steady_run(&store, &p, &b, prefill).await)
+        .is_err()
+    {
+        return;
+    }
     loop {
         match commands.try_recv() {
             Ok(run) => {
@@ -389,6 +422,7 @@ async fn steady_run(
         appends: ps.appends - ps0.appends,
         write_rounds: ps.write_rounds - ps0.write_rounds,
         dsync_rounds: ps.dsync_rounds - ps0.dsync_rounds,
+        recycled_segments: ps.recycled_segments - ps0.recycled_segments,
         fdatasyncs: ps.fdatasyncs - ps0.fdatasyncs,
         writes: ss.writes - ss0.writes,
         write_latency_us: ss.write_latency_us_total - ss0.write_latency_us_total,
@@ -509,18 +543,20 @@ fn benches(c: &mut Criterion) {
         };
         let label = format!("steady {durability:?}{method} x{param} {prealloc:?}");
         let id = BenchmarkId::new(format!("steady_{durability:?}{method}_{prealloc:?}"), param);
-        // Started by the first sample, so ids filtered out never create a shard.
+        // Started (and prefilled) on the first call of this id's routine, outside
+        // iter_custom: criterion plans its samples from iter_custom's whole call time, and
+        // ids filtered out never create a shard.
         let mut shard = None;
         g.bench_function(id, |bench| {
+            let shard = shard
+                .get_or_insert_with(|| SteadyShard::start(label.clone(), prealloc, sync_method));
             bench.iter_custom(|iters| {
-                shard
-                    .get_or_insert_with(|| SteadyShard::start(label.clone(), prealloc, sync_method))
-                    .run(SteadyRun {
-                        iters,
-                        producers,
-                        in_flight,
-                        durability,
-                    })
+                shard.run(SteadyRun {
+                    iters,
+                    producers,
+                    in_flight,
+                    durability,
+                })
             })
         });
         drop(shard);
