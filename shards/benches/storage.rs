@@ -578,14 +578,15 @@ fn benches(c: &mut Criterion) {
 fn print_disk_limits(when: &str, dir: &std::path::Path) {
     match tuning::probe_disk(dir, PROBE_BYTES) {
         Ok(l) => eprintln!(
-            "disk limits {when} ({}): new-file O_DIRECT write {:.0} MB/s; overwrite O_DIRECT write {:.0} MB/s; 4 KiB write+fdatasync {:.0} ops/s, p50 {} us, p99 {} us; 128 KiB write+fdatasync {:.0} MB/s (ceiling of 8 closed-loop 16 KiB Fsync appenders)",
+            "disk limits {when} ({}): new-file O_DIRECT write {:.0} MB/s; overwrite O_DIRECT write {:.0} MB/s; 4 KiB write+fdatasync {:.0} ops/s, p50 {} us, p99 {} us; 128 KiB write+fdatasync {:.0} MB/s, 128 KiB O_DSYNC write {:.0} MB/s (ceilings of 8 closed-loop 16 KiB Fsync appenders)",
             dir.display(),
             l.direct_write_bytes_per_sec / 1e6,
             l.direct_overwrite_bytes_per_sec / 1e6,
             l.fdatasync_ops_per_sec,
             l.fdatasync_p50_us,
             l.fdatasync_p99_us,
-            l.sync_write_128k_bytes_per_sec / 1e6
+            l.sync_write_128k_bytes_per_sec / 1e6,
+            l.dsync_write_128k_bytes_per_sec / 1e6
         ),
         Err(e) => eprintln!("disk probe {when} failed: {e}"),
     }

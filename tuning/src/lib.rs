@@ -9,7 +9,9 @@
 //!      bandwidth (no allocation; on ext4 over virtio about 2x pass 1);
 //!   3. 4 KiB overwrite + fdatasync, repeated: sync ops/s with p50 and p99 latency;
 //!   4. 128 KiB overwrite + fdatasync, repeated: the sync bandwidth of 128 KiB of data
-//!      outstanding, i.e. of 8 closed-loop appenders of 16 KiB batches under acks=all.
+//!      outstanding, i.e. of 8 closed-loop appenders of 16 KiB batches under acks=all;
+//!   5. the same 128 KiB overwrites through an O_DSYNC descriptor (each write durable on
+//!      completion, no fdatasync): what the storage engine's default group commit does.
 //! - [`probe_loopback_tcp`]: one-way bulk TCP throughput over 127.0.0.1 with std threads.
 //!
 //! Every probe is bounded: by the byte count it is given and by fixed operation and time
@@ -64,6 +66,10 @@ pub struct DiskLimits {
     /// The same as bytes per second (ops/s x 128 KiB): the ceiling of 8 closed-loop
     /// appenders of 16 KiB batches under Durability::Fsync (128 KiB outstanding).
     pub sync_write_128k_bytes_per_sec: f64,
+    /// SYNC_WRITE_LARGE_BYTES overwrites through an O_DIRECT|O_DSYNC descriptor, one after
+    /// the other (durable when each completes): bytes per second. The same ceiling for
+    /// O_DSYNC group commits (shards' `SyncMethod::DsyncWrites`).
+    pub dsync_write_128k_bytes_per_sec: f64,
 }
 
 /// A heap buffer aligned for O_DIRECT, freed on drop.
@@ -157,9 +163,15 @@ impl SyncProbe {
 }
 
 /// Overwrites `buf` at successive buf-sized slots of the first `span_bytes` of `f` (wrapping
-/// around), each followed by fdatasync, at least once and until SYNC_OPS_MAX operations or
+/// around), each followed by fdatasync if `fdatasync_each` (else `f` is expected to be an
+/// O_DSYNC descriptor), at least once and until SYNC_OPS_MAX operations or
 /// SYNC_PROBE_MAX_MS.
-fn sync_probe(f: &std::fs::File, buf: &AlignedBuf, span_bytes: u64) -> io::Result<SyncProbe> {
+fn sync_probe(
+    f: &std::fs::File,
+    buf: &AlignedBuf,
+    span_bytes: u64,
+    fdatasync_each: bool,
+) -> io::Result<SyncProbe> {
     let len = buf.as_slice().len() as u64;
     let slots = (span_bytes / len).max(1);
     let mut lat_us = Vec::with_capacity(SYNC_OPS_MAX);
@@ -168,7 +180,9 @@ fn sync_probe(f: &std::fs::File, buf: &AlignedBuf, span_bytes: u64) -> io::Resul
     for i in 0..SYNC_OPS_MAX as u64 {
         let t = Instant::now();
         pwrite_all(f, buf.as_slice(), (i % slots) * len)?;
-        fdatasync(f)?;
+        if fdatasync_each {
+            fdatasync(f)?;
+        }
         lat_us.push(t.elapsed().as_micros() as u64);
         if start.elapsed() > deadline {
             break;
@@ -194,12 +208,19 @@ fn probe_disk_at(path: &Path, bytes: u64) -> io::Result<DiskLimits> {
     let direct_overwrite_bytes_per_sec = sequential_pass(&f, &buf, writes)?;
 
     // fdatasync'd overwrites of already written blocks (like a pre-zeroed segment).
-    let small = sync_probe(&f, &AlignedBuf::new(DIRECT_BLOCK_BYTES, 0xa5)?, span_bytes)?;
-    let large = sync_probe(
+    let small = sync_probe(
         &f,
-        &AlignedBuf::new(SYNC_WRITE_LARGE_BYTES, 0xa6)?,
+        &AlignedBuf::new(DIRECT_BLOCK_BYTES, 0xa5)?,
         span_bytes,
+        true,
     )?;
+    let large_buf = AlignedBuf::new(SYNC_WRITE_LARGE_BYTES, 0xa6)?;
+    let large = sync_probe(&f, &large_buf, span_bytes, true)?;
+    let dsync_file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+        .open(path)?;
+    let dsync = sync_probe(&dsync_file, &large_buf, span_bytes, false)?;
     Ok(DiskLimits {
         direct_write_bytes_per_sec,
         direct_overwrite_bytes_per_sec,
@@ -208,6 +229,7 @@ fn probe_disk_at(path: &Path, bytes: u64) -> io::Result<DiskLimits> {
         fdatasync_p99_us: small.pct_us(0.99),
         sync_write_128k_ops_per_sec: large.ops_per_sec(),
         sync_write_128k_bytes_per_sec: large.ops_per_sec() * SYNC_WRITE_LARGE_BYTES as f64,
+        dsync_write_128k_bytes_per_sec: dsync.ops_per_sec() * SYNC_WRITE_LARGE_BYTES as f64,
     })
 }
 
@@ -270,6 +292,7 @@ mod tests {
             l.sync_write_128k_bytes_per_sec,
             l.sync_write_128k_ops_per_sec * SYNC_WRITE_LARGE_BYTES as f64
         );
+        assert!(l.dsync_write_128k_bytes_per_sec > 0.0);
         assert!(l.fdatasync_p50_us <= l.fdatasync_p99_us);
         assert!(!dir.join(".tuning-probe.bin").exists());
         std::fs::remove_dir_all(&dir).ok();
