@@ -1120,7 +1120,7 @@ impl Partition {
                     .body
                     .push(self.spawn_write(&data_file, &seg.path, buf, pos, done, dsync));
             }
-            seg.grow_ahead(&self.store, &file);
+            seg.grow_ahead(&self.store, &file, self.segment_bytes_max());
             round.runs.push(RunInFlight {
                 segment: seg.clone(),
                 file: data_file,

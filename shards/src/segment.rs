@@ -471,8 +471,15 @@ impl Segment {
     }
 
     /// With `Preallocation::ZeroAhead`: starts zeroing the next step in the background when
-    /// the issued data comes within PREZERO_AHEAD_BYTES of the preallocated end.
-    pub fn grow_ahead(self: &Rc<Self>, store: &Rc<Store>, file: &Rc<DmaFile>) {
+    /// the issued data comes within PREZERO_AHEAD_BYTES of the preallocated end, never
+    /// beyond `segment_bytes_max` (the segment rolls before it; a batch that still needs
+    /// more is grown in place by `ensure_allocated`).
+    pub fn grow_ahead(
+        self: &Rc<Self>,
+        store: &Rc<Store>,
+        file: &Rc<DmaFile>,
+        segment_bytes_max: u64,
+    ) {
         if store.config().segment_preallocation != Preallocation::ZeroAhead
             || self.growing.get()
             || self.sealed.get()
@@ -484,7 +491,12 @@ impl Segment {
         if allocated == 0 || issued + PREZERO_AHEAD_BYTES <= allocated {
             return;
         }
-        let new_end = (allocated + 1).div_ceil(PREALLOC_STEP_BYTES) * PREALLOC_STEP_BYTES;
+        let limit = align_up(segment_bytes_max);
+        if allocated >= limit {
+            return;
+        }
+        let new_end =
+            ((allocated + 1).div_ceil(PREALLOC_STEP_BYTES) * PREALLOC_STEP_BYTES).min(limit);
         let from = align_up(allocated).max(issued);
         self.growing.set(true);
         let (seg, store, file) = (self.clone(), store.clone(), file.clone());
