@@ -106,7 +106,16 @@ enum ShardEvent {
 }
 
 /// Runs the broker until SIGINT/SIGTERM; returns after a clean shutdown.
-pub fn run(config: BrokerConfig) -> Result<(), HostError> {
+pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
+    // Every path below the data directory is absolute from here on: log lines name the
+    // real place, and glommio opens directories relative to fd -1 (a relative path fails
+    // with EBADF), so the storage needs absolute paths anyway.
+    config.data_dir = std::path::absolute(&config.data_dir).map_err(|e| {
+        HostError(format!(
+            "cannot resolve data directory {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
     runtime::check_io_uring()?;
     let cpus = runtime::choose_cpus(config.cores)?;
     let n = cpus.len();

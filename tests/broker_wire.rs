@@ -821,3 +821,21 @@ fn fetch_min_bytes_zero_and_duplicate_partitions() {
     assert_eq!(resp.responses[0].partitions.len(), 1);
     assert_eq!(resp.responses[0].partitions[0].error_code, 0);
 }
+
+// The README's start command: no --data-dir, so the default relative ./osprey-data under
+// the working directory. Topics are created, acks=all produce is acknowledged and fetched
+// back, and the data is under the working directory (glommio opens directories relative
+// to fd -1, so every directory the storage syncs must be absolute).
+#[test]
+fn default_relative_data_dir_serves_produce_and_fetch() {
+    let broker = Broker::start_default_dir(1);
+    let mut c = broker.connect();
+    assert_eq!(create_topic(&mut c, "rel", 2, &[]), 0);
+    let mut l = leader_conn(&broker, "rel", 1);
+    let b = batch(5, 100, Compression::None);
+    assert_eq!(produce(&mut l, "rel", 1, b.clone(), -1, 9), (0, 0));
+    let (err, hw, records) = fetch(&mut l, "rel", 1, 0, 0, 12);
+    assert_eq!((err, hw), (0, 5));
+    assert!(records == rebase(&b, 0));
+    assert!(broker.data_dir.join("topics").join("rel-1").is_dir());
+}

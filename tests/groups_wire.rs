@@ -755,3 +755,19 @@ fn committed_offsets_survive_kill_9_and_shard_count_changes() {
     check(&broker2, 1000);
     drop(broker);
 }
+
+// With the default relative data directory (the README's start command) the group
+// coordinator loads and offsets are committed and fetched back.
+#[test]
+fn default_relative_data_dir_serves_offset_commits() {
+    let broker = Broker::start_default_dir(1);
+    let g = "g-rel";
+    let mut conn = coord_conn(&broker, g);
+    assert_eq!(fetch_offsets(&mut conn, g, None).error_code, 0);
+    let r = commit(&mut conn, g, -1, "", &[("t", 0, 42, "m")]);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    assert_eq!(
+        offsets_of(&fetch_offsets(&mut conn, g, None)),
+        vec![("t".into(), 0, 42, "m".into())]
+    );
+}

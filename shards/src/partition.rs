@@ -348,7 +348,10 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// fsyncs a directory. glommio's `Directory::open` resolves a relative path against fd -1
+/// (not the working directory) and fails with EBADF, so the path is made absolute first.
 async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    let dir = &std::path::absolute(dir).map_err(|e| StorageError::io("resolve dir", dir, e))?;
     let d = glommio::io::Directory::open(dir)
         .await
         .map_err(|e| StorageError::glommio("open dir", dir, e))?;

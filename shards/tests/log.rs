@@ -271,3 +271,26 @@ fn cache_is_bounded_and_evicted_data_reads_from_disk() {
         assert_eq!(all, (0..50).map(|i| i * 4).collect::<Vec<_>>());
     });
 }
+
+// Proves a partition opened by a relative path (from the working directory) accepts Fsync
+// appends: glommio opens directories relative to fd -1, so the storage makes the paths of
+// the directories it fsyncs absolute.
+#[test]
+fn relative_partition_path_works() {
+    let dir = tmpdir();
+    let abs = dir.path().join("nested").join("t-0");
+    // The same place as a relative path: up to / from the working directory, then down.
+    let cwd = std::env::current_dir().unwrap();
+    let mut rel = std::path::PathBuf::new();
+    for _ in 1..cwd.components().count() {
+        rel.push("..");
+    }
+    rel.push(abs.strip_prefix("/").unwrap());
+    assert!(rel.is_relative());
+    run(move || async move {
+        let (_store, p) = open(rel, LogConfig::default()).await;
+        let info = p.append(batch(2, 10, 0), Durability::Fsync).await.unwrap();
+        assert_eq!(info.last_offset, 1);
+        assert!(abs.is_dir());
+    });
+}

@@ -46,13 +46,29 @@ impl Broker {
 
     /// Starts a broker on an existing data directory (restart tests), with extra flags.
     pub fn start_in(dir: &Path, cores: usize, extra: &[&str]) -> Broker {
+        Broker::spawn(Some(dir), None, cores, extra)
+    }
+
+    /// Starts a broker as the README does: without --data-dir (the default, relative
+    /// `./osprey-data`), in a fresh temporary working directory.
+    pub fn start_default_dir(cores: usize) -> Broker {
+        let tmp = tmpdir();
+        let mut b = Broker::spawn(None, Some(tmp.path()), cores, &[]);
+        b.data_dir = tmp.path().join("osprey-data");
+        b._tmp = Some(tmp);
+        b
+    }
+
+    fn spawn(dir: Option<&Path>, cwd: Option<&Path>, cores: usize, extra: &[&str]) -> Broker {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_osprey"));
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(dir)
-            .arg("--cores")
+        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0");
+        if let Some(dir) = dir {
+            cmd.arg("--data-dir").arg(dir);
+        }
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
+        cmd.arg("--cores")
             .arg(cores.to_string())
             .args(extra)
             .env(
@@ -96,7 +112,7 @@ impl Broker {
             child: Some(child),
             bootstrap: bootstrap.expect("bootstrap in ready line"),
             nodes,
-            data_dir: dir.to_path_buf(),
+            data_dir: dir.map(Path::to_path_buf).unwrap_or_default(),
             cores,
             _tmp: None,
         }
