@@ -22,6 +22,10 @@
 //!   retention bound, where rolls reuse the segment files retention retires
 //!   (`StoreConfig::recycle_segments`). This is what a broker's long-lived partition
 //!   sustains (a long run on one partition measured ~40% more than the cold bench).
+//! - `append_16KiB/growing_*`: the same long-lived shard without retention (and a prefill
+//!   of GROWING_PREFILL_BYTES only), so every segment is a new file that preallocation
+//!   must grow: a log that has not reached its retention bound yet (Kafka's default
+//!   retention.ms is 7 days), the regime where `Preallocation` matters.
 //!
 //! Appenders are closed loop: each awaits its append before issuing the next (except
 //! `steady_Fsync_ZeroAhead/8x5`: 8 producers each keeping 5 appends in flight, Kafka's
@@ -51,6 +55,8 @@ const STEADY_RETENTION_BYTES: i64 = 1 << 30;
 /// Untimed appends before a steady shard's first sample: the log reaches its retention
 /// bound and at least one roll reuses a retired segment file.
 const STEADY_PREFILL_BYTES: u64 = STEADY_RETENTION_BYTES as u64 + 2 * STEADY_SEGMENT_BYTES;
+/// Prefill of a growing shard: fills the tail cache, stays within the first segment.
+const GROWING_PREFILL_BYTES: u64 = 192 << 20;
 /// Concurrent appenders of the prefill.
 const STEADY_PREFILL_APPENDERS: usize = 64;
 /// How often an idle steady shard checks for its next command; between commands its
@@ -240,12 +246,17 @@ struct SteadyShard {
 }
 
 impl SteadyShard {
-    fn start(label: String, prealloc: Preallocation, sync_method: SyncMethod) -> SteadyShard {
+    fn start(
+        label: String,
+        prealloc: Preallocation,
+        sync_method: SyncMethod,
+        growing: bool,
+    ) -> SteadyShard {
         let (commands, command_rx) = mpsc::channel();
         let (sample_tx, samples) = mpsc::channel();
         let executor = LocalExecutorBuilder::new(Placement::Unbound)
             .name("steady-shard")
-            .spawn(move || serve_steady(prealloc, sync_method, command_rx, sample_tx))
+            .spawn(move || serve_steady(prealloc, sync_method, growing, command_rx, sample_tx))
             .expect("steady shard executor");
         // Wait for the prefill (untimed).
         let prefill = samples.recv().expect("steady shard died in its prefill");
@@ -326,10 +337,13 @@ impl Drop for SteadyShard {
 /// STEADY_SEGMENT_BYTES segments and STEADY_RETENTION_BYTES retention (retention.ms off),
 /// serves commands until the sender is dropped (polling every STEADY_IDLE_POLL_MS so
 /// background work keeps running between samples), then closes the store and removes the
-/// directory.
+/// directory. `growing`: no retention and only GROWING_PREFILL_BYTES of prefill, so every
+/// segment is a new file (a log that has not reached its retention bound yet, e.g. under
+/// Kafka's default 7-day retention.ms).
 async fn serve_steady(
     prealloc: Preallocation,
     sync_method: SyncMethod,
+    growing: bool,
     commands: mpsc::Receiver<SteadyRun>,
     samples: mpsc::Sender<SteadySample>,
 ) {
@@ -345,7 +359,7 @@ async fn serve_steady(
             dir.path().join("s-0"),
             LogConfig {
                 segment_bytes: STEADY_SEGMENT_BYTES,
-                retention_bytes: STEADY_RETENTION_BYTES,
+                retention_bytes: if growing { -1 } else { STEADY_RETENTION_BYTES },
                 // The bench batch's timestamps are from 2023: under the default 7-day
                 // retention.ms every segment would be deleted as soon as it is sealed.
                 retention_ms: -1,
@@ -356,7 +370,12 @@ async fn serve_steady(
         .expect("open");
     let b = sample_batch();
     let prefill = SteadyRun {
-        iters: STEADY_PREFILL_BYTES.div_ceil(b.len() as u64),
+        iters: if growing {
+            GROWING_PREFILL_BYTES
+        } else {
+            STEADY_PREFILL_BYTES
+        }
+        .div_ceil(b.len() as u64),
         producers: STEADY_PREFILL_APPENDERS,
         in_flight: 1,
         durability: Durability::Written,
@@ -513,7 +532,14 @@ fn benches(c: &mut Criterion) {
     // Steady: one long-lived shard per id serves all its samples.
     // Fsync rows use the default SyncMethod (O_DSYNC rounds) unless they say Fdatasync.
     use SyncMethod::{DsyncWrites, Fdatasync};
-    for (durability, producers, in_flight, prealloc, sync_method) in [
+    // Growing rows: the same long-lived shard without retention, every segment a new file.
+    let growing_rows = [
+        (Durability::Written, 64, 1, Fallocate, DsyncWrites, true),
+        (Durability::Written, 64, 1, ZeroAhead, DsyncWrites, true),
+        (Durability::Fsync, 8, 1, Fallocate, DsyncWrites, true),
+        (Durability::Fsync, 8, 1, ZeroAhead, DsyncWrites, true),
+    ];
+    let steady_rows = [
         (Durability::Written, 1, 1, ZeroAhead, DsyncWrites),
         (Durability::Written, 64, 1, Fallocate, DsyncWrites),
         (Durability::Written, 64, 1, ZeroAhead, DsyncWrites),
@@ -530,7 +556,11 @@ fn benches(c: &mut Criterion) {
             ZeroAhead,
             DsyncWrites,
         ),
-    ] {
+    ]
+    .map(|(d, p, f, a, m)| (d, p, f, a, m, false));
+    for (durability, producers, in_flight, prealloc, sync_method, growing) in
+        steady_rows.into_iter().chain(growing_rows)
+    {
         let param = if in_flight > 1 {
             format!("{producers}x{in_flight}")
         } else {
@@ -541,15 +571,20 @@ fn benches(c: &mut Criterion) {
         } else {
             ""
         };
-        let label = format!("steady {durability:?}{method} x{param} {prealloc:?}");
-        let id = BenchmarkId::new(format!("steady_{durability:?}{method}_{prealloc:?}"), param);
+        let regime = if growing { "growing" } else { "steady" };
+        let label = format!("{regime} {durability:?}{method} x{param} {prealloc:?}");
+        let id = BenchmarkId::new(
+            format!("{regime}_{durability:?}{method}_{prealloc:?}"),
+            param,
+        );
         // Started (and prefilled) on the first call of this id's routine, outside
         // iter_custom: criterion plans its samples from iter_custom's whole call time, and
         // ids filtered out never create a shard.
         let mut shard = None;
         g.bench_function(id, |bench| {
-            let shard = shard
-                .get_or_insert_with(|| SteadyShard::start(label.clone(), prealloc, sync_method));
+            let shard = shard.get_or_insert_with(|| {
+                SteadyShard::start(label.clone(), prealloc, sync_method, growing)
+            });
             bench.iter_custom(|iters| {
                 shard.run(SteadyRun {
                     iters,

@@ -202,6 +202,11 @@ struct WriteState {
     synced_offset: i64,
     /// Target of the latest fdatasync issued (>= synced_offset while syncs are in flight).
     sync_issued_offset: i64,
+    /// End of the prefix that is synced, covered by an issued fdatasync or written by
+    /// issued O_DSYNC rounds. A round is made a dsync round only if it continues this
+    /// prefix: on top of unsynced plain writes its O_DSYNC flush could not publish anything
+    /// and a fdatasync would be needed anyway.
+    durable_issued_offset: i64,
     /// fdatasync rounds issued, published in order, finished (published or failed).
     syncs_issued: u64,
     syncs_done: u64,
@@ -370,6 +375,10 @@ impl Partition {
         dir: PathBuf,
         config: LogConfig,
     ) -> Result<Rc<Partition>, StorageError> {
+        // Absolute from here on: the parents walked below must never end in "" (the parent
+        // of a relative one-component path), and glommio opens directories from fd -1.
+        let dir =
+            std::path::absolute(&dir).map_err(|e| StorageError::io("resolve dir", &dir, e))?;
         // Directories created here (the partition's, and any missing parents) get their
         // entries fsync'ed in their parents before the first append can be acknowledged:
         // an fdatasync'ed segment is worth nothing if its directory vanishes in a crash.
@@ -489,7 +498,17 @@ impl Partition {
             segments.insert(base, seg);
         }
         if segments.is_empty() {
-            let seg = Rc::new(Segment::new(&dir, 0, &store));
+            // A spare beside no segment is left over from an earlier, half-deleted
+            // incarnation of this directory: its batches may have any offsets, so it must
+            // never be reused here.
+            if let Some(spare) = spare.take() {
+                log::warn!(
+                    "{}: removing a recycled segment file found without any segment",
+                    spare.display()
+                );
+                let _ = std::fs::remove_file(&spare);
+            }
+            let seg = Rc::new(Segment::create(&dir, 0, &store));
             seg.file().await?;
             sync_dir(&dir).await?;
             segments.insert(0, seg);
@@ -537,6 +556,7 @@ impl Partition {
                 written_offset: next_offset,
                 synced_offset: next_offset,
                 sync_issued_offset: next_offset,
+                durable_issued_offset: next_offset,
                 syncs_issued: 0,
                 syncs_done: 0,
                 syncs_finished: 0,
@@ -905,7 +925,7 @@ impl Partition {
     async fn roll(&self) -> Result<(), StorageError> {
         self.write.borrow_mut().rolling = true;
         let base = self.log_end_offset();
-        let seg = Rc::new(Segment::new(&self.dir, base, &self.store));
+        let seg = Rc::new(Segment::create(&self.dir, base, &self.store));
         if let Some(bytes) = self.take_spare(&seg.path) {
             seg.adopt_recycled(bytes);
             self.counters
@@ -1051,12 +1071,17 @@ impl Partition {
         let (runs, round_start, round_next, round_bytes, dsync) = {
             let mut w = self.write.borrow_mut();
             if w.stopped.is_some() || w.pending.is_empty() {
+                // Nobody appended in the pass that set it: it must not let a later,
+                // unrelated append skip ROUND_MIN_BYTES.
+                w.wake_pass = false;
                 return Ok(false);
             }
             let start = w.issued_offset;
-            // Somebody waits for a sync of data in this round (or beyond it).
+            // Somebody waits for a sync of data in this round (or beyond it), and everything
+            // before it is or will be durable without another fdatasync.
             let dsync = self.store.config().sync_method == SyncMethod::DsyncWrites
-                && w.sync_requested > start;
+                && w.sync_requested > start
+                && w.durable_issued_offset >= start;
             let mut runs: Vec<(Rc<Segment>, Vec<Bytes>)> = Vec::new();
             let mut bytes = 0usize;
             let mut next = w.issued_offset;
@@ -1078,6 +1103,9 @@ impl Partition {
             w.issued_offset = next;
             w.queued_bytes -= bytes;
             w.wake_pass = false;
+            if dsync {
+                w.durable_issued_offset = next;
+            }
             (runs, start, next, bytes, dsync)
         };
         // Growing the file may wait; the taken data is not written by anybody else
@@ -1341,6 +1369,7 @@ impl Partition {
                 let mut w = self.write.borrow_mut();
                 w.syncs_issued += 1;
                 w.sync_issued_offset = w.written_offset;
+                w.durable_issued_offset = w.durable_issued_offset.max(w.written_offset);
                 (
                     std::mem::take(&mut w.dirty),
                     w.written_offset,

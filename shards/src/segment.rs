@@ -42,11 +42,13 @@ pub fn segment_file_name(base_offset: i64) -> String {
     format!("{base_offset:020}.log")
 }
 
-pub(crate) async fn open_dma(path: &Path) -> Result<DmaFile, StorageError> {
+/// Opens a file for direct I/O; creates it only if `create` (a new segment): reopening an
+/// existing segment must never recreate a file that retention removed meanwhile.
+pub(crate) async fn open_dma(path: &Path, create: bool) -> Result<DmaFile, StorageError> {
     OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
+        .create(create)
         .dma_open(path)
         .await
         .map_err(|e| StorageError::glommio("open", path, e))
@@ -71,9 +73,13 @@ pub(crate) struct Segment {
     pub time_index_path: PathBuf,
     store: Weak<Store>,
     file: RefCell<Option<Rc<DmaFile>>>,
+    /// The next open may create the file (a new segment not opened yet).
+    create: Cell<bool>,
     /// The same file opened again with O_DSYNC, for write rounds made durable by their
-    /// writes (`SyncMethod::DsyncWrites`). Only the active segment opens it; it is dropped
-    /// when the segment is sealed, so it adds at most one descriptor per partition.
+    /// writes (`SyncMethod::DsyncWrites`). Opened by rounds of the active segment (and of a
+    /// just sealed one whose last rounds are still being written); dropped at seal and
+    /// again at finalize, when every write of the segment completed, so it adds at most
+    /// two descriptors per partition (during a roll) beyond the open_files_max count.
     dsync_file: RefCell<Option<Rc<DmaFile>>>,
     /// Bytes assigned to batches (queued or written).
     pub size_bytes: Cell<u64>,
@@ -110,9 +116,20 @@ pub(crate) struct ScanOutcome {
 }
 
 impl Segment {
+    /// A segment whose file exists (recovery).
     pub fn new(dir: &Path, base_offset: i64, store: &Rc<Store>) -> Segment {
+        Segment::with_create(dir, base_offset, store, false)
+    }
+
+    /// A new segment: its first open creates the file (roll, a new partition).
+    pub fn create(dir: &Path, base_offset: i64, store: &Rc<Store>) -> Segment {
+        Segment::with_create(dir, base_offset, store, true)
+    }
+
+    fn with_create(dir: &Path, base_offset: i64, store: &Rc<Store>, create: bool) -> Segment {
         let path = dir.join(segment_file_name(base_offset));
         Segment {
+            create: Cell::new(create),
             base_offset,
             index_path: path.with_extension("index"),
             time_index_path: path.with_extension("timeindex"),
@@ -142,7 +159,8 @@ impl Segment {
         if let Some(f) = self.file.borrow().as_ref() {
             return Ok(f.clone());
         }
-        let f = Rc::new(open_dma(&self.path).await?);
+        let f = Rc::new(open_dma(&self.path, self.create.get()).await?);
+        self.create.set(false);
         // Another task may have opened it meanwhile; keep one.
         if let Some(existing) = self.file.borrow().as_ref() {
             return Ok(existing.clone());
@@ -536,6 +554,8 @@ impl Segment {
         assert_eq!(self.written_bytes.get(), self.size_bytes.get());
         // A zero write landing after the truncate would grow the file again.
         self.wait_growth().await;
+        // Every write completed (written == size): no round needs O_DSYNC any more.
+        self.drop_dsync_file();
         let f = self.file().await?;
         f.truncate(self.size_bytes.get())
             .await

@@ -24,12 +24,21 @@ use crate::segment::Segment;
 /// devices without io-poll support (virtio), and every later read fails with EOPNOTSUPP. So
 /// before the first real segment is opened, open a one-block file: the probe then sees the
 /// real answer.
+/// The probe goes into the nearest existing directory at or above `dir` (on the same
+/// device), so that creating the partition directory stays `Partition::open`'s job (which
+/// fsyncs new directories in their parents).
 async fn probe_iopoll(dir: &Path) -> Result<(), StorageError> {
-    std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create dir", dir, e))?;
-    let path = dir.join(".iopoll-probe.tmp");
+    let mut at = dir;
+    while !at.is_dir() {
+        at = match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+    }
+    let path = at.join(".iopoll-probe.tmp");
     std::fs::write(&path, vec![0u8; BLOCK_BYTES as usize])
         .map_err(|e| StorageError::io("write", &path, e))?;
-    let f = crate::segment::open_dma(&path).await?;
+    let f = crate::segment::open_dma(&path, false).await?;
     let _ = f.close().await;
     std::fs::remove_file(&path).map_err(|e| StorageError::io("remove", &path, e))
 }

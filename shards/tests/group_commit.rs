@@ -142,3 +142,30 @@ fn none_durability_is_queued_and_written() {
         assert_eq!((s.pending_bytes, s.synced_offset), (0, 3));
     });
 }
+
+// Proves an Fsync append on top of unsynced Written data needs a fdatasync (for the
+// Written prefix; its own round may be an O_DSYNC round issued beside it), and the next
+// Fsync append, now on a synced prefix, is made durable by one O_DSYNC round alone.
+#[test]
+fn dsync_rounds_only_continue_a_durable_prefix() {
+    let dir = tmpdir();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let (_store, p) = open(path, LogConfig::default()).await;
+        p.append(batch(2, 100, 0), Durability::Written)
+            .await
+            .unwrap();
+        let s = p.stats();
+        assert_eq!((s.synced_offset, s.fdatasyncs, s.dsync_rounds), (0, 0, 0));
+        p.append(batch(2, 100, 0), Durability::Fsync).await.unwrap();
+        let s = p.stats();
+        assert_eq!(s.synced_offset, 4, "{s:?}");
+        assert!(s.fdatasyncs >= 1, "{s:?}");
+        let (syncs, dsyncs) = (s.fdatasyncs, s.dsync_rounds);
+        p.append(batch(2, 100, 0), Durability::Fsync).await.unwrap();
+        let s = p.stats();
+        assert_eq!(s.synced_offset, 6, "{s:?}");
+        assert_eq!(s.dsync_rounds, dsyncs + 1, "{s:?}");
+        assert_eq!(s.fdatasyncs, syncs, "{s:?}");
+    });
+}
