@@ -35,7 +35,10 @@ async fn probe_iopoll(dir: &Path) -> Result<(), StorageError> {
             _ => Path::new("."),
         };
     }
-    let path = at.join(".iopoll-probe.tmp");
+    // Several shards may probe in one directory at once: a name of its own each.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = at.join(format!(".iopoll-probe-{}-{n}.tmp", std::process::id()));
     std::fs::write(&path, vec![0u8; BLOCK_BYTES as usize])
         .map_err(|e| StorageError::io("write", &path, e))?;
     let f = crate::segment::open_dma(&path, false).await?;
