@@ -274,11 +274,7 @@ fn fsync_acks_survive_rolls(sync_method: SyncMethod) {
         }
         assert!(p.stats().segments > 5, "{:?}", p.stats());
         let image = root.join("image");
-        std::fs::create_dir_all(&image).unwrap();
-        for e in std::fs::read_dir(&src).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), image.join(e.file_name())).unwrap();
-        }
+        copy_dir(&src, &image);
         drop(p);
         drop(store);
         let (_store, p) = open(image, cfg).await;
@@ -364,11 +360,7 @@ fn recycled_segments_keep_the_log_exact() {
         };
         check(read_all(&p).await, acked);
         let image = root.join("image");
-        std::fs::create_dir_all(&image).unwrap();
-        for e in std::fs::read_dir(&src).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), image.join(e.file_name())).unwrap();
-        }
+        copy_dir(&src, &image);
         // The active segment's file is longer than its data: the old segment's batches.
         let active = std::fs::read_dir(&image)
             .unwrap()

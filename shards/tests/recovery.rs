@@ -13,14 +13,6 @@ fn seg0(dir: &Path) -> std::path::PathBuf {
     dir.join("00000000000000000000.log")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-}
-
 // Proves a last batch torn at every byte boundary (and the same followed by zeros) is cut:
 // the log ends after the previous whole batch and appends continue at the right offset.
 #[test]

@@ -27,6 +27,15 @@ fn env_logger_init() -> Result<(), ()> {
     Ok(())
 }
 
+/// Copies every file of `from` into `to` (created): a crash image of a live partition.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
 /// A temporary directory under cargo's per-target scratch directory: on the build's disk,
 /// which takes O_DIRECT (a tmpfs /tmp would not).
 pub fn tmpdir() -> tempfile::TempDir {
