@@ -219,8 +219,9 @@ struct WriteState {
     rounds_issued: u64,
     rounds_done: u64,
     rounds_finished: u64,
-    /// A publication (round or sync) just woke appenders: what they append in this
-    /// scheduling pass is issued at once, without waiting for ROUND_MIN_BYTES.
+    /// A round's publication just woke appenders (Written ones, or Fsync ones of a dsync
+    /// round): what they append in this scheduling pass is issued at once, without waiting
+    /// for ROUND_MIN_BYTES. Cleared by the next round, or when the writer finds nothing.
     wake_pass: bool,
     /// The writer task runs.
     writing: bool,
