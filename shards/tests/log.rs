@@ -127,10 +127,7 @@ fn roll_and_size_retention() {
     let dir = tmpdir();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let cfg = LogConfig {
-            segment_bytes: 64 << 10,
-            ..LogConfig::default()
-        };
+        let cfg = small_segments();
         let (store, p) = open(path.clone(), cfg.clone()).await;
         for i in 0..40 {
             p.append(batch(4, 1000, i), Durability::Written)
@@ -183,10 +180,7 @@ fn time_retention_and_offset_for_timestamp() {
     let dir = tmpdir();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let cfg = LogConfig {
-            segment_bytes: 64 << 10,
-            ..LogConfig::default()
-        };
+        let cfg = small_segments();
         let store = Store::new(StoreConfig {
             cache_max_bytes: 0,
             ..StoreConfig::default()
@@ -317,13 +311,7 @@ fn rolls_do_not_leak_descriptors() {
             ..StoreConfig::default()
         });
         let p = store
-            .open_partition(
-                path.clone(),
-                LogConfig {
-                    segment_bytes: 64 << 10,
-                    ..LogConfig::default()
-                },
-            )
+            .open_partition(path.clone(), small_segments())
             .await
             .unwrap();
         let mut tasks = Vec::new();
@@ -362,14 +350,7 @@ fn spare_without_segments_is_removed() {
     // Old batches whose offsets start at 0: exactly what a new log would expect.
     std::fs::write(&spare, batch(5, 100, 0).repeat(20)).unwrap();
     run(move || async move {
-        let (_store, p) = open(
-            path,
-            LogConfig {
-                segment_bytes: 64 << 10,
-                ..LogConfig::default()
-            },
-        )
-        .await;
+        let (_store, p) = open(path, small_segments()).await;
         assert!(!spare.exists());
         assert_eq!(p.log_end_offset(), 0);
         assert_eq!(p.stats().recycled_segments, 0);

@@ -240,10 +240,7 @@ fn fsync_acks_survive_rolls(sync_method: SyncMethod) {
     let root = dir.path().to_path_buf();
     run(move || async move {
         let src = root.join("src");
-        let cfg = LogConfig {
-            segment_bytes: 64 << 10,
-            ..LogConfig::default()
-        };
+        let cfg = small_segments();
         let store_cfg = StoreConfig {
             sync_method,
             ..StoreConfig::default()

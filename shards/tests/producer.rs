@@ -65,10 +65,7 @@ fn producer_state_survives_reopen_and_crash() {
     let dir = tmpdir();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let cfg = LogConfig {
-            segment_bytes: 64 << 10,
-            ..LogConfig::default()
-        };
+        let cfg = small_segments();
         let (store, p) = open(path.clone(), cfg.clone()).await;
         for i in 0..40 {
             p.append(pbatch(11, 0, i * 10, 10), Durability::Fsync)

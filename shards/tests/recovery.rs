@@ -66,10 +66,7 @@ fn crash_keeps_every_fsync_acknowledged_batch() {
     let root = dir.path().to_path_buf();
     run(move || async move {
         let src = root.join("src");
-        let cfg = LogConfig {
-            segment_bytes: 64 << 10,
-            ..LogConfig::default()
-        };
+        let cfg = small_segments();
         let (store, p) = open(src.clone(), cfg.clone()).await;
         let mut acked = 0;
         for i in 0..60 {
@@ -114,10 +111,7 @@ fn missing_and_stale_indexes_are_rebuilt() {
     let dir = tmpdir();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let cfg = LogConfig {
-            segment_bytes: 64 << 10,
-            ..LogConfig::default()
-        };
+        let cfg = small_segments();
         let (store, p) = open(path.clone(), cfg.clone()).await;
         for i in 0..60 {
             p.append(batch(2, 2000, 100 * i), Durability::Written)
@@ -164,10 +158,7 @@ fn crc_flip_mid_segment_is_refused_on_read() {
     let dir = tmpdir();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let cfg = LogConfig {
-            segment_bytes: 64 << 10,
-            ..LogConfig::default()
-        };
+        let cfg = small_segments();
         let (store, p) = open(path.clone(), cfg.clone()).await;
         let b = batch(2, 2000, 0);
         let blen = b.len() as u64;

@@ -27,6 +27,14 @@ fn env_logger_init() -> Result<(), ()> {
     Ok(())
 }
 
+/// Default log config with 64 KiB segments, so a test rolls after a few appends.
+pub fn small_segments() -> shards::LogConfig {
+    shards::LogConfig {
+        segment_bytes: 64 << 10,
+        ..shards::LogConfig::default()
+    }
+}
+
 /// Copies every file of `from` into `to` (created): a crash image of a live partition.
 pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
