@@ -8,6 +8,7 @@ pub mod fetch_response;
 pub mod produce_v0;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::sync::atomic::{AtomicU64, Ordering};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -15,6 +16,10 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 pub const REQUEST_FRAME_MAX_BYTES: usize = 100 * 1024 * 1024;
 /// Size of the big-endian i32 length prefix in front of every frame.
 pub const FRAME_PREFIX_BYTES: usize = 4;
+
+/// Requests whose body decoded completely with bytes left over (served, as Kafka serves
+/// them). Process-wide; a plain atomic counter, touched only on that rare path.
+pub static TRAILING_BYTES_REQUESTS: AtomicU64 = AtomicU64::new(0);
 
 /// Why a connection is being closed instead of answered. Logged with the client address.
 #[derive(Debug)]
@@ -135,7 +140,11 @@ pub fn decode_request(mut frame: Bytes) -> Result<RequestFrame, ProtocolError> {
 }
 
 impl RequestFrame {
-    /// Decodes the body as `T` at this frame's version; trailing bytes are an error.
+    /// Decodes the body as `T` at this frame's version. Bytes left after a completely
+    /// decoded body are ignored, as Kafka's broker ignores them (`AbstractRequest.parseRequest`
+    /// never checks): librdkafka >= 2.1 sends 3 of them in every all-topics Metadata v9+
+    /// request. They are counted in `TRAILING_BYTES_REQUESTS` so a client that sends them
+    /// stays visible.
     pub fn decode<T: Decodable>(&self) -> Result<T, ProtocolError> {
         let mut body = self.body.clone();
         let value = T::decode(&mut body, self.version).map_err(|e| ProtocolError::Malformed {
@@ -144,11 +153,7 @@ impl RequestFrame {
             reason: e.to_string(),
         })?;
         if body.has_remaining() {
-            return Err(ProtocolError::Malformed {
-                key: self.api_key,
-                version: self.version,
-                reason: format!("{} trailing bytes", body.remaining()),
-            });
+            TRAILING_BYTES_REQUESTS.fetch_add(1, Ordering::Relaxed);
         }
         Ok(value)
     }
@@ -271,6 +276,29 @@ mod tests {
         assert_eq!(frame.correlation_id, 42);
         assert_eq!(frame.client_id.as_deref(), Some("c"));
         let _req: MetadataRequest = frame.decode().unwrap();
+    }
+
+    // A body decoded completely with bytes left over is served and counted, as Kafka
+    // serves it: librdkafka's all-topics Metadata v12 carries 3 such bytes.
+    #[test]
+    fn trailing_bytes_are_served_and_counted() {
+        let version = 12;
+        let mut buf = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(ApiKey::Metadata as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(7)
+            .encode(&mut buf, ApiKey::Metadata.request_header_version(version))
+            .unwrap();
+        MetadataRequest::default()
+            .encode(&mut buf, version)
+            .unwrap();
+        buf.put_slice(&[0, 0, 0]);
+        let frame = decode_request(buf.freeze()).unwrap();
+        let before = TRAILING_BYTES_REQUESTS.load(Ordering::Relaxed);
+        let req: MetadataRequest = frame.decode().unwrap();
+        assert!(req.topics.is_none());
+        assert!(TRAILING_BYTES_REQUESTS.load(Ordering::Relaxed) > before);
     }
 
     // Unknown keys and garbage bodies become typed errors, never panics.
