@@ -8,9 +8,9 @@ pub mod fetch_response;
 pub mod produce_v0;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use std::sync::atomic::{AtomicU64, Ordering};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Kafka's `socket.request.max.bytes` default: the largest request frame accepted.
 pub const REQUEST_FRAME_MAX_BYTES: usize = 100 * 1024 * 1024;
@@ -291,6 +291,7 @@ mod tests {
             .encode(&mut buf, ApiKey::Metadata.request_header_version(version))
             .unwrap();
         MetadataRequest::default()
+            .with_topics(None)
             .encode(&mut buf, version)
             .unwrap();
         buf.put_slice(&[0, 0, 0]);
