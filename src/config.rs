@@ -54,6 +54,17 @@ pub struct ServeArgs {
     /// Default retention.ms for topics without their own.
     #[arg(long)]
     pub log_retention_ms: Option<i64>,
+    /// KRaft's node.id: this host's id in the cluster (default 0). Its shards are the
+    /// Kafka nodes `node-id x 1024 + shard`.
+    #[arg(long)]
+    pub node_id: Option<u32>,
+    /// KRaft's controller.quorum.voters: `ID@HOST:PORT,...`, the controller address of
+    /// every voter host. Unset: a one-host cluster of this host alone.
+    #[arg(long)]
+    pub controller_quorum_voters: Option<String>,
+    /// Address this host's controller listens on (default: its entry in the voters).
+    #[arg(long)]
+    pub controller_listen: Option<SocketAddr>,
 }
 
 /// Requests read ahead of their responses on one connection.
@@ -72,6 +83,12 @@ pub const FETCH_MAX_WAIT_CAP_MS: u64 = 30_000;
 
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
+    /// This host's id (`--node-id`).
+    pub node_id: u32,
+    /// The controller quorum's voters (empty: this host alone).
+    pub voters: Vec<(u64, String)>,
+    /// Where this host's controller listens (voters of a multi-host quorum).
+    pub controller_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub advertise: String,
@@ -164,6 +181,13 @@ impl BrokerConfig {
                     "log-retention-ms" => {
                         a.log_retention_ms = a.log_retention_ms.or(Some(parse_value(&k, &v)?))
                     }
+                    "node-id" => a.node_id = a.node_id.or(Some(parse_value(&k, &v)?)),
+                    "controller-quorum-voters" => {
+                        a.controller_quorum_voters = a.controller_quorum_voters.or(Some(v))
+                    }
+                    "controller-listen" => {
+                        a.controller_listen = a.controller_listen.or(Some(parse_value(&k, &v)?))
+                    }
                     _ => {
                         return Err(ConfigError(format!(
                             "{}: unknown setting `{k}`",
@@ -190,7 +214,29 @@ impl BrokerConfig {
         if a.cores == Some(0) {
             return Err(ConfigError("--cores must be at least 1".into()));
         }
+        let node_id = a.node_id.unwrap_or(0);
+        if node_id as i32 > i32::MAX / crate::metadata::NODES_PER_HOST - 1 {
+            return Err(ConfigError(format!("--node-id {node_id} is too large")));
+        }
+        let voters = match &a.controller_quorum_voters {
+            Some(v) => crate::cluster::parse_voters(v).map_err(ConfigError)?,
+            None => Vec::new(),
+        };
+        let controller_listen = match a.controller_listen {
+            Some(l) => Some(l),
+            None => match voters.iter().find(|(id, _)| *id == node_id as u64) {
+                Some((_, addr)) => Some(addr.parse().map_err(|_| {
+                    ConfigError(format!(
+                        "controller address `{addr}` of node {node_id} is not IP:PORT; give --controller-listen"
+                    ))
+                })?),
+                None => None,
+            },
+        };
         Ok(BrokerConfig {
+            node_id,
+            voters,
+            controller_listen,
             data_dir: a.data_dir.unwrap_or_else(|| PathBuf::from("osprey-data")),
             listen,
             advertise,

@@ -1,58 +1,67 @@
-//! The controller: owner of the cluster metadata (topics, partition -> shard map, topic
-//! configs). It persists every change atomically before broadcasting it to all shards.
+//! The shards' side of the controller quorum (`cluster`): turns CreateTopics,
+//! DeleteTopics and CreatePartitions into metadata commands, proposes them through the
+//! quorum and answers once this host's shards run with the metadata that includes them.
+//! At start-up it imports a one-host broker's pre-quorum snapshot (`cluster.meta`), registers
+//! this host, and then follows every metadata change the quorum applies, broadcasting each
+//! to all shards.
 //!
-//! Runs on: shard 0 only. Other shards reach it through the router. Changes are serialised
-//! by one permit, so two CreateTopics never interleave between "persist" and "broadcast".
+//! Runs on: shard 0 only. Other shards reach it through the router.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
-use glommio::sync::Semaphore;
-
-use crate::config::{PARTITIONS_PER_TOPIC_MAX, TOPICS_MAX};
-use crate::metadata::{ClusterMeta, TopicMeta, assign_owners, new_topic_id};
+use crate::cluster::ControllerHandle;
+pub use crate::cluster::state::TopicError;
+use crate::cluster::state::{MetaCommand, MetaReply, NewTopicCmd, single_replica};
+use crate::metadata::{BrokerMeta, ClusterMeta, TopicMeta, new_topic_id, node_id};
 use crate::protocol::error;
 use crate::shard::Shard;
-use crate::topic_config;
+use crate::sync::Notify;
 
 const SNAPSHOT_FILE: &str = "cluster.meta";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"OSPYMETA";
 const SNAPSHOT_FORMAT_VERSION: u32 = 1;
 /// magic(8) + format(4) + crc32c(4) + payload length(8)
 const SNAPSHOT_HEADER_BYTES: usize = 24;
+/// Longest wait for this host's shards to apply metadata the quorum already committed.
+const LOCAL_APPLY_WAIT_MAX: Duration = Duration::from_secs(10);
+/// Pause between registration attempts while the quorum has no leader.
+const REGISTER_RETRY_INTERVAL: Duration = Duration::from_millis(500);
 
-/// A controller answer for one topic: Kafka error code and message.
-#[derive(Debug, Clone)]
-pub struct TopicError {
-    pub code: i16,
-    pub message: String,
+/// A topic of a one-host broker from before the controller quorum (format 1 of
+/// `controller/cluster.meta`): partition i lived on shard `owners[i]`.
+#[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct LegacyTopicMeta {
+    pub name: String,
+    pub id: [u8; 16],
+    pub owners: Vec<u32>,
+    pub configs: BTreeMap<String, String>,
 }
 
-impl TopicError {
-    fn new(code: i16, message: impl Into<String>) -> Self {
-        TopicError {
-            code,
-            message: message.into(),
-        }
-    }
+#[derive(Clone, Debug, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct LegacyClusterMeta {
+    pub epoch: u64,
+    pub topics: BTreeMap<String, LegacyTopicMeta>,
 }
 
 pub struct NewTopic {
     pub name: String,
     /// -1: the broker's num.partitions.
     pub num_partitions: i32,
-    /// -1 or 1: osprey keeps one copy (no replication yet).
+    /// -1: the default replication factor.
     pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
 }
 
 pub struct Controller {
-    dir: PathBuf,
-    meta: RefCell<Arc<ClusterMeta>>,
-    changes: Semaphore,
+    handle: ControllerHandle,
+    /// Highest metadata epoch every shard of this host has applied.
+    published: Cell<u64>,
+    published_changed: Notify,
 }
 
 #[derive(Debug)]
@@ -65,7 +74,8 @@ impl std::fmt::Display for SnapshotError {
 }
 impl std::error::Error for SnapshotError {}
 
-fn encode_snapshot(meta: &ClusterMeta) -> Result<Vec<u8>, SnapshotError> {
+#[cfg(test)]
+fn encode_snapshot(meta: &LegacyClusterMeta) -> Result<Vec<u8>, SnapshotError> {
     let payload = rkyv::to_bytes::<rkyv::rancor::Error>(meta)
         .map_err(|e| SnapshotError(format!("serialise metadata: {e}")))?;
     let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + payload.len());
@@ -77,7 +87,7 @@ fn encode_snapshot(meta: &ClusterMeta) -> Result<Vec<u8>, SnapshotError> {
     Ok(out)
 }
 
-fn decode_snapshot(bytes: &[u8]) -> Result<ClusterMeta, SnapshotError> {
+fn decode_snapshot(bytes: &[u8]) -> Result<LegacyClusterMeta, SnapshotError> {
     if bytes.len() < SNAPSHOT_HEADER_BYTES || &bytes[..8] != SNAPSHOT_MAGIC {
         return Err(SnapshotError("not an osprey metadata snapshot".into()));
     }
@@ -93,17 +103,12 @@ fn decode_snapshot(bytes: &[u8]) -> Result<ClusterMeta, SnapshotError> {
     }
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(len);
     aligned.extend_from_slice(payload);
-    rkyv::from_bytes::<ClusterMeta, rkyv::rancor::Error>(&aligned)
+    rkyv::from_bytes::<LegacyClusterMeta, rkyv::rancor::Error>(&aligned)
         .map_err(|e| SnapshotError(format!("decode snapshot: {e}")))
 }
 
-/// Writes the snapshot atomically (`durable::write_atomic`).
-pub fn write_snapshot(dir: &Path, meta: &ClusterMeta) -> Result<(), SnapshotError> {
-    let bytes = encode_snapshot(meta)?;
-    crate::durable::write_atomic(dir, SNAPSHOT_FILE, &bytes).map_err(SnapshotError)
-}
-
-pub fn read_snapshot(dir: &Path) -> Result<Option<ClusterMeta>, SnapshotError> {
+/// Reads a pre-quorum snapshot, if this data directory has one.
+pub fn read_snapshot(dir: &Path) -> Result<Option<LegacyClusterMeta>, SnapshotError> {
     match std::fs::read(dir.join(SNAPSHOT_FILE)) {
         Ok(bytes) => decode_snapshot(&bytes).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -114,70 +119,136 @@ pub fn read_snapshot(dir: &Path) -> Result<Option<ClusterMeta>, SnapshotError> {
     }
 }
 
-/// The answer to every item of a change asked while the controller is shutting down.
-fn shutting_down<T>(items: usize) -> Vec<Result<T, TopicError>> {
-    (0..items)
-        .map(|_| {
-            Err(TopicError::new(
-                error::NOT_CONTROLLER,
-                "controller is shutting down",
-            ))
+/// The legacy topics as placed on this host's nodes (one replica each).
+pub fn import_topics(legacy: &LegacyClusterMeta, host: u32) -> Vec<TopicMeta> {
+    legacy
+        .topics
+        .values()
+        .map(|t| TopicMeta {
+            name: t.name.clone(),
+            id: t.id,
+            partitions: t
+                .owners
+                .iter()
+                .map(|o| single_replica(node_id(host, *o as usize)))
+                .collect(),
+            configs: t.configs.clone(),
         })
         .collect()
 }
 
+/// Every item answered with the same error (the proposal itself failed).
+fn all_failed<T>(items: usize, e: &TopicError) -> Vec<Result<T, TopicError>> {
+    (0..items).map(|_| Err(e.clone())).collect()
+}
+
 impl Controller {
-    /// Loads the persisted metadata (or starts empty) and reassigns partitions whose shard
-    /// no longer exists because the broker now runs on fewer cores.
-    pub fn load(dir: PathBuf, shards: usize) -> Result<Controller, SnapshotError> {
-        let mut meta = read_snapshot(&dir)?.unwrap_or_default();
-        let mut moved = 0;
-        for t in meta.topics.values_mut() {
-            for (p, owner) in t.owners.iter_mut().enumerate() {
-                if *owner as usize >= shards {
-                    *owner = assign_owners(&t.name, p, 1, shards)[0];
-                    moved += 1;
-                }
-            }
+    pub fn new(handle: ControllerHandle) -> Controller {
+        Controller {
+            handle,
+            published: Cell::new(0),
+            published_changed: Notify::new(),
         }
-        if moved > 0 {
-            meta.epoch += 1;
-            log::info!("reassigned {moved} partitions to the {shards} shards now running");
-            write_snapshot(&dir, &meta)?;
-        }
-        log::info!(
-            "controller loaded {} topics at epoch {} from {}",
-            meta.topics.len(),
-            meta.epoch,
-            dir.display()
-        );
-        Ok(Controller {
-            dir,
-            meta: RefCell::new(Arc::new(meta)),
-            changes: Semaphore::new(1),
-        })
     }
 
     pub fn meta(&self) -> Arc<ClusterMeta> {
-        self.meta.borrow().clone()
+        self.handle.watch().borrow().clone()
     }
 
-    /// Persists `next` and broadcasts it to every shard, waiting until all applied it.
-    async fn commit(&self, shard: &Rc<Shard>, next: ClusterMeta) -> Result<(), TopicError> {
-        let dir = self.dir.clone();
-        let to_write = next.clone();
-        // Persisting is blocking file I/O: run it off the shard's reactor thread.
-        let written = glommio::executor()
-            .spawn_blocking(move || write_snapshot(&dir, &to_write))
-            .await;
-        if let Err(e) = written {
-            log::error!("controller could not persist metadata: {e}");
-            return Err(TopicError::new(error::KAFKA_STORAGE_ERROR, e.0));
+    /// Proposes `cmd` and waits until this host's shards run with its result, so a client
+    /// that created a topic here sees it in the next Metadata.
+    async fn submit(&self, cmd: MetaCommand) -> Result<MetaReply, TopicError> {
+        let reply = self.handle.propose(cmd).await.map_err(|e| {
+            log::warn!("controller: proposal failed: {e}");
+            TopicError::new(error::REQUEST_TIMED_OUT, e)
+        })?;
+        let waited = glommio::timer::timeout(LOCAL_APPLY_WAIT_MAX, async {
+            while self.published.get() < reply.epoch {
+                self.published_changed.notified().await;
+            }
+            Ok(())
+        })
+        .await;
+        if waited.is_err() {
+            log::warn!(
+                "controller: epoch {} committed but not applied here after {LOCAL_APPLY_WAIT_MAX:?}",
+                reply.epoch
+            );
         }
-        let next = Arc::new(next);
-        *self.meta.borrow_mut() = next.clone();
-        shard.broadcast_meta(next).await;
-        Ok(())
+        Ok(reply)
+    }
+
+    /// Start-up on shard 0: imports pre-quorum topics, registers this host, then follows
+    /// the quorum's metadata (broadcasting each version to every shard) until shutdown.
+    /// Returns once the first metadata including this host is applied everywhere.
+    pub async fn start(self: &Rc<Self>, shard: &Rc<Shard>) -> Result<(), String> {
+        let follower = {
+            let me = self.clone();
+            let shard = shard.clone();
+            glommio::spawn_local(async move { me.follow(&shard).await }).detach()
+        };
+        std::mem::forget(follower);
+        let config = &shard.config;
+        let legacy_dir = config.data_dir.join("controller");
+        if let Some(legacy) = read_snapshot(&legacy_dir).map_err(|e| e.to_string())? {
+            let topics = import_topics(&legacy, config.node_id);
+            log::info!(
+                "controller: importing {} topics from the pre-quorum snapshot",
+                topics.len()
+            );
+            self.register_until_done(MetaCommand::Import { topics }, shard)
+                .await?;
+            let from = legacy_dir.join(SNAPSHOT_FILE);
+            let to = legacy_dir.join("cluster.meta.imported");
+            std::fs::rename(&from, &to).map_err(|e| format!("rename {}: {e}", from.display()))?;
+        }
+        let broker = BrokerMeta {
+            host_id: config.node_id,
+            incarnation: u64::from_le_bytes(new_topic_id()[..8].try_into().unwrap_or_default()),
+            host: config.advertise.clone(),
+            ports: shard.nodes.iter().map(|n| n.port).collect(),
+            rack: format!("host-{}", config.node_id),
+        };
+        let cluster_id = crate::handlers::uuid(new_topic_id()).simple().to_string();
+        self.register_until_done(MetaCommand::RegisterBroker { broker, cluster_id }, shard)
+            .await
+    }
+
+    /// Proposes a start-up command until it is applied (the quorum may still be forming:
+    /// other hosts starting), logging while it waits.
+    async fn register_until_done(&self, cmd: MetaCommand, shard: &Rc<Shard>) -> Result<(), String> {
+        let mut tries = 0u32;
+        loop {
+            if shard.shutting_down.get() {
+                return Err("shutting down".into());
+            }
+            match self.submit(cmd.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    tries += 1;
+                    log::warn!(
+                        "controller: waiting for the controller quorum (attempt {tries}): {}",
+                        e.message
+                    );
+                    glommio::timer::sleep(REGISTER_RETRY_INTERVAL).await;
+                }
+            }
+        }
+    }
+
+    async fn follow(&self, shard: &Rc<Shard>) {
+        let mut rx = self.handle.watch();
+        loop {
+            let meta = rx.borrow_and_update().clone();
+            if meta.epoch > self.published.get() {
+                shard.broadcast_meta(meta.clone()).await;
+                self.published.set(meta.epoch);
+                self.published_changed.notify_all();
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     pub async fn create_topics(
@@ -186,164 +257,77 @@ impl Controller {
         topics: Vec<NewTopic>,
         validate_only: bool,
     ) -> Vec<Result<TopicMeta, TopicError>> {
-        let Ok(_permit) = self.changes.acquire_permit(1).await else {
-            return shutting_down(topics.len());
+        let n = topics.len();
+        let cmd = MetaCommand::CreateTopics {
+            topics: topics
+                .into_iter()
+                .map(|t| NewTopicCmd {
+                    name: t.name,
+                    id: new_topic_id(),
+                    num_partitions: if t.num_partitions == -1 {
+                        shard.config.num_partitions
+                    } else {
+                        t.num_partitions
+                    },
+                    replication_factor: t.replication_factor,
+                    configs: t.configs,
+                })
+                .collect(),
+            validate_only,
         };
-        let mut next = (*self.meta()).clone();
-        let mut results = Vec::with_capacity(topics.len());
-        let mut changed = false;
-        for t in topics {
-            let r = self.plan_topic(shard, &next, t);
-            if let Ok(meta) = &r
-                && !validate_only
-            {
-                next.topics.insert(meta.name.clone(), meta.clone());
-                changed = true;
-            }
-            results.push(r);
+        match self.submit(cmd).await {
+            Ok(r) => r
+                .results
+                .into_iter()
+                .map(|r| {
+                    r.and_then(|t| {
+                        t.ok_or_else(|| {
+                            TopicError::new(error::INVALID_REQUEST, "no topic in reply")
+                        })
+                    })
+                })
+                .collect(),
+            Err(e) => all_failed(n, &e),
         }
-        if changed {
-            next.epoch += 1;
-            if let Err(e) = self.commit(shard, next).await {
-                return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
-            }
-        }
-        results
-    }
-
-    fn plan_topic(
-        &self,
-        shard: &Rc<Shard>,
-        meta: &ClusterMeta,
-        t: NewTopic,
-    ) -> Result<TopicMeta, TopicError> {
-        topic_config::validate_topic_name(&t.name)
-            .map_err(|m| TopicError::new(error::INVALID_TOPIC_EXCEPTION, m))?;
-        if meta.topics.contains_key(&t.name) {
-            return Err(TopicError::new(
-                error::TOPIC_ALREADY_EXISTS,
-                format!("Topic '{}' already exists.", t.name),
-            ));
-        }
-        if meta.topics.len() >= TOPICS_MAX {
-            return Err(TopicError::new(
-                error::INVALID_REQUEST,
-                format!("the broker holds its maximum of {TOPICS_MAX} topics"),
-            ));
-        }
-        let partitions = if t.num_partitions == -1 {
-            shard.config.num_partitions
-        } else {
-            t.num_partitions
-        };
-        if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
-            return Err(TopicError::new(
-                error::INVALID_PARTITIONS,
-                format!(
-                    "Number of partitions must be 1..={PARTITIONS_PER_TOPIC_MAX}, got {partitions}"
-                ),
-            ));
-        }
-        if !(t.replication_factor == -1 || t.replication_factor == 1) {
-            return Err(TopicError::new(
-                error::INVALID_REPLICATION_FACTOR,
-                format!(
-                    "Replication factor {} is larger than the 1 copy a single osprey node keeps",
-                    t.replication_factor
-                ),
-            ));
-        }
-        for (k, v) in &t.configs {
-            topic_config::validate(k, v).map_err(|m| TopicError::new(error::INVALID_CONFIG, m))?;
-        }
-        Ok(TopicMeta {
-            owners: assign_owners(&t.name, 0, partitions as usize, shard.count),
-            name: t.name,
-            id: new_topic_id(),
-            configs: t.configs,
-        })
     }
 
     pub async fn delete_topics(
         &self,
-        shard: &Rc<Shard>,
+        _shard: &Rc<Shard>,
         names: Vec<String>,
     ) -> Vec<Result<TopicMeta, TopicError>> {
-        let Ok(_permit) = self.changes.acquire_permit(1).await else {
-            return shutting_down(names.len());
-        };
-        let mut next = (*self.meta()).clone();
-        let mut results = Vec::new();
-        for name in names {
-            match next.topics.remove(&name) {
-                Some(t) => results.push(Ok(t)),
-                None => results.push(Err(TopicError::new(
-                    error::UNKNOWN_TOPIC_OR_PARTITION,
-                    "This server does not host this topic-partition.",
-                ))),
-            }
+        let n = names.len();
+        match self.submit(MetaCommand::DeleteTopics { names }).await {
+            Ok(r) => r
+                .results
+                .into_iter()
+                .map(|r| {
+                    r.and_then(|t| {
+                        t.ok_or_else(|| {
+                            TopicError::new(error::INVALID_REQUEST, "no topic in reply")
+                        })
+                    })
+                })
+                .collect(),
+            Err(e) => all_failed(n, &e),
         }
-        if results.iter().any(|r| r.is_ok()) {
-            next.epoch += 1;
-            if let Err(e) = self.commit(shard, next).await {
-                return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
-            }
-        }
-        results
     }
 
     pub async fn create_partitions(
         &self,
-        shard: &Rc<Shard>,
+        _shard: &Rc<Shard>,
         requests: Vec<(String, i32)>,
         validate_only: bool,
     ) -> Vec<Result<(), TopicError>> {
-        let Ok(_permit) = self.changes.acquire_permit(1).await else {
-            return shutting_down(requests.len());
+        let n = requests.len();
+        let cmd = MetaCommand::CreatePartitions {
+            requests,
+            validate_only,
         };
-        let mut next = (*self.meta()).clone();
-        let mut results = Vec::new();
-        let mut changed = false;
-        for (name, count) in requests {
-            let Some(t) = next.topics.get_mut(&name) else {
-                results.push(Err(TopicError::new(
-                    error::UNKNOWN_TOPIC_OR_PARTITION,
-                    format!("Topic '{name}' does not exist."),
-                )));
-                continue;
-            };
-            let current = t.owners.len() as i32;
-            if count <= current || count > PARTITIONS_PER_TOPIC_MAX {
-                results.push(Err(TopicError::new(
-                    error::INVALID_PARTITIONS,
-                    format!("Topic '{name}' has {current} partitions; the new count must be larger and at most {PARTITIONS_PER_TOPIC_MAX}, got {count}"),
-                )));
-                continue;
-            }
-            if !validate_only {
-                let more = assign_owners(
-                    &name,
-                    current as usize,
-                    (count - current) as usize,
-                    shard.count,
-                );
-                t.owners.extend(more);
-                changed = true;
-            }
-            results.push(Ok(()));
+        match self.submit(cmd).await {
+            Ok(r) => r.results.into_iter().map(|r| r.map(|_| ())).collect(),
+            Err(e) => all_failed(n, &e),
         }
-        if changed {
-            next.epoch += 1;
-            if let Err(e) = self.commit(shard, next).await {
-                return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
-            }
-        }
-        results
-    }
-
-    /// Makes sure `meta` is what every shard runs with (start-up).
-    pub async fn publish(&self, shard: &Rc<Shard>) {
-        shard.broadcast_meta(self.meta()).await;
     }
 }
 
@@ -351,14 +335,14 @@ impl Controller {
 mod tests {
     use super::*;
 
-    fn sample() -> ClusterMeta {
-        let mut m = ClusterMeta {
+    fn sample() -> LegacyClusterMeta {
+        let mut m = LegacyClusterMeta {
             epoch: 3,
             ..Default::default()
         };
         m.topics.insert(
             "a".into(),
-            TopicMeta {
+            LegacyTopicMeta {
                 name: "a".into(),
                 id: [1; 16],
                 owners: vec![0, 1, 0],
@@ -368,13 +352,21 @@ mod tests {
         m
     }
 
-    // The snapshot survives a write/read cycle exactly, through the atomic rename.
+    // A pre-quorum snapshot reads back exactly and imports onto this host's nodes.
     #[test]
-    fn snapshot_roundtrip() {
+    fn legacy_snapshot_imports() {
         let dir = tempfile::tempdir().unwrap();
-        write_snapshot(dir.path(), &sample()).unwrap();
-        assert_eq!(read_snapshot(dir.path()).unwrap(), Some(sample()));
-        assert!(!dir.path().join("cluster.meta.tmp").exists());
+        crate::durable::write_atomic(
+            dir.path(),
+            SNAPSHOT_FILE,
+            &encode_snapshot(&sample()).unwrap(),
+        )
+        .unwrap();
+        let legacy = read_snapshot(dir.path()).unwrap().unwrap();
+        assert_eq!(legacy, sample());
+        let topics = import_topics(&legacy, 2);
+        let leaders: Vec<i32> = topics[0].partitions.iter().map(|p| p.leader).collect();
+        assert_eq!(leaders, vec![2048, 2049, 2048]);
     }
 
     // A flipped byte or a truncated file is detected, never half-loaded.
@@ -385,15 +377,5 @@ mod tests {
         bytes[last] ^= 1;
         assert!(decode_snapshot(&bytes).is_err());
         assert!(decode_snapshot(&bytes[..10]).is_err());
-    }
-
-    // Loading with fewer shards moves partitions of vanished shards and persists that.
-    #[test]
-    fn load_reassigns_to_running_shards() {
-        let dir = tempfile::tempdir().unwrap();
-        write_snapshot(dir.path(), &sample()).unwrap();
-        let c = Controller::load(dir.path().to_path_buf(), 1).unwrap();
-        assert!(c.meta().topics["a"].owners.iter().all(|o| *o == 0));
-        assert_eq!(read_snapshot(dir.path()).unwrap().unwrap().epoch, 4);
     }
 }

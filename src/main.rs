@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker (default: 127.0.0.1:9092, data in ./osprey-data, one shard per CPU).
-    Serve(osprey::config::ServeArgs),
+    Serve(Box<osprey::config::ServeArgs>),
     /// List, create or delete topics on a running broker (any Kafka-compatible broker).
     Topics {
         #[arg(long, default_value = "127.0.0.1:9092")]
@@ -165,7 +165,7 @@ fn main() {
         Some(Command::Probe { dir, bytes }) => probe(dir, bytes),
         serve => {
             let args = match serve {
-                Some(Command::Serve(a)) => a,
+                Some(Command::Serve(a)) => *a,
                 _ => osprey::config::ServeArgs::default(),
             };
             let config = match osprey::config::BrokerConfig::from_args(&args) {

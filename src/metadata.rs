@@ -1,26 +1,119 @@
-//! The cluster metadata every shard reads: topics, their ids, partition -> shard map and
-//! configs, with an epoch. Immutable once built; the controller makes a new one per change.
+//! The cluster metadata every shard reads: registered hosts and their nodes, topics, their
+//! ids, partition placement (replicas, leader, leader epoch, ISR) and configs, with an
+//! epoch. Immutable once built: the controller quorum's state machine makes a new one per
+//! applied change (`cluster::state`).
 //!
-//! Runs on: built on shard 0 (controller), read on every shard through its own `Arc` copy.
+//! Runs on: built on the controller thread, read on every shard through its own `Arc` copy.
 
 use std::collections::BTreeMap;
 
-/// A topic as the controller stores it (and persists with rkyv).
-#[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+use serde::{Deserialize, Serialize};
+
+/// Node ids of one host: `host id x NODES_PER_HOST + shard`, stable across restarts and
+/// unique across the cluster (a host never runs more than 256 shards).
+pub const NODES_PER_HOST: i32 = 1024;
+
+pub fn node_id(host: u32, shard: usize) -> i32 {
+    host as i32 * NODES_PER_HOST + shard as i32
+}
+
+pub fn host_of(node: i32) -> u32 {
+    (node / NODES_PER_HOST) as u32
+}
+
+pub fn shard_of(node: i32) -> usize {
+    (node % NODES_PER_HOST) as usize
+}
+
+/// One partition's placement: replicas (node ids), the leader and its epoch, the ISR.
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct PartitionMeta {
+    pub replicas: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+/// A topic as the controller stores it.
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct TopicMeta {
     pub name: String,
     /// Kafka topic id (UUID bytes), fixed at creation.
     pub id: [u8; 16],
-    /// Owning shard of each partition, indexed by partition number.
-    pub owners: Vec<u32>,
+    /// Placement of each partition, indexed by partition number.
+    pub partitions: Vec<PartitionMeta>,
     /// Topic-level config overrides (names as Kafka's).
     pub configs: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+/// One `osprey serve` process (a host) as it registered with the controller quorum.
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct BrokerMeta {
+    /// `--node-id`: the host id; its shards are nodes `host x 1024 + shard`.
+    pub host_id: u32,
+    /// Random per process start: tells a restarted host from the one before it.
+    pub incarnation: u64,
+    /// Advertised host name for clients.
+    pub host: String,
+    /// Client port of each shard, indexed by shard.
+    pub ports: Vec<u16>,
+    /// The rack Metadata reports for each of its nodes (default `host-<id>`).
+    pub rack: String,
+}
+
+impl BrokerMeta {
+    pub fn nodes(&self) -> impl Iterator<Item = (i32, u16)> + '_ {
+        self.ports
+            .iter()
+            .enumerate()
+            .map(|(s, port)| (node_id(self.host_id, s), *port))
+    }
+}
+
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct ClusterMeta {
     /// Bumped on every change; shards apply metadata only moving forward.
     pub epoch: u64,
+    /// The cluster id (Kafka's), fixed when the quorum applies its first record.
+    pub cluster_id: String,
+    pub brokers: BTreeMap<u32, BrokerMeta>,
     pub topics: BTreeMap<String, TopicMeta>,
 }
 
@@ -29,17 +122,31 @@ impl ClusterMeta {
         self.topics.get(name)
     }
 
-    /// Owning shard of a partition, `None` for an unknown topic or partition.
-    pub fn owner(&self, topic: &str, partition: i32) -> Option<usize> {
+    /// Leader node of a partition, `None` for an unknown topic or partition.
+    pub fn leader(&self, topic: &str, partition: i32) -> Option<i32> {
         let t = self.topics.get(topic)?;
         if partition < 0 {
             return None;
         }
-        t.owners.get(partition as usize).map(|s| *s as usize)
+        t.partitions.get(partition as usize).map(|p| p.leader)
     }
 
     pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<&TopicMeta> {
         self.topics.values().find(|t| &t.id == id)
+    }
+
+    /// Every node of every registered host, ordered by node id: (node id, host, port, rack).
+    pub fn nodes(&self) -> Vec<(i32, &str, u16, &str)> {
+        let mut out: Vec<_> = self
+            .brokers
+            .values()
+            .flat_map(|b| {
+                b.nodes()
+                    .map(move |(id, port)| (id, b.host.as_str(), port, b.rack.as_str()))
+            })
+            .collect();
+        out.sort_by_key(|n| n.0);
+        out
     }
 }
 
@@ -53,13 +160,52 @@ pub fn partition_dir(
     data_dir.join("topics").join(format!("{topic}-{partition}"))
 }
 
-/// Spreads a topic's partitions round-robin over shards, starting at a per-topic offset so
-/// single-partition topics do not all land on shard 0.
-pub fn assign_owners(topic: &str, first_partition: usize, count: usize, shards: usize) -> Vec<u32> {
+/// Places `count` new partitions (starting at `first_partition`) with `rf` replicas each on
+/// the given nodes (ordered by node id), spreading leaders round-robin from a per-topic
+/// start so single-partition topics do not all land on one node. Replicas of one partition
+/// go to distinct hosts first; only when there are fewer hosts than replicas do they share
+/// a host (distinct shards). `None` when there are fewer nodes than replicas.
+pub fn place_partitions(
+    topic: &str,
+    first_partition: usize,
+    count: usize,
+    rf: usize,
+    nodes: &[i32],
+) -> Option<Vec<PartitionMeta>> {
+    if rf == 0 || nodes.len() < rf {
+        return None;
+    }
+    // Interleave hosts: node order shard 0 of every host, then shard 1 of every host, ...
+    // so consecutive leaders and a partition's consecutive replicas land on distinct hosts.
+    let mut order: Vec<i32> = nodes.to_vec();
+    order.sort_by_key(|n| (shard_of(*n), host_of(*n)));
     let start = crc32c::crc32c(topic.as_bytes()) as usize;
-    (first_partition..first_partition + count)
-        .map(|p| ((start + p) % shards) as u32)
-        .collect()
+    let mut out = Vec::with_capacity(count);
+    for p in first_partition..first_partition + count {
+        let first = (start + p) % order.len();
+        let mut replicas: Vec<i32> = Vec::with_capacity(rf);
+        // Distinct hosts first, then any distinct node.
+        for pass in 0..2 {
+            for k in 0..order.len() {
+                if replicas.len() == rf {
+                    break;
+                }
+                let n = order[(first + k) % order.len()];
+                let host_taken = replicas.iter().any(|r| host_of(*r) == host_of(n));
+                if replicas.contains(&n) || (pass == 0 && host_taken) {
+                    continue;
+                }
+                replicas.push(n);
+            }
+        }
+        out.push(PartitionMeta {
+            leader: replicas[0],
+            leader_epoch: 0,
+            isr: replicas.clone(),
+            replicas,
+        });
+    }
+    Some(out)
 }
 
 /// A random (v4) UUID for a new topic id, from the kernel's random source.
@@ -84,12 +230,26 @@ pub fn new_topic_id() -> [u8; 16] {
 mod tests {
     use super::*;
 
-    // Partitions of one topic are spread evenly over shards.
+    // Leaders of one topic are spread evenly over every node of every host, and a
+    // partition's replicas sit on distinct hosts while there are enough hosts.
     #[test]
-    fn owners_are_spread() {
-        let owners = assign_owners("t", 0, 8, 2);
-        assert_eq!(owners.iter().filter(|o| **o == 0).count(), 4);
-        assert!(owners.windows(2).all(|w| w[0] != w[1]));
+    fn placement_spreads_over_hosts() {
+        let nodes = vec![0, 1, 1024, 1025, 2048, 2049];
+        let parts = place_partitions("t", 0, 12, 3, &nodes).unwrap();
+        for n in &nodes {
+            assert_eq!(parts.iter().filter(|p| p.leader == *n).count(), 2);
+        }
+        for p in &parts {
+            let mut hosts: Vec<u32> = p.replicas.iter().map(|r| host_of(*r)).collect();
+            hosts.sort();
+            hosts.dedup();
+            assert_eq!(hosts.len(), 3, "{p:?}");
+        }
+        // One host with two shards still takes RF 2, on distinct shards.
+        let p = place_partitions("t", 0, 1, 2, &[0, 1]).unwrap();
+        assert_eq!(p[0].replicas.len(), 2);
+        assert_ne!(p[0].replicas[0], p[0].replicas[1]);
+        assert!(place_partitions("t", 0, 1, 3, &[0, 1]).is_none());
     }
 
     // Topic ids are distinct v4 UUIDs (never the all-zero "no id").

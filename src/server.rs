@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::cluster::{ControllerHandle, ControllerOptions};
 use crate::config::{BrokerConfig, ROUTER_CHANNEL_CAPACITY};
 use crate::controller::Controller;
 use crate::router::{Router, RouterEnds};
@@ -152,8 +153,21 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
         })
         .collect();
     let nodes = Arc::new(nodes);
+    let controller_listener = match config.controller_listen {
+        Some(addr) if !config.voters.is_empty() => Some(listen(addr)?),
+        _ => None,
+    };
     let config = Arc::new(config);
     let signals = block_signals();
+    // The controller thread starts after the signal mask is set, so it never takes
+    // SIGINT/SIGTERM either.
+    let (controller_handle, controller_thread) = crate::cluster::start(ControllerOptions {
+        node_id: config.node_id as u64,
+        voters: config.voters.clone(),
+        listener: controller_listener,
+        dir: config.data_dir.join("controller").join("raft"),
+    })
+    .map_err(HostError)?;
 
     let (events_tx, events_rx) = mpsc::channel();
     let mut ends: Vec<Option<RouterEnds>> = crate::router::mesh(n, ROUTER_CHANNEL_CAPACITY)
@@ -180,12 +194,14 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
         let config = config.clone();
         let nodes = nodes.clone();
         let events = events_tx.clone();
+        let controller = (i == 0).then(|| controller_handle.clone());
         let handle = LocalExecutorBuilder::new(Placement::Fixed(*cpu))
             .name(&format!("shard-{i}"))
             .io_memory(io_memory)
             .spin_before_park(runtime::SPIN_BEFORE_PARK)
             .spawn(move || async move {
-                let result = shard_main(i, n, config, nodes, ends, fds, events.clone()).await;
+                let result =
+                    shard_main(i, n, config, controller, nodes, ends, fds, events.clone()).await;
                 if let Err(e) = &result {
                     let _ = events.send(ShardEvent::Failed(i, e.clone()));
                 }
@@ -248,6 +264,10 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
             Err(e) => failure = failure.or(Some(format!("shard {i} crashed: {e}"))),
         }
     }
+    controller_handle.stop();
+    if controller_thread.join().is_err() {
+        failure = failure.or(Some("the controller thread crashed".into()));
+    }
     match failure {
         Some(e) => Err(HostError(e)),
         None => {
@@ -271,10 +291,12 @@ fn poll_signal(set: &libc::sigset_t, wait: Duration) -> bool {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn shard_main(
     id: usize,
     count: usize,
     config: Arc<BrokerConfig>,
+    controller: Option<ControllerHandle>,
     nodes: Arc<Vec<NodeAddr>>,
     ends: RouterEnds,
     listener_fds: Vec<RawFd>,
@@ -290,14 +312,7 @@ async fn shard_main(
         cache_max_bytes: (config.cache_bytes / count).max(16 << 20),
         ..Default::default()
     });
-    let controller = if id == 0 {
-        Some(
-            Controller::load(config.data_dir.join("controller"), count)
-                .map_err(|e| e.to_string())?,
-        )
-    } else {
-        None
-    };
+    let controller = controller.map(|h| Rc::new(Controller::new(h)));
     let shard = Rc::new(Shard::new(
         id,
         count,
@@ -312,8 +327,10 @@ async fn shard_main(
     }
     store.start_background();
     if id == 0 {
-        // Opens every partition on its owner (recovery) before any shard accepts clients.
-        shard.controller().publish(&shard).await;
+        // Registers this host with the controller quorum and applies the metadata on every
+        // shard (opening each partition on its owner: recovery) before any shard accepts
+        // clients.
+        shard.controller().start(&shard).await?;
     }
     shard.wait_meta_applied().await;
     shard.groups.start(&shard).await;

@@ -15,12 +15,12 @@ use glommio::sync::Semaphore;
 
 use crate::config::{BrokerConfig, REQUEST_MEMORY_PER_SHARD_MAX_BYTES};
 use crate::controller::Controller;
-use crate::metadata::{ClusterMeta, partition_dir};
+use crate::metadata::{ClusterMeta, host_of, node_id, partition_dir, shard_of};
 use crate::router::{Router, RouterError};
 use crate::sync::Notify;
 use crate::topic_config;
 
-/// The address a shard advertises as its broker node (node id = shard index).
+/// The address a shard advertises as its broker node (node id = host id x 1024 + shard).
 #[derive(Clone, Debug)]
 pub struct NodeAddr {
     pub host: String,
@@ -41,7 +41,7 @@ pub struct Shard {
     pub nodes: Arc<Vec<NodeAddr>>,
     pub store: Rc<shards::Store>,
     pub router: Router,
-    pub controller: Option<Controller>,
+    pub controller: Option<Rc<Controller>>,
     /// Woken on every append, so long-poll fetches re-check at once.
     pub data_arrived: Notify,
     /// Set once at shutdown; connections stop reading new requests.
@@ -64,8 +64,20 @@ pub struct Shard {
 #[derive(Debug)]
 pub enum LookupError {
     UnknownTopicOrPartition,
-    /// Another shard owns it: forward there.
+    /// Another shard of this host owns it: forward there.
     NotLocal(usize),
+    /// Its leader is a node of another host: the client asked the wrong broker
+    /// (NOT_LEADER_OR_FOLLOWER; its metadata is stale).
+    OtherHost(i32),
+}
+
+/// Where a partition's leader runs, seen from this host.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Owner {
+    /// A shard of this host.
+    Shard(usize),
+    /// A node of another host.
+    OtherHost(i32),
 }
 
 impl Shard {
@@ -77,7 +89,7 @@ impl Shard {
         nodes: Arc<Vec<NodeAddr>>,
         store: Rc<shards::Store>,
         router: Router,
-        controller: Option<Controller>,
+        controller: Option<Rc<Controller>>,
     ) -> Shard {
         let producer_ids = ProducerIds::new(config.data_dir.join("producer-ids"), id);
         let groups = crate::groups::Coordinator::new(id, &config);
@@ -123,7 +135,7 @@ impl Shard {
     }
 
     /// The controller (shard 0 only).
-    pub fn controller(&self) -> &Controller {
+    pub fn controller(&self) -> &Rc<Controller> {
         match &self.controller {
             Some(c) => c,
             None => unreachable!("controller call routed to shard {} instead of 0", self.id),
@@ -141,11 +153,27 @@ impl Shard {
         {
             return Ok(p.clone());
         }
-        match self.meta.borrow().owner(topic, partition) {
-            Some(owner) if owner != self.id => Err(LookupError::NotLocal(owner)),
+        match self.owner(topic, partition) {
+            Some(Owner::Shard(owner)) if owner != self.id => Err(LookupError::NotLocal(owner)),
+            Some(Owner::OtherHost(node)) => Err(LookupError::OtherHost(node)),
             // Owned here but not open (still opening, or failed to open): unknown for now.
             _ => Err(LookupError::UnknownTopicOrPartition),
         }
+    }
+
+    /// Where the leader of a partition runs, `None` for an unknown topic or partition.
+    pub fn owner(&self, topic: &str, partition: i32) -> Option<Owner> {
+        let leader = self.meta.borrow().leader(topic, partition)?;
+        Some(if host_of(leader) == self.config.node_id {
+            Owner::Shard(shard_of(leader))
+        } else {
+            Owner::OtherHost(leader)
+        })
+    }
+
+    /// This shard's node id in the cluster.
+    pub fn node_id(&self) -> i32 {
+        node_id(self.config.node_id, self.id)
     }
 
     /// Sends new metadata to every shard (including this one) and waits until all applied it.
@@ -176,6 +204,7 @@ impl Shard {
             return;
         }
         *self.meta.borrow_mut() = meta.clone();
+        let me = self.node_id();
         // 1. Partitions to drop: topic gone, recreated under a new id, or moved away.
         let mut to_delete = Vec::new();
         {
@@ -183,7 +212,10 @@ impl Shard {
             logs.retain(|name, local| match meta.topic(name) {
                 Some(t) if t.id == local.id => {
                     local.partitions.retain(|p, part| {
-                        let keep = t.owners.get(*p as usize).map(|o| *o as usize) == Some(self.id);
+                        let keep = t
+                            .partitions
+                            .get(*p as usize)
+                            .is_some_and(|pm| pm.replicas.contains(&me));
                         if keep {
                             part.set_config(topic_config::log_config(&t.configs, &self.config));
                         }
@@ -204,9 +236,9 @@ impl Shard {
         }
         // 2. Partitions to open.
         for t in meta.topics.values() {
-            for (p, owner) in t.owners.iter().enumerate() {
+            for (p, pm) in t.partitions.iter().enumerate() {
                 let p = p as i32;
-                if *owner as usize != self.id {
+                if !pm.replicas.contains(&me) {
                     continue;
                 }
                 let open = self

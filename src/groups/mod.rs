@@ -87,6 +87,20 @@ pub fn coordinator_shard(group: &str, shards: usize) -> usize {
     crc32c::crc32c(group.as_bytes()) as usize % shards.max(1)
 }
 
+/// The host that coordinates a group: one of the controller quorum's voters, chosen by a
+/// hash of the group id (salted, so the choice of host and of shard within it are
+/// independent). The voter set is fixed configuration, so a group's home never moves
+/// when hosts join or leave; a one-host cluster coordinates every group itself.
+pub fn coordinator_host(group: &str, config: &crate::config::BrokerConfig) -> u32 {
+    if config.voters.is_empty() {
+        return config.node_id;
+    }
+    let mut ids: Vec<u64> = config.voters.iter().map(|v| v.0).collect();
+    ids.sort_unstable();
+    let h = crc32c::crc32c_append(crc32c::crc32c(b"osprey-group-host/"), group.as_bytes());
+    ids[h as usize % ids.len()] as u32
+}
+
 /// Startup progress, polled by the other shards' barriers.
 const PHASE_LOADED: u8 = 1;
 const PHASE_SERVING: u8 = 2;

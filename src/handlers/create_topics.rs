@@ -106,7 +106,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                     .with_name(t.name.clone())
                     .with_topic_id(uuid(meta.id))
                     .with_error_code(error::NONE)
-                    .with_num_partitions(meta.owners.len() as i32)
+                    .with_num_partitions(meta.partitions.len() as i32)
                     .with_replication_factor(1)
                     .with_configs(Some(configs))
             }

@@ -179,8 +179,14 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                 }
             },
             RESOURCE_BROKER => {
-                let node_ok =
-                    name.is_empty() || name.parse::<usize>().is_ok_and(|n| n < shard.count);
+                // Any node of this host (its configs are the host's); another host's
+                // nodes are answered by that host.
+                let node_ok = name.is_empty()
+                    || name.parse::<i32>().is_ok_and(|n| {
+                        n >= 0
+                            && crate::metadata::host_of(n) == shard.config.node_id
+                            && crate::metadata::shard_of(n) < shard.count
+                    });
                 if node_ok {
                     let configs = broker_configs(shard)
                         .into_iter()

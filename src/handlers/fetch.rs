@@ -69,6 +69,9 @@ async fn read_local(
     let part = match shard.partition(topic, partition) {
         Ok(p) => p,
         Err(LookupError::NotLocal(owner)) => return Err(owner),
+        Err(LookupError::OtherHost(_)) => {
+            return Ok(PartRead::error(error::NOT_LEADER_OR_FOLLOWER));
+        }
         Err(LookupError::UnknownTopicOrPartition) => {
             return Ok(PartRead::error(error::UNKNOWN_TOPIC_OR_PARTITION));
         }
@@ -134,6 +137,7 @@ fn local_offsets(shard: &Rc<Shard>, topic: &str, partition: i32) -> Result<(i16,
     match shard.partition(topic, partition) {
         Ok(p) => Ok((error::NONE, p.high_watermark(), p.log_start_offset())),
         Err(LookupError::NotLocal(owner)) => Err(owner),
+        Err(LookupError::OtherHost(_)) => Ok((error::NOT_LEADER_OR_FOLLOWER, -1, -1)),
         Err(LookupError::UnknownTopicOrPartition) => {
             Ok((error::UNKNOWN_TOPIC_OR_PARTITION, -1, -1))
         }

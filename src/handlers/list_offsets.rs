@@ -11,7 +11,7 @@ use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{ApiSpec, Reply};
 use crate::protocol::{ProtocolError, RequestFrame, error};
-use crate::shard::{LookupError, Shard};
+use crate::shard::{LookupError, Owner, Shard};
 
 pub const API: ApiSpec = ApiSpec {
     key: ApiKey::ListOffsets,
@@ -33,7 +33,9 @@ async fn lookup_local(
 ) -> OffsetAnswer {
     let part = match shard.partition(&topic, partition) {
         Ok(p) => p,
-        Err(LookupError::NotLocal(_)) => return (error::NOT_LEADER_OR_FOLLOWER, -1, -1),
+        Err(LookupError::NotLocal(_) | LookupError::OtherHost(_)) => {
+            return (error::NOT_LEADER_OR_FOLLOWER, -1, -1);
+        }
         Err(LookupError::UnknownTopicOrPartition) => {
             return (error::UNKNOWN_TOPIC_OR_PARTITION, -1, -1);
         }
@@ -62,9 +64,10 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         let name = t.name.0.to_string();
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            let (code, ts, offset) = match shard.meta().owner(&name, p.partition_index) {
+            let (code, ts, offset) = match shard.owner(&name, p.partition_index) {
                 None => (error::UNKNOWN_TOPIC_OR_PARTITION, -1, -1),
-                Some(owner) => {
+                Some(Owner::OtherHost(_)) => (error::NOT_LEADER_OR_FOLLOWER, -1, -1),
+                Some(Owner::Shard(owner)) => {
                     let (n, idx, ts) = (name.clone(), p.partition_index, p.timestamp);
                     shard
                         .call(owner, move |s| lookup_local(s, n, idx, ts))

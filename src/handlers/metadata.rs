@@ -1,4 +1,4 @@
-//! Metadata (key 3): brokers (one node per shard), topics and partition leaders, with
+//! Metadata (key 3): brokers (one node per shard of every host), topics and partition leaders, with
 //! topic auto-creation as Kafka's auto.create.topics.enable.
 //!
 //! Runs on: any shard, from its own copy of the cluster metadata. Auto-creation goes to the
@@ -25,37 +25,44 @@ pub const API: ApiSpec = ApiSpec {
 
 /// Kafka's "authorized operations not requested" marker.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
-pub const CLUSTER_ID: &str = "osprey-single-node";
 
+/// Every node of every registered host, with the host's rack: what Metadata and
+/// DescribeCluster list.
 pub fn brokers(shard: &Shard) -> Vec<MetadataResponseBroker> {
     shard
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
+        .meta()
+        .nodes()
+        .into_iter()
+        .map(|(id, host, port, rack)| {
             MetadataResponseBroker::default()
-                .with_node_id(BrokerId(i as i32))
-                .with_host(str_bytes(n.host.clone()))
-                .with_port(n.port as i32)
+                .with_node_id(BrokerId(id))
+                .with_host(str_bytes(host))
+                .with_port(port as i32)
+                .with_rack(Some(str_bytes(rack)))
         })
         .collect()
 }
 
+/// The controller id clients see: as in KRaft, where clients cannot reach the controller
+/// quorum, a broker node that forwards admin requests to it (shard 0 of this host).
+pub fn controller_id(shard: &Shard) -> BrokerId {
+    BrokerId(crate::metadata::node_id(shard.config.node_id, 0))
+}
+
 fn topic_response(t: &TopicMeta) -> MetadataResponseTopic {
     let partitions = t
-        .owners
+        .partitions
         .iter()
         .enumerate()
-        .map(|(p, owner)| {
-            let node = BrokerId(*owner as i32);
+        .map(|(p, pm)| {
             MetadataResponsePartition::default()
                 .with_error_code(error::NONE)
                 .with_partition_index(p as i32)
-                .with_leader_id(node)
-                // -1: no leader epochs, so clients skip OffsetForLeaderEpoch validation.
+                .with_leader_id(BrokerId(pm.leader))
+                // -1: no leader epochs yet, so clients skip OffsetForLeaderEpoch validation.
                 .with_leader_epoch(-1)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_replica_nodes(pm.replicas.iter().map(|r| BrokerId(*r)).collect())
+                .with_isr_nodes(pm.isr.iter().map(|r| BrokerId(*r)).collect())
         })
         .collect();
     MetadataResponseTopic::default()
@@ -144,8 +151,8 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
     };
     let resp = MetadataResponse::default()
         .with_brokers(brokers(shard))
-        .with_cluster_id(Some(str_bytes(CLUSTER_ID)))
-        .with_controller_id(BrokerId(0))
+        .with_cluster_id(Some(str_bytes(meta.cluster_id.clone())))
+        .with_controller_id(controller_id(shard))
         .with_topics(topics)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
     Ok(Reply::Frame(req.encode_response(&resp)?))

@@ -16,7 +16,7 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicNam
 
 use super::{ApiSpec, Reply, str_bytes};
 use crate::protocol::{ProtocolError, RequestFrame, error, produce_v0};
-use crate::shard::{LookupError, Shard};
+use crate::shard::{LookupError, Owner, Shard};
 use crate::topic_config;
 
 /// Advertised from 0 (old librdkafka needs v0 in range to enable compression) although
@@ -58,7 +58,7 @@ pub async fn append_local(
 ) -> PartitionResult {
     let part = match shard.partition(&topic, partition) {
         Ok(p) => p,
-        Err(LookupError::NotLocal(_)) => {
+        Err(LookupError::NotLocal(_) | LookupError::OtherHost(_)) => {
             return PartitionResult::error(error::NOT_LEADER_OR_FOLLOWER, None);
         }
         Err(LookupError::UnknownTopicOrPartition) => {
@@ -103,8 +103,11 @@ async fn append_anywhere(
     records: Bytes,
     acks: i16,
 ) -> PartitionResult {
-    let owner = match shard.meta().owner(&topic, partition) {
-        Some(o) => o,
+    let owner = match shard.owner(&topic, partition) {
+        Some(Owner::Shard(o)) => o,
+        Some(Owner::OtherHost(_)) => {
+            return PartitionResult::error(error::NOT_LEADER_OR_FOLLOWER, None);
+        }
         None => return PartitionResult::error(error::UNKNOWN_TOPIC_OR_PARTITION, None),
     };
     if owner == shard.id {

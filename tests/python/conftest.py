@@ -24,7 +24,8 @@ def broker_binary() -> str:
 class Broker:
     """One osprey process; `bootstrap` is its host:port for clients."""
 
-    def __init__(self, data_dir: Path, cores: int = 2, extra=()):
+    def __init__(self, data_dir: Path, cores: int = 2, extra=(), listen="127.0.0.1:0"):
+        self.listen = listen
         self.data_dir = data_dir
         self.cores = cores
         self.extra = list(extra)
@@ -33,7 +34,7 @@ class Broker:
         self.log_lines = []
 
     def start(self):
-        cmd = [broker_binary(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir),
+        cmd = [broker_binary(), "serve", "--listen", self.listen, "--data-dir", str(self.data_dir),
                "--cores", str(self.cores), *self.extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         ready = threading.Event()
@@ -103,3 +104,106 @@ def wait_until(predicate, timeout_s=20.0, interval_s=0.05):
             return True
         time.sleep(interval_s)
     return False
+
+
+def free_port_block(count: int) -> int:
+    """A base port such that base..base+count-1 are all free on 127.0.0.1 right now."""
+    import random
+    import socket
+    for _ in range(200):
+        base = random.randint(20000, 60000 - count)
+        socks = []
+        try:
+            for p in range(base, base + count):
+                s = socket.socket()
+                s.bind(("127.0.0.1", p))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free block of ports")
+
+
+class Cluster:
+    """Several osprey hosts (processes) on loopback forming one cluster: host ids 1..n,
+    every host a controller voter, fixed ports so a killed host restarts on the same ones."""
+
+    def __init__(self, root: Path, hosts: int = 3, cores: int = 2, extra=()):
+        self.root = root
+        self.cores = cores
+        self.extra = list(extra)
+        base = free_port_block(hosts * (cores + 2))
+        self.listen = {}
+        self.controller = {}
+        for i in range(1, hosts + 1):
+            off = base + (i - 1) * (cores + 2)
+            self.listen[i] = f"127.0.0.1:{off}"
+            self.controller[i] = f"127.0.0.1:{off + cores + 1}"
+        self.voters = ",".join(f"{i}@{a}" for i, a in self.controller.items())
+        self.hosts = {}
+
+    def make(self, i: int) -> Broker:
+        return Broker(self.root / f"host-{i}", cores=self.cores, listen=self.listen[i],
+                      extra=["--node-id", str(i), "--controller-quorum-voters", self.voters, *self.extra])
+
+    def start(self):
+        """Starts every host at once (each waits for the quorum before it is ready)."""
+        brokers = {i: self.make(i) for i in self.listen}
+        errors = []
+
+        def run(b):
+            try:
+                b.start()
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=run, args=(b,)) for b in brokers.values()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.hosts = brokers
+        if errors:
+            self.kill_all()
+            raise errors[0]
+        return self
+
+    def restart(self, i: int) -> Broker:
+        self.hosts[i] = self.make(i).start()
+        return self.hosts[i]
+
+    def bootstrap(self, *ids) -> str:
+        ids = ids or [i for i, b in self.hosts.items() if b.proc is not None]
+        return ",".join(self.hosts[i].bootstrap for i in ids)
+
+    def leader(self, timeout_s=20.0):
+        """The host id the quorum last named its leader, read from the hosts' logs."""
+        deadline = time.monotonic() + timeout_s
+        pat = re.compile(r"quorum leader is node (\d+) \(term (\d+)\)")
+        while time.monotonic() < deadline:
+            best = None
+            for b in self.hosts.values():
+                if b.proc is None:
+                    continue
+                for line in b.log_lines:
+                    m = pat.search(line)
+                    if m and (best is None or int(m.group(2)) > best[1]):
+                        best = (int(m.group(1)), int(m.group(2)))
+            if best is not None and self.hosts[best[0]].proc is not None:
+                return best[0]
+            time.sleep(0.1)
+        raise RuntimeError("no controller leader named in the logs")
+
+    def kill_all(self):
+        for b in self.hosts.values():
+            b.kill()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path / "cluster").start()
+    yield c
+    c.kill_all()

@@ -41,14 +41,24 @@ fn answer(shard: &Shard, key: &str, key_type: i8) -> Answer {
             port: -1,
         };
     }
-    let node = crate::groups::coordinator_shard(key, shard.count);
-    match shard.nodes.get(node) {
-        Some(n) => Answer {
+    let host = crate::groups::coordinator_host(key, &shard.config);
+    let meta = shard.meta();
+    let found = if host == shard.config.node_id {
+        let s = crate::groups::coordinator_shard(key, shard.count);
+        shard.nodes.get(s).map(|n| (s, n.host.clone(), n.port))
+    } else {
+        meta.brokers.get(&host).and_then(|b| {
+            let s = crate::groups::coordinator_shard(key, b.ports.len());
+            b.ports.get(s).map(|p| (s, b.host.clone(), *p))
+        })
+    };
+    match found {
+        Some((s, h, port)) => Answer {
             error: NONE,
             message: None,
-            node: node as i32,
-            host: n.host.clone(),
-            port: i32::from(n.port),
+            node: crate::metadata::node_id(host, s),
+            host: h,
+            port: i32::from(port),
         },
         None => Answer {
             error: COORDINATOR_NOT_AVAILABLE,

@@ -61,7 +61,9 @@ pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Pro
 pub fn check_group(shard: &Shard, group: &str) -> i16 {
     if group.is_empty() {
         INVALID_GROUP_ID
-    } else if super::coordinator_shard(group, shard.count) != shard.id {
+    } else if super::coordinator_host(group, &shard.config) != shard.config.node_id
+        || super::coordinator_shard(group, shard.count) != shard.id
+    {
         NOT_COORDINATOR
     } else if !shard.groups.is_loaded() {
         COORDINATOR_LOAD_IN_PROGRESS

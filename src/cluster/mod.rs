@@ -1,0 +1,486 @@
+//! The controller quorum (KRaft's role): the cluster metadata as a replicated log on
+//! openraft, and the handle through which shards propose changes and follow the result.
+//!
+//! Runs on: a controller thread of its own per host (`osprey-controller`), with a
+//! current-thread tokio runtime, beside the shard executors. openraft 0.9 is built on
+//! tokio and wants `Send` storage and network objects; the metadata path is small and rare
+//! (topic changes, registrations), so it runs where openraft runs best and reaches the
+//! shards through runtime-agnostic channels: `ControllerHandle::propose` (a bounded tokio
+//! mpsc plus a oneshot reply) and a `watch` of the latest applied `ClusterMeta`, which
+//! shard 0 follows and broadcasts to every shard over the router. No shard ever blocks on
+//! the controller thread, and it never touches shard state.
+//!
+//! Every host that names itself in `--controller-quorum-voters` is a voter; the others
+//! (brokers only) send proposals to any voter and follow the metadata with long-polls. With
+//! no voters given the host is a one-voter quorum of itself and opens no controller port.
+
+pub mod rpc;
+pub mod state;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Raft};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::metadata::ClusterMeta;
+use rpc::{Peer, Request, Response};
+use state::{MetaCommand, MetaReply};
+
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// The controller quorum's types: metadata commands in, `MetaReply` out.
+    pub TypeConfig:
+        D = MetaCommand,
+        R = MetaReply,
+);
+
+/// Proposals queued from the shards to the controller thread.
+pub const CONTROLLER_REQUESTS_MAX: usize = 1024;
+/// How long one proposal keeps retrying through elections before it fails.
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Forwards a proposal may take between voters before it fails.
+const PROPOSE_HOPS_MAX: u8 = 3;
+/// Pause between proposal attempts while there is no leader.
+const PROPOSE_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+/// Long-poll of a non-voter host for new metadata.
+const WATCH_META_WAIT: Duration = Duration::from_secs(5);
+/// Raft timing: heartbeats every 100 ms, elections after 0.6-1.2 s without one. Generous
+/// for a 2-core machine shared by several hosts; failover of the metadata leader takes
+/// about a second.
+const RAFT_HEARTBEAT_MS: u64 = 100;
+const RAFT_ELECTION_MIN_MS: u64 = 600;
+const RAFT_ELECTION_MAX_MS: u64 = 1200;
+/// Applied entries between snapshots (the log before a snapshot is purged).
+const RAFT_LOGS_PER_SNAPSHOT: u64 = 1000;
+
+/// What the controller thread needs at start.
+pub struct ControllerOptions {
+    /// This host's id (`--node-id`).
+    pub node_id: NodeId,
+    /// `--controller-quorum-voters`: id and controller address of each voter; empty for a
+    /// one-host cluster (this host alone).
+    pub voters: Vec<(NodeId, String)>,
+    /// The bound controller listener (voters of a multi-host quorum only).
+    pub listener: Option<std::net::TcpListener>,
+    /// `<data>/controller/raft`.
+    pub dir: PathBuf,
+}
+
+struct Job {
+    cmd: MetaCommand,
+    reply: oneshot::Sender<Result<MetaReply, String>>,
+}
+
+/// The shards' end of the controller thread. Clone and `Send`; its futures run on any
+/// executor (glommio included).
+#[derive(Clone)]
+pub struct ControllerHandle {
+    jobs: mpsc::Sender<Job>,
+    meta: watch::Receiver<Arc<ClusterMeta>>,
+    shutdown: Arc<tokio::sync::Notify>,
+}
+
+impl ControllerHandle {
+    /// Applies `cmd` through the quorum; the reply says what each item did and the
+    /// metadata epoch that includes it.
+    pub async fn propose(&self, cmd: MetaCommand) -> Result<MetaReply, String> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Job { cmd, reply: tx })
+            .await
+            .map_err(|_| "the controller has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the controller has stopped".to_string())?
+    }
+
+    /// The latest metadata applied on this host, and a receiver of every later version.
+    pub fn watch(&self) -> watch::Receiver<Arc<ClusterMeta>> {
+        self.meta.clone()
+    }
+
+    /// Stops the controller thread (it finishes after its Raft node shut down).
+    pub fn stop(&self) {
+        self.shutdown.notify_one();
+    }
+}
+
+struct Core {
+    raft: Option<Raft<TypeConfig>>,
+    voters: Vec<(NodeId, String)>,
+    meta: watch::Receiver<Arc<ClusterMeta>>,
+}
+
+/// Starts the controller thread. Returns once the Raft node is running (not necessarily
+/// with a leader yet: proposals wait for one).
+pub fn start(
+    opts: ControllerOptions,
+) -> Result<(ControllerHandle, std::thread::JoinHandle<()>), String> {
+    let (meta_tx, meta_rx) = watch::channel(Arc::new(ClusterMeta::default()));
+    let meta_tx = Arc::new(meta_tx);
+    let (jobs_tx, jobs_rx) = mpsc::channel(CONTROLLER_REQUESTS_MAX);
+    let shutdown = Arc::new(tokio::sync::Notify::new());
+    let handle = ControllerHandle {
+        jobs: jobs_tx,
+        meta: meta_rx.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let thread = std::thread::Builder::new()
+        .name("osprey-controller".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = started_tx.send(Err(format!("controller runtime: {e}")));
+                    return;
+                }
+            };
+            rt.block_on(run(opts, meta_tx, meta_rx, jobs_rx, shutdown, started_tx));
+        })
+        .map_err(|e| format!("cannot start the controller thread: {e}"))?;
+    match started_rx.recv() {
+        Ok(Ok(())) => Ok((handle, thread)),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => Err("the controller thread exited during start-up".into()),
+    }
+}
+
+async fn run(
+    opts: ControllerOptions,
+    meta_tx: Arc<watch::Sender<Arc<ClusterMeta>>>,
+    meta_rx: watch::Receiver<Arc<ClusterMeta>>,
+    mut jobs: mpsc::Receiver<Job>,
+    shutdown: Arc<tokio::sync::Notify>,
+    started: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let single = opts.voters.is_empty();
+    let voters: Vec<(NodeId, String)> = if single {
+        vec![(opts.node_id, String::new())]
+    } else {
+        opts.voters.clone()
+    };
+    let is_voter = voters.iter().any(|(id, _)| *id == opts.node_id);
+    let raft = if is_voter {
+        match start_raft(&opts, &voters, meta_tx.clone()).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                let _ = started.send(Err(e));
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let core = Arc::new(Core {
+        raft,
+        voters,
+        meta: meta_rx,
+    });
+    if let Some(l) = opts.listener {
+        let listener = match l
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::TcpListener::from_std(l))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = started.send(Err(format!("controller listener: {e}")));
+                return;
+            }
+        };
+        tokio::spawn(serve(core.clone(), listener));
+    }
+    if !is_voter {
+        tokio::spawn(follow_meta(core.clone(), meta_tx.clone()));
+    }
+    if let Some(raft) = &core.raft {
+        tokio::spawn(log_leader_changes(raft.metrics()));
+    }
+    let _ = started.send(Ok(()));
+    loop {
+        tokio::select! {
+            job = jobs.recv() => {
+                let Some(job) = job else { break };
+                let core = core.clone();
+                tokio::spawn(async move {
+                    let r = propose(&core, job.cmd, 0).await;
+                    let _ = job.reply.send(r);
+                });
+            }
+            _ = shutdown.notified() => break,
+        }
+    }
+    if let Some(raft) = &core.raft
+        && let Err(e) = raft.shutdown().await
+    {
+        log::warn!("controller: raft shutdown: {e}");
+    }
+}
+
+async fn start_raft(
+    opts: &ControllerOptions,
+    voters: &[(NodeId, String)],
+    meta_tx: Arc<watch::Sender<Arc<ClusterMeta>>>,
+) -> Result<Raft<TypeConfig>, String> {
+    let config = openraft::Config {
+        cluster_name: "osprey".into(),
+        heartbeat_interval: RAFT_HEARTBEAT_MS,
+        election_timeout_min: RAFT_ELECTION_MIN_MS,
+        election_timeout_max: RAFT_ELECTION_MAX_MS,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(RAFT_LOGS_PER_SNAPSHOT),
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| format!("raft config: {e}"))?;
+    let log_store = store::LogStore::open(&opts.dir)?;
+    let pristine = log_store.is_pristine();
+    let sm = store::StateMachineStore::open(&opts.dir, meta_tx)?;
+    let raft = Raft::new(opts.node_id, Arc::new(config), rpc::Network, log_store, sm)
+        .await
+        .map_err(|e| format!("cannot start the controller's raft node: {e}"))?;
+    if pristine {
+        // Every voter initialises with the same membership; openraft makes that one log
+        // entry, identical on all of them, so any subset may start first.
+        let members: BTreeMap<NodeId, BasicNode> = voters
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+            .collect();
+        if let Err(e) = raft.initialize(members).await {
+            log::info!("controller: quorum already initialised ({e})");
+        }
+    }
+    log::info!(
+        "controller: raft node {} started, voters {:?}",
+        opts.node_id,
+        voters.iter().map(|v| v.0).collect::<Vec<_>>()
+    );
+    Ok(raft)
+}
+
+/// Applies `cmd` through the quorum: on the leader directly, else forwarded to the leader
+/// (or, from a host that is not a voter, to any voter), retrying through elections until
+/// `PROPOSE_TIMEOUT`.
+async fn propose(core: &Arc<Core>, cmd: MetaCommand, hops: u8) -> Result<MetaReply, String> {
+    let deadline = Instant::now() + PROPOSE_TIMEOUT;
+    let mut next_voter = 0usize;
+    loop {
+        let attempt: Result<MetaReply, String> = match &core.raft {
+            Some(raft) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, raft.client_write(cmd.clone())).await {
+                    Ok(Ok(resp)) => return Ok(resp.data),
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                        match f.leader_node {
+                            Some(node) if hops < PROPOSE_HOPS_MAX && !node.addr.is_empty() => {
+                                forward(&node.addr, &cmd, hops + 1, left).await
+                            }
+                            _ => Err("no controller leader yet".to_string()),
+                        }
+                    }
+                    Ok(Err(e)) => Err(format!("controller: {e}")),
+                    Err(_) => Err("controller write timed out".to_string()),
+                }
+            }
+            None => {
+                let (_, addr) = &core.voters[next_voter % core.voters.len()];
+                next_voter += 1;
+                let left = deadline.saturating_duration_since(Instant::now());
+                forward(addr, &cmd, hops + 1, left).await
+            }
+        };
+        match attempt {
+            Ok(r) => return Ok(r),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(e) => {
+                log::debug!("controller: proposal not applied yet: {e}");
+                tokio::time::sleep(PROPOSE_RETRY_INTERVAL).await;
+            }
+        }
+    }
+}
+
+async fn forward(
+    addr: &str,
+    cmd: &MetaCommand,
+    hops: u8,
+    timeout: Duration,
+) -> Result<MetaReply, String> {
+    let mut peer = Peer::new(addr);
+    let req = Request::Propose {
+        cmd: cmd.clone(),
+        hops,
+    };
+    match peer.call(&req, timeout).await {
+        Ok(Response::Propose(r)) => r,
+        Ok(_) => Err(format!("controller {addr}: unexpected answer")),
+        Err(e) => Err(format!("controller {addr}: {e}")),
+    }
+}
+
+/// One log line per change of the quorum's leader (operators and tests read it).
+async fn log_leader_changes(
+    mut metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
+) {
+    let mut last = None;
+    loop {
+        let (leader, term) = {
+            let m = metrics.borrow_and_update();
+            (m.current_leader, m.current_term)
+        };
+        if leader != last {
+            match leader {
+                Some(l) => log::info!("controller: quorum leader is node {l} (term {term})"),
+                None => log::info!("controller: quorum has no leader (term {term})"),
+            }
+            last = leader;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A host that is not a voter: keeps its metadata current by long-polls to the voters.
+async fn follow_meta(core: Arc<Core>, meta_tx: Arc<watch::Sender<Arc<ClusterMeta>>>) {
+    let mut i = 0usize;
+    loop {
+        let (_, addr) = &core.voters[i % core.voters.len()];
+        let mut peer = Peer::new(addr.clone());
+        loop {
+            let after = meta_tx.borrow().epoch;
+            let req = Request::WatchMeta {
+                after_epoch: after,
+                wait_ms: WATCH_META_WAIT.as_millis() as u64,
+            };
+            match peer.call(&req, WATCH_META_WAIT * 2).await {
+                Ok(Response::Meta(m)) if m.epoch > after => {
+                    meta_tx.send_replace(Arc::new(*m));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    log::debug!("controller: metadata watch on {addr}: {e}");
+                    break;
+                }
+            }
+        }
+        i += 1;
+        tokio::time::sleep(PROPOSE_RETRY_INTERVAL).await;
+    }
+}
+
+async fn serve(core: Arc<Core>, listener: tokio::net::TcpListener) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("controller: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let core = core.clone();
+        tokio::spawn(async move {
+            let mut stream = stream;
+            let _ = stream.set_nodelay(true);
+            loop {
+                let req: Request = match rpc::read_frame(&mut stream).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                            log::debug!("controller: connection from {peer}: {e}");
+                        }
+                        return;
+                    }
+                };
+                let resp = answer(&core, req).await;
+                if rpc::write_frame(&mut stream, &resp).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+async fn answer(core: &Arc<Core>, req: Request) -> Response {
+    let no_raft = || RaftError::Fatal(openraft::error::Fatal::Stopped);
+    match req {
+        Request::AppendEntries(r) => Response::AppendEntries(match &core.raft {
+            Some(raft) => raft.append_entries(r).await,
+            None => Err(no_raft()),
+        }),
+        Request::Vote(r) => Response::Vote(match &core.raft {
+            Some(raft) => raft.vote(r).await,
+            None => Err(no_raft()),
+        }),
+        Request::InstallSnapshot(r) => Response::InstallSnapshot(match &core.raft {
+            Some(raft) => raft.install_snapshot(r).await,
+            None => Err(RaftError::Fatal(openraft::error::Fatal::Stopped)),
+        }),
+        Request::Propose { cmd, hops } => Response::Propose(propose(core, cmd, hops).await),
+        Request::WatchMeta {
+            after_epoch,
+            wait_ms,
+        } => {
+            let mut rx = core.meta.clone();
+            let wait = Duration::from_millis(wait_ms.min(WATCH_META_WAIT.as_millis() as u64));
+            let _ = tokio::time::timeout(wait, async {
+                while rx.borrow_and_update().epoch <= after_epoch {
+                    if rx.changed().await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .await;
+            let meta = (**core.meta.borrow()).clone();
+            Response::Meta(Box::new(meta))
+        }
+    }
+}
+
+/// Parses `--controller-quorum-voters`: `1@host:port,2@host:port,...`.
+pub fn parse_voters(s: &str) -> Result<Vec<(NodeId, String)>, String> {
+    let mut out = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (id, addr) = item
+            .split_once('@')
+            .ok_or_else(|| format!("controller voter `{item}`: expected ID@HOST:PORT"))?;
+        let id: NodeId = id
+            .parse()
+            .map_err(|_| format!("controller voter `{item}`: `{id}` is not a node id"))?;
+        if !addr.contains(':') {
+            return Err(format!("controller voter `{item}`: expected ID@HOST:PORT"));
+        }
+        if out.iter().any(|(i, _)| *i == id) {
+            return Err(format!("controller voter id {id} appears twice"));
+        }
+        out.push((id, addr.to_string()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The KRaft voter list parses, and malformed items are refused with a reason.
+    #[test]
+    fn voters_parse() {
+        let v = parse_voters("1@127.0.0.1:9190, 2@h:9191").unwrap();
+        assert_eq!(v, vec![(1, "127.0.0.1:9190".into()), (2, "h:9191".into())]);
+        assert!(parse_voters("1@a:1,1@b:2").is_err());
+        assert!(parse_voters("x@a:1").is_err());
+        assert!(parse_voters("1-a:1").is_err());
+    }
+}

@@ -1,0 +1,426 @@
+//! The controller quorum's state machine logic: the metadata commands and how each one
+//! changes `ClusterMeta`. Pure and deterministic (every voter applies the same command to
+//! the same state and gets the same result), so random choices (topic ids, the cluster id)
+//! travel inside the command, made by its proposer.
+//!
+//! Runs on: the controller thread (applying committed entries), and in tests.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{PARTITIONS_PER_TOPIC_MAX, TOPICS_MAX};
+use crate::metadata::{
+    BrokerMeta, ClusterMeta, PartitionMeta, TopicMeta, host_of, node_id, place_partitions, shard_of,
+};
+use crate::protocol::error;
+use crate::topic_config;
+
+/// Replicas a partition may have today: data replication between hosts is not built yet,
+/// so a topic keeps one copy (on one node of one host).
+pub const REPLICATION_FACTOR_MAX: i16 = 1;
+
+/// A controller answer for one item: Kafka error code and message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicError {
+    pub code: i16,
+    pub message: String,
+}
+
+impl TopicError {
+    pub fn new(code: i16, message: impl Into<String>) -> Self {
+        TopicError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A topic to create, with everything random or broker-local already resolved by the
+/// proposer (id, default partition count).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewTopicCmd {
+    pub name: String,
+    pub id: [u8; 16],
+    pub num_partitions: i32,
+    /// -1: the default replication factor.
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// One record of the metadata log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MetaCommand {
+    /// A host (re)starts: its endpoints and shard count. Partitions on shards it no longer
+    /// runs move to shards it does.
+    RegisterBroker {
+        broker: BrokerMeta,
+        /// Taken as the cluster id if the cluster has none yet.
+        cluster_id: String,
+    },
+    CreateTopics {
+        topics: Vec<NewTopicCmd>,
+        validate_only: bool,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+    },
+    CreatePartitions {
+        requests: Vec<(String, i32)>,
+        validate_only: bool,
+    },
+    /// Topics of a one-host broker from before the quorum existed (its `cluster.meta`
+    /// snapshot), imported once; topics already known are kept as they are.
+    Import {
+        topics: Vec<TopicMeta>,
+    },
+}
+
+/// The result of applying one command: the metadata epoch it produced and one result per
+/// item (topic, partition request), in request order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetaReply {
+    pub epoch: u64,
+    pub results: Vec<Result<Option<TopicMeta>, TopicError>>,
+}
+
+fn all_nodes(meta: &ClusterMeta) -> Vec<i32> {
+    meta.nodes().into_iter().map(|n| n.0).collect()
+}
+
+pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
+    let mut changed = false;
+    let results = match cmd {
+        MetaCommand::RegisterBroker { broker, cluster_id } => {
+            if meta.cluster_id.is_empty() {
+                meta.cluster_id = cluster_id;
+            }
+            reassign_vanished_shards(meta, &broker);
+            meta.brokers.insert(broker.host_id, broker);
+            changed = true;
+            Vec::new()
+        }
+        MetaCommand::CreateTopics {
+            topics,
+            validate_only,
+        } => {
+            let mut out = Vec::with_capacity(topics.len());
+            for t in topics {
+                let r = plan_topic(meta, t);
+                if let Ok(tm) = &r
+                    && !validate_only
+                {
+                    meta.topics.insert(tm.name.clone(), tm.clone());
+                    changed = true;
+                }
+                out.push(r.map(Some));
+            }
+            out
+        }
+        MetaCommand::DeleteTopics { names } => names
+            .into_iter()
+            .map(|name| match meta.topics.remove(&name) {
+                Some(t) => {
+                    changed = true;
+                    Ok(Some(t))
+                }
+                None => Err(TopicError::new(
+                    error::UNKNOWN_TOPIC_OR_PARTITION,
+                    "This server does not host this topic-partition.",
+                )),
+            })
+            .collect(),
+        MetaCommand::CreatePartitions {
+            requests,
+            validate_only,
+        } => {
+            let nodes = all_nodes(meta);
+            let mut out = Vec::with_capacity(requests.len());
+            for (name, count) in requests {
+                let Some(t) = meta.topics.get_mut(&name) else {
+                    out.push(Err(TopicError::new(
+                        error::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("Topic '{name}' does not exist."),
+                    )));
+                    continue;
+                };
+                let current = t.partitions.len() as i32;
+                if count <= current || count > PARTITIONS_PER_TOPIC_MAX {
+                    out.push(Err(TopicError::new(
+                        error::INVALID_PARTITIONS,
+                        format!("Topic '{name}' has {current} partitions; the new count must be larger and at most {PARTITIONS_PER_TOPIC_MAX}, got {count}"),
+                    )));
+                    continue;
+                }
+                let rf = t.partitions.first().map(|p| p.replicas.len()).unwrap_or(1);
+                let Some(more) = place_partitions(
+                    &name,
+                    current as usize,
+                    (count - current) as usize,
+                    rf,
+                    &nodes,
+                ) else {
+                    out.push(Err(TopicError::new(
+                        error::INVALID_REPLICATION_FACTOR,
+                        format!("{} nodes cannot hold {rf} replicas", nodes.len()),
+                    )));
+                    continue;
+                };
+                if !validate_only {
+                    t.partitions.extend(more);
+                    changed = true;
+                }
+                out.push(Ok(None));
+            }
+            out
+        }
+        MetaCommand::Import { topics } => {
+            for t in topics {
+                if !meta.topics.contains_key(&t.name) {
+                    meta.topics.insert(t.name.clone(), t);
+                    changed = true;
+                }
+            }
+            Vec::new()
+        }
+    };
+    if changed {
+        meta.epoch += 1;
+    }
+    MetaReply {
+        epoch: meta.epoch,
+        results,
+    }
+}
+
+/// A host that restarts with fewer shards: replicas on its vanished shards move to shards
+/// it runs (the partition directories are named by topic and partition, not by shard, so
+/// the files stay where they are).
+fn reassign_vanished_shards(meta: &mut ClusterMeta, broker: &BrokerMeta) {
+    let shards = broker.ports.len();
+    if shards == 0 {
+        return;
+    }
+    let mut moved = 0;
+    for t in meta.topics.values_mut() {
+        let start = crc32c::crc32c(t.name.as_bytes()) as usize;
+        for (p, part) in t.partitions.iter_mut().enumerate() {
+            let mut replicas = part.replicas.clone();
+            for i in 0..replicas.len() {
+                let r = replicas[i];
+                if host_of(r) != broker.host_id || shard_of(r) < shards {
+                    continue;
+                }
+                let new = (0..shards)
+                    .map(|k| node_id(broker.host_id, (start + p + k) % shards))
+                    .find(|n| !replicas.contains(n));
+                if let Some(n) = new {
+                    replicas[i] = n;
+                    if part.leader == r {
+                        part.leader = n;
+                        part.leader_epoch += 1;
+                    }
+                    moved += 1;
+                }
+            }
+            part.isr = part
+                .isr
+                .iter()
+                .map(|r| {
+                    part.replicas
+                        .iter()
+                        .position(|x| x == r)
+                        .map(|i| replicas[i])
+                        .unwrap_or(*r)
+                })
+                .collect();
+            part.replicas = replicas;
+        }
+    }
+    if moved > 0 {
+        log::info!(
+            "host {} runs {shards} shards now: {moved} replicas moved to its running shards",
+            broker.host_id
+        );
+    }
+}
+
+fn plan_topic(meta: &ClusterMeta, t: NewTopicCmd) -> Result<TopicMeta, TopicError> {
+    topic_config::validate_topic_name(&t.name)
+        .map_err(|m| TopicError::new(error::INVALID_TOPIC_EXCEPTION, m))?;
+    if meta.topics.contains_key(&t.name) {
+        return Err(TopicError::new(
+            error::TOPIC_ALREADY_EXISTS,
+            format!("Topic '{}' already exists.", t.name),
+        ));
+    }
+    if meta.topics.len() >= TOPICS_MAX {
+        return Err(TopicError::new(
+            error::INVALID_REQUEST,
+            format!("the cluster holds its maximum of {TOPICS_MAX} topics"),
+        ));
+    }
+    if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&t.num_partitions) {
+        return Err(TopicError::new(
+            error::INVALID_PARTITIONS,
+            format!(
+                "Number of partitions must be 1..={PARTITIONS_PER_TOPIC_MAX}, got {}",
+                t.num_partitions
+            ),
+        ));
+    }
+    let rf = if t.replication_factor == -1 {
+        1
+    } else {
+        t.replication_factor
+    };
+    if !(1..=REPLICATION_FACTOR_MAX).contains(&rf) {
+        return Err(TopicError::new(
+            error::INVALID_REPLICATION_FACTOR,
+            format!(
+                "Replication factor {rf} is not supported yet: osprey does not replicate partitions between hosts, each partition keeps {REPLICATION_FACTOR_MAX} copy"
+            ),
+        ));
+    }
+    for (k, v) in &t.configs {
+        topic_config::validate(k, v).map_err(|m| TopicError::new(error::INVALID_CONFIG, m))?;
+    }
+    let nodes = all_nodes(meta);
+    let partitions = place_partitions(&t.name, 0, t.num_partitions as usize, rf as usize, &nodes)
+        .ok_or_else(|| {
+        TopicError::new(
+            error::INVALID_REPLICATION_FACTOR,
+            format!(
+                "Replication factor: {rf} larger than available brokers: {}.",
+                nodes.len()
+            ),
+        )
+    })?;
+    Ok(TopicMeta {
+        name: t.name,
+        id: t.id,
+        partitions,
+        configs: t.configs,
+    })
+}
+
+/// A partition placed on one node (the import of a one-host broker's topics).
+pub fn single_replica(node: i32) -> PartitionMeta {
+    PartitionMeta {
+        replicas: vec![node],
+        leader: node,
+        leader_epoch: 0,
+        isr: vec![node],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(host: u32, shards: usize) -> BrokerMeta {
+        BrokerMeta {
+            host_id: host,
+            incarnation: 1,
+            host: "127.0.0.1".into(),
+            ports: (0..shards).map(|s| 9000 + s as u16).collect(),
+            rack: format!("host-{host}"),
+        }
+    }
+
+    fn register(meta: &mut ClusterMeta, host: u32, shards: usize) {
+        apply(
+            meta,
+            MetaCommand::RegisterBroker {
+                broker: broker(host, shards),
+                cluster_id: "c".into(),
+            },
+        );
+    }
+
+    fn create(meta: &mut ClusterMeta, name: &str, partitions: i32) -> MetaReply {
+        apply(
+            meta,
+            MetaCommand::CreateTopics {
+                topics: vec![NewTopicCmd {
+                    name: name.into(),
+                    id: [7; 16],
+                    num_partitions: partitions,
+                    replication_factor: -1,
+                    configs: BTreeMap::new(),
+                }],
+                validate_only: false,
+            },
+        )
+    }
+
+    // A topic's partitions land on every node of every registered host, and each apply
+    // that changes something moves the epoch forward.
+    #[test]
+    fn topics_spread_over_every_host() {
+        let mut m = ClusterMeta::default();
+        for h in 1..=3 {
+            register(&mut m, h, 2);
+        }
+        let epoch = m.epoch;
+        let r = create(&mut m, "t", 12);
+        assert!(r.results[0].is_ok());
+        assert_eq!(r.epoch, epoch + 1);
+        let mut leaders: Vec<i32> = m.topics["t"].partitions.iter().map(|p| p.leader).collect();
+        leaders.sort();
+        leaders.dedup();
+        assert_eq!(leaders.len(), 6);
+        // The same command on an existing topic is refused and changes nothing.
+        let r = create(&mut m, "t", 1);
+        assert_eq!(
+            r.results[0].as_ref().unwrap_err().code,
+            error::TOPIC_ALREADY_EXISTS
+        );
+        assert_eq!(r.epoch, epoch + 1);
+    }
+
+    // A host registering again with fewer shards moves its vanished shards' partitions
+    // to shards it runs, and leaves other hosts' partitions alone.
+    #[test]
+    fn fewer_shards_reassigns_within_the_host() {
+        let mut m = ClusterMeta::default();
+        register(&mut m, 0, 4);
+        register(&mut m, 1, 4);
+        create(&mut m, "t", 16);
+        let before = m.topics["t"].clone();
+        register(&mut m, 0, 1);
+        for (a, b) in before.partitions.iter().zip(&m.topics["t"].partitions) {
+            if host_of(a.leader) == 0 {
+                assert_eq!(b.leader, node_id(0, 0));
+            } else {
+                assert_eq!(a, b);
+            }
+            assert_eq!(b.replicas, vec![b.leader]);
+            assert_eq!(b.isr, vec![b.leader]);
+        }
+    }
+
+    // Replication factors above what is built are refused with Kafka's code.
+    #[test]
+    fn replication_factor_is_checked() {
+        let mut m = ClusterMeta::default();
+        register(&mut m, 0, 2);
+        let r = apply(
+            &mut m,
+            MetaCommand::CreateTopics {
+                topics: vec![NewTopicCmd {
+                    name: "r".into(),
+                    id: [1; 16],
+                    num_partitions: 1,
+                    replication_factor: 2,
+                    configs: BTreeMap::new(),
+                }],
+                validate_only: false,
+            },
+        );
+        assert_eq!(
+            r.results[0].as_ref().unwrap_err().code,
+            error::INVALID_REPLICATION_FACTOR
+        );
+    }
+}

@@ -1,0 +1,120 @@
+"""A cluster of three osprey hosts (processes) on loopback with a Raft controller quorum,
+driven with the real clients: every node of every host serves partitions, clients
+bootstrapped from one host reach the others, and metadata changes go on when the active
+controller is killed."""
+
+import time
+import uuid
+
+from confluent_kafka import Consumer as CKConsumer
+from confluent_kafka import KafkaException
+from confluent_kafka import Producer as CKProducer
+from confluent_kafka.admin import AdminClient, NewTopic as CKNewTopic
+
+NODES_PER_HOST = 1024
+TIMEOUT_S = 60
+
+
+def unique(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def create_topic(bootstrap, name, partitions, rf=1, timeout_s=30):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([CKNewTopic(name, num_partitions=partitions, replication_factor=rf)],
+                        operation_timeout=timeout_s)[name].result(timeout=timeout_s)
+
+
+def wait_metadata(bootstrap, predicate, timeout_s=TIMEOUT_S):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout_s
+    md = None
+    while time.monotonic() < deadline:
+        md = admin.list_topics(timeout=10)
+        if predicate(md):
+            return md
+        time.sleep(0.2)
+    raise AssertionError(f"metadata never satisfied the condition: brokers={sorted(md.brokers)}")
+
+
+def test_three_hosts_form_one_cluster(cluster):
+    """Every host sees the same six nodes (host id x 1024 + shard); a topic created through
+    one host has leaders on every node of every host; an idempotent acks=all producer
+    bootstrapped from host 1 and a group consumer bootstrapped from host 3 move every
+    message exactly once, in order per partition."""
+    want = {h * NODES_PER_HOST + s for h in (1, 2, 3) for s in range(cluster.cores)}
+    for h in (1, 2, 3):
+        md = wait_metadata(cluster.bootstrap(h), lambda m: set(m.brokers) == want)
+        assert md.cluster_id, "a cluster id is reported"
+    topic = unique("spread")
+    create_topic(cluster.bootstrap(1), topic, 12)
+    md = wait_metadata(cluster.bootstrap(2), lambda m: topic in m.topics)
+    leaders = {p.leader for p in md.topics[topic].partitions.values()}
+    assert leaders == want, leaders
+
+    errors = []
+    p = CKProducer({"bootstrap.servers": cluster.bootstrap(1), "enable.idempotence": True,
+                    "acks": "all", "linger.ms": 2})
+    n = 1200
+    for i in range(n):
+        p.produce(topic, key=f"k{i % 24}", value=f"{i}",
+                  on_delivery=lambda err, _m: err and errors.append(err))
+        if i % 100 == 0:
+            p.poll(0)
+    assert p.flush(60) == 0
+    assert not errors, errors[:3]
+
+    c = CKConsumer({"bootstrap.servers": cluster.bootstrap(3), "group.id": unique("g"),
+                    "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    got = {}
+    try:
+        c.subscribe([topic])
+        deadline = time.monotonic() + TIMEOUT_S
+        count = 0
+        while count < n and time.monotonic() < deadline:
+            for m in c.consume(num_messages=500, timeout=0.5):
+                assert m.error() is None, m.error()
+                got.setdefault(m.partition(), []).append((m.offset(), int(m.value())))
+                count += 1
+        c.commit(asynchronous=False)
+    finally:
+        c.close()
+    values = sorted(v for msgs in got.values() for _, v in msgs)
+    assert values == list(range(n)), f"lost or duplicated: {len(values)} of {n}"
+    for part, msgs in got.items():
+        offsets = [o for o, _ in msgs]
+        assert offsets == list(range(len(msgs))), f"partition {part}: offsets {offsets[:5]}..."
+        vals = [v for _, v in msgs]
+        assert vals == sorted(vals), f"partition {part} reordered"
+
+
+def test_metadata_survives_killing_the_active_controller(cluster):
+    """kill -9 of the host whose controller leads the quorum: the two others elect a new
+    leader and topic creation through them goes on; the killed host, restarted on the same
+    ports and data, catches up with what was created while it was down."""
+    before = unique("before")
+    create_topic(cluster.bootstrap(1), before, 3)
+    leader = cluster.leader()
+    cluster.hosts[leader].kill()
+    others = [h for h in (1, 2, 3) if h != leader]
+    after = unique("after")
+    start = time.monotonic()
+    deadline = start + TIMEOUT_S
+    while True:
+        try:
+            create_topic(cluster.bootstrap(*others), after, 4, timeout_s=20)
+            break
+        except KafkaException as e:
+            if time.monotonic() > deadline:
+                raise
+            print(f"create during failover: {e}")
+            time.sleep(0.5)
+    print(f"topic created {time.monotonic() - start:.1f} s after killing controller leader {leader}")
+    new_leader = cluster.leader()
+    assert new_leader != leader
+    md = wait_metadata(cluster.bootstrap(*others), lambda m: after in m.topics and before in m.topics)
+    assert len(md.topics[after].partitions) == 4
+
+    cluster.restart(leader)
+    md = wait_metadata(cluster.bootstrap(leader), lambda m: after in m.topics and before in m.topics)
+    assert len(md.topics[before].partitions) == 3
