@@ -32,33 +32,105 @@ const LISTEN_BACKLOG: i32 = 4096;
 
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 
+/// How long start-up waits for a listening port that is still in use once the
+/// data-directory lock is ours. A broker killed with SIGKILL leaves its listening sockets
+/// in LISTEN after its death: each executor's io_uring holds its listener through the
+/// accept in flight, and the kernel tears a dead process's rings down asynchronously
+/// (a workqueue cancels the requests and drops their file references a little later).
+/// SO_REUSEADDR does not help: Linux refuses to bind next to a socket in LISTEN state.
+const BIND_RETRY_MAX: Duration = Duration::from_secs(10);
+const BIND_RETRY_INTERVAL: Duration = Duration::from_millis(20);
+
+/// A failed step of `listen`, with the OS error.
+struct ListenError {
+    step: &'static str,
+    err: std::io::Error,
+}
+
 /// Binds a listening socket ourselves: glommio's bind sets SO_REUSEPORT, which would let a
-/// second broker silently share the port instead of failing.
-fn listen(addr: SocketAddr) -> Result<StdListener, HostError> {
+/// second broker silently share the port instead of failing. SO_REUSEPORT stays off (the
+/// socket2 default); SO_REUSEADDR is on, so the accepted connections and TIME_WAIT
+/// sockets a previous broker left on the port do not block the bind.
+fn listen(addr: SocketAddr) -> Result<StdListener, ListenError> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let err = |what: &str, e: std::io::Error| {
-        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
-            " (another process, maybe another osprey, is listening there: stop it or pick another --listen port)"
-        } else {
-            ""
-        };
-        HostError(format!("cannot {what} {addr}: {e}{hint}"))
-    };
+    let step = |step: &'static str| move |err| ListenError { step, err };
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(|e| err("create socket for", e))?;
+        .map_err(step("create socket for"))?;
     sock.set_reuse_address(true)
-        .map_err(|e| err("set SO_REUSEADDR on", e))?;
-    sock.bind(&addr.into()).map_err(|e| err("bind", e))?;
-    sock.listen(LISTEN_BACKLOG)
-        .map_err(|e| err("listen on", e))?;
-    sock.set_nonblocking(true)
-        .map_err(|e| err("configure", e))?;
+        .map_err(step("set SO_REUSEADDR on"))?;
+    sock.bind(&addr.into()).map_err(step("bind"))?;
+    sock.listen(LISTEN_BACKLOG).map_err(step("listen on"))?;
+    sock.set_nonblocking(true).map_err(step("configure"))?;
     Ok(sock.into())
 }
 
-/// Holds an exclusive flock on `<data>/.lock` for the life of the process, so two brokers
-/// never write one data directory.
-fn lock_data_dir(dir: &Path) -> Result<std::fs::File, HostError> {
+/// Binds every listening socket the broker serves, in order, each through `listen`. A port
+/// still in use is retried every `BIND_RETRY_INTERVAL` until `retry_max` after the first
+/// attempt (one deadline for all of them): holding the data-directory lock (`_lock`) proves
+/// the previous broker on this data directory is dead (the kernel drops a flock when the
+/// process dies), so a port in use is most likely its listener waiting for its io_uring
+/// teardown. A live process keeps its port, and this start then fails after `retry_max`.
+/// Every listener the broker ever opens (bootstrap, shard ports, later ones) must be bound
+/// here, so that a supervisor's immediate restart after kill -9 works on all of them.
+fn bind_listeners(
+    _lock: &DataDirLock,
+    addrs: &[SocketAddr],
+    retry_max: Duration,
+) -> Result<Vec<StdListener>, HostError> {
+    let start = Instant::now();
+    let deadline = start + retry_max;
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for &addr in addrs {
+        let mut waited = false;
+        let listener = loop {
+            match listen(addr) {
+                Ok(l) => break l,
+                Err(e)
+                    if e.err.kind() == std::io::ErrorKind::AddrInUse
+                        && Instant::now() < deadline =>
+                {
+                    if !waited {
+                        log::warn!(
+                            "{addr} is still in use; retrying for up to {retry_max:?} (the previous \
+                             broker on this data directory is dead, and a killed broker's listening \
+                             sockets stay open until the kernel has torn down its io_uring rings)"
+                        );
+                        waited = true;
+                    }
+                    std::thread::sleep(BIND_RETRY_INTERVAL);
+                }
+                Err(ListenError { step, err }) => {
+                    let hint = if err.kind() == std::io::ErrorKind::AddrInUse {
+                        format!(
+                            " (still in use after {:?}: another process, maybe another osprey, \
+                             is listening there: stop it or pick another --listen port)",
+                            start.elapsed()
+                        )
+                    } else {
+                        String::new()
+                    };
+                    return Err(HostError(format!("cannot {step} {addr}: {err}{hint}")));
+                }
+            }
+        };
+        if waited {
+            log::info!("bound {addr} after {:?}", start.elapsed());
+        }
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// An exclusive flock on `<data>/.lock`, held for the life of the process so two brokers
+/// never write one data directory. flock belongs to the open file description: the kernel
+/// drops it when the last descriptor closes, which a process's death does at once (the
+/// descriptor is close-on-exec and never handed to io_uring, so nothing outlives the
+/// process holding it). Holding one is what allows `bind_listeners` to wait for ports.
+struct DataDirLock {
+    _file: std::fs::File,
+}
+
+fn lock_data_dir(dir: &Path) -> Result<DataDirLock, HostError> {
     std::fs::create_dir_all(dir).map_err(|e| {
         HostError(format!(
             "cannot create data directory {}: {e}",
@@ -85,7 +157,7 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File, HostError> {
             path.display()
         )));
     }
-    Ok(f)
+    Ok(DataDirLock { _file: f })
 }
 
 /// Blocks SIGINT/SIGTERM in this thread (and so in every executor thread spawned after),
@@ -126,13 +198,11 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
         )));
     }
     let io_memory = runtime::io_memory_for(n)?;
-    let _lock = lock_data_dir(&config.data_dir)?;
+    let lock = lock_data_dir(&config.data_dir)?;
 
-    let bootstrap = listen(config.listen)?;
-    let bootstrap_addr = bootstrap
-        .local_addr()
-        .map_err(|e| HostError(e.to_string()))?;
-    let mut shard_listeners = Vec::new();
+    // The bootstrap address, then shard i on its port + 1 + i (every one on a free port
+    // when the bootstrap port is 0).
+    let mut addrs = vec![config.listen];
     for i in 0..n {
         let port = if config.listen.port() == 0 {
             0
@@ -143,8 +213,13 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
                 .checked_add(1 + i as u16)
                 .ok_or_else(|| HostError(format!("shard port for {} overflows", config.listen)))?
         };
-        shard_listeners.push(listen(SocketAddr::new(config.listen.ip(), port))?);
+        addrs.push(SocketAddr::new(config.listen.ip(), port));
     }
+    let mut shard_listeners = bind_listeners(&lock, &addrs, BIND_RETRY_MAX)?;
+    let bootstrap = shard_listeners.remove(0);
+    let bootstrap_addr = bootstrap
+        .local_addr()
+        .map_err(|e| HostError(e.to_string()))?;
     let nodes: Vec<NodeAddr> = shard_listeners
         .iter()
         .map(|l| NodeAddr {
@@ -409,4 +484,51 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
 /// Default data directory relative to the working directory.
 pub fn default_data_dir() -> PathBuf {
     PathBuf::from("osprey-data")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock() -> (tempfile::TempDir, DataDirLock) {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = lock_data_dir(dir.path()).unwrap();
+        (dir, lock)
+    }
+
+    // The listeners never set SO_REUSEPORT, so a second broker cannot share a live
+    // broker's port: its bind fails (after the retry window) instead.
+    #[test]
+    fn a_live_listener_keeps_its_port() {
+        let (_dir, lock) = lock();
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let first = bind_listeners(&lock, &[any], Duration::ZERO).unwrap();
+        let addr = first[0].local_addr().unwrap();
+        let sock = socket2::SockRef::from(&first[0]);
+        assert!(!sock.reuse_port().unwrap());
+        assert!(sock.reuse_address().unwrap());
+        let t = Instant::now();
+        let err = bind_listeners(&lock, &[addr], Duration::from_millis(200))
+            .expect_err("a second bind on a live listener's port fails");
+        assert!(t.elapsed() >= Duration::from_millis(200));
+        assert!(err.0.contains("still in use after"), "{err}");
+    }
+
+    // A port that is freed while start-up waits is bound as soon as it is free, and the
+    // ports after it within the same deadline.
+    #[test]
+    fn bind_waits_for_a_port_being_released() {
+        let (_dir, lock) = lock();
+        let held = StdListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let bound = bind_listeners(&lock, &[addr, any], Duration::from_secs(10)).unwrap();
+        assert_eq!(bound[0].local_addr().unwrap(), addr);
+        assert_eq!(bound.len(), 2);
+        releaser.join().unwrap();
+    }
 }

@@ -18,6 +18,9 @@ use kafka_protocol::records::{
 
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+/// `--listen 127.0.0.1:0`: every listener on a free port.
+pub const LOCALHOST_ANY_PORT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 /// A temporary directory under cargo's per-target scratch directory: on the build's disk,
 /// which takes O_DIRECT (a tmpfs /tmp would not).
@@ -46,22 +49,34 @@ impl Broker {
 
     /// Starts a broker on an existing data directory (restart tests), with extra flags.
     pub fn start_in(dir: &Path, cores: usize, extra: &[&str]) -> Broker {
-        Broker::spawn(Some(dir), None, cores, extra)
+        Broker::spawn(Some(dir), None, LOCALHOST_ANY_PORT, cores, extra)
+    }
+
+    /// Starts a broker on an existing data directory with a fixed bootstrap address
+    /// (shard i then listens on its port + 1 + i), for restarts on the same ports.
+    pub fn start_on(dir: &Path, listen: SocketAddr, cores: usize, extra: &[&str]) -> Broker {
+        Broker::spawn(Some(dir), None, listen, cores, extra)
     }
 
     /// Starts a broker as the README does: without --data-dir (the default, relative
     /// `./osprey-data`), in a fresh temporary working directory.
     pub fn start_default_dir(cores: usize) -> Broker {
         let tmp = tmpdir();
-        let mut b = Broker::spawn(None, Some(tmp.path()), cores, &[]);
+        let mut b = Broker::spawn(None, Some(tmp.path()), LOCALHOST_ANY_PORT, cores, &[]);
         b.data_dir = tmp.path().join("osprey-data");
         b._tmp = Some(tmp);
         b
     }
 
-    fn spawn(dir: Option<&Path>, cwd: Option<&Path>, cores: usize, extra: &[&str]) -> Broker {
+    fn spawn(
+        dir: Option<&Path>,
+        cwd: Option<&Path>,
+        listen: SocketAddr,
+        cores: usize,
+        extra: &[&str],
+    ) -> Broker {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_osprey"));
-        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0");
+        cmd.arg("serve").arg("--listen").arg(listen.to_string());
         if let Some(dir) = dir {
             cmd.arg("--data-dir").arg(dir);
         }
@@ -90,7 +105,13 @@ impl Broker {
         });
         let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
             Ok(l) => l,
-            Err(_) => {
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // stdout closed before the ready line: the broker exited (its error is on
+                // the inherited stderr).
+                let status = child.wait().expect("wait");
+                panic!("osprey exited before reporting ready: {status}");
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
                 panic!("osprey did not report ready within {STARTUP_TIMEOUT:?}");
             }
