@@ -44,6 +44,8 @@ enum Command {
 enum TopicsAction {
     /// Topics with their partition count and leaders.
     List,
+    /// Every partition of the topics (all when none named): leader, replicas and ISR.
+    Describe { names: Vec<String> },
     /// Create a topic: `osprey topics create NAME --partitions 8 --config retention.ms=60000`.
     Create {
         name: String,
@@ -85,6 +87,34 @@ fn topics(bootstrap: String, action: TopicsAction) -> Result<(), String> {
                         t.partitions.len(),
                         leaders.join(",")
                     );
+                }
+                Ok(())
+            }
+            TopicsAction::Describe { names } => {
+                let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+                let md = client
+                    .metadata((!wanted.is_empty()).then_some(&wanted[..]))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let node_list = |v: &[i32]| {
+                    v.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",")
+                };
+                println!("TOPIC\tPARTITION\tLEADER\tREPLICAS\tISR");
+                for t in md.topics {
+                    if t.error_code != 0 {
+                        println!("{}\terror {}", t.name, t.error_code);
+                        continue;
+                    }
+                    for p in &t.partitions {
+                        println!(
+                            "{}\t{}\t{}\t{}\t{}",
+                            t.name,
+                            p.partition,
+                            p.leader,
+                            node_list(&p.replicas),
+                            node_list(&p.isr)
+                        );
+                    }
                 }
                 Ok(())
             }

@@ -215,7 +215,19 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
         };
         addrs.push(SocketAddr::new(config.listen.ip(), port));
     }
+    // Last, the controller port of a voter in a multi-host quorum: a host restarted after
+    // kill -9 must get it back as it gets its client ports.
+    let controller_addr = config
+        .controller_listen
+        .filter(|_| !config.voters.is_empty());
+    if let Some(addr) = controller_addr {
+        addrs.push(addr);
+    }
     let mut shard_listeners = bind_listeners(&lock, &addrs, BIND_RETRY_MAX)?;
+    let controller_listener = match controller_addr {
+        Some(_) => shard_listeners.pop(),
+        None => None,
+    };
     let bootstrap = shard_listeners.remove(0);
     let bootstrap_addr = bootstrap
         .local_addr()
@@ -228,10 +240,6 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
         })
         .collect();
     let nodes = Arc::new(nodes);
-    let controller_listener = match config.controller_listen {
-        Some(addr) if !config.voters.is_empty() => Some(listen(addr)?),
-        _ => None,
-    };
     let config = Arc::new(config);
     let signals = block_signals();
     // The controller thread starts after the signal mask is set, so it never takes

@@ -54,6 +54,23 @@ fn topics_create_list_delete() {
     let (ok, out, _) = osprey(&["topics", "--bootstrap", &bs, "list"]);
     assert!(ok);
     assert!(out.contains("cli-t\tpartitions=4"), "{out}");
+    // describe: one line per partition with leader, replicas and ISR (one copy each on a
+    // one-host broker: the replica is the leader, in sync).
+    let (ok, out, err) = osprey(&["topics", "--bootstrap", &bs, "describe", "cli-t"]);
+    assert!(ok, "{err}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
+    assert_eq!(rows.len(), 4, "{out}");
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r[0], "cli-t");
+        assert_eq!(r[1], i.to_string());
+        assert!(r[2] == "0" || r[2] == "1", "{out}");
+        assert_eq!(r[3], r[2]);
+        assert_eq!(r[4], r[2]);
+    }
     let (ok, out, _) = osprey(&["topics", "--bootstrap", &bs, "delete", "cli-t"]);
     assert!(ok && out.contains("deleted cli-t"));
     let (ok, out, _) = osprey(&["topics", "--bootstrap", &bs, "list"]);

@@ -129,6 +129,10 @@ pub struct PartitionMetadata {
     pub partition: i32,
     /// Leader node id (-1: none).
     pub leader: i32,
+    /// Replica node ids, the leader's preferred first.
+    pub replicas: Vec<i32>,
+    /// In-sync replica node ids.
+    pub isr: Vec<i32>,
     /// Kafka error code for this partition.
     pub error_code: i16,
 }
@@ -383,6 +387,8 @@ impl Client {
                         .map(|p| PartitionMetadata {
                             partition: p.partition_index,
                             leader: p.leader_id.0,
+                            replicas: p.replica_nodes.iter().map(|r| r.0).collect(),
+                            isr: p.isr_nodes.iter().map(|r| r.0).collect(),
                             error_code: p.error_code,
                         })
                         .collect();
