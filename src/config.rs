@@ -65,6 +65,20 @@ pub struct ServeArgs {
     /// Address this host's controller listens on (default: its entry in the voters).
     #[arg(long)]
     pub controller_listen: Option<SocketAddr>,
+    /// Kafka's broker.session.timeout.ms: a host silent this long is fenced and its
+    /// leaderships move (default 9000).
+    #[arg(long)]
+    pub broker_session_timeout_ms: Option<u64>,
+    /// Kafka's default.replication.factor for topics created without one (default 1).
+    #[arg(long)]
+    pub default_replication_factor: Option<i16>,
+    /// Kafka's replica.lag.time.max.ms: a follower that has not caught up for this long
+    /// leaves the ISR (default 30000).
+    #[arg(long)]
+    pub replica_lag_time_max_ms: Option<u64>,
+    /// Kafka's min.insync.replicas default for topics without their own (default 1).
+    #[arg(long)]
+    pub min_insync_replicas: Option<i32>,
 }
 
 /// Requests read ahead of their responses on one connection.
@@ -89,6 +103,10 @@ pub struct BrokerConfig {
     pub voters: Vec<(u64, String)>,
     /// Where this host's controller listens (voters of a multi-host quorum).
     pub controller_listen: Option<SocketAddr>,
+    pub broker_session_timeout_ms: u64,
+    pub default_replication_factor: i16,
+    pub replica_lag_time_max_ms: u64,
+    pub min_insync_replicas: i32,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub advertise: String,
@@ -185,6 +203,22 @@ impl BrokerConfig {
                     "controller-quorum-voters" => {
                         a.controller_quorum_voters = a.controller_quorum_voters.or(Some(v))
                     }
+                    "broker-session-timeout-ms" => {
+                        a.broker_session_timeout_ms =
+                            a.broker_session_timeout_ms.or(Some(parse_value(&k, &v)?))
+                    }
+                    "default-replication-factor" => {
+                        a.default_replication_factor =
+                            a.default_replication_factor.or(Some(parse_value(&k, &v)?))
+                    }
+                    "replica-lag-time-max-ms" => {
+                        a.replica_lag_time_max_ms =
+                            a.replica_lag_time_max_ms.or(Some(parse_value(&k, &v)?))
+                    }
+                    "min-insync-replicas" => {
+                        a.min_insync_replicas =
+                            a.min_insync_replicas.or(Some(parse_value(&k, &v)?))
+                    }
                     "controller-listen" => {
                         a.controller_listen = a.controller_listen.or(Some(parse_value(&k, &v)?))
                     }
@@ -233,7 +267,19 @@ impl BrokerConfig {
                 None => None,
             },
         };
+        let default_replication_factor = a.default_replication_factor.unwrap_or(1);
+        if default_replication_factor < 1 {
+            return Err(ConfigError("default-replication-factor must be at least 1".into()));
+        }
+        let min_insync_replicas = a.min_insync_replicas.unwrap_or(1);
+        if min_insync_replicas < 1 {
+            return Err(ConfigError("min-insync-replicas must be at least 1".into()));
+        }
         Ok(BrokerConfig {
+            broker_session_timeout_ms: a.broker_session_timeout_ms.unwrap_or(9000).max(100),
+            default_replication_factor,
+            replica_lag_time_max_ms: a.replica_lag_time_max_ms.unwrap_or(30_000).max(100),
+            min_insync_replicas,
             node_id,
             voters,
             controller_listen,

@@ -208,6 +208,7 @@ impl Controller {
             host: config.advertise.clone(),
             ports: shard.nodes.iter().map(|n| n.port).collect(),
             rack: format!("host-{}", config.node_id),
+            fenced: false,
         };
         let cluster_id = crate::handlers::uuid(new_topic_id()).simple().to_string();
         self.register_until_done(MetaCommand::RegisterBroker { broker, cluster_id }, shard)
@@ -269,7 +270,11 @@ impl Controller {
                     } else {
                         t.num_partitions
                     },
-                    replication_factor: t.replication_factor,
+                    replication_factor: if t.replication_factor == -1 {
+                        shard.config.default_replication_factor
+                    } else {
+                        t.replication_factor
+                    },
                     configs: t.configs,
                 })
                 .collect(),

@@ -37,10 +37,18 @@ pub fn shard_of(node: i32) -> usize {
     rkyv::Deserialize,
 )]
 pub struct PartitionMeta {
+    /// Replica nodes; the first is the preferred leader.
     pub replicas: Vec<i32>,
+    /// Leader node, -1 while no replica can lead (offline).
     pub leader: i32,
+    /// Bumped on every leader change; batches carry the epoch of the leader that wrote them.
     pub leader_epoch: i32,
+    /// In-sync replicas (the leader among them). Never empty: when the last member is
+    /// fenced it stays, as Kafka keeps it, so that only it may lead again.
     pub isr: Vec<i32>,
+    /// Bumped on every change of this partition (AlterPartition compares it).
+    #[serde(default)]
+    pub partition_epoch: i32,
 }
 
 /// A topic as the controller stores it.
@@ -86,6 +94,10 @@ pub struct BrokerMeta {
     pub ports: Vec<u16>,
     /// The rack Metadata reports for each of its nodes (default `host-<id>`).
     pub rack: String,
+    /// Fenced by the controller (missed heartbeats, or a controlled shutdown): it leads
+    /// nothing and is left out of Metadata until it heartbeats or registers again.
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 impl BrokerMeta {
@@ -124,22 +136,35 @@ impl ClusterMeta {
 
     /// Leader node of a partition, `None` for an unknown topic or partition.
     pub fn leader(&self, topic: &str, partition: i32) -> Option<i32> {
+        self.partition(topic, partition).map(|p| p.leader)
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionMeta> {
         let t = self.topics.get(topic)?;
         if partition < 0 {
             return None;
         }
-        t.partitions.get(partition as usize).map(|p| p.leader)
+        t.partitions.get(partition as usize)
+    }
+
+    /// True when the host of `node` is registered and not fenced.
+    pub fn is_live(&self, node: i32) -> bool {
+        self.brokers
+            .get(&host_of(node))
+            .is_some_and(|b| !b.fenced && shard_of(node) < b.ports.len())
     }
 
     pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<&TopicMeta> {
         self.topics.values().find(|t| &t.id == id)
     }
 
-    /// Every node of every registered host, ordered by node id: (node id, host, port, rack).
+    /// Every node of every live (unfenced) host, ordered by node id: (node id, host,
+    /// port, rack).
     pub fn nodes(&self) -> Vec<(i32, &str, u16, &str)> {
         let mut out: Vec<_> = self
             .brokers
             .values()
+            .filter(|b| !b.fenced)
             .flat_map(|b| {
                 b.nodes()
                     .map(move |(id, port)| (id, b.host.as_str(), port, b.rack.as_str()))
@@ -203,6 +228,7 @@ pub fn place_partitions(
             leader_epoch: 0,
             isr: replicas.clone(),
             replicas,
+            partition_epoch: 0,
         });
     }
     Some(out)

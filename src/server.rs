@@ -249,6 +249,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
         voters: config.voters.clone(),
         listener: controller_listener,
         dir: config.data_dir.join("controller").join("raft"),
+        session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
     })
     .map_err(HostError)?;
 
@@ -339,6 +340,9 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
         }
     }
     log::info!("shutting down");
+    if failure.is_none() {
+        controlled_shutdown(&controller_handle);
+    }
     SHUTDOWN.store(true, Ordering::SeqCst);
     for (i, h) in handles.into_iter().enumerate() {
         match h.join() {
@@ -357,6 +361,33 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
             log::info!("osprey stopped cleanly");
             Ok(())
         }
+    }
+}
+
+/// Longest wait for the controller quorum to move this host's leaderships away at
+/// shutdown; past it the host stops anyway and the session timeout does the rest.
+const CONTROLLED_SHUTDOWN_MAX: Duration = Duration::from_secs(10);
+
+/// Kafka's controlled shutdown, before the shards stop serving: the quorum fences this
+/// host, moving its leaderships to in-sync replicas elsewhere, so clients fail over at
+/// once instead of after broker.session.timeout.ms.
+fn controlled_shutdown(handle: &ControllerHandle) {
+    let (tx, rx) = mpsc::channel();
+    let h = handle.clone();
+    let spawned = std::thread::Builder::new()
+        .name("osprey-shutdown".into())
+        .spawn(move || {
+            let _ = tx.send(futures_lite::future::block_on(h.controlled_shutdown()));
+        });
+    if spawned.is_err() {
+        return;
+    }
+    match rx.recv_timeout(CONTROLLED_SHUTDOWN_MAX) {
+        Ok(Ok(())) => log::info!("controlled shutdown: leaderships moved off this host"),
+        Ok(Err(e)) => log::warn!("controlled shutdown not completed: {e}"),
+        Err(_) => log::warn!(
+            "controlled shutdown not completed after {CONTROLLED_SHUTDOWN_MAX:?}; stopping anyway"
+        ),
     }
 }
 

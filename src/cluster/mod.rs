@@ -18,10 +18,11 @@ pub mod rpc;
 pub mod state;
 pub mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -57,6 +58,9 @@ const WATCH_META_WAIT: Duration = Duration::from_secs(5);
 const RAFT_HEARTBEAT_MS: u64 = 100;
 const RAFT_ELECTION_MIN_MS: u64 = 600;
 const RAFT_ELECTION_MAX_MS: u64 = 1200;
+/// How often the quorum leader looks for partitions to hand back to their preferred
+/// leader (Kafka's leader.imbalance.check.interval.seconds, shorter).
+const PREFERRED_LEADER_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// Applied entries between snapshots (the log before a snapshot is purged).
 const RAFT_LOGS_PER_SNAPSHOT: u64 = 1000;
 
@@ -71,6 +75,8 @@ pub struct ControllerOptions {
     pub listener: Option<std::net::TcpListener>,
     /// `<data>/controller/raft`.
     pub dir: PathBuf,
+    /// Kafka's broker.session.timeout.ms: a host whose heartbeats stop this long is fenced.
+    pub session_timeout: Duration,
 }
 
 struct Job {
@@ -85,6 +91,9 @@ pub struct ControllerHandle {
     jobs: mpsc::Sender<Job>,
     meta: watch::Receiver<Arc<ClusterMeta>>,
     shutdown: Arc<tokio::sync::Notify>,
+    /// Set at a controlled shutdown: this host stops heartbeating.
+    leaving: Arc<AtomicBool>,
+    host_id: u32,
 }
 
 impl ControllerHandle {
@@ -105,6 +114,28 @@ impl ControllerHandle {
         self.meta.clone()
     }
 
+    /// Kafka's controlled shutdown: stops this host's heartbeats and has the quorum fence
+    /// it, which moves every leadership it holds to an in-sync replica on another host
+    /// before its shards stop. Skipped on a one-host cluster (nowhere to move to).
+    pub async fn controlled_shutdown(&self) -> Result<(), String> {
+        let others = self
+            .meta
+            .borrow()
+            .brokers
+            .values()
+            .any(|b| b.host_id != self.host_id && !b.fenced);
+        if !others {
+            return Ok(());
+        }
+        self.leaving.store(true, Ordering::SeqCst);
+        self.propose(MetaCommand::FenceBroker {
+            host_id: self.host_id,
+            reason: "controlled shutdown".into(),
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// Stops the controller thread (it finishes after its Raft node shut down).
     pub fn stop(&self) {
         self.shutdown.notify_one();
@@ -112,9 +143,33 @@ impl ControllerHandle {
 }
 
 struct Core {
+    id: NodeId,
     raft: Option<Raft<TypeConfig>>,
     voters: Vec<(NodeId, String)>,
     meta: watch::Receiver<Arc<ClusterMeta>>,
+    /// Last heartbeat seen from each host (every voter records them; the quorum leader
+    /// acts on them). Controller thread only.
+    heartbeats: std::sync::Mutex<HashMap<u32, Instant>>,
+    session_timeout: Duration,
+    leaving: Arc<AtomicBool>,
+}
+
+impl Core {
+    fn heard_from(&self, host: u32) {
+        let mut h = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        h.insert(host, Instant::now());
+    }
+
+    fn last_heard(&self, host: u32) -> Option<Instant> {
+        let h = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        h.get(&host).copied()
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raft
+            .as_ref()
+            .is_some_and(|r| r.metrics().borrow().current_leader == Some(self.id))
+    }
 }
 
 /// Starts the controller thread. Returns once the Raft node is running (not necessarily
@@ -126,10 +181,13 @@ pub fn start(
     let meta_tx = Arc::new(meta_tx);
     let (jobs_tx, jobs_rx) = mpsc::channel(CONTROLLER_REQUESTS_MAX);
     let shutdown = Arc::new(tokio::sync::Notify::new());
+    let leaving = Arc::new(AtomicBool::new(false));
     let handle = ControllerHandle {
         jobs: jobs_tx,
         meta: meta_rx.clone(),
         shutdown: shutdown.clone(),
+        leaving: leaving.clone(),
+        host_id: opts.node_id as u32,
     };
     let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let thread = std::thread::Builder::new()
@@ -145,7 +203,9 @@ pub fn start(
                     return;
                 }
             };
-            rt.block_on(run(opts, meta_tx, meta_rx, jobs_rx, shutdown, started_tx));
+            rt.block_on(run(
+                opts, meta_tx, meta_rx, jobs_rx, shutdown, leaving, started_tx,
+            ));
         })
         .map_err(|e| format!("cannot start the controller thread: {e}"))?;
     match started_rx.recv() {
@@ -164,6 +224,7 @@ async fn run(
     meta_rx: watch::Receiver<Arc<ClusterMeta>>,
     mut jobs: mpsc::Receiver<Job>,
     shutdown: Arc<tokio::sync::Notify>,
+    leaving: Arc<AtomicBool>,
     started: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let single = opts.voters.is_empty();
@@ -185,9 +246,13 @@ async fn run(
         None
     };
     let core = Arc::new(Core {
+        id: opts.node_id,
         raft,
         voters,
         meta: meta_rx,
+        heartbeats: std::sync::Mutex::new(HashMap::new()),
+        session_timeout: opts.session_timeout,
+        leaving,
     });
     if let Some(l) = opts.listener {
         let listener = match l
@@ -207,6 +272,10 @@ async fn run(
     }
     if let Some(raft) = &core.raft {
         tokio::spawn(log_leader_changes(raft.metrics()));
+        tokio::spawn(watch_liveness(core.clone()));
+    }
+    for (id, addr) in core.voters.clone() {
+        tokio::spawn(heartbeat(core.clone(), opts.node_id as u32, id, addr));
     }
     let _ = started.send(Ok(()));
     loop {
@@ -329,6 +398,89 @@ async fn forward(
     }
 }
 
+/// This host's heartbeats to one voter, every quarter of the session timeout, until a
+/// controlled shutdown stops them.
+async fn heartbeat(core: Arc<Core>, host_id: u32, voter: NodeId, addr: String) {
+    let interval = (core.session_timeout / 4).max(Duration::from_millis(50));
+    let mut peer = Peer::new(addr);
+    loop {
+        if !core.leaving.load(Ordering::SeqCst) {
+            if voter == core.id {
+                core.heard_from(host_id);
+            } else {
+                let _ = peer.call(&Request::Heartbeat { host_id }, interval).await;
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// On the quorum leader: fences hosts whose heartbeats stopped for the session timeout,
+/// unfences fenced hosts that heartbeat again, and moves leadership back to preferred
+/// replicas that are in sync again. A new leader gives every host a full session from
+/// its election before fencing anyone.
+async fn watch_liveness(core: Arc<Core>) {
+    let tick = (core.session_timeout / 8).max(Duration::from_millis(50));
+    let mut leader_since: Option<Instant> = None;
+    let mut last_preferred = Instant::now();
+    loop {
+        tokio::time::sleep(tick).await;
+        if !core.is_leader() {
+            leader_since = None;
+            continue;
+        }
+        let since = *leader_since.get_or_insert_with(Instant::now);
+        let meta = core.meta.borrow().clone();
+        let now = Instant::now();
+        for b in meta.brokers.values() {
+            let heard = core.last_heard(b.host_id);
+            let seen = heard.map_or(since, |h| h.max(since));
+            let cmd = if !b.fenced && now.duration_since(seen) > core.session_timeout {
+                Some(MetaCommand::FenceBroker {
+                    host_id: b.host_id,
+                    reason: format!(
+                        "no heartbeat for {} ms (broker.session.timeout.ms)",
+                        now.duration_since(seen).as_millis()
+                    ),
+                })
+            } else if b.fenced
+                && heard.is_some_and(|h| now.duration_since(h) < core.session_timeout / 2)
+            {
+                Some(MetaCommand::UnfenceBroker { host_id: b.host_id })
+            } else {
+                None
+            };
+            if let Some(cmd) = cmd
+                && let Err(e) = propose(&core, cmd, 0).await
+            {
+                log::warn!("controller: liveness change for host {} not applied: {e}", b.host_id);
+            }
+        }
+        if now.duration_since(last_preferred) >= PREFERRED_LEADER_CHECK_INTERVAL {
+            last_preferred = now;
+            let live: std::collections::BTreeSet<i32> =
+                meta.nodes().into_iter().map(|n| n.0).collect();
+            let partitions: Vec<(String, i32)> = meta
+                .topics
+                .values()
+                .flat_map(|t| {
+                    let live = &live;
+                    t.partitions.iter().enumerate().filter_map(move |(i, p)| {
+                        let pref = p.replicas[0];
+                        (p.leader != pref && p.isr.contains(&pref) && live.contains(&pref))
+                            .then(|| (t.name.clone(), i as i32))
+                    })
+                })
+                .collect();
+            if !partitions.is_empty()
+                && let Err(e) = propose(&core, MetaCommand::ElectPreferred { partitions }, 0).await
+            {
+                log::warn!("controller: preferred leader election not applied: {e}");
+            }
+        }
+    }
+}
+
 /// One log line per change of the quorum's leader (operators and tests read it).
 async fn log_leader_changes(
     mut metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
@@ -429,6 +581,10 @@ async fn answer(core: &Arc<Core>, req: Request) -> Response {
             None => Err(RaftError::Fatal(openraft::error::Fatal::Stopped)),
         }),
         Request::Propose { cmd, hops } => Response::Propose(propose(core, cmd, hops).await),
+        Request::Heartbeat { host_id } => {
+            core.heard_from(host_id);
+            Response::Ack
+        }
         Request::WatchMeta {
             after_epoch,
             wait_ms,

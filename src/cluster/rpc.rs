@@ -44,6 +44,8 @@ pub enum Request {
         after_epoch: u64,
         wait_ms: u64,
     },
+    /// A host is alive (sent to every voter).
+    Heartbeat { host_id: u32 },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -55,6 +57,7 @@ pub enum Response {
     ),
     Propose(Result<MetaReply, String>),
     Meta(Box<ClusterMeta>),
+    Ack,
 }
 
 pub async fn write_frame<T: Serialize>(s: &mut TcpStream, msg: &T) -> std::io::Result<()> {

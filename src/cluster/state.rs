@@ -16,9 +16,11 @@ use crate::metadata::{
 use crate::protocol::error;
 use crate::topic_config;
 
-/// Replicas a partition may have today: data replication between hosts is not built yet,
-/// so a topic keeps one copy (on one node of one host).
-pub const REPLICATION_FACTOR_MAX: i16 = 1;
+/// Kafka's code for an AlterPartition whose partition epoch is stale (internal: only
+/// leaders see it, and they retry with fresh metadata).
+pub const INVALID_UPDATE_VERSION: i16 = 95;
+/// Kafka's FENCED_LEADER_EPOCH.
+pub const FENCED_LEADER_EPOCH: i16 = 74;
 
 /// A controller answer for one item: Kafka error code and message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +76,24 @@ pub enum MetaCommand {
     Import {
         topics: Vec<TopicMeta>,
     },
+    /// Kafka's AlterPartition: a partition leader changes its ISR, as a compare-and-set on
+    /// (leader, leader epoch, partition epoch).
+    AlterPartition {
+        topic: String,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
+    /// The host missed heartbeats for broker.session.timeout.ms, or shuts down in a
+    /// controlled way: it leads nothing from now on and leaves every ISR it can leave.
+    FenceBroker { host_id: u32, reason: String },
+    /// A fenced host heartbeats again: it may take leaderships and rejoin ISRs.
+    UnfenceBroker { host_id: u32 },
+    /// Moves leadership back to each partition's preferred (first) replica where that
+    /// replica is in sync and live.
+    ElectPreferred { partitions: Vec<(String, i32)> },
 }
 
 /// The result of applying one command: the metadata epoch it produced and one result per
@@ -97,6 +117,9 @@ pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
             }
             reassign_vanished_shards(meta, &broker);
             meta.brokers.insert(broker.host_id, broker);
+            // A host that registers is live: partitions waiting for one of its replicas
+            // get their leader back.
+            elect_all(meta);
             changed = true;
             Vec::new()
         }
@@ -174,6 +197,89 @@ pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
             }
             out
         }
+        MetaCommand::AlterPartition {
+            topic,
+            partition,
+            leader,
+            leader_epoch,
+            partition_epoch,
+            isr,
+        } => {
+            let r = match meta
+                .topics
+                .get_mut(&topic)
+                .and_then(|t| t.partitions.get_mut(partition.max(0) as usize))
+            {
+                None => Err(TopicError::new(
+                    error::UNKNOWN_TOPIC_OR_PARTITION,
+                    "no such partition",
+                )),
+                Some(p) if p.leader != leader || p.leader_epoch != leader_epoch => Err(
+                    TopicError::new(FENCED_LEADER_EPOCH, "not the current leader and epoch"),
+                ),
+                Some(p) if p.partition_epoch != partition_epoch => Err(TopicError::new(
+                    INVALID_UPDATE_VERSION,
+                    "stale partition epoch",
+                )),
+                Some(p) => {
+                    // Only replicas, never empty, always with the leader in it.
+                    let mut isr: Vec<i32> =
+                        isr.into_iter().filter(|r| p.replicas.contains(r)).collect();
+                    isr.dedup();
+                    if !isr.contains(&leader) {
+                        isr.insert(0, leader);
+                    }
+                    if isr != p.isr {
+                        p.isr = isr;
+                        p.partition_epoch += 1;
+                        changed = true;
+                    }
+                    Ok(None)
+                }
+            };
+            vec![r]
+        }
+        MetaCommand::FenceBroker { host_id, reason } => {
+            if let Some(b) = meta.brokers.get_mut(&host_id)
+                && !b.fenced
+            {
+                b.fenced = true;
+                log::info!("controller: fencing host {host_id}: {reason}");
+                elect_all(meta);
+                changed = true;
+            }
+            Vec::new()
+        }
+        MetaCommand::UnfenceBroker { host_id } => {
+            if let Some(b) = meta.brokers.get_mut(&host_id)
+                && b.fenced
+            {
+                b.fenced = false;
+                log::info!("controller: host {host_id} is live again");
+                elect_all(meta);
+                changed = true;
+            }
+            Vec::new()
+        }
+        MetaCommand::ElectPreferred { partitions } => {
+            let live: Vec<i32> = all_nodes(meta);
+            for (topic, p) in partitions {
+                if let Some(pm) = meta
+                    .topics
+                    .get_mut(&topic)
+                    .and_then(|t| t.partitions.get_mut(p.max(0) as usize))
+                {
+                    let pref = pm.replicas[0];
+                    if pm.leader != pref && pm.isr.contains(&pref) && live.contains(&pref) {
+                        pm.leader = pref;
+                        pm.leader_epoch += 1;
+                        pm.partition_epoch += 1;
+                        changed = true;
+                    }
+                }
+            }
+            Vec::new()
+        }
         MetaCommand::Import { topics } => {
             for t in topics {
                 if !meta.topics.contains_key(&t.name) {
@@ -190,6 +296,56 @@ pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
     MetaReply {
         epoch: meta.epoch,
         results,
+    }
+}
+
+/// After a host was fenced or came back: every partition whose leader is not live gets a
+/// new one from its ISR (clean election; from any live replica only where the topic sets
+/// unclean.leader.election.enable=true), and fenced replicas leave the ISR (never the
+/// last member). Leader changes bump the leader epoch; every change bumps the partition
+/// epoch.
+fn elect_all(meta: &mut ClusterMeta) {
+    let live: std::collections::BTreeSet<i32> = all_nodes(meta).into_iter().collect();
+    for t in meta.topics.values_mut() {
+        let unclean = t
+            .configs
+            .get("unclean.leader.election.enable")
+            .is_some_and(|v| v == "true");
+        for p in t.partitions.iter_mut() {
+            let before = p.clone();
+            let live_isr: Vec<i32> = p.isr.iter().copied().filter(|r| live.contains(r)).collect();
+            if !live_isr.is_empty() {
+                p.isr = live_isr;
+            }
+            if !live.contains(&p.leader) {
+                let clean = p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|r| live.contains(r) && p.isr.contains(r));
+                let new = clean.or_else(|| {
+                    unclean
+                        .then(|| p.replicas.iter().copied().find(|r| live.contains(r)))
+                        .flatten()
+                });
+                match new {
+                    Some(n) => {
+                        if !p.isr.contains(&n) {
+                            // Unclean: the new leader's log is the truth from now on.
+                            p.isr = vec![n];
+                        }
+                        p.leader = n;
+                    }
+                    None => p.leader = -1,
+                }
+                if p.leader != before.leader {
+                    p.leader_epoch += 1;
+                }
+            }
+            if *p != before {
+                p.partition_epoch += 1;
+            }
+        }
     }
 }
 
@@ -274,12 +430,10 @@ fn plan_topic(meta: &ClusterMeta, t: NewTopicCmd) -> Result<TopicMeta, TopicErro
     } else {
         t.replication_factor
     };
-    if !(1..=REPLICATION_FACTOR_MAX).contains(&rf) {
+    if rf < 1 {
         return Err(TopicError::new(
             error::INVALID_REPLICATION_FACTOR,
-            format!(
-                "Replication factor {rf} is not supported yet: osprey does not replicate partitions between hosts, each partition keeps {REPLICATION_FACTOR_MAX} copy"
-            ),
+            format!("Replication factor must be larger than 0, got {rf}"),
         ));
     }
     for (k, v) in &t.configs {
@@ -296,6 +450,13 @@ fn plan_topic(meta: &ClusterMeta, t: NewTopicCmd) -> Result<TopicMeta, TopicErro
             ),
         )
     })?;
+    let hosts = meta.brokers.values().filter(|b| !b.fenced).count();
+    if rf as usize > hosts {
+        log::warn!(
+            "topic {}: replication factor {rf} on {hosts} live hosts: some replicas share a host (and its disk)",
+            t.name
+        );
+    }
     Ok(TopicMeta {
         name: t.name,
         id: t.id,
@@ -311,6 +472,7 @@ pub fn single_replica(node: i32) -> PartitionMeta {
         leader: node,
         leader_epoch: 0,
         isr: vec![node],
+        partition_epoch: 0,
     }
 }
 
@@ -325,6 +487,7 @@ mod tests {
             host: "127.0.0.1".into(),
             ports: (0..shards).map(|s| 9000 + s as u16).collect(),
             rack: format!("host-{host}"),
+            fenced: false,
         }
     }
 
@@ -400,27 +563,146 @@ mod tests {
         }
     }
 
-    // Replication factors above what is built are refused with Kafka's code.
-    #[test]
-    fn replication_factor_is_checked() {
-        let mut m = ClusterMeta::default();
-        register(&mut m, 0, 2);
-        let r = apply(
-            &mut m,
+    fn create_rf(meta: &mut ClusterMeta, name: &str, partitions: i32, rf: i16) -> MetaReply {
+        apply(
+            meta,
             MetaCommand::CreateTopics {
                 topics: vec![NewTopicCmd {
-                    name: "r".into(),
-                    id: [1; 16],
-                    num_partitions: 1,
-                    replication_factor: 2,
+                    name: name.into(),
+                    id: [9; 16],
+                    num_partitions: partitions,
+                    replication_factor: rf,
                     configs: BTreeMap::new(),
                 }],
                 validate_only: false,
             },
-        );
+        )
+    }
+
+    // Replication factors up to the number of live nodes are accepted (replicas on
+    // distinct hosts first); more is INVALID_REPLICATION_FACTOR.
+    #[test]
+    fn replication_factor_up_to_the_nodes() {
+        let mut m = ClusterMeta::default();
+        register(&mut m, 0, 2);
+        assert!(create_rf(&mut m, "two", 1, 2).results[0].is_ok());
+        let r = create_rf(&mut m, "three", 1, 3);
         assert_eq!(
             r.results[0].as_ref().unwrap_err().code,
             error::INVALID_REPLICATION_FACTOR
         );
+    }
+
+    // Fencing a host moves the leadership of its partitions to an in-sync replica on
+    // another host with a new leader epoch, and takes it out of every ISR; when it comes
+    // back the preferred leader can be restored once it is in sync again.
+    #[test]
+    fn fencing_elects_from_the_isr() {
+        let mut m = ClusterMeta::default();
+        for h in 1..=3 {
+            register(&mut m, h, 1);
+        }
+        create_rf(&mut m, "t", 3, 3);
+        let before = m.topics["t"].clone();
+        apply(
+            &mut m,
+            MetaCommand::FenceBroker {
+                host_id: 1,
+                reason: "test".into(),
+            },
+        );
+        for (a, b) in before.partitions.iter().zip(&m.topics["t"].partitions) {
+            assert!(b.isr.iter().all(|r| host_of(*r) != 1), "{b:?}");
+            assert_ne!(host_of(b.leader), 1);
+            if host_of(a.leader) == 1 {
+                assert_eq!(b.leader_epoch, a.leader_epoch + 1);
+                assert!(a.isr.contains(&b.leader));
+            } else {
+                assert_eq!(b.leader, a.leader);
+                assert_eq!(b.leader_epoch, a.leader_epoch);
+            }
+            assert!(b.partition_epoch > a.partition_epoch);
+        }
+        assert!(!m.nodes().iter().any(|n| host_of(n.0) == 1));
+        apply(&mut m, MetaCommand::UnfenceBroker { host_id: 1 });
+        // Back in sync (AlterPartition by the leader), then the preferred leader returns.
+        let moved: Vec<(String, i32)> = (0..3).map(|p| ("t".to_string(), p)).collect();
+        for p in 0..3 {
+            let pm = m.topics["t"].partitions[p].clone();
+            let r = apply(
+                &mut m,
+                MetaCommand::AlterPartition {
+                    topic: "t".into(),
+                    partition: p as i32,
+                    leader: pm.leader,
+                    leader_epoch: pm.leader_epoch,
+                    partition_epoch: pm.partition_epoch,
+                    isr: pm.replicas.clone(),
+                },
+            );
+            assert!(r.results[0].is_ok());
+            // A second, stale AlterPartition is refused.
+            let stale = apply(
+                &mut m,
+                MetaCommand::AlterPartition {
+                    topic: "t".into(),
+                    partition: p as i32,
+                    leader: pm.leader,
+                    leader_epoch: pm.leader_epoch,
+                    partition_epoch: pm.partition_epoch,
+                    isr: vec![pm.leader],
+                },
+            );
+            assert_eq!(stale.results[0].as_ref().unwrap_err().code, INVALID_UPDATE_VERSION);
+        }
+        apply(&mut m, MetaCommand::ElectPreferred { partitions: moved });
+        for (a, b) in before.partitions.iter().zip(&m.topics["t"].partitions) {
+            assert_eq!(b.leader, a.leader);
+        }
+    }
+
+    // With every ISR member fenced the partition goes offline (leader -1) rather than
+    // elect an out-of-sync replica, unless the topic allows unclean election.
+    #[test]
+    fn no_unclean_election_by_default() {
+        let mut m = ClusterMeta::default();
+        for h in 1..=2 {
+            register(&mut m, h, 1);
+        }
+        create_rf(&mut m, "t", 1, 2);
+        let leader = m.topics["t"].partitions[0].leader;
+        let follower = m.topics["t"].partitions[0].replicas[1];
+        // The follower fell out of the ISR, then the leader's host is fenced.
+        let pm = m.topics["t"].partitions[0].clone();
+        apply(
+            &mut m,
+            MetaCommand::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader,
+                leader_epoch: pm.leader_epoch,
+                partition_epoch: pm.partition_epoch,
+                isr: vec![leader],
+            },
+        );
+        apply(
+            &mut m,
+            MetaCommand::FenceBroker {
+                host_id: host_of(leader),
+                reason: "test".into(),
+            },
+        );
+        let pm = &m.topics["t"].partitions[0];
+        assert_eq!(pm.leader, -1);
+        assert_eq!(pm.isr, vec![leader]);
+        // The old leader comes back: it leads again (it has everything acknowledged).
+        apply(
+            &mut m,
+            MetaCommand::UnfenceBroker {
+                host_id: host_of(leader),
+            },
+        );
+        assert_eq!(m.topics["t"].partitions[0].leader, leader);
+        assert_ne!(follower, leader);
     }
 }
