@@ -201,3 +201,127 @@ fn list_offsets_by_timestamp_is_record_exact() {
     let mut conn = leader_conn(&broker, "lo-empty", 0);
     assert_eq!(list_offset(&mut conn, "lo-empty", -3, 7), (0, -1, -1));
 }
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+/// Connection to the coordinator node of `group`.
+fn coord_conn(broker: &Broker, group: &str) -> Conn {
+    let r = broker.connect().request(
+        &FindCoordinatorRequest::default()
+            .with_key(s(group))
+            .with_key_type(0),
+        3,
+    );
+    assert_eq!(r.error_code, 0);
+    broker.connect_node(r.node_id.0 as usize)
+}
+
+/// OffsetCommit v`version` of (topic, partition, offset); the error codes in request order.
+fn commit_codes(
+    conn: &mut Conn,
+    group: &str,
+    generation: i32,
+    offsets: &[(&str, i32, i64)],
+    version: i16,
+) -> Vec<i16> {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let topics = offsets
+        .iter()
+        .map(|(t, p, o)| {
+            OffsetCommitRequestTopic::default()
+                .with_name(name(t))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(*p)
+                        .with_committed_offset(*o)
+                        .with_committed_leader_epoch(-1),
+                ])
+        })
+        .collect();
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(s(if generation < 0 { "" } else { "m" }))
+        .with_topics(topics);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = conn.request(&req, version);
+        let codes: Vec<i16> = r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect();
+        // COORDINATOR_LOAD_IN_PROGRESS right after start-up.
+        if codes.contains(&14) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            continue;
+        }
+        return codes;
+    }
+}
+
+/// Committed (topic, partition, offset) of `group`, all topics (OffsetFetch v7).
+fn committed(conn: &mut Conn, group: &str) -> Vec<(String, i32, i64)> {
+    let r = conn.request(
+        &OffsetFetchRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_topics(None),
+        7,
+    );
+    assert_eq!(r.error_code, 0);
+    let mut out: Vec<_> = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.0.to_string(), p.partition_index, p.committed_offset))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+// OffsetCommit (and so the admin's alter-group-offsets, a commit with generation -1)
+// answers UNKNOWN_TOPIC_OR_PARTITION for a topic that does not exist and for a partition
+// index beyond the topic's count, stores only the others, and leaves a group alone when
+// every partition is unknown.
+#[test]
+fn offset_commit_to_unknown_partitions_is_refused() {
+    let broker = Broker::start(2);
+    assert_eq!(create_topic(&mut broker.connect(), "oc", 2, &[]), 0);
+    let g = "g-unknown-topics";
+    let mut conn = coord_conn(&broker, g);
+    for version in [2, 8, 9] {
+        let codes = commit_codes(
+            &mut conn,
+            g,
+            -1,
+            &[("oc", 1, 7), ("oc", 2, 8), ("nope", 0, 9), ("oc", -1, 1)],
+            version,
+        );
+        assert_eq!(codes, vec![0, 3, 3, 3], "v{version}");
+    }
+    assert_eq!(committed(&mut conn, g), vec![("oc".into(), 1, 7)]);
+
+    // Only unknown partitions: answered per partition, the group is not created.
+    let g2 = "g-only-unknown";
+    let mut conn2 = coord_conn(&broker, g2);
+    assert_eq!(
+        commit_codes(&mut conn2, g2, -1, &[("nope", 0, 1)], 9),
+        vec![3]
+    );
+    let listed = conn2.request(&ListGroupsRequest::default(), 4);
+    assert!(
+        !listed.groups.iter().any(|x| x.group_id.0.as_str() == g2),
+        "no group created"
+    );
+    // A group error still answers the known partitions; unknown ones stay unknown.
+    let codes = commit_codes(&mut conn2, "g-ghost", 3, &[("oc", 0, 1), ("nope", 0, 1)], 9);
+    assert_eq!(codes[1], 3);
+    assert_ne!(codes[0], 0);
+}
