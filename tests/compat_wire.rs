@@ -325,3 +325,78 @@ fn offset_commit_to_unknown_partitions_is_refused() {
     assert_eq!(codes[1], 3);
     assert_ne!(codes[0], 0);
 }
+
+// Authorized operations, asked for, are every operation the resource supports (no
+// authorizer, as Kafka without one): Metadata's topic (v8+) and cluster (v8-10) fields,
+// DescribeCluster (key 60, implemented and advertised) and DescribeGroups; not asked for,
+// Kafka's "omitted" marker i32::MIN.
+#[test]
+fn authorized_operations_are_every_supported_operation() {
+    // Kafka's AclOperation codes: READ 3, WRITE 4, CREATE 5, DELETE 6, ALTER 7, DESCRIBE 8,
+    // CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12.
+    let ops = |codes: &[i32]| codes.iter().fold(0i32, |v, c| v | (1 << c));
+    let topic_ops = ops(&[3, 4, 5, 6, 7, 8, 10, 11]);
+    let cluster_ops = ops(&[5, 7, 8, 9, 10, 11, 12]);
+    let group_ops = ops(&[3, 6, 8, 10, 11]);
+
+    let broker = Broker::start(2);
+    let mut conn = broker.connect();
+    assert_eq!(create_topic(&mut conn, "authz", 1, &[]), 0);
+    let md = |conn: &mut Conn, version: i16, include: bool| {
+        let req = MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name("authz"))),
+            ]))
+            // The cluster's field is gone from v11 on (moved to DescribeCluster).
+            .with_include_cluster_authorized_operations(include && version < 11)
+            .with_include_topic_authorized_operations(include);
+        conn.request(&req, version)
+    };
+    let r = md(&mut conn, 10, true);
+    assert_eq!(r.topics[0].topic_authorized_operations, topic_ops);
+    assert_eq!(r.cluster_authorized_operations, cluster_ops);
+    let r = md(&mut conn, 12, true);
+    assert_eq!(r.topics[0].topic_authorized_operations, topic_ops);
+    let r = md(&mut conn, 12, false);
+    assert_eq!(r.topics[0].topic_authorized_operations, i32::MIN);
+
+    let versions = conn.request(&ApiVersionsRequest::default(), 3);
+    let dc = versions
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == 60)
+        .expect("DescribeCluster advertised");
+    assert_eq!((dc.min_version, dc.max_version), (0, 2));
+    for version in 0..=2 {
+        let req = DescribeClusterRequest::default()
+            .with_include_cluster_authorized_operations(true)
+            .with_endpoint_type(1);
+        let r = conn.request(&req, version);
+        assert_eq!(r.error_code, 0, "v{version}");
+        assert_eq!(r.cluster_authorized_operations, cluster_ops, "v{version}");
+        assert_eq!(r.cluster_id.as_str(), "osprey-single-node");
+        let mut ids: Vec<i32> = r.brokers.iter().map(|b| b.broker_id.0).collect();
+        ids.sort();
+        assert_eq!(ids, vec![0, 1], "one node per shard");
+        assert!(r.brokers.iter().all(|b| b.port > 0));
+    }
+    let r = conn.request(&DescribeClusterRequest::default().with_endpoint_type(1), 1);
+    assert_eq!(r.cluster_authorized_operations, i32::MIN);
+    let r = conn.request(&DescribeClusterRequest::default().with_endpoint_type(2), 1);
+    assert_eq!(
+        r.error_code, 115,
+        "controllers endpoint: UNSUPPORTED_ENDPOINT_TYPE"
+    );
+
+    let g = "g-authz";
+    let mut gc = coord_conn(&broker, g);
+    assert_eq!(commit_codes(&mut gc, g, -1, &[("authz", 0, 1)], 9), vec![0]);
+    let req = DescribeGroupsRequest::default()
+        .with_groups(vec![GroupId(s(g))])
+        .with_include_authorized_operations(true);
+    let r = gc.request(&req, 5);
+    assert_eq!(r.groups[0].error_code, 0);
+    assert_eq!(r.groups[0].authorized_operations, group_ops);
+    let r = gc.request(&req.clone().with_include_authorized_operations(false), 5);
+    assert_eq!(r.groups[0].authorized_operations, i32::MIN);
+}

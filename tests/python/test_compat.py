@@ -55,3 +55,37 @@ def test_confluent_list_topics_and_regex_subscription(broker):
     finally:
         consumer.close()
     assert not any("trailing bytes" in line for line in broker.log_lines), broker.log_lines[-5:]
+
+
+def test_confluent_authorized_operations(broker):
+    """With no authorizer Kafka answers every operation a resource supports; AdminClient's
+    describe_cluster / describe_topics / describe_consumer_groups with
+    include_authorized_operations=True must see them, not an empty list."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicCollection, TopicPartition
+    from confluent_kafka.admin import AclOperation
+
+    topic = unique("authz")
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for f in admin.create_topics([CKNewTopic(topic, num_partitions=1, replication_factor=1)]).values():
+        f.result(timeout=30)
+
+    cluster = admin.describe_cluster(include_authorized_operations=True, request_timeout=15).result(timeout=30)
+    assert cluster.cluster_id == "osprey-single-node"
+    assert len(cluster.nodes) == broker.cores
+    assert set(cluster.authorized_operations) == {
+        AclOperation.CREATE, AclOperation.ALTER, AclOperation.DESCRIBE, AclOperation.CLUSTER_ACTION,
+        AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS, AclOperation.IDEMPOTENT_WRITE}
+
+    futures = admin.describe_topics(TopicCollection([topic]), include_authorized_operations=True,
+                                    request_timeout=15)
+    desc = futures[topic].result(timeout=30)
+    assert set(desc.authorized_operations) == {
+        AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE, AclOperation.DELETE,
+        AclOperation.ALTER, AclOperation.DESCRIBE, AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS}
+
+    group = unique("authz-g")
+    admin.alter_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0, 1)])])[group].result(timeout=30)
+    g = admin.describe_consumer_groups([group], include_authorized_operations=True,
+                                       request_timeout=15)[group].result(timeout=30)
+    assert {AclOperation.READ, AclOperation.DESCRIBE, AclOperation.DELETE} <= set(g.authorized_operations)
