@@ -55,7 +55,8 @@ fn leader_conn(broker: &Broker, topic: &str, partition: i32) -> Conn {
     broker.connect_node(leader as usize)
 }
 
-/// A batch with one record per timestamp (value "v<i>").
+/// One batch with one record per timestamp (value "v<i>"). The crate's encoder starts a new
+/// batch where offset - sequence changes, so sequences follow offsets from -1 (base -1).
 fn batch_at(timestamps: &[i64], compression: Compression) -> Bytes {
     let records: Vec<Record> = timestamps
         .iter()
@@ -68,7 +69,7 @@ fn batch_at(timestamps: &[i64], compression: Compression) -> Bytes {
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            sequence: i as i32 - 1,
             timestamp: ts,
             key: None,
             value: Some(Bytes::from(format!("v{i}"))),
@@ -85,7 +86,10 @@ fn batch_at(timestamps: &[i64], compression: Compression) -> Bytes {
         },
     )
     .unwrap();
-    buf.freeze()
+    let buf = buf.freeze();
+    assert_eq!(batch_headers(&buf).len(), 1, "one batch");
+    assert_eq!(&buf[53..57], &(-1i32).to_be_bytes(), "baseSequence -1");
+    buf
 }
 
 /// Produces and returns (error, base offset, log_append_time_ms).
@@ -399,4 +403,173 @@ fn authorized_operations_are_every_supported_operation() {
     assert_eq!(r.groups[0].authorized_operations, group_ops);
     let r = gc.request(&req.clone().with_include_authorized_operations(false), 5);
     assert_eq!(r.groups[0].authorized_operations, i32::MIN);
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Fetch v12 from offset 0: the stored batches.
+fn fetch_all(conn: &mut Conn, topic: &str) -> Bytes {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(100)
+        .with_min_bytes(1)
+        .with_max_bytes(10 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(name(topic))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(10 << 20)
+                        .with_current_leader_epoch(-1)
+                        .with_last_fetched_epoch(-1)
+                        .with_log_start_offset(-1),
+                ]),
+        ]);
+    let r = conn.request(&req, 12);
+    assert_eq!(r.responses[0].partitions[0].error_code, 0);
+    r.responses[0].partitions[0]
+        .records
+        .clone()
+        .unwrap_or_default()
+}
+
+/// (attributes, maxTimestamp) of every batch in `bytes`.
+fn batch_headers(bytes: &Bytes) -> Vec<(i16, i64)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 61 <= bytes.len() {
+        let len = i32::from_be_bytes(bytes[pos + 8..pos + 12].try_into().unwrap()) as usize;
+        let attributes = i16::from_be_bytes(bytes[pos + 21..pos + 23].try_into().unwrap());
+        let max_ts = i64::from_be_bytes(bytes[pos + 35..pos + 43].try_into().unwrap());
+        out.push((attributes, max_ts));
+        pos += 12 + len;
+    }
+    out
+}
+
+// A topic may set message.timestamp.type=LogAppendTime (and CreateTime): its batches are
+// stamped with the broker's clock on append (timestamp-type bit 3, maxTimestamp, valid CRC),
+// the Produce answer carries log_append_time_ms, and timestamp lookups use the stamped time.
+// CreateTime topics keep the producer's timestamps and answer log_append_time_ms -1.
+#[test]
+fn log_append_time_topics_are_stamped_by_the_broker() {
+    let broker = Broker::start(2);
+    let mut conn = broker.connect();
+    let ty = "message.timestamp.type";
+    assert_eq!(
+        create_topic(&mut conn, "lat", 1, &[(ty, "LogAppendTime")]),
+        0
+    );
+    assert_eq!(create_topic(&mut conn, "ct", 1, &[(ty, "CreateTime")]), 0);
+    assert_eq!(create_topic(&mut conn, "bad", 1, &[(ty, "WallClock")]), 40);
+
+    let mut lat = leader_conn(&broker, "lat", 0);
+    let before = now_ms();
+    let (e, base, t1) = produce(
+        &mut lat,
+        "lat",
+        0,
+        batch_at(&[1000, 1001, 1002], Compression::None),
+    );
+    assert_eq!((e, base), (0, 0));
+    let (e, base, t2) = produce(&mut lat, "lat", 0, batch_at(&[5, 6], Compression::Lz4));
+    assert_eq!((e, base), (0, 3));
+    let after = now_ms();
+    assert!(
+        before <= t1 && t1 <= t2 && t2 <= after,
+        "{before} {t1} {t2} {after}"
+    );
+
+    let data = fetch_all(&mut lat, "lat");
+    assert_eq!(decode_records(&data).len(), 5, "CRC32C still valid");
+    let headers = batch_headers(&data);
+    assert_eq!(headers.len(), 2);
+    assert_eq!(headers[0], (0x08, t1));
+    assert_eq!(
+        headers[1],
+        (0x08 | 3, t2),
+        "lz4 bits kept, timestamp type set"
+    );
+    // Every record of a LogAppendTime batch carries the batch's time.
+    assert_eq!(list_offset(&mut lat, "lat", t1, 7), (0, t1, 0));
+    assert_eq!(list_offset(&mut lat, "lat", -3, 7), (0, t2, 3));
+
+    let mut ct = leader_conn(&broker, "ct", 0);
+    let (e, _, t) = produce(&mut ct, "ct", 0, batch_at(&[1000, 1001], Compression::None));
+    assert_eq!((e, t), (0, -1));
+    assert_eq!(batch_headers(&fetch_all(&mut ct, "ct")), vec![(0, 1001)]);
+
+    // DescribeConfigs reports the topic's type.
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let req = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s("lat"))
+            .with_configuration_keys(Some(vec![s(ty)])),
+    ]);
+    let r = conn.request(&req, 4);
+    assert_eq!(r.results[0].error_code, 0);
+    assert_eq!(
+        r.results[0].configs[0].value.as_deref(),
+        Some("LogAppendTime")
+    );
+}
+
+// DescribeConfigs for a group resource (type 32) answers Kafka 4's consumer-group configs
+// at their defaults, for any group name; an empty name is INVALID_REQUEST.
+#[test]
+fn describe_configs_for_a_group() {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let broker = Broker::start(1);
+    let mut conn = broker.connect();
+    let group = |n: &str, keys: Option<Vec<StrBytes>>| {
+        DescribeConfigsResource::default()
+            .with_resource_type(32)
+            .with_resource_name(s(n))
+            .with_configuration_keys(keys)
+    };
+    for version in [1, 4] {
+        let req = DescribeConfigsRequest::default().with_resources(vec![
+            group("any-group", None),
+            group("g2", Some(vec![s("consumer.heartbeat.interval.ms")])),
+            group("", None),
+        ]);
+        let r = conn.request(&req, version);
+        assert_eq!(r.results.len(), 3);
+        assert_eq!(r.results[0].error_code, 0, "v{version}");
+        assert_eq!(r.results[0].resource_type, 32);
+        let mut got: Vec<(String, String)> = r.results[0]
+            .configs
+            .iter()
+            .map(|c| {
+                (
+                    c.name.to_string(),
+                    c.value.as_deref().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("consumer.heartbeat.interval.ms".into(), "5000".into()),
+                ("consumer.session.timeout.ms".into(), "45000".into()),
+            ]
+        );
+        assert_eq!(r.results[1].configs.len(), 1);
+        assert_eq!(
+            r.results[1].configs[0].name.as_str(),
+            "consumer.heartbeat.interval.ms"
+        );
+        assert_eq!(r.results[2].error_code, 42, "empty group name");
+    }
 }

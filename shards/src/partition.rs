@@ -52,6 +52,8 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
     /// True if this was a retry of already stored batches (nothing written; original offsets).
     pub duplicate: bool,
+    /// The broker time the batches were stamped with (LogAppendTime topics), else -1.
+    pub log_append_time: i64,
 }
 
 /// Stored bytes of whole batches, not copied: a slice of the tail cache or of a DMA read.
@@ -857,6 +859,7 @@ impl Partition {
                 last_offset,
                 log_start_offset: log.log_start_offset,
                 duplicate: true,
+                log_append_time: -1,
             }));
         }
 
@@ -868,12 +871,24 @@ impl Partition {
         let seg_pos = seg.size_bytes.get();
         let first = log.next_offset;
         let mut off = first;
+        // LogAppendTime topics: one broker timestamp for the whole append, as Kafka.
+        let log_append_time = if self.config.borrow().log_append_time {
+            now_ms()
+        } else {
+            -1
+        };
         {
             let mut index = seg.index.borrow_mut();
             for v in validated {
                 let total = v.header.total_bytes();
-                batch::set_base_offset(&mut data[v.position..v.position + total], off);
+                let bytes = &mut data[v.position..v.position + total];
+                batch::set_base_offset(bytes, off);
                 let mut h: BatchHeader = v.header;
+                if log_append_time >= 0 {
+                    batch::stamp_log_append_time(bytes, log_append_time);
+                    h.attributes |= batch::TIMESTAMP_TYPE_LOG_APPEND_TIME;
+                    h.max_timestamp = log_append_time;
+                }
                 h.base_offset = off;
                 index.on_batch(
                     (off - seg.base_offset) as u32,
@@ -923,6 +938,7 @@ impl Partition {
             last_offset: off - 1,
             log_start_offset: log_start,
             duplicate: false,
+            log_append_time,
         }))
     }
 
