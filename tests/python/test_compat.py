@@ -57,11 +57,26 @@ def test_confluent_list_topics_and_regex_subscription(broker):
     assert not any("trailing bytes" in line for line in broker.log_lines), broker.log_lines[-5:]
 
 
+def retry_while_loading(call, timeout_s=30):
+    """Calls `call` again while the group coordinators answer COORDINATOR_LOAD_IN_PROGRESS
+    (right after the broker starts), as Kafka's own clients retry it."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return call()
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.COORDINATOR_LOAD_IN_PROGRESS or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def test_confluent_authorized_operations(broker):
     """With no authorizer Kafka answers every operation a resource supports; AdminClient's
     describe_cluster / describe_topics / describe_consumer_groups with
     include_authorized_operations=True must see them, not an empty list."""
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicCollection, TopicPartition
+    from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicCollection, TopicPartition
     from confluent_kafka.admin import AclOperation
 
     topic = unique("authz")
@@ -84,11 +99,22 @@ def test_confluent_authorized_operations(broker):
         AclOperation.ALTER, AclOperation.DESCRIBE, AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS}
 
     group = unique("authz-g")
-    admin.alter_consumer_group_offsets(
-        [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0, 1)])])[group].result(timeout=30)
-    g = admin.describe_consumer_groups([group], include_authorized_operations=True,
-                                       request_timeout=15)[group].result(timeout=30)
-    assert {AclOperation.READ, AclOperation.DESCRIBE, AclOperation.DELETE} <= set(g.authorized_operations)
+
+    def describe_group():
+        # Creates the group (a commit with generation -1), then describes it; both answer
+        # COORDINATOR_LOAD_IN_PROGRESS while the coordinators load after start-up.
+        res = admin.alter_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0, 1)])])[group].result(timeout=30)
+        for tp in res.topic_partitions:
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+        return admin.describe_consumer_groups([group], include_authorized_operations=True,
+                                              request_timeout=15)[group].result(timeout=30)
+
+    g = retry_while_loading(describe_group)
+    assert set(g.authorized_operations) == {
+        AclOperation.READ, AclOperation.DESCRIBE, AclOperation.DELETE,
+        AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS}
 
 
 def test_offsets_for_times_answers_the_record_not_the_batch(broker):
@@ -199,11 +225,18 @@ def test_describe_group_configs_and_unknown_topic_offsets(broker):
 
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     group = unique("alter")
-    fut = admin.alter_consumer_group_offsets(
-        [ConsumerGroupTopicPartitions(group, [TopicPartition(unique("missing"), 0, 5)])])[group]
-    try:
-        result = fut.result(timeout=30)
-        errors = [tp.error for tp in result.topic_partitions]
-    except KafkaException as e:
-        errors = [e.args[0]]
+    missing = unique("missing")
+    deadline = time.monotonic() + 30
+    while True:
+        fut = admin.alter_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group, [TopicPartition(missing, 0, 5)])])[group]
+        try:
+            result = fut.result(timeout=30)
+            errors = [tp.error for tp in result.topic_partitions]
+        except KafkaException as e:
+            errors = [e.args[0]]
+        loading = any(e is not None and e.code() == KafkaError.COORDINATOR_LOAD_IN_PROGRESS for e in errors)
+        if not loading or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert errors and all(e is not None and e.code() == KafkaError.UNKNOWN_TOPIC_OR_PART for e in errors), errors
