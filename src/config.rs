@@ -216,8 +216,7 @@ impl BrokerConfig {
                             a.replica_lag_time_max_ms.or(Some(parse_value(&k, &v)?))
                     }
                     "min-insync-replicas" => {
-                        a.min_insync_replicas =
-                            a.min_insync_replicas.or(Some(parse_value(&k, &v)?))
+                        a.min_insync_replicas = a.min_insync_replicas.or(Some(parse_value(&k, &v)?))
                     }
                     "controller-listen" => {
                         a.controller_listen = a.controller_listen.or(Some(parse_value(&k, &v)?))
@@ -269,7 +268,9 @@ impl BrokerConfig {
         };
         let default_replication_factor = a.default_replication_factor.unwrap_or(1);
         if default_replication_factor < 1 {
-            return Err(ConfigError("default-replication-factor must be at least 1".into()));
+            return Err(ConfigError(
+                "default-replication-factor must be at least 1".into(),
+            ));
         }
         let min_insync_replicas = a.min_insync_replicas.unwrap_or(1);
         if min_insync_replicas < 1 {

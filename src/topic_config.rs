@@ -108,8 +108,8 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
     TopicConfigSpec {
         name: "message.timestamp.type",
         kind: ConfigType::String,
-        doc: "Producer timestamps are kept (CreateTime).",
-        allowed: &["CreateTime"],
+        doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps every batch with the broker's clock on append.",
+        allowed: &["CreateTime", "LogAppendTime"],
         min: 0,
     },
 ];
@@ -198,6 +198,7 @@ pub fn log_config(configs: &BTreeMap<String, String>, broker: &BrokerConfig) -> 
         max_message_bytes: num(configs, "max.message.bytes", broker, d.max_message_bytes),
         flush_ms: num(configs, "flush.ms", broker, d.flush_ms),
         flush_messages: num(configs, "flush.messages", broker, d.flush_messages),
+        log_append_time: effective(configs, "message.timestamp.type", broker) == "LogAppendTime",
     }
 }
 
@@ -248,6 +249,9 @@ mod tests {
         assert!(validate("cleanup.policy", "compact").is_err());
         assert!(validate("no.such.config", "1").is_err());
         assert!(validate("write.caching", "true").is_ok());
+        assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
+        assert!(validate("message.timestamp.type", "CreateTime").is_ok());
+        assert!(validate("message.timestamp.type", "logappendtime").is_err());
     }
 
     // Topic names follow Kafka's legal character set and length.

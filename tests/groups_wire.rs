@@ -40,7 +40,29 @@ struct Cluster {
 fn start(cores: usize) -> Cluster {
     let dir = tmpdir();
     let broker = Broker::start_in(dir.path(), cores, DELAY_FLAGS);
+    create_topics(&broker);
     Cluster { broker, _dir: dir }
+}
+
+/// The topics the tests commit offsets for ("t", "t1", "t2", two partitions each): Kafka
+/// answers a commit for a partition that does not exist with UNKNOWN_TOPIC_OR_PARTITION.
+fn create_topics(broker: &Broker) {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(
+            ["t", "t1", "t2"]
+                .iter()
+                .map(|n| {
+                    CreatableTopic::default()
+                        .with_name(TopicName(s(n)))
+                        .with_num_partitions(2)
+                        .with_replication_factor(1)
+                })
+                .collect(),
+        );
+    let r = broker.connect().request(&req, 7);
+    assert!(r.topics.iter().all(|t| t.error_code == 0), "create topics");
 }
 
 fn coordinator(broker: &Broker, group: &str) -> i32 {
@@ -709,6 +731,7 @@ fn static_member_rejoin_without_rebalance_and_fencing() {
 fn committed_offsets_survive_kill_9_and_shard_count_changes() {
     let dir = tmpdir();
     let mut broker = Broker::start_in(dir.path(), 2, DELAY_FLAGS);
+    create_topics(&broker);
     let groups: Vec<String> = (0..6).map(|i| format!("g-durable-{i}")).collect();
     let mut nodes = std::collections::HashSet::new();
     for (i, g) in groups.iter().enumerate() {
@@ -761,6 +784,7 @@ fn committed_offsets_survive_kill_9_and_shard_count_changes() {
 #[test]
 fn default_relative_data_dir_serves_offset_commits() {
     let broker = Broker::start_default_dir(1);
+    create_topics(&broker);
     let g = "g-rel";
     let mut conn = coord_conn(&broker, g);
     assert_eq!(fetch_offsets(&mut conn, g, None).error_code, 0);

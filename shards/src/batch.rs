@@ -356,6 +356,104 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
+/// Timestamp type flag (attributes bit 3): set for LogAppendTime batches, whose records all
+/// carry the batch's maxTimestamp (the broker's append time) whatever their own deltas say.
+pub const TIMESTAMP_TYPE_LOG_APPEND_TIME: i16 = 0x08;
+/// Offset of the maxTimestamp field inside a batch.
+pub const MAX_TIMESTAMP_OFFSET: usize = 35;
+
+impl BatchHeader {
+    /// True for a LogAppendTime batch (attributes bit 3).
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & TIMESTAMP_TYPE_LOG_APPEND_TIME != 0
+    }
+}
+
+/// Stamps a whole batch with the broker's append time, as Kafka does for topics with
+/// `message.timestamp.type=LogAppendTime`: sets the timestamp-type bit, writes `now_ms` as
+/// maxTimestamp and recomputes the CRC (both fields are covered by it). The records are
+/// untouched: readers take every record's timestamp from maxTimestamp.
+pub fn stamp_log_append_time(batch: &mut [u8], now_ms: i64) {
+    debug_assert!(batch.len() >= BATCH_HEADER_BYTES);
+    let attributes = be_i16(batch, ATTRIBUTES_OFFSET) | TIMESTAMP_TYPE_LOG_APPEND_TIME;
+    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Reads a zigzag varint (up to 64 bits) at `*pos`, advancing it. None if truncated or longer
+/// than 10 bytes.
+fn read_varlong(b: &[u8], pos: &mut usize) -> Option<i64> {
+    let mut z: u64 = 0;
+    for shift in (0..70).step_by(7) {
+        let byte = *b.get(*pos)?;
+        *pos += 1;
+        z |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(((z >> 1) as i64) ^ -((z & 1) as i64));
+        }
+    }
+    None
+}
+
+/// Why the records of a batch could not be walked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordsError(pub String);
+
+impl fmt::Display for RecordsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RecordsError {}
+
+/// Walks the records of one batch and returns (offset, timestamp) of the first record whose
+/// timestamp is >= `ts` and whose offset is >= `min_offset` (Kafka's
+/// `LogSegment.findOffsetByTimestamp`). `records` is the batch's records section, already
+/// decompressed when the batch is compressed (for an uncompressed batch:
+/// `&batch[BATCH_HEADER_BYTES..]`). In a LogAppendTime batch every record's timestamp is the
+/// batch's maxTimestamp. Only the timestamp and offset deltas are decoded; keys, values and
+/// headers are skipped by the record length.
+pub fn find_record_at_or_after(
+    h: &BatchHeader,
+    records: &[u8],
+    ts: i64,
+    min_offset: i64,
+) -> Result<Option<(i64, i64)>, RecordsError> {
+    let bad = |what: &str, i: i32| {
+        RecordsError(format!(
+            "batch at offset {}: record {i}: {what}",
+            h.base_offset
+        ))
+    };
+    let mut pos = 0usize;
+    for i in 0..h.record_count.max(0) {
+        let len = read_varlong(records, &mut pos).ok_or_else(|| bad("bad length", i))?;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| pos.checked_add(l))
+            .filter(|&e| e <= records.len())
+            .ok_or_else(|| bad("length beyond the batch", i))?;
+        let body = &records[..end];
+        let mut p = pos + 1; // attributes
+        let ts_delta = read_varlong(body, &mut p).ok_or_else(|| bad("bad timestamp delta", i))?;
+        let offset_delta = read_varlong(body, &mut p).ok_or_else(|| bad("bad offset delta", i))?;
+        let timestamp = if h.is_log_append_time() {
+            h.max_timestamp
+        } else {
+            h.base_timestamp.wrapping_add(ts_delta)
+        };
+        let offset = h.base_offset.wrapping_add(offset_delta);
+        if timestamp >= ts && offset >= min_offset {
+            return Ok(Some((offset, timestamp)));
+        }
+        pos = end;
+    }
+    Ok(None)
+}
+
 /// Builders of well-formed batches, for tests and benches (not used on the data path).
 pub mod build {
     use super::*;
@@ -464,6 +562,44 @@ mod tests {
         assert_eq!(h.producer_id, 7);
         assert_eq!(h.last_sequence(), 7);
         assert_eq!(h.total_bytes(), b.len());
+    }
+
+    // Proves the record walk answers the first record at or after a timestamp (and at or
+    // after the log start), LogAppendTime batches answer their maxTimestamp, stamping keeps
+    // the CRC valid, and damaged records are an error, not a panic.
+    #[test]
+    fn record_walk_and_log_append_time() {
+        let mut b = batch(4, 3, 1000, ProducerFields::NONE, 1);
+        set_base_offset(&mut b, 10);
+        let h = check_one(&b, 0).unwrap();
+        let recs = &b[BATCH_HEADER_BYTES..];
+        assert_eq!(
+            find_record_at_or_after(&h, recs, 0, 0),
+            Ok(Some((10, 1000)))
+        );
+        assert_eq!(
+            find_record_at_or_after(&h, recs, 1002, 0),
+            Ok(Some((12, 1002)))
+        );
+        assert_eq!(
+            find_record_at_or_after(&h, recs, 1001, 13),
+            Ok(Some((13, 1003)))
+        );
+        assert_eq!(find_record_at_or_after(&h, recs, 1004, 0), Ok(None));
+        assert!(find_record_at_or_after(&h, &recs[..recs.len() - 2], 1003, 0).is_err());
+        assert!(find_record_at_or_after(&h, &[0xff; 12], 0, 0).is_err());
+
+        stamp_log_append_time(&mut b, 5000);
+        let h = check_one(&b, 0).unwrap();
+        assert!(h.is_log_append_time());
+        assert_eq!(h.max_timestamp, 5000);
+        assert_eq!(h.base_timestamp, 1000);
+        let recs = &b[BATCH_HEADER_BYTES..];
+        assert_eq!(
+            find_record_at_or_after(&h, recs, 4000, 0),
+            Ok(Some((10, 5000)))
+        );
+        assert_eq!(find_record_at_or_after(&h, recs, 5001, 0), Ok(None));
     }
 
     // Proves that rewriting baseOffset keeps the CRC valid, since the CRC starts at attributes.

@@ -148,6 +148,9 @@ pub struct LogConfig {
     pub flush_ms: u64,
     /// flush.messages: fdatasync once this many messages are un-synced (default u64::MAX = off).
     pub flush_messages: u64,
+    /// message.timestamp.type=LogAppendTime: every appended batch is stamped with the
+    /// broker's clock (timestamp-type bit, maxTimestamp, CRC rewritten), as Kafka does.
+    pub log_append_time: bool,
 }
 
 impl Default for LogConfig {
@@ -160,6 +163,7 @@ impl Default for LogConfig {
             max_message_bytes: 1_048_588,
             flush_ms: 1000,
             flush_messages: u64::MAX,
+            log_append_time: false,
         }
     }
 }

@@ -6,7 +6,8 @@
 //! across threads. This crate opens no sockets. [`batch`] is pure and usable on any core.
 //!
 //! On disk, per partition directory: `<base offset, 20 digits>.log` segments of record
-//! batches v2 exactly as produced (baseOffset rewritten), `.index` / `.timeindex` sparse
+//! batches v2 exactly as produced (baseOffset rewritten; on LogAppendTime logs also the
+//! timestamp type, maxTimestamp and CRC), `.index` / `.timeindex` sparse
 //! indexes per sealed segment, and `producer.snapshot`.
 //!
 //! Recovery on open: the last segment (and any sealed segment whose index is missing or
@@ -27,6 +28,6 @@ mod store;
 
 pub use config::*;
 pub use error::{AppendError, ReadError, StorageError, codes};
-pub use partition::{AppendInfo, Chunk, Partition, PartitionStats, ReadOutput};
+pub use partition::{AppendInfo, Chunk, Decompress, Partition, PartitionStats, ReadOutput};
 pub use segment::segment_file_name;
 pub use store::{FaultInjector, Store, StoreStats};

@@ -40,6 +40,10 @@ use crate::producer::{ProducerTable, SNAPSHOT_FILE, SeqCheck};
 use crate::segment::{Segment, align_down, align_up, read_aligned};
 use crate::store::Store;
 
+/// Decompresses the records section of a compressed batch: (codec = attributes bits 0-2,
+/// compressed bytes) -> the records. Supplied by the caller; the storage has no codecs.
+pub type Decompress<'a> = &'a dyn Fn(u8, &[u8]) -> Result<Vec<u8>, String>;
+
 /// Result of a successful append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -48,6 +52,8 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
     /// True if this was a retry of already stored batches (nothing written; original offsets).
     pub duplicate: bool,
+    /// The broker time the batches were stamped with (LogAppendTime topics), else -1.
+    pub log_append_time: i64,
 }
 
 /// Stored bytes of whole batches, not copied: a slice of the tail cache or of a DMA read.
@@ -853,6 +859,7 @@ impl Partition {
                 last_offset,
                 log_start_offset: log.log_start_offset,
                 duplicate: true,
+                log_append_time: -1,
             }));
         }
 
@@ -864,12 +871,24 @@ impl Partition {
         let seg_pos = seg.size_bytes.get();
         let first = log.next_offset;
         let mut off = first;
+        // LogAppendTime topics: one broker timestamp for the whole append, as Kafka.
+        let log_append_time = if self.config.borrow().log_append_time {
+            now_ms()
+        } else {
+            -1
+        };
         {
             let mut index = seg.index.borrow_mut();
             for v in validated {
                 let total = v.header.total_bytes();
-                batch::set_base_offset(&mut data[v.position..v.position + total], off);
+                let bytes = &mut data[v.position..v.position + total];
+                batch::set_base_offset(bytes, off);
                 let mut h: BatchHeader = v.header;
+                if log_append_time >= 0 {
+                    batch::stamp_log_append_time(bytes, log_append_time);
+                    h.attributes |= batch::TIMESTAMP_TYPE_LOG_APPEND_TIME;
+                    h.max_timestamp = log_append_time;
+                }
                 h.base_offset = off;
                 index.on_batch(
                     (off - seg.base_offset) as u32,
@@ -919,6 +938,7 @@ impl Partition {
             last_offset: off - 1,
             log_start_offset: log_start,
             duplicate: false,
+            log_append_time,
         }))
     }
 
@@ -1684,8 +1704,37 @@ impl Partition {
         Ok(chunks)
     }
 
-    /// First batch whose maxTimestamp >= `ts`: (its base offset, its maxTimestamp).
+    /// Largest batch maxTimestamp in the log (-1 when it holds none): the target of
+    /// ListOffsets' MAX_TIMESTAMP (-3).
+    pub fn max_timestamp(&self) -> i64 {
+        self.log
+            .borrow()
+            .segments
+            .values()
+            .map(|s| s.index.borrow().max_timestamp)
+            .max()
+            .unwrap_or(-1)
+    }
+
+    /// First record whose timestamp is >= `ts`: (its offset, its timestamp), or None. See
+    /// [`Partition::offset_for_timestamp_with`]; compressed batches are answered at batch
+    /// granularity (base offset, maxTimestamp) since this crate has no codecs.
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, ReadError> {
+        self.offset_for_timestamp_with(ts, None).await
+    }
+
+    /// First record whose timestamp is >= `ts` and whose offset is >= the log start offset:
+    /// (its offset, its timestamp), or None (Kafka's `LogSegment.findOffsetByTimestamp`).
+    /// Batches whose maxTimestamp is below `ts` are skipped by header; inside the first batch
+    /// that reaches `ts` the records are walked (a batch whose records all fall short, as a
+    /// producer may claim a maxTimestamp its records lack, passes to the next). The records of
+    /// a compressed batch go through `decompress(codec, compressed records)`; without it such
+    /// a batch answers (base offset, maxTimestamp).
+    pub async fn offset_for_timestamp_with(
+        &self,
+        ts: i64,
+        decompress: Option<Decompress<'_>>,
+    ) -> Result<Option<(i64, i64)>, ReadError> {
         let start = {
             let log = self.log.borrow();
             let seg = log
@@ -1713,15 +1762,36 @@ impl Partition {
             if out.chunks.is_empty() {
                 return Ok(None);
             }
+            let min_offset = out.log_start_offset;
             for c in &out.chunks {
-                let h = batch::parse_header(c).map_err(|e| ReadError::Corrupt {
-                    offset: off,
-                    reason: e.to_string(),
-                })?;
-                if h.max_timestamp >= ts {
-                    return Ok(Some((h.base_offset, h.max_timestamp)));
+                let mut rest: &[u8] = c;
+                while !rest.is_empty() {
+                    let at = off;
+                    let corrupt = move |reason: String| ReadError::Corrupt { offset: at, reason };
+                    let h = batch::parse_header(rest).map_err(|e| corrupt(e.to_string()))?;
+                    let n = h.total_bytes();
+                    if rest.len() < n {
+                        return Err(corrupt(format!("batch of {n} bytes truncated")));
+                    }
+                    let (this, next) = rest.split_at(n);
+                    rest = next;
+                    off = h.last_offset() + 1;
+                    if h.max_timestamp < ts || h.last_offset() < min_offset {
+                        continue;
+                    }
+                    let records = &this[BATCH_HEADER_BYTES..];
+                    let found = match (h.compression(), decompress) {
+                        (0, _) => batch::find_record_at_or_after(&h, records, ts, min_offset),
+                        (codec, Some(d)) => {
+                            let plain = d(codec, records).map_err(corrupt)?;
+                            batch::find_record_at_or_after(&h, &plain, ts, min_offset)
+                        }
+                        (_, None) => Ok(Some((h.base_offset.max(min_offset), h.max_timestamp))),
+                    };
+                    if let Some(hit) = found.map_err(|e| corrupt(e.to_string()))? {
+                        return Ok(Some(hit));
+                    }
                 }
-                off = h.last_offset() + 1;
             }
         }
     }

@@ -174,7 +174,7 @@ fn roll_and_size_retention() {
 }
 
 // Proves retention.ms deletes sealed segments whose newest timestamp is old, and that
-// offset_for_timestamp finds the first batch whose maxTimestamp reaches the target.
+// offset_for_timestamp finds the first record (not batch) whose timestamp reaches the target.
 #[test]
 fn time_retention_and_offset_for_timestamp() {
     let dir = tmpdir();
@@ -202,16 +202,22 @@ fn time_retention_and_offset_for_timestamp() {
                 .unwrap();
         }
         p.flush().await.unwrap();
-        // maxTimestamp of batch i is base + 1: ts 1055 is first reached by batch 6 (1060, 1061).
+        // Batch i holds records at base and base + 1: ts 1055 is first reached by batch 6
+        // (offsets 12, 13 at 1060, 1061), ts 1061 by its second record.
         assert_eq!(
             p.offset_for_timestamp(1055).await.unwrap(),
-            Some((12, 1061))
+            Some((12, 1060))
         );
-        assert_eq!(p.offset_for_timestamp(0).await.unwrap(), Some((0, 1001)));
+        assert_eq!(
+            p.offset_for_timestamp(1061).await.unwrap(),
+            Some((13, 1061))
+        );
+        assert_eq!(p.offset_for_timestamp(0).await.unwrap(), Some((0, 1000)));
         assert_eq!(
             p.offset_for_timestamp(now + 10).await.unwrap(),
-            Some((58, now + 10))
+            Some((59, now + 10))
         );
+        assert_eq!(p.max_timestamp(), now + 20);
         assert_eq!(p.offset_for_timestamp(now + 1000).await.unwrap(), None);
         p.set_config(LogConfig {
             retention_ms: 3_600_000,

@@ -144,7 +144,7 @@ fn missing_and_stale_indexes_are_rebuilt() {
         }
         assert_eq!(
             p.offset_for_timestamp(2950).await.unwrap(),
-            Some((60, 3001))
+            Some((60, 3000))
         );
         assert!(idx[0].exists(), "index rewritten");
     });

@@ -453,7 +453,10 @@ async fn watch_liveness(core: Arc<Core>) {
             if let Some(cmd) = cmd
                 && let Err(e) = propose(&core, cmd, 0).await
             {
-                log::warn!("controller: liveness change for host {} not applied: {e}", b.host_id);
+                log::warn!(
+                    "controller: liveness change for host {} not applied: {e}",
+                    b.host_id
+                );
             }
         }
         if now.duration_since(last_preferred) >= PREFERRED_LEADER_CHECK_INTERVAL {

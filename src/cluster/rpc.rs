@@ -45,7 +45,9 @@ pub enum Request {
         wait_ms: u64,
     },
     /// A host is alive (sent to every voter).
-    Heartbeat { host_id: u32 },
+    Heartbeat {
+        host_id: u32,
+    },
 }
 
 #[derive(Serialize, Deserialize)]

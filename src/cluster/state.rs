@@ -88,12 +88,19 @@ pub enum MetaCommand {
     },
     /// The host missed heartbeats for broker.session.timeout.ms, or shuts down in a
     /// controlled way: it leads nothing from now on and leaves every ISR it can leave.
-    FenceBroker { host_id: u32, reason: String },
+    FenceBroker {
+        host_id: u32,
+        reason: String,
+    },
     /// A fenced host heartbeats again: it may take leaderships and rejoin ISRs.
-    UnfenceBroker { host_id: u32 },
+    UnfenceBroker {
+        host_id: u32,
+    },
     /// Moves leadership back to each partition's preferred (first) replica where that
     /// replica is in sync and live.
-    ElectPreferred { partitions: Vec<(String, i32)> },
+    ElectPreferred {
+        partitions: Vec<(String, i32)>,
+    },
 }
 
 /// The result of applying one command: the metadata epoch it produced and one result per
@@ -653,7 +660,10 @@ mod tests {
                     isr: vec![pm.leader],
                 },
             );
-            assert_eq!(stale.results[0].as_ref().unwrap_err().code, INVALID_UPDATE_VERSION);
+            assert_eq!(
+                stale.results[0].as_ref().unwrap_err().code,
+                INVALID_UPDATE_VERSION
+            );
         }
         apply(&mut m, MetaCommand::ElectPreferred { partitions: moved });
         for (a, b) in before.partitions.iter().zip(&m.topics["t"].partitions) {

@@ -1,5 +1,6 @@
-//! DescribeConfigs (key 32): topic configs (effective values, with their source) and
-//! broker configs.
+//! DescribeConfigs (key 32): topic configs (effective values, with their source), broker
+//! configs and group configs (Kafka 4's consumer-group configs at their defaults; the
+//! share-group ones are not reported, osprey has no share groups).
 //!
 //! Runs on: any shard, from its own copy of the metadata and the broker config.
 
@@ -23,6 +24,7 @@ pub const API: ApiSpec = ApiSpec {
 };
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_GROUP: i8 = 32;
 /// config_source for a static broker setting (flags / config file).
 const SOURCE_STATIC_BROKER: i8 = 4;
 
@@ -110,6 +112,22 @@ fn broker_configs(shard: &Shard) -> Vec<(&'static str, String, ConfigType, &'sta
         ),
     ]
 }
+
+/// (name, default, doc) of the group configs Kafka 4 has for consumer groups, at its
+/// defaults (group.consumer.session.timeout.ms / group.consumer.heartbeat.interval.ms).
+/// Reported read-only: osprey has no AlterConfigs, so a group cannot override them.
+const GROUP_CONFIGS: &[(&str, &str, &str)] = &[
+    (
+        "consumer.session.timeout.ms",
+        "45000",
+        "The timeout to detect client failures when using the consumer group protocol.",
+    ),
+    (
+        "consumer.heartbeat.interval.ms",
+        "5000",
+        "The heartbeat interval given to the members of a consumer group.",
+    ),
+];
 
 fn wanted(keys: &Option<Vec<kafka_protocol::protocol::StrBytes>>, name: &str) -> bool {
     keys.as_ref()
@@ -199,6 +217,22 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                         .with_error_code(error::INVALID_REQUEST)
                         .with_error_message(Some(str_bytes(format!("no broker node `{name}`"))));
                 }
+            }
+            RESOURCE_GROUP if name.is_empty() => {
+                out = out
+                    .with_error_code(error::INVALID_REQUEST)
+                    .with_error_message(Some(str_bytes("group name must not be empty")));
+            }
+            // Kafka answers any group name (configs exist before the group does).
+            RESOURCE_GROUP => {
+                let configs = GROUP_CONFIGS
+                    .iter()
+                    .filter(|(n, ..)| wanted(&r.configuration_keys, n))
+                    .map(|(n, v, doc)| {
+                        entry(n, v.to_string(), SOURCE_DEFAULT, ConfigType::Int, doc, true)
+                    })
+                    .collect();
+                out = out.with_error_code(error::NONE).with_configs(configs);
             }
             other => {
                 out = out

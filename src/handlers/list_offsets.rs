@@ -1,6 +1,10 @@
-//! ListOffsets (key 2): earliest (-2), latest (-1) and first offset at or after a timestamp.
+//! ListOffsets (key 2): earliest (-2), latest (-1), the record with the largest timestamp
+//! (-3, v7+) and the first record whose timestamp is at or after a target.
 //!
 //! Runs on: the owning shard of each partition (forwarded through the router otherwise).
+//! As in Kafka, a timestamp lookup answers a record's own offset and timestamp, not its
+//! batch's: the storage walks the records of the batch that first reaches the target, and
+//! compressed batches are decompressed here (the storage has no codecs).
 
 use std::rc::Rc;
 
@@ -8,6 +12,9 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
+
+use bytes::Bytes;
+use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
 
 use super::{ApiSpec, Reply};
 use crate::protocol::{ProtocolError, RequestFrame, error};
@@ -30,6 +37,7 @@ async fn lookup_local(
     topic: String,
     partition: i32,
     timestamp: i64,
+    version: i16,
 ) -> OffsetAnswer {
     let part = match shard.partition(&topic, partition) {
         Ok(p) => p,
@@ -43,22 +51,47 @@ async fn lookup_local(
     match timestamp {
         LATEST_TIMESTAMP => (error::NONE, -1, part.high_watermark()),
         EARLIEST_TIMESTAMP => (error::NONE, -1, part.log_start_offset()),
-        MAX_TIMESTAMP => (error::UNSUPPORTED_VERSION, -1, -1),
-        ts if ts < 0 => (error::INVALID_REQUEST, -1, -1),
-        ts => match part.offset_for_timestamp(ts).await {
-            Ok(Some((offset, found_ts))) => (error::NONE, found_ts, offset),
-            // No record at or after ts: Kafka answers offset -1.
-            Ok(None) => (error::NONE, -1, -1),
-            Err(e) => {
-                log::error!("ListOffsets {topic}-{partition} at {ts}: {e}");
-                (e.kafka_error_code(), -1, -1)
-            }
+        // The first record carrying the largest timestamp: the first record at or after it.
+        MAX_TIMESTAMP if version < 7 => (error::UNSUPPORTED_VERSION, -1, -1),
+        MAX_TIMESTAMP => match part.max_timestamp() {
+            max if max < 0 => (error::NONE, -1, -1),
+            max => find(&part, &topic, partition, max).await,
         },
+        ts if ts < 0 => (error::INVALID_REQUEST, -1, -1),
+        ts => find(&part, &topic, partition, ts).await,
     }
+}
+
+/// Offset and timestamp of the first record at or after `ts`.
+async fn find(part: &shards::Partition, topic: &str, partition: i32, ts: i64) -> OffsetAnswer {
+    match part.offset_for_timestamp_with(ts, Some(&decompress)).await {
+        Ok(Some((offset, found_ts))) => (error::NONE, found_ts, offset),
+        // No record at or after ts: Kafka answers offset -1.
+        Ok(None) => (error::NONE, -1, -1),
+        Err(e) => {
+            log::error!("ListOffsets {topic}-{partition} at {ts}: {e}");
+            (e.kafka_error_code(), -1, -1)
+        }
+    }
+}
+
+/// The records section of a compressed batch, decompressed (codec: attributes bits 0-2).
+fn decompress(codec: u8, compressed: &[u8]) -> Result<Vec<u8>, String> {
+    let mut buf = Bytes::copy_from_slice(compressed);
+    let plain = |b: &mut Bytes| Ok(b.to_vec());
+    let out = match codec {
+        1 => Gzip::decompress(&mut buf, plain),
+        2 => Snappy::decompress(&mut buf, plain),
+        3 => Lz4::decompress(&mut buf, plain),
+        4 => Zstd::decompress(&mut buf, plain),
+        other => return Err(format!("unknown compression codec {other}")),
+    };
+    out.map_err(|e| format!("decompressing codec {codec}: {e:#}"))
 }
 
 pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
     let body: ListOffsetsRequest = req.decode()?;
+    let version = req.version;
     let mut topics = Vec::with_capacity(body.topics.len());
     for t in body.topics {
         let name = t.name.0.to_string();
@@ -70,7 +103,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                 Some(Owner::Shard(owner)) => {
                     let (n, idx, ts) = (name.clone(), p.partition_index, p.timestamp);
                     shard
-                        .call(owner, move |s| lookup_local(s, n, idx, ts))
+                        .call(owner, move |s| lookup_local(s, n, idx, ts, version))
                         .await
                         .unwrap_or((error::NOT_LEADER_OR_FOLLOWER, -1, -1))
                 }

@@ -2,7 +2,8 @@
 //! topic auto-creation as Kafka's auto.create.topics.enable.
 //!
 //! Runs on: any shard, from its own copy of the cluster metadata. Auto-creation goes to the
-//! controller on shard 0.
+//! controller on shard 0. Authorized operations, when asked for, are every operation the
+//! resource supports (there is no authorizer, as Kafka without one).
 
 use std::rc::Rc;
 
@@ -14,7 +15,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataRespon
 use super::{ApiSpec, Reply, str_bytes, uuid};
 use crate::controller::NewTopic;
 use crate::metadata::TopicMeta;
-use crate::protocol::{ProtocolError, RequestFrame, error};
+use crate::protocol::{ProtocolError, RequestFrame, acl, error};
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -22,9 +23,6 @@ pub const API: ApiSpec = ApiSpec {
     min_version: 0,
     max_version: 12,
 };
-
-/// Kafka's "authorized operations not requested" marker.
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 /// Every node of every registered host, with the host's rack: what Metadata and
 /// DescribeCluster list.
@@ -49,7 +47,7 @@ pub fn controller_id(shard: &Shard) -> BrokerId {
     BrokerId(crate::metadata::node_id(shard.config.node_id, 0))
 }
 
-fn topic_response(t: &TopicMeta) -> MetadataResponseTopic {
+fn topic_response(t: &TopicMeta, authorized_operations: i32) -> MetadataResponseTopic {
     let partitions = t
         .partitions
         .iter()
@@ -70,7 +68,7 @@ fn topic_response(t: &TopicMeta) -> MetadataResponseTopic {
         .with_name(Some(TopicName(str_bytes(t.name.clone()))))
         .with_topic_id(uuid(t.id))
         .with_partitions(partitions)
-        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_topic_authorized_operations(authorized_operations)
 }
 
 pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
@@ -129,12 +127,22 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
             }
         }
     }
+    // v8+ may ask for them; the cluster's moved to DescribeCluster in v11 (the field is gone).
+    let topic_ops = acl::answer(body.include_topic_authorized_operations, acl::TOPIC);
+    let cluster_ops = acl::answer(
+        (8..=10).contains(&req.version) && body.include_cluster_authorized_operations,
+        acl::CLUSTER,
+    );
     let topics: Vec<MetadataResponseTopic> = match &requested {
-        None => meta.topics.values().map(topic_response).collect(),
+        None => meta
+            .topics
+            .values()
+            .map(|t| topic_response(t, topic_ops))
+            .collect(),
         Some(names) => names
             .iter()
             .map(|n| match meta.topic(n) {
-                Some(t) => topic_response(t),
+                Some(t) => topic_response(t, topic_ops),
                 None => {
                     let code = if crate::topic_config::validate_topic_name(n).is_err() {
                         error::INVALID_TOPIC_EXCEPTION
@@ -144,7 +152,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                     MetadataResponseTopic::default()
                         .with_error_code(code)
                         .with_name(Some(TopicName(str_bytes(n.clone()))))
-                        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+                        .with_topic_authorized_operations(acl::OMITTED)
                 }
             })
             .collect(),
@@ -154,6 +162,6 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         .with_cluster_id(Some(str_bytes(meta.cluster_id.clone())))
         .with_controller_id(controller_id(shard))
         .with_topics(topics)
-        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+        .with_cluster_authorized_operations(cluster_ops);
     Ok(Reply::Frame(req.encode_response(&resp)?))
 }

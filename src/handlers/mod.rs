@@ -10,6 +10,7 @@ pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_topics;
+pub mod describe_cluster;
 pub mod describe_configs;
 pub mod fetch;
 pub mod init_producer_id;
@@ -47,6 +48,7 @@ pub const REGISTRY: &[ApiSpec] = &[
     init_producer_id::API,
     describe_configs::API,
     create_partitions::API,
+    describe_cluster::API,
 ];
 
 pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -111,6 +113,7 @@ pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Pro
         ApiKey::InitProducerId => init_producer_id::handle(shard, req).await,
         ApiKey::DescribeConfigs => describe_configs::handle(shard, req).await,
         ApiKey::CreatePartitions => create_partitions::handle(shard, req).await,
+        ApiKey::DescribeCluster => describe_cluster::handle(shard, req),
         _ => crate::groups::handlers::dispatch(shard, req).await,
     }
 }

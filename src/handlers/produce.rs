@@ -34,6 +34,8 @@ pub struct PartitionResult {
     pub error_code: i16,
     pub base_offset: i64,
     pub log_start_offset: i64,
+    /// Broker time stamped on the batches (LogAppendTime topics), else -1.
+    pub log_append_time: i64,
     pub message: Option<String>,
 }
 
@@ -43,6 +45,7 @@ impl PartitionResult {
             error_code: code,
             base_offset: -1,
             log_start_offset: -1,
+            log_append_time: -1,
             message,
         }
     }
@@ -81,6 +84,7 @@ pub async fn append_local(
                 error_code: error::NONE,
                 base_offset: info.base_offset,
                 log_start_offset: info.log_start_offset,
+                log_append_time: info.log_append_time,
                 message: None,
             }
         }
@@ -199,7 +203,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                 .with_index(index)
                 .with_error_code(r.error_code)
                 .with_base_offset(r.base_offset)
-                .with_log_append_time_ms(-1)
+                .with_log_append_time_ms(r.log_append_time)
                 .with_log_start_offset(r.log_start_offset);
             if req.version >= 8
                 && let Some(m) = r.message

@@ -4,6 +4,7 @@
 //! Runs on: any shard. Pure: no runtime imports and no I/O, so every function here can be
 //! tested byte for byte against the kafka-protocol crate.
 
+pub mod acl;
 pub mod fetch_response;
 pub mod produce_v0;
 
@@ -237,6 +238,7 @@ pub mod error {
     pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
     pub const FENCED_INSTANCE_ID: i16 = 82;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
+    pub const UNSUPPORTED_ENDPOINT_TYPE: i16 = 115;
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use super::check_group;
 use crate::groups::errors::*;
 use crate::groups::group::GroupState;
 use crate::handlers::{ApiSpec, Reply, str_bytes};
-use crate::protocol::{ProtocolError, RequestFrame};
+use crate::protocol::{ProtocolError, RequestFrame, acl};
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -30,10 +30,14 @@ pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolErr
     for id in body.groups {
         let mut d = DescribedGroup::default()
             .with_group_id(id.clone())
-            .with_group_state(str_bytes(GroupState::Dead.name()));
+            .with_group_state(str_bytes(GroupState::Dead.name()))
+            .with_authorized_operations(acl::OMITTED);
         let code = check_group(shard, &id);
         match groups.get(id.as_str()).filter(|_| code == NONE) {
             Some(g) if g.state != GroupState::Dead => {
+                // No authorizer: every operation a group supports, as Kafka without one.
+                d.authorized_operations =
+                    acl::answer(body.include_authorized_operations, acl::GROUP);
                 d.group_state = str_bytes(g.state.name());
                 d.protocol_type = str_bytes(g.protocol_type.clone().unwrap_or_default());
                 let protocol = g.protocol.clone().unwrap_or_default();

@@ -1,7 +1,10 @@
 //! OffsetCommit (key 8): stores committed offsets (with metadata) durably: one record in
 //! the coordinator shard's offsets log, fsync'ed (group commit) before the acknowledgement.
 //!
-//! Runs on: the group's coordinator shard.
+//! Runs on: the group's coordinator shard. As in Kafka, a partition of a topic that does not
+//! exist (or an index beyond the topic's partition count) answers
+//! UNKNOWN_TOPIC_OR_PARTITION whatever the group's state, and is not stored; a request naming
+//! only such partitions leaves the group alone.
 
 use std::rc::Rc;
 
@@ -30,14 +33,28 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
     let body: OffsetCommitRequest = req.decode()?;
     let group_id = body.group_id.0.to_string();
     // (topic index, partition index) -> error code; NONE ones are committed together.
+    let meta = shard.meta();
     let mut codes: Vec<Vec<i16>> = body
         .topics
         .iter()
-        .map(|t| vec![NONE; t.partitions.len()])
+        .map(|t| {
+            let topic = t.name.0.as_str();
+            t.partitions
+                .iter()
+                .map(|p| match meta.partition(topic, p.partition_index) {
+                    Some(_) => NONE,
+                    None => UNKNOWN_TOPIC_OR_PARTITION,
+                })
+                .collect()
+        })
         .collect();
+    drop(meta);
+    let any_known = codes.iter().flatten().any(|&c| c == NONE);
     let mut all = check_group(shard, &group_id);
     let co = &shard.groups;
-    if all == NONE {
+    if !any_known {
+        // Nothing to commit: Kafka does not reach the group coordinator at all.
+    } else if all == NONE {
         let mut groups = co.groups.borrow_mut();
         match groups.get(&group_id) {
             Some(g) => {
@@ -63,6 +80,9 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         let mut entries = Vec::new();
         for (ti, t) in body.topics.iter().enumerate() {
             for (pi, p) in t.partitions.iter().enumerate() {
+                if codes[ti][pi] != NONE {
+                    continue;
+                }
                 let metadata = p
                     .committed_metadata
                     .as_ref()
@@ -87,17 +107,14 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         if !entries.is_empty() {
             let outcome = commit(shard, &group_id, entries).await;
             if outcome != NONE {
-                for (ti, t) in codes.iter_mut().enumerate() {
-                    let _ = ti;
-                    for c in t.iter_mut().filter(|c| **c == NONE) {
-                        *c = outcome;
-                    }
+                for c in codes.iter_mut().flatten().filter(|c| **c == NONE) {
+                    *c = outcome;
                 }
             }
         }
     } else {
-        for t in codes.iter_mut() {
-            t.fill(all);
+        for c in codes.iter_mut().flatten().filter(|c| **c == NONE) {
+            *c = all;
         }
     }
     let resp = OffsetCommitResponse::default().with_topics(
