@@ -97,7 +97,10 @@ fn topics(bootstrap: String, action: TopicsAction) -> Result<(), String> {
                     .await
                     .map_err(|e| e.to_string())?;
                 let node_list = |v: &[i32]| {
-                    v.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",")
+                    v.iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
                 };
                 println!("TOPIC\tPARTITION\tLEADER\tREPLICAS\tISR");
                 for t in md.topics {

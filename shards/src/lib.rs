@@ -27,6 +27,6 @@ mod store;
 
 pub use config::*;
 pub use error::{AppendError, ReadError, StorageError, codes};
-pub use partition::{AppendInfo, Chunk, Partition, PartitionStats, ReadOutput};
+pub use partition::{AppendInfo, AppendMode, Chunk, Partition, PartitionStats, ReadOutput};
 pub use segment::segment_file_name;
 pub use store::{FaultInjector, Store, StoreStats};
