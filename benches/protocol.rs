@@ -82,6 +82,7 @@ fn bench_codec(c: &mut Criterion) {
                         high_watermark: 16,
                         last_stable_offset: 16,
                         log_start_offset: 0,
+                        diverging_epoch: None,
                         records: vec![stored.clone()],
                     })
                     .collect(),

@@ -318,6 +318,33 @@ impl Controller {
         }
     }
 
+    /// Kafka's AlterPartition from a partition leader on this host.
+    pub async fn alter_partition(
+        &self,
+        topic: String,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    ) -> Result<(), TopicError> {
+        let cmd = MetaCommand::AlterPartition {
+            topic,
+            partition,
+            leader,
+            leader_epoch,
+            partition_epoch,
+            isr,
+        };
+        let reply = self.submit(cmd).await?;
+        reply
+            .results
+            .into_iter()
+            .next()
+            .unwrap_or(Ok(None))
+            .map(|_| ())
+    }
+
     pub async fn create_partitions(
         &self,
         _shard: &Rc<Shard>,

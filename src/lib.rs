@@ -15,6 +15,7 @@ pub mod groups;
 pub mod handlers;
 pub mod metadata;
 pub mod protocol;
+pub mod replication;
 pub mod router;
 pub mod runtime;
 pub mod server;

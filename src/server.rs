@@ -448,6 +448,7 @@ async fn shard_main(
     }
     shard.wait_meta_applied().await;
     shard.groups.start(&shard).await;
+    glommio::spawn_local(crate::replication::maintain_isr(shard.clone())).detach();
     let mut accept_tasks = Vec::new();
     for l in listeners {
         accept_tasks.push(glommio::spawn_local(accept_loop(shard.clone(), l)));
@@ -459,6 +460,7 @@ async fn shard_main(
     }
     shard.shutting_down.set(true);
     shard.shutdown.notify_all();
+    shard.fetchers.stop_all();
     for t in accept_tasks {
         t.await;
     }

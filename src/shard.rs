@@ -5,7 +5,7 @@
 //! `Rc`; nothing here is reachable from another core except through `router` calls.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -16,6 +16,7 @@ use glommio::sync::Semaphore;
 use crate::config::{BrokerConfig, REQUEST_MEMORY_PER_SHARD_MAX_BYTES};
 use crate::controller::Controller;
 use crate::metadata::{ClusterMeta, host_of, node_id, partition_dir, shard_of};
+use crate::replication::Replica;
 use crate::router::{Router, RouterError};
 use crate::sync::Notify;
 use crate::topic_config;
@@ -30,7 +31,7 @@ pub struct NodeAddr {
 /// The partitions of one topic that this shard has open.
 struct LocalTopic {
     id: [u8; 16],
-    partitions: HashMap<i32, Rc<shards::Partition>>,
+    partitions: HashMap<i32, Rc<Replica>>,
 }
 
 pub struct Shard {
@@ -59,6 +60,8 @@ pub struct Shard {
     meta_applied: Notify,
     producer_ids: ProducerIds,
     pub groups: crate::groups::Coordinator,
+    /// Follower fetchers of this shard, one per leader node.
+    pub fetchers: crate::replication::fetcher::Fetchers,
 }
 
 #[derive(Debug)]
@@ -78,6 +81,8 @@ pub enum Owner {
     Shard(usize),
     /// A node of another host.
     OtherHost(i32),
+    /// No replica can lead it now (every in-sync replica is fenced).
+    Offline,
 }
 
 impl Shard {
@@ -113,6 +118,7 @@ impl Shard {
             meta_applied: Notify::new(),
             producer_ids,
             groups,
+            fetchers: Default::default(),
         }
     }
 
@@ -142,29 +148,37 @@ impl Shard {
         }
     }
 
-    /// A partition this shard owns, or where to forward.
-    pub fn partition(
-        &self,
-        topic: &str,
-        partition: i32,
-    ) -> Result<Rc<shards::Partition>, LookupError> {
-        if let Some(t) = self.logs.borrow().get(topic)
-            && let Some(p) = t.partitions.get(&partition)
+    /// A partition this shard leads, or where to forward.
+    pub fn partition(&self, topic: &str, partition: i32) -> Result<Rc<Replica>, LookupError> {
+        if let Some(r) = self.replica(topic, partition)
+            && r.is_leader()
         {
-            return Ok(p.clone());
+            return Ok(r);
         }
         match self.owner(topic, partition) {
             Some(Owner::Shard(owner)) if owner != self.id => Err(LookupError::NotLocal(owner)),
             Some(Owner::OtherHost(node)) => Err(LookupError::OtherHost(node)),
-            // Owned here but not open (still opening, or failed to open): unknown for now.
+            Some(Owner::Offline) => Err(LookupError::OtherHost(-1)),
+            // Led here but not open (still opening, or failed to open): unknown for now.
             _ => Err(LookupError::UnknownTopicOrPartition),
         }
+    }
+
+    /// The replica of a partition this shard holds, whatever its role.
+    pub fn replica(&self, topic: &str, partition: i32) -> Option<Rc<Replica>> {
+        self.logs
+            .borrow()
+            .get(topic)
+            .and_then(|t| t.partitions.get(&partition))
+            .cloned()
     }
 
     /// Where the leader of a partition runs, `None` for an unknown topic or partition.
     pub fn owner(&self, topic: &str, partition: i32) -> Option<Owner> {
         let leader = self.meta.borrow().leader(topic, partition)?;
-        Some(if host_of(leader) == self.config.node_id {
+        Some(if leader < 0 {
+            Owner::Offline
+        } else if host_of(leader) == self.config.node_id {
             Owner::Shard(shard_of(leader))
         } else {
             Owner::OtherHost(leader)
@@ -211,20 +225,22 @@ impl Shard {
             let mut logs = self.logs.borrow_mut();
             logs.retain(|name, local| match meta.topic(name) {
                 Some(t) if t.id == local.id => {
-                    local.partitions.retain(|p, part| {
-                        let keep = t
+                    local.partitions.retain(|p, r| {
+                        let pm = t
                             .partitions
                             .get(*p as usize)
-                            .is_some_and(|pm| pm.replicas.contains(&me));
-                        if keep {
-                            part.set_config(topic_config::log_config(&t.configs, &self.config));
+                            .filter(|pm| pm.replicas.contains(&me));
+                        if let Some(pm) = pm {
+                            r.log
+                                .set_config(topic_config::log_config(&t.configs, &self.config));
+                            r.apply(pm);
                         }
-                        keep
+                        pm.is_some()
                     });
                     true
                 }
                 _ => {
-                    to_delete.extend(local.partitions.drain().map(|(_, p)| p));
+                    to_delete.extend(local.partitions.drain().map(|(_, r)| r.log.clone()));
                     false
                 }
             });
@@ -253,12 +269,13 @@ impl Shard {
                 let cfg = topic_config::log_config(&t.configs, &self.config);
                 match self.store.open_partition(dir.clone(), cfg).await {
                     Ok(part) => {
+                        let r = Replica::new(t.name.clone(), p, part, me, pm);
                         let mut logs = self.logs.borrow_mut();
                         let local = logs.entry(t.name.clone()).or_insert_with(|| LocalTopic {
                             id: t.id,
                             partitions: HashMap::new(),
                         });
-                        local.partitions.insert(p, part);
+                        local.partitions.insert(p, r);
                     }
                     Err(e) => log::error!(
                         "shard {}: cannot open partition {}-{} in {}: {e}",
@@ -270,6 +287,18 @@ impl Shard {
                 }
             }
         }
+        // 3. Followers fetch from their leaders: one fetcher per leader node.
+        let mut wanted: HashMap<i32, BTreeSet<(String, i32)>> = HashMap::new();
+        for (name, t) in self.logs.borrow().iter() {
+            for (p, r) in &t.partitions {
+                if let Some(leader) = r.following() {
+                    wanted.entry(leader).or_default().insert((name.clone(), *p));
+                }
+            }
+        }
+        self.fetchers.reconcile(self, wanted);
+        // Appends (and acks=all waiters) re-check: an ISR change may move the watermark.
+        self.data_arrived.notify_all();
         self.meta_ready.set(true);
         self.meta_applied.notify_all();
     }
@@ -282,12 +311,12 @@ impl Shard {
     }
 
     /// Every partition open on this shard (for shutdown and stats).
-    pub fn local_partitions(&self) -> Vec<(String, i32, Rc<shards::Partition>)> {
+    pub fn local_partitions(&self) -> Vec<(String, i32, Rc<Replica>)> {
         let logs = self.logs.borrow();
         let mut out = Vec::new();
         for (name, t) in logs.iter() {
-            for (p, part) in &t.partitions {
-                out.push((name.clone(), *p, part.clone()));
+            for (p, r) in &t.partitions {
+                out.push((name.clone(), *p, r.clone()));
             }
         }
         out

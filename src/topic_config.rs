@@ -99,9 +99,16 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         min: 0,
     },
     TopicConfigSpec {
+        name: "unclean.leader.election.enable",
+        kind: ConfigType::Boolean,
+        doc: "Elect an out-of-sync replica when no in-sync one is live (may lose acknowledged data).",
+        allowed: &["true", "false"],
+        min: 0,
+    },
+    TopicConfigSpec {
         name: "min.insync.replicas",
         kind: ConfigType::Int,
-        doc: "Single-node broker: only 1 is meaningful.",
+        doc: "acks=all needs at least this many in-sync replicas (else NOT_ENOUGH_REPLICAS).",
         allowed: &[],
         min: 1,
     },
@@ -144,9 +151,6 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
             }
         }
     }
-    if name == "min.insync.replicas" && value != "1" {
-        return Err("min.insync.replicas must be 1 on a single-node broker".into());
-    }
     Ok(())
 }
 
@@ -164,7 +168,8 @@ pub fn default_value(name: &str, broker: &BrokerConfig) -> String {
         "flush.ms" => broker.log_flush_interval_ms.to_string(),
         "flush.messages" => log.flush_messages.to_string(),
         "write.caching" => "false".into(),
-        "min.insync.replicas" => "1".into(),
+        "min.insync.replicas" => broker.min_insync_replicas.to_string(),
+        "unclean.leader.election.enable" => "false".into(),
         "message.timestamp.type" => "CreateTime".into(),
         _ => String::new(),
     }
@@ -185,6 +190,11 @@ fn num<T: std::str::FromStr>(
     fallback: T,
 ) -> T {
     effective(configs, name, broker).parse().unwrap_or(fallback)
+}
+
+/// min.insync.replicas in effect for a topic.
+pub fn min_insync_replicas(configs: &BTreeMap<String, String>, broker: &BrokerConfig) -> usize {
+    num(configs, "min.insync.replicas", broker, 1i64).max(1) as usize
 }
 
 /// The storage engine's view of a topic's configs.

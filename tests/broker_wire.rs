@@ -124,6 +124,8 @@ fn fetch(
 }
 
 /// The batches as the broker stores them: each baseOffset rewritten, the rest unchanged.
+/// The batches as the leader stores them: offsets from `base` on, and its leader epoch
+/// (0: a topic that never changed leader) in partitionLeaderEpoch, as Kafka stamps it.
 fn rebase(batches: &Bytes, mut base: i64) -> Bytes {
     let mut out = BytesMut::from(&batches[..]);
     let mut pos = 0;
@@ -131,6 +133,7 @@ fn rebase(batches: &Bytes, mut base: i64) -> Bytes {
         let len = i32::from_be_bytes(out[pos + 8..pos + 12].try_into().unwrap()) as usize;
         let last_delta = i32::from_be_bytes(out[pos + 23..pos + 27].try_into().unwrap()) as i64;
         out[pos..pos + 8].copy_from_slice(&base.to_be_bytes());
+        out[pos + 12..pos + 16].copy_from_slice(&0i32.to_be_bytes());
         base += last_delta + 1;
         pos += 12 + len;
     }

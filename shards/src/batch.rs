@@ -356,6 +356,15 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
+/// Offset of partitionLeaderEpoch in a batch (before magic; not covered by the CRC).
+pub const PARTITION_LEADER_EPOCH_OFFSET: usize = 12;
+
+/// Rewrites partitionLeaderEpoch of the batch starting at `batch[0]` (not covered by the CRC).
+pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
+    batch[PARTITION_LEADER_EPOCH_OFFSET..PARTITION_LEADER_EPOCH_OFFSET + 4]
+        .copy_from_slice(&epoch.to_be_bytes());
+}
+
 /// Timestamp type flag (attributes bit 3): set for LogAppendTime batches, whose records all
 /// carry the batch's maxTimestamp (the broker's append time) whatever their own deltas say.
 pub const TIMESTAMP_TYPE_LOG_APPEND_TIME: i16 = 0x08;

@@ -109,6 +109,11 @@ pub enum AppendError {
         current_epoch: i16,
         received_epoch: i16,
     },
+    /// A follower append (`AppendMode::Follower`) whose batches do not continue the log:
+    /// the first batch's baseOffset is not the log end offset, or a batch does not start
+    /// right after the previous one (OFFSET_OUT_OF_RANGE). `expected` is where the batch
+    /// had to start, `got` its baseOffset.
+    OffsetMismatch { expected: i64, got: i64 },
     /// The storage failed or the partition is stopped (KAFKA_STORAGE_ERROR).
     Storage(StorageError),
 }
@@ -123,6 +128,7 @@ impl AppendError {
             AppendError::InvalidRecord(_) => codes::INVALID_RECORD,
             AppendError::OutOfOrderSequence { .. } => codes::OUT_OF_ORDER_SEQUENCE_NUMBER,
             AppendError::InvalidProducerEpoch { .. } => codes::INVALID_PRODUCER_EPOCH,
+            AppendError::OffsetMismatch { .. } => codes::OFFSET_OUT_OF_RANGE,
             AppendError::Storage(_) => codes::KAFKA_STORAGE_ERROR,
         }
     }
@@ -192,6 +198,12 @@ impl fmt::Display for AppendError {
                 write!(
                     f,
                     "producer {producer_id}: epoch {received_epoch} older than current {current_epoch}"
+                )
+            }
+            AppendError::OffsetMismatch { expected, got } => {
+                write!(
+                    f,
+                    "batch base offset {got} does not continue the log (expected {expected})"
                 )
             }
             AppendError::Storage(e) => write!(f, "storage error: {e}"),

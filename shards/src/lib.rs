@@ -28,6 +28,8 @@ mod store;
 
 pub use config::*;
 pub use error::{AppendError, ReadError, StorageError, codes};
-pub use partition::{AppendInfo, Chunk, Decompress, Partition, PartitionStats, ReadOutput};
+pub use partition::{
+    AppendInfo, AppendMode, Chunk, Decompress, Partition, PartitionStats, ReadOutput,
+};
 pub use segment::segment_file_name;
 pub use store::{FaultInjector, Store, StoreStats};

@@ -56,6 +56,22 @@ pub struct AppendInfo {
     pub log_append_time: i64,
 }
 
+/// How `Partition::append_with` takes batches (replication).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendMode {
+    /// As `append` (offsets assigned, producer sequence checks), and the
+    /// partitionLeaderEpoch field (batch header bytes 12..16, big-endian i32, outside the
+    /// CRC) of every batch set to `leader_epoch`.
+    Leader { leader_epoch: i32 },
+    /// Batches as a follower fetched them from its leader: their offsets are kept. The first
+    /// batch's baseOffset must equal the log end offset and each batch must start right
+    /// after the previous one (else `AppendError::OffsetMismatch`); CRC, magic and length
+    /// are validated as for `append`; idempotent producer state is recorded from the
+    /// batches without sequence checks (dedup is the leader's job); partitionLeaderEpoch
+    /// is kept.
+    Follower,
+}
+
 /// Stored bytes of whole batches, not copied: a slice of the tail cache or of a DMA read.
 #[derive(Clone, Debug)]
 pub enum Chunk {
@@ -715,10 +731,34 @@ impl Partition {
     }
 
     /// Appends `batches` (one or more concatenated record batches v2). See the crate docs.
+    /// Offsets are assigned, idempotent producers checked; partitionLeaderEpoch is stored
+    /// as sent.
     pub async fn append(
         &self,
         batches: Bytes,
         durability: Durability,
+    ) -> Result<AppendInfo, AppendError> {
+        self.append_inner(batches, durability, None).await
+    }
+
+    /// `append` as a replica: as the leader (epoch stamped into every batch) or as a
+    /// follower (the leader's offsets kept). See `AppendMode`. Durability is the same as
+    /// for `append`: a follower may append with `Durability::None` or `Written` and still
+    /// have its log recovered to a prefix of what it appended after a crash.
+    pub async fn append_with(
+        &self,
+        batches: Bytes,
+        durability: Durability,
+        mode: AppendMode,
+    ) -> Result<AppendInfo, AppendError> {
+        self.append_inner(batches, durability, Some(mode)).await
+    }
+
+    async fn append_inner(
+        &self,
+        batches: Bytes,
+        durability: Durability,
+        mode: Option<AppendMode>,
     ) -> Result<AppendInfo, AppendError> {
         let batch_max = self.store.config().batch_max_bytes;
         if batches.len() > batch_max {
@@ -774,7 +814,7 @@ impl Partition {
 
         // From here to the enqueue there is no .await: offsets, producer state, index, cache
         // and pending queue change together.
-        let enqueued = self.enqueue(batches, &validated, durability);
+        let enqueued = self.enqueue(batches, &validated, durability, mode);
         *self.validated_scratch.borrow_mut() = validated;
         let info = match enqueued? {
             Ok(info) => info,
@@ -816,12 +856,33 @@ impl Partition {
         batches: Bytes,
         validated: &[batch::ValidatedBatch],
         durability: Durability,
+        mode: Option<AppendMode>,
     ) -> Result<Result<AppendInfo, AppendInfo>, AppendError> {
         let mut log = self.log.borrow_mut();
+        let follower = mode == Some(AppendMode::Follower);
+        if follower {
+            // The leader's offsets are kept: they must continue this log exactly. Checked
+            // here, in the synchronous section, against the log end as it is now.
+            let mut expected = log.next_offset;
+            for v in validated {
+                if v.header.base_offset != expected {
+                    return Err(AppendError::OffsetMismatch {
+                        expected,
+                        got: v.header.base_offset,
+                    });
+                }
+                expected = v.header.last_offset() + 1;
+            }
+        }
+        let stamp = match mode {
+            Some(AppendMode::Leader { leader_epoch }) => Some(leader_epoch),
+            _ => None,
+        };
         // Producer checks: all batches, against the state as it will be after the earlier ones.
+        // A follower records what its leader accepted, without checks.
         let mut scratch: Option<ProducerTable> = None;
         let mut dup: Option<(i64, i64)> = None;
-        for (i, v) in validated.iter().enumerate() {
+        for (i, v) in validated.iter().enumerate().filter(|_| !follower) {
             let table = scratch.as_ref().unwrap_or(&log.producers);
             match table.check(&v.header)? {
                 SeqCheck::Append => {
@@ -863,16 +924,23 @@ impl Partition {
             }));
         }
 
-        let mut data = match batches.try_into_mut() {
-            Ok(m) => m,
-            Err(b) => BytesMut::from(&b[..]),
+        // A follower's batches are stored as they are (no copy, even of a shared buffer).
+        // Ok: made mutable to rewrite offsets (and epochs); Err: kept as it is.
+        let mut data: Result<BytesMut, Bytes> = if follower {
+            Err(batches)
+        } else {
+            Ok(match batches.try_into_mut() {
+                Ok(m) => m,
+                Err(b) => BytesMut::from(&b[..]),
+            })
         };
         let seg = log.active().clone();
         let seg_pos = seg.size_bytes.get();
         let first = log.next_offset;
         let mut off = first;
-        // LogAppendTime topics: one broker timestamp for the whole append, as Kafka.
-        let log_append_time = if self.config.borrow().log_append_time {
+        // LogAppendTime topics: one broker timestamp for the whole append, as Kafka (a
+        // follower keeps the time its leader stamped).
+        let log_append_time = if !follower && self.config.borrow().log_append_time {
             now_ms()
         } else {
             -1
@@ -881,13 +949,21 @@ impl Partition {
             let mut index = seg.index.borrow_mut();
             for v in validated {
                 let total = v.header.total_bytes();
-                let bytes = &mut data[v.position..v.position + total];
-                batch::set_base_offset(bytes, off);
                 let mut h: BatchHeader = v.header;
-                if log_append_time >= 0 {
-                    batch::stamp_log_append_time(bytes, log_append_time);
-                    h.attributes |= batch::TIMESTAMP_TYPE_LOG_APPEND_TIME;
-                    h.max_timestamp = log_append_time;
+                if let Ok(data) = data.as_mut() {
+                    let b = &mut data[v.position..v.position + total];
+                    batch::set_base_offset(b, off);
+                    if let Some(epoch) = stamp {
+                        batch::set_partition_leader_epoch(b, epoch);
+                        h.partition_leader_epoch = epoch;
+                    }
+                    if log_append_time >= 0 {
+                        batch::stamp_log_append_time(b, log_append_time);
+                        h.attributes |= batch::TIMESTAMP_TYPE_LOG_APPEND_TIME;
+                        h.max_timestamp = log_append_time;
+                    }
+                } else {
+                    assert_eq!(h.base_offset, off, "follower offsets are checked above");
                 }
                 h.base_offset = off;
                 index.on_batch(
@@ -901,7 +977,10 @@ impl Partition {
             }
         }
         assert!(off > first, "offsets must grow");
-        let data = data.freeze();
+        let data = match data {
+            Ok(d) => d.freeze(),
+            Err(b) => b,
+        };
         let len = data.len();
         seg.size_bytes.set(seg_pos + len as u64);
         seg.next_offset.set(off);
@@ -1482,6 +1561,63 @@ impl Partition {
             self.store.cache_removed(freed);
         }
         freed
+    }
+
+    /// Like `read`, but returns only whole batches whose last offset is below `max_offset`
+    /// (the high watermark a consumer may see): empty when the batch containing `offset`
+    /// ends at or beyond it. `offset` is checked against the log as in `read` (a fetch
+    /// between the bound and the log end is empty, not out of range). `high_watermark` of
+    /// the output is `max_offset` (at most the log end).
+    pub async fn read_bounded(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<ReadOutput, ReadError> {
+        let (start, end) = {
+            let log = self.log.borrow();
+            (log.log_start_offset, log.next_offset)
+        };
+        let bound = max_offset.min(end);
+        if offset >= start && offset <= end && offset >= bound {
+            return Ok(ReadOutput {
+                chunks: Vec::new(),
+                high_watermark: bound,
+                log_start_offset: start,
+            });
+        }
+        let mut out = self.read(offset, max_bytes).await?;
+        // (index of the first chunk reaching the bound, its part below the bound)
+        let mut cut: Option<(usize, Option<Chunk>)> = None;
+        for (i, c) in out.chunks.iter().enumerate() {
+            // Chunks hold whole batches (one each, as `read` returns them).
+            let mut p = 0;
+            while p < c.len() {
+                let h = batch::parse_header(&c[p..]).map_err(|e| ReadError::Corrupt {
+                    offset,
+                    reason: e.to_string(),
+                })?;
+                if h.last_offset() >= max_offset {
+                    break;
+                }
+                p += h.total_bytes();
+            }
+            if p < c.len() {
+                let part = match c {
+                    _ if p == 0 => None,
+                    Chunk::Cached(b) => Some(Chunk::Cached(b.slice(..p))),
+                    Chunk::Disk(r) => ReadResult::slice(r, 0, p).map(Chunk::Disk),
+                };
+                cut = Some((i, part));
+                break;
+            }
+        }
+        if let Some((i, part)) = cut {
+            out.chunks.truncate(i);
+            out.chunks.extend(part);
+        }
+        out.high_watermark = bound.min(out.high_watermark);
+        Ok(out)
     }
 
     /// Reads whole batches from the batch containing `offset`, up to `max_bytes` (at least

@@ -19,6 +19,7 @@ use crate::protocol::fetch_response::{
     self, FETCH_VERSION_MAX, FETCH_VERSION_MIN, PartitionOut, TopicOut,
 };
 use crate::protocol::{ProtocolError, RequestFrame, error};
+use crate::replication::FollowerFetch;
 use crate::shard::{LookupError, Shard};
 
 /// Kafka's broker-side fetch.max.bytes default: the most record bytes one response carries
@@ -39,6 +40,8 @@ struct PartRead {
     error_code: i16,
     high_watermark: i64,
     log_start_offset: i64,
+    /// For a follower whose log diverged: the leader's (epoch, end offset) to truncate to.
+    diverging_epoch: Option<(i32, i64)>,
     data: Vec<FetchData>,
     bytes: usize,
 }
@@ -49,6 +52,7 @@ impl PartRead {
             error_code: code,
             high_watermark: -1,
             log_start_offset: -1,
+            diverging_epoch: None,
             data: Vec::new(),
             bytes: 0,
         }
@@ -59,14 +63,23 @@ fn read_error_code(e: &shards::ReadError) -> i16 {
     e.kafka_error_code()
 }
 
+/// Who fetches: a consumer (replica -1), or the follower replica on node `replica`; and the
+/// leader epoch it believes in (-1: not checked).
+#[derive(Clone, Copy, Debug)]
+struct Asker {
+    replica: i32,
+    leader_epoch: i32,
+}
+
 async fn read_local(
     shard: &Rc<Shard>,
     topic: &str,
     partition: i32,
     offset: i64,
     max_bytes: usize,
+    asker: Asker,
 ) -> Result<PartRead, usize> {
-    let part = match shard.partition(topic, partition) {
+    let r = match shard.partition(topic, partition) {
         Ok(p) => p,
         Err(LookupError::NotLocal(owner)) => return Err(owner),
         Err(LookupError::OtherHost(_)) => {
@@ -76,12 +89,43 @@ async fn read_local(
             return Ok(PartRead::error(error::UNKNOWN_TOPIC_OR_PARTITION));
         }
     };
-    match part.read(offset, max_bytes).await {
+    if asker.leader_epoch >= 0 {
+        let epoch = r.leader_epoch();
+        if asker.leader_epoch < epoch {
+            return Ok(PartRead::error(error::FENCED_LEADER_EPOCH));
+        }
+        if asker.leader_epoch > epoch {
+            return Ok(PartRead::error(error::UNKNOWN_LEADER_EPOCH));
+        }
+    }
+    let part = &r.log;
+    let read = if asker.replica >= 0 {
+        // A follower: its fetch offset says what it has on disk; it reads past the high
+        // watermark (it must, to move it).
+        match r.follower_fetched(asker.replica, offset) {
+            FollowerFetch::NotAReplica => {
+                return Ok(PartRead::error(error::NOT_LEADER_OR_FOLLOWER));
+            }
+            FollowerFetch::Recorded(advanced) => {
+                if advanced {
+                    shard.data_arrived.notify_all();
+                }
+            }
+        }
+        part.read(offset, max_bytes).await
+    } else if r.replication_factor() > 1 {
+        part.read_bounded(offset, max_bytes, r.high_watermark())
+            .await
+    } else {
+        part.read(offset, max_bytes).await
+    };
+    match read {
         Ok(out) => {
             let bytes = out.chunks.iter().map(|c| c.len()).sum();
             Ok(PartRead {
                 error_code: error::NONE,
-                high_watermark: out.high_watermark,
+                high_watermark: r.high_watermark().min(out.high_watermark),
+                diverging_epoch: None,
                 log_start_offset: out.log_start_offset,
                 data: out.chunks.into_iter().map(FetchData::Local).collect(),
                 bytes,
@@ -93,7 +137,8 @@ async fn read_local(
             }
             Ok(PartRead {
                 error_code: read_error_code(&e),
-                high_watermark: part.high_watermark(),
+                high_watermark: r.high_watermark(),
+                diverging_epoch: None,
                 log_start_offset: part.log_start_offset(),
                 data: Vec::new(),
                 bytes: 0,
@@ -102,8 +147,9 @@ async fn read_local(
     }
 }
 
-/// (partition, fetch offset, partition max bytes) of one requested partition.
-type PartitionAsk = (i32, i64, usize);
+/// (partition, fetch offset, partition max bytes, current leader epoch, last fetched
+/// epoch) of one requested partition.
+type PartitionAsk = (i32, i64, usize, i32, i32);
 
 /// (error, high watermark, log start, bytes): a read on another shard, copied for the trip.
 type RemoteRead = (i16, i64, i64, Bytes);
@@ -114,8 +160,9 @@ async fn read_on_owner(
     partition: i32,
     offset: i64,
     max_bytes: usize,
+    asker: Asker,
 ) -> RemoteRead {
-    match read_local(&shard, &topic, partition, offset, max_bytes).await {
+    match read_local(&shard, &topic, partition, offset, max_bytes, asker).await {
         Ok(r) => {
             let mut buf = BytesMut::with_capacity(r.bytes);
             for d in &r.data {
@@ -135,7 +182,7 @@ async fn read_on_owner(
 /// (error, high watermark, log start) of a partition owned by this shard.
 fn local_offsets(shard: &Rc<Shard>, topic: &str, partition: i32) -> Result<(i16, i64, i64), usize> {
     match shard.partition(topic, partition) {
-        Ok(p) => Ok((error::NONE, p.high_watermark(), p.log_start_offset())),
+        Ok(p) => Ok((error::NONE, p.high_watermark(), p.log.log_start_offset())),
         Err(LookupError::NotLocal(owner)) => Err(owner),
         Err(LookupError::OtherHost(_)) => Ok((error::NOT_LEADER_OR_FOLLOWER, -1, -1)),
         Err(LookupError::UnknownTopicOrPartition) => {
@@ -164,6 +211,7 @@ async fn offsets_only(shard: &Rc<Shard>, topic: &str, partition: i32) -> PartRea
         error_code,
         high_watermark,
         log_start_offset,
+        diverging_epoch: None,
         data: Vec::new(),
         bytes: 0,
     }
@@ -175,21 +223,24 @@ async fn read_any(
     partition: i32,
     offset: i64,
     max_bytes: usize,
+    asker: Asker,
 ) -> (PartRead, bool) {
-    match read_local(shard, topic, partition, offset, max_bytes).await {
+    match read_local(shard, topic, partition, offset, max_bytes, asker).await {
         Ok(r) => (r, false),
         Err(owner) => {
             let t = topic.to_string();
             let r = shard
                 .call(owner, move |s| {
-                    read_on_owner(s, t, partition, offset, max_bytes)
+                    read_on_owner(s, t, partition, offset, max_bytes, asker)
                 })
                 .await;
             let r = match r {
+                // Followers fetch from the leader's own node, so no divergence travels here.
                 Ok((code, hw, lso, bytes)) => PartRead {
                     error_code: code,
                     high_watermark: hw,
                     log_start_offset: lso,
+                    diverging_epoch: None,
                     bytes: bytes.len(),
                     data: if bytes.is_empty() {
                         vec![]
@@ -206,6 +257,12 @@ async fn read_any(
 
 pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
     let body: FetchRequest = req.decode()?;
+    // A follower replica's fetch names its node (replica_id; in replica_state from v15).
+    let replica = if req.version >= 15 {
+        body.replica_state.replica_id.0
+    } else {
+        body.replica_id.0
+    };
     let max_wait =
         Duration::from_millis(body.max_wait_ms.clamp(0, FETCH_MAX_WAIT_CAP_MS as i32) as u64);
     let min_bytes = body.min_bytes.max(0) as usize;
@@ -232,6 +289,8 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                             p.partition,
                             p.fetch_offset,
                             p.partition_max_bytes.max(0) as usize,
+                            p.current_leader_epoch,
+                            p.last_fetched_epoch,
                         )
                     })
                     .collect(),
@@ -247,7 +306,11 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         let mut topics = Vec::with_capacity(requested.len());
         for (name, parts) in &requested {
             let mut outs = Vec::with_capacity(parts.len());
-            for &(partition, offset, partition_max) in parts {
+            for &(partition, offset, partition_max, leader_epoch, _) in parts {
+                let asker = Asker {
+                    replica,
+                    leader_epoch,
+                };
                 let budget = partition_max.min(max_bytes.saturating_sub(total));
                 // Once the response is full, later partitions only report their offsets; the
                 // first batch of the first partition is returned even if larger (KIP-74).
@@ -255,7 +318,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                     (offsets_only(shard, name, partition).await, false)
                 } else {
                     let (mut r, remote) =
-                        read_any(shard, name, partition, offset, budget.max(1)).await;
+                        read_any(shard, name, partition, offset, budget.max(1), asker).await;
                     // The storage returns at least one whole batch; only the response's first
                     // data may exceed the budget (KIP-74), later partitions wait for next time.
                     if total > 0 && r.bytes > budget {
@@ -273,6 +336,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                     high_watermark: r.high_watermark,
                     last_stable_offset: r.high_watermark,
                     log_start_offset: r.log_start_offset,
+                    diverging_epoch: r.diverging_epoch,
                     records: r.data,
                 });
             }

@@ -39,7 +39,7 @@ async fn lookup_local(
     timestamp: i64,
     version: i16,
 ) -> OffsetAnswer {
-    let part = match shard.partition(&topic, partition) {
+    let r = match shard.partition(&topic, partition) {
         Ok(p) => p,
         Err(LookupError::NotLocal(_) | LookupError::OtherHost(_)) => {
             return (error::NOT_LEADER_OR_FOLLOWER, -1, -1);
@@ -48,17 +48,19 @@ async fn lookup_local(
             return (error::UNKNOWN_TOPIC_OR_PARTITION, -1, -1);
         }
     };
+    let part = &r.log;
     match timestamp {
-        LATEST_TIMESTAMP => (error::NONE, -1, part.high_watermark()),
+        // Consumers see up to the high watermark (the log end without replication).
+        LATEST_TIMESTAMP => (error::NONE, -1, r.high_watermark()),
         EARLIEST_TIMESTAMP => (error::NONE, -1, part.log_start_offset()),
         // The first record carrying the largest timestamp: the first record at or after it.
         MAX_TIMESTAMP if version < 7 => (error::UNSUPPORTED_VERSION, -1, -1),
         MAX_TIMESTAMP => match part.max_timestamp() {
             max if max < 0 => (error::NONE, -1, -1),
-            max => find(&part, &topic, partition, max).await,
+            max => find(part, &topic, partition, max).await,
         },
         ts if ts < 0 => (error::INVALID_REQUEST, -1, -1),
-        ts => find(&part, &topic, partition, ts).await,
+        ts => find(part, &topic, partition, ts).await,
     }
 }
 
@@ -99,7 +101,9 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         for p in t.partitions {
             let (code, ts, offset) = match shard.owner(&name, p.partition_index) {
                 None => (error::UNKNOWN_TOPIC_OR_PARTITION, -1, -1),
-                Some(Owner::OtherHost(_)) => (error::NOT_LEADER_OR_FOLLOWER, -1, -1),
+                Some(Owner::OtherHost(_) | Owner::Offline) => {
+                    (error::NOT_LEADER_OR_FOLLOWER, -1, -1)
+                }
                 Some(Owner::Shard(owner)) => {
                     let (n, idx, ts) = (name.clone(), p.partition_index, p.timestamp);
                     shard

@@ -7,6 +7,7 @@
 //! partitions owned elsewhere (a request on the bootstrap port) are forwarded by the router.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{
@@ -26,6 +27,8 @@ pub const API: ApiSpec = ApiSpec {
     min_version: 0,
     max_version: 9,
 };
+/// Longest acks=all wait honoured (the request's timeout_ms, capped).
+const PRODUCE_TIMEOUT_CAP_MS: i32 = 300_000;
 /// First version this broker accepts data on (record batch v2).
 const PRODUCE_VERSION_DATA_MIN: i16 = 3;
 
@@ -51,15 +54,20 @@ impl PartitionResult {
     }
 }
 
-/// Appends on the owning shard (this one). Called directly or through the router.
+/// Appends on the leader's shard (this one). Called directly or through the router.
+/// acks=all on a replicated partition needs min.insync.replicas in the ISR before the
+/// append (else NOT_ENOUGH_REPLICAS) and returns once the high watermark passed the batch,
+/// i.e. every ISR member has it on disk (else REQUEST_TIMED_OUT after the request's
+/// timeout, or NOT_LEADER_OR_FOLLOWER when leadership moved meanwhile).
 pub async fn append_local(
     shard: Rc<Shard>,
     topic: String,
     partition: i32,
     records: Bytes,
     acks: i16,
+    timeout: Duration,
 ) -> PartitionResult {
-    let part = match shard.partition(&topic, partition) {
+    let r = match shard.partition(&topic, partition) {
         Ok(p) => p,
         Err(LookupError::NotLocal(_) | LookupError::OtherHost(_)) => {
             return PartitionResult::error(error::NOT_LEADER_OR_FOLLOWER, None);
@@ -68,18 +76,49 @@ pub async fn append_local(
             return PartitionResult::error(error::UNKNOWN_TOPIC_OR_PARTITION, None);
         }
     };
+    let meta = shard.meta();
+    let configs = meta
+        .topic(&topic)
+        .map(|t| t.configs.clone())
+        .unwrap_or_default();
+    drop(meta);
     let durability = match acks {
         0 => shards::Durability::None,
         1 => shards::Durability::Written,
-        _ => match shard.meta().topic(&topic) {
-            Some(t) => topic_config::acks_all_durability(&t.configs, &shard.config),
-            None => shards::Durability::Fsync,
-        },
+        _ => topic_config::acks_all_durability(&configs, &shard.config),
     };
-    let result = part.append(records, durability).await;
+    let replicated = r.replication_factor() > 1;
+    if acks == -1 && replicated {
+        let min_isr = topic_config::min_insync_replicas(&configs, &shard.config);
+        if r.isr_len() < min_isr {
+            return PartitionResult::error(
+                error::NOT_ENOUGH_REPLICAS,
+                Some(format!(
+                    "ISR of {topic}-{partition} has {} replicas, min.insync.replicas is {min_isr}",
+                    r.isr_len()
+                )),
+            );
+        }
+    }
+    let mode = shards::AppendMode::Leader {
+        leader_epoch: r.leader_epoch(),
+    };
+    let result = r.log.append_with(records, durability, mode).await;
     match result {
         Ok(info) => {
+            r.appended();
             shard.data_arrived.notify_all();
+            if acks == -1 && replicated && !r.wait_hw(info.last_offset + 1, timeout).await {
+                let code = if r.is_leader() {
+                    error::REQUEST_TIMED_OUT
+                } else {
+                    error::NOT_LEADER_OR_FOLLOWER
+                };
+                return PartitionResult::error(
+                    code,
+                    Some("not acknowledged by every in-sync replica in time".into()),
+                );
+            }
             PartitionResult {
                 error_code: error::NONE,
                 base_offset: info.base_offset,
@@ -106,20 +145,21 @@ async fn append_anywhere(
     partition: i32,
     records: Bytes,
     acks: i16,
+    timeout: Duration,
 ) -> PartitionResult {
     let owner = match shard.owner(&topic, partition) {
         Some(Owner::Shard(o)) => o,
-        Some(Owner::OtherHost(_)) => {
+        Some(Owner::OtherHost(_) | Owner::Offline) => {
             return PartitionResult::error(error::NOT_LEADER_OR_FOLLOWER, None);
         }
         None => return PartitionResult::error(error::UNKNOWN_TOPIC_OR_PARTITION, None),
     };
     if owner == shard.id {
-        return append_local(shard, topic, partition, records, acks).await;
+        return append_local(shard, topic, partition, records, acks, timeout).await;
     }
     match shard
         .call(owner, move |s| {
-            append_local(s, topic, partition, records, acks)
+            append_local(s, topic, partition, records, acks, timeout)
         })
         .await
     {
@@ -149,6 +189,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
     let body: ProduceRequest = req.decode()?;
     let acks = body.acks;
     let acks_valid = matches!(acks, -1..=1);
+    let timeout = Duration::from_millis(body.timeout_ms.clamp(0, PRODUCE_TIMEOUT_CAP_MS) as u64);
     // Start every append in request order (the storage assigns offsets in call order), then
     // collect the results; appends to different partitions proceed concurrently.
     let mut pending = Vec::new();
@@ -174,6 +215,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                     p.index,
                     p.records.unwrap_or_default(),
                     acks,
+                    timeout,
                 ))),
             };
             parts.push((p.index, task));

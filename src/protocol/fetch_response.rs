@@ -20,6 +20,9 @@ pub struct PartitionOut<C> {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// v12+: the follower's log diverges from the leader's after this (epoch, end offset)
+    /// (Kafka's DivergingEpoch, partition tagged field 0); it truncates there.
+    pub diverging_epoch: Option<(i32, i64)>,
     pub records: Vec<C>,
 }
 
@@ -141,7 +144,18 @@ pub fn encode<C: AsRef<[u8]>>(
                 }
             }
             if flexible {
-                put_uvarint(&mut cur, 0); // partition tagged fields
+                match p.diverging_epoch {
+                    // Tagged field 0: EpochEndOffset { epoch i32, end_offset i64, tags }.
+                    Some((epoch, end_offset)) => {
+                        put_uvarint(&mut cur, 1);
+                        put_uvarint(&mut cur, 0);
+                        put_uvarint(&mut cur, 4 + 8 + 1);
+                        cur.put_i32(epoch);
+                        cur.put_i64(end_offset);
+                        put_uvarint(&mut cur, 0);
+                    }
+                    None => put_uvarint(&mut cur, 0), // partition tagged fields
+                }
             }
         }
         if flexible {
@@ -190,6 +204,7 @@ mod tests {
                         high_watermark: 10,
                         last_stable_offset: 10,
                         log_start_offset: 0,
+                        diverging_epoch: None,
                         records: if with_data {
                             vec![batch_a.clone(), batch_b.clone()]
                         } else {
@@ -202,6 +217,7 @@ mod tests {
                         high_watermark: 5,
                         last_stable_offset: 5,
                         log_start_offset: 2,
+                        diverging_epoch: Some((3, 42)),
                         records: vec![],
                     },
                 ],
@@ -214,6 +230,7 @@ mod tests {
                     high_watermark: 1,
                     last_stable_offset: 1,
                     log_start_offset: 0,
+                    diverging_epoch: None,
                     records: if with_data { vec![batch_b] } else { vec![] },
                 }],
             },
@@ -248,6 +265,14 @@ mod tests {
                                     .with_preferred_read_replica(
                                         kafka_protocol::messages::BrokerId(-1),
                                     )
+                                    .with_diverging_epoch(match p.diverging_epoch {
+                                        Some((e, o)) if version >= 12 => {
+                                            kafka_protocol::messages::fetch_response::EpochEndOffset::default()
+                                                .with_epoch(e)
+                                                .with_end_offset(o)
+                                        }
+                                        _ => Default::default(),
+                                    })
                                     .with_records(Some(Bytes::from(data)))
                             })
                             .collect(),

@@ -118,3 +118,89 @@ def test_metadata_survives_killing_the_active_controller(cluster):
     cluster.restart(leader)
     md = wait_metadata(cluster.bootstrap(leader), lambda m: after in m.topics and before in m.topics)
     assert len(md.topics[before].partitions) == 3
+
+
+def partition_logs(cluster, topic, partition):
+    """The stored bytes of one partition on every host that holds it (trailing zeros of
+    preallocated segment space stripped), by host id."""
+    out = {}
+    for h, b in cluster.hosts.items():
+        d = b.data_dir / "topics" / f"{topic}-{partition}"
+        if not d.exists():
+            continue
+        data = b"".join(p.read_bytes() for p in sorted(d.glob("*.log")))
+        out[h] = data.rstrip(b"\0")
+    return out
+
+
+def produce_numbered(bootstrap, topic, n, start=0, **conf):
+    """Idempotent acks=all producer; returns the set of values acknowledged."""
+    acked, errors = set(), []
+
+    def on_delivery(err, m):
+        if err is None:
+            acked.add(int(m.value()))
+        else:
+            errors.append(err)
+
+    p = CKProducer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                    "linger.ms": 2, **conf})
+    for i in range(start, start + n):
+        p.produce(topic, key=f"k{i % 12}", value=f"{i}", on_delivery=on_delivery)
+        if i % 100 == 0:
+            p.poll(0)
+    p.flush(60)
+    return acked, errors
+
+
+def consume_all(bootstrap, topic, expected, timeout_s=TIMEOUT_S):
+    c = CKConsumer({"bootstrap.servers": bootstrap, "group.id": unique("g"),
+                    "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    got = {}
+    try:
+        c.subscribe([topic])
+        deadline = time.monotonic() + timeout_s
+        count = 0
+        while count < expected and time.monotonic() < deadline:
+            for m in c.consume(num_messages=500, timeout=0.5):
+                assert m.error() is None, m.error()
+                got.setdefault(m.partition(), []).append((m.offset(), int(m.value())))
+                count += 1
+    finally:
+        c.close()
+    return got
+
+
+def test_replicated_topic_acks_all_on_every_replica(cluster):
+    """RF=3 with min.insync.replicas=2: every partition has three replicas on three hosts,
+    all in sync; acks=all writes are read back exactly once, in order; and every replica's
+    stored bytes are identical to the leader's (followers keep the leader's offsets and
+    leader epochs)."""
+    topic = unique("rf3")
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap(1)})
+    admin.create_topics([CKNewTopic(topic, num_partitions=6, replication_factor=3,
+                                    config={"min.insync.replicas": "2"})])[topic].result(timeout=30)
+    md = wait_metadata(cluster.bootstrap(2), lambda m: topic in m.topics)
+    for p in md.topics[topic].partitions.values():
+        assert len(p.replicas) == 3 and len({r // NODES_PER_HOST for r in p.replicas}) == 3, p.replicas
+        assert sorted(p.isrs) == sorted(p.replicas), (p.replicas, p.isrs)
+    n = 3000
+    acked, errors = produce_numbered(cluster.bootstrap(1), topic, n)
+    assert not errors, errors[:3]
+    assert acked == set(range(n))
+    got = consume_all(cluster.bootstrap(3), topic, n)
+    values = sorted(v for msgs in got.values() for _, v in msgs)
+    assert values == list(range(n))
+    # Followers fetch continuously; give them a moment to reach the leader's end.
+    deadline = time.monotonic() + 20
+    while True:
+        logs = {p: partition_logs(cluster, topic, p) for p in range(6)}
+        same = all(len(v) == 3 and len(set(v.values())) == 1 for v in logs.values())
+        if same or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for p, by_host in logs.items():
+        assert len(by_host) == 3, f"partition {p} on hosts {sorted(by_host)}"
+        sizes = {h: len(b) for h, b in by_host.items()}
+        assert len(set(by_host.values())) == 1, f"partition {p} differs between replicas: {sizes}"
+        assert all(s > 0 for s in sizes.values()), sizes

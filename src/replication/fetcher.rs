@@ -1,0 +1,207 @@
+//! Follower fetchers: one task per (this follower shard, leader node) pair, carrying every
+//! partition this shard follows from that node in one Fetch request, as Kafka's replica
+//! fetcher threads do. Each answer's batches are appended with the leader's offsets and
+//! fsync'ed before the next Fetch reports the new log end, so the leader counts a follower
+//! as having data only once it is on the follower's disk.
+//!
+//! Runs on: the follower's shard. The set of partitions of a fetcher changes when the shard
+//! applies metadata (`Fetchers::reconcile`); a fetcher with no partitions left stops.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+
+use crate::client::ClientConfig;
+use crate::client::conn::Connection;
+use crate::handlers::str_bytes;
+use crate::metadata::{host_of, shard_of};
+use crate::protocol::error;
+use crate::shard::Shard;
+
+/// Fetch version the followers speak (flexible, names topics by name, has leader epochs).
+const REPLICA_FETCH_VERSION: i16 = 12;
+/// How long the leader may hold a follower's fetch when it has nothing new.
+const REPLICA_FETCH_MAX_WAIT_MS: i32 = 500;
+/// Kafka's replica.fetch.max.bytes and replica.fetch.response.max.bytes defaults.
+const REPLICA_FETCH_PARTITION_MAX_BYTES: i32 = 1024 * 1024;
+const REPLICA_FETCH_RESPONSE_MAX_BYTES: i32 = 10 * 1024 * 1024;
+/// Pause after an error before the next attempt (connect, fetch, or a partition error).
+const REPLICA_FETCH_BACKOFF: Duration = Duration::from_millis(100);
+
+/// One fetcher's partitions and its stop flag.
+struct FetcherSet {
+    partitions: RefCell<BTreeSet<(String, i32)>>,
+    stopped: Cell<bool>,
+}
+
+/// The fetchers of one shard, by leader node.
+#[derive(Default)]
+pub struct Fetchers {
+    by_leader: RefCell<HashMap<i32, Rc<FetcherSet>>>,
+}
+
+impl Fetchers {
+    /// Makes the fetchers match `wanted` (leader node -> partitions this shard follows).
+    pub fn reconcile(&self, shard: &Rc<Shard>, wanted: HashMap<i32, BTreeSet<(String, i32)>>) {
+        let mut by = self.by_leader.borrow_mut();
+        by.retain(|leader, set| {
+            let keep = wanted.contains_key(leader);
+            if !keep {
+                set.stopped.set(true);
+            }
+            keep
+        });
+        for (leader, parts) in wanted {
+            match by.get(&leader) {
+                Some(set) => *set.partitions.borrow_mut() = parts,
+                None => {
+                    let set = Rc::new(FetcherSet {
+                        partitions: RefCell::new(parts),
+                        stopped: Cell::new(false),
+                    });
+                    by.insert(leader, set.clone());
+                    glommio::spawn_local(run(shard.clone(), leader, set)).detach();
+                }
+            }
+        }
+    }
+
+    pub fn stop_all(&self) {
+        for set in self.by_leader.borrow_mut().drain().map(|(_, s)| s) {
+            set.stopped.set(true);
+        }
+    }
+}
+
+fn leader_addr(shard: &Shard, leader: i32) -> Option<String> {
+    let meta = shard.meta();
+    let b = meta.brokers.get(&host_of(leader))?;
+    let port = b.ports.get(shard_of(leader))?;
+    Some(format!("{}:{port}", b.host))
+}
+
+async fn run(shard: Rc<Shard>, leader: i32, set: Rc<FetcherSet>) {
+    let me = shard.node_id();
+    log::info!("node {me}: fetcher for leader node {leader} started");
+    let config = ClientConfig {
+        client_id: format!("osprey-replica-{me}"),
+        request_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let mut conn: Option<Connection> = None;
+    while !set.stopped.get() && !shard.shutting_down.get() {
+        let parts: Vec<(String, i32)> = set.partitions.borrow().iter().cloned().collect();
+        if conn.as_ref().is_none_or(|c| !c.is_alive()) {
+            conn = None;
+            let Some(addr) = leader_addr(&shard, leader) else {
+                glommio::timer::sleep(REPLICA_FETCH_BACKOFF).await;
+                continue;
+            };
+            match Connection::connect(&addr, &config).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    log::debug!("node {me}: cannot reach leader node {leader} at {addr}: {e}");
+                    glommio::timer::sleep(REPLICA_FETCH_BACKOFF).await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_ref() else { continue };
+        // One Fetch for every partition followed from this leader, each from its log end.
+        let mut replicas = Vec::with_capacity(parts.len());
+        let mut by_topic: HashMap<String, Vec<FetchPartition>> = HashMap::new();
+        for (topic, p) in &parts {
+            let Some(r) = shard.replica(topic, *p) else {
+                continue;
+            };
+            if r.following() != Some(leader) {
+                continue;
+            }
+            by_topic.entry(topic.clone()).or_default().push(
+                FetchPartition::default()
+                    .with_partition(*p)
+                    .with_current_leader_epoch(r.leader_epoch())
+                    .with_fetch_offset(r.log.log_end_offset())
+                    .with_log_start_offset(r.log.log_start_offset())
+                    .with_partition_max_bytes(REPLICA_FETCH_PARTITION_MAX_BYTES),
+            );
+            replicas.push(r);
+        }
+        if replicas.is_empty() {
+            glommio::timer::sleep(REPLICA_FETCH_BACKOFF).await;
+            continue;
+        }
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(me))
+            .with_max_wait_ms(REPLICA_FETCH_MAX_WAIT_MS)
+            .with_min_bytes(1)
+            .with_max_bytes(REPLICA_FETCH_RESPONSE_MAX_BYTES)
+            .with_session_epoch(-1)
+            .with_topics(
+                by_topic
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        FetchTopic::default()
+                            .with_topic(TopicName(str_bytes(t)))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            );
+        let resp = match c.request(&req, REPLICA_FETCH_VERSION).await {
+            Ok(r) => r,
+            Err(e) => {
+                log::debug!("node {me}: fetch from leader node {leader}: {e}");
+                conn = None;
+                glommio::timer::sleep(REPLICA_FETCH_BACKOFF).await;
+                continue;
+            }
+        };
+        let mut backoff = false;
+        for t in resp.responses {
+            let topic = t.topic.0.to_string();
+            for p in t.partitions {
+                let Some(r) = shard.replica(&topic, p.partition_index) else {
+                    continue;
+                };
+                if p.error_code != error::NONE {
+                    log::debug!(
+                        "node {me}: fetch {topic}-{} from node {leader}: error {}",
+                        p.partition_index,
+                        p.error_code
+                    );
+                    backoff = true;
+                    continue;
+                }
+                if let Some(records) = p.records.filter(|b| !b.is_empty()) {
+                    let appended = r
+                        .log
+                        .append_with(
+                            records,
+                            shards::Durability::Fsync,
+                            shards::AppendMode::Follower,
+                        )
+                        .await;
+                    if let Err(e) = appended {
+                        log::warn!(
+                            "node {me}: {topic}-{}: replica append failed: {e}",
+                            p.partition_index
+                        );
+                        backoff = true;
+                        continue;
+                    }
+                    shard.data_arrived.notify_all();
+                }
+                r.follower_hw(p.high_watermark);
+            }
+        }
+        if backoff {
+            glommio::timer::sleep(REPLICA_FETCH_BACKOFF).await;
+        }
+    }
+    log::info!("node {me}: fetcher for leader node {leader} stopped");
+}
