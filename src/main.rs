@@ -51,6 +51,9 @@ enum TopicsAction {
         name: String,
         #[arg(long, default_value_t = -1)]
         partitions: i32,
+        /// Replicas per partition (-1: the cluster's default.replication.factor).
+        #[arg(long, default_value_t = -1)]
+        replication_factor: i16,
         /// Topic config as name=value; repeatable.
         #[arg(long = "config")]
         configs: Vec<String>,
@@ -124,6 +127,7 @@ fn topics(bootstrap: String, action: TopicsAction) -> Result<(), String> {
             TopicsAction::Create {
                 name,
                 partitions,
+                replication_factor,
                 configs,
             } => {
                 let mut parsed = Vec::new();
@@ -136,7 +140,7 @@ fn topics(bootstrap: String, action: TopicsAction) -> Result<(), String> {
                 let t = NewTopic {
                     name: name.clone(),
                     partitions,
-                    replication_factor: -1,
+                    replication_factor,
                     configs: parsed,
                 };
                 let out = client
