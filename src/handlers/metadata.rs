@@ -14,7 +14,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataRespon
 
 use super::{ApiSpec, Reply, str_bytes, uuid};
 use crate::controller::NewTopic;
-use crate::metadata::TopicMeta;
+use crate::metadata::{ClusterMeta, TopicMeta};
 use crate::protocol::{ProtocolError, RequestFrame, acl, error};
 use crate::shard::Shard;
 
@@ -47,20 +47,37 @@ pub fn controller_id(shard: &Shard) -> BrokerId {
     BrokerId(crate::metadata::node_id(shard.config.node_id, 0))
 }
 
-fn topic_response(t: &TopicMeta, authorized_operations: i32) -> MetadataResponseTopic {
+fn topic_response(
+    meta: &ClusterMeta,
+    t: &TopicMeta,
+    authorized_operations: i32,
+) -> MetadataResponseTopic {
     let partitions = t
         .partitions
         .iter()
         .enumerate()
         .map(|(p, pm)| {
+            let ids = |v: &[i32]| v.iter().map(|r| BrokerId(*r)).collect::<Vec<_>>();
+            let offline: Vec<i32> = pm
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| !meta.is_live(*r))
+                .collect();
             MetadataResponsePartition::default()
-                .with_error_code(error::NONE)
+                // No live in-sync replica to lead: clients wait and retry, as with Kafka.
+                .with_error_code(if pm.leader < 0 {
+                    error::LEADER_NOT_AVAILABLE
+                } else {
+                    error::NONE
+                })
                 .with_partition_index(p as i32)
                 .with_leader_id(BrokerId(pm.leader))
-                // -1: no leader epochs yet, so clients skip OffsetForLeaderEpoch validation.
+                // -1: clients skip OffsetForLeaderEpoch position validation.
                 .with_leader_epoch(-1)
-                .with_replica_nodes(pm.replicas.iter().map(|r| BrokerId(*r)).collect())
-                .with_isr_nodes(pm.isr.iter().map(|r| BrokerId(*r)).collect())
+                .with_replica_nodes(ids(&pm.replicas))
+                .with_isr_nodes(ids(&pm.isr))
+                .with_offline_replicas(ids(&offline))
         })
         .collect();
     MetadataResponseTopic::default()
@@ -137,12 +154,12 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         None => meta
             .topics
             .values()
-            .map(|t| topic_response(t, topic_ops))
+            .map(|t| topic_response(&meta, t, topic_ops))
             .collect(),
         Some(names) => names
             .iter()
             .map(|n| match meta.topic(n) {
-                Some(t) => topic_response(t, topic_ops),
+                Some(t) => topic_response(&meta, t, topic_ops),
                 None => {
                     let code = if crate::topic_config::validate_topic_name(n).is_err() {
                         error::INVALID_TOPIC_EXCEPTION

@@ -26,6 +26,7 @@ class Broker:
 
     def __init__(self, data_dir: Path, cores: int = 2, extra=(), listen="127.0.0.1:0"):
         self.listen = listen
+        self.prefix = []
         self.data_dir = data_dir
         self.cores = cores
         self.extra = list(extra)
@@ -34,7 +35,7 @@ class Broker:
         self.log_lines = []
 
     def start(self):
-        cmd = [broker_binary(), "serve", "--listen", self.listen, "--data-dir", str(self.data_dir),
+        cmd = [*self.prefix, broker_binary(), "serve", "--listen", self.listen, "--data-dir", str(self.data_dir),
                "--cores", str(self.cores), *self.extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         ready = threading.Event()
@@ -207,3 +208,79 @@ def cluster(tmp_path):
     c = Cluster(tmp_path / "cluster").start()
     yield c
     c.kill_all()
+
+
+def run(*cmd, check=True):
+    return subprocess.run(list(cmd), check=check, capture_output=True, text=True)
+
+
+class NetnsCluster(Cluster):
+    """A cluster whose hosts each run in a network namespace of their own, joined by veth
+    pairs to a bridge in the root namespace, where the test's clients run; `isolate(i)`
+    cuts host i off from the other hosts with nftables (clients still reach it), `heal(i)`
+    undoes it. Needs root (CI has it)."""
+
+    def __init__(self, root: Path, hosts: int = 3, cores: int = 2, extra=()):
+        import random
+        self.root = root
+        self.cores = cores
+        self.extra = list(extra)
+        tag = "%04x" % random.randint(0, 0xFFFF)
+        self.tag = tag
+        self.subnet = f"10.213.{random.randint(1, 250)}"
+        self.bridge = f"ospbr{tag}"
+        self.ns = {i: f"osp{tag}h{i}" for i in range(1, hosts + 1)}
+        self.ip = {i: f"{self.subnet}.{10 + i}" for i in range(1, hosts + 1)}
+        self.listen = {i: f"{self.ip[i]}:9092" for i in self.ns}
+        self.controller = {i: f"{self.ip[i]}:9099" for i in self.ns}
+        self.voters = ",".join(f"{i}@{a}" for i, a in self.controller.items())
+        self.hosts = {}
+        run("ip", "link", "add", self.bridge, "type", "bridge")
+        run("ip", "addr", "add", f"{self.subnet}.1/24", "dev", self.bridge)
+        run("ip", "link", "set", self.bridge, "up")
+        for i, ns in self.ns.items():
+            a, b = f"v{tag}{i}a", f"v{tag}{i}b"
+            run("ip", "netns", "add", ns)
+            run("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+            run("ip", "link", "set", a, "master", self.bridge)
+            run("ip", "link", "set", a, "up")
+            run("ip", "link", "set", b, "netns", ns)
+            run("ip", "netns", "exec", ns, "ip", "addr", "add", f"{self.ip[i]}/24", "dev", b)
+            run("ip", "netns", "exec", ns, "ip", "link", "set", b, "up")
+            run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+
+    def make(self, i: int) -> Broker:
+        b = super().make(i)
+        b.prefix = ["ip", "netns", "exec", self.ns[i]]
+        return b
+
+    def isolate(self, i: int):
+        others = ", ".join(self.ip[j] for j in self.ns if j != i)
+        ns = ["ip", "netns", "exec", self.ns[i], "nft"]
+        run(*ns, "add", "table", "inet", "osp_isolate")
+        run(*ns, "add", "chain", "inet", "osp_isolate", "in", "{ type filter hook input priority 0; }")
+        run(*ns, "add", "chain", "inet", "osp_isolate", "out", "{ type filter hook output priority 0; }")
+        run(*ns, "add", "rule", "inet", "osp_isolate", "in", "ip", "saddr", "{ " + others + " }", "drop")
+        run(*ns, "add", "rule", "inet", "osp_isolate", "out", "ip", "daddr", "{ " + others + " }", "drop")
+
+    def heal(self, i: int):
+        run("ip", "netns", "exec", self.ns[i], "nft", "delete", "table", "inet", "osp_isolate", check=False)
+
+    def teardown(self):
+        self.kill_all()
+        for ns in self.ns.values():
+            run("ip", "netns", "del", ns, check=False)
+        run("ip", "link", "del", self.bridge, check=False)
+
+
+@pytest.fixture
+def netns_cluster(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root (CI runs as root)")
+    c = NetnsCluster(tmp_path / "cluster", extra=["--broker-session-timeout-ms", "2000",
+                                                   "--replica-lag-time-max-ms", "3000"])
+    try:
+        c.start()
+        yield c
+    finally:
+        c.teardown()
