@@ -7,7 +7,7 @@
 //!
 //! On disk, per partition directory: `<base offset, 20 digits>.log` segments of record
 //! batches v2 exactly as produced (baseOffset rewritten), `.index` / `.timeindex` sparse
-//! indexes per sealed segment, and `producer.snapshot`.
+//! indexes per sealed segment, `producer.snapshot` and `leader-epoch.checkpoint`.
 //!
 //! Recovery on open: the last segment (and any sealed segment whose index is missing or
 //! stale) is scanned batch by batch with CRC checks; the log ends at the last whole valid
@@ -18,6 +18,7 @@
 
 pub mod batch;
 mod config;
+pub mod epochs;
 mod error;
 pub mod index;
 mod partition;
