@@ -17,6 +17,7 @@ pub mod codes {
     pub const RECORD_LIST_TOO_LARGE: i16 = 18;
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const INVALID_RECORD: i16 = 87;
 }
@@ -114,6 +115,10 @@ pub enum AppendError {
     /// right after the previous one (OFFSET_OUT_OF_RANGE). `expected` is where the batch
     /// had to start, `got` its baseOffset.
     OffsetMismatch { expected: i64, got: i64 },
+    /// The log was cut (`Partition::truncate_to`) below the end of this append's batches
+    /// while it waited for them to be written or synced: they are no longer in the log
+    /// (NOT_LEADER_OR_FOLLOWER, retriable: a replica truncates when it follows a new leader).
+    Truncated { log_end_offset: i64 },
     /// The storage failed or the partition is stopped (KAFKA_STORAGE_ERROR).
     Storage(StorageError),
 }
@@ -129,6 +134,7 @@ impl AppendError {
             AppendError::OutOfOrderSequence { .. } => codes::OUT_OF_ORDER_SEQUENCE_NUMBER,
             AppendError::InvalidProducerEpoch { .. } => codes::INVALID_PRODUCER_EPOCH,
             AppendError::OffsetMismatch { .. } => codes::OFFSET_OUT_OF_RANGE,
+            AppendError::Truncated { .. } => codes::NOT_LEADER_OR_FOLLOWER,
             AppendError::Storage(_) => codes::KAFKA_STORAGE_ERROR,
         }
     }
@@ -204,6 +210,12 @@ impl fmt::Display for AppendError {
                 write!(
                     f,
                     "batch base offset {got} does not continue the log (expected {expected})"
+                )
+            }
+            AppendError::Truncated { log_end_offset } => {
+                write!(
+                    f,
+                    "log truncated to offset {log_end_offset} before the append completed"
                 )
             }
             AppendError::Storage(e) => write!(f, "storage error: {e}"),

@@ -109,6 +109,30 @@ impl SegmentIndex {
         }
     }
 
+    /// The segment now ends at `position` (a batch boundary; `Partition::truncate_to`):
+    /// drops the entries at or beyond it and makes the index what appends of the remaining
+    /// batches would have built. `batches`: (position, maxTimestamp) of the batches before
+    /// `position`, at least of every one after the last entry kept.
+    pub fn cut(&mut self, position: u64, batches: &[(u64, i64)]) {
+        self.entries.retain(|e| u64::from(e.position) < position);
+        let Some(last) = self.entries.last() else {
+            // The first batch of a segment always has an entry.
+            assert_eq!(position, 0, "index without an entry for the first batch");
+            *self = SegmentIndex::default();
+            return;
+        };
+        let from = u64::from(last.position);
+        assert!(
+            batches.first().is_some_and(|(p, _)| *p <= from),
+            "batches after the last kept entry missing"
+        );
+        self.max_timestamp = batches
+            .iter()
+            .filter(|(p, _)| *p > from && *p < position)
+            .fold(last.max_timestamp, |m, (_, t)| m.max(*t));
+        self.bytes_since_entry = position - from;
+    }
+
     /// Drops entries at or beyond `position` (used when a scan cuts a torn tail).
     pub fn truncate_to(&mut self, position: u64) {
         self.entries.retain(|e| u64::from(e.position) < position);

@@ -6,9 +6,10 @@
 //! across threads. This crate opens no sockets. [`batch`] is pure and usable on any core.
 //!
 //! On disk, per partition directory: `<base offset, 20 digits>.log` segments of record
-//! batches v2 exactly as produced (baseOffset rewritten; on LogAppendTime logs also the
-//! timestamp type, maxTimestamp and CRC), `.index` / `.timeindex` sparse
-//! indexes per sealed segment, and `producer.snapshot`.
+//! batches v2 exactly as produced (baseOffset and partitionLeaderEpoch rewritten; on
+//! LogAppendTime logs also the timestamp type, maxTimestamp and CRC), `.index` /
+//! `.timeindex` sparse indexes per sealed segment, `producer.snapshot` and
+//! `leader-epoch.checkpoint`.
 //!
 //! Recovery on open: the last segment (and any sealed segment whose index is missing or
 //! stale) is scanned batch by batch with CRC checks; the log ends at the last whole valid
@@ -19,6 +20,7 @@
 
 pub mod batch;
 mod config;
+pub mod epochs;
 mod error;
 pub mod index;
 mod partition;

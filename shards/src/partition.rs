@@ -13,9 +13,12 @@
 //! arrive meanwhile share the next one (group commit). Appenders wait in offset-ordered
 //! queues and are woken only by the offset that satisfies them.
 //!
-//! Visibility: the high watermark equals the log end offset (single replica), so data is
+//! Visibility: `high_watermark` equals the log end offset (single replica), so data is
 //! readable as soon as it is appended, before it is synced; acks=all producers are still
-//! only acknowledged after fdatasync.
+//! only acknowledged after fdatasync. Replication (the broker tracks the high watermark)
+//! uses `append_with` (leader: epoch stamped; follower: the leader's offsets kept),
+//! `read_bounded` (consumers below the high watermark), `truncate_to` and the leader-epoch
+//! cache (`leader_epochs`, `end_offset_for_epoch`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -34,6 +37,7 @@ use crate::config::{
     RECYCLED_SEGMENT_FILE, ROUND_MAX_BYTES, ROUND_MIN_BYTES, SCAN_READ_BYTES, SEGMENT_MIN_BYTES,
     SYNCS_INFLIGHT_MAX, SyncMethod,
 };
+use crate::epochs::{EPOCHS_FILE, LeaderEpochs};
 use crate::error::{AppendError, ReadError, StorageError};
 use crate::index::SegmentIndex;
 use crate::producer::{ProducerTable, SNAPSHOT_FILE, SeqCheck};
@@ -161,6 +165,7 @@ struct LogState {
     cache: VecDeque<CacheEntry>,
     cache_bytes: usize,
     producers: ProducerTable,
+    epochs: LeaderEpochs,
 }
 
 impl LogState {
@@ -250,7 +255,51 @@ struct WriteState {
     /// The syncer task runs.
     syncing: bool,
     rolling: bool,
+    /// A `truncate_to` runs: appends, rolls, retention and other truncations wait.
+    truncating: bool,
+    /// Its cut is being applied (writer and syncer are idle and are not started).
+    cutting: bool,
+    cuts: CutHistory,
     stopped: Option<String>,
+}
+
+/// Truncations remembered for appenders still waiting across them (one that waited across
+/// more is told its batches were cut).
+const CUTS_KEPT: usize = 16;
+
+/// Truncations done, and the new log ends of the latest ones, so that an appender woken
+/// after a cut can tell whether its batches were cut away.
+#[derive(Default)]
+struct CutHistory {
+    done: u64,
+    /// (number of the truncation, from 1; the log end it left)
+    recent: VecDeque<(u64, i64)>,
+}
+
+impl CutHistory {
+    fn record(&mut self, new_end: i64) {
+        self.done += 1;
+        self.recent.push_back((self.done, new_end));
+        if self.recent.len() > CUTS_KEPT {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Whether batches ending at `end`, appended when `seen` truncations were done, were
+    /// cut away by a later one (also when too many truncations passed to tell).
+    fn cut_away(&self, seen: u64, end: i64) -> bool {
+        if self.done == seen {
+            return false;
+        }
+        match self.recent.front() {
+            Some((first, _)) if *first <= seen + 1 => self
+                .recent
+                .iter()
+                .filter(|(n, _)| *n > seen)
+                .any(|(_, at)| *at < end),
+            _ => true,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -570,6 +619,7 @@ impl Partition {
                 cache: VecDeque::new(),
                 cache_bytes: 0,
                 producers: ProducerTable::default(),
+                epochs: LeaderEpochs::default(),
             }),
             write: RefCell::new(WriteState {
                 pending: VecDeque::new(),
@@ -594,6 +644,9 @@ impl Partition {
                 writing: false,
                 syncing: false,
                 rolling: false,
+                truncating: false,
+                cutting: false,
+                cuts: CutHistory::default(),
                 stopped: None,
             }),
             progress: Rc::new(Notify::default()),
@@ -603,13 +656,26 @@ impl Partition {
             counters: Counters::default(),
             spare: RefCell::new(spare),
         });
-        part.recover_producers().await?;
+        part.recover_replay(true).await?;
         Ok(part)
     }
 
-    /// Loads the producer snapshot if usable and replays the batch headers after it.
-    async fn recover_producers(&self) -> Result<(), StorageError> {
+    /// Loads the producer snapshot if usable and replays the batch headers after it; with
+    /// `with_epochs`, the same for the leader-epoch checkpoint (see `epochs`).
+    async fn recover_replay(&self, with_epochs: bool) -> Result<(), StorageError> {
         let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        // Epochs: complete below `covered`; batches from there on are scanned.
+        let (mut epochs, epochs_from) = match LeaderEpochs::read_file(&self.dir) {
+            Some((mut e, covered)) if with_epochs => {
+                e.truncate_from(covered.min(end));
+                e.truncate_start(start);
+                (e, covered.clamp(start, end))
+            }
+            _ => (
+                LeaderEpochs::default(),
+                if with_epochs { start } else { end },
+            ),
+        };
         let snap = std::fs::read(self.dir.join(SNAPSHOT_FILE))
             .ok()
             .and_then(|b| ProducerTable::decode(&b));
@@ -624,6 +690,8 @@ impl Partition {
             }
             None => (ProducerTable::default(), start),
         };
+        let producers_from = off;
+        off = off.min(epochs_from);
         while off < end {
             let out = self
                 .read(off, SCAN_READ_BYTES)
@@ -640,7 +708,12 @@ impl Partition {
                         break;
                     };
                     if h.last_offset() >= off {
-                        table.record(&h);
+                        if h.base_offset >= producers_from {
+                            table.record(&h);
+                        }
+                        if h.base_offset >= epochs_from {
+                            epochs.assign(h.partition_leader_epoch, h.base_offset);
+                        }
                         off = h.last_offset() + 1;
                         advanced = true;
                     }
@@ -651,7 +724,11 @@ impl Partition {
                 break;
             }
         }
-        self.log.borrow_mut().producers = table;
+        let mut log = self.log.borrow_mut();
+        log.producers = table;
+        if with_epochs {
+            log.epochs = epochs;
+        }
         Ok(())
     }
 
@@ -785,7 +862,7 @@ impl Partition {
             self.check_running()?;
             let (pending, rolling) = {
                 let w = self.write.borrow();
-                (w.pending_bytes, w.rolling)
+                (w.pending_bytes, w.rolling || w.truncating)
             };
             if pending > 0 && pending + len > PENDING_MAX_BYTES {
                 self.kick();
@@ -801,7 +878,10 @@ impl Partition {
             }
             if rolling {
                 self.progress
-                    .wait_until(|| !self.write.borrow().rolling)
+                    .wait_until(|| {
+                        let w = self.write.borrow();
+                        !(w.rolling || w.truncating) || w.stopped.is_some()
+                    })
                     .await;
                 continue;
             }
@@ -821,30 +901,34 @@ impl Partition {
             Err(dup) => return Ok(dup),
         };
         let end = info.last_offset + 1;
-        match durability {
-            Durability::None => {}
-            Durability::Written => {
-                self.written_waiters
-                    .wait(end, || {
-                        let w = self.write.borrow();
-                        w.written_offset >= end || w.stopped.is_some()
-                    })
-                    .await;
-                if self.write.borrow().written_offset < end {
-                    self.check_running()?;
-                }
-            }
-            Durability::Fsync => {
-                self.synced_waiters
-                    .wait(end, || {
-                        let w = self.write.borrow();
-                        w.synced_offset >= end || w.stopped.is_some()
-                    })
-                    .await;
-                if self.write.borrow().synced_offset < end {
-                    self.check_running()?;
-                }
-            }
+        // Truncations from here on may cut these batches away while we wait.
+        let cuts_seen = self.write.borrow().cuts.done;
+        let waiters = match durability {
+            Durability::None => return Ok(info),
+            Durability::Written => &self.written_waiters,
+            Durability::Fsync => &self.synced_waiters,
+        };
+        let reached = |w: &WriteState| match durability {
+            Durability::Written => w.written_offset >= end,
+            _ => w.synced_offset >= end,
+        };
+        waiters
+            .wait(end, || {
+                let w = self.write.borrow();
+                reached(&w) || w.stopped.is_some() || w.cuts.cut_away(cuts_seen, end)
+            })
+            .await;
+        let (reached, cut) = {
+            let w = self.write.borrow();
+            (reached(&w), w.cuts.cut_away(cuts_seen, end))
+        };
+        if cut {
+            return Err(AppendError::Truncated {
+                log_end_offset: self.log_end_offset(),
+            });
+        }
+        if !reached {
+            self.check_running()?;
         }
         Ok(info)
     }
@@ -973,6 +1057,7 @@ impl Partition {
                     h.max_timestamp,
                 );
                 log.producers.record(&h);
+                log.epochs.assign(h.partition_leader_epoch, h.base_offset);
                 off = h.last_offset() + 1;
             }
         }
@@ -1053,6 +1138,13 @@ impl Partition {
             self.store.note_segment_sealed(&old);
             self.write.borrow_mut().to_finalize.push(old);
             log.segments.insert(base, seg);
+            // Before the producer snapshot: its directory fsync makes this rename durable.
+            if let Err(e) = log.epochs.write_file(&self.dir, base) {
+                log::warn!(
+                    "{}: leader-epoch checkpoint not written ({e}); recovery will scan more",
+                    self.dir.display()
+                );
+            }
             if let Err(e) = log.producers.write_snapshot(&self.dir, base) {
                 log::warn!(
                     "{}: producer snapshot not written ({e}); recovery will rebuild it",
@@ -1070,7 +1162,7 @@ impl Partition {
     fn kick(&self) {
         let (write, sync) = {
             let mut w = self.write.borrow_mut();
-            if w.stopped.is_some() {
+            if w.stopped.is_some() || w.cutting {
                 return;
             }
             let write = !w.writing && !w.pending.is_empty();
@@ -1932,6 +2024,315 @@ impl Partition {
         }
     }
 
+    /// Removes every batch at or after `offset` (if `offset` falls inside a batch, that
+    /// whole batch goes; no-op at or beyond the log end; below the log start, everything
+    /// goes and the log continues at the log start). Returns the new log end offset.
+    ///
+    /// Appends (either mode), rolls and retention wait while it runs. It first waits until
+    /// every appended byte is written and every sync and finalize is done, then cuts the
+    /// in-memory state in one synchronous section (segments, tail cache, index, offsets,
+    /// leader epochs), then makes the cut durable: the segment holding `offset` is
+    /// truncated at the batch boundary and fdatasync'ed (from here a crash recovers the cut
+    /// log: later segments no longer follow on and are discarded by recovery), whole
+    /// segments above are deleted (never kept as a recycled spare: their batches are above
+    /// the new end), producer state is rebuilt as of the new end (from the producer
+    /// snapshot if it is below the cut, else from the log start), the snapshot and the
+    /// leader-epoch checkpoint are replaced and the directory fsync'ed. On return the whole
+    /// remaining log is durable (`synced_offset` = `written_offset` = the new end).
+    /// Appenders still waiting for batches that were cut get `AppendError::Truncated`.
+    /// A failure stops the partition (its state may be half cut).
+    pub async fn truncate_to(&self, offset: i64) -> Result<i64, StorageError> {
+        // One truncation at a time, never during a roll.
+        loop {
+            self.check_running()?;
+            let busy = {
+                let w = self.write.borrow();
+                w.rolling || w.truncating
+            };
+            if !busy {
+                break;
+            }
+            self.progress
+                .wait_until(|| {
+                    let w = self.write.borrow();
+                    !(w.rolling || w.truncating) || w.stopped.is_some()
+                })
+                .await;
+        }
+        let end = self.log_end_offset();
+        if offset.max(self.log_start_offset()) >= end {
+            return Ok(end);
+        }
+        self.write.borrow_mut().truncating = true;
+        let res = self.truncate_locked(offset).await;
+        {
+            let mut w = self.write.borrow_mut();
+            w.truncating = false;
+            w.cutting = false;
+        }
+        if let Err(e) = &res {
+            self.stop(format!("truncation to offset {offset} failed: {e}"));
+        }
+        // Appenders waiting across the cut find out whether their batches are still there.
+        self.wake_everyone();
+        self.kick();
+        res
+    }
+
+    async fn truncate_locked(&self, offset: i64) -> Result<i64, StorageError> {
+        // Every appended byte written, every sync and finalize done: no write is in flight
+        // and every sealed segment is finalized (synced).
+        self.kick();
+        self.progress
+            .wait_until(|| {
+                let w = self.write.borrow();
+                w.stopped.is_some()
+                    || (w.pending.is_empty()
+                        && !w.writing
+                        && !w.syncing
+                        && w.rounds_finished == w.rounds_issued
+                        && w.syncs_finished == w.syncs_issued
+                        && w.to_finalize.is_empty())
+            })
+            .await;
+        self.check_running()?;
+        // From here the writer and syncer are not started again until the cut is done.
+        self.write.borrow_mut().cutting = true;
+        let (offset, seg) = {
+            let log = self.log.borrow();
+            let offset = offset.max(log.log_start_offset);
+            assert!(
+                offset < log.next_offset,
+                "the log end moved during a truncation"
+            );
+            let seg = log
+                .segments
+                .range(..=offset)
+                .next_back()
+                .map(|(_, s)| s.clone())
+                .expect("a segment holds every offset from the log start");
+            (offset, seg)
+        };
+        let (pos, new_end, batches) = self.cut_position(&seg, offset).await?;
+        let tail = seg.read_tail_block(pos).await?;
+        let mut index = seg.index.borrow().clone();
+        index.cut(pos, &batches);
+        if cfg!(debug_assertions) {
+            // The cut index is what a scan (recovery) of the cut segment builds.
+            let scanned = seg.scan(pos, |_, _| {}).await?;
+            assert_eq!(
+                (scanned.valid_bytes, scanned.next_offset),
+                (pos, new_end),
+                "cut not at a batch boundary"
+            );
+            assert_eq!(scanned.index, index, "cut index differs from a scan");
+        }
+        let was_sealed = seg.sealed.get();
+        // A zero write landing after the truncate would grow the file again (and reset
+        // allocated_bytes); the same for the active segment if it is removed.
+        let active = self.log.borrow().active().clone();
+        active.wait_growth().await;
+        drop(active);
+        seg.wait_growth().await;
+
+        // The in-memory cut, in one synchronous section: readers see the old or the new log.
+        let (removed, freed) = {
+            let mut log = self.log.borrow_mut();
+            let removed: Vec<Rc<Segment>> = log
+                .segments
+                .split_off(&(seg.base_offset + 1))
+                .into_values()
+                .collect();
+            assert!(
+                Rc::ptr_eq(log.active(), &seg),
+                "cut segment is the last one"
+            );
+            seg.cut(pos, new_end, tail, index);
+            log.next_offset = new_end;
+            log.epochs.truncate_from(new_end);
+            // The cache stays a contiguous suffix of the log: entries at or beyond the new
+            // end go, an entry holding it keeps its batches below it.
+            let mut freed = 0;
+            while let Some(back) = log.cache.back_mut() {
+                if back.next_offset <= new_end {
+                    break;
+                }
+                if back.base_offset >= new_end {
+                    let n = back.data.len();
+                    log.cache.pop_back();
+                    freed += n;
+                    continue;
+                }
+                let mut p = 0;
+                while p < back.data.len() {
+                    match batch::parse_header(&back.data[p..]) {
+                        Ok(h) if h.base_offset < new_end => p += h.total_bytes(),
+                        Ok(h) => {
+                            assert_eq!(h.base_offset, new_end, "cache cut inside a batch");
+                            break;
+                        }
+                        Err(e) => panic!("cached batch unparsable: {e}"),
+                    }
+                }
+                assert!(p > 0 && p < back.data.len(), "cache cut at an entry edge");
+                freed += back.data.len() - p;
+                back.data = back.data.slice(..p);
+                back.next_offset = new_end;
+                break;
+            }
+            log.cache_bytes -= freed;
+            (removed, freed)
+        };
+        self.store.cache_removed(freed);
+        {
+            let mut w = self.write.borrow_mut();
+            assert!(
+                w.pending.is_empty() && w.pending_bytes == 0 && w.queued_bytes == 0,
+                "truncating with pending data"
+            );
+            w.issued_offset = new_end;
+            w.written_offset = new_end;
+            w.synced_offset = w.synced_offset.min(new_end);
+            w.sync_issued_offset = w.sync_issued_offset.min(new_end);
+            w.durable_issued_offset = w.durable_issued_offset.min(new_end);
+            w.sync_requested = w.sync_requested.min(new_end);
+            w.dirty
+                .retain(|d| !removed.iter().any(|r| Rc::ptr_eq(r, d)));
+        }
+
+        // The durable cut: the segment's file ends at the boundary, synced.
+        if was_sealed {
+            // Stale now; written again when the segment is sealed and finalized.
+            seg.remove_index_files()?;
+        }
+        let file = seg.file().await?;
+        file.truncate(pos)
+            .await
+            .map_err(|e| StorageError::glommio("truncate", &seg.path, e))?;
+        self.store.fdatasync(&file, &seg.path).await?;
+        self.counters
+            .fdatasyncs
+            .set(self.counters.fdatasyncs.get() + 1);
+        drop(file);
+        for r in removed.iter().rev() {
+            r.forget_file();
+            r.remove_files()?;
+        }
+        // Producer state as of the new end (snapshot if below the cut, else from the log
+        // start). The snapshot and the epoch checkpoint on disk may describe cut batches:
+        // they are removed before their replacements are written, and the directory fsync
+        // makes both durable before any append continues the log.
+        self.recover_replay(false).await?;
+        for name in [SNAPSHOT_FILE, EPOCHS_FILE] {
+            let path = self.dir.join(name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io("remove", path, e)),
+            }
+        }
+        {
+            let log = self.log.borrow();
+            if let Err(e) = log.epochs.write_file(&self.dir, new_end) {
+                log::warn!(
+                    "{}: leader-epoch checkpoint not written ({e}); recovery will scan the log",
+                    self.dir.display()
+                );
+            }
+            if let Err(e) = log.producers.write_snapshot(&self.dir, new_end) {
+                log::warn!(
+                    "{}: producer snapshot not written ({e}); recovery will rebuild it",
+                    self.dir.display()
+                );
+            }
+        }
+        sync_dir(&self.dir).await?;
+        {
+            let mut w = self.write.borrow_mut();
+            // Sealed segments are all finalized and the cut one was just synced.
+            w.synced_offset = new_end;
+            w.sync_issued_offset = new_end;
+            w.durable_issued_offset = new_end;
+            w.sync_requested = new_end;
+            w.dirty.clear();
+            w.unsynced_since = None;
+            w.cuts.record(new_end);
+        }
+        log::info!(
+            "{}: truncated to offset {new_end} (asked {offset}; {} segments removed)",
+            self.dir.display(),
+            removed.len()
+        );
+        Ok(new_end)
+    }
+
+    /// Where the batch holding `offset` starts in `seg` (every write of it completed):
+    /// (byte position, its base offset, (position, maxTimestamp) of the batches walked
+    /// before it). The walk starts at the index entry before the one `offset` maps to, so
+    /// it covers every batch after the last index entry that stays.
+    async fn cut_position(
+        &self,
+        seg: &Rc<Segment>,
+        offset: i64,
+    ) -> Result<(u64, i64, Vec<(u64, i64)>), StorageError> {
+        let rel = u32::try_from(offset - seg.base_offset).unwrap_or(u32::MAX);
+        let mut pos = {
+            let idx = seg.index.borrow();
+            let k = idx.entries.partition_point(|e| e.relative_offset <= rel);
+            if k >= 2 {
+                u64::from(idx.entries[k - 2].position)
+            } else {
+                0
+            }
+        };
+        let limit = seg.size_bytes.get();
+        let file = seg.file().await?;
+        let corrupt = |pos: u64, reason: String| StorageError::Corrupt {
+            path: seg.path.clone(),
+            reason: format!("byte {pos}: {reason} (truncating to offset {offset})"),
+        };
+        let mut batches = Vec::new();
+        let mut buf = ReadResult::default();
+        let mut buf_start = 0u64;
+        while pos < limit {
+            if pos < buf_start || pos + BATCH_HEADER_BYTES as u64 > buf_start + buf.len() as u64 {
+                buf_start = align_down(pos);
+                let len = align_up(limit.min(pos + SCAN_READ_BYTES as u64)) - buf_start;
+                buf = read_aligned(&file, &seg.path, buf_start, len as usize).await?;
+            }
+            let h = batch::parse_header(&buf[(pos - buf_start) as usize..])
+                .map_err(|e| corrupt(pos, e.to_string()))?;
+            if h.last_offset() >= offset {
+                return Ok((pos, h.base_offset, batches));
+            }
+            batches.push((pos, h.max_timestamp));
+            pos += h.total_bytes() as u64;
+        }
+        Err(corrupt(pos, "offset not found in its segment".into()))
+    }
+
+    async fn wait_not_truncating(&self) {
+        self.progress
+            .wait_until(|| !self.write.borrow().truncating)
+            .await;
+    }
+
+    /// Leader-epoch cache (Kafka's leader-epoch-checkpoint): (epoch, start offset) for each
+    /// epoch seen in stored batches' partitionLeaderEpoch (>= 0), in order. Maintained on
+    /// append, trimmed by retention, rebuilt at recovery (checkpoint + scan), cut by
+    /// `truncate_to`.
+    pub fn leader_epochs(&self) -> Vec<(i32, i64)> {
+        self.log.borrow().epochs.entries().to_vec()
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch <= `epoch` known here and its end offset
+    /// (the start offset of the next larger epoch, or the log end offset for the latest);
+    /// (-1, -1) when none.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        let log = self.log.borrow();
+        log.epochs.end_offset_for(epoch, log.next_offset)
+    }
+
     /// Writes and fdatasyncs everything appended so far.
     pub async fn flush(&self) -> Result<(), StorageError> {
         self.check_running()?;
@@ -1943,13 +2344,15 @@ impl Partition {
             }
             w.sync_requested = w.sync_requested.max(end);
         }
+        let cuts_seen = self.write.borrow().cuts.done;
         self.kick();
         self.synced_waiters
             .wait(end, || {
                 let w = self.write.borrow();
-                w.synced_offset >= end || w.stopped.is_some()
+                w.synced_offset >= end || w.stopped.is_some() || w.cuts.done != cuts_seen
             })
             .await;
+        // A truncation meanwhile made everything left in the log durable.
         if self.write.borrow().synced_offset >= end {
             Ok(())
         } else {
@@ -1973,6 +2376,7 @@ impl Partition {
     /// Syncs, writes the producer snapshot and the active segment's index, trims the active
     /// segment's preallocation, and stops the partition.
     pub(crate) async fn close(&self) -> Result<(), StorageError> {
+        self.wait_not_truncating().await;
         if self.write.borrow().stopped.is_some() {
             return Ok(());
         }
@@ -1991,6 +2395,12 @@ impl Partition {
             .await
             .map_err(|e| StorageError::glommio("truncate", &active.path, e))?;
         self.store.fdatasync(&f, &active.path).await?;
+        if let Err(e) = self.log.borrow().epochs.write_file(&self.dir, next) {
+            log::warn!(
+                "{}: leader-epoch checkpoint not written: {e}",
+                self.dir.display()
+            );
+        }
         if let Err(e) = self.log.borrow().producers.write_snapshot(&self.dir, next) {
             log::warn!("{}: producer snapshot not written: {e}", self.dir.display());
         }
@@ -2009,6 +2419,7 @@ impl Partition {
 
     /// Closes and removes the partition's files and directory.
     pub async fn delete(self: Rc<Self>) -> Result<(), StorageError> {
+        self.wait_not_truncating().await;
         self.stop_quietly("deleted");
         self.wait_flusher_idle().await;
         let freed = {
@@ -2026,6 +2437,9 @@ impl Partition {
 
     /// Deletes sealed segments beyond retention.ms / retention.bytes; returns how many.
     pub fn enforce_retention(&self) -> Result<usize, StorageError> {
+        if self.write.borrow().truncating {
+            return Ok(0);
+        }
         let cfg = self.config.borrow().clone();
         let now = now_ms();
         let mut deleted = 0;
@@ -2058,6 +2472,7 @@ impl Partition {
                     .unwrap_or(&first.next_offset.get());
                 assert!(new_start > log.log_start_offset, "log start must grow");
                 log.log_start_offset = new_start;
+                log.epochs.truncate_start(new_start);
                 let mut freed = 0;
                 while log
                     .cache
@@ -2192,3 +2607,29 @@ impl Partition {
 }
 
 const _: () = assert!((READ_MAX_BYTES as u64).is_multiple_of(BLOCK_BYTES));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves an appender that waited across truncations is told its batches were cut
+    // exactly when one of those cuts went below its end (or too many passed to tell).
+    #[test]
+    fn cut_history() {
+        let mut h = CutHistory::default();
+        assert!(!h.cut_away(0, 100));
+        h.record(50);
+        assert!(h.cut_away(0, 51));
+        assert!(!h.cut_away(0, 50));
+        assert!(!h.cut_away(1, 1000), "appended after the cut");
+        h.record(80);
+        assert!(h.cut_away(0, 51), "the first cut removed it");
+        assert!(!h.cut_away(1, 80));
+        assert!(h.cut_away(1, 81));
+        for _ in 0..CUTS_KEPT {
+            h.record(1000);
+        }
+        assert!(h.cut_away(0, 10), "history too short to tell");
+        assert!(!h.cut_away(h.done - 1, 1000));
+    }
+}

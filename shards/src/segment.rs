@@ -250,6 +250,23 @@ impl Segment {
         *self.index.borrow_mut() = index;
     }
 
+    /// The segment now ends at `size` bytes and `next_offset` (`Partition::truncate_to`,
+    /// every write of it completed) and is the active one again: write state as after a
+    /// recovery of that prefix, with `tail` the bytes of its partial last block and `index`
+    /// cut there. The file itself is truncated by the caller.
+    pub fn cut(&self, size: u64, next_offset: i64, tail: Vec<u8>, index: SegmentIndex) {
+        assert_eq!(
+            self.written_bytes.get(),
+            self.size_bytes.get(),
+            "cutting a segment with writes in flight"
+        );
+        assert!(size <= self.size_bytes.get());
+        self.set_recovered(size, next_offset, size, Some(tail), index);
+        self.last_block_write.borrow_mut().take();
+        self.sealed.set(false);
+        self.finalized.set(false);
+    }
+
     /// Reads the bytes of the partial last block (for the write path after recovery).
     pub async fn read_tail_block(
         self: &Rc<Self>,

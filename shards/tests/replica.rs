@@ -7,41 +7,8 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use common::*;
-use shards::batch::{self, BatchHeader};
+use shards::batch;
 use shards::{AppendError, AppendMode, Durability, LogConfig, Partition, codes};
-
-/// Every byte of the log from `from` to its end, read as a consumer would.
-async fn log_bytes(p: &Partition, from: i64) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut off = from;
-    loop {
-        let r = p.read(off, 64 << 10).await.unwrap();
-        if r.chunks.is_empty() {
-            break;
-        }
-        for c in &r.chunks {
-            out.extend_from_slice(c);
-        }
-        off = last_header(&r.chunks).last_offset() + 1;
-    }
-    out
-}
-
-fn headers(bytes: &[u8]) -> Vec<BatchHeader> {
-    let mut v = Vec::new();
-    let mut p = 0;
-    while p < bytes.len() {
-        let h = batch::check_one(&bytes[p..], p).expect("valid batch");
-        v.push(h);
-        p += h.total_bytes();
-    }
-    v
-}
-
-fn last_header(chunks: &[shards::Chunk]) -> BatchHeader {
-    let c = chunks.last().unwrap();
-    *headers(c).last().unwrap()
-}
 
 /// Copies the leader's log from the follower's end, as fetch responses of `max_bytes`.
 async fn replicate(leader: &Partition, follower: &Partition, max_bytes: usize, d: Durability) {

@@ -114,3 +114,36 @@ pub async fn open_with(
         .expect("open partition");
     (store, p)
 }
+
+/// Every byte of the log from `from` to its end, read as a consumer would.
+pub async fn log_bytes(p: &shards::Partition, from: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut off = from;
+    loop {
+        let r = p.read(off, 64 << 10).await.unwrap();
+        if r.chunks.is_empty() {
+            break;
+        }
+        for c in &r.chunks {
+            out.extend_from_slice(c);
+        }
+        off = last_header(&r.chunks).last_offset() + 1;
+    }
+    out
+}
+
+pub fn headers(bytes: &[u8]) -> Vec<shards::batch::BatchHeader> {
+    let mut v = Vec::new();
+    let mut p = 0;
+    while p < bytes.len() {
+        let h = shards::batch::check_one(&bytes[p..], p).expect("valid batch");
+        v.push(h);
+        p += h.total_bytes();
+    }
+    v
+}
+
+pub fn last_header(chunks: &[shards::Chunk]) -> shards::batch::BatchHeader {
+    let c = chunks.last().unwrap();
+    *headers(c).last().unwrap()
+}
