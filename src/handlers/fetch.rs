@@ -69,6 +69,8 @@ fn read_error_code(e: &shards::ReadError) -> i16 {
 struct Asker {
     replica: i32,
     leader_epoch: i32,
+    /// A follower's epoch of the last batch it has (-1: none, or a consumer).
+    last_fetched_epoch: i32,
 }
 
 async fn read_local(
@@ -100,6 +102,25 @@ async fn read_local(
     }
     let part = &r.log;
     let read = if asker.replica >= 0 {
+        // Kafka's divergence check (KIP-595's DivergingEpoch): the follower's last epoch
+        // must end, in the leader's log, at or after the follower's fetch offset. A follower
+        // whose log diverges is told where to truncate, and its fetch offset is not taken
+        // as progress (its tail is not the leader's data).
+        if asker.last_fetched_epoch >= 0 {
+            let (epoch, end) = r
+                .end_offset_for_epoch(asker.last_fetched_epoch)
+                .unwrap_or((asker.last_fetched_epoch, offset));
+            if epoch < asker.last_fetched_epoch || end < offset {
+                return Ok(PartRead {
+                    error_code: error::NONE,
+                    high_watermark: r.high_watermark(),
+                    log_start_offset: part.log_start_offset(),
+                    diverging_epoch: Some((epoch, end)),
+                    data: Vec::new(),
+                    bytes: 0,
+                });
+            }
+        }
         // A follower: its fetch offset says what it has on disk; it reads past the high
         // watermark (it must, to move it).
         match r.follower_fetched(asker.replica, offset) {
@@ -306,10 +327,11 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         let mut topics = Vec::with_capacity(requested.len());
         for (name, parts) in &requested {
             let mut outs = Vec::with_capacity(parts.len());
-            for &(partition, offset, partition_max, leader_epoch, _) in parts {
+            for &(partition, offset, partition_max, leader_epoch, last_fetched_epoch) in parts {
                 let asker = Asker {
                     replica,
                     leader_epoch,
+                    last_fetched_epoch: if replica >= 0 { last_fetched_epoch } else { -1 },
                 };
                 let budget = partition_max.min(max_bytes.saturating_sub(total));
                 // Once the response is full, later partitions only report their offsets; the

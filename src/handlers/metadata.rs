@@ -73,8 +73,10 @@ fn topic_response(
                 })
                 .with_partition_index(p as i32)
                 .with_leader_id(BrokerId(pm.leader))
-                // -1: clients skip OffsetForLeaderEpoch position validation.
-                .with_leader_epoch(-1)
+                // The real epoch: librdkafka sends it back in Fetch (0 when told -1, which
+                // a later epoch would fence) and validates positions with
+                // OffsetForLeaderEpoch after a leader change (KIP-320).
+                .with_leader_epoch(pm.leader_epoch)
                 .with_replica_nodes(ids(&pm.replicas))
                 .with_isr_nodes(ids(&pm.isr))
                 .with_offline_replicas(ids(&offline))

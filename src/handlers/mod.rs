@@ -16,6 +16,7 @@ pub mod fetch;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 
 use std::rc::Rc;
@@ -48,6 +49,7 @@ pub const REGISTRY: &[ApiSpec] = &[
     init_producer_id::API,
     describe_configs::API,
     create_partitions::API,
+    offset_for_leader_epoch::API,
     describe_cluster::API,
 ];
 
@@ -113,6 +115,7 @@ pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Pro
         ApiKey::InitProducerId => init_producer_id::handle(shard, req).await,
         ApiKey::DescribeConfigs => describe_configs::handle(shard, req).await,
         ApiKey::CreatePartitions => create_partitions::handle(shard, req).await,
+        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(shard, req).await,
         ApiKey::DescribeCluster => describe_cluster::handle(shard, req),
         _ => crate::groups::handlers::dispatch(shard, req).await,
     }

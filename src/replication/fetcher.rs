@@ -127,6 +127,7 @@ async fn run(shard: Rc<Shard>, leader: i32, set: Rc<FetcherSet>) {
                     .with_partition(*p)
                     .with_current_leader_epoch(r.leader_epoch())
                     .with_fetch_offset(r.log.log_end_offset())
+                    .with_last_fetched_epoch(r.log.leader_epochs().last().map_or(-1, |e| e.0))
                     .with_log_start_offset(r.log.log_start_offset())
                     .with_partition_max_bytes(REPLICA_FETCH_PARTITION_MAX_BYTES),
             );
@@ -175,6 +176,33 @@ async fn run(shard: Rc<Shard>, leader: i32, set: Rc<FetcherSet>) {
                         p.error_code
                     );
                     backoff = true;
+                    continue;
+                }
+                // The leader says our log diverges from its own after (epoch, end offset):
+                // cut our tail there (Kafka's truncation on DivergingEpoch), then fetch on.
+                let diverging = &p.diverging_epoch;
+                if diverging.epoch >= 0 || diverging.end_offset >= 0 {
+                    let (own_epoch, own_end) = r.log.end_offset_for_epoch(diverging.epoch);
+                    let target = if own_epoch == diverging.epoch {
+                        diverging.end_offset.min(own_end)
+                    } else {
+                        own_end.min(diverging.end_offset)
+                    }
+                    .max(0);
+                    log::info!(
+                        "node {me}: {topic}-{}: log diverges from leader node {leader} after epoch {} offset {}; truncating {} -> {target}",
+                        p.partition_index,
+                        diverging.epoch,
+                        diverging.end_offset,
+                        r.log.log_end_offset()
+                    );
+                    if let Err(e) = r.log.truncate_to(target).await {
+                        log::error!(
+                            "node {me}: {topic}-{}: truncation failed: {e}",
+                            p.partition_index
+                        );
+                        backoff = true;
+                    }
                     continue;
                 }
                 if let Some(records) = p.records.filter(|b| !b.is_empty()) {

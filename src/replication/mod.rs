@@ -65,6 +65,8 @@ pub struct Replica {
     /// Number of replicas the partition has (1: no replication).
     replication_factor: Cell<usize>,
     hw: Cell<i64>,
+    /// The log end when this replica last became leader: where its leader epoch starts.
+    epoch_start: Cell<i64>,
     /// Woken whenever the high watermark moves (acks=all producers wait on it).
     pub hw_advanced: Notify,
 }
@@ -97,6 +99,7 @@ impl Replica {
             }),
             replication_factor: Cell::new(pm.replicas.len()),
             hw: Cell::new(hw),
+            epoch_start: Cell::new(-1),
             hw_advanced: Notify::new(),
         });
         r.apply(pm);
@@ -142,6 +145,7 @@ impl Replica {
                         pm.leader_epoch,
                         pm.isr
                     );
+                    self.epoch_start.set(self.log.log_end_offset());
                     *role = Role::Leader(LeaderState {
                         leader_epoch: pm.leader_epoch,
                         partition_epoch: pm.partition_epoch,
@@ -295,7 +299,14 @@ impl Replica {
                 continue;
             };
             let keep = l.isr.contains(r) && now.duration_since(p.caught_up_at) <= lag_max;
-            let join = !l.isr.contains(r) && p.fetch_offset >= hw && p.fetch_offset >= 0;
+            // Kafka's conditions to rejoin: fetching now (not a stale record from before a
+            // restart), up to the high watermark, and past the start of this leader's epoch
+            // (so whatever diverged was truncated first).
+            let join = !l.isr.contains(r)
+                && p.fetch_offset >= 0
+                && p.fetch_offset >= hw
+                && p.fetch_offset >= self.epoch_start.get()
+                && now.duration_since(p.last_fetch_at) <= lag_max / 2;
             if keep || join {
                 isr.push(*r);
             }
@@ -316,6 +327,47 @@ impl Replica {
         if let Role::Leader(l) = &mut *self.role.borrow_mut() {
             l.alter_in_flight = false;
         }
+    }
+
+    /// Kafka's answer to "where does `epoch` end in this log" (OffsetForLeaderEpoch and
+    /// the DivergingEpoch check), on the leader: the largest epoch <= `epoch` and where it
+    /// ends (the next epoch's start, or the log end for the current one); for an epoch below
+    /// the first known, that epoch and the first known start; (-1, -1) above the current
+    /// one. The leader's current epoch counts from where it took over, as Kafka assigns it
+    /// at election, even before it appended anything. `None` when neither the log nor the
+    /// leadership knows an epoch (data from before leader epochs were stamped).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        let leo = self.log.log_end_offset();
+        let current = match &*self.role.borrow() {
+            Role::Leader(l) if l.leader_epoch >= 0 => {
+                Some((l.leader_epoch, self.epoch_start.get()))
+            }
+            _ => None,
+        };
+        let epochs = self.log.leader_epochs();
+        if let Some((cur, start)) = current {
+            if epoch > cur {
+                return Some((-1, -1));
+            }
+            if epoch == cur {
+                return Some((cur, leo));
+            }
+            // Epochs before the current one, each ending where the next begins; the last
+            // of them ends where the current leadership began.
+            let older: Vec<(i32, i64)> = epochs.iter().copied().filter(|(x, _)| *x < cur).collect();
+            return Some(match older.iter().rposition(|(x, _)| *x <= epoch) {
+                None => (epoch, older.first().map_or(start, |f| f.1)),
+                Some(i) => (older[i].0, older.get(i + 1).map_or(start, |n| n.1)),
+            });
+        }
+        let (&(first, first_start), &(latest, _)) = (epochs.first()?, epochs.last()?);
+        Some(if epoch > latest {
+            (-1, -1)
+        } else if epoch < first {
+            (epoch, first_start)
+        } else {
+            self.log.end_offset_for_epoch(epoch)
+        })
     }
 
     /// Waits until the high watermark reaches `offset` (acks=all), the replica stops

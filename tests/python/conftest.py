@@ -202,12 +202,21 @@ class Cluster:
         for b in self.hosts.values():
             b.kill()
 
+    def save_logs(self):
+        """Each host's log (this incarnation's) beside its data dir, for a failed test."""
+        for i, b in self.hosts.items():
+            try:
+                (self.root / f"host-{i}.log").write_text("\n".join(b.log_lines))
+            except OSError:
+                pass
+
 
 @pytest.fixture
 def cluster(tmp_path):
     c = Cluster(tmp_path / "cluster").start()
     yield c
     c.kill_all()
+    c.save_logs()
 
 
 def run(*cmd, check=True):
@@ -268,6 +277,7 @@ class NetnsCluster(Cluster):
 
     def teardown(self):
         self.kill_all()
+        self.save_logs()
         for ns in self.ns.values():
             run("ip", "netns", "del", ns, check=False)
         run("ip", "link", "del", self.bridge, check=False)

@@ -110,6 +110,7 @@ class Workload:
         self.group = unique("group")
         self.acked, self.failed, self.observed = set(), [], set()
         self.ack_times = []
+        self.acked_at = {}
         self.stopping = threading.Event()
         self.threads = [threading.Thread(target=self.produce), threading.Thread(target=self.consume)]
 
@@ -126,6 +127,7 @@ class Workload:
         def on_delivery(err, m):
             if err is None:
                 self.acked.add(int(m.value()))
+                self.acked_at[int(m.value())] = (m.partition(), m.offset())
                 self.ack_times.append((time.monotonic(), m.partition()))
             else:
                 self.failed.append((int(m.value()), str(err)))
@@ -201,7 +203,8 @@ def test_leader_host_kill_9_loses_no_acknowledged_message(netns_cluster):
     final = read_all(c.bootstrap(), topic, partitions)
     report = check(w.acked, final, w.observed, key_of)
     print(report)
-    assert report.ok, str(report)
+    assert report.ok, f"{report}; where the first lost were acknowledged: " + str(
+        [(v, w.acked_at.get(v)) for v in report.lost[:10]]) + f"; read per partition: { {p: len(m) for p, m in final.items()} }"
     assert len(w.acked) == w.sent
     wait_for("every replica back in the ISR", lambda: all_in_sync(c.bootstrap(), topic, partitions))
     wait_for("byte-identical replicas", lambda: logs_identical(c, topic, partitions))
