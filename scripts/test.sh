@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what it needs (kcat from Debian's
-# packages when missing, the Python clients in .venv), then runs fmt, clippy, every Rust
+# packages when missing, nftables and iproute2 for the cluster tests, the Python clients in
+# .venv), then runs fmt, clippy, every Rust
 # test (unit, property, fault-injection, black-box over the wire) and the Python
 # end-to-end tests with kafka-python, confluent-kafka, aiokafka and kcat.
 set -euo pipefail
@@ -12,10 +13,17 @@ REQ="$ROOT/tests/python/requirements.txt"
 step() { printf '\n== %s\n' "$*"; }
 
 step "dependencies"
-if ! command -v kcat >/dev/null 2>&1 && ! command -v kafkacat >/dev/null 2>&1; then
+# Debian packages: kcat (a client under test), nftables and iproute2 (the cluster tests cut
+# links between broker hosts in network namespaces).
+missing=""
+command -v kcat >/dev/null 2>&1 || command -v kafkacat >/dev/null 2>&1 || missing="$missing kcat"
+command -v nft >/dev/null 2>&1 || missing="$missing nftables"
+command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kcat >/dev/null
+  # shellcheck disable=SC2086 # one word per package
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 # Recreate the venv when requirements.txt changed since it was built.
 stamp="$VENV/.requirements.sha256"
