@@ -204,3 +204,26 @@ def test_replicated_topic_acks_all_on_every_replica(cluster):
         sizes = {h: len(b) for h, b in by_host.items()}
         assert len(set(by_host.values())) == 1, f"partition {p} differs between replicas: {sizes}"
         assert all(s > 0 for s in sizes.values()), sizes
+
+
+def test_sigterm_moves_leadership_before_stopping(cluster):
+    """Kafka's controlled shutdown: a host stopped with SIGTERM has the quorum move every
+    leadership it holds to an in-sync replica on another host before it stops, so the
+    partitions never wait for broker.session.timeout.ms (9 s here); it exits cleanly."""
+    topic = unique("ctl")
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap(1)})
+    admin.create_topics([CKNewTopic(topic, num_partitions=6, replication_factor=3)])[topic].result(timeout=30)
+    md = wait_metadata(cluster.bootstrap(1), lambda m: topic in m.topics and all(
+        len(p.isrs) == 3 for p in m.topics[topic].partitions.values()))
+    led = [p.id for p in md.topics[topic].partitions.values() if p.leader // NODES_PER_HOST == 2]
+    assert led, "host 2 leads some partitions"
+    stopped_at = time.monotonic()
+    assert cluster.hosts[2].stop() == 0
+    took = time.monotonic() - stopped_at
+    metadata_now = AdminClient({"bootstrap.servers": cluster.bootstrap(1, 3)}).list_topics(timeout=10)
+    for p in metadata_now.topics[topic].partitions.values():
+        assert p.leader // NODES_PER_HOST in (1, 3), (p.id, p.leader)
+        assert all(r // NODES_PER_HOST != 2 for r in p.isrs), (p.id, p.isrs)
+    assert took < 9, f"stop took {took:.1f} s"
+    acked, errors = produce_numbered(cluster.bootstrap(1, 3), topic, 200)
+    assert not errors and len(acked) == 200
