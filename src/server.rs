@@ -279,13 +279,24 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
         let nodes = nodes.clone();
         let events = events_tx.clone();
         let controller = (i == 0).then(|| controller_handle.clone());
+        let isolated = controller_handle.isolated();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(*cpu))
             .name(&format!("shard-{i}"))
             .io_memory(io_memory)
             .spin_before_park(runtime::SPIN_BEFORE_PARK)
             .spawn(move || async move {
-                let result =
-                    shard_main(i, n, config, controller, nodes, ends, fds, events.clone()).await;
+                let result = shard_main(
+                    i,
+                    n,
+                    config,
+                    controller,
+                    isolated,
+                    nodes,
+                    ends,
+                    fds,
+                    events.clone(),
+                )
+                .await;
                 if let Err(e) = &result {
                     let _ = events.send(ShardEvent::Failed(i, e.clone()));
                 }
@@ -411,6 +422,7 @@ async fn shard_main(
     count: usize,
     config: Arc<BrokerConfig>,
     controller: Option<ControllerHandle>,
+    isolated: Arc<std::sync::atomic::AtomicBool>,
     nodes: Arc<Vec<NodeAddr>>,
     ends: RouterEnds,
     listener_fds: Vec<RawFd>,
@@ -435,6 +447,7 @@ async fn shard_main(
         store.clone(),
         router,
         controller,
+        isolated,
     ));
     for (peer, rx) in receivers {
         glommio::spawn_local(Router::serve_peer(shard.clone(), peer, rx)).detach();

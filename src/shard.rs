@@ -10,6 +10,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use glommio::sync::Semaphore;
 
@@ -62,6 +63,9 @@ pub struct Shard {
     pub groups: crate::groups::Coordinator,
     /// Follower fetchers of this shard, one per leader node.
     pub fetchers: crate::replication::fetcher::Fetchers,
+    /// Set by the controller thread while this host cannot reach the quorum leader (read
+    /// with one atomic load; no lock): leaders here of replicated partitions stand down.
+    isolated: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -95,6 +99,7 @@ impl Shard {
         store: Rc<shards::Store>,
         router: Router,
         controller: Option<Rc<Controller>>,
+        isolated: Arc<AtomicBool>,
     ) -> Shard {
         let producer_ids = ProducerIds::new(config.data_dir.join("producer-ids"), id);
         let groups = crate::groups::Coordinator::new(id, &config);
@@ -119,6 +124,7 @@ impl Shard {
             producer_ids,
             groups,
             fetchers: Default::default(),
+            isolated,
         }
     }
 
@@ -148,11 +154,21 @@ impl Shard {
         }
     }
 
-    /// A partition this shard leads, or where to forward.
+    /// True while this host is cut off from the controller quorum's leader.
+    pub fn isolated(&self) -> bool {
+        self.isolated.load(Ordering::Relaxed)
+    }
+
+    /// A partition this shard leads, or where to forward. A host cut off from the quorum
+    /// leader does not lead replicated partitions (the quorum has elected others, or is
+    /// about to): clients get NOT_LEADER_OR_FOLLOWER and look elsewhere.
     pub fn partition(&self, topic: &str, partition: i32) -> Result<Rc<Replica>, LookupError> {
         if let Some(r) = self.replica(topic, partition)
             && r.is_leader()
         {
+            if r.replication_factor() > 1 && self.isolated() {
+                return Err(LookupError::OtherHost(-1));
+            }
             return Ok(r);
         }
         match self.owner(topic, partition) {

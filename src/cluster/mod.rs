@@ -93,6 +93,8 @@ pub struct ControllerHandle {
     shutdown: Arc<tokio::sync::Notify>,
     /// Set at a controlled shutdown: this host stops heartbeating.
     leaving: Arc<AtomicBool>,
+    /// Set while this host cannot reach the quorum leader (see `watch_isolation`).
+    isolated: Arc<AtomicBool>,
     host_id: u32,
 }
 
@@ -136,6 +138,12 @@ impl ControllerHandle {
         .map(|_| ())
     }
 
+    /// The flag the shards read (an atomic, no lock): true while this host is cut off from
+    /// the quorum leader.
+    pub fn isolated(&self) -> Arc<AtomicBool> {
+        self.isolated.clone()
+    }
+
     /// Stops the controller thread (it finishes after its Raft node shut down).
     pub fn stop(&self) {
         self.shutdown.notify_one();
@@ -152,12 +160,28 @@ struct Core {
     heartbeats: std::sync::Mutex<HashMap<u32, Instant>>,
     session_timeout: Duration,
     leaving: Arc<AtomicBool>,
+    /// Last time a heartbeat of this host reached the quorum leader (or this host led).
+    leader_contact: std::sync::Mutex<Instant>,
 }
 
 impl Core {
     fn heard_from(&self, host: u32) {
         let mut h = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
         h.insert(host, Instant::now());
+    }
+
+    fn leader_contact(&self) {
+        *self
+            .leader_contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn since_leader_contact(&self) -> Duration {
+        self.leader_contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
     }
 
     fn last_heard(&self, host: u32) -> Option<Instant> {
@@ -182,7 +206,9 @@ pub fn start(
     let (jobs_tx, jobs_rx) = mpsc::channel(CONTROLLER_REQUESTS_MAX);
     let shutdown = Arc::new(tokio::sync::Notify::new());
     let leaving = Arc::new(AtomicBool::new(false));
+    let isolated = Arc::new(AtomicBool::new(false));
     let handle = ControllerHandle {
+        isolated: isolated.clone(),
         jobs: jobs_tx,
         meta: meta_rx.clone(),
         shutdown: shutdown.clone(),
@@ -204,7 +230,7 @@ pub fn start(
                 }
             };
             rt.block_on(run(
-                opts, meta_tx, meta_rx, jobs_rx, shutdown, leaving, started_tx,
+                opts, meta_tx, meta_rx, jobs_rx, shutdown, leaving, isolated, started_tx,
             ));
         })
         .map_err(|e| format!("cannot start the controller thread: {e}"))?;
@@ -218,6 +244,7 @@ pub fn start(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     opts: ControllerOptions,
     meta_tx: Arc<watch::Sender<Arc<ClusterMeta>>>,
@@ -225,6 +252,7 @@ async fn run(
     mut jobs: mpsc::Receiver<Job>,
     shutdown: Arc<tokio::sync::Notify>,
     leaving: Arc<AtomicBool>,
+    isolated: Arc<AtomicBool>,
     started: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let single = opts.voters.is_empty();
@@ -253,7 +281,9 @@ async fn run(
         heartbeats: std::sync::Mutex::new(HashMap::new()),
         session_timeout: opts.session_timeout,
         leaving,
+        leader_contact: std::sync::Mutex::new(Instant::now()),
     });
+    tokio::spawn(watch_isolation(core.clone(), isolated));
     if let Some(l) = opts.listener {
         let listener = match l
             .set_nonblocking(true)
@@ -407,11 +437,40 @@ async fn heartbeat(core: Arc<Core>, host_id: u32, voter: NodeId, addr: String) {
         if !core.leaving.load(Ordering::SeqCst) {
             if voter == core.id {
                 core.heard_from(host_id);
-            } else {
-                let _ = peer.call(&Request::Heartbeat { host_id }, interval).await;
+                if core.is_leader() {
+                    core.leader_contact();
+                }
+            } else if let Ok(Response::HeartbeatAck(true)) =
+                peer.call(&Request::Heartbeat { host_id }, interval).await
+            {
+                core.leader_contact();
             }
         }
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// Marks this host isolated once it has not reached the quorum leader for a whole session
+/// timeout (the quorum has fenced it by then, or is about to): its shards then stop
+/// acting as leaders of replicated partitions, so clients fail over to the new leaders
+/// instead of waiting on a leader that can no longer acknowledge anything.
+async fn watch_isolation(core: Arc<Core>, isolated: Arc<AtomicBool>) {
+    let tick = (core.session_timeout / 8).max(Duration::from_millis(50));
+    loop {
+        tokio::time::sleep(tick).await;
+        let silent = core.since_leader_contact();
+        let now_isolated = silent > core.session_timeout;
+        if now_isolated != isolated.load(Ordering::SeqCst) {
+            if now_isolated {
+                log::warn!(
+                    "controller: no contact with the quorum leader for {} ms: this host stops leading replicated partitions",
+                    silent.as_millis()
+                );
+            } else {
+                log::info!("controller: in contact with the quorum leader again");
+            }
+            isolated.store(now_isolated, Ordering::SeqCst);
+        }
     }
 }
 
@@ -423,6 +482,8 @@ async fn watch_liveness(core: Arc<Core>) {
     let tick = (core.session_timeout / 8).max(Duration::from_millis(50));
     let mut leader_since: Option<Instant> = None;
     let mut last_preferred = Instant::now();
+    // When this leader first saw each fenced host fenced.
+    let mut fenced_seen: HashMap<u32, Instant> = HashMap::new();
     loop {
         tokio::time::sleep(tick).await;
         if !core.is_leader() {
@@ -432,6 +493,7 @@ async fn watch_liveness(core: Arc<Core>) {
         let since = *leader_since.get_or_insert_with(Instant::now);
         let meta = core.meta.borrow().clone();
         let now = Instant::now();
+        fenced_seen.retain(|h, _| meta.brokers.get(h).is_some_and(|b| b.fenced));
         for b in meta.brokers.values() {
             let heard = core.last_heard(b.host_id);
             let seen = heard.map_or(since, |h| h.max(since));
@@ -444,7 +506,13 @@ async fn watch_liveness(core: Arc<Core>) {
                     ),
                 })
             } else if b.fenced
-                && heard.is_some_and(|h| now.duration_since(h) < core.session_timeout / 2)
+                && heard.is_some_and(|h| {
+                    // Only heartbeats sent after the fence count (a host in a controlled
+                    // shutdown stops heartbeating before it asks to be fenced).
+                    let fenced_at = *fenced_seen.entry(b.host_id).or_insert(now);
+                    h > fenced_at + core.session_timeout / 4
+                        && now.duration_since(h) < core.session_timeout / 2
+                })
             {
                 Some(MetaCommand::UnfenceBroker { host_id: b.host_id })
             } else {
@@ -586,7 +654,7 @@ async fn answer(core: &Arc<Core>, req: Request) -> Response {
         Request::Propose { cmd, hops } => Response::Propose(propose(core, cmd, hops).await),
         Request::Heartbeat { host_id } => {
             core.heard_from(host_id);
-            Response::Ack
+            Response::HeartbeatAck(core.is_leader())
         }
         Request::WatchMeta {
             after_epoch,

@@ -59,7 +59,8 @@ pub enum Response {
     ),
     Propose(Result<MetaReply, String>),
     Meta(Box<ClusterMeta>),
-    Ack,
+    /// A heartbeat was recorded; `true` when the answering voter leads the quorum.
+    HeartbeatAck(bool),
 }
 
 pub async fn write_frame<T: Serialize>(s: &mut TcpStream, msg: &T) -> std::io::Result<()> {

@@ -19,6 +19,8 @@ use crate::topic_config;
 /// Kafka's code for an AlterPartition whose partition epoch is stale (internal: only
 /// leaders see it, and they retry with fresh metadata).
 pub const INVALID_UPDATE_VERSION: i16 = 95;
+/// Kafka's INELIGIBLE_REPLICA: an AlterPartition adding a replica of a fenced host.
+pub const INELIGIBLE_REPLICA: i16 = 107;
 /// Kafka's FENCED_LEADER_EPOCH.
 pub const FENCED_LEADER_EPOCH: i16 = 74;
 
@@ -212,6 +214,7 @@ pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
             partition_epoch,
             isr,
         } => {
+            let live: Vec<i32> = all_nodes(meta);
             let r = match meta
                 .topics
                 .get_mut(&topic)
@@ -228,6 +231,12 @@ pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
                     INVALID_UPDATE_VERSION,
                     "stale partition epoch",
                 )),
+                Some(p) if isr.iter().any(|r| !p.isr.contains(r) && !live.contains(r)) => {
+                    Err(TopicError::new(
+                        INELIGIBLE_REPLICA,
+                        "a replica on a fenced host cannot join the ISR",
+                    ))
+                }
                 Some(p) => {
                     // Only replicas, never empty, always with the leader in it.
                     let mut isr: Vec<i32> =

@@ -14,7 +14,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataRespon
 
 use super::{ApiSpec, Reply, str_bytes, uuid};
 use crate::controller::NewTopic;
-use crate::metadata::{ClusterMeta, TopicMeta};
+use crate::metadata::{ClusterMeta, TopicMeta, host_of};
 use crate::protocol::{ProtocolError, RequestFrame, acl, error};
 use crate::shard::Shard;
 
@@ -51,6 +51,7 @@ fn topic_response(
     meta: &ClusterMeta,
     t: &TopicMeta,
     authorized_operations: i32,
+    isolated_host: Option<u32>,
 ) -> MetadataResponseTopic {
     let partitions = t
         .partitions
@@ -64,15 +65,22 @@ fn topic_response(
                 .copied()
                 .filter(|r| !meta.is_live(*r))
                 .collect();
+            // This host cut off from the quorum does not claim replicated leaderships:
+            // clients ask another host, which knows the new leader.
+            let leader = if isolated_host == Some(host_of(pm.leader)) && pm.replicas.len() > 1 {
+                -1
+            } else {
+                pm.leader
+            };
             MetadataResponsePartition::default()
                 // No live in-sync replica to lead: clients wait and retry, as with Kafka.
-                .with_error_code(if pm.leader < 0 {
+                .with_error_code(if leader < 0 {
                     error::LEADER_NOT_AVAILABLE
                 } else {
                     error::NONE
                 })
                 .with_partition_index(p as i32)
-                .with_leader_id(BrokerId(pm.leader))
+                .with_leader_id(BrokerId(leader))
                 // The real epoch: librdkafka sends it back in Fetch (0 when told -1, which
                 // a later epoch would fence) and validates positions with
                 // OffsetForLeaderEpoch after a leader change (KIP-320).
@@ -92,6 +100,7 @@ fn topic_response(
 
 pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
     let body: MetadataRequest = req.decode()?;
+    let isolated_host = shard.isolated().then_some(shard.config.node_id);
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let requested: Option<Vec<String>> = match body.topics {
         None => None,
@@ -156,12 +165,12 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         None => meta
             .topics
             .values()
-            .map(|t| topic_response(&meta, t, topic_ops))
+            .map(|t| topic_response(&meta, t, topic_ops, isolated_host))
             .collect(),
         Some(names) => names
             .iter()
             .map(|n| match meta.topic(n) {
-                Some(t) => topic_response(&meta, t, topic_ops),
+                Some(t) => topic_response(&meta, t, topic_ops, isolated_host),
                 None => {
                     let code = if crate::topic_config::validate_topic_name(n).is_err() {
                         error::INVALID_TOPIC_EXCEPTION

@@ -276,10 +276,14 @@ impl Replica {
     }
 
     /// Leader: the ISR it should have now, if that differs from the current one and no
-    /// change is in flight: members that were not caught up for `lag_max` leave, replicas
-    /// that fetched up to the high watermark join. Returns (leader epoch, partition epoch,
+    /// change is in flight: members that were not caught up for `lag_max` leave, live
+    /// replicas (`live`: not on a fenced host) that fetched up to the high watermark join. Returns (leader epoch, partition epoch,
     /// new ISR) and marks the change as in flight.
-    pub fn isr_change(&self, lag_max: Duration) -> Option<(i32, i32, Vec<i32>)> {
+    pub fn isr_change(
+        &self,
+        lag_max: Duration,
+        live: impl Fn(i32) -> bool,
+    ) -> Option<(i32, i32, Vec<i32>)> {
         let hw = self.high_watermark();
         let now = Instant::now();
         let mut role = self.role.borrow_mut();
@@ -303,6 +307,7 @@ impl Replica {
             // restart), up to the high watermark, and past the start of this leader's epoch
             // (so whatever diverged was truncated first).
             let join = !l.isr.contains(r)
+                && live(*r)
                 && p.fetch_offset >= 0
                 && p.fetch_offset >= hw
                 && p.fetch_offset >= self.epoch_start.get()
@@ -407,8 +412,10 @@ pub async fn maintain_isr(shard: Rc<crate::shard::Shard>) {
     let me = shard.node_id();
     while !shard.shutting_down.get() {
         glommio::timer::sleep(tick).await;
+        let meta = shard.meta();
         for (topic, partition, r) in shard.local_partitions() {
-            let Some((leader_epoch, partition_epoch, isr)) = r.isr_change(lag) else {
+            let Some((leader_epoch, partition_epoch, isr)) = r.isr_change(lag, |n| meta.is_live(n))
+            else {
                 continue;
             };
             log::info!("{topic}-{partition}: asking to change the ISR to {isr:?}");

@@ -288,7 +288,8 @@ def netns_cluster(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root (CI runs as root)")
     c = NetnsCluster(tmp_path / "cluster", extra=["--broker-session-timeout-ms", "2000",
-                                                   "--replica-lag-time-max-ms", "3000"])
+                                                   "--replica-lag-time-max-ms", "3000",
+                                                   "--group-initial-rebalance-delay-ms", "100"])
     try:
         c.start()
         yield c

@@ -197,7 +197,11 @@ def test_leader_host_kill_9_loses_no_acknowledged_message(netns_cluster):
     print(f"partition 0 acknowledged again {recovered:.2f} s after kill -9 of its leader's host {victim}")
     time.sleep(2)
     c.restart(victim)
-    time.sleep(3)
+    # Run on until the group has read well past the restart (its coordinator may have
+    # been on the killed host).
+    seen = len(w.observed)
+    wait_for("the group reading after the restart", lambda: len(w.observed) > seen + 2000)
+    time.sleep(1)
     w.stop()
     assert not w.failed, w.failed[:5]
     final = read_all(c.bootstrap(), topic, partitions)
