@@ -92,7 +92,9 @@ fn setup(bootstrap: String, w: Workload, topics: Vec<String>) -> Result<BrokerIn
                 .map(|t| NewTopic {
                     name: t.clone(),
                     partitions: w.partitions_per_topic as i32,
-                    replication_factor: 1,
+                    // The cluster's default.replication.factor (as OMB's Kafka driver
+                    // leaves it to the cluster unless configured).
+                    replication_factor: -1,
                     configs: Vec::new(),
                 })
                 .collect();

@@ -108,8 +108,12 @@ pub async fn append_local(
         Ok(info) => {
             r.appended();
             shard.data_arrived.notify_all();
-            if acks == -1 && replicated && !r.wait_hw(info.last_offset + 1, timeout).await {
-                let code = if r.is_leader() {
+            let stand_down = || shard.isolated();
+            if acks == -1
+                && replicated
+                && !r.wait_hw(info.last_offset + 1, timeout, stand_down).await
+            {
+                let code = if r.is_leader() && !shard.isolated() {
                     error::REQUEST_TIMED_OUT
                 } else {
                     error::NOT_LEADER_OR_FOLLOWER

@@ -376,15 +376,21 @@ impl Replica {
     }
 
     /// Waits until the high watermark reaches `offset` (acks=all), the replica stops
-    /// leading, or `timeout` passes. True when reached.
-    pub async fn wait_hw(&self, offset: i64, timeout: Duration) -> bool {
+    /// leading (or `stand_down` says so: the host lost the quorum), or `timeout` passes.
+    /// True when reached.
+    pub async fn wait_hw(
+        &self,
+        offset: i64,
+        timeout: Duration,
+        stand_down: impl Fn() -> bool,
+    ) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             let wake = self.hw_advanced.notified();
             if self.high_watermark() >= offset {
                 return true;
             }
-            if !self.is_leader() {
+            if !self.is_leader() || stand_down() {
                 return false;
             }
             let now = Instant::now();
