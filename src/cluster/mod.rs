@@ -189,10 +189,19 @@ impl Core {
         h.get(&host).copied()
     }
 
-    fn is_leader(&self) -> bool {
-        self.raft
-            .as_ref()
-            .is_some_and(|r| r.metrics().borrow().current_leader == Some(self.id))
+    /// Leads the quorum and a majority acknowledged it recently (an openraft leader cut
+    /// off from the others keeps believing it leads until it hears of a newer term).
+    fn leads_with_quorum(&self) -> bool {
+        let Some(raft) = &self.raft else {
+            return false;
+        };
+        let m = raft.metrics().borrow().clone();
+        if m.current_leader != Some(self.id) {
+            return false;
+        }
+        self.voters.len() == 1
+            || m.millis_since_quorum_ack
+                .is_some_and(|ms| u128::from(ms) < self.session_timeout.as_millis() / 2)
     }
 }
 
@@ -437,7 +446,7 @@ async fn heartbeat(core: Arc<Core>, host_id: u32, voter: NodeId, addr: String) {
         if !core.leaving.load(Ordering::SeqCst) {
             if voter == core.id {
                 core.heard_from(host_id);
-                if core.is_leader() {
+                if core.leads_with_quorum() {
                     core.leader_contact();
                 }
             } else if let Ok(Response::HeartbeatAck(true)) =
@@ -486,7 +495,7 @@ async fn watch_liveness(core: Arc<Core>) {
     let mut fenced_seen: HashMap<u32, Instant> = HashMap::new();
     loop {
         tokio::time::sleep(tick).await;
-        if !core.is_leader() {
+        if !core.leads_with_quorum() {
             leader_since = None;
             continue;
         }
@@ -654,7 +663,7 @@ async fn answer(core: &Arc<Core>, req: Request) -> Response {
         Request::Propose { cmd, hops } => Response::Propose(propose(core, cmd, hops).await),
         Request::Heartbeat { host_id } => {
             core.heard_from(host_id);
-            Response::HeartbeatAck(core.is_leader())
+            Response::HeartbeatAck(core.leads_with_quorum())
         }
         Request::WatchMeta {
             after_epoch,

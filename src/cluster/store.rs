@@ -41,6 +41,15 @@ fn io_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl ToString) -> S
     StorageIOError::new(subject, verb, openraft::AnyError::error(e.to_string())).into()
 }
 
+/// Runs blocking file I/O on the runtime's blocking pool, off the controller thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(format!("blocking task: {e}")))
+}
+
 fn write_small(dir: &Path, name: &str, value: &impl Serialize) -> Result<(), String> {
     let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
     crate::durable::write_atomic(dir, name, &bytes)
@@ -200,10 +209,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), SErr> {
-        let mut g = self.lock();
-        write_small(&g.dir, "vote", vote)
+        let dir = self.lock().dir.clone();
+        let v = *vote;
+        blocking(move || write_small(&dir, "vote", &v))
+            .await
             .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
-        g.vote = Some(*vote);
+        self.lock().vote = Some(*vote);
         Ok(())
     }
 
@@ -232,58 +243,90 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let mut g = self.lock();
-        let mut buf = Vec::new();
-        let mut added = Vec::new();
-        for e in entries {
-            let off = g.end + buf.len() as u64;
-            let rec =
-                encode_record(&e).map_err(|m| io_err(ErrorSubject::Logs, ErrorVerb::Write, m))?;
-            buf.extend_from_slice(&rec);
-            added.push((e, off));
-        }
-        let end = g.end;
-        let result = g
-            .file
-            .seek(SeekFrom::Start(end))
-            .and_then(|_| g.file.write_all(&buf))
-            .and_then(|_| g.file.sync_data());
-        if let Err(e) = result {
-            let msg = e.to_string();
-            callback.log_io_completed(Err(e));
+        // Encode under the lock, write and fdatasync off the controller thread (a slow disk
+        // must not stall heartbeats and Raft RPCs), publish the entries once durable.
+        let (file, end, buf, added) = {
+            let g = self.lock();
+            let mut buf = Vec::new();
+            let mut added = Vec::new();
+            for e in entries {
+                let off = g.end + buf.len() as u64;
+                let rec = encode_record(&e)
+                    .map_err(|m| io_err(ErrorSubject::Logs, ErrorVerb::Write, m))?;
+                buf.extend_from_slice(&rec);
+                added.push((e, off));
+            }
+            let file = g
+                .file
+                .try_clone()
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+            (file, g.end, buf, added)
+        };
+        let len = buf.len() as u64;
+        let result = blocking(move || {
+            let mut f = file;
+            f.seek(SeekFrom::Start(end))
+                .and_then(|_| f.write_all(&buf))
+                .and_then(|_| f.sync_data())
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        if let Err(msg) = result {
+            callback.log_io_completed(Err(std::io::Error::other(msg.clone())));
             return Err(io_err(ErrorSubject::Logs, ErrorVerb::Write, msg));
         }
-        g.end += buf.len() as u64;
+        let mut g = self.lock();
+        g.end = end + len;
         for (e, off) in added {
             g.entries.insert(e.log_id.index, (e, off));
         }
+        drop(g);
         callback.log_io_completed(Ok(()));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
-        let mut g = self.lock();
-        let Some(off) = g
-            .entries
-            .range(log_id.index..)
-            .next()
-            .map(|(_, (_, off))| *off)
-        else {
-            return Ok(());
+        let (file, off) = {
+            let mut g = self.lock();
+            let Some(off) = g
+                .entries
+                .range(log_id.index..)
+                .next()
+                .map(|(_, (_, off))| *off)
+            else {
+                return Ok(());
+            };
+            // Readers stop seeing the cut entries before the file shrinks.
+            g.entries.retain(|i, _| *i < log_id.index);
+            g.end = off;
+            let file = g
+                .file
+                .try_clone()
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+            (file, off)
         };
-        g.file
-            .set_len(off)
-            .and_then(|_| g.file.sync_data())
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        g.end = off;
-        g.entries.retain(|i, _| *i < log_id.index);
-        Ok(())
+        blocking(move || {
+            file.set_len(off)
+                .and_then(|_| file.sync_data())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
+        // Rare (after a snapshot) and small: done under the lock, on a blocking thread.
+        let me = self.clone();
+        blocking(move || me.purge_sync(log_id))
+            .await
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+    }
+}
+
+impl LogStore {
+    fn purge_sync(&self, log_id: LogId<NodeId>) -> Result<(), String> {
         let mut g = self.lock();
-        write_small(&g.dir, "purged", &log_id)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        write_small(&g.dir, "purged", &log_id).map_err(|e| format!("write purged mark: {e}"))?;
         g.last_purged = Some(log_id);
         g.entries.retain(|i, _| *i > log_id.index);
         // Rewrite the log without the purged prefix (atomically), then append to it.
@@ -291,18 +334,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut offsets = Vec::new();
         for (e, _) in g.entries.values() {
             offsets.push((e.log_id.index, buf.len() as u64));
-            buf.extend_from_slice(
-                &encode_record(e).map_err(|m| io_err(ErrorSubject::Logs, ErrorVerb::Write, m))?,
-            );
+            buf.extend_from_slice(&encode_record(e).map_err(|m| format!("encode: {m}"))?);
         }
         let dir = g.dir.clone();
-        crate::durable::write_atomic(&dir, "log", &buf)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        crate::durable::write_atomic(&dir, "log", &buf).map_err(|e| format!("rewrite log: {e}"))?;
         g.file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(dir.join("log"))
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+            .map_err(|e| format!("rewrite log: {e}"))?;
         g.end = buf.len() as u64;
         for (i, off) in offsets {
             if let Some(slot) = g.entries.get_mut(&i) {
@@ -376,26 +416,31 @@ impl StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
-        let mut g = self.lock();
-        let data = serde_json::to_vec(&g.state)
-            .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
-        let last = g.state.last_applied;
-        let meta = SnapshotMeta {
-            last_log_id: last,
-            last_membership: g.state.membership.clone(),
-            snapshot_id: format!(
-                "{}-{}",
-                last.map(|l| l.leader_id.term).unwrap_or(0),
-                last.map(|l| l.index).unwrap_or(0)
-            ),
+        let (stored, meta, data, dir) = {
+            let g = self.lock();
+            let data = serde_json::to_vec(&g.state)
+                .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+            let last = g.state.last_applied;
+            let meta = SnapshotMeta {
+                last_log_id: last,
+                last_membership: g.state.membership.clone(),
+                snapshot_id: format!(
+                    "{}-{}",
+                    last.map(|l| l.leader_id.term).unwrap_or(0),
+                    last.map(|l| l.index).unwrap_or(0)
+                ),
+            };
+            let stored = StoredSnapshot {
+                meta: meta.clone(),
+                data: data.clone(),
+            };
+            (stored, meta, data, g.dir.clone())
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        };
-        write_small(&g.dir, "snapshot", &stored)
+        let to_write = stored.clone();
+        blocking(move || write_small(&dir, "snapshot", &to_write))
+            .await
             .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
-        g.snapshot = Some(stored);
+        self.lock().snapshot = Some(stored);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),

@@ -43,6 +43,7 @@ def main():
         create_rf3(c, topic, partitions)
         w = Workload(c.bootstrap(), topic, rate_per_s=args.rate)
         w.start()
+        stopped = False
         recoveries = []
         for cycle in range(1, args.cycles + 1):
             p = random.randrange(partitions)
@@ -66,6 +67,7 @@ def main():
             print(f"cycle {cycle}: {kind} host {victim} (leader of p{p}); acked again after {rec:.2f} s; "
                   f"acked so far {len(w.acked)}", flush=True)
         w.stop()
+        stopped = True
         final = read_all(c.bootstrap(), topic, partitions)
         report = check(w.acked, final, w.observed, key_of)
         wait_for("byte-identical replicas", lambda: logs_identical(c, topic, partitions), timeout_s=90)
@@ -75,7 +77,15 @@ def main():
               f"max {recoveries[-1]:.2f} s (broker.session.timeout.ms=2000)")
         print(f"producer errors: {len(w.failed)}")
         sys.exit(0 if report.ok and not w.failed else 1)
+    except BaseException:
+        if os.environ.get("CHAOS_HOLD"):
+            print("holding the cluster for inspection:", {i: b.proc.pid for i, b in c.hosts.items() if b.proc},
+                  flush=True)
+            time.sleep(float(os.environ["CHAOS_HOLD"]))
+        raise
     finally:
+        if "w" in locals() and not stopped:
+            w.stopping.set()
         c.teardown()
 
 

@@ -231,12 +231,13 @@ class NetnsCluster(Cluster):
 
     def __init__(self, root: Path, hosts: int = 3, cores: int = 2, extra=()):
         import random
+        rng = random.Random(os.urandom(8))  # independent of any seed a caller set
         self.root = root
         self.cores = cores
         self.extra = list(extra)
-        tag = "%04x" % random.randint(0, 0xFFFF)
+        tag = "%04x" % rng.randint(0, 0xFFFF)
         self.tag = tag
-        self.subnet = f"10.213.{random.randint(1, 250)}"
+        self.subnet = f"10.213.{rng.randint(1, 250)}"
         self.bridge = f"ospbr{tag}"
         self.ns = {i: f"osp{tag}h{i}" for i in range(1, hosts + 1)}
         self.ip = {i: f"{self.subnet}.{10 + i}" for i in range(1, hosts + 1)}

@@ -112,7 +112,9 @@ class Workload:
         self.ack_times = []
         self.acked_at = {}
         self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self.produce), threading.Thread(target=self.consume)]
+        # Daemon threads: a failed test never leaves clients running against a torn-down cluster.
+        self.threads = [threading.Thread(target=self.produce, daemon=True),
+                        threading.Thread(target=self.consume, daemon=True)]
 
     def start(self):
         for t in self.threads:
