@@ -6,6 +6,7 @@
 //! act -> build the response. Bad client input becomes a Kafka error code; only a frame
 //! that cannot be decoded at all closes the connection.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -13,6 +14,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod fetch;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
@@ -51,6 +53,8 @@ pub const REGISTRY: &[ApiSpec] = &[
     create_partitions::API,
     offset_for_leader_epoch::API,
     describe_cluster::API,
+    alter_configs::API,
+    incremental_alter_configs::API,
 ];
 
 pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -117,6 +121,8 @@ pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Pro
         ApiKey::CreatePartitions => create_partitions::handle(shard, req).await,
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(shard, req).await,
         ApiKey::DescribeCluster => describe_cluster::handle(shard, req),
+        ApiKey::AlterConfigs => alter_configs::handle(shard, req).await,
+        ApiKey::IncrementalAlterConfigs => incremental_alter_configs::handle(shard, req).await,
         _ => crate::groups::handlers::dispatch(shard, req).await,
     }
 }
