@@ -1,13 +1,16 @@
 //! Black-box tests of the admin APIs: AlterConfigs and IncrementalAlterConfigs (topic and
-//! broker resources, through the controller quorum). Each starts the real binary and speaks
-//! Kafka bytes.
+//! broker resources, through the controller quorum) and DeleteRecords. Each starts the real
+//! binary and speaks Kafka bytes.
 
 mod common;
 
 use common::*;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::Compression;
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -27,6 +30,35 @@ fn create_topic(conn: &mut Conn, topic: &str, partitions: i32) {
                 .with_replication_factor(1),
         ]);
     assert_eq!(conn.request(&req, 7).topics[0].error_code, 0);
+}
+
+fn leader(broker: &Broker, topic: &str, partition: i32) -> usize {
+    let req = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name(topic))),
+        ]))
+        .with_allow_auto_topic_creation(false);
+    let md = broker.connect().request(&req, 12);
+    md.topics[0].partitions[partition as usize].leader_id.0 as usize
+}
+
+fn produce(conn: &mut Conn, topic: &str, partition: i32, n: usize) -> i64 {
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(name(topic))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(batch(n, 100, Compression::None))),
+                ]),
+        ]);
+    let r = conn.request(&req, 9);
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 0);
+    p.base_offset
 }
 
 /// The topic's configs as DescribeConfigs v4 reports them: (name, value, source).
@@ -320,4 +352,107 @@ fn alter_configs_through_the_quorum() {
         legacy(&mut conn, vec![(4, "1", vec![("num.partitions", "3")])], 1),
         vec![42]
     );
+}
+
+fn delete_records(conn: &mut Conn, topic: &str, offsets: &[(i32, i64)]) -> Vec<(i16, i64)> {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    let req = DeleteRecordsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            DeleteRecordsTopic::default()
+                .with_name(name(topic))
+                .with_partitions(
+                    offsets
+                        .iter()
+                        .map(|(p, o)| {
+                            DeleteRecordsPartition::default()
+                                .with_partition_index(*p)
+                                .with_offset(*o)
+                        })
+                        .collect(),
+                ),
+        ]);
+    conn.request(&req, 2).topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.error_code, p.low_watermark))
+        .collect()
+}
+
+fn earliest(conn: &mut Conn, topic: &str, partition: i32) -> i64 {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(name(topic))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(partition)
+                        .with_timestamp(-2),
+                ]),
+        ]);
+    let r = conn.request(&req, 7);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    r.topics[0].partitions[0].offset
+}
+
+fn fetch_error(conn: &mut Conn, topic: &str, offset: i64) -> (i16, i64) {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(name(topic))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let r = conn.request(&req, 11);
+    let p = &r.responses[0].partitions[0];
+    (p.error_code, p.log_start_offset)
+}
+
+// DeleteRecords raises the log start offset (ListOffsets earliest and Fetch follow it; a
+// fetch below it is OFFSET_OUT_OF_RANGE), -1 means the high watermark, beyond it is
+// OFFSET_OUT_OF_RANGE, a request on another node is forwarded to the leader's shard, and
+// the new start survives a restart.
+#[test]
+fn delete_records_raises_the_log_start() {
+    let dir = tmpdir();
+    let mut broker = Broker::start_in(dir.path(), 2, &[]);
+    create_topic(&mut broker.connect(), "dr", 1);
+    let node = leader(&broker, "dr", 0);
+    let mut conn = broker.connect_node(node);
+    for _ in 0..5 {
+        produce(&mut conn, "dr", 0, 10);
+    }
+    assert_eq!(delete_records(&mut conn, "dr", &[(0, 51)]), vec![(1, -1)]);
+    assert_eq!(delete_records(&mut conn, "dr", &[(0, -7)]), vec![(1, -1)]);
+    assert_eq!(delete_records(&mut conn, "dr", &[(0, 25)]), vec![(0, 25)]);
+    assert_eq!(earliest(&mut conn, "dr", 0), 25);
+    assert_eq!(fetch_error(&mut conn, "dr", 10).0, 1);
+    assert_eq!(fetch_error(&mut conn, "dr", 25), (0, 25));
+    // A lower offset changes nothing; through the other node it is forwarded.
+    let mut other = broker.connect_node(1 - node);
+    assert_eq!(delete_records(&mut other, "dr", &[(0, 3)]), vec![(0, 25)]);
+    assert_eq!(
+        delete_records(&mut other, "dr", &[(0, -1), (7, 1)]),
+        vec![(0, 50), (3, -1)]
+    );
+    assert_eq!(earliest(&mut conn, "dr", 0), 50);
+    broker.stop();
+    let broker = Broker::start_in(dir.path(), 2, &[]);
+    let node = leader(&broker, "dr", 0);
+    let mut conn = broker.connect_node(node);
+    assert_eq!(earliest(&mut conn, "dr", 0), 50);
+    assert_eq!(produce(&mut conn, "dr", 0, 1), 50);
+    assert_eq!(fetch_error(&mut conn, "dr", 49).0, 1);
 }

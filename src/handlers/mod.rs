@@ -10,6 +10,7 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
@@ -55,6 +56,7 @@ pub const REGISTRY: &[ApiSpec] = &[
     describe_cluster::API,
     alter_configs::API,
     incremental_alter_configs::API,
+    delete_records::API,
 ];
 
 pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -123,6 +125,7 @@ pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Pro
         ApiKey::DescribeCluster => describe_cluster::handle(shard, req),
         ApiKey::AlterConfigs => alter_configs::handle(shard, req).await,
         ApiKey::IncrementalAlterConfigs => incremental_alter_configs::handle(shard, req).await,
+        ApiKey::DeleteRecords => delete_records::handle(shard, req).await,
         _ => crate::groups::handlers::dispatch(shard, req).await,
     }
 }

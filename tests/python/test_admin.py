@@ -1,5 +1,5 @@
-"""Admin APIs with real clients: config changes (IncrementalAlterConfigs, AlterConfigs)
-through confluent-kafka's AdminClient and kafka-python's KafkaAdminClient."""
+"""Admin APIs with real clients: config changes (IncrementalAlterConfigs, AlterConfigs) and
+DeleteRecords, through confluent-kafka's AdminClient and kafka-python's KafkaAdminClient."""
 
 import time
 import uuid
@@ -34,6 +34,13 @@ def create(admin, topic, partitions=1):
 def described(admin, topic):
     res = ConfigResource(ConfigResource.Type.TOPIC, topic)
     return admin.describe_configs([res])[res].result(TIMEOUT_S)
+
+
+def produce(broker, topic, n, partition=0):
+    p = CKProducer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    for i in range(n):
+        p.produce(topic, value=b"v%d" % i, partition=partition)
+    assert p.flush(TIMEOUT_S) == 0
 
 
 def test_confluent_incremental_alter_configs(broker):
@@ -115,3 +122,100 @@ def test_kafka_python_alter_configs(broker, incremental):
         assert "654321" == described(ck_admin(broker), topic)["retention.ms"].value
     finally:
         admin.close()
+
+
+def test_confluent_delete_records(broker):
+    admin = ck_admin(broker)
+    topic = unique("dr")
+    create(admin, topic)
+    produce(broker, topic, 20)
+    tp = CKTopicPartition(topic, 0, 7)
+    out = admin.delete_records([tp])
+    deleted = list(out.values())[0].result(TIMEOUT_S)
+    assert deleted.low_watermark == 7
+    # Past the high watermark: OFFSET_OUT_OF_RANGE.
+    out = admin.delete_records([CKTopicPartition(topic, 0, 21)])
+    with pytest.raises(KafkaException) as e:
+        list(out.values())[0].result(TIMEOUT_S)
+    assert e.value.args[0].code() == KafkaError.OFFSET_OUT_OF_RANGE
+    # A consumer from the earliest offset starts at the new log start.
+    c = CKConsumer({"bootstrap.servers": broker.bootstrap, "group.id": unique("g"),
+                    "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    try:
+        c.assign([CKTopicPartition(topic, 0)])
+        first = None
+        deadline = time.monotonic() + TIMEOUT_S
+        while first is None and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                first = m
+        assert first is not None and first.offset() == 7 and first.value() == b"v7"
+        low, high = c.get_watermark_offsets(CKTopicPartition(topic, 0), TIMEOUT_S)
+        assert (low, high) == (7, 20)
+    finally:
+        c.close()
+    # kafka-python: up to the high watermark (-1).
+    kp = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=20000)
+    try:
+        out = kp.delete_records({TopicPartition(topic, 0): -1})
+        assert out[TopicPartition(topic, 0)]["low_watermark"] == 20, out
+    finally:
+        kp.close()
+
+
+def test_delete_records_reaches_the_followers(tmp_path):
+    """RF=3 over three hosts: the followers raise their log start from the leader's (durably,
+    the checkpoint file in each replica's directory), so after the leader's host is killed
+    the new leader's earliest offset is still the one DeleteRecords set."""
+    import struct
+
+    from conftest import Cluster
+
+    cluster = Cluster(tmp_path / "cluster", hosts=3, cores=1,
+                      extra=["--broker-session-timeout-ms", "3000"]).start()
+    try:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap()})
+        topic = unique("drr")
+        admin.create_topics([CKNewTopic(topic, 1, 3)])[topic].result(TIMEOUT_S)
+        p = CKProducer({"bootstrap.servers": cluster.bootstrap(), "acks": "all"})
+        for i in range(20):
+            p.produce(topic, value=b"v%d" % i, partition=0)
+        assert p.flush(TIMEOUT_S) == 0
+        out = admin.delete_records([CKTopicPartition(topic, 0, 12)])
+        assert list(out.values())[0].result(TIMEOUT_S).low_watermark == 12
+
+        def starts():
+            got = {}
+            for h, b in cluster.hosts.items():
+                f = b.data_dir / "topics" / f"{topic}-0" / "log-start-offset.checkpoint"
+                if f.exists():
+                    got[h] = struct.unpack("<q", f.read_bytes()[:8])[0]
+            return got
+
+        deadline = time.monotonic() + TIMEOUT_S
+        while starts() != {1: 12, 2: 12, 3: 12} and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert starts() == {1: 12, 2: 12, 3: 12}
+        md = admin.list_topics(topic, timeout=10)
+        leader_host = md.topics[topic].partitions[0].leader // 1024
+        cluster.hosts[leader_host].kill()
+        others = [h for h in cluster.hosts if h != leader_host]
+        # A fresh admin client (fresh metadata) asks the new leader for the earliest offset.
+        from confluent_kafka.admin import OffsetSpec
+        deadline = time.monotonic() + 60
+        low = None
+        while time.monotonic() < deadline:
+            fresh = AdminClient({"bootstrap.servers": cluster.bootstrap(*others)})
+            try:
+                fut = fresh.list_offsets({CKTopicPartition(topic, 0): OffsetSpec.earliest()},
+                                         request_timeout=5)
+                low = list(fut.values())[0].result(10).offset
+                if low == 12:
+                    break
+            except KafkaException:
+                pass
+            time.sleep(0.5)
+        assert low == 12
+    finally:
+        cluster.kill_all()
+        cluster.save_logs()
