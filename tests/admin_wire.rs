@@ -1,6 +1,6 @@
 //! Black-box tests of the admin APIs: AlterConfigs and IncrementalAlterConfigs (topic and
-//! broker resources, through the controller quorum) and DeleteRecords. Each starts the real
-//! binary and speaks Kafka bytes.
+//! broker resources, through the controller quorum), DeleteRecords and OffsetDelete. Each
+//! starts the real binary and speaks Kafka bytes.
 
 mod common;
 
@@ -455,4 +455,146 @@ fn delete_records_raises_the_log_start() {
     assert_eq!(earliest(&mut conn, "dr", 0), 50);
     assert_eq!(produce(&mut conn, "dr", 0, 1), 50);
     assert_eq!(fetch_error(&mut conn, "dr", 49).0, 1);
+}
+
+fn coord_conn(broker: &Broker, group: &str) -> Conn {
+    let r = broker.connect().request(
+        &FindCoordinatorRequest::default()
+            .with_key(s(group))
+            .with_key_type(0),
+        3,
+    );
+    assert_eq!(r.error_code, 0);
+    broker.connect_node(r.node_id.0 as usize)
+}
+
+fn commit(conn: &mut Conn, group: &str, offsets: &[(&str, i32, i64)]) {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(s(""))
+        .with_topics(
+            offsets
+                .iter()
+                .map(|(t, p, o)| {
+                    OffsetCommitRequestTopic::default()
+                        .with_name(name(t))
+                        .with_partitions(vec![
+                            OffsetCommitRequestPartition::default()
+                                .with_partition_index(*p)
+                                .with_committed_offset(*o)
+                                .with_committed_leader_epoch(-1),
+                        ])
+                })
+                .collect(),
+        );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = conn.request(&req, 8);
+        let codes: Vec<i16> = r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect();
+        if codes.contains(&14) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            continue;
+        }
+        assert!(codes.iter().all(|c| *c == 0), "{codes:?}");
+        return;
+    }
+}
+
+fn committed(conn: &mut Conn, group: &str) -> Vec<(String, i32, i64)> {
+    let r = conn.request(
+        &OffsetFetchRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_topics(None),
+        7,
+    );
+    assert_eq!(r.error_code, 0);
+    let mut out: Vec<_> = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.0.to_string(), p.partition_index, p.committed_offset))
+        })
+        .filter(|x| x.2 >= 0)
+        .collect();
+    out.sort();
+    out
+}
+
+fn offset_delete(conn: &mut Conn, group: &str, parts: &[(&str, i32)]) -> (i16, Vec<i16>) {
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    let req = OffsetDeleteRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_topics(
+            parts
+                .iter()
+                .map(|(t, p)| {
+                    OffsetDeleteRequestTopic::default()
+                        .with_name(name(t))
+                        .with_partitions(vec![
+                            OffsetDeleteRequestPartition::default().with_partition_index(*p),
+                        ])
+                })
+                .collect(),
+        );
+    let r = conn.request(&req, 0);
+    (
+        r.error_code,
+        r.topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect(),
+    )
+}
+
+// OffsetDelete on an empty group removes exactly the named partitions' offsets (durably:
+// still gone after a restart); unknown partitions are UNKNOWN_TOPIC_OR_PARTITION, an
+// unknown group GROUP_ID_NOT_FOUND, another node NOT_COORDINATOR.
+#[test]
+fn offset_delete_on_an_empty_group() {
+    let dir = tmpdir();
+    let mut broker = Broker::start_in(dir.path(), 2, &[]);
+    create_topic(&mut broker.connect(), "od", 2);
+    let mut conn = coord_conn(&broker, "g-od");
+    commit(&mut conn, "g-od", &[("od", 0, 5), ("od", 1, 7)]);
+    assert_eq!(
+        offset_delete(&mut conn, "g-od", &[("od", 0), ("od", 9), ("nope", 0)]),
+        (0, vec![0, 3, 3])
+    );
+    assert_eq!(committed(&mut conn, "g-od"), vec![("od".into(), 1, 7)]);
+    assert_eq!(
+        offset_delete(&mut conn, "no-such-group", &[("od", 0)]).0,
+        69
+    );
+    let coord = {
+        let r = broker.connect().request(
+            &FindCoordinatorRequest::default()
+                .with_key(s("g-od"))
+                .with_key_type(0),
+            3,
+        );
+        r.node_id.0 as usize
+    };
+    let mut other = broker.connect_node(1 - coord);
+    assert_eq!(offset_delete(&mut other, "g-od", &[("od", 1)]).0, 16);
+    broker.stop();
+    let broker = Broker::start_in(dir.path(), 2, &[]);
+    let mut conn = coord_conn(&broker, "g-od");
+    // Wait out COORDINATOR_LOAD_IN_PROGRESS.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while offset_delete(&mut conn, "g-od", &[]).0 == 14 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(committed(&mut conn, "g-od"), vec![("od".into(), 1, 7)]);
 }

@@ -56,6 +56,13 @@ pub enum LogEntry {
     },
     /// DeleteGroups or retention expiry: every offset of the group older than `stamp` goes.
     Tombstone { group: String, stamp: u64 },
+    /// OffsetDelete: these partitions' offsets older than `stamp` go (added after the
+    /// variants above, so logs written before it decode unchanged).
+    PartitionTombstones {
+        group: String,
+        partitions: Vec<(String, i32)>,
+        stamp: u64,
+    },
 }
 
 /// A group's stored offsets (snapshot content; also what shards hand each other when the

@@ -1,5 +1,6 @@
-"""Admin APIs with real clients: config changes (IncrementalAlterConfigs, AlterConfigs) and
-DeleteRecords, through confluent-kafka's AdminClient and kafka-python's KafkaAdminClient."""
+"""Admin APIs with real clients: config changes (IncrementalAlterConfigs, AlterConfigs),
+DeleteRecords and OffsetDelete, through confluent-kafka's AdminClient and kafka-python's
+KafkaAdminClient."""
 
 import time
 import uuid
@@ -159,6 +160,45 @@ def test_confluent_delete_records(broker):
     try:
         out = kp.delete_records({TopicPartition(topic, 0): -1})
         assert out[TopicPartition(topic, 0)]["low_watermark"] == 20, out
+    finally:
+        kp.close()
+
+
+def committed_offsets(admin, group, topic):
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    req = ConsumerGroupTopicPartitions(group)
+    res = admin.list_consumer_group_offsets([req])[group].result(TIMEOUT_S)
+    return {tp.partition: tp.offset for tp in res.topic_partitions if tp.topic == topic and tp.offset >= 0}
+
+
+def test_kafka_python_delete_group_offsets(broker):
+    admin = ck_admin(broker)
+    topic = unique("od")
+    create(admin, topic, partitions=2)
+    group = unique("g")
+    c = CKConsumer({"bootstrap.servers": broker.bootstrap, "group.id": group,
+                    "enable.auto.commit": False})
+    c.commit(offsets=[CKTopicPartition(topic, 0, 3), CKTopicPartition(topic, 1, 4)], asynchronous=False)
+    c.close()
+    assert committed_offsets(admin, group, topic) == {0: 3, 1: 4}
+    kp = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=20000)
+    try:
+        out = kp.delete_group_offsets(group, [TopicPartition(topic, 0)])
+        assert out[TopicPartition(topic, 0)].__name__ == "NoError", out
+        assert committed_offsets(admin, group, topic) == {1: 4}
+        # A live member subscribed to the topic: GROUP_SUBSCRIBED_TO_TOPIC.
+        live = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=group,
+                             enable_auto_commit=False)
+        try:
+            deadline = time.monotonic() + TIMEOUT_S
+            while not live.assignment() and time.monotonic() < deadline:
+                live.poll(timeout_ms=200)
+            assert live.assignment()
+            out = kp.delete_group_offsets(group, [TopicPartition(topic, 1)])
+            assert out[TopicPartition(topic, 1)].__name__ == "GroupSubscribedToTopicError", out
+        finally:
+            live.close()
+        assert committed_offsets(admin, group, topic) == {1: 4}
     finally:
         kp.close()
 
