@@ -1,6 +1,6 @@
 //! Black-box tests of the admin APIs: AlterConfigs and IncrementalAlterConfigs (topic and
-//! broker resources, through the controller quorum), DeleteRecords and OffsetDelete. Each
-//! starts the real binary and speaks Kafka bytes.
+//! broker resources, through the controller quorum), DeleteRecords, OffsetDelete and
+//! DescribeLogDirs. Each starts the real binary and speaks Kafka bytes.
 
 mod common;
 
@@ -597,4 +597,66 @@ fn offset_delete_on_an_empty_group() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(committed(&mut conn, "g-od"), vec![("od".into(), 1, 7)]);
+}
+
+// DescribeLogDirs answers one log dir (the data directory) per node with the replicas
+// that node holds and their sizes; a topic filter narrows it.
+#[test]
+fn describe_log_dirs_lists_each_nodes_replicas() {
+    let dir = tmpdir();
+    let broker = Broker::start_in(dir.path(), 2, &[]);
+    create_topic(&mut broker.connect(), "ld", 4);
+    let node = leader(&broker, "ld", 0);
+    produce(&mut broker.connect_node(node), "ld", 0, 20);
+    let mut seen = Vec::new();
+    for n in 0..2 {
+        let mut c = broker.connect_node(n);
+        for version in [1, 4] {
+            let r = c.request(
+                &DescribeLogDirsRequest::default().with_topics(None),
+                version,
+            );
+            assert_eq!(r.results.len(), 1);
+            let d = &r.results[0];
+            assert_eq!(d.error_code, 0);
+            assert_eq!(
+                std::path::Path::new(d.log_dir.as_str()),
+                std::path::absolute(dir.path()).unwrap()
+            );
+            if version == 4 {
+                assert!(d.total_bytes > 0 && d.usable_bytes > 0);
+            }
+            for t in d.topics.iter().filter(|t| t.name.0.as_str() == "ld") {
+                for p in &t.partitions {
+                    if version == 4 {
+                        seen.push((p.partition_index, n));
+                    }
+                    if p.partition_index == 0 {
+                        assert!(p.partition_size > 0);
+                    }
+                }
+            }
+        }
+    }
+    seen.sort();
+    let expected: Vec<(i32, usize)> = (0..4).map(|p| (p, leader(&broker, "ld", p))).collect();
+    assert_eq!(seen, expected);
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    let req = DescribeLogDirsRequest::default().with_topics(Some(vec![
+        DescribableLogDirTopic::default()
+            .with_topic(name("ld"))
+            .with_partitions(vec![0]),
+    ]));
+    let r = broker.connect_node(node).request(&req, 2);
+    let topics: Vec<(String, Vec<i32>)> = r.results[0]
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(topics, vec![("ld".to_string(), vec![0])]);
 }

@@ -14,6 +14,7 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_log_dirs;
 pub mod fetch;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
@@ -57,6 +58,7 @@ pub const REGISTRY: &[ApiSpec] = &[
     alter_configs::API,
     incremental_alter_configs::API,
     delete_records::API,
+    describe_log_dirs::API,
 ];
 
 pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -126,6 +128,7 @@ pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Pro
         ApiKey::AlterConfigs => alter_configs::handle(shard, req).await,
         ApiKey::IncrementalAlterConfigs => incremental_alter_configs::handle(shard, req).await,
         ApiKey::DeleteRecords => delete_records::handle(shard, req).await,
+        ApiKey::DescribeLogDirs => describe_log_dirs::handle(shard, req).await,
         _ => crate::groups::handlers::dispatch(shard, req).await,
     }
 }

@@ -1,6 +1,6 @@
 """Admin APIs with real clients: config changes (IncrementalAlterConfigs, AlterConfigs),
-DeleteRecords and OffsetDelete, through confluent-kafka's AdminClient and kafka-python's
-KafkaAdminClient."""
+DeleteRecords, OffsetDelete and DescribeLogDirs, through confluent-kafka's AdminClient and
+kafka-python's KafkaAdminClient."""
 
 import time
 import uuid
@@ -201,6 +201,32 @@ def test_kafka_python_delete_group_offsets(broker):
         assert committed_offsets(admin, group, topic) == {1: 4}
     finally:
         kp.close()
+
+
+def test_kafka_python_describe_log_dirs(broker):
+    admin = ck_admin(broker)
+    topic = unique("ld")
+    create(admin, topic, partitions=2)
+    produce(broker, topic, 10, partition=0)
+    kp = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=20000)
+    try:
+        out = kp.describe_log_dirs()
+    finally:
+        kp.close()
+    # One entry per node (shard), each listing the replicas that node holds.
+    sizes = {}
+    for node in out:
+        assert len(node["log_dirs"]) == 1, out
+        d = node["log_dirs"][0]
+        assert d["error_code"] == 0 and d["log_dir"] == str(broker.data_dir.resolve()), out
+        assert d["total_bytes"] > 0 and d["usable_bytes"] > 0
+        for t in d["topics"]:
+            if t["name"] == topic:
+                for p in t["partitions"]:
+                    assert p["partition_index"] not in sizes, "listed by two nodes"
+                    sizes[p["partition_index"]] = p["partition_size"]
+    assert sorted(sizes) == [0, 1], out
+    assert sizes[0] > 0, out
 
 
 def test_delete_records_reaches_the_followers(tmp_path):
