@@ -375,13 +375,9 @@ fn apply_entry(map: &mut HashMap<String, Group>, e: LogEntry) {
                 .or_insert_with(|| Group::new(group));
             g.apply_tombstone(stamp);
         }
-        LogEntry::PartitionTombstones {
-            group,
-            partitions,
-            stamp,
-        } => {
-            if let Some(g) = map.get_mut(&group) {
-                g.delete_offsets(&partitions, stamp);
+        LogEntry::PartitionTombstones(t) => {
+            if let Some(g) = map.get_mut(&t.group) {
+                g.delete_offsets(&t.partitions, t.stamp);
             }
         }
     }

@@ -17,7 +17,7 @@ use super::check_group;
 use crate::groups::AppendFailure;
 use crate::groups::errors::*;
 use crate::groups::group::GroupState;
-use crate::groups::offsets::LogEntry;
+use crate::groups::offsets::{LogEntry, PartitionTombstones};
 use crate::handlers::{ApiSpec, Reply};
 use crate::protocol::{ProtocolError, RequestFrame};
 use crate::shard::Shard;
@@ -81,11 +81,11 @@ async fn delete(shard: &Rc<Shard>, body: &OffsetDeleteRequest) -> Result<Vec<Vec
     if doomed.is_empty() {
         return Ok(codes);
     }
-    let entry = LogEntry::PartitionTombstones {
+    let entry = LogEntry::PartitionTombstones(Box::new(PartitionTombstones {
         group: group.to_string(),
         partitions: doomed.clone(),
         stamp,
-    };
+    }));
     match co.append(shard, &entry).await {
         Ok(()) => {
             if let Some(g) = co.groups.borrow_mut().get_mut(group) {
