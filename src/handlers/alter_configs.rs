@@ -58,7 +58,11 @@ pub async fn alter(
     }
     for (i, it) in items.into_iter().enumerate() {
         let bad = |m: String| Some((error::INVALID_REQUEST, Some(m)));
-        if count[&(it.resource_type, it.resource_name.clone())] > 1 {
+        let copies = count
+            .get(&(it.resource_type, it.resource_name.clone()))
+            .copied()
+            .unwrap_or(1);
+        if copies > 1 {
             answers.push(bad(format!(
                 "Error due to duplicate resource {}:{} in the request",
                 it.resource_type, it.resource_name
