@@ -1,5 +1,6 @@
 //! The shards' side of the controller quorum (`cluster`): turns CreateTopics,
-//! DeleteTopics and CreatePartitions into metadata commands, proposes them through the
+//! DeleteTopics, CreatePartitions and topic config changes (AlterConfigs,
+//! IncrementalAlterConfigs) into metadata commands, proposes them through the
 //! quorum and answers once this host's shards run with the metadata that includes them.
 //! At start-up it imports a one-host broker's pre-quorum snapshot (`cluster.meta`), registers
 //! this host, and then follows every metadata change the quorum applies, broadcasting each
@@ -16,7 +17,9 @@ use std::time::Duration;
 
 use crate::cluster::ControllerHandle;
 pub use crate::cluster::state::TopicError;
-use crate::cluster::state::{MetaCommand, MetaReply, NewTopicCmd, single_replica};
+use crate::cluster::state::{
+    MetaCommand, MetaReply, NewTopicCmd, TopicConfigChange, single_replica,
+};
 use crate::metadata::{BrokerMeta, ClusterMeta, TopicMeta, new_topic_id, node_id};
 use crate::protocol::error;
 use crate::shard::Shard;
@@ -343,6 +346,23 @@ impl Controller {
             .next()
             .unwrap_or(Ok(None))
             .map(|_| ())
+    }
+
+    /// AlterConfigs / IncrementalAlterConfigs on topics: one result per change, in order.
+    pub async fn alter_topic_configs(
+        &self,
+        changes: Vec<TopicConfigChange>,
+        validate_only: bool,
+    ) -> Vec<Result<(), TopicError>> {
+        let n = changes.len();
+        let cmd = MetaCommand::AlterTopicConfigs {
+            changes,
+            validate_only,
+        };
+        match self.submit(cmd).await {
+            Ok(r) => r.results.into_iter().map(|r| r.map(|_| ())).collect(),
+            Err(e) => all_failed(n, &e),
+        }
     }
 
     pub async fn create_partitions(

@@ -440,6 +440,39 @@ async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
         .map_err(|e| StorageError::glommio("close dir", dir, e))
 }
 
+/// File of a partition directory holding the log start offset that `delete_records_before`
+/// raised (Kafka's log-start-offset checkpoint): offset (i64 LE), crc32c of it (u32 LE).
+pub const LOG_START_FILE: &str = "log-start-offset.checkpoint";
+const LOG_START_FILE_BYTES: usize = 12;
+
+fn read_log_start(dir: &Path) -> Option<i64> {
+    let b = std::fs::read(dir.join(LOG_START_FILE)).ok()?;
+    if b.len() != LOG_START_FILE_BYTES {
+        return None;
+    }
+    let off: [u8; 8] = b[..8].try_into().ok()?;
+    let crc = u32::from_le_bytes(b[8..].try_into().ok()?);
+    (crc32c::crc32c(&off) == crc).then(|| i64::from_le_bytes(off))
+}
+
+/// Writes the log start checkpoint durably (temp file, fdatasync, rename, fsync directory).
+fn write_log_start(dir: &Path, offset: i64) -> Result<(), StorageError> {
+    use std::io::Write;
+    let tmp = dir.join("log-start-offset.checkpoint.tmp");
+    let path = dir.join(LOG_START_FILE);
+    let mut b = offset.to_le_bytes().to_vec();
+    b.extend_from_slice(&crc32c::crc32c(&offset.to_le_bytes()).to_le_bytes());
+    let mut f = std::fs::File::create(&tmp).map_err(|e| StorageError::io("create", &tmp, e))?;
+    f.write_all(&b)
+        .and_then(|()| f.sync_data())
+        .map_err(|e| StorageError::io("write", &tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(|e| StorageError::io("rename", &tmp, e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io("fsync dir", dir, e))
+}
+
 impl Partition {
     /// Opens (recovering) or creates the log in `dir`. See the crate docs for recovery.
     pub(crate) async fn open(
@@ -601,12 +634,15 @@ impl Partition {
                 idx,
             );
         }
-        let log_start = *segments.keys().next().unwrap_or(&0);
         let next_offset = segments
             .values()
             .next_back()
             .map(|s| s.next_offset.get())
             .unwrap_or(0);
+        // The first segment's base, raised by a DeleteRecords checkpoint (never past the
+        // recovered log end).
+        let log_start = (*segments.keys().next().unwrap_or(&0))
+            .max(read_log_start(&dir).unwrap_or(0).min(next_offset));
         let part = Rc::new_cyclic(|me| Partition {
             me: me.clone(),
             store: store.clone(),
@@ -2435,7 +2471,44 @@ impl Partition {
         std::fs::remove_dir_all(&self.dir).map_err(|e| StorageError::io("remove dir", &self.dir, e))
     }
 
-    /// Deletes sealed segments beyond retention.ms / retention.bytes; returns how many.
+    /// Kafka's DeleteRecords: raises the log start offset to `offset` (at most the log end;
+    /// a lower or equal one changes nothing) and returns the log start offset. Reads below
+    /// it answer `OffsetOutOfRange` from now on. Durable on return (the checkpoint file is
+    /// written, fsync'ed and renamed, the directory fsync'ed), so a restart keeps it. Whole
+    /// segments below it are deleted at once when finalized, else by a later retention pass;
+    /// the segment holding the new start keeps its earlier batches on disk (as Kafka).
+    pub async fn delete_records_before(&self, offset: i64) -> Result<i64, StorageError> {
+        self.wait_not_truncating().await;
+        self.check_running()?;
+        let offset = offset.min(self.log_end_offset());
+        if offset <= self.log_start_offset() {
+            return Ok(self.log_start_offset());
+        }
+        write_log_start(&self.dir, offset)?;
+        let freed = {
+            let mut log = self.log.borrow_mut();
+            log.log_start_offset = log.log_start_offset.max(offset);
+            log.epochs.truncate_start(offset);
+            let mut freed = 0;
+            while log.cache.front().is_some_and(|e| e.next_offset <= offset) {
+                if let Some(e) = log.cache.pop_front() {
+                    freed += e.data.len();
+                }
+            }
+            log.cache_bytes -= freed;
+            freed
+        };
+        self.store.cache_removed(freed);
+        log::info!(
+            "{}: records deleted before offset {offset} (DeleteRecords)",
+            self.dir.display()
+        );
+        self.enforce_retention()?;
+        Ok(self.log_start_offset())
+    }
+
+    /// Deletes sealed segments beyond retention.ms / retention.bytes, or wholly below the log
+    /// start offset (`delete_records_before`); returns how many.
     pub fn enforce_retention(&self) -> Result<usize, StorageError> {
         if self.write.borrow().truncating {
             return Ok(0);
@@ -2461,7 +2534,8 @@ impl Partition {
                     && total > cfg.retention_bytes as u64;
                 let by_time = cfg.retention_ms >= 0
                     && first.index.borrow().max_timestamp < now.saturating_sub(cfg.retention_ms);
-                if !(by_size || by_time) {
+                let by_start = first.next_offset.get() <= log.log_start_offset;
+                if !(by_size || by_time || by_start) {
                     break;
                 }
                 log.segments.remove(&first.base_offset);
@@ -2470,7 +2544,12 @@ impl Partition {
                     .keys()
                     .next()
                     .unwrap_or(&first.next_offset.get());
-                assert!(new_start > log.log_start_offset, "log start must grow");
+                assert!(
+                    new_start > log.log_start_offset || by_start,
+                    "log start must grow"
+                );
+                // A start raised by DeleteRecords may be past the next segment's base.
+                let new_start = new_start.max(log.log_start_offset);
                 log.log_start_offset = new_start;
                 log.epochs.truncate_start(new_start);
                 let mut freed = 0;
@@ -2491,7 +2570,13 @@ impl Partition {
                     self.dir.display(),
                     first.base_offset,
                     first.size_bytes.get(),
-                    if by_size { "size" } else { "time" }
+                    if by_start {
+                        "log start"
+                    } else if by_size {
+                        "size"
+                    } else {
+                        "time"
+                    }
                 );
                 first
             };

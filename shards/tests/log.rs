@@ -362,3 +362,63 @@ fn spare_without_segments_is_removed() {
         assert_eq!(p.stats().recycled_segments, 0);
     });
 }
+
+// Proves delete_records_before raises the log start offset inside a segment (reads below it
+// are OffsetOutOfRange, reads at it return its batch), deletes whole segments below it, is
+// clamped to the log end, never moves the start back, and survives a reopen.
+#[test]
+fn delete_records_before_raises_the_log_start_durably() {
+    let dir = tmpdir();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let cfg = small_segments();
+        let (store, p) = open(path.clone(), cfg.clone()).await;
+        // Recent timestamps: time retention must not delete anything here.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        for i in 0..40 {
+            p.append(batch(4, 1000, now + i), Durability::Fsync)
+                .await
+                .unwrap();
+        }
+        p.flush().await.unwrap();
+        let before = p.stats();
+        assert!(before.segments >= 3, "{before:?}");
+        // Offset 2 is inside the first batch: nothing deleted, reads from 2 are fine.
+        assert_eq!(p.delete_records_before(2).await.unwrap(), 2);
+        assert_eq!(
+            p.read(1, 100).await.unwrap_err().kafka_error_code(),
+            1,
+            "below the new start"
+        );
+        assert_eq!(offsets(&p.read(2, 1).await.unwrap()), vec![0]);
+        assert_eq!(p.stats().segments, before.segments);
+        // Into a later segment: every whole segment below it goes.
+        assert_eq!(p.delete_records_before(101).await.unwrap(), 101);
+        let after = p.stats();
+        assert!(after.segments < before.segments, "{after:?}");
+        assert!(!path.join("00000000000000000000.log").exists());
+        assert!(after.size_bytes < before.size_bytes);
+        assert_eq!(p.read(100, 10).await.unwrap_err().kafka_error_code(), 1);
+        assert_eq!(offsets(&p.read(101, 1).await.unwrap()), vec![100]);
+        // Lower: no change; beyond the end: clamped to the end.
+        assert_eq!(p.delete_records_before(50).await.unwrap(), 101);
+        store.close_all().await.unwrap();
+        let (store, p) = open(path.clone(), cfg.clone()).await;
+        assert_eq!(p.log_start_offset(), 101);
+        assert_eq!(p.log_end_offset(), 160);
+        assert_eq!(p.read(99, 10).await.unwrap_err().kafka_error_code(), 1);
+        assert_eq!(p.delete_records_before(1000).await.unwrap(), 160);
+        assert_eq!(p.read(159, 10).await.unwrap_err().kafka_error_code(), 1);
+        // Appends continue at the end, and the start stays after another reopen.
+        p.append(batch(4, 1000, now), Durability::Fsync)
+            .await
+            .unwrap();
+        store.close_all().await.unwrap();
+        let (_store, p) = open(path, cfg).await;
+        assert_eq!(p.log_start_offset(), 160);
+        assert_eq!(offsets(&p.read(160, 1).await.unwrap()), vec![160]);
+    });
+}

@@ -103,6 +103,32 @@ pub enum MetaCommand {
     ElectPreferred {
         partitions: Vec<(String, i32)>,
     },
+    /// AlterConfigs / IncrementalAlterConfigs on topics: one change per topic, each applied
+    /// (or refused) on its own, validated here with `topic_config::validate`.
+    AlterTopicConfigs {
+        changes: Vec<TopicConfigChange>,
+        validate_only: bool,
+    },
+}
+
+/// One operation on one topic config (IncrementalAlterConfigs' SET, DELETE, APPEND,
+/// SUBTRACT; APPEND and SUBTRACT only on list configs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ConfigOp {
+    Set(String),
+    Delete,
+    Append(String),
+    Subtract(String),
+}
+
+/// The config changes asked for one topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicConfigChange {
+    pub topic: String,
+    /// AlterConfigs (the legacy API): the topic's configs become exactly the `Set` ones,
+    /// every other override is removed.
+    pub replace: bool,
+    pub ops: Vec<(String, ConfigOp)>,
 }
 
 /// The result of applying one command: the metadata epoch it produced and one result per
@@ -305,6 +331,35 @@ pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
             }
             Vec::new()
         }
+        MetaCommand::AlterTopicConfigs {
+            changes,
+            validate_only,
+        } => {
+            let mut out = Vec::with_capacity(changes.len());
+            for c in changes {
+                let r = match meta.topics.get(&c.topic) {
+                    None => Err(TopicError::new(
+                        error::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("Topic '{}' does not exist.", c.topic),
+                    )),
+                    Some(t) => altered_configs(&t.configs, &c),
+                };
+                match r {
+                    Ok(new) => {
+                        if !validate_only
+                            && let Some(t) = meta.topics.get_mut(&c.topic)
+                            && t.configs != new
+                        {
+                            t.configs = new;
+                            changed = true;
+                        }
+                        out.push(Ok(None));
+                    }
+                    Err(e) => out.push(Err(e)),
+                }
+            }
+            out
+        }
     };
     if changed {
         meta.epoch += 1;
@@ -313,6 +368,75 @@ pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
         epoch: meta.epoch,
         results,
     }
+}
+
+/// Topic configs whose values are lists (comma-separated), the only ones APPEND and
+/// SUBTRACT apply to.
+const LIST_CONFIGS: &[&str] = &["cleanup.policy"];
+
+/// A topic's configs after one change, or why the change is refused (nothing applied).
+fn altered_configs(
+    current: &BTreeMap<String, String>,
+    c: &TopicConfigChange,
+) -> Result<BTreeMap<String, String>, TopicError> {
+    let invalid = |m: String| TopicError::new(error::INVALID_CONFIG, m);
+    let mut new = if c.replace {
+        BTreeMap::new()
+    } else {
+        current.clone()
+    };
+    for (name, op) in &c.ops {
+        if topic_config::spec(name).is_none() {
+            return Err(invalid(format!("Unknown topic config name: {name}")));
+        }
+        let list = |v: Option<&String>| -> Vec<String> {
+            v.map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        match op {
+            ConfigOp::Set(v) => {
+                new.insert(name.clone(), v.clone());
+            }
+            ConfigOp::Delete => {
+                new.remove(name);
+            }
+            ConfigOp::Append(_) | ConfigOp::Subtract(_)
+                if !LIST_CONFIGS.contains(&name.as_str()) =>
+            {
+                return Err(invalid(format!(
+                    "Config value append/subtract is not allowed for config key: {name}"
+                )));
+            }
+            ConfigOp::Append(v) => {
+                let mut items = list(new.get(name));
+                for x in list(Some(v)) {
+                    if !items.contains(&x) {
+                        items.push(x);
+                    }
+                }
+                new.insert(name.clone(), items.join(","));
+            }
+            ConfigOp::Subtract(v) => {
+                let drop = list(Some(v));
+                let items: Vec<String> = list(new.get(name))
+                    .into_iter()
+                    .filter(|x| !drop.contains(x))
+                    .collect();
+                new.insert(name.clone(), items.join(","));
+            }
+        }
+    }
+    for (name, value) in &new {
+        if current.get(name) != Some(value) {
+            topic_config::validate(name, value).map_err(invalid)?;
+        }
+    }
+    Ok(new)
 }
 
 /// After a host was fenced or came back: every partition whose leader is not live gets a
@@ -678,6 +802,92 @@ mod tests {
         for (a, b) in before.partitions.iter().zip(&m.topics["t"].partitions) {
             assert_eq!(b.leader, a.leader);
         }
+    }
+
+    fn alter(meta: &mut ClusterMeta, replace: bool, ops: Vec<(&str, ConfigOp)>) -> MetaReply {
+        apply(
+            meta,
+            MetaCommand::AlterTopicConfigs {
+                changes: vec![TopicConfigChange {
+                    topic: "t".into(),
+                    replace,
+                    ops: ops.into_iter().map(|(n, o)| (n.to_string(), o)).collect(),
+                }],
+                validate_only: false,
+            },
+        )
+    }
+
+    // Config changes are validated as a whole (a bad value applies nothing), DELETE falls
+    // back to the default, the legacy replace drops every override not named, and a
+    // change that changes nothing does not move the epoch.
+    #[test]
+    fn alter_topic_configs() {
+        let mut m = ClusterMeta::default();
+        register(&mut m, 0, 1);
+        create(&mut m, "t", 1);
+        let e = m.epoch;
+        let r = alter(
+            &mut m,
+            false,
+            vec![
+                ("retention.ms", ConfigOp::Set("1000".into())),
+                ("segment.bytes", ConfigOp::Set("1048576".into())),
+            ],
+        );
+        assert!(r.results[0].is_ok());
+        assert_eq!(r.epoch, e + 1);
+        assert_eq!(m.topics["t"].configs["retention.ms"], "1000");
+        let r = alter(
+            &mut m,
+            false,
+            vec![
+                ("retention.ms", ConfigOp::Set("5".into())),
+                ("segment.bytes", ConfigOp::Set("x".into())),
+            ],
+        );
+        assert_eq!(
+            r.results[0].as_ref().unwrap_err().code,
+            error::INVALID_CONFIG
+        );
+        assert_eq!(m.topics["t"].configs["retention.ms"], "1000");
+        let r = alter(&mut m, false, vec![("no.such", ConfigOp::Delete)]);
+        assert_eq!(
+            r.results[0].as_ref().unwrap_err().code,
+            error::INVALID_CONFIG
+        );
+        let r = alter(
+            &mut m,
+            false,
+            vec![("retention.ms", ConfigOp::Append("1".into()))],
+        );
+        assert_eq!(
+            r.results[0].as_ref().unwrap_err().code,
+            error::INVALID_CONFIG
+        );
+        let r = alter(&mut m, false, vec![("retention.ms", ConfigOp::Delete)]);
+        assert_eq!(r.epoch, e + 2);
+        assert!(!m.topics["t"].configs.contains_key("retention.ms"));
+        let r = alter(&mut m, true, vec![("flush.ms", ConfigOp::Set("10".into()))]);
+        assert_eq!(r.epoch, e + 3);
+        assert_eq!(m.topics["t"].configs.len(), 1);
+        let r = alter(&mut m, true, vec![("flush.ms", ConfigOp::Set("10".into()))]);
+        assert_eq!(r.epoch, e + 3);
+        let r = apply(
+            &mut m,
+            MetaCommand::AlterTopicConfigs {
+                changes: vec![TopicConfigChange {
+                    topic: "nope".into(),
+                    replace: false,
+                    ops: vec![],
+                }],
+                validate_only: false,
+            },
+        );
+        assert_eq!(
+            r.results[0].as_ref().unwrap_err().code,
+            error::UNKNOWN_TOPIC_OR_PARTITION
+        );
     }
 
     // With every ISR member fenced the partition goes offline (leader -1) rather than

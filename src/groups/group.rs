@@ -161,6 +161,22 @@ pub struct Group {
     pub inflight_commits: usize,
 }
 
+/// The topics of a ConsumerProtocolSubscription (version i16, then an array of i16-length
+/// strings; every version starts so, later fields are not needed). `None` if malformed.
+pub fn consumer_subscription_topics(b: &[u8]) -> Option<Vec<String>> {
+    let count = i32::from_be_bytes(b.get(2..6)?.try_into().ok()?);
+    let mut at = 6;
+    let mut topics = Vec::new();
+    for _ in 0..count.max(0) {
+        let len = i16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?);
+        at += 2;
+        let len = usize::try_from(len).ok()?;
+        topics.push(String::from_utf8(b.get(at..at + len)?.to_vec()).ok()?);
+        at += len;
+    }
+    Some(topics)
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -215,6 +231,29 @@ impl Group {
             self.deleted_stamp = stamp;
             self.offsets.retain(|_, v| v.stamp > stamp);
         }
+    }
+
+    /// OffsetDelete: removes these partitions' offsets committed before `stamp`.
+    pub fn delete_offsets(&mut self, partitions: &[(String, i32)], stamp: u64) {
+        for tp in partitions {
+            if self.offsets.get(tp).is_some_and(|v| v.stamp < stamp) {
+                self.offsets.remove(tp);
+            }
+        }
+    }
+
+    /// Topics the members subscribed to, from their consumer-protocol metadata for the
+    /// selected protocol (`None` when the group is not a consumer group with one).
+    pub fn subscribed_topics(&self) -> Option<HashSet<String>> {
+        if self.protocol_type.as_deref() != Some("consumer") {
+            return None;
+        }
+        let protocol = self.protocol.as_deref()?;
+        let mut out = HashSet::new();
+        for m in self.members.values() {
+            out.extend(consumer_subscription_topics(&m.metadata_for(protocol))?);
+        }
+        Some(out)
     }
 
     /// group.instance.id given with a member id that is not the instance's current one.

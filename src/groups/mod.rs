@@ -80,6 +80,7 @@ pub mod errors {
         REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID, UNKNOWN_TOPIC_OR_PARTITION,
     };
     pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+    pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 }
 
 /// The coordinator shard of a group: a stable hash, the same in every process and run.
@@ -373,6 +374,11 @@ fn apply_entry(map: &mut HashMap<String, Group>, e: LogEntry) {
                 .entry(group.clone())
                 .or_insert_with(|| Group::new(group));
             g.apply_tombstone(stamp);
+        }
+        LogEntry::PartitionTombstones(t) => {
+            if let Some(g) = map.get_mut(&t.group) {
+                g.delete_offsets(&t.partitions, t.stamp);
+            }
         }
     }
 }

@@ -56,6 +56,17 @@ pub enum LogEntry {
     },
     /// DeleteGroups or retention expiry: every offset of the group older than `stamp` goes.
     Tombstone { group: String, stamp: u64 },
+    /// OffsetDelete. Added after the variants above and boxed, so the archived enum keeps
+    /// its tags and its size and logs written before it decode unchanged.
+    PartitionTombstones(Box<PartitionTombstones>),
+}
+
+/// OffsetDelete: these partitions' offsets older than `stamp` go.
+#[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct PartitionTombstones {
+    pub group: String,
+    pub partitions: Vec<(String, i32)>,
+    pub stamp: u64,
 }
 
 /// A group's stored offsets (snapshot content; also what shards hand each other when the
@@ -283,6 +294,62 @@ mod tests {
         let b = encode_batch(&entry()).unwrap();
         assert!(shards::batch::validate(&b, 1 << 20).is_ok());
         assert_eq!(decode_batches(&b).unwrap(), vec![entry()]);
+    }
+
+    /// `LogEntry` as it was before OffsetDelete added `PartitionTombstones`.
+    #[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    enum LogEntryV1 {
+        Commit {
+            group: String,
+            offsets: Vec<OffsetEntry>,
+        },
+        Tombstone {
+            group: String,
+            stamp: u64,
+        },
+    }
+
+    // Offsets logs written before PartitionTombstones existed decode unchanged (same tags,
+    // same archived size), and the new record round-trips.
+    #[test]
+    fn older_log_entries_still_decode() {
+        assert_eq!(
+            std::mem::size_of::<ArchivedLogEntry>(),
+            std::mem::size_of::<ArchivedLogEntryV1>()
+        );
+        let LogEntry::Commit { group, offsets } = entry() else {
+            unreachable!()
+        };
+        let old = [
+            (
+                LogEntryV1::Commit {
+                    group: group.clone(),
+                    offsets: offsets.clone(),
+                },
+                LogEntry::Commit { group, offsets },
+            ),
+            (
+                LogEntryV1::Tombstone {
+                    group: "g".into(),
+                    stamp: 9,
+                },
+                LogEntry::Tombstone {
+                    group: "g".into(),
+                    stamp: 9,
+                },
+            ),
+        ];
+        for (v1, now) in old {
+            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&v1).unwrap();
+            let got = rkyv::from_bytes::<LogEntry, rkyv::rancor::Error>(&bytes).unwrap();
+            assert_eq!(got, now);
+        }
+        let t = LogEntry::PartitionTombstones(Box::new(PartitionTombstones {
+            group: "g".into(),
+            partitions: vec![("t".into(), 1), ("u".into(), 0)],
+            stamp: 11,
+        }));
+        assert_eq!(decode_batches(&encode_batch(&t).unwrap()).unwrap(), vec![t]);
     }
 
     // A snapshot decodes to what was encoded; a flipped byte is detected, not misread.

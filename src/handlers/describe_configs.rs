@@ -115,7 +115,7 @@ fn broker_configs(shard: &Shard) -> Vec<(&'static str, String, ConfigType, &'sta
 
 /// (name, default, doc) of the group configs Kafka 4 has for consumer groups, at its
 /// defaults (group.consumer.session.timeout.ms / group.consumer.heartbeat.interval.ms).
-/// Reported read-only: osprey has no AlterConfigs, so a group cannot override them.
+/// Reported read-only: AlterConfigs refuses group resources, so a group cannot override them.
 const GROUP_CONFIGS: &[(&str, &str, &str)] = &[
     (
         "consumer.session.timeout.ms",

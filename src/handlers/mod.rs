@@ -6,13 +6,17 @@
 //! act -> build the response. Bad client input becomes a Kafka error code; only a frame
 //! that cannot be decoded at all closes the connection.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_log_dirs;
 pub mod fetch;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
@@ -51,6 +55,10 @@ pub const REGISTRY: &[ApiSpec] = &[
     create_partitions::API,
     offset_for_leader_epoch::API,
     describe_cluster::API,
+    alter_configs::API,
+    incremental_alter_configs::API,
+    delete_records::API,
+    describe_log_dirs::API,
 ];
 
 pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -117,6 +125,10 @@ pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Pro
         ApiKey::CreatePartitions => create_partitions::handle(shard, req).await,
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(shard, req).await,
         ApiKey::DescribeCluster => describe_cluster::handle(shard, req),
+        ApiKey::AlterConfigs => alter_configs::handle(shard, req).await,
+        ApiKey::IncrementalAlterConfigs => incremental_alter_configs::handle(shard, req).await,
+        ApiKey::DeleteRecords => delete_records::handle(shard, req).await,
+        ApiKey::DescribeLogDirs => describe_log_dirs::handle(shard, req).await,
         _ => crate::groups::handlers::dispatch(shard, req).await,
     }
 }

@@ -225,6 +225,17 @@ async fn run(shard: Rc<Shard>, leader: i32, set: Rc<FetcherSet>) {
                     shard.data_arrived.notify_all();
                 }
                 r.follower_hw(p.high_watermark);
+                // The leader's log start (DeleteRecords, retention) bounds this replica's,
+                // as in Kafka: raised here too, never past what this replica holds.
+                let start = p.log_start_offset.min(p.high_watermark);
+                if start > r.log.log_start_offset()
+                    && let Err(e) = r.log.delete_records_before(start).await
+                {
+                    log::warn!(
+                        "node {me}: {topic}-{}: raising the log start to {start}: {e}",
+                        p.partition_index
+                    );
+                }
             }
         }
         if backoff {

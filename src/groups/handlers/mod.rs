@@ -12,6 +12,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod offset_commit;
+pub mod offset_delete;
 pub mod offset_fetch;
 pub mod sync_group;
 
@@ -35,6 +36,7 @@ pub const REGISTRY: &[ApiSpec] = &[
     describe_groups::API,
     list_groups::API,
     delete_groups::API,
+    offset_delete::API,
 ];
 
 pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
@@ -49,6 +51,7 @@ pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Pro
         ApiKey::DescribeGroups => describe_groups::handle(shard, req),
         ApiKey::ListGroups => list_groups::handle(shard, req),
         ApiKey::DeleteGroups => delete_groups::handle(shard, req).await,
+        ApiKey::OffsetDelete => offset_delete::handle(shard, req).await,
         _ => Err(ProtocolError::UnsupportedVersion {
             key: req.api_key,
             version: req.version,

@@ -1,0 +1,662 @@
+//! Black-box tests of the admin APIs: AlterConfigs and IncrementalAlterConfigs (topic and
+//! broker resources, through the controller quorum), DeleteRecords, OffsetDelete and
+//! DescribeLogDirs. Each starts the real binary and speaks Kafka bytes.
+
+mod common;
+
+use common::*;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::Compression;
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn name(v: &str) -> TopicName {
+    TopicName(s(v))
+}
+
+fn create_topic(conn: &mut Conn, topic: &str, partitions: i32) {
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(name(topic))
+                .with_num_partitions(partitions)
+                .with_replication_factor(1),
+        ]);
+    assert_eq!(conn.request(&req, 7).topics[0].error_code, 0);
+}
+
+fn leader(broker: &Broker, topic: &str, partition: i32) -> usize {
+    let req = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name(topic))),
+        ]))
+        .with_allow_auto_topic_creation(false);
+    let md = broker.connect().request(&req, 12);
+    md.topics[0].partitions[partition as usize].leader_id.0 as usize
+}
+
+fn produce(conn: &mut Conn, topic: &str, partition: i32, n: usize) -> i64 {
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(name(topic))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(batch(n, 100, Compression::None))),
+                ]),
+        ]);
+    let r = conn.request(&req, 9);
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 0);
+    p.base_offset
+}
+
+/// The topic's configs as DescribeConfigs v4 reports them: (name, value, source).
+fn topic_configs(conn: &mut Conn, topic: &str) -> Vec<(String, String, i8)> {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let req = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s(topic)),
+    ]);
+    let r = conn.request(&req, 4);
+    assert_eq!(r.results[0].error_code, 0);
+    r.results[0]
+        .configs
+        .iter()
+        .map(|c| {
+            (
+                c.name.to_string(),
+                c.value.as_deref().unwrap_or("").to_string(),
+                c.config_source,
+            )
+        })
+        .collect()
+}
+
+fn config_of(conn: &mut Conn, topic: &str, key: &str) -> (String, i8) {
+    topic_configs(conn, topic)
+        .into_iter()
+        .find(|(n, ..)| n == key)
+        .map(|(_, v, src)| (v, src))
+        .unwrap()
+}
+
+/// (resource type, resource name, [(config, operation, value)]) of IncrementalAlterConfigs.
+type IncrementalResource<'a> = (i8, &'a str, Vec<(&'a str, i8, Option<&'a str>)>);
+/// (resource type, resource name, [(config, value)]) of AlterConfigs.
+type LegacyResource<'a> = (i8, &'a str, Vec<(&'a str, &'a str)>);
+
+const DYNAMIC_TOPIC_CONFIG: i8 = 1;
+const DEFAULT_CONFIG: i8 = 5;
+
+fn incremental(
+    conn: &mut Conn,
+    resources: Vec<IncrementalResource>,
+    validate_only: bool,
+    version: i16,
+) -> Vec<i16> {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let req = IncrementalAlterConfigsRequest::default()
+        .with_validate_only(validate_only)
+        .with_resources(
+            resources
+                .into_iter()
+                .map(|(kind, n, ops)| {
+                    AlterConfigsResource::default()
+                        .with_resource_type(kind)
+                        .with_resource_name(s(n))
+                        .with_configs(
+                            ops.into_iter()
+                                .map(|(k, op, v)| {
+                                    AlterableConfig::default()
+                                        .with_name(s(k))
+                                        .with_config_operation(op)
+                                        .with_value(v.map(s))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        );
+    conn.request(&req, version)
+        .responses
+        .iter()
+        .map(|r| r.error_code)
+        .collect()
+}
+
+fn legacy(conn: &mut Conn, resources: Vec<LegacyResource>, version: i16) -> Vec<i16> {
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    let req = AlterConfigsRequest::default().with_resources(
+        resources
+            .into_iter()
+            .map(|(kind, n, cfgs)| {
+                AlterConfigsResource::default()
+                    .with_resource_type(kind)
+                    .with_resource_name(s(n))
+                    .with_configs(
+                        cfgs.into_iter()
+                            .map(|(k, v)| {
+                                AlterableConfig::default()
+                                    .with_name(s(k))
+                                    .with_value(Some(s(v)))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    );
+    conn.request(&req, version)
+        .responses
+        .iter()
+        .map(|r| r.error_code)
+        .collect()
+}
+
+// IncrementalAlterConfigs and AlterConfigs change topic configs through the quorum (the
+// next DescribeConfigs, on any node, shows them as DYNAMIC_TOPIC_CONFIG), validate_only
+// changes nothing, bad values are INVALID_CONFIG with nothing applied, and broker
+// resources (osprey has no dynamic broker configs) are INVALID_REQUEST.
+#[test]
+fn alter_configs_through_the_quorum() {
+    let broker = Broker::start(2);
+    let mut conn = broker.connect();
+    create_topic(&mut conn, "ac", 2);
+    let (_, src) = config_of(&mut conn, "ac", "retention.ms");
+    assert_eq!(src, DEFAULT_CONFIG);
+    for version in [0, 1] {
+        // validate_only: accepted, not applied.
+        let r = incremental(
+            &mut conn,
+            vec![(2, "ac", vec![("retention.ms", 0, Some("1234"))])],
+            true,
+            version,
+        );
+        assert_eq!(r, vec![0]);
+        assert_eq!(config_of(&mut conn, "ac", "retention.ms").1, DEFAULT_CONFIG);
+    }
+    let r = incremental(
+        &mut conn,
+        vec![
+            (
+                2,
+                "ac",
+                vec![
+                    ("retention.ms", 0, Some("1234")),
+                    ("segment.bytes", 0, Some("1048576")),
+                ],
+            ),
+            (2, "nope", vec![("retention.ms", 0, Some("1"))]),
+            (2, "ac2", vec![]),
+        ],
+        false,
+        1,
+    );
+    assert_eq!(r, vec![0, 3, 3]);
+    // Every node (shard) sees it at once.
+    for node in 0..2 {
+        let mut c = broker.connect_node(node);
+        assert_eq!(
+            config_of(&mut c, "ac", "retention.ms"),
+            ("1234".into(), DYNAMIC_TOPIC_CONFIG)
+        );
+    }
+    // Bad value, unknown name, APPEND on a non-list config, unknown op: nothing applied.
+    let bad = incremental(
+        &mut conn,
+        vec![(
+            2,
+            "ac",
+            vec![
+                ("retention.ms", 0, Some("5")),
+                ("segment.bytes", 0, Some("x")),
+            ],
+        )],
+        false,
+        1,
+    );
+    assert_eq!(bad, vec![40]);
+    assert_eq!(config_of(&mut conn, "ac", "retention.ms").0, "1234");
+    assert_eq!(
+        incremental(
+            &mut conn,
+            vec![(2, "ac", vec![("no.such", 0, Some("1"))])],
+            false,
+            1
+        ),
+        vec![40]
+    );
+    assert_eq!(
+        incremental(
+            &mut conn,
+            vec![(2, "ac", vec![("retention.ms", 2, Some("1"))])],
+            false,
+            1
+        ),
+        vec![40]
+    );
+    assert_eq!(
+        incremental(
+            &mut conn,
+            vec![(2, "ac", vec![("retention.ms", 9, Some("1"))])],
+            false,
+            1
+        ),
+        vec![42]
+    );
+    // SET without a value, the same key twice, the same resource twice: INVALID_REQUEST.
+    assert_eq!(
+        incremental(
+            &mut conn,
+            vec![(2, "ac", vec![("retention.ms", 0, None)])],
+            false,
+            1
+        ),
+        vec![42]
+    );
+    assert_eq!(
+        incremental(
+            &mut conn,
+            vec![(
+                2,
+                "ac",
+                vec![("retention.ms", 0, Some("1")), ("retention.ms", 1, None)]
+            )],
+            false,
+            1
+        ),
+        vec![42]
+    );
+    assert_eq!(
+        incremental(
+            &mut conn,
+            vec![(2, "ac", vec![]), (2, "ac", vec![])],
+            false,
+            1
+        ),
+        vec![42, 42]
+    );
+    // DELETE returns a config to its default; APPEND on the list config cleanup.policy.
+    assert_eq!(
+        incremental(
+            &mut conn,
+            vec![(
+                2,
+                "ac",
+                vec![
+                    ("retention.ms", 1, None),
+                    ("cleanup.policy", 2, Some("delete"))
+                ]
+            )],
+            false,
+            0
+        ),
+        vec![0]
+    );
+    assert_eq!(config_of(&mut conn, "ac", "retention.ms").1, DEFAULT_CONFIG);
+    assert_eq!(
+        config_of(&mut conn, "ac", "cleanup.policy"),
+        ("delete".into(), DYNAMIC_TOPIC_CONFIG)
+    );
+    // The legacy API replaces every override: segment.bytes and cleanup.policy go.
+    for version in [0, 1, 2] {
+        assert_eq!(
+            legacy(
+                &mut conn,
+                vec![(2, "ac", vec![("flush.ms", "500")])],
+                version
+            ),
+            vec![0]
+        );
+    }
+    let overrides: Vec<String> = topic_configs(&mut conn, "ac")
+        .into_iter()
+        .filter(|(.., src)| *src == DYNAMIC_TOPIC_CONFIG)
+        .map(|(n, ..)| n)
+        .collect();
+    assert_eq!(overrides, vec!["flush.ms".to_string()]);
+    assert_eq!(
+        legacy(&mut conn, vec![(2, "ac", vec![("flush.ms", "-5")])], 2),
+        vec![40]
+    );
+    // Broker resources: nothing is dynamic; an empty change is fine; another host's node
+    // and other resource types are INVALID_REQUEST.
+    assert_eq!(
+        incremental(
+            &mut conn,
+            vec![
+                (4, "0", vec![("log.retention.ms", 0, Some("1"))]),
+                (4, "", vec![]),
+                (4, "5000", vec![]),
+                (8, "0", vec![("root", 0, Some("DEBUG"))]),
+            ],
+            false,
+            1
+        ),
+        vec![42, 0, 42, 42]
+    );
+    assert_eq!(
+        legacy(&mut conn, vec![(4, "1", vec![("num.partitions", "3")])], 1),
+        vec![42]
+    );
+}
+
+fn delete_records(conn: &mut Conn, topic: &str, offsets: &[(i32, i64)]) -> Vec<(i16, i64)> {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    let req = DeleteRecordsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            DeleteRecordsTopic::default()
+                .with_name(name(topic))
+                .with_partitions(
+                    offsets
+                        .iter()
+                        .map(|(p, o)| {
+                            DeleteRecordsPartition::default()
+                                .with_partition_index(*p)
+                                .with_offset(*o)
+                        })
+                        .collect(),
+                ),
+        ]);
+    conn.request(&req, 2).topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.error_code, p.low_watermark))
+        .collect()
+}
+
+fn earliest(conn: &mut Conn, topic: &str, partition: i32) -> i64 {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(name(topic))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(partition)
+                        .with_timestamp(-2),
+                ]),
+        ]);
+    let r = conn.request(&req, 7);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    r.topics[0].partitions[0].offset
+}
+
+fn fetch_error(conn: &mut Conn, topic: &str, offset: i64) -> (i16, i64) {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(name(topic))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let r = conn.request(&req, 11);
+    let p = &r.responses[0].partitions[0];
+    (p.error_code, p.log_start_offset)
+}
+
+// DeleteRecords raises the log start offset (ListOffsets earliest and Fetch follow it; a
+// fetch below it is OFFSET_OUT_OF_RANGE), -1 means the high watermark, beyond it is
+// OFFSET_OUT_OF_RANGE, a request on another node is forwarded to the leader's shard, and
+// the new start survives a restart.
+#[test]
+fn delete_records_raises_the_log_start() {
+    let dir = tmpdir();
+    let mut broker = Broker::start_in(dir.path(), 2, &[]);
+    create_topic(&mut broker.connect(), "dr", 1);
+    let node = leader(&broker, "dr", 0);
+    let mut conn = broker.connect_node(node);
+    for _ in 0..5 {
+        produce(&mut conn, "dr", 0, 10);
+    }
+    assert_eq!(delete_records(&mut conn, "dr", &[(0, 51)]), vec![(1, -1)]);
+    assert_eq!(delete_records(&mut conn, "dr", &[(0, -7)]), vec![(1, -1)]);
+    assert_eq!(delete_records(&mut conn, "dr", &[(0, 25)]), vec![(0, 25)]);
+    assert_eq!(earliest(&mut conn, "dr", 0), 25);
+    assert_eq!(fetch_error(&mut conn, "dr", 10).0, 1);
+    assert_eq!(fetch_error(&mut conn, "dr", 25), (0, 25));
+    // A lower offset changes nothing; through the other node it is forwarded.
+    let mut other = broker.connect_node(1 - node);
+    assert_eq!(delete_records(&mut other, "dr", &[(0, 3)]), vec![(0, 25)]);
+    assert_eq!(
+        delete_records(&mut other, "dr", &[(0, -1), (7, 1)]),
+        vec![(0, 50), (3, -1)]
+    );
+    assert_eq!(earliest(&mut conn, "dr", 0), 50);
+    broker.stop();
+    let broker = Broker::start_in(dir.path(), 2, &[]);
+    let node = leader(&broker, "dr", 0);
+    let mut conn = broker.connect_node(node);
+    assert_eq!(earliest(&mut conn, "dr", 0), 50);
+    assert_eq!(produce(&mut conn, "dr", 0, 1), 50);
+    assert_eq!(fetch_error(&mut conn, "dr", 49).0, 1);
+}
+
+fn coord_conn(broker: &Broker, group: &str) -> Conn {
+    let r = broker.connect().request(
+        &FindCoordinatorRequest::default()
+            .with_key(s(group))
+            .with_key_type(0),
+        3,
+    );
+    assert_eq!(r.error_code, 0);
+    broker.connect_node(r.node_id.0 as usize)
+}
+
+fn commit(conn: &mut Conn, group: &str, offsets: &[(&str, i32, i64)]) {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(s(""))
+        .with_topics(
+            offsets
+                .iter()
+                .map(|(t, p, o)| {
+                    OffsetCommitRequestTopic::default()
+                        .with_name(name(t))
+                        .with_partitions(vec![
+                            OffsetCommitRequestPartition::default()
+                                .with_partition_index(*p)
+                                .with_committed_offset(*o)
+                                .with_committed_leader_epoch(-1),
+                        ])
+                })
+                .collect(),
+        );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = conn.request(&req, 8);
+        let codes: Vec<i16> = r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect();
+        if codes.contains(&14) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            continue;
+        }
+        assert!(codes.iter().all(|c| *c == 0), "{codes:?}");
+        return;
+    }
+}
+
+fn committed(conn: &mut Conn, group: &str) -> Vec<(String, i32, i64)> {
+    let r = conn.request(
+        &OffsetFetchRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_topics(None),
+        7,
+    );
+    assert_eq!(r.error_code, 0);
+    let mut out: Vec<_> = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.0.to_string(), p.partition_index, p.committed_offset))
+        })
+        .filter(|x| x.2 >= 0)
+        .collect();
+    out.sort();
+    out
+}
+
+fn offset_delete(conn: &mut Conn, group: &str, parts: &[(&str, i32)]) -> (i16, Vec<i16>) {
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    let req = OffsetDeleteRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_topics(
+            parts
+                .iter()
+                .map(|(t, p)| {
+                    OffsetDeleteRequestTopic::default()
+                        .with_name(name(t))
+                        .with_partitions(vec![
+                            OffsetDeleteRequestPartition::default().with_partition_index(*p),
+                        ])
+                })
+                .collect(),
+        );
+    let r = conn.request(&req, 0);
+    (
+        r.error_code,
+        r.topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect(),
+    )
+}
+
+// OffsetDelete on an empty group removes exactly the named partitions' offsets (durably:
+// still gone after a restart); unknown partitions are UNKNOWN_TOPIC_OR_PARTITION, an
+// unknown group GROUP_ID_NOT_FOUND, another node NOT_COORDINATOR.
+#[test]
+fn offset_delete_on_an_empty_group() {
+    let dir = tmpdir();
+    let mut broker = Broker::start_in(dir.path(), 2, &[]);
+    create_topic(&mut broker.connect(), "od", 2);
+    let mut conn = coord_conn(&broker, "g-od");
+    commit(&mut conn, "g-od", &[("od", 0, 5), ("od", 1, 7)]);
+    assert_eq!(
+        offset_delete(&mut conn, "g-od", &[("od", 0), ("od", 9), ("nope", 0)]),
+        (0, vec![0, 3, 3])
+    );
+    assert_eq!(committed(&mut conn, "g-od"), vec![("od".into(), 1, 7)]);
+    assert_eq!(
+        offset_delete(&mut conn, "no-such-group", &[("od", 0)]).0,
+        69
+    );
+    let coord = {
+        let r = broker.connect().request(
+            &FindCoordinatorRequest::default()
+                .with_key(s("g-od"))
+                .with_key_type(0),
+            3,
+        );
+        r.node_id.0 as usize
+    };
+    let mut other = broker.connect_node(1 - coord);
+    assert_eq!(offset_delete(&mut other, "g-od", &[("od", 1)]).0, 16);
+    broker.stop();
+    let broker = Broker::start_in(dir.path(), 2, &[]);
+    let mut conn = coord_conn(&broker, "g-od");
+    // Wait out COORDINATOR_LOAD_IN_PROGRESS.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while offset_delete(&mut conn, "g-od", &[]).0 == 14 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(committed(&mut conn, "g-od"), vec![("od".into(), 1, 7)]);
+}
+
+// DescribeLogDirs answers one log dir (the data directory) per node with the replicas
+// that node holds and their sizes; a topic filter narrows it.
+#[test]
+fn describe_log_dirs_lists_each_nodes_replicas() {
+    let dir = tmpdir();
+    let broker = Broker::start_in(dir.path(), 2, &[]);
+    create_topic(&mut broker.connect(), "ld", 4);
+    let node = leader(&broker, "ld", 0);
+    produce(&mut broker.connect_node(node), "ld", 0, 20);
+    let mut seen = Vec::new();
+    for n in 0..2 {
+        let mut c = broker.connect_node(n);
+        for version in [1, 4] {
+            let r = c.request(
+                &DescribeLogDirsRequest::default().with_topics(None),
+                version,
+            );
+            assert_eq!(r.results.len(), 1);
+            let d = &r.results[0];
+            assert_eq!(d.error_code, 0);
+            assert_eq!(
+                std::path::Path::new(d.log_dir.as_str()),
+                std::path::absolute(dir.path()).unwrap()
+            );
+            if version == 4 {
+                assert!(d.total_bytes > 0 && d.usable_bytes > 0);
+            }
+            for t in d.topics.iter().filter(|t| t.name.0.as_str() == "ld") {
+                for p in &t.partitions {
+                    if version == 4 {
+                        seen.push((p.partition_index, n));
+                    }
+                    if p.partition_index == 0 {
+                        assert!(p.partition_size > 0);
+                    }
+                }
+            }
+        }
+    }
+    seen.sort();
+    let expected: Vec<(i32, usize)> = (0..4).map(|p| (p, leader(&broker, "ld", p))).collect();
+    assert_eq!(seen, expected);
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    let req = DescribeLogDirsRequest::default().with_topics(Some(vec![
+        DescribableLogDirTopic::default()
+            .with_topic(name("ld"))
+            .with_partitions(vec![0]),
+    ]));
+    let r = broker.connect_node(node).request(&req, 2);
+    let topics: Vec<(String, Vec<i32>)> = r.results[0]
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(topics, vec![("ld".to_string(), vec![0])]);
+}
