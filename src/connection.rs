@@ -54,6 +54,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     loop {
         match read_frame(&shard, &mut reader).await {
             ReadOutcome::Frame(frame, permit) => {
+                // A host cut off from the controller quorum serves stale metadata: closing
+                // its client connections sends clients to the other hosts, which know
+                // the new leaders (see `cluster::watch_isolation`).
+                if shard.isolated() {
+                    log::info!(
+                        "closing connection from {peer}: this host is cut off from the controller quorum"
+                    );
+                    break;
+                }
                 let header = match protocol::decode_request(frame) {
                     Ok(h) => h,
                     Err(e) => {
