@@ -17,7 +17,7 @@ use osprey::client::{
     ProducerRecord, decode_records, encode_batch,
 };
 
-use crate::pacing::Pacer;
+use crate::pacing::{Pacer, next_wake_ns, sleep_until, yield_to_reactor};
 use crate::stats::{Stats, record_ns};
 use crate::workload::{KeyDistribution, Workload};
 
@@ -457,7 +457,8 @@ async fn producer(
             made += 1;
         }
         if made >= GENERATE_CHUNK {
-            futures_lite::future::yield_now().await;
+            // Behind schedule (or unpaced): let the reactor send and receive, then go on.
+            yield_to_reactor().await;
             continue;
         }
         // Every message due by `now` exists now; stop only after that, so the count of
@@ -467,31 +468,29 @@ async fn producer(
         }
         // Linger: a batch goes out when its first message has waited linger_ns.
         let now = clock.now_ns();
-        let mut wake = params.end_ns;
+        let mut linger_deadline: Option<u64> = None;
         for (p, acc) in accs.iter_mut().enumerate() {
             if let Some(&(_, first_sent)) = acc.metas.first() {
-                if now >= first_sent + params.linger_ns {
+                let deadline = first_sent + params.linger_ns;
+                if now >= deadline {
                     flush(p, acc);
                     if p == sticky {
                         sticky = (sticky + 1) % parts;
                     }
                 } else {
-                    wake = wake.min(first_sent + params.linger_ns);
+                    linger_deadline = Some(linger_deadline.map_or(deadline, |d| d.min(deadline)));
                 }
             }
         }
-        if let Some(next) = pacer.intended_ns(i) {
-            wake = wake.min(next);
-        } else {
-            // Unpaced: go on at once while the buffer has room.
-            futures_lite::future::yield_now().await;
-            continue;
-        }
-        let now = clock.now_ns();
-        if wake > now + 20_000 {
-            glommio::timer::sleep(Duration::from_nanos(wake - now)).await;
-        } else {
-            futures_lite::future::yield_now().await;
+        match pacer.intended_ns(i) {
+            // Sleep on the timer, never busy-yield (see `pacing`): the executor's reactor
+            // must run while the producer waits, or batches and acks wait with it.
+            Some(next) => {
+                let now = clock.now_ns();
+                sleep_until(now, next_wake_ns(now, next, linger_deadline, params.end_ns)).await;
+            }
+            // Unpaced: go on once the reactor has run, while the buffer has room.
+            None => yield_to_reactor().await,
         }
     }
     for (p, acc) in accs.iter_mut().enumerate() {
