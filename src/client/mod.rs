@@ -11,6 +11,7 @@
 
 pub mod batch;
 pub mod conn;
+pub mod decode;
 pub mod error;
 pub mod group;
 
