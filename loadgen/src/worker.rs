@@ -10,6 +10,7 @@ use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use glommio::channels::local_channel::{self, LocalReceiver};
 use glommio::sync::Semaphore;
 use glommio::{LocalExecutorBuilder, Placement};
 use osprey::client::{
@@ -17,7 +18,7 @@ use osprey::client::{
     ProducerRecord, decode_records, encode_batch,
 };
 
-use crate::pacing::Pacer;
+use crate::pacing::{Pacer, next_wake_ns, sleep_until, yield_to_reactor};
 use crate::stats::{Stats, record_ns};
 use crate::workload::{KeyDistribution, Workload};
 
@@ -142,6 +143,7 @@ struct Params {
     end_ns: u64,
     filler: Bytes,
     request_timeout_ms: i32,
+    in_flight: usize,
 }
 
 /// Spawns a worker thread. It always reaches both barriers, even when its setup fails, so a
@@ -280,6 +282,7 @@ async fn thread_main(
         end_ns: ((w.warmup_duration_s + w.test_duration_s) * 1e9) as u64,
         filler: filler_bytes(w.message_size),
         request_timeout_ms: 30_000,
+        in_flight: w.in_flight_max.max(1),
     });
     let client = Rc::new(client);
     let stats = Rc::new(RefCell::new(Stats::default()));
@@ -401,15 +404,26 @@ async fn producer(
         Xorshift(0x2545_F491_4F6C_DD1D ^ (u64::from(plan.id) + 1).wrapping_mul(0x9E37_79B9));
     let mut i = 0u64;
     let per_batch = (params.batch_size_bytes / size).max(1);
+    let (ready_tx, ready_rx) = local_channel::new_unbounded();
+    let sender = glommio::spawn_local(sender(
+        client.clone(),
+        plan.topic.clone(),
+        params.clone(),
+        stats.clone(),
+        budget.clone(),
+        clock,
+        ready_rx,
+    ));
     let flush = |p: usize, acc: &mut Acc| {
         if acc.metas.is_empty() {
             return;
         }
         let metas = std::mem::take(&mut acc.metas);
         let keys = std::mem::take(&mut acc.keys);
-        send_batch(
-            client, plan, params, stats, &budget, clock, p as i32, metas, keys,
-        );
+        let ready = encode_ready(plan, params, stats, clock, p as i32, metas, keys);
+        if ready_tx.try_send(ready).is_err() {
+            log::warn!("producer {}: sender stopped", plan.id);
+        }
     };
     'run: loop {
         let now = clock.now_ns();
@@ -457,7 +471,8 @@ async fn producer(
             made += 1;
         }
         if made >= GENERATE_CHUNK {
-            futures_lite::future::yield_now().await;
+            // Behind schedule (or unpaced): let the reactor send and receive, then go on.
+            yield_to_reactor().await;
             continue;
         }
         // Every message due by `now` exists now; stop only after that, so the count of
@@ -467,36 +482,36 @@ async fn producer(
         }
         // Linger: a batch goes out when its first message has waited linger_ns.
         let now = clock.now_ns();
-        let mut wake = params.end_ns;
+        let mut linger_deadline: Option<u64> = None;
         for (p, acc) in accs.iter_mut().enumerate() {
             if let Some(&(_, first_sent)) = acc.metas.first() {
-                if now >= first_sent + params.linger_ns {
+                let deadline = first_sent + params.linger_ns;
+                if now >= deadline {
                     flush(p, acc);
                     if p == sticky {
                         sticky = (sticky + 1) % parts;
                     }
                 } else {
-                    wake = wake.min(first_sent + params.linger_ns);
+                    linger_deadline = Some(linger_deadline.map_or(deadline, |d| d.min(deadline)));
                 }
             }
         }
-        if let Some(next) = pacer.intended_ns(i) {
-            wake = wake.min(next);
-        } else {
-            // Unpaced: go on at once while the buffer has room.
-            futures_lite::future::yield_now().await;
-            continue;
-        }
-        let now = clock.now_ns();
-        if wake > now + 20_000 {
-            glommio::timer::sleep(Duration::from_nanos(wake - now)).await;
-        } else {
-            futures_lite::future::yield_now().await;
+        match pacer.intended_ns(i) {
+            // Sleep on the timer, never busy-yield (see `pacing`): the executor's reactor
+            // must run while the producer waits, or batches and acks wait with it.
+            Some(next) => {
+                let now = clock.now_ns();
+                sleep_until(now, next_wake_ns(now, next, linger_deadline, params.end_ns)).await;
+            }
+            // Unpaced: go on once the reactor has run, while the buffer has room.
+            None => yield_to_reactor().await,
         }
     }
     for (p, acc) in accs.iter_mut().enumerate() {
         flush(p, acc);
     }
+    drop(ready_tx);
+    sender.await;
     // Wait for every outstanding batch to be answered (bounded: requests time out).
     let deadline = clock.now_ns() + DRAIN_TIMEOUT.as_nanos() as u64;
     while budget.available() < params.buffer_bytes as u64 && clock.now_ns() < deadline {
@@ -504,18 +519,23 @@ async fn producer(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn send_batch(
-    client: &Rc<Client>,
+/// One partition's encoded batch, waiting for the sender.
+struct Ready {
+    partition: i32,
+    metas: Vec<Meta>,
+    batch: osprey::client::Result<Bytes>,
+}
+
+/// Builds and encodes one partition's batch.
+fn encode_ready(
     plan: &ProducerPlan,
-    params: &Rc<Params>,
-    stats: &Rc<RefCell<Stats>>,
-    budget: &Rc<Semaphore>,
+    params: &Params,
+    stats: &RefCell<Stats>,
     clock: Clock,
     partition: i32,
     metas: Vec<Meta>,
     keys: Vec<Option<Bytes>>,
-) {
+) -> Ready {
     let size = params.message_size;
     let n = metas.len();
     // One allocation for all values of the batch; each value starts with the wall-clock
@@ -537,46 +557,135 @@ fn send_batch(
         })
         .collect();
     stats.borrow_mut().sent += n as u64;
-    let (client, params, stats, budget) = (
-        client.clone(),
-        params.clone(),
-        stats.clone(),
-        budget.clone(),
-    );
-    let topic = plan.topic.clone();
-    glommio::spawn_local(async move {
-        let ts_ms = ((clock.wall_ns + clock.now_ns()) / 1_000_000) as i64;
-        let res = match encode_batch(&records, params.compression, ts_ms) {
-            Ok(batch) => {
-                client
-                    .produce(
-                        &topic,
-                        partition,
-                        batch,
-                        params.acks,
-                        params.request_timeout_ms,
-                    )
-                    .await
-            }
-            Err(e) => Err(e),
+    let ts_ms = ((clock.wall_ns + clock.now_ns()) / 1_000_000) as i64;
+    Ready {
+        partition,
+        metas,
+        batch: encode_batch(&records, params.compression, ts_ms),
+    }
+}
+
+/// A producer's sender, like Kafka's Sender thread: it keeps at most `inFlight` Produce
+/// requests outstanding, and when one may go it takes every batch that became ready
+/// meanwhile, one per partition, into that one request (the rest wait for the next). A
+/// request per batch would let `inFlight` cap one producer at `inFlight` batches per round
+/// trip, whatever its rate.
+async fn sender(
+    client: Rc<Client>,
+    topic: String,
+    params: Rc<Params>,
+    stats: Rc<RefCell<Stats>>,
+    budget: Rc<Semaphore>,
+    clock: Clock,
+    ready: LocalReceiver<Ready>,
+) {
+    let window = Rc::new(Semaphore::new(params.in_flight as u64));
+    let mut carry: std::collections::VecDeque<Ready> = std::collections::VecDeque::new();
+    let mut open = true;
+    loop {
+        let first = match carry.pop_front() {
+            Some(r) => r,
+            None if open => match ready.recv().await {
+                Some(r) => r,
+                None => break,
+            },
+            None => break,
         };
-        drop(records);
-        let ack = clock.now_ns();
-        match res {
-            Ok(_) => {
+        let Ok(permit) = window.acquire_static_permit(1).await else {
+            break;
+        };
+        // Everything that became ready while waiting for the window goes along.
+        let mut group = vec![first];
+        while open {
+            match futures_lite::future::poll_once(ready.recv()).await {
+                Some(Some(r)) => {
+                    if group.iter().any(|g| g.partition == r.partition) {
+                        carry.push_back(r);
+                    } else {
+                        group.push(r);
+                    }
+                }
+                Some(None) => open = false,
+                None => break,
+            }
+        }
+        let (client, topic, params, stats, budget) = (
+            client.clone(),
+            topic.clone(),
+            params.clone(),
+            stats.clone(),
+            budget.clone(),
+        );
+        glommio::spawn_local(async move {
+            send_group(&client, &topic, &params, &stats, &budget, clock, group).await;
+            drop(permit);
+        })
+        .detach();
+    }
+    // Wait for the outstanding requests.
+    let _ = window.acquire(params.in_flight as u64).await;
+}
+
+async fn send_group(
+    client: &Client,
+    topic: &str,
+    params: &Params,
+    stats: &RefCell<Stats>,
+    budget: &Semaphore,
+    clock: Clock,
+    group: Vec<Ready>,
+) {
+    let size = params.message_size;
+    let mut batches = Vec::with_capacity(group.len());
+    let mut metas = Vec::with_capacity(group.len());
+    for r in group {
+        let n = r.metas.len();
+        match r.batch {
+            Ok(b) => {
+                batches.push((r.partition, b));
+                metas.push((r.partition, r.metas));
+            }
+            Err(e) => {
+                note_error(stats, &e, n as u64, true);
+                budget.signal((n * size) as u64);
+            }
+        }
+    }
+    if batches.is_empty() {
+        return;
+    }
+    let res = client
+        .produce_partitions(topic, batches, params.acks, params.request_timeout_ms)
+        .await;
+    let ack = clock.now_ns();
+    for (partition, ms) in metas {
+        let n = ms.len();
+        let r = match &res {
+            Ok(rs) => rs
+                .iter()
+                .find(|(p, _)| *p == partition)
+                .map(|(_, r)| r.clone().map(|_| ()))
+                .unwrap_or_else(|| {
+                    Err(osprey::client::ClientError::Protocol(format!(
+                        "no produce outcome for {topic}/{partition}"
+                    )))
+                }),
+            Err(e) => Err(e.clone()),
+        };
+        match r {
+            Ok(()) => {
                 let mut s = stats.borrow_mut();
-                for (intended, sent) in &metas {
+                for (intended, sent) in &ms {
                     record_ns(&mut s.publish, ack.saturating_sub(*intended));
                     record_ns(&mut s.publish_delay, sent.saturating_sub(*intended));
                 }
                 s.acked += n as u64;
                 s.acked_bytes += (n * size) as u64;
             }
-            Err(e) => note_error(&stats, &e, n as u64, true),
+            Err(e) => note_error(stats, &e, n as u64, true),
         }
         budget.signal((n * size) as u64);
-    })
-    .detach();
+    }
 }
 
 async fn consumer(

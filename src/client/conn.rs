@@ -340,9 +340,13 @@ impl Connection {
     }
 
     /// Sends `req` and decodes its typed response.
-    pub async fn request<R: Request>(&self, req: &R, version: i16) -> Result<R::Response> {
-        let mut body = self.request_bytes(req, version).await?;
-        <R::Response as Decodable>::decode(&mut body, version).map_err(|e| {
+    pub async fn request<R: Request>(&self, req: &R, version: i16) -> Result<R::Response>
+    where
+        R::Response: 'static,
+    {
+        let body = self.request_bytes(req, version).await?;
+        // Tagged fields the version does not define are skipped (see `decode`).
+        super::decode::decode_response::<R>(&body, version).map_err(|e| {
             ClientError::Protocol(format!("decode response api {} v{version}: {e}", R::KEY))
         })
     }

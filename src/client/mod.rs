@@ -11,6 +11,7 @@
 
 pub mod batch;
 pub mod conn;
+pub mod decode;
 pub mod error;
 pub mod group;
 
@@ -605,6 +606,109 @@ impl Client {
         Ok(ProduceAck {
             base_offset: Some(p.base_offset),
         })
+    }
+
+    /// Produces one encoded batch to each of several partitions of `topic` with one Produce
+    /// request per leader node (all in parallel), as Kafka's producers do: a request carries
+    /// every partition's ready batch, so the in-flight window of a connection counts
+    /// requests, not batches. Each partition may appear once. Returns each partition's
+    /// outcome, in the order given; a failed request fails all of its partitions.
+    pub async fn produce_partitions(
+        &self,
+        topic: &str,
+        batches: Vec<(i32, Bytes)>,
+        acks: Acks,
+        timeout_ms: i32,
+    ) -> Result<Vec<(i32, Result<ProduceAck>)>> {
+        let mut by_node: Vec<(i32, Vec<(i32, Bytes)>)> = Vec::new();
+        for (p, b) in batches {
+            let l = self.leader_for(topic, p).await?;
+            match by_node.iter_mut().find(|(n, _)| *n == l) {
+                Some((_, v)) => v.push((p, b)),
+                None => by_node.push((l, vec![(p, b)])),
+            }
+        }
+        let futs: Vec<_> = by_node
+            .into_iter()
+            .map(|(node, bs)| self.produce_to_node(node, topic, bs, acks, timeout_ms))
+            .collect();
+        Ok(join_all(futs).await.into_iter().flatten().collect())
+    }
+
+    async fn produce_to_node(
+        &self,
+        node: i32,
+        topic: &str,
+        batches: Vec<(i32, Bytes)>,
+        acks: Acks,
+        timeout_ms: i32,
+    ) -> Vec<(i32, Result<ProduceAck>)> {
+        let parts: Vec<i32> = batches.iter().map(|(p, _)| *p).collect();
+        let fail_all = |e: ClientError| parts.iter().map(|&p| (p, Err(e.clone()))).collect();
+        let conn = match self.node_connection(node).await {
+            Ok(c) => c,
+            Err(e) => return fail_all(e),
+        };
+        let v = match conn.version_for::<ProduceRequest>(PRODUCE_VERSION_CAP) {
+            Ok(v) => v,
+            Err(e) => return fail_all(e),
+        };
+        let mut req = ProduceRequest::default();
+        req.acks = acks.code();
+        req.timeout_ms = timeout_ms;
+        let mut td = TopicProduceData::default();
+        td.name = TopicName(StrBytes::from_string(topic.to_owned()));
+        td.partition_data = batches
+            .into_iter()
+            .map(|(p, b)| {
+                PartitionProduceData::default()
+                    .with_index(p)
+                    .with_records(Some(b))
+            })
+            .collect();
+        req.topic_data = vec![td];
+        if acks == Acks::None {
+            return match conn.send_no_response(&req, v).await {
+                Ok(()) => parts
+                    .iter()
+                    .map(|&p| (p, Ok(ProduceAck { base_offset: None })))
+                    .collect(),
+                Err(e) => fail_all(e),
+            };
+        }
+        let resp = match conn.request(&req, v).await {
+            Ok(r) => r,
+            Err(e) => return fail_all(e),
+        };
+        parts
+            .iter()
+            .map(|&partition| {
+                let r = resp
+                    .responses
+                    .iter()
+                    .flat_map(|t| t.partition_responses.iter())
+                    .find(|p| p.index == partition)
+                    .ok_or_else(|| {
+                        ClientError::Protocol(format!("produce response lacks {topic}/{partition}"))
+                    })
+                    .and_then(|p| {
+                        check_code(
+                            p.error_code,
+                            || format!("Produce {topic}/{partition}"),
+                            p.error_message.as_deref(),
+                        )
+                        .map(|()| ProduceAck {
+                            base_offset: Some(p.base_offset),
+                        })
+                    });
+                if let Err(e) = &r
+                    && e.is_stale_metadata()
+                {
+                    self.invalidate_leader(topic, partition);
+                }
+                (partition, r)
+            })
+            .collect()
     }
 
     /// Fetches from several partitions: one request per leader node, all in parallel.
