@@ -16,6 +16,8 @@ ROOT=$(pwd)
 DIR="$ROOT/osprey-cluster"
 BIN="${OSPREY_BIN:-$ROOT/target/release/osprey}"
 CORES="${CORES:-2}"
+# Extra `osprey serve` flags for every host, e.g. EXTRA="--default-replication-factor 3".
+EXTRA="${EXTRA:-}"
 
 bootstrap_port() { echo $((9092 + 10 * ($1 - 1))); }
 controller_port() { echo $((9099 + 10 * ($1 - 1))); }
@@ -30,7 +32,7 @@ start() {
   for i in $(seq 1 "$hosts"); do
     mkdir -p "$DIR/host-$i"
     "$BIN" serve --node-id "$i" --controller-quorum-voters "$voters" --cores "$CORES" \
-      --listen "127.0.0.1:$(bootstrap_port "$i")" --data-dir "$DIR/host-$i/data" \
+      --listen "127.0.0.1:$(bootstrap_port "$i")" --data-dir "$DIR/host-$i/data" $EXTRA \
       > "$DIR/host-$i/stdout" 2> "$DIR/host-$i/log" &
     echo $! > "$DIR/host-$i/pid"
   done

@@ -112,6 +112,9 @@ impl Acks {
     }
 }
 
+/// How long `list_offsets` retries retriable answers.
+const LIST_OFFSETS_RETRY_MAX: Duration = Duration::from_secs(10);
+
 /// A broker node from Metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerNode {
@@ -799,7 +802,34 @@ impl Client {
     }
 
     /// Looks up offsets of partitions of one topic (each partition asked at its leader).
+    /// Retriable answers (a leader that has not opened a just-created partition yet, or a
+    /// leadership that just moved) are retried with fresh metadata for up to
+    /// `LIST_OFFSETS_RETRY_MAX`, as Kafka's clients do.
     pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        spec: OffsetSpec,
+    ) -> Result<Vec<PartitionOffset>> {
+        let deadline = std::time::Instant::now() + LIST_OFFSETS_RETRY_MAX;
+        loop {
+            let out = self.list_offsets_once(topic, partitions, spec).await?;
+            let retriable = out.iter().any(|p| {
+                p.offset
+                    .as_ref()
+                    .err()
+                    .and_then(|e| e.kafka_code())
+                    .is_some_and(|c| matches!(c, 3 | 5 | 6))
+            });
+            if !retriable || std::time::Instant::now() >= deadline {
+                return Ok(out);
+            }
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+            let _ = self.metadata(Some(&[topic])).await;
+        }
+    }
+
+    async fn list_offsets_once(
         &self,
         topic: &str,
         partitions: &[i32],
