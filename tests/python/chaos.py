@@ -63,7 +63,10 @@ def main():
                 c.restart(victim)
             else:
                 c.heal(victim)
-            wait_for("a full ISR", lambda: all_in_sync(c.bootstrap(), topic, partitions), timeout_s=90)
+            # Every host must see the full ISR (one host's view may lag), or the next fault
+            # would leave fewer than min.insync.replicas in sync: unavailable by design.
+            wait_for("a full ISR on every host", lambda: all(
+                all_in_sync(c.bootstrap(h), topic, partitions) for h in c.hosts), timeout_s=90)
             print(f"cycle {cycle}: {kind} host {victim} (leader of p{p}); acked again after {rec:.2f} s; "
                   f"acked so far {len(w.acked)}", flush=True)
         w.stop()
