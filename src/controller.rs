@@ -214,8 +214,17 @@ impl Controller {
             fenced: false,
         };
         let cluster_id = crate::handlers::uuid(new_topic_id()).simple().to_string();
-        self.register_until_done(MetaCommand::RegisterBroker { broker, cluster_id }, shard)
-            .await
+        let producer_ids_used_below =
+            crate::shard::legacy_producer_ids_end(&config.data_dir.join("producer-ids"));
+        self.register_until_done(
+            MetaCommand::RegisterBroker {
+                broker,
+                cluster_id,
+                producer_ids_used_below,
+            },
+            shard,
+        )
+        .await
     }
 
     /// Proposes a start-up command until it is applied (the quorum may still be forming:
@@ -319,6 +328,18 @@ impl Controller {
                 .collect(),
             Err(e) => all_failed(n, &e),
         }
+    }
+
+    /// A block of `count` producer ids, unique across the cluster (Kafka's
+    /// AllocateProducerIds), committed through the quorum before any id of it is used.
+    pub async fn allocate_producer_ids(&self, count: i64) -> Result<(i64, i64), String> {
+        let reply = self
+            .handle
+            .propose(MetaCommand::AllocateProducerIds { count })
+            .await?;
+        reply
+            .producer_ids
+            .ok_or_else(|| "the quorum answered no producer-id block".to_string())
     }
 
     /// Kafka's AlterPartition from a partition leader on this host.

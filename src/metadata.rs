@@ -127,6 +127,10 @@ pub struct ClusterMeta {
     pub cluster_id: String,
     pub brokers: BTreeMap<u32, BrokerMeta>,
     pub topics: BTreeMap<String, TopicMeta>,
+    /// The first producer id not yet handed out in a block (cluster-wide, so two hosts
+    /// never give two producers one id).
+    #[serde(default)]
+    pub next_producer_id: i64,
 }
 
 impl ClusterMeta {

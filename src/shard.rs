@@ -7,7 +7,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,7 +100,7 @@ impl Shard {
         controller: Option<Rc<Controller>>,
         isolated: Arc<AtomicBool>,
     ) -> Shard {
-        let producer_ids = ProducerIds::new(config.data_dir.join("producer-ids"), id);
+        let producer_ids = ProducerIds::new();
         let groups = crate::groups::Coordinator::new(id, &config);
         Shard {
             id,
@@ -337,90 +336,89 @@ impl Shard {
         }
         out
     }
-
-    /// A producer id unique across shards and restarts.
-    pub async fn allocate_producer_id(&self) -> Result<i64, String> {
-        self.producer_ids.next().await
-    }
 }
 
-/// Producer ids: `(counter << 8) | shard`, the counter reserved in persisted blocks so an
-/// id is never handed out twice, even across a crash.
+/// Producer ids: blocks of `PRODUCER_ID_BLOCK` ids allocated by the controller quorum
+/// (Kafka's AllocateProducerIds), committed to its log before any id of a block is used, so
+/// an id is never handed out twice, across shards, hosts and crashes (a block in use at a
+/// crash is abandoned, not reused).
 struct ProducerIds {
-    path: PathBuf,
-    shard: usize,
-    next: Cell<u64>,
-    reserved_end: Cell<u64>,
+    next: Cell<i64>,
+    reserved_end: Cell<i64>,
     reserving: Semaphore,
 }
 
-/// Ids reserved per persisted block.
-const PRODUCER_ID_BLOCK: u64 = 1024;
-/// Bits of a producer id that hold the shard index.
-const PRODUCER_ID_SHARD_BITS: u32 = 8;
+/// Ids per block taken from the quorum (one metadata record per block).
+const PRODUCER_ID_BLOCK: i64 = 1000;
 
 impl ProducerIds {
-    fn new(dir: PathBuf, shard: usize) -> Self {
-        assert!(shard < (1 << PRODUCER_ID_SHARD_BITS));
+    fn new() -> Self {
         ProducerIds {
-            path: dir.join(format!("shard-{shard}")),
-            shard,
             next: Cell::new(0),
             reserved_end: Cell::new(0),
             reserving: Semaphore::new(1),
         }
     }
+}
 
-    async fn next(&self) -> Result<i64, String> {
-        let Ok(_permit) = self.reserving.acquire_permit(1).await else {
+impl Shard {
+    /// A producer id unique across the cluster.
+    pub async fn allocate_producer_id(self: &Rc<Self>) -> Result<i64, String> {
+        let ids = &self.producer_ids;
+        let Ok(_permit) = ids.reserving.acquire_permit(1).await else {
             return Err("shutting down".into());
         };
-        if self.next.get() >= self.reserved_end.get() {
-            let path = self.path.clone();
-            let start = self.next.get();
-            let reserved = glommio::executor()
-                .spawn_blocking(move || reserve_block(&path, start))
-                .await?;
-            self.next.set(reserved.0);
-            self.reserved_end.set(reserved.1);
+        if ids.next.get() >= ids.reserved_end.get() {
+            let block = self
+                .call(0, |s| async move {
+                    s.controller()
+                        .allocate_producer_ids(PRODUCER_ID_BLOCK)
+                        .await
+                })
+                .await
+                .map_err(|e| e.to_string())??;
+            ids.next.set(block.0);
+            ids.reserved_end.set(block.1);
         }
-        let counter = self.next.get();
-        self.next.set(counter + 1);
-        Ok(((counter << PRODUCER_ID_SHARD_BITS) | self.shard as u64) as i64)
+        let id = ids.next.get();
+        ids.next.set(id + 1);
+        Ok(id)
     }
 }
 
-/// Reads the persisted high mark, reserves the next block and persists its end (fsync).
-fn reserve_block(path: &std::path::Path, at_least: u64) -> Result<(u64, u64), String> {
-    let persisted = match std::fs::read(path) {
-        Ok(b) if b.len() == 8 => u64::from_le_bytes(b.try_into().unwrap_or_default()),
-        Ok(_) => return Err(format!("{} is corrupt", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(format!("read {}: {e}", path.display())),
+/// Producer ids this host handed out before blocks came from the quorum (per-shard
+/// counters persisted in `<data>/producer-ids/shard-N`, ids `(counter << 8) | shard`): the
+/// first id above all of them, 0 when there are none.
+pub fn legacy_producer_ids_end(dir: &std::path::Path) -> i64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
     };
-    let start = persisted.max(at_least);
-    let end = start + PRODUCER_ID_BLOCK;
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| format!("bad producer-id path {}", path.display()))?;
-    crate::durable::write_atomic(dir, name, &end.to_le_bytes())?;
-    Ok((start, end))
+    let mut end = 0i64;
+    for e in entries.flatten() {
+        if let Ok(b) = std::fs::read(e.path())
+            && let Ok(bytes) = <[u8; 8]>::try_from(b.as_slice())
+        {
+            let counter_end = u64::from_le_bytes(bytes).min(1 << 40) as i64;
+            end = end.max((counter_end + 1) << 8);
+        }
+    }
+    end
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    // Reserved blocks never overlap, also after a "restart" that forgets the in-memory state.
+    // The first id the quorum may hand out lies above every id the old per-shard
+    // counters reserved.
     #[test]
-    fn producer_id_blocks_never_repeat() {
+    fn legacy_producer_ids_are_never_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("shard-0");
-        let (a0, a1) = reserve_block(&path, 0).unwrap();
-        let (b0, b1) = reserve_block(&path, 5).unwrap();
-        assert_eq!((a0, a1), (0, PRODUCER_ID_BLOCK));
-        assert!(b0 >= a1 && b1 > b0);
+        assert_eq!(legacy_producer_ids_end(dir.path()), 0);
+        std::fs::write(dir.path().join("shard-0"), 1024u64.to_le_bytes()).unwrap();
+        std::fs::write(dir.path().join("shard-1"), 2048u64.to_le_bytes()).unwrap();
+        let end = legacy_producer_ids_end(dir.path());
+        // The largest old id: counter 2047 of shard 1.
+        assert!(end > (2047 << 8) | 1);
     }
 }

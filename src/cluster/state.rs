@@ -19,6 +19,8 @@ use crate::topic_config;
 /// Kafka's code for an AlterPartition whose partition epoch is stale (internal: only
 /// leaders see it, and they retry with fresh metadata).
 pub const INVALID_UPDATE_VERSION: i16 = 95;
+/// Largest producer-id block one request may take.
+pub const PRODUCER_ID_BLOCK_MAX: i64 = 1 << 20;
 /// Kafka's INELIGIBLE_REPLICA: an AlterPartition adding a replica of a fenced host.
 pub const INELIGIBLE_REPLICA: i16 = 107;
 /// Kafka's FENCED_LEADER_EPOCH.
@@ -61,6 +63,14 @@ pub enum MetaCommand {
         broker: BrokerMeta,
         /// Taken as the cluster id if the cluster has none yet.
         cluster_id: String,
+        /// Producer ids below this were handed out by the host before blocks came from
+        /// the quorum (its old per-shard counters): never hand them out again.
+        #[serde(default)]
+        producer_ids_used_below: i64,
+    },
+    /// Kafka's AllocateProducerIds: a block of `count` producer ids for one shard.
+    AllocateProducerIds {
+        count: i64,
     },
     CreateTopics {
         topics: Vec<NewTopicCmd>,
@@ -137,6 +147,9 @@ pub struct TopicConfigChange {
 pub struct MetaReply {
     pub epoch: u64,
     pub results: Vec<Result<Option<TopicMeta>, TopicError>>,
+    /// AllocateProducerIds: the block [start, end).
+    #[serde(default)]
+    pub producer_ids: Option<(i64, i64)>,
 }
 
 fn all_nodes(meta: &ClusterMeta) -> Vec<i32> {
@@ -145,11 +158,17 @@ fn all_nodes(meta: &ClusterMeta) -> Vec<i32> {
 
 pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
     let mut changed = false;
+    let mut block = None;
     let results = match cmd {
-        MetaCommand::RegisterBroker { broker, cluster_id } => {
+        MetaCommand::RegisterBroker {
+            broker,
+            cluster_id,
+            producer_ids_used_below,
+        } => {
             if meta.cluster_id.is_empty() {
                 meta.cluster_id = cluster_id;
             }
+            meta.next_producer_id = meta.next_producer_id.max(producer_ids_used_below);
             reassign_vanished_shards(meta, &broker);
             meta.brokers.insert(broker.host_id, broker);
             // A host that registers is live: partitions waiting for one of its replicas
@@ -231,6 +250,14 @@ pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
                 out.push(Ok(None));
             }
             out
+        }
+        MetaCommand::AllocateProducerIds { count } => {
+            let count = count.clamp(1, PRODUCER_ID_BLOCK_MAX);
+            let start = meta.next_producer_id;
+            meta.next_producer_id = start.saturating_add(count);
+            block = Some((start, meta.next_producer_id));
+            changed = true;
+            Vec::new()
         }
         MetaCommand::AlterPartition {
             topic,
@@ -367,6 +394,7 @@ pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
     MetaReply {
         epoch: meta.epoch,
         results,
+        producer_ids: block,
     }
 }
 
@@ -637,6 +665,7 @@ mod tests {
             MetaCommand::RegisterBroker {
                 broker: broker(host, shards),
                 cluster_id: "c".into(),
+                producer_ids_used_below: 0,
             },
         );
     }
@@ -717,6 +746,42 @@ mod tests {
                 validate_only: false,
             },
         )
+    }
+
+    // Producer-id blocks never overlap, and never reach below ids a host handed out
+    // before blocks came from the quorum.
+    #[test]
+    fn producer_id_blocks_are_disjoint() {
+        let mut m = ClusterMeta::default();
+        apply(
+            &mut m,
+            MetaCommand::RegisterBroker {
+                broker: broker(1, 1),
+                cluster_id: "c".into(),
+                producer_ids_used_below: 5000,
+            },
+        );
+        let a = apply(&mut m, MetaCommand::AllocateProducerIds { count: 1000 })
+            .producer_ids
+            .unwrap();
+        let b = apply(&mut m, MetaCommand::AllocateProducerIds { count: 1000 })
+            .producer_ids
+            .unwrap();
+        assert_eq!(a, (5000, 6000));
+        assert_eq!(b, (6000, 7000));
+        // A host registering later with a lower mark moves nothing back.
+        apply(
+            &mut m,
+            MetaCommand::RegisterBroker {
+                broker: broker(2, 1),
+                cluster_id: "c".into(),
+                producer_ids_used_below: 10,
+            },
+        );
+        let c = apply(&mut m, MetaCommand::AllocateProducerIds { count: 1 })
+            .producer_ids
+            .unwrap();
+        assert_eq!(c, (7000, 7001));
     }
 
     // Replication factors up to the number of live nodes are accepted (replicas on

@@ -477,14 +477,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             match e.payload {
                 EntryPayload::Blank => replies.push(MetaReply {
                     epoch: g.state.meta.epoch,
-                    results: Vec::new(),
+                    ..Default::default()
                 }),
                 EntryPayload::Normal(cmd) => replies.push(state::apply(&mut g.state.meta, cmd)),
                 EntryPayload::Membership(m) => {
                     g.state.membership = StoredMembership::new(Some(e.log_id), m);
                     replies.push(MetaReply {
                         epoch: g.state.meta.epoch,
-                        results: Vec::new(),
+                        ..Default::default()
                     });
                 }
             }

@@ -227,3 +227,25 @@ def test_sigterm_moves_leadership_before_stopping(cluster):
     assert took < 9, f"stop took {took:.1f} s"
     acked, errors = produce_numbered(cluster.bootstrap(1, 3), topic, 200)
     assert not errors and len(acked) == 200
+
+
+def test_idempotent_producers_on_different_hosts_get_distinct_ids(cluster):
+    """Producer ids come from cluster-wide blocks: idempotent producers that initialise
+    through different hosts, writing to the same partition, never share an id (with ids
+    from per-host counters they did, and the broker saw one producer's sequences jump)."""
+    topic = unique("pid")
+    create_topic(cluster.bootstrap(1), topic, 1)
+    wait_metadata(cluster.bootstrap(2), lambda m: topic in m.topics)
+    producers = [CKProducer({"bootstrap.servers": cluster.bootstrap(h), "enable.idempotence": True,
+                             "acks": "all", "linger.ms": 1}) for h in (1, 2, 3)]
+    errors, acked = [], []
+    for round_ in range(20):
+        for i, p in enumerate(producers):
+            p.produce(topic, value=f"{i}:{round_}",
+                      on_delivery=lambda err, m: errors.append(err) if err else acked.append(m.value()))
+        for p in producers:
+            p.poll(0)
+    for p in producers:
+        assert p.flush(30) == 0
+    assert not errors, errors[:3]
+    assert len(acked) == 60
