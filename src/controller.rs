@@ -292,6 +292,25 @@ impl Controller {
                 .collect(),
             validate_only,
         };
+        self.submit_for_topics(cmd, n).await
+    }
+
+    pub async fn delete_topics(
+        &self,
+        _shard: &Rc<Shard>,
+        names: Vec<String>,
+    ) -> Vec<Result<TopicMeta, TopicError>> {
+        let n = names.len();
+        self.submit_for_topics(MetaCommand::DeleteTopics { names }, n)
+            .await
+    }
+
+    /// Proposes a command answered per topic; every item fails alike when the proposal does.
+    async fn submit_for_topics(
+        &self,
+        cmd: MetaCommand,
+        items: usize,
+    ) -> Vec<Result<TopicMeta, TopicError>> {
         match self.submit(cmd).await {
             Ok(r) => r
                 .results
@@ -304,29 +323,7 @@ impl Controller {
                     })
                 })
                 .collect(),
-            Err(e) => all_failed(n, &e),
-        }
-    }
-
-    pub async fn delete_topics(
-        &self,
-        _shard: &Rc<Shard>,
-        names: Vec<String>,
-    ) -> Vec<Result<TopicMeta, TopicError>> {
-        let n = names.len();
-        match self.submit(MetaCommand::DeleteTopics { names }).await {
-            Ok(r) => r
-                .results
-                .into_iter()
-                .map(|r| {
-                    r.and_then(|t| {
-                        t.ok_or_else(|| {
-                            TopicError::new(error::INVALID_REQUEST, "no topic in reply")
-                        })
-                    })
-                })
-                .collect(),
-            Err(e) => all_failed(n, &e),
+            Err(e) => all_failed(items, &e),
         }
     }
 
