@@ -9,16 +9,7 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
-
-fn name(v: &str) -> TopicName {
-    TopicName(s(v))
-}
 
 fn create_topic(conn: &mut Conn, topic: &str, partitions: i32) {
     let req = CreateTopicsRequest::default()
@@ -455,17 +446,6 @@ fn delete_records_raises_the_log_start() {
     assert_eq!(earliest(&mut conn, "dr", 0), 50);
     assert_eq!(produce(&mut conn, "dr", 0, 1), 50);
     assert_eq!(fetch_error(&mut conn, "dr", 49).0, 1);
-}
-
-fn coord_conn(broker: &Broker, group: &str) -> Conn {
-    let r = broker.connect().request(
-        &FindCoordinatorRequest::default()
-            .with_key(s(group))
-            .with_key_type(0),
-        3,
-    );
-    assert_eq!(r.error_code, 0);
-    broker.connect_node(r.node_id.0 as usize)
 }
 
 fn commit(conn: &mut Conn, group: &str, offsets: &[(&str, i32, i64)]) {

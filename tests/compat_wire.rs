@@ -6,7 +6,6 @@ mod common;
 
 use bytes::{Bytes, BytesMut};
 use common::*;
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -15,45 +14,6 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
-fn create_topic(conn: &mut Conn, topic: &str, partitions: i32, configs: &[(&str, &str)]) -> i16 {
-    let req = CreateTopicsRequest::default()
-        .with_timeout_ms(10_000)
-        .with_topics(vec![
-            CreatableTopic::default()
-                .with_name(name(topic))
-                .with_num_partitions(partitions)
-                .with_replication_factor(1)
-                .with_configs(
-                    configs
-                        .iter()
-                        .map(|(k, v)| {
-                            CreatableTopicConfig::default()
-                                .with_name(StrBytes::from_string(k.to_string()))
-                                .with_value(Some(StrBytes::from_string(v.to_string())))
-                        })
-                        .collect(),
-                ),
-        ]);
-    conn.request(&req, 7).topics[0].error_code
-}
-
-/// Connection to the node that leads `topic`/`partition`.
-fn leader_conn(broker: &Broker, topic: &str, partition: i32) -> Conn {
-    let mut c = broker.connect();
-    let req = MetadataRequest::default()
-        .with_topics(Some(vec![
-            MetadataRequestTopic::default().with_name(Some(name(topic))),
-        ]))
-        .with_allow_auto_topic_creation(false);
-    let md = c.request(&req, 12);
-    let leader = md.topics[0].partitions[partition as usize].leader_id.0;
-    broker.connect_node(leader as usize)
-}
 
 /// One batch with one record per timestamp (value "v<i>"). The crate's encoder starts a new
 /// batch where offset - sequence changes, so sequences follow offsets from -1 (base -1).
@@ -204,22 +164,6 @@ fn list_offsets_by_timestamp_is_record_exact() {
     assert_eq!(create_topic(&mut broker.connect(), "lo-empty", 1, &[]), 0);
     let mut conn = leader_conn(&broker, "lo-empty", 0);
     assert_eq!(list_offset(&mut conn, "lo-empty", -3, 7), (0, -1, -1));
-}
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
-
-/// Connection to the coordinator node of `group`.
-fn coord_conn(broker: &Broker, group: &str) -> Conn {
-    let r = broker.connect().request(
-        &FindCoordinatorRequest::default()
-            .with_key(s(group))
-            .with_key_type(0),
-        3,
-    );
-    assert_eq!(r.error_code, 0);
-    broker.connect_node(r.node_id.0 as usize)
 }
 
 /// OffsetCommit v`version` of (topic, partition, offset); the error codes in request order.

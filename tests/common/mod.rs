@@ -336,3 +336,71 @@ pub fn decode_records(bytes: &Bytes) -> Vec<Record> {
     }
     out
 }
+
+/// A topic name for request structs.
+pub fn name(s: &str) -> kafka_protocol::messages::TopicName {
+    kafka_protocol::messages::TopicName(StrBytes::from_string(s.to_string()))
+}
+
+/// A string for request structs.
+pub fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+/// CreateTopics v7 of one topic (replication factor 1) with configs; its error code.
+pub fn create_topic(
+    conn: &mut Conn,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> i16 {
+    use kafka_protocol::messages::CreateTopicsRequest;
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(name(topic))
+                .with_num_partitions(partitions)
+                .with_replication_factor(1)
+                .with_configs(
+                    configs
+                        .iter()
+                        .map(|(k, v)| {
+                            CreatableTopicConfig::default()
+                                .with_name(s(k))
+                                .with_value(Some(s(v)))
+                        })
+                        .collect(),
+                ),
+        ]);
+    conn.request(&req, 7).topics[0].error_code
+}
+
+/// Connection to the node that leads `topic`/`partition`.
+pub fn leader_conn(broker: &Broker, topic: &str, partition: i32) -> Conn {
+    use kafka_protocol::messages::MetadataRequest;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    let mut c = broker.connect();
+    let req = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name(topic))),
+        ]))
+        .with_allow_auto_topic_creation(false);
+    let md = c.request(&req, 12);
+    let leader = md.topics[0].partitions[partition as usize].leader_id.0;
+    broker.connect_node(leader as usize)
+}
+
+/// Connection to the coordinator node of `group`.
+pub fn coord_conn(broker: &Broker, group: &str) -> Conn {
+    use kafka_protocol::messages::FindCoordinatorRequest;
+    let r = broker.connect().request(
+        &FindCoordinatorRequest::default()
+            .with_key(s(group))
+            .with_key_type(0),
+        3,
+    );
+    assert_eq!(r.error_code, 0);
+    broker.connect_node(r.node_id.0 as usize)
+}
