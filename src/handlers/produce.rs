@@ -76,29 +76,29 @@ pub async fn append_local(
             return PartitionResult::error(error::UNKNOWN_TOPIC_OR_PARTITION, None);
         }
     };
+    // The topic's configs, borrowed from this shard's metadata copy (no copy per append).
     let meta = shard.meta();
-    let configs = meta
-        .topic(&topic)
-        .map(|t| t.configs.clone())
-        .unwrap_or_default();
-    drop(meta);
+    let no_configs = std::collections::BTreeMap::new();
+    let configs = meta.topic(&topic).map_or(&no_configs, |t| &t.configs);
     let durability = match acks {
         0 => shards::Durability::None,
         1 => shards::Durability::Written,
-        _ => topic_config::acks_all_durability(&configs, &shard.config),
+        _ => topic_config::acks_all_durability(configs, &shard.config),
     };
     let replicated = r.replication_factor() > 1;
-    if acks == -1 && replicated {
-        let min_isr = topic_config::min_insync_replicas(&configs, &shard.config);
-        if r.isr_len() < min_isr {
-            return PartitionResult::error(
-                error::NOT_ENOUGH_REPLICAS,
-                Some(format!(
-                    "ISR of {topic}-{partition} has {} replicas, min.insync.replicas is {min_isr}",
-                    r.isr_len()
-                )),
-            );
-        }
+    let min_isr = (acks == -1 && replicated)
+        .then(|| topic_config::min_insync_replicas(configs, &shard.config));
+    drop(meta);
+    if let Some(min_isr) = min_isr
+        && r.isr_len() < min_isr
+    {
+        return PartitionResult::error(
+            error::NOT_ENOUGH_REPLICAS,
+            Some(format!(
+                "ISR of {topic}-{partition} has {} replicas, min.insync.replicas is {min_isr}",
+                r.isr_len()
+            )),
+        );
     }
     let mode = shards::AppendMode::Leader {
         leader_epoch: r.leader_epoch(),
