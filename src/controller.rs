@@ -12,7 +12,6 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cluster::ControllerHandle;
@@ -20,7 +19,7 @@ pub use crate::cluster::state::TopicError;
 use crate::cluster::state::{
     MetaCommand, MetaReply, NewTopicCmd, TopicConfigChange, single_replica,
 };
-use crate::metadata::{BrokerMeta, ClusterMeta, TopicMeta, new_topic_id, node_id};
+use crate::metadata::{BrokerMeta, TopicMeta, new_topic_id, node_id};
 use crate::protocol::error;
 use crate::shard::Shard;
 use crate::sync::Notify;
@@ -154,10 +153,6 @@ impl Controller {
         }
     }
 
-    pub fn meta(&self) -> Arc<ClusterMeta> {
-        self.handle.watch().borrow().clone()
-    }
-
     /// Proposes `cmd` and waits until this host's shards run with its result, so a client
     /// that created a topic here sees it in the next Metadata.
     async fn submit(&self, cmd: MetaCommand) -> Result<MetaReply, TopicError> {
@@ -185,12 +180,11 @@ impl Controller {
     /// the quorum's metadata (broadcasting each version to every shard) until shutdown.
     /// Returns once the first metadata including this host is applied everywhere.
     pub async fn start(self: &Rc<Self>, shard: &Rc<Shard>) -> Result<(), String> {
-        let follower = {
+        {
             let me = self.clone();
             let shard = shard.clone();
-            glommio::spawn_local(async move { me.follow(&shard).await }).detach()
-        };
-        std::mem::forget(follower);
+            glommio::spawn_local(async move { me.follow(&shard).await }).detach();
+        }
         let config = &shard.config;
         let legacy_dir = config.data_dir.join("controller");
         if let Some(legacy) = read_snapshot(&legacy_dir).map_err(|e| e.to_string())? {

@@ -312,7 +312,8 @@ impl Shard {
             }
         }
         self.fetchers.reconcile(self, wanted);
-        // Appends (and acks=all waiters) re-check: an ISR change may move the watermark.
+        // Long-polls re-check: an ISR or leadership change may move the watermark (acks=all
+        // waiters are woken by `Replica::apply` itself).
         self.data_arrived.notify_all();
         self.meta_ready.set(true);
         self.meta_applied.notify_all();
@@ -323,6 +324,21 @@ impl Shard {
         while !self.meta_ready.get() {
             self.meta_applied.notified().await;
         }
+    }
+
+    /// The replicas this shard leads of partitions with more than one replica (the ones
+    /// whose ISR it maintains); nothing is copied for the others.
+    pub fn replicated_leaders(&self) -> Vec<(String, i32, Rc<Replica>)> {
+        let logs = self.logs.borrow();
+        let mut out = Vec::new();
+        for (name, t) in logs.iter() {
+            for (p, r) in &t.partitions {
+                if r.replication_factor() > 1 && r.is_leader() {
+                    out.push((name.clone(), *p, r.clone()));
+                }
+            }
+        }
+        out
     }
 
     /// Every partition open on this shard (for shutdown and stats).

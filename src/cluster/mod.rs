@@ -44,6 +44,8 @@ openraft::declare_raft_types!(
 
 /// Proposals queued from the shards to the controller thread.
 pub const CONTROLLER_REQUESTS_MAX: usize = 1024;
+/// Connections the controller port serves at once (other controllers and hosts).
+pub const CONTROLLER_CONNECTIONS_MAX: usize = 256;
 /// How long one proposal keeps retrying through elections before it fails.
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Forwards a proposal may take between voters before it fails.
@@ -195,7 +197,8 @@ impl Core {
         let Some(raft) = &self.raft else {
             return false;
         };
-        let m = raft.metrics().borrow().clone();
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
         if m.current_leader != Some(self.id) {
             return false;
         }
@@ -317,14 +320,19 @@ async fn run(
         tokio::spawn(heartbeat(core.clone(), opts.node_id as u32, id, addr));
     }
     let _ = started.send(Ok(()));
+    let proposals = Arc::new(tokio::sync::Semaphore::new(CONTROLLER_REQUESTS_MAX));
     loop {
         tokio::select! {
             job = jobs.recv() => {
                 let Some(job) = job else { break };
+                // At most CONTROLLER_REQUESTS_MAX proposals in flight: past that the shards
+                // wait on the bounded job channel.
+                let Ok(permit) = proposals.clone().acquire_owned().await else { break };
                 let core = core.clone();
                 tokio::spawn(async move {
                     let r = propose(&core, job.cmd, 0).await;
                     let _ = job.reply.send(r);
+                    drop(permit);
                 });
             }
             _ = shutdown.notified() => break,
@@ -613,6 +621,7 @@ async fn follow_meta(core: Arc<Core>, meta_tx: Arc<watch::Sender<Arc<ClusterMeta
 }
 
 async fn serve(core: Arc<Core>, listener: tokio::net::TcpListener) {
+    let connections = Arc::new(tokio::sync::Semaphore::new(CONTROLLER_CONNECTIONS_MAX));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -622,8 +631,15 @@ async fn serve(core: Arc<Core>, listener: tokio::net::TcpListener) {
                 continue;
             }
         };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            log::warn!(
+                "controller: refusing a connection from {peer}: {CONTROLLER_CONNECTIONS_MAX} is the limit"
+            );
+            continue;
+        };
         let core = core.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut stream = stream;
             let _ = stream.set_nodelay(true);
             loop {

@@ -291,10 +291,14 @@ pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
                     ))
                 }
                 Some(p) => {
-                    // Only replicas, never empty, always with the leader in it.
-                    let mut isr: Vec<i32> =
-                        isr.into_iter().filter(|r| p.replicas.contains(r)).collect();
-                    isr.dedup();
+                    // Only replicas, each once, never empty, always with the leader in it.
+                    let asked = isr;
+                    let mut isr: Vec<i32> = Vec::with_capacity(asked.len());
+                    for r in asked {
+                        if p.replicas.contains(&r) && !isr.contains(&r) {
+                            isr.push(r);
+                        }
+                    }
                     if !isr.contains(&leader) {
                         isr.insert(0, leader);
                     }

@@ -19,7 +19,7 @@ use crate::protocol::fetch_response::{
     self, FETCH_VERSION_MAX, FETCH_VERSION_MIN, PartitionOut, TopicOut,
 };
 use crate::protocol::{ProtocolError, RequestFrame, error};
-use crate::replication::FollowerFetch;
+use crate::replication::{FollowerFetch, Replica};
 use crate::shard::{LookupError, Shard};
 
 /// Kafka's broker-side fetch.max.bytes default: the most record bytes one response carries
@@ -73,6 +73,45 @@ struct Asker {
     last_fetched_epoch: i32,
 }
 
+/// A follower's fetch of `offset` on the leader: the divergence check first, then its
+/// progress (which may move the high watermark). `Some` is the answer instead of data
+/// (diverged, or not a replica); `None` means read on. Every partition of a follower's
+/// fetch goes through here, also those answered with offsets only.
+fn follower_fetch(shard: &Rc<Shard>, r: &Replica, asker: Asker, offset: i64) -> Option<PartRead> {
+    // Kafka's divergence check (KIP-595's DivergingEpoch): the follower's last epoch
+    // must end, in the leader's log, at or after the follower's fetch offset. A follower
+    // whose log diverges is told where to truncate, and its fetch offset is not taken
+    // as progress (its tail is not the leader's data).
+    if asker.last_fetched_epoch >= 0 {
+        let (epoch, end) = r
+            .end_offset_for_epoch(asker.last_fetched_epoch)
+            .unwrap_or((asker.last_fetched_epoch, offset));
+        if epoch < asker.last_fetched_epoch || end < offset {
+            return Some(PartRead {
+                error_code: error::NONE,
+                high_watermark: r.high_watermark(),
+                log_start_offset: r.log.log_start_offset(),
+                diverging_epoch: Some((epoch, end)),
+                data: Vec::new(),
+                bytes: 0,
+            });
+        }
+    }
+    // A follower: its fetch offset says what it has on disk; it reads past the high
+    // watermark (it must, to move it).
+    match r.follower_fetched(asker.replica, offset) {
+        FollowerFetch::NotAReplica => {
+            return Some(PartRead::error(error::NOT_LEADER_OR_FOLLOWER));
+        }
+        FollowerFetch::Recorded(advanced) => {
+            if advanced {
+                shard.data_arrived.notify_all();
+            }
+        }
+    }
+    None
+}
+
 async fn read_local(
     shard: &Rc<Shard>,
     topic: &str,
@@ -102,36 +141,8 @@ async fn read_local(
     }
     let part = &r.log;
     let read = if asker.replica >= 0 {
-        // Kafka's divergence check (KIP-595's DivergingEpoch): the follower's last epoch
-        // must end, in the leader's log, at or after the follower's fetch offset. A follower
-        // whose log diverges is told where to truncate, and its fetch offset is not taken
-        // as progress (its tail is not the leader's data).
-        if asker.last_fetched_epoch >= 0 {
-            let (epoch, end) = r
-                .end_offset_for_epoch(asker.last_fetched_epoch)
-                .unwrap_or((asker.last_fetched_epoch, offset));
-            if epoch < asker.last_fetched_epoch || end < offset {
-                return Ok(PartRead {
-                    error_code: error::NONE,
-                    high_watermark: r.high_watermark(),
-                    log_start_offset: part.log_start_offset(),
-                    diverging_epoch: Some((epoch, end)),
-                    data: Vec::new(),
-                    bytes: 0,
-                });
-            }
-        }
-        // A follower: its fetch offset says what it has on disk; it reads past the high
-        // watermark (it must, to move it).
-        match r.follower_fetched(asker.replica, offset) {
-            FollowerFetch::NotAReplica => {
-                return Ok(PartRead::error(error::NOT_LEADER_OR_FOLLOWER));
-            }
-            FollowerFetch::Recorded(advanced) => {
-                if advanced {
-                    shard.data_arrived.notify_all();
-                }
-            }
+        if let Some(early) = follower_fetch(shard, &r, asker, offset) {
+            return Ok(early);
         }
         part.read(offset, max_bytes).await
     } else if r.replication_factor() > 1 {
@@ -213,7 +224,19 @@ fn local_offsets(shard: &Rc<Shard>, topic: &str, partition: i32) -> Result<(i16,
 }
 
 /// A partition's offsets without data, for when the response is already full.
-async fn offsets_only(shard: &Rc<Shard>, topic: &str, partition: i32) -> PartRead {
+async fn offsets_only(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    asker: Asker,
+) -> PartRead {
+    if asker.replica >= 0
+        && let Ok(r) = shard.partition(topic, partition)
+        && let Some(early) = follower_fetch(shard, &r, asker, offset)
+    {
+        return early;
+    }
     let unavailable = (error::NOT_LEADER_OR_FOLLOWER, -1, -1);
     let (error_code, high_watermark, log_start_offset) =
         match local_offsets(shard, topic, partition) {
@@ -337,7 +360,10 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                 // Once the response is full, later partitions only report their offsets; the
                 // first batch of the first partition is returned even if larger (KIP-74).
                 let (r, remote) = if budget == 0 && total > 0 {
-                    (offsets_only(shard, name, partition).await, false)
+                    (
+                        offsets_only(shard, name, partition, offset, asker).await,
+                        false,
+                    )
                 } else {
                     let (mut r, remote) =
                         read_any(shard, name, partition, offset, budget.max(1), asker).await;

@@ -182,13 +182,11 @@ async fn run(shard: Rc<Shard>, leader: i32, set: Rc<FetcherSet>) {
                 // cut our tail there (Kafka's truncation on DivergingEpoch), then fetch on.
                 let diverging = &p.diverging_epoch;
                 if diverging.epoch >= 0 || diverging.end_offset >= 0 {
-                    let (own_epoch, own_end) = r.log.end_offset_for_epoch(diverging.epoch);
-                    let target = if own_epoch == diverging.epoch {
-                        diverging.end_offset.min(own_end)
-                    } else {
-                        own_end.min(diverging.end_offset)
-                    }
-                    .max(0);
+                    // Where our copy of that epoch ends, or the leader's, whichever is first
+                    // (Kafka's truncation point; the same rule whether or not we have the
+                    // leader's epoch).
+                    let (_, own_end) = r.log.end_offset_for_epoch(diverging.epoch);
+                    let target = diverging.end_offset.min(own_end).max(0);
                     log::info!(
                         "node {me}: {topic}-{}: log diverges from leader node {leader} after epoch {} offset {}; truncating {} -> {target}",
                         p.partition_index,

@@ -164,6 +164,8 @@ impl Replica {
         }
         drop(role);
         self.advance_hw();
+        // acks=all waiters re-check: leadership or the ISR may have changed.
+        self.hw_advanced.notify_all();
     }
 
     /// Replicas the partition has (1: not replicated).
@@ -397,8 +399,8 @@ impl Replica {
             if now >= deadline {
                 return false;
             }
-            // Also re-check now and then: an ISR shrink or leadership change arrives
-            // through metadata, which wakes nothing here.
+            // Also re-check now and then: `stand_down` (the host losing the quorum) is set
+            // by the controller thread, which wakes nothing here.
             let wait = (deadline - now).min(Duration::from_millis(100));
             futures_lite::future::or(wake, glommio::timer::sleep(wait)).await;
         }
@@ -419,7 +421,7 @@ pub async fn maintain_isr(shard: Rc<crate::shard::Shard>) {
     while !shard.shutting_down.get() {
         glommio::timer::sleep(tick).await;
         let meta = shard.meta();
-        for (topic, partition, r) in shard.local_partitions() {
+        for (topic, partition, r) in shard.replicated_leaders() {
             let Some((leader_epoch, partition_epoch, isr)) = r.isr_change(lag, |n| meta.is_live(n))
             else {
                 continue;
