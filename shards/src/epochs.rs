@@ -36,8 +36,13 @@ impl LeaderEpochs {
         if epoch < 0 || self.entries.last().is_some_and(|(e, _)| *e >= epoch) {
             return false;
         }
-        if let Some((_, start)) = self.entries.last() {
-            assert!(base_offset > *start, "epoch start offsets must grow");
+        // An entry whose epoch had no batch left (the log start was moved up to the log
+        // end, so its start is where this batch begins) gives way, as in Kafka's `assign`.
+        if let Some(&(_, start)) = self.entries.last() {
+            assert!(base_offset >= start, "epoch start offsets must not go back");
+            if base_offset == start {
+                self.entries.pop();
+            }
         }
         self.entries.push((epoch, base_offset));
         true
@@ -137,6 +142,20 @@ impl LeaderEpochs {
 
 #[cfg(test)]
 mod tests {
+
+    // DeleteRecords up to the log end leaves the latest entry starting at the log end; a
+    // new leader's first batch there replaces it instead of panicking.
+    #[test]
+    fn assign_at_the_start_of_an_emptied_epoch() {
+        let mut e = LeaderEpochs::default();
+        assert!(e.assign(0, 0));
+        assert!(e.assign(1, 10));
+        e.truncate_start(20);
+        assert_eq!(e.entries(), &[(1, 20)]);
+        assert!(e.assign(2, 20));
+        assert_eq!(e.entries(), &[(2, 20)]);
+    }
+
     use super::*;
     use proptest::prelude::*;
 
