@@ -39,6 +39,17 @@ pub struct ServeArgs {
     /// Kafka's offsets.retention.minutes (default 10080 = 7 days).
     #[arg(long)]
     pub offsets_retention_minutes: Option<u64>,
+    /// Kafka's offsets.topic.num.partitions: partitions of `__consumer_offsets` when it is
+    /// created (default 16).
+    #[arg(long)]
+    pub offsets_topic_num_partitions: Option<i32>,
+    /// Kafka's offsets.topic.replication.factor (default 3, capped at the quorum's hosts).
+    #[arg(long)]
+    pub offsets_topic_replication_factor: Option<i16>,
+    /// Bytes appended to one `__consumer_offsets` partition after which its leader rewrites
+    /// the current state and drops the older records (default 16 MiB).
+    #[arg(long)]
+    pub offsets_topic_rewrite_bytes: Option<u64>,
     /// Per-shard tail cache size in MiB (default 256).
     #[arg(long)]
     pub cache_mib: Option<usize>,
@@ -93,6 +104,10 @@ pub const TOPICS_MAX: usize = 10_000;
 /// Partitions one topic may have.
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 /// Longest Fetch max_wait_ms honoured.
+/// Partitions `__consumer_offsets` may be created with (Kafka bounds it by num partitions).
+pub const OFFSETS_TOPIC_PARTITIONS_MAX: i32 = 1_000;
+/// Smallest `--offsets-topic-rewrite-bytes` (a rewrite per commit would never end).
+pub const OFFSETS_TOPIC_REWRITE_BYTES_MIN: u64 = 4096;
 pub const FETCH_MAX_WAIT_CAP_MS: u64 = 30_000;
 
 #[derive(Debug, Clone)]
@@ -115,6 +130,9 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub group_initial_rebalance_delay_ms: u64,
     pub offsets_retention_minutes: u64,
+    pub offsets_topic_num_partitions: i32,
+    pub offsets_topic_replication_factor: i16,
+    pub offsets_topic_rewrite_bytes: u64,
     pub cache_bytes: usize,
     pub connections_max: usize,
     pub log_flush_interval_ms: u64,
@@ -184,6 +202,20 @@ impl BrokerConfig {
                     "offsets-retention-minutes" => {
                         a.offsets_retention_minutes =
                             a.offsets_retention_minutes.or(Some(parse_value(&k, &v)?))
+                    }
+                    "offsets-topic-num-partitions" => {
+                        a.offsets_topic_num_partitions = a
+                            .offsets_topic_num_partitions
+                            .or(Some(parse_value(&k, &v)?))
+                    }
+                    "offsets-topic-replication-factor" => {
+                        a.offsets_topic_replication_factor = a
+                            .offsets_topic_replication_factor
+                            .or(Some(parse_value(&k, &v)?))
+                    }
+                    "offsets-topic-rewrite-bytes" => {
+                        a.offsets_topic_rewrite_bytes =
+                            a.offsets_topic_rewrite_bytes.or(Some(parse_value(&k, &v)?))
                     }
                     "cache-mib" => a.cache_mib = a.cache_mib.or(Some(parse_value(&k, &v)?)),
                     "connections-max" => {
@@ -292,6 +324,18 @@ impl BrokerConfig {
             auto_create_topics: a.auto_create_topics.unwrap_or(true),
             group_initial_rebalance_delay_ms: a.group_initial_rebalance_delay_ms.unwrap_or(3000),
             offsets_retention_minutes: a.offsets_retention_minutes.unwrap_or(7 * 24 * 60),
+            offsets_topic_num_partitions: a
+                .offsets_topic_num_partitions
+                .unwrap_or(crate::groups::OFFSETS_TOPIC_PARTITIONS_DEFAULT)
+                .clamp(1, OFFSETS_TOPIC_PARTITIONS_MAX),
+            offsets_topic_replication_factor: a
+                .offsets_topic_replication_factor
+                .unwrap_or(crate::groups::OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT)
+                .max(1),
+            offsets_topic_rewrite_bytes: a
+                .offsets_topic_rewrite_bytes
+                .unwrap_or(crate::groups::REWRITE_INTERVAL_LOG_BYTES)
+                .max(OFFSETS_TOPIC_REWRITE_BYTES_MIN),
             cache_bytes: a.cache_mib.unwrap_or(256) * 1024 * 1024,
             connections_max: a.connections_max.unwrap_or(10_000),
             log_flush_interval_ms: a.log_flush_interval_ms.unwrap_or(1000),

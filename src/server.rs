@@ -487,7 +487,6 @@ async fn shard_main(
             shard.connections.get()
         );
     }
-    shard.groups.stop(&shard).await;
     let closed = store.close_all().await;
     shard.router.close();
     closed.map_err(|e| format!("closing logs: {e}"))

@@ -312,6 +312,8 @@ impl Shard {
             }
         }
         self.fetchers.reconcile(self, wanted);
+        // Offsets partitions led here now are loaded, those no longer led dropped.
+        self.groups.on_meta(self, &meta);
         // Long-polls re-check: an ISR or leadership change may move the watermark (acks=all
         // waiters are woken by `Replica::apply` itself).
         self.data_arrived.notify_all();

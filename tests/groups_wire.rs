@@ -795,3 +795,152 @@ fn default_relative_data_dir_serves_offset_commits() {
         vec![("t".into(), 0, 42, "m".into())]
     );
 }
+
+// Offsets committed before the offsets topic existed (a per-shard snapshot under
+// groups/shard-<k>/, also of a shard that no longer runs) are written into
+// __consumer_offsets when their partitions load, the old directories go, and the offsets
+// are still there after a kill -9 and restart.
+#[test]
+fn offsets_from_before_the_offsets_topic_are_imported() {
+    use osprey::groups::offsets::{self, CommittedOffset, GroupOffsets, OffsetEntry, Snapshot};
+    let dir = tmpdir();
+    let legacy = |shard: usize, group: &str, offset: i64| {
+        let snap = Snapshot {
+            log_gen: 0,
+            groups: vec![GroupOffsets {
+                group: group.into(),
+                deleted_stamp: 0,
+                offsets: vec![OffsetEntry {
+                    topic: "t".into(),
+                    partition: 1,
+                    value: CommittedOffset {
+                        offset,
+                        leader_epoch: -1,
+                        metadata: "old".into(),
+                        commit_ms: 1,
+                        stamp: (3 << offsets::STAMP_SEQ_BITS) | 9,
+                    },
+                }],
+            }],
+        };
+        let d = offsets::shard_dir(dir.path(), shard);
+        std::fs::create_dir_all(&d).unwrap();
+        offsets::write_snapshot(&d, &offsets::encode_snapshot(&snap).unwrap()).unwrap();
+        d
+    };
+    let dirs = [legacy(0, "g-old-a", 555), legacy(3, "g-old-b", 777)];
+    let mut broker = Broker::start_in(dir.path(), 2, DELAY_FLAGS);
+    create_topics(&broker);
+    let check = |broker: &Broker| {
+        for (g, o) in [("g-old-a", 555), ("g-old-b", 777)] {
+            let mut conn = coord_conn(broker, g);
+            let r = fetch_offsets(&mut conn, g, None);
+            assert_eq!(r.error_code, 0);
+            assert_eq!(
+                offsets_of(&r),
+                vec![("t".into(), 1, o, "old".into())],
+                "{g}"
+            );
+        }
+    };
+    check(&broker);
+    let deadline = Instant::now() + LOAD_WAIT;
+    while dirs.iter().any(|d| d.exists()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        dirs.iter().all(|d| !d.exists()),
+        "legacy directories removed"
+    );
+    // A commit now gets a stamp above the imported ones: it wins after a restart.
+    let mut conn = coord_conn(&broker, "g-old-a");
+    commit(&mut conn, "g-old-a", -1, "", &[("t", 1, 556, "new")]);
+    broker.kill();
+    let broker = Broker::start_in(dir.path(), 2, DELAY_FLAGS);
+    let mut conn = coord_conn(&broker, "g-old-a");
+    let r = fetch_offsets(&mut conn, "g-old-a", None);
+    assert_eq!(offsets_of(&r), vec![("t".into(), 1, 556, "new".into())]);
+    let mut conn = coord_conn(&broker, "g-old-b");
+    let r = fetch_offsets(&mut conn, "g-old-b", None);
+    assert_eq!(offsets_of(&r), vec![("t".into(), 1, 777, "old".into())]);
+}
+
+// The offsets topic is kept short: past --offsets-topic-rewrite-bytes of commits a
+// partition's leader re-appends the current state and raises the log start past the old
+// records; every group's latest offsets survive that and a kill -9 and restart.
+#[test]
+fn offsets_topic_is_rewritten_and_trimmed() {
+    let dir = tmpdir();
+    let flags = [DELAY_FLAGS, &["--offsets-topic-rewrite-bytes", "8192"]].concat();
+    let mut broker = Broker::start_in(dir.path(), 1, &flags);
+    create_topics(&broker);
+    let groups: Vec<String> = (0..4).map(|i| format!("g-rw-{i}")).collect();
+    let meta = "m".repeat(1000);
+    let rounds = 60;
+    for round in 0..rounds {
+        for g in &groups {
+            let mut conn = coord_conn(&broker, g);
+            let r = commit(
+                &mut conn,
+                g,
+                -1,
+                "",
+                &[("t", 0, round, &meta), ("t", 1, 1, "")],
+            );
+            assert!(r.topics[0].partitions.iter().all(|p| p.error_code == 0));
+        }
+    }
+    // Every partition that took commits had its log start raised.
+    let mut parts: Vec<i32> = groups
+        .iter()
+        .map(|g| osprey::groups::offsets_partition(g, 16))
+        .collect();
+    parts.sort();
+    parts.dedup();
+    let earliest = |broker: &Broker, p: i32| -> i64 {
+        use kafka_protocol::messages::list_offsets_request::{
+            ListOffsetsPartition, ListOffsetsTopic,
+        };
+        let mut conn = leader_conn(broker, "__consumer_offsets", p);
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(name("__consumer_offsets"))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(p)
+                            .with_timestamp(-2),
+                    ]),
+            ]);
+        let r = conn.request(&req, 4);
+        assert_eq!(r.topics[0].partitions[0].error_code, 0);
+        r.topics[0].partitions[0].offset
+    };
+    let deadline = Instant::now() + LOAD_WAIT;
+    while parts.iter().any(|p| earliest(&broker, *p) == 0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for p in &parts {
+        assert!(earliest(&broker, *p) > 0, "partition {p} trimmed");
+    }
+    let check = |broker: &Broker| {
+        for g in &groups {
+            let mut conn = coord_conn(broker, g);
+            let r = fetch_offsets(&mut conn, g, None);
+            assert_eq!(r.error_code, 0);
+            assert_eq!(
+                offsets_of(&r),
+                vec![
+                    ("t".into(), 0, rounds - 1, meta.clone()),
+                    ("t".into(), 1, 1, "".into())
+                ],
+                "{g}"
+            );
+        }
+    };
+    check(&broker);
+    broker.kill();
+    let broker = Broker::start_in(dir.path(), 1, &flags);
+    check(&broker);
+}

@@ -1,29 +1,41 @@
-//! Consumer groups: the coordinator for the groups that hash to this shard (membership
-//! state machine, committed offsets, their durable log and snapshot, start-up loading).
+//! Consumer groups: the coordinator for the groups whose offsets partition this shard
+//! leads (membership state machine, committed offsets, loading them when leadership comes).
 //!
-//! Runs on: every shard, for the groups it coordinates: shard = crc32c(group id) % shards.
-//! Group requests that reach another shard are answered NOT_COORDINATOR, as a Kafka broker
-//! does for a group it does not coordinate: every shard is its own broker node, clients
-//! send group requests to the node FindCoordinator named, so forwarding would only add a
-//! cross-core hop to a path clients never take.
+//! Runs on: every shard, for the groups of the `__consumer_offsets` partitions it leads.
+//! Committed offsets live in that internal topic, replicated like any other: a group's
+//! home is partition crc32c(group) % partitions (`offsets_partition`), its coordinator
+//! that partition's leader, as in Kafka. FindCoordinator names the leader; elsewhere
+//! group requests answer NOT_COORDINATOR (clients go to the node FindCoordinator named,
+//! so forwarding would only add a hop to a path clients never take).
 //!
-//! Start-up (background task; group requests get COORDINATOR_LOAD_IN_PROGRESS until done):
-//! 1. each shard opens its own directory and the directories of shards that no longer exist
-//!    (k >= shards, k % shards == this shard) and loads snapshot + log tail of each;
-//! 2. barrier; each shard asks every other for the loaded groups that now hash to it (the
-//!    shard count may have changed) and merges them by stamp;
-//! 3. each shard snapshots what it holds (own groups + data still owned elsewhere), so the
-//!    adopted groups are durable in their new home; then it serves;
-//! 4. barrier; each shard snapshots again without the groups it no longer owns and deletes
-//!    the retired directories it opened. Only after every new home is durable does any old
-//!    copy go away.
+//! - The topic is created on the first FindCoordinator (Kafka's way), with
+//!   `--offsets-topic-num-partitions` partitions and a replication factor of
+//!   `--offsets-topic-replication-factor` capped at the hosts of the quorum; it is not
+//!   created before that many hosts have registered.
+//! - A commit (OffsetCommit, DeleteGroups, OffsetDelete, retention expiry) is one record
+//!   batch appended as the partition's leader with acks=all (`produce::append_local`):
+//!   acknowledged once every in-sync replica has it on disk.
+//! - When this shard becomes a partition's leader (`on_meta`, called after each metadata
+//!   apply) it replays the partition from its log start to its end; until then requests for
+//!   its groups get COORDINATOR_LOAD_IN_PROGRESS. Losing leadership (or a new leader epoch)
+//!   drops the partition's groups from memory; their members then hear NOT_COORDINATOR.
+//! - The log is kept short without compaction: past REWRITE_INTERVAL_LOG_BYTES of appends,
+//!   (`--offsets-topic-rewrite-bytes`) the leader re-appends the partition's current state (each offset with its original
+//!   stamp, so replaying old and new records gives the same state), waits for the ISR, and
+//!   raises the log start offset to where the rewrite began (DeleteRecords; followers follow
+//!   the leader's log start).
+//! - Offsets from before the topic existed (`<data_dir>/groups/shard-<k>/`, an offsets log
+//!   per shard plus a snapshot) are loaded at start-up and, when the partition a group
+//!   hashes to is loaded on a shard of this host, written into it; once a shard's legacy
+//!   groups are all written, its legacy directories are deleted. Legacy groups whose
+//!   partition another host leads stay until this host leads it.
 
 pub mod group;
 pub mod handlers;
 pub mod offsets;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -31,6 +43,8 @@ use std::time::{Duration, Instant};
 use glommio::sync::Semaphore;
 
 use crate::config::BrokerConfig;
+use crate::metadata::{ClusterMeta, PartitionMeta};
+use crate::protocol::error as kerr;
 use crate::shard::Shard;
 use group::{Group, GroupState, now_ms};
 use offsets::{
@@ -51,24 +65,40 @@ pub const GROUP_PROTOCOLS_PER_MEMBER_MAX: usize = 64;
 pub const GROUP_MEMBER_ASSIGNMENT_MAX_BYTES: usize = 1 << 20;
 /// Kafka's offset.metadata.max.bytes default.
 pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
-/// Largest single offsets-log record (one OffsetCommit); larger commits get
-/// INVALID_COMMIT_OFFSET_SIZE. Below the store's per-append cap.
+/// Largest single offsets record (one OffsetCommit); larger commits get
+/// INVALID_COMMIT_OFFSET_SIZE. The topic's max.message.bytes.
 pub const OFFSETS_LOG_BATCH_MAX_BYTES: usize = 4 << 20;
-/// Offsets-log bytes after which a snapshot is taken (and the log restarted).
-pub const SNAPSHOT_INTERVAL_LOG_BYTES: u64 = 16 << 20;
-/// Segment size of the offsets log.
-const OFFSETS_LOG_SEGMENT_BYTES: u64 = 16 << 20;
+/// The internal topic of committed offsets (Kafka's name).
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Kafka's offsets.topic.num.partitions is 50; Redpanda's group_topic_partitions is 16,
+/// which suits hosts of a few cores.
+pub const OFFSETS_TOPIC_PARTITIONS_DEFAULT: i32 = 16;
+/// Kafka's offsets.topic.replication.factor default (capped at the quorum's hosts).
+pub const OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT: i16 = 3;
+/// Segment size of the offsets topic (Kafka's offsets.topic.segment.bytes is 100 MiB; the
+/// rewrite keeps each partition's log near REWRITE_INTERVAL_LOG_BYTES).
+const OFFSETS_TOPIC_SEGMENT_BYTES: u64 = 16 << 20;
+/// Kafka's offsets.commit.timeout.ms: how long a commit waits for the in-sync replicas.
+const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_millis(5_000);
+/// Default of `--offsets-topic-rewrite-bytes`: appended offsets-record bytes of one
+/// partition after which its state is rewritten and the log start raised past the old
+/// records.
+pub const REWRITE_INTERVAL_LOG_BYTES: u64 = 16 << 20;
+/// Offsets per record of a rewrite (keeps each record far below the batch limit).
+const REWRITE_OFFSETS_PER_RECORD: usize = 2_000;
 /// Period of the deadline checks (sessions, join and sync phases, initial delay).
 const GROUP_TICK_MS: u64 = 20;
 /// Period of the offsets-retention check (Kafka's offsets.retention.check.interval.ms is
 /// 10 minutes; a minute keeps expiry closer to the configured time).
 const OFFSETS_RETENTION_CHECK_INTERVAL_MS: u64 = 60_000;
-/// Startup barrier poll period.
-const STARTUP_POLL_MS: u64 = 5;
-/// Bytes read per call while replaying the offsets log.
+/// Poll period while a partition load waits for the host's legacy offsets to be read.
+const LEGACY_POLL_MS: u64 = 5;
+/// Bytes read per call while replaying an offsets log.
 const REPLAY_READ_BYTES: usize = 1 << 20;
-/// Units of the commit/snapshot gate: commits take one, a snapshot takes all.
+/// Units of a partition's commit/rewrite gate: appends take one, a load or rewrite all.
 const GATE_UNITS: u64 = 1 << 20;
+/// Shortest pause between two proposals to create the offsets topic.
+const TOPIC_CREATE_RETRY: Duration = Duration::from_millis(500);
 
 /// Kafka error codes the group APIs use (those the protocol module does not list yet).
 pub mod errors {
@@ -83,54 +113,94 @@ pub mod errors {
     pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 }
 
-/// The coordinator shard of a group: a stable hash, the same in every process and run.
-pub fn coordinator_shard(group: &str, shards: usize) -> usize {
-    crc32c::crc32c(group.as_bytes()) as usize % shards.max(1)
+/// The offsets partition a group lives in: a stable hash, the same in every process.
+pub fn offsets_partition(group: &str, partitions: usize) -> i32 {
+    (crc32c::crc32c(group.as_bytes()) as usize % partitions.max(1)) as i32
 }
 
-/// The host that coordinates a group: one of the controller quorum's voters, chosen by a
-/// hash of the group id (salted, so the choice of host and of shard within it are
-/// independent). The voter set is fixed configuration, so a group's home never moves
-/// when hosts join or leave; a one-host cluster coordinates every group itself.
-pub fn coordinator_host(group: &str, config: &crate::config::BrokerConfig) -> u32 {
-    if config.voters.is_empty() {
-        return config.node_id;
-    }
-    let mut ids: Vec<u64> = config.voters.iter().map(|v| v.0).collect();
-    ids.sort_unstable();
-    let h = crc32c::crc32c_append(crc32c::crc32c(b"osprey-group-host/"), group.as_bytes());
-    ids[h as usize % ids.len()] as u32
+/// A group's offsets partition and its placement, once the offsets topic exists.
+pub fn home<'m>(meta: &'m ClusterMeta, group: &str) -> Option<(i32, &'m PartitionMeta)> {
+    let t = meta.topic(OFFSETS_TOPIC)?;
+    let p = offsets_partition(group, t.partitions.len());
+    t.partitions.get(p as usize).map(|pm| (p, pm))
 }
 
-/// Startup progress, polled by the other shards' barriers.
-const PHASE_LOADED: u8 = 1;
-const PHASE_SERVING: u8 = 2;
-const PHASE_DONE: u8 = 3;
+/// Topic configs of the offsets topic: no time or size retention (the coordinator raises
+/// the log start itself), records up to the commit limit.
+pub fn offsets_topic_configs() -> BTreeMap<String, String> {
+    [
+        ("retention.ms", "-1".to_string()),
+        ("retention.bytes", "-1".to_string()),
+        ("segment.bytes", OFFSETS_TOPIC_SEGMENT_BYTES.to_string()),
+        ("max.message.bytes", OFFSETS_LOG_BATCH_MAX_BYTES.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// One offsets partition this shard leads.
+struct Part {
+    /// The leader epoch it was loaded for.
+    epoch: i32,
+    loaded: bool,
+    gate: Rc<Semaphore>,
+    /// Bytes appended since the last rewrite (or load).
+    log_bytes: u64,
+    rewriting: bool,
+}
 
 pub struct Coordinator {
     pub shard: usize,
     data_dir: PathBuf,
-    dir: PathBuf,
     initial_delay: Duration,
     retention: Duration,
-    phase: Cell<u8>,
-    loaded: Cell<bool>,
+    /// `--offsets-topic-rewrite-bytes`.
+    rewrite_bytes: u64,
+    /// Groups of every loaded partition led here.
     pub groups: RefCell<HashMap<String, Group>>,
-    /// Groups loaded from disk that hash to another shard now (until step 4 of start-up).
-    foreign: RefCell<HashMap<String, Group>>,
-    /// The active offsets log.
-    log: RefCell<Option<Rc<shards::Partition>>>,
-    log_gen: Cell<u64>,
-    /// Log generations a pending snapshot will cover; deleted once it is durable.
-    old_logs: RefCell<Vec<Rc<shards::Partition>>>,
-    /// Directories of shards that no longer exist, opened here to hand their data over.
-    retired: RefCell<Vec<(PathBuf, Vec<Rc<shards::Partition>>)>>,
+    parts: RefCell<HashMap<i32, Part>>,
+    /// Stamps: (epoch << STAMP_SEQ_BITS) | seq, above every stamp of a loaded partition.
     epoch: Cell<u64>,
     seq: Cell<u64>,
     pub id_seq: Cell<u64>,
-    gate: Semaphore,
-    snapshotting: Semaphore,
-    log_bytes: Cell<u64>,
+    /// Offsets from before the offsets topic (see the module comment) and their files.
+    legacy: RefCell<HashMap<String, Group>>,
+    legacy_dirs: RefCell<Vec<(PathBuf, Vec<Rc<shards::Partition>>)>>,
+    legacy_loaded: Cell<bool>,
+    /// When the offsets topic was last asked for.
+    topic_requested: Cell<Option<Instant>>,
+}
+
+#[derive(Debug)]
+pub enum AppendFailure {
+    TooLarge,
+    /// The Kafka error the request gets (NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE, ...).
+    Failed(i16, String),
+}
+
+impl AppendFailure {
+    pub fn code(&self) -> i16 {
+        match self {
+            AppendFailure::TooLarge => kerr::INVALID_COMMIT_OFFSET_SIZE,
+            AppendFailure::Failed(code, _) => *code,
+        }
+    }
+}
+
+/// Kafka's mapping of an offsets-topic append error to what the group request answers.
+fn commit_error(code: i16) -> i16 {
+    match code {
+        kerr::UNKNOWN_TOPIC_OR_PARTITION
+        | kerr::NOT_ENOUGH_REPLICAS
+        | kerr::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+        | kerr::REQUEST_TIMED_OUT => kerr::COORDINATOR_NOT_AVAILABLE,
+        kerr::NOT_LEADER_OR_FOLLOWER | kerr::KAFKA_STORAGE_ERROR => kerr::NOT_COORDINATOR,
+        kerr::MESSAGE_TOO_LARGE | kerr::RECORD_LIST_TOO_LARGE | kerr::INVALID_FETCH_SIZE => {
+            kerr::INVALID_COMMIT_OFFSET_SIZE
+        }
+        _ => kerr::UNKNOWN_SERVER_ERROR,
+    }
 }
 
 impl Coordinator {
@@ -138,199 +208,303 @@ impl Coordinator {
         Coordinator {
             shard,
             data_dir: config.data_dir.clone(),
-            dir: offsets::shard_dir(&config.data_dir, shard),
             initial_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
             retention: Duration::from_secs(config.offsets_retention_minutes.saturating_mul(60)),
-            phase: Cell::new(0),
-            loaded: Cell::new(false),
+            rewrite_bytes: config.offsets_topic_rewrite_bytes,
             groups: RefCell::new(HashMap::new()),
-            foreign: RefCell::new(HashMap::new()),
-            log: RefCell::new(None),
-            log_gen: Cell::new(0),
-            old_logs: RefCell::new(Vec::new()),
-            retired: RefCell::new(Vec::new()),
+            parts: RefCell::new(HashMap::new()),
             epoch: Cell::new(1),
             seq: Cell::new(0),
             id_seq: Cell::new(0),
-            gate: Semaphore::new(GATE_UNITS),
-            snapshotting: Semaphore::new(1),
-            log_bytes: Cell::new(0),
+            legacy: RefCell::new(HashMap::new()),
+            legacy_dirs: RefCell::new(Vec::new()),
+            legacy_loaded: Cell::new(false),
+            topic_requested: Cell::new(None),
         }
-    }
-
-    pub fn is_loaded(&self) -> bool {
-        self.loaded.get()
     }
 
     pub fn initial_delay(&self) -> Duration {
         self.initial_delay
     }
 
-    /// Loads this shard's committed offsets in the background (start-up); group requests
-    /// answer COORDINATOR_LOAD_IN_PROGRESS until it is done.
+    /// NONE when this shard coordinates `group` now, else NOT_COORDINATOR,
+    /// COORDINATOR_NOT_AVAILABLE (no offsets topic yet) or COORDINATOR_LOAD_IN_PROGRESS.
+    pub fn check(&self, shard: &Shard, group: &str) -> i16 {
+        let meta = shard.meta();
+        let Some((p, pm)) = home(&meta, group) else {
+            return kerr::COORDINATOR_NOT_AVAILABLE;
+        };
+        if pm.leader != shard.node_id() {
+            return kerr::NOT_COORDINATOR;
+        }
+        match self.parts.borrow().get(&p) {
+            Some(part) if part.loaded && part.epoch == pm.leader_epoch => kerr::NONE,
+            _ => kerr::COORDINATOR_LOAD_IN_PROGRESS,
+        }
+    }
+
+    /// True while a partition led here is still loading (ListGroups answers
+    /// COORDINATOR_LOAD_IN_PROGRESS then, as Kafka).
+    pub fn loading(&self) -> bool {
+        self.parts.borrow().values().any(|p| !p.loaded)
+    }
+
+    /// Reads the offsets from before the offsets topic in the background and starts the
+    /// deadline ticker.
     pub async fn start(&self, shard: &Rc<Shard>) {
         let s = shard.clone();
         glommio::spawn_local(async move {
-            if let Err(e) = load(&s).await {
+            if let Err(e) = load_legacy(&s).await {
                 log::error!(
-                    "shard {}: loading consumer group offsets failed: {e}; group requests stay unavailable",
+                    "shard {}: reading consumer group offsets from before the offsets topic failed: {e}; they stay on disk",
                     s.id
                 );
-                return;
             }
-            glommio::spawn_local(ticker(s.clone())).detach();
-            if let Err(e) = finish_migration(&s).await {
-                log::error!("shard {}: cleaning up moved group offsets: {e}", s.id);
-            }
+            s.groups.legacy_loaded.set(true);
         })
         .detach();
+        glommio::spawn_local(ticker(shard.clone())).detach();
     }
 
-    /// Snapshots the offsets at shutdown, so the next start replays nothing.
-    pub async fn stop(&self, shard: &Rc<Shard>) {
-        if !self.loaded.get() {
-            return;
-        }
-        if let Err(e) = self.snapshot(shard).await {
-            log::error!("shard {}: offsets snapshot at shutdown: {e}", shard.id);
-        }
-    }
-
-    /// The next stamp: increasing within this run, above every stamp of earlier runs.
+    /// The next stamp: increasing within this run, above every stamp of a loaded partition.
     pub fn next_stamp(&self) -> u64 {
         let seq = self.seq.get() + 1;
         self.seq.set(seq);
         (self.epoch.get() << STAMP_SEQ_BITS) | (seq & ((1 << STAMP_SEQ_BITS) - 1))
     }
 
-    fn log_config() -> shards::LogConfig {
-        shards::LogConfig {
-            segment_bytes: OFFSETS_LOG_SEGMENT_BYTES,
-            retention_ms: -1,
-            retention_bytes: -1,
-            max_message_bytes: OFFSETS_LOG_BATCH_MAX_BYTES as u32,
-            ..Default::default()
+    fn raise_epoch(&self, max_stamp: u64) {
+        let e = (max_stamp >> STAMP_SEQ_BITS) + 1;
+        if e > self.epoch.get() {
+            self.epoch.set(e);
+            self.seq.set(0);
         }
     }
 
-    /// Appends one entry to the offsets log and waits for its fsync.
-    pub async fn append(&self, shard: &Rc<Shard>, entry: &LogEntry) -> Result<(), AppendFailure> {
-        let batch = offsets::encode_batch(entry).map_err(|e| AppendFailure::Storage(e.0))?;
-        if batch.len() > OFFSETS_LOG_BATCH_MAX_BYTES {
-            return Err(AppendFailure::TooLarge);
-        }
-        let len = batch.len() as u64;
+    /// Asks the controller quorum for the offsets topic (FindCoordinator found none), at
+    /// most once per TOPIC_CREATE_RETRY and only once enough hosts have registered.
+    pub fn request_topic(&self, shard: &Rc<Shard>) {
+        let now = Instant::now();
+        if self
+            .topic_requested
+            .get()
+            .is_some_and(|t| now.duration_since(t) < TOPIC_CREATE_RETRY)
         {
-            let _permit = self
-                .gate
-                .acquire_permit(1)
-                .await
-                .map_err(|e| AppendFailure::Storage(e.to_string()))?;
-            let log = self.log.borrow().clone();
-            let Some(log) = log else {
-                return Err(AppendFailure::Storage("offsets log not open".into()));
-            };
-            log.append(batch, shards::Durability::Fsync)
-                .await
-                .map_err(|e| AppendFailure::Storage(e.to_string()))?;
+            return;
         }
-        self.log_bytes.set(self.log_bytes.get() + len);
-        if self.log_bytes.get() >= SNAPSHOT_INTERVAL_LOG_BYTES && self.snapshotting.available() > 0
-        {
+        self.topic_requested.set(Some(now));
+        let cfg = &shard.config;
+        let quorum_hosts = cfg.voters.len().max(1);
+        let wanted = (cfg.offsets_topic_replication_factor.max(1) as usize).min(quorum_hosts);
+        let live = shard.meta().brokers.values().filter(|b| !b.fenced).count();
+        if live < wanted {
+            log::info!(
+                "shard {}: offsets topic waits for {wanted} hosts ({live} registered)",
+                self.shard
+            );
+            return;
+        }
+        let rf = (cfg.offsets_topic_replication_factor.max(1) as usize).min(live) as i16;
+        let topic = crate::controller::NewTopic {
+            name: OFFSETS_TOPIC.to_string(),
+            num_partitions: cfg.offsets_topic_num_partitions,
+            replication_factor: rf,
+            configs: offsets_topic_configs(),
+        };
+        let s = shard.clone();
+        glommio::spawn_local(async move {
+            // Proposals go through shard 0's controller handle.
+            let results = s
+                .call(0, move |s0| async move {
+                    s0.controller().create_topics(&s0, vec![topic], false).await
+                })
+                .await
+                .unwrap_or_default();
+            match results.into_iter().next() {
+                Some(Ok(_)) => log::info!(
+                    "created {OFFSETS_TOPIC} with {} partitions, replication factor {rf}",
+                    s.config.offsets_topic_num_partitions
+                ),
+                Some(Err(e)) if e.code == kerr::TOPIC_ALREADY_EXISTS => {}
+                Some(Err(e)) => log::warn!("creating {OFFSETS_TOPIC}: {e:?}"),
+                None => {}
+            }
+        })
+        .detach();
+    }
+
+    /// After each metadata apply: loads the offsets partitions this shard now leads, drops
+    /// the ones it no longer leads (or leads in a new epoch, which reloads).
+    pub fn on_meta(&self, shard: &Rc<Shard>, meta: &ClusterMeta) {
+        let me = shard.node_id();
+        let topic = meta.topic(OFFSETS_TOPIC);
+        let led = |p: i32| -> Option<i32> {
+            let pm = topic?.partitions.get(p as usize)?;
+            (pm.leader == me).then_some(pm.leader_epoch)
+        };
+        let stale: Vec<i32> = self
+            .parts
+            .borrow()
+            .iter()
+            .filter(|(p, part)| led(**p) != Some(part.epoch))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in stale {
+            self.unload(p, topic.map_or(0, |t| t.partitions.len()));
+        }
+        let Some(t) = topic else { return };
+        for (p, pm) in t.partitions.iter().enumerate() {
+            let p = p as i32;
+            if pm.leader != me
+                || self.parts.borrow().contains_key(&p)
+                || shard.replica(OFFSETS_TOPIC, p).is_none()
+            {
+                continue;
+            }
+            self.parts.borrow_mut().insert(
+                p,
+                Part {
+                    epoch: pm.leader_epoch,
+                    loaded: false,
+                    gate: Rc::new(Semaphore::new(GATE_UNITS)),
+                    log_bytes: 0,
+                    rewriting: false,
+                },
+            );
             let s = shard.clone();
+            let epoch = pm.leader_epoch;
+            let partitions = t.partitions.len();
             glommio::spawn_local(async move {
-                if let Err(e) = s.groups.snapshot(&s).await {
-                    log::error!("shard {}: offsets snapshot: {e}", s.id);
+                if let Err(e) = load_partition(&s, p, epoch, partitions).await {
+                    log::error!(
+                        "shard {}: loading {OFFSETS_TOPIC}-{p} failed: {e}; its groups stay unavailable until leadership moves",
+                        s.id
+                    );
                 }
             })
             .detach();
         }
-        Ok(())
     }
 
-    /// Starts a new log generation, writes the state up to it as the snapshot, then
-    /// deletes the generations it covers.
-    pub async fn snapshot(&self, shard: &Rc<Shard>) -> Result<(), OffsetsError> {
-        let err = |e: String| OffsetsError(e);
-        let _one = self
-            .snapshotting
-            .acquire_permit(1)
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        let (bytes, covered) = {
-            let _all = self
-                .gate
-                .acquire_permit(GATE_UNITS)
-                .await
-                .map_err(|e| err(e.to_string()))?;
-            let new_gen = self.log_gen.get() + 1;
-            let part = shard
-                .store
-                .open_partition(offsets::log_dir(&self.dir, new_gen), Self::log_config())
-                .await
-                .map_err(|e| err(format!("open offsets log: {e}")))?;
-            if let Some(old) = self.log.replace(Some(part)) {
-                self.old_logs.borrow_mut().push(old);
-            }
-            self.log_gen.set(new_gen);
-            self.log_bytes.set(0);
-            let snap = Snapshot {
-                log_gen: new_gen,
-                groups: self.stored_groups(),
-            };
-            (offsets::encode_snapshot(&snap)?, self.old_logs.take())
-        };
-        let dir = self.dir.clone();
-        let written = glommio::executor()
-            .spawn_blocking(move || offsets::write_snapshot(&dir, &bytes))
-            .await;
-        if let Err(e) = written {
-            // The covered logs stay: the previous snapshot still needs them.
-            self.old_logs.borrow_mut().extend(covered);
-            return Err(e);
+    fn unload(&self, p: i32, partitions: usize) {
+        self.parts.borrow_mut().remove(&p);
+        let mut groups = self.groups.borrow_mut();
+        let before = groups.len();
+        if partitions == 0 {
+            groups.clear();
+        } else {
+            groups.retain(|name, _| offsets_partition(name, partitions) != p);
         }
-        for p in covered {
-            if let Err(e) = p.delete().await {
-                log::warn!("shard {}: deleting an old offsets log: {e}", self.shard);
-            }
-        }
-        Ok(())
-    }
-
-    /// What a snapshot holds: every group's offsets, including data still kept for groups
-    /// that moved to another shard (until that shard has made them durable).
-    fn stored_groups(&self) -> Vec<GroupOffsets> {
-        let mut out: Vec<GroupOffsets> = self
-            .groups
-            .borrow()
-            .values()
-            .filter(|g| !g.offsets.is_empty())
-            .map(to_stored)
-            .collect();
-        out.extend(
-            self.foreign
-                .borrow()
-                .values()
-                .filter(|g| !g.offsets.is_empty())
-                .map(to_stored),
+        log::info!(
+            "shard {}: no longer coordinating {OFFSETS_TOPIC}-{p} ({} groups dropped)",
+            self.shard,
+            before - groups.len()
         );
-        out
     }
 
-    fn foreign_for(&self, to: usize, count: usize) -> Vec<GroupOffsets> {
-        self.foreign
+    /// The loaded partition of `group` with its gate, or the error to answer.
+    fn loaded_part(&self, shard: &Shard, group: &str) -> Result<(i32, i32, Rc<Semaphore>), i16> {
+        let meta = shard.meta();
+        let Some((p, pm)) = home(&meta, group) else {
+            return Err(kerr::COORDINATOR_NOT_AVAILABLE);
+        };
+        match self.parts.borrow().get(&p) {
+            Some(part) if part.loaded && part.epoch == pm.leader_epoch => {
+                Ok((p, part.epoch, part.gate.clone()))
+            }
+            Some(_) => Err(kerr::COORDINATOR_LOAD_IN_PROGRESS),
+            None => Err(kerr::NOT_COORDINATOR),
+        }
+    }
+
+    fn still_loaded(&self, p: i32, epoch: i32) -> bool {
+        self.parts
             .borrow()
-            .values()
-            .filter(|g| coordinator_shard(&g.id, count) == to)
-            .map(to_stored)
-            .collect()
+            .get(&p)
+            .is_some_and(|part| part.loaded && part.epoch == epoch)
+    }
+
+    /// Appends one entry to the group's offsets partition and waits until every in-sync
+    /// replica has it on disk.
+    pub async fn append(
+        &self,
+        shard: &Rc<Shard>,
+        group: &str,
+        entry: &LogEntry,
+    ) -> Result<(), AppendFailure> {
+        let batch = offsets::encode_batch(entry)
+            .map_err(|e| AppendFailure::Failed(kerr::UNKNOWN_SERVER_ERROR, e.0))?;
+        if batch.len() > OFFSETS_LOG_BATCH_MAX_BYTES {
+            return Err(AppendFailure::TooLarge);
+        }
+        let len = batch.len() as u64;
+        let (p, epoch, gate) = self
+            .loaded_part(shard, group)
+            .map_err(|code| AppendFailure::Failed(code, "offsets partition not loaded".into()))?;
+        {
+            let _permit = gate
+                .acquire_permit(1)
+                .await
+                .map_err(|e| AppendFailure::Failed(kerr::NOT_COORDINATOR, e.to_string()))?;
+            if !self.still_loaded(p, epoch) {
+                return Err(AppendFailure::Failed(
+                    kerr::NOT_COORDINATOR,
+                    "leadership moved".into(),
+                ));
+            }
+            append_record(shard, p, batch).await?;
+            if !self.still_loaded(p, epoch) {
+                return Err(AppendFailure::Failed(
+                    kerr::NOT_COORDINATOR,
+                    "leadership moved".into(),
+                ));
+            }
+        }
+        let rewrite = {
+            let mut parts = self.parts.borrow_mut();
+            let Some(part) = parts.get_mut(&p) else {
+                return Ok(());
+            };
+            part.log_bytes += len;
+            let due = part.log_bytes >= self.rewrite_bytes && !part.rewriting;
+            if due {
+                part.rewriting = true;
+            }
+            due
+        };
+        if rewrite {
+            spawn_rewrite(shard, p, epoch);
+        }
+        Ok(())
     }
 }
 
-#[derive(Debug)]
-pub enum AppendFailure {
-    TooLarge,
-    Storage(String),
+/// One record batch appended to an offsets partition led here, acks=all.
+async fn append_record(
+    shard: &Rc<Shard>,
+    p: i32,
+    batch: bytes::Bytes,
+) -> Result<(), AppendFailure> {
+    let r = crate::handlers::produce::append_local(
+        shard.clone(),
+        OFFSETS_TOPIC.to_string(),
+        p,
+        batch,
+        -1,
+        OFFSETS_COMMIT_TIMEOUT,
+    )
+    .await;
+    if r.error_code == kerr::NONE {
+        Ok(())
+    } else {
+        let why = r.message.unwrap_or_default();
+        log::warn!(
+            "shard {}: append to {OFFSETS_TOPIC}-{p} failed (error {}): {why}",
+            shard.id,
+            r.error_code
+        );
+        Err(AppendFailure::Failed(commit_error(r.error_code), why))
+    }
 }
 
 fn to_stored(g: &Group) -> GroupOffsets {
@@ -383,206 +557,354 @@ fn apply_entry(map: &mut HashMap<String, Group>, e: LogEntry) {
     }
 }
 
-/// Loads one shard directory: snapshot, then every log generation it does not cover.
-/// Returns the groups and the opened logs (ascending generation) and the highest generation.
-async fn load_dir(
-    shard: &Rc<Shard>,
-    dir: PathBuf,
-    own: bool,
-) -> Result<(HashMap<String, Group>, Vec<Rc<shards::Partition>>, u64), OffsetsError> {
-    let d = dir.clone();
-    let (snapshot, gens) = glommio::executor()
-        .spawn_blocking(move || -> Result<_, OffsetsError> {
-            Ok((offsets::read_snapshot(&d)?, offsets::list_log_gens(&d)?))
-        })
-        .await?;
-    let mut map = HashMap::new();
-    let mut first_gen = 0;
-    if let Some(s) = snapshot {
-        first_gen = s.log_gen;
-        for g in s.groups {
-            merge_stored(&mut map, g);
-        }
-    }
-    let mut logs = Vec::new();
-    let mut last_gen = first_gen;
-    for generation in gens {
-        let path = offsets::log_dir(&dir, generation);
-        if generation < first_gen {
-            // Covered by the snapshot: left over from a crash before the deletion.
-            if own {
-                let p = path.clone();
-                let _ = glommio::executor()
-                    .spawn_blocking(move || std::fs::remove_dir_all(p))
-                    .await;
-            }
-            continue;
-        }
-        let part = shard
-            .store
-            .open_partition(path.clone(), Coordinator::log_config())
+/// Reads `part` from its log start to its end, applying every entry; returns the bytes read.
+async fn replay(
+    part: &shards::Partition,
+    map: &mut HashMap<String, Group>,
+) -> Result<u64, OffsetsError> {
+    let name = part.dir().display().to_string();
+    let mut offset = part.log_start_offset();
+    let end = part.log_end_offset();
+    let mut bytes = 0u64;
+    while offset < end {
+        let out = part
+            .read(offset, REPLAY_READ_BYTES)
             .await
-            .map_err(|e| OffsetsError(format!("open {}: {e}", path.display())))?;
-        let mut offset = part.log_start_offset();
-        let end = part.log_end_offset();
-        while offset < end {
-            let out = part
-                .read(offset, REPLAY_READ_BYTES)
-                .await
-                .map_err(|e| OffsetsError(format!("read {}: {e}", path.display())))?;
-            if out.chunks.is_empty() {
-                break;
-            }
-            for chunk in &out.chunks {
-                let mut at = 0;
-                while at < chunk.len() {
-                    let h = shards::batch::parse_header(&chunk[at..])
-                        .map_err(|e| OffsetsError(format!("{}: {e:?}", path.display())))?;
-                    let next = at + h.total_bytes();
-                    if next > chunk.len() {
-                        break;
-                    }
-                    if h.last_offset() >= offset {
-                        for e in offsets::decode_batches(&chunk[at..next])? {
-                            apply_entry(&mut map, e);
-                        }
-                    }
-                    offset = offset.max(h.last_offset() + 1);
-                    at = next;
+            .map_err(|e| OffsetsError(format!("read {name}: {e}")))?;
+        if out.chunks.is_empty() {
+            break;
+        }
+        for chunk in &out.chunks {
+            let mut at = 0;
+            while at < chunk.len() {
+                let h = shards::batch::parse_header(&chunk[at..])
+                    .map_err(|e| OffsetsError(format!("{name}: {e:?}")))?;
+                let next = at + h.total_bytes();
+                if next > chunk.len() {
+                    break;
                 }
+                if h.last_offset() >= offset {
+                    for e in offsets::decode_batches(&chunk[at..next])? {
+                        apply_entry(map, e);
+                    }
+                    bytes += h.total_bytes() as u64;
+                }
+                offset = offset.max(h.last_offset() + 1);
+                at = next;
             }
         }
-        last_gen = last_gen.max(generation);
-        logs.push(part);
     }
-    Ok((map, logs, last_gen))
+    Ok(bytes)
 }
 
-/// Step 1-3 of start-up (see the module comment).
-async fn load(shard: &Rc<Shard>) -> Result<(), OffsetsError> {
+/// Loads one offsets partition this shard became the leader of (see the module comment).
+async fn load_partition(
+    shard: &Rc<Shard>,
+    p: i32,
+    epoch: i32,
+    partitions: usize,
+) -> Result<(), OffsetsError> {
     let co = &shard.groups;
-    let count = shard.count;
-    let data_dir = co.data_dir.clone();
-    let dirs = glommio::executor()
-        .spawn_blocking(move || offsets::list_shard_dirs(&data_dir))
-        .await?;
-    // 1. Own directory, then retired directories assigned to this shard.
-    let (own, mut logs, last_gen) = load_dir(shard, co.dir.clone(), true).await?;
-    let mut loaded = vec![own];
-    for k in dirs
-        .into_iter()
-        .filter(|k| *k >= count && k % count == co.shard)
-    {
-        let dir = offsets::shard_dir(&co.data_dir, k);
-        let (m, l, _) = load_dir(shard, dir.clone(), false).await?;
-        loaded.push(m);
-        co.retired.borrow_mut().push((dir, l));
-    }
-    let mut max_stamp = 0;
-    {
-        let mut groups = co.groups.borrow_mut();
-        let mut foreign = co.foreign.borrow_mut();
-        for map in loaded {
-            for (name, g) in map {
-                let stored = to_stored(&g);
-                max_stamp = max_stamp.max(stored.max_stamp());
-                let target = if coordinator_shard(&name, count) == co.shard {
-                    &mut *groups
-                } else {
-                    &mut *foreign
-                };
-                merge_stored(target, stored);
+    let gate = match co.parts.borrow().get(&p) {
+        Some(part) if part.epoch == epoch => part.gate.clone(),
+        _ => return Ok(()),
+    };
+    let _all = gate
+        .acquire_permit(GATE_UNITS)
+        .await
+        .map_err(|e| OffsetsError(e.to_string()))?;
+    // Legacy offsets of this host must be read first: they may belong here.
+    for to in 0..shard.count {
+        loop {
+            let done = shard
+                .call(to, |s| async move { s.groups.legacy_loaded.get() })
+                .await
+                .map_err(|e| OffsetsError(e.to_string()))?;
+            if done {
+                break;
             }
+            if shard.shutting_down.get() {
+                return Ok(());
+            }
+            glommio::timer::sleep(Duration::from_millis(LEGACY_POLL_MS)).await;
         }
     }
-    // The active log: the newest generation, or a fresh one.
-    let active = match logs.pop() {
-        Some(p) => p,
-        None => shard
-            .store
-            .open_partition(
-                offsets::log_dir(&co.dir, last_gen),
-                Coordinator::log_config(),
-            )
-            .await
-            .map_err(|e| OffsetsError(format!("open offsets log: {e}")))?,
+    let Some(r) = shard.replica(OFFSETS_TOPIC, p) else {
+        return Ok(());
     };
-    co.old_logs.borrow_mut().extend(logs);
-    co.log.replace(Some(active));
-    co.log_gen.set(last_gen);
-    co.phase.set(PHASE_LOADED);
-    // 2. Barrier, then collect the groups that moved here.
-    wait_phase(shard, PHASE_LOADED).await?;
-    for from in (0..count).filter(|f| *f != co.shard) {
-        let me = co.shard;
-        let moved = shard
+    let mut map = HashMap::new();
+    let bytes = replay(&r.log, &mut map).await?;
+    if co.parts.borrow().get(&p).is_none_or(|x| x.epoch != epoch) {
+        return Ok(());
+    }
+    // Offsets from before the topic, held by this host's shards, that belong here.
+    let mut legacy = Vec::new();
+    for to in 0..shard.count {
+        let got = shard
             .call(
-                from,
-                move |s| async move { s.groups.foreign_for(me, count) },
+                to,
+                move |s| async move { s.groups.legacy_for(p, partitions) },
             )
             .await
             .map_err(|e| OffsetsError(e.to_string()))?;
+        legacy.extend(got);
+    }
+    if !legacy.is_empty() {
+        let n = legacy.len();
+        for g in &legacy {
+            for entry in state_records(g) {
+                let batch = offsets::encode_batch(&entry)?;
+                append_record(shard, p, batch)
+                    .await
+                    .map_err(|e| OffsetsError(format!("importing legacy offsets: {e:?}")))?;
+            }
+        }
+        for g in legacy {
+            merge_stored(&mut map, g);
+        }
+        for to in 0..shard.count {
+            shard
+                .call(to, move |s| async move {
+                    s.groups.legacy_done(p, partitions).await
+                })
+                .await
+                .map_err(|e| OffsetsError(e.to_string()))?;
+        }
+        log::info!(
+            "shard {}: {n} groups' offsets from before {OFFSETS_TOPIC} written to partition {p}",
+            shard.id
+        );
+    }
+    map.retain(|_, g| !g.offsets.is_empty());
+    let max_stamp = map
+        .values()
+        .map(|g| to_stored(g).max_stamp())
+        .max()
+        .unwrap_or(0);
+    co.raise_epoch(max_stamp);
+    let n = map.len();
+    {
+        let mut parts = co.parts.borrow_mut();
+        let Some(part) = parts.get_mut(&p).filter(|x| x.epoch == epoch) else {
+            return Ok(());
+        };
         let mut groups = co.groups.borrow_mut();
-        for g in moved {
-            max_stamp = max_stamp.max(g.max_stamp());
-            merge_stored(&mut groups, g);
+        for (name, g) in map {
+            groups.insert(name, g);
+        }
+        part.loaded = true;
+        part.log_bytes = bytes;
+        if bytes >= co.rewrite_bytes {
+            part.rewriting = true;
         }
     }
-    co.groups.borrow_mut().retain(|_, g| !g.offsets.is_empty());
-    co.epoch.set((max_stamp >> STAMP_SEQ_BITS) + 1);
-    // 3. Make the merged state durable here before anyone drops an old copy.
-    co.snapshot(shard).await?;
-    let n = co.groups.borrow().len();
-    co.loaded.set(true);
-    co.phase.set(PHASE_SERVING);
     log::info!(
-        "shard {}: consumer group coordinator loaded {n} groups with committed offsets",
-        co.shard
+        "shard {}: coordinating {OFFSETS_TOPIC}-{p} (leader epoch {epoch}): {n} groups with committed offsets, {bytes} bytes replayed",
+        shard.id
+    );
+    if bytes >= co.rewrite_bytes {
+        drop(_all);
+        spawn_rewrite(shard, p, epoch);
+    }
+    Ok(())
+}
+
+/// The records that restore one group's offsets (original stamps), a bounded number of
+/// offsets each.
+fn state_records(g: &GroupOffsets) -> Vec<LogEntry> {
+    g.offsets
+        .chunks(REWRITE_OFFSETS_PER_RECORD)
+        .map(|c| LogEntry::Commit {
+            group: g.group.clone(),
+            offsets: c.to_vec(),
+        })
+        .collect()
+}
+
+fn spawn_rewrite(shard: &Rc<Shard>, p: i32, epoch: i32) {
+    let s = shard.clone();
+    glommio::spawn_local(async move {
+        if let Err(e) = rewrite(&s, p, epoch).await {
+            log::warn!("shard {}: rewriting {OFFSETS_TOPIC}-{p}: {e}", s.id);
+        }
+        if let Some(part) = s.groups.parts.borrow_mut().get_mut(&p) {
+            part.rewriting = false;
+        }
+    })
+    .detach();
+}
+
+/// Re-appends the partition's current state, then raises its log start to where the
+/// rewrite began: the older records are all superseded.
+async fn rewrite(shard: &Rc<Shard>, p: i32, epoch: i32) -> Result<(), OffsetsError> {
+    let co = &shard.groups;
+    let gate = match co.parts.borrow().get(&p) {
+        Some(part) if part.epoch == epoch => part.gate.clone(),
+        _ => return Ok(()),
+    };
+    let _all = gate
+        .acquire_permit(GATE_UNITS)
+        .await
+        .map_err(|e| OffsetsError(e.to_string()))?;
+    if !co.still_loaded(p, epoch) {
+        return Ok(());
+    }
+    let Some(r) = shard.replica(OFFSETS_TOPIC, p) else {
+        return Ok(());
+    };
+    let partitions = shard
+        .meta()
+        .topic(OFFSETS_TOPIC)
+        .map_or(0, |t| t.partitions.len());
+    let state: Vec<GroupOffsets> = co
+        .groups
+        .borrow()
+        .values()
+        .filter(|g| !g.offsets.is_empty() && offsets_partition(&g.id, partitions) == p)
+        .map(to_stored)
+        .collect();
+    let start = r.log.log_end_offset();
+    let mut bytes = 0u64;
+    for g in &state {
+        for entry in state_records(g) {
+            let batch = offsets::encode_batch(&entry)?;
+            bytes += batch.len() as u64;
+            append_record(shard, p, batch)
+                .await
+                .map_err(|e| OffsetsError(format!("{e:?}")))?;
+        }
+    }
+    if !co.still_loaded(p, epoch) {
+        return Ok(());
+    }
+    let new_start = r
+        .log
+        .delete_records_before(start)
+        .await
+        .map_err(|e| OffsetsError(e.to_string()))?;
+    if let Some(part) = co.parts.borrow_mut().get_mut(&p) {
+        part.log_bytes = bytes;
+    }
+    log::info!(
+        "shard {}: {OFFSETS_TOPIC}-{p} rewritten: {} groups in {bytes} bytes, log start {new_start}",
+        shard.id,
+        state.len()
     );
     Ok(())
 }
 
-/// Step 4 of start-up: forget moved groups and retired directories once every shard made
-/// its adopted groups durable.
-async fn finish_migration(shard: &Rc<Shard>) -> Result<(), OffsetsError> {
-    let co = &shard.groups;
-    wait_phase(shard, PHASE_SERVING).await?;
-    let had_foreign = !co.foreign.borrow().is_empty();
-    co.foreign.borrow_mut().clear();
-    if had_foreign {
-        co.snapshot(shard).await?;
+impl Coordinator {
+    /// Legacy groups held here that belong to offsets partition `p`.
+    fn legacy_for(&self, p: i32, partitions: usize) -> Vec<GroupOffsets> {
+        self.legacy
+            .borrow()
+            .values()
+            .filter(|g| offsets_partition(&g.id, partitions) == p)
+            .map(to_stored)
+            .collect()
     }
-    let retired = co.retired.take();
-    for (dir, logs) in retired {
-        for p in logs {
-            if let Err(e) = p.delete().await {
-                log::warn!("shard {}: deleting retired offsets log: {e}", co.shard);
-            }
+
+    /// Forgets the legacy groups of partition `p` (now written to it); deletes the legacy
+    /// files once none are left.
+    async fn legacy_done(&self, p: i32, partitions: usize) {
+        let empty = {
+            let mut legacy = self.legacy.borrow_mut();
+            legacy.retain(|name, _| offsets_partition(name, partitions) != p);
+            legacy.is_empty()
+        };
+        if !empty {
+            return;
         }
-        let _ = glommio::executor()
-            .spawn_blocking(move || std::fs::remove_dir_all(dir))
-            .await;
+        let dirs = self.legacy_dirs.take();
+        for (dir, logs) in dirs {
+            for part in logs {
+                if let Err(e) = part.delete().await {
+                    log::warn!("shard {}: deleting a legacy offsets log: {e}", self.shard);
+                }
+            }
+            let d = dir.clone();
+            let _ = glommio::executor()
+                .spawn_blocking(move || std::fs::remove_dir_all(d))
+                .await;
+            log::info!(
+                "shard {}: legacy offsets directory {} removed (its groups live in {OFFSETS_TOPIC})",
+                self.shard,
+                dir.display()
+            );
+        }
     }
-    co.phase.set(PHASE_DONE);
-    Ok(())
 }
 
-/// Waits until every shard reached `phase` of start-up.
-async fn wait_phase(shard: &Rc<Shard>, phase: u8) -> Result<(), OffsetsError> {
-    for to in 0..shard.count {
-        loop {
-            let p = shard
-                .call(to, move |s| async move { s.groups.phase.get() })
-                .await
-                .map_err(|e| OffsetsError(e.to_string()))?;
-            if p >= phase {
-                break;
-            }
-            if shard.shutting_down.get() {
-                return Err(OffsetsError("shutting down".into()));
-            }
-            glommio::timer::sleep(Duration::from_millis(STARTUP_POLL_MS)).await;
+fn legacy_log_config() -> shards::LogConfig {
+    shards::LogConfig {
+        segment_bytes: OFFSETS_TOPIC_SEGMENT_BYTES,
+        retention_ms: -1,
+        retention_bytes: -1,
+        max_message_bytes: OFFSETS_LOG_BATCH_MAX_BYTES as u32,
+        ..Default::default()
+    }
+}
+
+/// Reads one legacy shard directory: snapshot, then every log generation it does not
+/// cover. Returns the groups and the opened logs.
+async fn load_legacy_dir(
+    shard: &Rc<Shard>,
+    dir: PathBuf,
+    map: &mut HashMap<String, Group>,
+) -> Result<Vec<Rc<shards::Partition>>, OffsetsError> {
+    let d = dir.clone();
+    let (snapshot, gens): (Option<Snapshot>, Vec<u64>) = glommio::executor()
+        .spawn_blocking(move || -> Result<_, OffsetsError> {
+            Ok((offsets::read_snapshot(&d)?, offsets::list_log_gens(&d)?))
+        })
+        .await?;
+    let mut first_gen = 0;
+    if let Some(s) = snapshot {
+        first_gen = s.log_gen;
+        for g in s.groups {
+            merge_stored(map, g);
         }
+    }
+    let mut logs = Vec::new();
+    for generation in gens.into_iter().filter(|g| *g >= first_gen) {
+        let path = offsets::log_dir(&dir, generation);
+        let part = shard
+            .store
+            .open_partition(path.clone(), legacy_log_config())
+            .await
+            .map_err(|e| OffsetsError(format!("open {}: {e}", path.display())))?;
+        replay(&part, map).await?;
+        logs.push(part);
+    }
+    Ok(logs)
+}
+
+/// Reads this shard's legacy directories: its own and those of shards that no longer
+/// exist (k >= shards, k % shards == this shard).
+async fn load_legacy(shard: &Rc<Shard>) -> Result<(), OffsetsError> {
+    let co = &shard.groups;
+    let data_dir = co.data_dir.clone();
+    let dirs = glommio::executor()
+        .spawn_blocking(move || offsets::list_shard_dirs(&data_dir))
+        .await?;
+    let mut map = HashMap::new();
+    for k in dirs.into_iter().filter(|k| k % shard.count == co.shard) {
+        let dir = offsets::shard_dir(&co.data_dir, k);
+        let logs = load_legacy_dir(shard, dir.clone(), &mut map).await?;
+        co.legacy_dirs.borrow_mut().push((dir, logs));
+    }
+    map.retain(|_, g| !g.offsets.is_empty());
+    if !map.is_empty() {
+        log::info!(
+            "shard {}: {} groups with offsets from before {OFFSETS_TOPIC} found; written there as their partitions load",
+            shard.id,
+            map.len()
+        );
+    }
+    let nothing = map.is_empty();
+    *co.legacy.borrow_mut() = map;
+    if nothing && !co.legacy_dirs.borrow().is_empty() {
+        co.legacy_done(-1, 1).await;
     }
     Ok(())
 }
@@ -638,7 +960,7 @@ async fn expire_offsets(shard: &Rc<Shard>) {
             group: name.clone(),
             stamp,
         };
-        match co.append(shard, &entry).await {
+        match co.append(shard, &name, &entry).await {
             Ok(()) => {
                 if let Some(g) = co.groups.borrow_mut().get_mut(&name) {
                     g.apply_tombstone(stamp);

@@ -1,19 +1,18 @@
-//! Durable committed offsets: the coordinator shard's internal offsets log (a
-//! `shards::Partition`, not a user-visible topic) plus an rkyv snapshot.
+//! The records of `__consumer_offsets` and the reader of the offsets osprey kept before
+//! that topic existed.
 //!
-//! Runs on: every shard, for its own directory `<data_dir>/groups/shard-<id>/`:
-//! - `log-<generation>/`: partition logs; each OffsetCommit / group deletion is one record
-//!   batch v2 whose single record's value is an rkyv-encoded [`LogEntry`], appended with
-//!   `Durability::Fsync` before the request is acknowledged.
-//! - `offsets.snapshot`: [`Snapshot`] = the state up to the start of log generation
-//!   `log_gen`, written temp + fsync + rename + fsync dir. Taking a snapshot starts a new log
-//!   generation first, so start-up = load the snapshot + replay the generations >= `log_gen`,
-//!   and older generations are deleted only after the snapshot that covers them is durable.
+//! Runs on: the shard leading an offsets partition (encode on commit, decode on load).
+//! - Each OffsetCommit / group deletion / OffsetDelete is one record batch v2 whose single
+//!   record's value is an rkyv-encoded [`LogEntry`] (`encode_batch`, `decode_batches`).
+//! - Before the topic, each shard kept `<data_dir>/groups/shard-<id>/`: `log-<generation>/`
+//!   logs of the same records plus `offsets.snapshot` ([`Snapshot`], the state up to log
+//!   generation `log_gen`). `read_snapshot`, `list_log_gens` and `list_shard_dirs` read
+//!   them once for the import into the topic; `write_snapshot` remains for tests that build
+//!   such a directory.
 //!
-//! Every record carries a `stamp` = (run epoch << 40) | sequence, increasing within a group's
-//! history even when the group moved between shards (shard count changed between runs):
-//! merging data from several directories keeps, per partition, the value with the highest
-//! stamp, and a tombstone removes whatever is older than it.
+//! Every record carries a `stamp` = (epoch << 40) | sequence, increasing within a group's
+//! history across leaders and restarts: replaying keeps, per partition, the value with the
+//! highest stamp, and a tombstone removes whatever is older than it.
 
 use std::path::{Path, PathBuf};
 

@@ -52,6 +52,15 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                 message: "manual replica assignment is not supported: osprey places partitions on shards itself".into(),
             });
         }
+        if t.name.0.as_str() == crate::groups::OFFSETS_TOPIC {
+            err = Some(TopicError {
+                code: error::INVALID_REQUEST,
+                message: format!(
+                    "{} is internal: the broker creates it on the first FindCoordinator",
+                    crate::groups::OFFSETS_TOPIC
+                ),
+            });
+        }
         early.push(err);
         new_topics.push(NewTopic {
             name: t.name.0.to_string(),

@@ -37,7 +37,12 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
             )),
         }
     }
-    let names: Vec<String> = asked.iter().filter_map(|(n, _)| n.clone()).collect();
+    let internal = |n: &str| n == crate::groups::OFFSETS_TOPIC;
+    let names: Vec<String> = asked
+        .iter()
+        .filter_map(|(n, _)| n.clone())
+        .filter(|n| !internal(n))
+        .collect();
     let mut results = shard
         .call(0, move |s| async move {
             s.controller().delete_topics(&s, names).await
@@ -57,6 +62,13 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                     .with_error_message(Some(str_bytes(
                         "This server does not host this topic ID.",
                     )));
+            }
+            Some(n) if internal(&n) => {
+                r = r
+                    .with_error_code(error::INVALID_TOPIC_EXCEPTION)
+                    .with_error_message(Some(str_bytes(format!(
+                        "{n} is an internal topic (the consumer groups' committed offsets)"
+                    ))));
             }
             Some(_) => match results.next() {
                 Some(Ok(t)) => r = r.with_topic_id(uuid(t.id)).with_error_code(error::NONE),

@@ -203,6 +203,12 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         for p in topic.partition_data {
             let early = if !acks_valid {
                 Some(PartitionResult::error(error::INVALID_REQUIRED_ACKS, None))
+            } else if name == crate::groups::OFFSETS_TOPIC {
+                // As Kafka: only the group coordinators write the offsets topic.
+                Some(PartitionResult::error(
+                    error::INVALID_TOPIC_EXCEPTION,
+                    Some(format!("cannot append to internal topic {name}")),
+                ))
             } else if p.records.as_ref().is_none_or(|r| r.is_empty()) {
                 Some(PartitionResult::error(
                     error::INVALID_RECORD,

@@ -249,3 +249,76 @@ def test_idempotent_producers_on_different_hosts_get_distinct_ids(cluster):
         assert p.flush(30) == 0
     assert not errors, errors[:3]
     assert len(acked) == 60
+
+
+def test_group_offsets_survive_killing_the_coordinator_host(cluster):
+    """Committed offsets live in the replicated __consumer_offsets topic (RF 3 on three
+    hosts): after kill -9 of the host whose shard coordinates the group, the partition's new
+    leader on another host coordinates it with every acknowledged commit, and the group
+    resumes exactly where it committed."""
+    from confluent_kafka import TopicPartition
+
+    topic, group = unique("go"), unique("grp")
+    create_topic(cluster.bootstrap(1), topic, 3, rf=3)
+    wait_metadata(cluster.bootstrap(1), lambda m: topic in m.topics and all(
+        len(p.isrs) == 3 for p in m.topics[topic].partitions.values()))
+    n = 600
+    acked, errors = produce_numbered(cluster.bootstrap(1), topic, n)
+    assert not errors and len(acked) == n
+
+    def consumer(bootstrap):
+        return CKConsumer({"bootstrap.servers": bootstrap, "group.id": group,
+                           "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                           "session.timeout.ms": 6000})
+
+    first = consumer(cluster.bootstrap())
+    seen = []
+    try:
+        first.subscribe([topic])
+        deadline = time.monotonic() + TIMEOUT_S
+        while len(seen) < n // 2 and time.monotonic() < deadline:
+            for m in first.consume(num_messages=50, timeout=0.5):
+                assert m.error() is None, m.error()
+                seen.append((m.partition(), m.offset(), int(m.value())))
+                if len(seen) == n // 2:
+                    break
+        assert len(seen) == n // 2
+        committed = first.commit(asynchronous=False)
+        want = {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
+    finally:
+        first.close()
+    assert sum(want.values()) == n // 2, want
+
+    md = wait_metadata(cluster.bootstrap(1), lambda m: "__consumer_offsets" in m.topics)
+    for p in md.topics["__consumer_offsets"].partitions.values():
+        assert len({r // NODES_PER_HOST for r in p.replicas}) == 3, p.replicas
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap()})
+    desc = admin.describe_consumer_groups([group])[group].result(timeout=30)
+    host = desc.coordinator.id // NODES_PER_HOST
+    cluster.hosts[host].kill()
+    others = [h for h in cluster.hosts if h != host]
+
+    second = consumer(cluster.bootstrap(*others))
+    try:
+        tps = [TopicPartition(topic, p) for p in range(3)]
+        deadline = time.monotonic() + TIMEOUT_S
+        got = None
+        while time.monotonic() < deadline:
+            try:
+                got = {tp.partition: tp.offset for tp in second.committed(tps, timeout=10)
+                       if tp.offset >= 0}
+                break
+            except KafkaException:
+                time.sleep(0.5)
+        assert got == want, (got, want)
+        second.subscribe([topic])
+        rest = []
+        deadline = time.monotonic() + TIMEOUT_S
+        while len(rest) < n - n // 2 and time.monotonic() < deadline:
+            for m in second.consume(num_messages=100, timeout=0.5):
+                assert m.error() is None, m.error()
+                rest.append(int(m.value()))
+    finally:
+        second.close()
+    values = sorted([v for _, _, v in seen] + rest)
+    assert values == list(range(n)), "every message exactly once across the coordinator's death"

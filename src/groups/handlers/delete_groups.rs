@@ -42,7 +42,7 @@ async fn delete(shard: &Rc<Shard>, group: &str) -> i16 {
         group: group.to_string(),
         stamp,
     };
-    match co.append(shard, &entry).await {
+    match co.append(shard, group, &entry).await {
         Ok(()) => {
             let mut groups = co.groups.borrow_mut();
             match groups.get_mut(group) {
@@ -58,10 +58,7 @@ async fn delete(shard: &Rc<Shard>, group: &str) -> i16 {
             NONE
         }
         Err(AppendFailure::TooLarge) => INVALID_REQUEST,
-        Err(AppendFailure::Storage(e)) => {
-            log::error!("shard {}: offsets log append failed: {e}", shard.id);
-            COORDINATOR_NOT_AVAILABLE
-        }
+        Err(e) => e.code(),
     }
 }
 

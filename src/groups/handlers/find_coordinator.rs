@@ -1,15 +1,19 @@
-//! FindCoordinator (key 10): names the shard (broker node) that coordinates a group,
-//! including the batched coordinator_keys form of v4+.
+//! FindCoordinator (key 10): names the node that coordinates a group (the leader of its
+//! `__consumer_offsets` partition), including the batched coordinator_keys form of v4+;
+//! creates the offsets topic when it does not exist yet.
 //!
-//! Runs on: any shard; pure computation (crc32c(group) % shards), no cross-core hop.
+//! Runs on: any shard, from its own metadata copy; no cross-core hop.
 
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
+use crate::groups::OFFSETS_TOPIC;
 use crate::groups::errors::*;
 use crate::handlers::{ApiSpec, Reply, str_bytes};
+use crate::metadata::{host_of, shard_of};
 use crate::protocol::{ProtocolError, RequestFrame};
 use crate::shard::Shard;
 
@@ -29,67 +33,116 @@ struct Answer {
     port: i32,
 }
 
-fn answer(shard: &Shard, key: &str, key_type: i8) -> Answer {
+fn answer(shard: &Rc<Shard>, key: &str, key_type: i8) -> Answer {
+    let none = |error: i16, message: Option<String>| Answer {
+        error,
+        message,
+        node: -1,
+        host: String::new(),
+        port: -1,
+    };
     if key_type != KEY_TYPE_GROUP {
         // No transactions (or share groups) here: a non-retriable error, not a coordinator
         // the client would then hammer with requests we cannot serve.
-        return Answer {
-            error: INVALID_REQUEST,
-            message: Some(format!("coordinator key type {key_type} is not supported")),
-            node: -1,
-            host: String::new(),
-            port: -1,
-        };
+        return none(
+            INVALID_REQUEST,
+            Some(format!("coordinator key type {key_type} is not supported")),
+        );
     }
-    let host = crate::groups::coordinator_host(key, &shard.config);
     let meta = shard.meta();
-    let found = if host == shard.config.node_id {
-        let s = crate::groups::coordinator_shard(key, shard.count);
-        shard.nodes.get(s).map(|n| (s, n.host.clone(), n.port))
-    } else {
-        meta.brokers.get(&host).and_then(|b| {
-            let s = crate::groups::coordinator_shard(key, b.ports.len());
-            b.ports.get(s).map(|p| (s, b.host.clone(), *p))
-        })
+    let Some((p, pm)) = crate::groups::home(&meta, key) else {
+        // Kafka creates the offsets topic on the first FindCoordinator; the client retries.
+        shard.groups.request_topic(shard);
+        return none(
+            COORDINATOR_NOT_AVAILABLE,
+            Some("the offsets topic is being created".into()),
+        );
     };
-    match found {
-        Some((s, h, port)) => Answer {
+    let leader = pm.leader;
+    let endpoint = if leader < 0 {
+        None
+    } else if host_of(leader) == shard.config.node_id {
+        shard
+            .nodes
+            .get(shard_of(leader))
+            .map(|n| (n.host.clone(), n.port))
+    } else {
+        meta.brokers
+            .get(&host_of(leader))
+            .filter(|b| !b.fenced)
+            .and_then(|b| b.ports.get(shard_of(leader)).map(|p| (b.host.clone(), *p)))
+    };
+    match endpoint {
+        Some((host, port)) => Answer {
             error: NONE,
             message: None,
-            node: crate::metadata::node_id(host, s),
-            host: h,
+            node: leader,
+            host,
             port: i32::from(port),
         },
-        None => Answer {
-            error: COORDINATOR_NOT_AVAILABLE,
-            message: None,
-            node: -1,
-            host: String::new(),
-            port: -1,
-        },
+        None => none(
+            COORDINATOR_NOT_AVAILABLE,
+            Some(format!("{OFFSETS_TOPIC}-{p} has no leader now")),
+        ),
     }
 }
 
-pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+/// How long FindCoordinator waits for the offsets topic to be created and the group's
+/// partition to be loaded on this host, before answering COORDINATOR_NOT_AVAILABLE (the
+/// client retries) or naming a coordinator that is still loading.
+const FIND_COORDINATOR_WAIT: Duration = Duration::from_millis(3_000);
+/// Poll period of that wait.
+const FIND_COORDINATOR_POLL: Duration = Duration::from_millis(5);
+
+/// The answer for one key, waiting (until `deadline`) for the offsets topic to exist and,
+/// when a shard of this host leads the group's partition, for it to be loaded there.
+async fn answer_when_ready(
+    shard: &Rc<Shard>,
+    key: &str,
+    key_type: i8,
+    deadline: Instant,
+) -> Answer {
+    loop {
+        let a = answer(shard, key, key_type);
+        let ready = match a.error {
+            COORDINATOR_NOT_AVAILABLE => false,
+            NONE if host_of(a.node) == shard.config.node_id => {
+                let group = key.to_string();
+                shard
+                    .call(shard_of(a.node), move |s| async move {
+                        s.groups.check(&s, &group) != COORDINATOR_LOAD_IN_PROGRESS
+                    })
+                    .await
+                    .unwrap_or(true)
+            }
+            _ => true,
+        };
+        if ready || Instant::now() >= deadline || shard.shutting_down.get() {
+            return a;
+        }
+        glommio::timer::sleep(FIND_COORDINATOR_POLL).await;
+    }
+}
+
+pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
     let body: FindCoordinatorRequest = req.decode()?;
+    let deadline = Instant::now() + FIND_COORDINATOR_WAIT;
     let mut resp = FindCoordinatorResponse::default();
     if req.version >= 4 {
-        resp.coordinators = body
-            .coordinator_keys
-            .iter()
-            .map(|k| {
-                let a = answer(shard, k, body.key_type);
+        for k in &body.coordinator_keys {
+            let a = answer_when_ready(shard, k, body.key_type, deadline).await;
+            resp.coordinators.push(
                 Coordinator::default()
                     .with_key(k.clone())
                     .with_node_id(BrokerId(a.node))
                     .with_host(str_bytes(a.host))
                     .with_port(a.port)
                     .with_error_code(a.error)
-                    .with_error_message(a.message.map(str_bytes))
-            })
-            .collect();
+                    .with_error_message(a.message.map(str_bytes)),
+            );
+        }
     } else {
-        let a = answer(shard, &body.key, body.key_type);
+        let a = answer_when_ready(shard, &body.key, body.key_type, deadline).await;
         resp = resp
             .with_error_code(a.error)
             .with_node_id(BrokerId(a.node))

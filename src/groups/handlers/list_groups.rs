@@ -25,7 +25,7 @@ const GROUP_TYPE: &str = "classic";
 pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
     let body: ListGroupsRequest = req.decode()?;
     let mut resp = ListGroupsResponse::default();
-    if !shard.groups.is_loaded() {
+    if shard.groups.loading() {
         resp.error_code = COORDINATOR_LOAD_IN_PROGRESS;
         return Ok(Reply::Frame(req.encode_response(&resp)?));
     }

@@ -1,8 +1,9 @@
 //! The group APIs' handlers (one file per API key, each with its version range) and their
 //! registry entries, which the broker's ApiVersions answer includes.
 //!
-//! Runs on: any shard for FindCoordinator; the group's coordinator shard for the others
-//! (elsewhere they answer NOT_COORDINATOR, see `groups` for why this is not forwarded).
+//! Runs on: any shard for FindCoordinator; the shard leading the group's offsets partition
+//! for the others (elsewhere they answer NOT_COORDINATOR, see `groups` for why this is not
+//! forwarded).
 
 pub mod delete_groups;
 pub mod describe_groups;
@@ -43,7 +44,7 @@ pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Pro
     match req.api_key {
         ApiKey::OffsetCommit => offset_commit::handle(shard, req).await,
         ApiKey::OffsetFetch => offset_fetch::handle(shard, req),
-        ApiKey::FindCoordinator => find_coordinator::handle(shard, req),
+        ApiKey::FindCoordinator => find_coordinator::handle(shard, req).await,
         ApiKey::JoinGroup => join_group::handle(shard, req).await,
         ApiKey::Heartbeat => heartbeat::handle(shard, req),
         ApiKey::LeaveGroup => leave_group::handle(shard, req),
@@ -64,14 +65,8 @@ pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Pro
 pub fn check_group(shard: &Shard, group: &str) -> i16 {
     if group.is_empty() {
         INVALID_GROUP_ID
-    } else if super::coordinator_host(group, &shard.config) != shard.config.node_id
-        || super::coordinator_shard(group, shard.count) != shard.id
-    {
-        NOT_COORDINATOR
-    } else if !shard.groups.is_loaded() {
-        COORDINATOR_LOAD_IN_PROGRESS
     } else {
-        NONE
+        shard.groups.check(shard, group)
     }
 }
 

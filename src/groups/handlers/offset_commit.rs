@@ -17,7 +17,7 @@ use super::{check_group, opt_str};
 use crate::groups::errors::*;
 use crate::groups::group::Group;
 use crate::groups::offsets::{CommittedOffset, LogEntry, OffsetEntry};
-use crate::groups::{AppendFailure, GROUPS_PER_SHARD_MAX, OFFSET_METADATA_MAX_BYTES};
+use crate::groups::{GROUPS_PER_SHARD_MAX, OFFSET_METADATA_MAX_BYTES};
 use crate::handlers::{ApiSpec, Reply};
 use crate::protocol::{ProtocolError, RequestFrame};
 use crate::shard::Shard;
@@ -151,16 +151,12 @@ async fn commit(shard: &Rc<Shard>, group_id: &str, entries: Vec<OffsetEntry>) ->
         group: group_id.to_string(),
         offsets: entries,
     };
-    let appended = co.append(shard, &entry).await;
+    let appended = co.append(shard, group_id, &entry).await;
     let mut groups = co.groups.borrow_mut();
     let g = groups.get_mut(group_id);
     let code = match appended {
         Ok(()) => NONE,
-        Err(AppendFailure::TooLarge) => INVALID_COMMIT_OFFSET_SIZE,
-        Err(AppendFailure::Storage(e)) => {
-            log::error!("shard {}: offsets log append failed: {e}", shard.id);
-            COORDINATOR_NOT_AVAILABLE
-        }
+        Err(e) => e.code(),
     };
     if let Some(g) = g {
         g.inflight_commits = g.inflight_commits.saturating_sub(1);

@@ -86,7 +86,7 @@ async fn delete(shard: &Rc<Shard>, body: &OffsetDeleteRequest) -> Result<Vec<Vec
         partitions: doomed.clone(),
         stamp,
     }));
-    match co.append(shard, &entry).await {
+    match co.append(shard, group, &entry).await {
         Ok(()) => {
             if let Some(g) = co.groups.borrow_mut().get_mut(group) {
                 g.delete_offsets(&doomed, stamp);
@@ -94,10 +94,7 @@ async fn delete(shard: &Rc<Shard>, body: &OffsetDeleteRequest) -> Result<Vec<Vec
             Ok(codes)
         }
         Err(AppendFailure::TooLarge) => Err(INVALID_REQUEST),
-        Err(AppendFailure::Storage(e)) => {
-            log::error!("shard {}: offsets log append failed: {e}", shard.id);
-            Err(COORDINATOR_NOT_AVAILABLE)
-        }
+        Err(e) => Err(e.code()),
     }
 }
 
