@@ -83,6 +83,7 @@ fn bench_codec(c: &mut Criterion) {
                         last_stable_offset: 16,
                         log_start_offset: 0,
                         diverging_epoch: None,
+                        aborted: None,
                         records: vec![stored.clone()],
                     })
                     .collect(),

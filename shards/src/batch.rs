@@ -180,11 +180,11 @@ impl BatchHeader {
     }
     /// Transactional flag (attributes bit 4).
     pub fn is_transactional(&self) -> bool {
-        self.attributes & 0x10 != 0
+        self.attributes & ATTR_TRANSACTIONAL != 0
     }
     /// Control batch flag (attributes bit 5).
     pub fn is_control(&self) -> bool {
-        self.attributes & 0x20 != 0
+        self.attributes & ATTR_CONTROL != 0
     }
     /// True if the batch comes from an idempotent producer.
     pub fn has_producer_id(&self) -> bool {
@@ -246,6 +246,94 @@ fn parse_header_at(buf: &[u8], at: usize) -> Result<BatchHeader, BatchError> {
         base_sequence: be_i32(buf, 53),
         record_count: be_i32(buf, 57),
     })
+}
+
+/// Attributes bit of a transactional batch (Kafka's isTransactional).
+pub const ATTR_TRANSACTIONAL: i16 = 0x10;
+/// Attributes bit of a control batch (commit/abort markers).
+pub const ATTR_CONTROL: i16 = 0x20;
+/// Control record types (the key's second field): Kafka's ControlRecordType.
+pub const CONTROL_ABORT: i16 = 0;
+pub const CONTROL_COMMIT: i16 = 1;
+
+/// Reads a zig-zag varint at `at`; (value, bytes used).
+fn get_varint(b: &[u8], at: usize) -> Option<(i64, usize)> {
+    let mut z: u64 = 0;
+    for i in 0..10 {
+        let byte = *b.get(at + i)?;
+        z |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((((z >> 1) as i64) ^ -((z & 1) as i64), i + 1));
+        }
+    }
+    None
+}
+
+/// The control record type (CONTROL_ABORT, CONTROL_COMMIT, ...) of a control batch: the
+/// second i16 of its first record's key. None for other batches, a compressed control
+/// batch (Kafka never compresses them) or bytes that do not hold a whole first record.
+pub fn control_type(batch: &[u8]) -> Option<i16> {
+    let h = parse_header(batch).ok()?;
+    if !h.is_control() || h.compression() != 0 || h.record_count < 1 {
+        return None;
+    }
+    let mut at = BATCH_HEADER_BYTES;
+    let (_len, n) = get_varint(batch, at)?;
+    at += n + 1; // record length, attributes
+    let (_, n) = get_varint(batch, at)?; // timestamp delta
+    at += n;
+    let (_, n) = get_varint(batch, at)?; // offset delta
+    at += n;
+    let (key_len, n) = get_varint(batch, at)?;
+    at += n;
+    if key_len < 4 {
+        return None;
+    }
+    let key = batch.get(at..at + 4)?;
+    Some(i16::from_be_bytes([key[2], key[3]]))
+}
+
+/// A control batch of one marker record (Kafka's EndTransactionMarker): key = version 0 +
+/// type, value = version 0 + coordinator epoch; transactional and control attributes set,
+/// base sequence -1, baseOffset 0 (the log assigns it).
+pub fn control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    control: i16,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Vec<u8> {
+    let mut rec = Vec::with_capacity(24);
+    rec.push(0); // attributes
+    rec.push(0); // timestamp delta 0
+    rec.push(0); // offset delta 0
+    rec.push(8); // key length 4 (zig-zag)
+    rec.extend_from_slice(&0i16.to_be_bytes());
+    rec.extend_from_slice(&control.to_be_bytes());
+    rec.push(12); // value length 6 (zig-zag)
+    rec.extend_from_slice(&0i16.to_be_bytes());
+    rec.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    rec.push(0); // no headers
+    let mut b = Vec::with_capacity(BATCH_HEADER_BYTES + rec.len() + 1);
+    b.extend_from_slice(&0i64.to_be_bytes());
+    let batch_length = (BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES + rec.len() + 1) as i32;
+    b.extend_from_slice(&batch_length.to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.push(MAGIC_V2 as u8);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b.extend_from_slice(&(ATTR_TRANSACTIONAL | ATTR_CONTROL).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&producer_id.to_be_bytes());
+    b.extend_from_slice(&producer_epoch.to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&1i32.to_be_bytes());
+    b.push((rec.len() as u8) << 1); // record length (zig-zag, < 64)
+    b.extend_from_slice(&rec);
+    let crc = compute_crc(&b);
+    b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    b
 }
 
 /// CRC32C of a whole batch's covered range (attributes..end).
@@ -713,5 +801,32 @@ mod tests {
             damaged[at] ^= 1 << bit;
             prop_assert!(validate(&damaged, 1 << 20).is_err());
         }
+    }
+}
+
+#[cfg(test)]
+mod control_tests {
+    use super::*;
+
+    // Proves a built marker is a valid v2 batch (CRC, lengths, one record) whose control
+    // type reads back, and that data batches have none.
+    #[test]
+    fn control_batches_round_trip() {
+        for (kind, coord_epoch) in [(CONTROL_COMMIT, 7), (CONTROL_ABORT, 0)] {
+            let b = control_batch(42, 3, kind, coord_epoch, 1_700_000_000_000);
+            let v = validate(&b, 1 << 20).unwrap();
+            assert_eq!(v.len(), 1);
+            let h = v[0].header;
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.base_sequence),
+                (42, 3, -1)
+            );
+            assert_eq!((h.record_count, h.last_offset_delta), (1, 0));
+            assert_eq!(control_type(&b), Some(kind));
+        }
+        let data = build::batch(2, 10, 0, build::ProducerFields::NONE, 1);
+        assert_eq!(control_type(&data), None);
+        assert_eq!(control_type(&[0u8; 3]), None);
     }
 }

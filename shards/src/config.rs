@@ -42,6 +42,10 @@ pub const READ_MAX_BYTES: usize = 8 << 20;
 pub const PRODUCERS_MAX_PER_PARTITION: usize = 8192;
 /// Batches remembered per producer for duplicate detection (Kafka: 5 in flight).
 pub const PRODUCER_BATCHES_MAX: usize = 5;
+/// Aborted transactions a partition remembers for read_committed fetches (24 bytes each,
+/// so 2.4 MB at most); beyond it the oldest are forgotten with a warning (Kafka keeps them
+/// in per-segment .txnindex files instead).
+pub const ABORTED_TXNS_MAX_PER_PARTITION: usize = 100_000;
 /// Period of the shard's background task (flush.ms, retention).
 pub const BACKGROUND_TICK_MS: u64 = 50;
 /// Smallest segment.bytes accepted (smaller values are raised to it).

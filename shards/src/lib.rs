@@ -33,5 +33,6 @@ pub use error::{AppendError, ReadError, StorageError, codes};
 pub use partition::{
     AppendInfo, AppendMode, Chunk, Decompress, Partition, PartitionStats, ReadOutput,
 };
+pub use producer::AbortedTxn;
 pub use segment::segment_file_name;
 pub use store::{FaultInjector, Store, StoreStats};

@@ -67,6 +67,10 @@ pub enum AppendMode {
     /// partitionLeaderEpoch field (batch header bytes 12..16, big-endian i32, outside the
     /// CRC) of every batch set to `leader_epoch`.
     Leader { leader_epoch: i32 },
+    /// As `Leader`, for the broker's own control batches (transaction markers, built with
+    /// `batch::control_batch`); the other modes refuse control batches, as Kafka refuses
+    /// them from clients.
+    Marker { leader_epoch: i32 },
     /// Batches as a follower fetched them from its leader: their offsets are kept. The first
     /// batch's baseOffset must equal the log end offset and each batch must start right
     /// after the previous one (else `AppendError::OffsetMismatch`); CRC, magic and length
@@ -745,7 +749,12 @@ impl Partition {
                     };
                     if h.last_offset() >= off {
                         if h.base_offset >= producers_from {
-                            table.record(&h);
+                            let control = if h.is_control() {
+                                c.get(p..p + h.total_bytes()).and_then(batch::control_type)
+                            } else {
+                                None
+                            };
+                            table.record(&h, control);
                         }
                         if h.base_offset >= epochs_from {
                             epochs.assign(h.partition_leader_epoch, h.base_offset);
@@ -778,6 +787,24 @@ impl Partition {
 
     pub fn log_end_offset(&self) -> i64 {
         self.log.borrow().next_offset
+    }
+
+    /// Offset of the first batch of the oldest open transaction, if one is open: the last
+    /// stable offset is the smaller of this and the high watermark.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.log.borrow().producers.first_unstable_offset()
+    }
+
+    /// The producer's open transaction in this partition: the offset of its first batch.
+    pub fn ongoing_txn(&self, producer_id: i64) -> Option<i64> {
+        self.log.borrow().producers.ongoing_txn(producer_id)
+    }
+
+    /// Aborted transactions overlapping [from, to), for read_committed fetches.
+    pub fn aborted_txns(&self, from: i64, to: i64) -> Vec<crate::producer::AbortedTxn> {
+        let log = self.log.borrow();
+        let from = from.max(log.log_start_offset);
+        log.producers.aborted_between(from, to)
     }
 
     /// Single replica: equal to the log end offset (appended data is visible at once).
@@ -995,9 +1022,19 @@ impl Partition {
             }
         }
         let stamp = match mode {
-            Some(AppendMode::Leader { leader_epoch }) => Some(leader_epoch),
+            Some(AppendMode::Leader { leader_epoch } | AppendMode::Marker { leader_epoch }) => {
+                Some(leader_epoch)
+            }
             _ => None,
         };
+        let markers = matches!(mode, Some(AppendMode::Marker { .. }));
+        if !follower && validated.iter().any(|v| v.header.is_control() != markers) {
+            return Err(AppendError::InvalidRecord(if markers {
+                "a marker append holds only control batches".into()
+            } else {
+                "clients may not write control batches".into()
+            }));
+        }
         // Producer checks: all batches, against the state as it will be after the earlier ones.
         // A follower records what its leader accepted, without checks.
         let mut scratch: Option<ProducerTable> = None;
@@ -1015,7 +1052,7 @@ impl Partition {
                         let t = scratch.get_or_insert_with(|| log.producers.clone());
                         let mut h = v.header;
                         h.base_offset = log.next_offset; // placeholder, only sequences matter here
-                        t.record(&h);
+                        t.record(&h, None);
                     }
                 }
                 SeqCheck::Duplicate {
@@ -1086,13 +1123,24 @@ impl Partition {
                     assert_eq!(h.base_offset, off, "follower offsets are checked above");
                 }
                 h.base_offset = off;
+                let control = if h.is_control() {
+                    let bytes: &[u8] = match &data {
+                        Ok(d) => d,
+                        Err(b) => b,
+                    };
+                    bytes
+                        .get(v.position..v.position + total)
+                        .and_then(batch::control_type)
+                } else {
+                    None
+                };
                 index.on_batch(
                     (off - seg.base_offset) as u32,
                     seg_pos + v.position as u64,
                     total as u64,
                     h.max_timestamp,
                 );
-                log.producers.record(&h);
+                log.producers.record(&h, control);
                 log.epochs.assign(h.partition_leader_epoch, h.base_offset);
                 off = h.last_offset() + 1;
             }
@@ -1181,6 +1229,8 @@ impl Partition {
                     self.dir.display()
                 );
             }
+            let log_start = log.log_start_offset;
+            log.producers.trim_aborted(log_start);
             if let Err(e) = log.producers.write_snapshot(&self.dir, base) {
                 log::warn!(
                     "{}: producer snapshot not written ({e}); recovery will rebuild it",

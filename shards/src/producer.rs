@@ -1,20 +1,35 @@
 //! Idempotent-producer state of one partition: per producer id its epoch and the sequence
-//! ranges and offsets of its last few batches, for duplicate and gap detection; plus its
-//! snapshot file (`producer.snapshot`), written at segment roll and close.
+//! ranges and offsets of its last few batches, for duplicate and gap detection; the open
+//! transactions (producer id -> offset of its first batch in the transaction, which bounds
+//! the last stable offset) and the aborted transactions that read_committed fetches report;
+//! plus its snapshot file (`producer.snapshot`), written at segment roll and close.
 //!
 //! Runs on the shard's own core. On open the state is loaded from the snapshot (if it is
 //! valid and not beyond the recovered log end) and completed by replaying the batch headers
 //! after the snapshot's offset; with no usable snapshot it is rebuilt from the whole log.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::path::Path;
 
 use crate::batch::BatchHeader;
-use crate::config::{PRODUCER_BATCHES_MAX, PRODUCERS_MAX_PER_PARTITION};
+use crate::config::{
+    ABORTED_TXNS_MAX_PER_PARTITION, PRODUCER_BATCHES_MAX, PRODUCERS_MAX_PER_PARTITION,
+};
 use crate::error::AppendError;
 
-const SNAPSHOT_MAGIC: &[u8; 8] = b"OSPPRS01";
+/// Snapshot formats: 01 without transactions, 02 with open and aborted transactions.
+const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"OSPPRS01";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"OSPPRS02";
+
+/// One aborted transaction of a partition: its producer and its offsets from the first
+/// batch to the abort marker (Kafka's AbortedTxn).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
 
 /// Sequence range and offsets of one stored batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +63,10 @@ pub struct ProducerTable {
     /// Bumped on every update; used to find the least recently updated producer to evict.
     touched: HashMap<i64, u64>,
     clock: u64,
+    /// Open transactions: producer id -> offset of its first batch in the transaction.
+    ongoing: BTreeMap<i64, i64>,
+    /// Aborted transactions in marker order (ascending last offset).
+    aborted: VecDeque<AbortedTxn>,
 }
 
 fn next_seq(s: i32) -> i32 {
@@ -82,6 +101,11 @@ impl ProducerTable {
                 current_epoch: e.epoch,
                 received_epoch: h.producer_epoch,
             });
+        }
+        if h.is_control() {
+            // A marker carries no sequence; its epoch may be a bumped one (a coordinator
+            // aborting a timed-out transaction fences the producer with it).
+            return Ok(SeqCheck::Append);
         }
         if h.producer_epoch > e.epoch {
             // A bumped epoch restarts the sequence at 0.
@@ -120,12 +144,40 @@ impl ProducerTable {
         Ok(SeqCheck::Append)
     }
 
-    /// Records stored batch `h` (with its assigned base offset).
-    pub fn record(&mut self, h: &BatchHeader) {
+    /// Records stored batch `h` (with its assigned base offset); `control` is its control
+    /// record type when it is a control batch (`batch::control_type`).
+    pub fn record(&mut self, h: &BatchHeader, control: Option<i16>) {
         if !h.has_producer_id() {
             return;
         }
         self.clock += 1;
+        if h.is_control() {
+            let first = self.ongoing.remove(&h.producer_id);
+            if let (Some(first_offset), Some(crate::batch::CONTROL_ABORT)) = (first, control) {
+                if self.aborted.len() == ABORTED_TXNS_MAX_PER_PARTITION {
+                    self.aborted.pop_front();
+                    log::warn!(
+                        "aborted transactions above {ABORTED_TXNS_MAX_PER_PARTITION} in one partition: the oldest is forgotten"
+                    );
+                }
+                self.aborted.push_back(AbortedTxn {
+                    producer_id: h.producer_id,
+                    first_offset,
+                    last_offset: h.base_offset,
+                });
+            }
+            if let Some(entry) = self.producers.get_mut(&h.producer_id)
+                && h.producer_epoch > entry.epoch
+            {
+                entry.epoch = h.producer_epoch;
+                entry.batches.clear();
+            }
+            self.touched.insert(h.producer_id, self.clock);
+            return;
+        }
+        if h.is_transactional() {
+            self.ongoing.entry(h.producer_id).or_insert(h.base_offset);
+        }
         let entry = self
             .producers
             .entry(h.producer_id)
@@ -148,10 +200,46 @@ impl ProducerTable {
         });
         self.touched.insert(h.producer_id, self.clock);
         if self.producers.len() > PRODUCERS_MAX_PER_PARTITION
-            && let Some((&oldest, _)) = self.touched.iter().min_by_key(|(_, t)| **t)
+            && let Some((&oldest, _)) = self
+                .touched
+                .iter()
+                .filter(|(id, _)| !self.ongoing.contains_key(id))
+                .min_by_key(|(_, t)| **t)
         {
             self.producers.remove(&oldest);
             self.touched.remove(&oldest);
+        }
+    }
+
+    /// The offset of the first batch of the oldest open transaction: read_committed
+    /// consumers read below it only (the last stable offset is min(this, high watermark)).
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.values().min().copied()
+    }
+
+    /// The producer's open transaction here, if any: the offset of its first batch.
+    pub fn ongoing_txn(&self, producer_id: i64) -> Option<i64> {
+        self.ongoing.get(&producer_id).copied()
+    }
+
+    /// Aborted transactions that overlap [from, to): what a read_committed fetch of that
+    /// range must be told about.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.aborted
+            .iter()
+            .filter(|a| a.last_offset >= from && a.first_offset < to)
+            .copied()
+            .collect()
+    }
+
+    /// Forgets aborted transactions wholly below the log start.
+    pub fn trim_aborted(&mut self, log_start: i64) {
+        while self
+            .aborted
+            .front()
+            .is_some_and(|a| a.last_offset < log_start)
+        {
+            self.aborted.pop_front();
         }
     }
 
@@ -176,6 +264,17 @@ impl ProducerTable {
                 b.extend_from_slice(&s.last_offset.to_be_bytes());
             }
         }
+        b.extend_from_slice(&(self.ongoing.len() as u32).to_be_bytes());
+        for (id, first) in &self.ongoing {
+            b.extend_from_slice(&id.to_be_bytes());
+            b.extend_from_slice(&first.to_be_bytes());
+        }
+        b.extend_from_slice(&(self.aborted.len() as u32).to_be_bytes());
+        for a in &self.aborted {
+            b.extend_from_slice(&a.producer_id.to_be_bytes());
+            b.extend_from_slice(&a.first_offset.to_be_bytes());
+            b.extend_from_slice(&a.last_offset.to_be_bytes());
+        }
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_be_bytes());
         b
@@ -183,9 +282,10 @@ impl ProducerTable {
 
     /// Parses a snapshot: (table, next offset it describes); None if damaged.
     pub fn decode(b: &[u8]) -> Option<(ProducerTable, i64)> {
-        if b.len() < 24 || &b[..8] != SNAPSHOT_MAGIC {
+        if b.len() < 24 || (&b[..8] != SNAPSHOT_MAGIC && &b[..8] != SNAPSHOT_MAGIC_V1) {
             return None;
         }
+        let with_txns = &b[..8] == SNAPSHOT_MAGIC;
         let (body, crc) = b.split_at(b.len() - 4);
         if crc32c::crc32c(body).to_be_bytes() != crc {
             return None;
@@ -217,6 +317,28 @@ impl ProducerTable {
             t.clock = t.clock.max(touched);
             t.touched.insert(id, touched);
             t.producers.insert(id, ProducerEntry { epoch, batches });
+        }
+        if with_txns {
+            let n = r.u32()? as usize;
+            if n > PRODUCERS_MAX_PER_PARTITION * 2 {
+                return None;
+            }
+            for _ in 0..n {
+                let id = r.i64()?;
+                let first = r.i64()?;
+                t.ongoing.insert(id, first);
+            }
+            let n = r.u32()? as usize;
+            if n > ABORTED_TXNS_MAX_PER_PARTITION {
+                return None;
+            }
+            for _ in 0..n {
+                t.aborted.push_back(AbortedTxn {
+                    producer_id: r.i64()?,
+                    first_offset: r.i64()?,
+                    last_offset: r.i64()?,
+                });
+            }
         }
         if r.at != body.len() {
             return None;
@@ -297,7 +419,7 @@ mod tests {
         for i in 0..7 {
             let h = hdr(1, 0, i * 2, 2, 100 + i64::from(i) * 2);
             assert_eq!(t.check(&h).unwrap(), SeqCheck::Append);
-            t.record(&h);
+            t.record(&h, None);
         }
         assert_eq!(
             t.check(&hdr(1, 0, 12, 2, 0)).unwrap(),
@@ -341,8 +463,8 @@ mod tests {
     #[test]
     fn snapshot_round_trip() {
         let mut t = ProducerTable::default();
-        t.record(&hdr(5, 3, 0, 4, 10));
-        t.record(&hdr(9, 0, 7, 1, 14));
+        t.record(&hdr(5, 3, 0, 4, 10), None);
+        t.record(&hdr(9, 0, 7, 1, 14), None);
         let enc = t.encode(15);
         let (back, off) = ProducerTable::decode(&enc).unwrap();
         assert_eq!(off, 15);
@@ -350,5 +472,63 @@ mod tests {
         let mut bad = enc.clone();
         bad[20] ^= 1;
         assert!(ProducerTable::decode(&bad).is_none());
+    }
+
+    fn txn_hdr(pid: i64, epoch: i16, seq: i32, base: i64) -> BatchHeader {
+        let mut h = hdr(pid, epoch, seq, 2, base);
+        h.attributes |= crate::batch::ATTR_TRANSACTIONAL;
+        h
+    }
+
+    fn marker(pid: i64, epoch: i16, base: i64) -> BatchHeader {
+        let mut b = crate::batch::control_batch(pid, epoch, crate::batch::CONTROL_ABORT, 0, 0);
+        set_base_offset(&mut b, base);
+        parse_header(&b).unwrap()
+    }
+
+    // Proves open transactions bound the first unstable offset, markers close them, aborts
+    // are remembered for read_committed with their range, a bumped marker epoch fences the
+    // old one, and all of it survives a snapshot.
+    #[test]
+    fn transactions_and_aborts() {
+        use crate::batch::{CONTROL_ABORT, CONTROL_COMMIT};
+        let mut t = ProducerTable::default();
+        t.record(&txn_hdr(1, 0, 0, 10), None);
+        t.record(&hdr(2, 0, 0, 2, 12), None);
+        t.record(&txn_hdr(3, 0, 0, 14), None);
+        t.record(&txn_hdr(1, 0, 2, 16), None);
+        assert_eq!(t.first_unstable_offset(), Some(10));
+        assert_eq!(t.ongoing_txn(3), Some(14));
+        // A marker's epoch check ignores sequences; an older epoch is refused.
+        assert_eq!(t.check(&marker(1, 0, 18)).unwrap(), SeqCheck::Append);
+        assert!(matches!(
+            t.check(&marker(1, -1, 18)),
+            Err(AppendError::InvalidProducerEpoch { .. })
+        ));
+        t.record(&marker(1, 0, 18), Some(CONTROL_COMMIT));
+        assert_eq!(t.first_unstable_offset(), Some(14));
+        t.record(&marker(3, 1, 19), Some(CONTROL_ABORT));
+        assert_eq!(t.first_unstable_offset(), None);
+        assert_eq!(
+            t.aborted_between(0, 100),
+            vec![AbortedTxn {
+                producer_id: 3,
+                first_offset: 14,
+                last_offset: 19
+            }]
+        );
+        assert!(t.aborted_between(20, 100).is_empty());
+        assert!(t.aborted_between(0, 14).is_empty());
+        // The abort with epoch 1 fenced producer 3's epoch 0.
+        assert!(matches!(
+            t.check(&txn_hdr(3, 0, 2, 0)),
+            Err(AppendError::InvalidProducerEpoch { .. })
+        ));
+        t.record(&txn_hdr(2, 0, 2, 20), None);
+        let (back, _) = ProducerTable::decode(&t.encode(22)).unwrap();
+        assert_eq!(back.first_unstable_offset(), Some(20));
+        assert_eq!(back.aborted_between(0, 100), t.aborted_between(0, 100));
+        t.trim_aborted(20);
+        assert!(t.aborted_between(0, 100).is_empty());
     }
 }

@@ -42,6 +42,10 @@ struct PartRead {
     log_start_offset: i64,
     /// For a follower whose log diverged: the leader's (epoch, end offset) to truncate to.
     diverging_epoch: Option<(i32, i64)>,
+    /// min(high watermark, first offset of the oldest open transaction).
+    last_stable_offset: i64,
+    /// read_committed: aborted transactions (producer id, first offset) over the range read.
+    aborted: Option<Vec<(i64, i64)>>,
     data: Vec<FetchData>,
     bytes: usize,
 }
@@ -53,10 +57,25 @@ impl PartRead {
             high_watermark: -1,
             log_start_offset: -1,
             diverging_epoch: None,
+            last_stable_offset: -1,
+            aborted: None,
             data: Vec::new(),
             bytes: 0,
         }
     }
+}
+
+/// The last stable offset of a partition whose high watermark is `hw`.
+fn last_stable(part: &shards::Partition, hw: i64) -> i64 {
+    part.first_unstable_offset().map_or(hw, |f| f.min(hw))
+}
+
+/// What a read_committed fetch from `from` is told about aborted transactions below `to`.
+fn aborted_in(part: &shards::Partition, from: i64, to: i64) -> Vec<(i64, i64)> {
+    part.aborted_txns(from, to)
+        .into_iter()
+        .map(|a| (a.producer_id, a.first_offset))
+        .collect()
 }
 
 fn read_error_code(e: &shards::ReadError) -> i16 {
@@ -71,6 +90,8 @@ struct Asker {
     leader_epoch: i32,
     /// A follower's epoch of the last batch it has (-1: none, or a consumer).
     last_fetched_epoch: i32,
+    /// A consumer with isolation.level=read_committed: reads up to the last stable offset.
+    read_committed: bool,
 }
 
 /// A follower's fetch of `offset` on the leader: the divergence check first, then its
@@ -92,6 +113,8 @@ fn follower_fetch(shard: &Rc<Shard>, r: &Replica, asker: Asker, offset: i64) -> 
                 high_watermark: r.high_watermark(),
                 log_start_offset: r.log.log_start_offset(),
                 diverging_epoch: Some((epoch, end)),
+                last_stable_offset: r.high_watermark(),
+                aborted: None,
                 data: Vec::new(),
                 bytes: 0,
             });
@@ -140,11 +163,14 @@ async fn read_local(
         }
     }
     let part = &r.log;
+    let stable = last_stable(part, r.high_watermark());
     let read = if asker.replica >= 0 {
         if let Some(early) = follower_fetch(shard, &r, asker, offset) {
             return Ok(early);
         }
         part.read(offset, max_bytes).await
+    } else if asker.read_committed {
+        part.read_bounded(offset, max_bytes, stable).await
     } else if r.replication_factor() > 1 {
         part.read_bounded(offset, max_bytes, r.high_watermark())
             .await
@@ -154,9 +180,14 @@ async fn read_local(
     match read {
         Ok(out) => {
             let bytes = out.chunks.iter().map(|c| c.len()).sum();
+            let high_watermark = r.high_watermark().min(out.high_watermark);
             Ok(PartRead {
                 error_code: error::NONE,
-                high_watermark: r.high_watermark().min(out.high_watermark),
+                high_watermark,
+                last_stable_offset: stable.min(high_watermark),
+                aborted: asker
+                    .read_committed
+                    .then(|| aborted_in(part, offset, stable)),
                 diverging_epoch: None,
                 log_start_offset: out.log_start_offset,
                 data: out.chunks.into_iter().map(FetchData::Local).collect(),
@@ -170,6 +201,8 @@ async fn read_local(
             Ok(PartRead {
                 error_code: read_error_code(&e),
                 high_watermark: r.high_watermark(),
+                last_stable_offset: stable,
+                aborted: None,
                 diverging_epoch: None,
                 log_start_offset: part.log_start_offset(),
                 data: Vec::new(),
@@ -183,8 +216,15 @@ async fn read_local(
 /// epoch) of one requested partition.
 type PartitionAsk = (i32, i64, usize, i32, i32);
 
-/// (error, high watermark, log start, bytes): a read on another shard, copied for the trip.
-type RemoteRead = (i16, i64, i64, Bytes);
+/// A read on another shard, copied for the trip.
+struct RemoteRead {
+    error_code: i16,
+    high_watermark: i64,
+    log_start_offset: i64,
+    last_stable_offset: i64,
+    aborted: Option<Vec<(i64, i64)>>,
+    bytes: Bytes,
+}
 
 async fn read_on_owner(
     shard: Rc<Shard>,
@@ -200,25 +240,46 @@ async fn read_on_owner(
             for d in &r.data {
                 buf.extend_from_slice(d.as_ref());
             }
-            (
-                r.error_code,
-                r.high_watermark,
-                r.log_start_offset,
-                buf.freeze(),
-            )
+            RemoteRead {
+                error_code: r.error_code,
+                high_watermark: r.high_watermark,
+                log_start_offset: r.log_start_offset,
+                last_stable_offset: r.last_stable_offset,
+                aborted: r.aborted,
+                bytes: buf.freeze(),
+            }
         }
-        Err(_) => (error::NOT_LEADER_OR_FOLLOWER, -1, -1, Bytes::new()),
+        Err(_) => RemoteRead {
+            error_code: error::NOT_LEADER_OR_FOLLOWER,
+            high_watermark: -1,
+            log_start_offset: -1,
+            last_stable_offset: -1,
+            aborted: None,
+            bytes: Bytes::new(),
+        },
     }
 }
 
-/// (error, high watermark, log start) of a partition owned by this shard.
-fn local_offsets(shard: &Rc<Shard>, topic: &str, partition: i32) -> Result<(i16, i64, i64), usize> {
+/// (error, high watermark, log start, last stable offset) of a partition owned by this shard.
+fn local_offsets(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: i32,
+) -> Result<(i16, i64, i64, i64), usize> {
     match shard.partition(topic, partition) {
-        Ok(p) => Ok((error::NONE, p.high_watermark(), p.log.log_start_offset())),
+        Ok(p) => {
+            let hw = p.high_watermark();
+            Ok((
+                error::NONE,
+                hw,
+                p.log.log_start_offset(),
+                last_stable(&p.log, hw),
+            ))
+        }
         Err(LookupError::NotLocal(owner)) => Err(owner),
-        Err(LookupError::OtherHost(_)) => Ok((error::NOT_LEADER_OR_FOLLOWER, -1, -1)),
+        Err(LookupError::OtherHost(_)) => Ok((error::NOT_LEADER_OR_FOLLOWER, -1, -1, -1)),
         Err(LookupError::UnknownTopicOrPartition) => {
-            Ok((error::UNKNOWN_TOPIC_OR_PARTITION, -1, -1))
+            Ok((error::UNKNOWN_TOPIC_OR_PARTITION, -1, -1, -1))
         }
     }
 }
@@ -237,8 +298,8 @@ async fn offsets_only(
     {
         return early;
     }
-    let unavailable = (error::NOT_LEADER_OR_FOLLOWER, -1, -1);
-    let (error_code, high_watermark, log_start_offset) =
+    let unavailable = (error::NOT_LEADER_OR_FOLLOWER, -1, -1, -1);
+    let (error_code, high_watermark, log_start_offset, last_stable_offset) =
         match local_offsets(shard, topic, partition) {
             Ok(o) => o,
             Err(owner) => {
@@ -256,6 +317,8 @@ async fn offsets_only(
         high_watermark,
         log_start_offset,
         diverging_epoch: None,
+        last_stable_offset,
+        aborted: asker.read_committed.then(Vec::new),
         data: Vec::new(),
         bytes: 0,
     }
@@ -280,16 +343,18 @@ async fn read_any(
                 .await;
             let r = match r {
                 // Followers fetch from the leader's own node, so no divergence travels here.
-                Ok((code, hw, lso, bytes)) => PartRead {
-                    error_code: code,
-                    high_watermark: hw,
-                    log_start_offset: lso,
+                Ok(rr) => PartRead {
+                    error_code: rr.error_code,
+                    high_watermark: rr.high_watermark,
+                    log_start_offset: rr.log_start_offset,
+                    last_stable_offset: rr.last_stable_offset,
+                    aborted: rr.aborted,
                     diverging_epoch: None,
-                    bytes: bytes.len(),
-                    data: if bytes.is_empty() {
+                    bytes: rr.bytes.len(),
+                    data: if rr.bytes.is_empty() {
                         vec![]
                     } else {
-                        vec![FetchData::Remote(bytes)]
+                        vec![FetchData::Remote(rr.bytes)]
                     },
                 },
                 Err(_) => PartRead::error(error::NOT_LEADER_OR_FOLLOWER),
@@ -310,6 +375,8 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
     let max_wait =
         Duration::from_millis(body.max_wait_ms.clamp(0, FETCH_MAX_WAIT_CAP_MS as i32) as u64);
     let min_bytes = body.min_bytes.max(0) as usize;
+    // Kafka's IsolationLevel: 1 = READ_COMMITTED (consumers only; followers read all).
+    let read_committed = replica < 0 && body.isolation_level == 1;
     let max_bytes = if body.max_bytes <= 0 {
         FETCH_RESPONSE_MAX_BYTES
     } else {
@@ -355,6 +422,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                     replica,
                     leader_epoch,
                     last_fetched_epoch: if replica >= 0 { last_fetched_epoch } else { -1 },
+                    read_committed,
                 };
                 let budget = partition_max.min(max_bytes.saturating_sub(total));
                 // Once the response is full, later partitions only report their offsets; the
@@ -382,9 +450,10 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                     partition,
                     error_code: r.error_code,
                     high_watermark: r.high_watermark,
-                    last_stable_offset: r.high_watermark,
+                    last_stable_offset: r.last_stable_offset,
                     log_start_offset: r.log_start_offset,
                     diverging_epoch: r.diverging_epoch,
+                    aborted: r.aborted,
                     records: r.data,
                 });
             }

@@ -38,6 +38,7 @@ async fn lookup_local(
     partition: i32,
     timestamp: i64,
     version: i16,
+    read_committed: bool,
 ) -> OffsetAnswer {
     let r = match shard.partition(&topic, partition) {
         Ok(p) => p,
@@ -51,6 +52,12 @@ async fn lookup_local(
     let part = &r.log;
     match timestamp {
         // Consumers see up to the high watermark (the log end without replication).
+        // read_committed (v2+): up to the last stable offset, below any open transaction.
+        LATEST_TIMESTAMP if read_committed => {
+            let hw = r.high_watermark();
+            let stable = part.first_unstable_offset().map_or(hw, |f| f.min(hw));
+            (error::NONE, -1, stable)
+        }
         LATEST_TIMESTAMP => (error::NONE, -1, r.high_watermark()),
         EARLIEST_TIMESTAMP => (error::NONE, -1, part.log_start_offset()),
         // The first record carrying the largest timestamp: the first record at or after it.
@@ -121,6 +128,7 @@ fn decompress(codec: u8, compressed: &[u8]) -> Result<Vec<u8>, String> {
 pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
     let body: ListOffsetsRequest = req.decode()?;
     let version = req.version;
+    let read_committed = version >= 2 && body.isolation_level == 1;
     let mut topics = Vec::with_capacity(body.topics.len());
     for t in body.topics {
         let name = t.name.0.to_string();
@@ -134,7 +142,9 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                 Some(Owner::Shard(owner)) => {
                     let (n, idx, ts) = (name.clone(), p.partition_index, p.timestamp);
                     shard
-                        .call(owner, move |s| lookup_local(s, n, idx, ts, version))
+                        .call(owner, move |s| {
+                            lookup_local(s, n, idx, ts, version, read_committed)
+                        })
                         .await
                         .unwrap_or((error::NOT_LEADER_OR_FOLLOWER, -1, -1))
                 }

@@ -23,6 +23,9 @@ pub struct PartitionOut<C> {
     /// v12+: the follower's log diverges from the leader's after this (epoch, end offset)
     /// (Kafka's DivergingEpoch, partition tagged field 0); it truncates there.
     pub diverging_epoch: Option<(i32, i64)>,
+    /// read_committed fetches: the aborted transactions (producer id, first offset) that
+    /// overlap the records; None (null on the wire) for read_uncommitted, as Kafka.
+    pub aborted: Option<Vec<(i64, i64)>>,
     pub records: Vec<C>,
 }
 
@@ -117,11 +120,19 @@ pub fn encode<C: AsRef<[u8]>>(
             if version >= 5 {
                 cur.put_i64(p.log_start_offset);
             }
-            // aborted_transactions: null (no transactions are stored)
-            if flexible {
-                put_uvarint(&mut cur, 0);
-            } else {
-                cur.put_i32(-1);
+            match &p.aborted {
+                None if flexible => put_uvarint(&mut cur, 0),
+                None => cur.put_i32(-1),
+                Some(list) => {
+                    put_array_len(&mut cur, list.len(), flexible);
+                    for (producer_id, first_offset) in list {
+                        cur.put_i64(*producer_id);
+                        cur.put_i64(*first_offset);
+                        if flexible {
+                            put_uvarint(&mut cur, 0);
+                        }
+                    }
+                }
             }
             if version >= 11 {
                 cur.put_i32(-1); // preferred_read_replica
@@ -205,6 +216,7 @@ mod tests {
                         last_stable_offset: 10,
                         log_start_offset: 0,
                         diverging_epoch: None,
+                        aborted: Some(vec![(77, 3), (78, 9)]),
                         records: if with_data {
                             vec![batch_a.clone(), batch_b.clone()]
                         } else {
@@ -218,6 +230,7 @@ mod tests {
                         last_stable_offset: 5,
                         log_start_offset: 2,
                         diverging_epoch: Some((3, 42)),
+                        aborted: Some(vec![]),
                         records: vec![],
                     },
                 ],
@@ -231,6 +244,7 @@ mod tests {
                     last_stable_offset: 1,
                     log_start_offset: 0,
                     diverging_epoch: None,
+                    aborted: None,
                     records: if with_data { vec![batch_b] } else { vec![] },
                 }],
             },
@@ -261,7 +275,15 @@ mod tests {
                                     } else {
                                         -1
                                     })
-                                    .with_aborted_transactions(None)
+                                    .with_aborted_transactions(p.aborted.as_ref().map(|l| {
+                                        l.iter()
+                                            .map(|(pid, first)| {
+                                                kafka_protocol::messages::fetch_response::AbortedTransaction::default()
+                                                    .with_producer_id(kafka_protocol::messages::ProducerId(*pid))
+                                                    .with_first_offset(*first)
+                                            })
+                                            .collect()
+                                    }))
                                     .with_preferred_read_replica(
                                         kafka_protocol::messages::BrokerId(-1),
                                     )
