@@ -212,4 +212,31 @@ mod tests {
             assert_eq!(back[4].offset, 4);
         }
     }
+
+    // Proves an idempotent batch carries the producer id, epoch and base sequence in its
+    // header (where the broker's duplicate check reads them), with a valid CRC.
+    #[test]
+    fn idempotent_batch_header() {
+        let recs: Vec<ProducerRecord> = (0..3)
+            .map(|i| ProducerRecord {
+                key: None,
+                value: Some(Bytes::from(vec![i as u8; 10])),
+                headers: vec![("h".into(), Bytes::from_static(b"v"))],
+            })
+            .collect();
+        let id = ProducerIdentity {
+            producer_id: 77,
+            producer_epoch: 3,
+            base_sequence: 40,
+        };
+        let b = encode_batch_as(&recs, Compression::Lz4, 1, Some(id)).unwrap();
+        assert_eq!(i64::from_be_bytes(b[43..51].try_into().unwrap()), 77);
+        assert_eq!(i16::from_be_bytes(b[51..53].try_into().unwrap()), 3);
+        assert_eq!(i32::from_be_bytes(b[53..57].try_into().unwrap()), 40);
+        assert_eq!(
+            u32::from_be_bytes(b[17..21].try_into().unwrap()),
+            crc32c::crc32c(&b[21..])
+        );
+        assert_eq!(count_records(&b), (3, Some(3)));
+    }
 }
