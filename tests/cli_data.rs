@@ -346,6 +346,41 @@ fn produce_consume_group_round_trip() {
     assert!(r.ok, "{}", r.stderr);
     assert_eq!(lags(&describe_group(&bs, "g"))[&0].2, 0);
 
+    // By time (dry runs): before every record is the log start, after them the log end.
+    let by_time = |flag: &str, value: &str| {
+        let r = osprey(&[
+            "groups",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "rt",
+            flag,
+            value,
+            "--bootstrap",
+            &bs,
+            "--output",
+            "json",
+        ]);
+        assert!(r.ok, "{}", r.stderr);
+        r.json()["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["partition"].as_i64().unwrap(),
+                    p["new_offset"].as_i64().unwrap(),
+                )
+            })
+            .collect::<BTreeMap<i64, i64>>()
+    };
+    let ends: BTreeMap<i64, i64> = lags(&describe_group(&bs, "g"))
+        .into_iter()
+        .map(|(p, (_, e, _))| (p, e.as_i64().unwrap()))
+        .collect();
+    assert!(by_time("--to-timestamp", "0").values().all(|&o| o == 0));
+    assert_eq!(by_time("--to-datetime", "2100-01-01T00:00:00Z"), ends);
+
     // delete-offsets removes partition 1's commit only.
     let r = osprey(&[
         "groups",
@@ -509,6 +544,42 @@ fn produce_failures_and_idempotence() {
     let r = osprey(&["consume", "small", "--offset", "3", "--bootstrap", &bs]);
     assert!(!r.ok);
     assert!(r.stderr.contains("--partition"), "{}", r.stderr);
+
+    // --file instead of stdin.
+    let dir = common::tmpdir();
+    let path = dir.path().join("lines.txt");
+    std::fs::write(&path, "f1\nf2\nf3\n").unwrap();
+    create(&bs, "fromfile", "1", &[]);
+    let r = osprey(&[
+        "produce",
+        "fromfile",
+        "--file",
+        path.to_str().unwrap(),
+        "--bootstrap",
+        &bs,
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    let r = osprey(&[
+        "consume",
+        "fromfile",
+        "--from-beginning",
+        "-e",
+        "--format",
+        "%v,",
+        "--bootstrap",
+        &bs,
+    ]);
+    assert_eq!(r.stdout, "f1,f2,f3,");
+    let r = osprey(&[
+        "produce",
+        "fromfile",
+        "--file",
+        "/nonexistent/lines",
+        "--bootstrap",
+        &bs,
+    ]);
+    assert!(!r.ok);
+    assert!(r.stderr.contains("--file"), "{}", r.stderr);
 
     create(&bs, "idem", "2", &[]);
     let lines: String = (0..500).map(|i| format!("{i}\n")).collect();

@@ -498,7 +498,7 @@ async fn reset_offsets(
     execute: bool,
     out: Output,
 ) -> CliResult {
-    if specs.is_empty() == !all_topics {
+    if specs.is_empty() != all_topics {
         return Err(CliError::new(
             "name the topics to reset",
             "give --topic TOPIC[:P,P] (repeatable) or --all-topics, not both",

@@ -110,7 +110,7 @@ fn hint_for(e: &ClientError) -> Option<String> {
             5 | 6 => "leadership is moving; retry in a moment",
             7 => "the broker timed out; retry, or raise the broker's timeouts",
             10 => "the message is larger than the topic's max.message.bytes",
-            15 | 14 | 16 => "the group coordinator is not ready; retry in a moment",
+            14..=16 => "the group coordinator is not ready; retry in a moment",
             19 | 20 => "too few in-sync replicas for acks=all; check the replicas' hosts",
             25 => "the group forgot this member; rerun the command",
             36 => "pick another name, or delete the topic first",
