@@ -439,7 +439,23 @@ fn live_group_is_protected_and_ctrl_c_commits() {
     // Stable with one member that owns both partitions and has read all 10.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let g = describe_group(&bs, "lg");
+        let r = osprey(&[
+            "groups",
+            "describe",
+            "lg",
+            "--bootstrap",
+            &bs,
+            "--output",
+            "json",
+        ]);
+        if !r.ok {
+            // Until the consumer's JoinGroup arrives the group does not exist.
+            assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
+            assert!(Instant::now() < deadline, "the group never appeared");
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        let g = r.json()[0].clone();
         let members = g["members"].as_array().map_or(0, Vec::len);
         if g["state"] == "Stable" && members == 1 && g["total_lag"] == 0 && lags(&g).len() == 2 {
             let m = &g["members"][0];

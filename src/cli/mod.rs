@@ -91,7 +91,7 @@ impl fmt::Display for CliError {
 pub type CliResult<T = ()> = Result<T, CliError>;
 
 /// What to do about a client error, by kind and Kafka error code.
-fn hint_for(e: &ClientError) -> Option<String> {
+pub fn hint_for(e: &ClientError) -> Option<String> {
     let h = match e {
         ClientError::Io { .. } | ClientError::ConnectionClosed { .. } => {
             "is a broker running there? Pass its address with --bootstrap HOST:PORT"

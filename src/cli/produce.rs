@@ -282,7 +282,7 @@ impl Producer<'_> {
             "osprey: failed to produce {n} record(s) ({lines}) to {}/{partition}: {e}",
             self.topic
         );
-        if let Some(h) = super::CliError::client("", e.clone()).hint {
+        if let Some(h) = super::hint_for(e) {
             eprintln!("  hint: {h}");
         }
     }
