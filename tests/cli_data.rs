@@ -629,3 +629,52 @@ fn produce_failures_and_idempotence() {
     got.sort();
     assert_eq!(got, (0..500).collect::<Vec<_>>());
 }
+
+// `groups describe` still describes a group whose committed offsets name a deleted topic:
+// that topic's log end and lag are unknown (null, with a warning), the others are there.
+// The offsets-only group is made by `reset-offsets --execute` on topics nobody consumed.
+#[test]
+fn describe_survives_a_deleted_topic() {
+    let broker = Broker::start(1);
+    let bs = broker.bootstrap.to_string();
+    create(&bs, "gone", "2", &[]);
+    create(&bs, "kept", "1", &[]);
+    let r = osprey(&[
+        "groups",
+        "reset-offsets",
+        "og",
+        "--topic",
+        "gone",
+        "--topic",
+        "kept",
+        "--to-earliest",
+        "--execute",
+        "--bootstrap",
+        &bs,
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(r.stdout.lines().count(), 4, "{}", r.stdout);
+    let r = osprey(&["topics", "delete", "gone", "--bootstrap", &bs]);
+    assert!(r.ok, "{}", r.stderr);
+    let r = osprey(&[
+        "groups",
+        "describe",
+        "og",
+        "--bootstrap",
+        &bs,
+        "--output",
+        "json",
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stderr.contains("warning"), "{}", r.stderr);
+    let g = r.json()[0].clone();
+    for p in g["partitions"].as_array().unwrap() {
+        if p["topic"] == "kept" {
+            assert_eq!(p["log_end_offset"], 0, "{g}");
+            assert_eq!(p["lag"], 0, "{g}");
+        } else if p["topic"] == "gone" {
+            assert!(p["log_end_offset"].is_null(), "{g}");
+            assert!(p["lag"].is_null(), "{g}");
+        }
+    }
+}

@@ -206,29 +206,35 @@ impl LagRow {
     }
 }
 
-/// Log end offsets of (topic, partition)s, by topic.
+/// Offsets (`spec`) of (topic, partition)s, asked per topic. A topic or partition that does
+/// not answer (deleted, no leader now) is left out with a warning: `describe` shows "-" for
+/// it and `reset-offsets` refuses to plan without it.
 async fn log_ends(
     client: &Client,
     parts: &BTreeSet<(String, i32)>,
     spec: OffsetSpec,
-) -> CliResult<BTreeMap<(String, i32), i64>> {
+) -> BTreeMap<(String, i32), i64> {
     let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for (t, p) in parts {
         by_topic.entry(t).or_default().push(*p);
     }
     let mut out = BTreeMap::new();
     for (t, ps) in by_topic {
-        let offsets = client
-            .list_offsets(t, &ps, spec)
-            .await
-            .map_err(|e| CliError::client(format_args!("ListOffsets of {t}"), e))?;
-        for o in offsets {
-            if let Ok(off) = o.offset {
-                out.insert((t.to_owned(), o.partition), off);
+        match client.list_offsets(t, &ps, spec).await {
+            Ok(offsets) => {
+                for o in offsets {
+                    match o.offset {
+                        Ok(off) => {
+                            out.insert((t.to_owned(), o.partition), off);
+                        }
+                        Err(e) => eprintln!("osprey: warning: {e}"),
+                    }
+                }
             }
+            Err(e) => eprintln!("osprey: warning: ListOffsets of {t}: {e}"),
         }
     }
-    Ok(out)
+    out
 }
 
 fn assignment_text(a: &BTreeMap<String, Vec<i32>>) -> String {
@@ -283,7 +289,7 @@ async fn describe_one(
             parts.extend(ps.iter().map(|&p| (t.clone(), p)));
         }
     }
-    let ends = log_ends(client, &parts, OffsetSpec::Latest).await?;
+    let ends = log_ends(client, &parts, OffsetSpec::Latest).await;
     let rows = parts
         .into_iter()
         .map(|(topic, partition)| {
@@ -536,10 +542,10 @@ async fn reset_offsets(
             "name the topics with --topic instead of --all-topics",
         ));
     }
-    let starts = log_ends(client, &parts, OffsetSpec::Earliest).await?;
-    let ends = log_ends(client, &parts, OffsetSpec::Latest).await?;
+    let starts = log_ends(client, &parts, OffsetSpec::Earliest).await;
+    let ends = log_ends(client, &parts, OffsetSpec::Latest).await;
     let at_time = match target {
-        Target::Timestamp(t) => Some(log_ends(client, &parts, OffsetSpec::Timestamp(t)).await?),
+        Target::Timestamp(t) => Some(log_ends(client, &parts, OffsetSpec::Timestamp(t)).await),
         _ => None,
     };
     let mut plan = Vec::new();

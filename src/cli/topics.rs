@@ -140,27 +140,35 @@ struct PartitionFigures {
     size_bytes: Option<i64>,
 }
 
-async fn partition_figures(
-    client: &Client,
-    t: &TopicMetadata,
-) -> CliResult<BTreeMap<i32, PartitionFigures>> {
-    let parts: Vec<i32> = t.partitions.iter().map(|p| p.partition).collect();
-    let mut figures: BTreeMap<i32, PartitionFigures> = parts
+/// Log offsets and sizes of a topic's partitions. A partition without a leader, or a node
+/// that does not answer, leaves its figures unknown ("-") with a warning: describe is what
+/// an operator runs when something is wrong, so it shows what it can.
+async fn partition_figures(client: &Client, t: &TopicMetadata) -> BTreeMap<i32, PartitionFigures> {
+    let mut figures: BTreeMap<i32, PartitionFigures> = t
+        .partitions
         .iter()
-        .map(|&p| (p, PartitionFigures::default()))
+        .map(|p| (p.partition, PartitionFigures::default()))
+        .collect();
+    let led: Vec<i32> = t
+        .partitions
+        .iter()
+        .filter(|p| p.leader >= 0)
+        .map(|p| p.partition)
         .collect();
     for (spec, start) in [(OffsetSpec::Earliest, true), (OffsetSpec::Latest, false)] {
-        let offsets = client
-            .list_offsets(&t.name, &parts, spec)
-            .await
-            .map_err(|e| CliError::client(format_args!("ListOffsets of {}", t.name), e))?;
+        let offsets = match client.list_offsets(&t.name, &led, spec).await {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("osprey: warning: ListOffsets of {}: {e}", t.name);
+                continue;
+            }
+        };
         for o in offsets {
-            if let (Ok(off), Some(f)) = (o.offset, figures.get_mut(&o.partition)) {
-                if start {
-                    f.log_start = Some(off);
-                } else {
-                    f.log_end = Some(off);
-                }
+            match (o.offset, figures.get_mut(&o.partition)) {
+                (Ok(off), Some(f)) if start => f.log_start = Some(off),
+                (Ok(off), Some(f)) => f.log_end = Some(off),
+                (Err(e), _) => eprintln!("osprey: warning: {e}"),
+                _ => {}
             }
         }
     }
@@ -182,15 +190,13 @@ async fn partition_figures(
             }
             // Sizes are optional: a broker without DescribeLogDirs still gets a description.
             Err(ClientError::UnsupportedApi { .. }) => {}
-            Err(e) => {
-                return Err(CliError::client(
-                    format_args!("DescribeLogDirs of {} on node {node}", t.name),
-                    e,
-                ));
-            }
+            Err(e) => eprintln!(
+                "osprey: warning: DescribeLogDirs of {} on node {node}: {e}",
+                t.name
+            ),
         }
     }
-    Ok(figures)
+    figures
 }
 
 /// Bytes for people: 1023 B, 1.5 KiB, 3.2 MiB.
@@ -235,7 +241,7 @@ async fn describe(client: &Client, names: &[String], out: Output) -> CliResult {
     let mut docs = Vec::new();
     let mut text = String::new();
     for t in &topics {
-        let figures = partition_figures(client, t).await?;
+        let figures = partition_figures(client, t).await;
         let configs = match client.describe_topic_configs(&t.name).await {
             Ok(c) => c,
             Err(ClientError::UnsupportedApi { .. }) => Vec::new(),
