@@ -64,7 +64,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                     break;
                 }
                 let header = match protocol::decode_request(frame) {
-                    Ok(h) => h,
+                    Ok(mut h) => {
+                        h.peer = Some(peer);
+                        h
+                    }
                     Err(e) => {
                         log::warn!("closing connection from {peer}: {e}");
                         break;

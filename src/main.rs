@@ -1,6 +1,9 @@
 //! The `osprey` binary: `osprey serve` runs the broker (the default when no subcommand is
-//! given); `osprey topics ...` administers a running broker through the project's Kafka
-//! client (the same one loadgen uses); `osprey probe` measures this host's limits.
+//! given); `osprey topics|produce|consume|groups|cluster` work against any running
+//! Kafka-compatible broker through the project's Kafka client (see `cli/`); `osprey probe`
+//! measures this host's limits.
+
+mod cli;
 
 use std::path::PathBuf;
 
@@ -21,13 +24,17 @@ struct Cli {
 enum Command {
     /// Run the broker (default: 127.0.0.1:9092, data in ./osprey-data, one shard per CPU).
     Serve(Box<osprey::config::ServeArgs>),
-    /// List, create or delete topics on a running broker (any Kafka-compatible broker).
-    Topics {
-        #[arg(long, default_value = "127.0.0.1:9092")]
-        bootstrap: String,
-        #[command(subcommand)]
-        action: TopicsAction,
-    },
+    /// List, describe, create, delete, alter topics and add partitions (any
+    /// Kafka-compatible broker).
+    Topics(cli::topics::TopicsArgs),
+    /// Write stdin's (or a file's) lines to a topic, one record each.
+    Produce(cli::produce::ProduceArgs),
+    /// Print a topic's records, alone or as a member of a consumer group.
+    Consume(cli::consume::ConsumeArgs),
+    /// List, describe (lag), delete consumer groups; reset or delete their offsets.
+    Groups(cli::groups::GroupsArgs),
+    /// The cluster's id, controller, nodes and API versions.
+    Cluster(cli::cluster::ClusterArgs),
     /// Measure this host's limits: O_DIRECT write bandwidth and fdatasync rate of a
     /// directory, and loopback TCP bandwidth.
     Probe {
@@ -38,142 +45,6 @@ enum Command {
         #[arg(long, default_value_t = 256 << 20)]
         bytes: u64,
     },
-}
-
-#[derive(Subcommand)]
-enum TopicsAction {
-    /// Topics with their partition count and leaders.
-    List,
-    /// Every partition of the topics (all when none named): leader, replicas and ISR.
-    Describe { names: Vec<String> },
-    /// Create a topic: `osprey topics create NAME --partitions 8 --config retention.ms=60000`.
-    Create {
-        name: String,
-        #[arg(long, default_value_t = -1)]
-        partitions: i32,
-        /// Replicas per partition (-1: the cluster's default.replication.factor).
-        #[arg(long, default_value_t = -1)]
-        replication_factor: i16,
-        /// Topic config as name=value; repeatable.
-        #[arg(long = "config")]
-        configs: Vec<String>,
-    },
-    /// Delete topics.
-    Delete { names: Vec<String> },
-}
-
-/// Admin commands wait at most this long for the broker.
-const ADMIN_TIMEOUT_MS: i32 = 30_000;
-
-fn topics(bootstrap: String, action: TopicsAction) -> Result<(), String> {
-    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(1 << 20)
-        .make()
-        .map_err(|e| format!("cannot start the client runtime: {e}"))?;
-    ex.run(async move {
-        use osprey::client::{Client, ClientConfig, NewTopic};
-        let client = Client::connect(&bootstrap, ClientConfig::default())
-            .await
-            .map_err(|e| format!("cannot reach {bootstrap}: {e}"))?;
-        match action {
-            TopicsAction::List => {
-                let md = client.metadata(None).await.map_err(|e| e.to_string())?;
-                for t in md.topics {
-                    let leaders: Vec<String> = t
-                        .partitions
-                        .iter()
-                        .map(|p| format!("{}:{}", p.partition, p.leader))
-                        .collect();
-                    println!(
-                        "{}\tpartitions={}\tleaders(partition:node)={}",
-                        t.name,
-                        t.partitions.len(),
-                        leaders.join(",")
-                    );
-                }
-                Ok(())
-            }
-            TopicsAction::Describe { names } => {
-                let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
-                let md = client
-                    .metadata((!wanted.is_empty()).then_some(&wanted[..]))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let node_list = |v: &[i32]| {
-                    v.iter()
-                        .map(|n| n.to_string())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                };
-                println!("TOPIC\tPARTITION\tLEADER\tREPLICAS\tISR");
-                for t in md.topics {
-                    if t.error_code != 0 {
-                        println!("{}\terror {}", t.name, t.error_code);
-                        continue;
-                    }
-                    for p in &t.partitions {
-                        println!(
-                            "{}\t{}\t{}\t{}\t{}",
-                            t.name,
-                            p.partition,
-                            p.leader,
-                            node_list(&p.replicas),
-                            node_list(&p.isr)
-                        );
-                    }
-                }
-                Ok(())
-            }
-            TopicsAction::Create {
-                name,
-                partitions,
-                replication_factor,
-                configs,
-            } => {
-                let mut parsed = Vec::new();
-                for c in configs {
-                    let (k, v) = c
-                        .split_once('=')
-                        .ok_or_else(|| format!("--config {c}: expected name=value"))?;
-                    parsed.push((k.to_string(), v.to_string()));
-                }
-                let t = NewTopic {
-                    name: name.clone(),
-                    partitions,
-                    replication_factor,
-                    configs: parsed,
-                };
-                let out = client
-                    .create_topics(&[t], ADMIN_TIMEOUT_MS)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                for o in out {
-                    o.result.map_err(|e| format!("create {}: {e}", o.name))?;
-                    println!("created {}", o.name);
-                }
-                Ok(())
-            }
-            TopicsAction::Delete { names } => {
-                let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
-                let out = client
-                    .delete_topics(&refs, ADMIN_TIMEOUT_MS)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut failed = Vec::new();
-                for o in out {
-                    match o.result {
-                        Ok(()) => println!("deleted {}", o.name),
-                        Err(e) => failed.push(format!("{}: {e}", o.name)),
-                    }
-                }
-                if failed.is_empty() {
-                    Ok(())
-                } else {
-                    Err(failed.join("; "))
-                }
-            }
-        }
-    })
 }
 
 fn probe(dir: PathBuf, bytes: u64) -> Result<(), String> {
@@ -198,7 +69,11 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Topics { bootstrap, action }) => topics(bootstrap, action),
+        Some(Command::Topics(a)) => cli::topics::main(a).map_err(|e| e.to_string()),
+        Some(Command::Produce(a)) => cli::produce::main(a).map_err(|e| e.to_string()),
+        Some(Command::Consume(a)) => cli::consume::main(a).map_err(|e| e.to_string()),
+        Some(Command::Groups(a)) => cli::groups::main(a).map_err(|e| e.to_string()),
+        Some(Command::Cluster(a)) => cli::cluster::main(a).map_err(|e| e.to_string()),
         Some(Command::Probe { dir, bytes }) => probe(dir, bytes),
         serve => {
             let args = match serve {

@@ -44,12 +44,36 @@ pub fn parse_compression(s: &str) -> Result<Compression> {
     })
 }
 
+/// The producer id, epoch and first sequence of an idempotent producer's batch (from
+/// InitProducerId; the sequence counts records per partition from 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerIdentity {
+    /// The producer id.
+    pub producer_id: i64,
+    /// The producer epoch.
+    pub producer_epoch: i16,
+    /// The sequence number of the batch's first record.
+    pub base_sequence: i32,
+}
+
 /// Encodes `records` as one record batch v2 (no producer id, so no idempotence), all with
 /// CreateTime `timestamp_ms`.
 pub fn encode_batch(
     records: &[ProducerRecord],
     compression: Compression,
     timestamp_ms: i64,
+) -> Result<Bytes> {
+    encode_batch_as(records, compression, timestamp_ms, None)
+}
+
+/// Encodes `records` as one record batch v2 with CreateTime `timestamp_ms`, stamped with an
+/// idempotent producer's identity when `producer` is given (the broker then drops a retried
+/// duplicate and refuses a gap in the sequence).
+pub fn encode_batch_as(
+    records: &[ProducerRecord],
+    compression: Compression,
+    timestamp_ms: i64,
+    producer: Option<ProducerIdentity>,
 ) -> Result<Bytes> {
     if records.is_empty() {
         return Err(ClientError::InvalidArgument("empty batch".into()));
@@ -61,14 +85,16 @@ pub fn encode_batch(
             transactional: false,
             control: false,
             partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-            producer_id: NO_PRODUCER_ID,
-            producer_epoch: NO_PRODUCER_EPOCH,
+            producer_id: producer.map_or(NO_PRODUCER_ID, |p| p.producer_id),
+            producer_epoch: producer.map_or(NO_PRODUCER_EPOCH, |p| p.producer_epoch),
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // The crate starts a new batch whenever offset - sequence changes; giving each
-            // record sequence = offset keeps them in one batch. baseSequence is reset to -1
-            // below, as a producer without an id must send.
-            sequence: i as i32,
+            // record sequence = base + offset keeps them in one batch. Without a producer id
+            // baseSequence is reset to -1 below, as such a producer must send.
+            sequence: producer
+                .map_or(0, |p| p.base_sequence)
+                .wrapping_add(i as i32),
             timestamp: timestamp_ms,
             key: r.key.clone(),
             value: r.value.clone(),
@@ -103,7 +129,9 @@ pub fn encode_batch(
             "record batch shorter than its header".into(),
         ));
     }
-    buf[BASE_SEQUENCE_OFFSET..BASE_SEQUENCE_OFFSET + 4].copy_from_slice(&(-1i32).to_be_bytes());
+    if producer.is_none() {
+        buf[BASE_SEQUENCE_OFFSET..BASE_SEQUENCE_OFFSET + 4].copy_from_slice(&(-1i32).to_be_bytes());
+    }
     let crc = crc32c::crc32c(&buf[ATTRIBUTES_OFFSET..]);
     buf[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(buf.freeze())
@@ -183,5 +211,32 @@ mod tests {
             assert_eq!(back[3].value.as_deref(), Some(&[3u8; 100][..]));
             assert_eq!(back[4].offset, 4);
         }
+    }
+
+    // Proves an idempotent batch carries the producer id, epoch and base sequence in its
+    // header (where the broker's duplicate check reads them), with a valid CRC.
+    #[test]
+    fn idempotent_batch_header() {
+        let recs: Vec<ProducerRecord> = (0..3)
+            .map(|i| ProducerRecord {
+                key: None,
+                value: Some(Bytes::from(vec![i as u8; 10])),
+                headers: vec![("h".into(), Bytes::from_static(b"v"))],
+            })
+            .collect();
+        let id = ProducerIdentity {
+            producer_id: 77,
+            producer_epoch: 3,
+            base_sequence: 40,
+        };
+        let b = encode_batch_as(&recs, Compression::Lz4, 1, Some(id)).unwrap();
+        assert_eq!(i64::from_be_bytes(b[43..51].try_into().unwrap()), 77);
+        assert_eq!(i16::from_be_bytes(b[51..53].try_into().unwrap()), 3);
+        assert_eq!(i32::from_be_bytes(b[53..57].try_into().unwrap()), 40);
+        assert_eq!(
+            u32::from_be_bytes(b[17..21].try_into().unwrap()),
+            crc32c::crc32c(&b[21..])
+        );
+        assert_eq!(count_records(&b), (3, Some(3)));
     }
 }

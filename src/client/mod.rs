@@ -9,6 +9,7 @@
 //!
 //! Invariant: no `RefCell` borrow is held across an `.await`.
 
+pub mod admin;
 pub mod batch;
 pub mod conn;
 pub mod decode;
@@ -36,7 +37,14 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-pub use batch::{ProducerRecord, count_records, decode_records, encode_batch, parse_compression};
+pub use admin::{
+    ClusterDescription, ConfigChange, ConfigEntry, GroupDescription, ListedGroup,
+    MemberDescription, NodeInfo, ReplicaSize, config_source_name,
+};
+pub use batch::{
+    ProducerIdentity, ProducerRecord, count_records, decode_records, encode_batch, encode_batch_as,
+    parse_compression,
+};
 pub use conn::{ApiRange, Connection, FRAME_MAX_BYTES};
 pub use error::{ClientError, Result, kafka_error_name};
 pub use group::{

@@ -105,6 +105,9 @@ pub struct RequestFrame {
     pub correlation_id: i32,
     pub client_id: Option<String>,
     pub body: Bytes,
+    /// The client's address, set by the connection (None until then): JoinGroup records
+    /// its host for DescribeGroups.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 /// The raw key/version/correlation id, readable even when the key is unknown, so that an
@@ -137,6 +140,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<RequestFrame, ProtocolError> {
         correlation_id: header.correlation_id,
         client_id: header.client_id.map(|s| s.to_string()),
         body: frame,
+        peer: None,
     })
 }
 

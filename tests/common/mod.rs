@@ -2,6 +2,8 @@
 //! data directory, and speaks Kafka bytes to it over plain blocking sockets.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

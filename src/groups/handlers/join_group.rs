@@ -73,7 +73,8 @@ async fn join(
         instance_id: opt_str(&body.group_instance_id),
         require_known_member_id: req.version >= JOIN_VERSION_MEMBER_ID_REQUIRED_MIN,
         client_id: req.client_id.clone().unwrap_or_default(),
-        client_host: String::new(),
+        // Kafka's form: "/" and the address.
+        client_host: req.peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
         session_timeout_ms: body.session_timeout_ms,
         rebalance_timeout_ms: if req.version >= 1 {
             body.rebalance_timeout_ms

@@ -1,0 +1,290 @@
+//! The admin command line of the `osprey` binary: `topics`, `produce`, `consume`, `groups`
+//! and `cluster`, one file each, all speaking Kafka through the project's client
+//! (`osprey::client`) to any Kafka-compatible broker named by `--bootstrap`.
+//!
+//! Runs in the CLI process on one glommio executor (`run`), never inside a broker. This file
+//! holds what the subcommands share: the `--bootstrap`/`--output` flags, `CliError` (what went
+//! wrong and how to fix it), aligned tables and JSON printing.
+
+pub mod cluster;
+pub mod consume;
+pub mod groups;
+pub mod produce;
+pub mod topics;
+
+use std::fmt;
+use std::future::Future;
+use std::io::Write;
+
+use clap::{Args, ValueEnum};
+use osprey::client::{Client, ClientConfig, ClientError, kafka_error_name};
+
+/// The client's per-request timeout and the broker-side timeout of admin requests.
+pub const ADMIN_TIMEOUT_MS: i32 = 30_000;
+/// Memory the CLI's executor reserves for io_uring buffers.
+const EXECUTOR_IO_MEMORY_BYTES: usize = 1 << 20;
+
+/// Flags every broker-facing subcommand takes (before or after the action).
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Broker addresses, HOST:PORT[,HOST:PORT...] (any Kafka-compatible broker).
+    #[arg(
+        long,
+        global = true,
+        alias = "bootstrap-server",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub bootstrap: String,
+    /// Output format: aligned tables for people, JSON for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// Output format.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Aligned columns.
+    Table,
+    /// One JSON document (consume: one JSON object per line).
+    Json,
+}
+
+/// A failed command: what went wrong, and how to fix it when we know.
+#[derive(Debug)]
+pub struct CliError {
+    /// What went wrong.
+    pub message: String,
+    /// How to fix it.
+    pub hint: Option<String>,
+}
+
+impl CliError {
+    /// An error with a fix.
+    pub fn new(message: impl Into<String>, hint: impl Into<String>) -> CliError {
+        CliError {
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
+    }
+
+    /// A client error while doing `what`, with the fix its kind suggests.
+    pub fn client(what: impl fmt::Display, e: ClientError) -> CliError {
+        let hint = hint_for(&e);
+        CliError {
+            message: format!("{what}: {e}"),
+            hint,
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Result of a subcommand.
+pub type CliResult<T = ()> = Result<T, CliError>;
+
+/// What to do about a client error, by kind and Kafka error code.
+pub fn hint_for(e: &ClientError) -> Option<String> {
+    let h = match e {
+        ClientError::Io { .. } | ClientError::ConnectionClosed { .. } => {
+            "is a broker running there? Pass its address with --bootstrap HOST:PORT"
+        }
+        ClientError::Timeout { .. } => {
+            "the broker did not answer in time: check that it is healthy and reachable"
+        }
+        ClientError::UnsupportedApi { .. } => {
+            "this broker does not implement the request (or not a version this tool speaks)"
+        }
+        ClientError::NoLeader { .. } => {
+            "the partition has no leader now: check `osprey topics describe` and retry"
+        }
+        ClientError::Kafka { code, .. } => match code {
+            3 => "no such topic or partition: `osprey topics list` shows what exists",
+            5 | 6 => "leadership is moving; retry in a moment",
+            7 => "the broker timed out; retry, or raise the broker's timeouts",
+            10 => "the message is larger than the topic's max.message.bytes",
+            14..=16 => "the group coordinator is not ready; retry in a moment",
+            19 | 20 => "too few in-sync replicas for acks=all; check the replicas' hosts",
+            25 => "the group forgot this member; rerun the command",
+            36 => "pick another name, or delete the topic first",
+            37 => "the partition count must be positive, and above today's count when adding",
+            38 => "give --replication-factor between 1 and the number of nodes",
+            40 => "check the config name and value (`osprey topics describe` lists them)",
+            42 => "check the request's parameters",
+            68 => "the group still has members: stop its consumers first",
+            69 => "no such group: `osprey groups list` shows what exists",
+            86 => "the group's members still consume this topic: stop them first",
+            87 => "broker configs are static on osprey; set it in the broker's config file",
+            _ => return None,
+        },
+        ClientError::InvalidArgument(_) => "check the command's arguments (--help)",
+        _ => return None,
+    };
+    Some(h.to_owned())
+}
+
+/// Runs `f` with a client connected to `bootstrap` on a fresh executor on this thread.
+pub fn run<F, Fut, T>(bootstrap: &str, f: F) -> CliResult<T>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: Future<Output = CliResult<T>>,
+{
+    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(EXECUTOR_IO_MEMORY_BYTES)
+        .make()
+        .map_err(|e| {
+            CliError::new(
+                format!("cannot start the client runtime: {e}"),
+                "io_uring must be usable (kernel 5.8+, kernel.io_uring_disabled=0, memlock limit)",
+            )
+        })?;
+    let bootstrap = bootstrap.to_owned();
+    ex.run(async move {
+        let config = ClientConfig {
+            client_id: "osprey-cli".into(),
+            request_timeout: std::time::Duration::from_millis(ADMIN_TIMEOUT_MS as u64 + 5_000),
+            ..ClientConfig::default()
+        };
+        let client = Client::connect(&bootstrap, config)
+            .await
+            .map_err(|e| CliError::client(format_args!("cannot reach {bootstrap}"), e))?;
+        f(client).await
+    })
+}
+
+/// Prints `value` as pretty JSON on stdout.
+pub fn print_json(value: &serde_json::Value) -> CliResult {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::new(format!("encoding JSON: {e}"), "this is a bug"))?;
+    write_stdout(format_args!("{text}\n"))
+}
+
+/// Writes to stdout; a closed pipe (`| head`) ends the output quietly.
+pub fn write_stdout(args: fmt::Arguments<'_>) -> CliResult {
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(args).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::new(
+            format!("writing to stdout: {e}"),
+            "check where the output goes (disk full? closed terminal?)",
+        )),
+    }
+}
+
+/// A table printed with aligned columns (two spaces apart, the last column unpadded).
+pub struct Table {
+    headers: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column headers.
+    pub fn new(headers: &[&str]) -> Table {
+        Table {
+            headers: headers.iter().map(|h| (*h).to_owned()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row (as many cells as headers).
+    pub fn row(&mut self, cells: Vec<String>) {
+        debug_assert_eq!(cells.len(), self.headers.len());
+        self.rows.push(cells);
+    }
+
+    /// The table as text.
+    pub fn render(&self) -> String {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for r in &self.rows {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for r in std::iter::once(&self.headers).chain(&self.rows) {
+            let last = r.len().saturating_sub(1);
+            for (i, (c, w)) in r.iter().zip(&widths).enumerate() {
+                if i == last {
+                    out.push_str(c);
+                } else {
+                    out.push_str(c);
+                    out.extend(std::iter::repeat_n(' ', w - c.chars().count() + 2));
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Prints the table on stdout.
+    pub fn print(&self) -> CliResult {
+        write_stdout(format_args!("{}", self.render()))
+    }
+}
+
+/// The outcome of a command over several items: Ok, its one failure, or each failure printed
+/// and a summary.
+pub fn failures(mut errors: Vec<CliError>, total: usize, what: &str) -> CliResult {
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        n => {
+            for e in &errors {
+                eprintln!("osprey: {e}");
+            }
+            Err(CliError::new(
+                format!("{n} of {total} {what} failed (see above)"),
+                "fix the causes above and retry those",
+            ))
+        }
+    }
+}
+
+/// Node ids as "1,2,3".
+pub fn node_list(v: &[i32]) -> String {
+    v.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// "name=value" into its two halves.
+pub fn parse_key_value(s: &str, flag: &str) -> CliResult<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(CliError::new(
+            format!("{flag} {s:?} is not name=value"),
+            format!("write it as {flag} name=value"),
+        )),
+    }
+}
+
+/// A Kafka error code's name and number, e.g. "UnknownTopicOrPartition (3)".
+pub fn kafka_error(code: i16) -> String {
+    format!("{} ({code})", kafka_error_name(code))
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves columns are padded to the widest cell and the last column is not padded.
+    #[test]
+    fn table_aligns_columns() {
+        let mut t = Table::new(&["A", "LONG"]);
+        t.row(vec!["xyz".into(), "1".into()]);
+        assert_eq!(t.render(), "A    LONG\nxyz  1\n");
+    }
+}
