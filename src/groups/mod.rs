@@ -35,14 +35,13 @@ pub mod handlers;
 pub mod offsets;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use glommio::sync::Semaphore;
-
 use crate::config::BrokerConfig;
+use crate::internal_topic::{self, GATE_UNITS, Partitions};
 use crate::metadata::{ClusterMeta, PartitionMeta};
 use crate::protocol::error as kerr;
 use crate::shard::Shard;
@@ -93,12 +92,6 @@ const GROUP_TICK_MS: u64 = 20;
 const OFFSETS_RETENTION_CHECK_INTERVAL_MS: u64 = 60_000;
 /// Poll period while a partition load waits for the host's legacy offsets to be read.
 const LEGACY_POLL_MS: u64 = 5;
-/// Bytes read per call while replaying an offsets log.
-const REPLAY_READ_BYTES: usize = 1 << 20;
-/// Units of a partition's commit/rewrite gate: appends take one, a load or rewrite all.
-const GATE_UNITS: u64 = 1 << 20;
-/// Shortest pause between two proposals to create the offsets topic.
-const TOPIC_CREATE_RETRY: Duration = Duration::from_millis(500);
 
 /// Kafka error codes the group APIs use (those the protocol module does not list yet).
 pub mod errors {
@@ -115,7 +108,7 @@ pub mod errors {
 
 /// The offsets partition a group lives in: a stable hash, the same in every process.
 pub fn offsets_partition(group: &str, partitions: usize) -> i32 {
-    (crc32c::crc32c(group.as_bytes()) as usize % partitions.max(1)) as i32
+    internal_topic::partition_for(group, partitions)
 }
 
 /// A group's offsets partition and its placement, once the offsets topic exists.
@@ -123,31 +116,6 @@ pub fn home<'m>(meta: &'m ClusterMeta, group: &str) -> Option<(i32, &'m Partitio
     let t = meta.topic(OFFSETS_TOPIC)?;
     let p = offsets_partition(group, t.partitions.len());
     t.partitions.get(p as usize).map(|pm| (p, pm))
-}
-
-/// Topic configs of the offsets topic: no time or size retention (the coordinator raises
-/// the log start itself), records up to the commit limit.
-pub fn offsets_topic_configs() -> BTreeMap<String, String> {
-    [
-        ("retention.ms", "-1".to_string()),
-        ("retention.bytes", "-1".to_string()),
-        ("segment.bytes", OFFSETS_TOPIC_SEGMENT_BYTES.to_string()),
-        ("max.message.bytes", OFFSETS_LOG_BATCH_MAX_BYTES.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
-}
-
-/// One offsets partition this shard leads.
-struct Part {
-    /// The leader epoch it was loaded for.
-    epoch: i32,
-    loaded: bool,
-    gate: Rc<Semaphore>,
-    /// Bytes appended since the last rewrite (or load).
-    log_bytes: u64,
-    rewriting: bool,
 }
 
 pub struct Coordinator {
@@ -159,7 +127,8 @@ pub struct Coordinator {
     rewrite_bytes: u64,
     /// Groups of every loaded partition led here.
     pub groups: RefCell<HashMap<String, Group>>,
-    parts: RefCell<HashMap<i32, Part>>,
+    /// The `__consumer_offsets` partitions led here.
+    pub parts: Partitions,
     /// Stamps: (epoch << STAMP_SEQ_BITS) | seq, above every stamp of a loaded partition.
     epoch: Cell<u64>,
     seq: Cell<u64>,
@@ -168,8 +137,6 @@ pub struct Coordinator {
     legacy: RefCell<HashMap<String, Group>>,
     legacy_dirs: RefCell<Vec<(PathBuf, Vec<Rc<shards::Partition>>)>>,
     legacy_loaded: Cell<bool>,
-    /// When the offsets topic was last asked for.
-    topic_requested: Cell<Option<Instant>>,
 }
 
 #[derive(Debug)]
@@ -188,21 +155,6 @@ impl AppendFailure {
     }
 }
 
-/// Kafka's mapping of an offsets-topic append error to what the group request answers.
-fn commit_error(code: i16) -> i16 {
-    match code {
-        kerr::UNKNOWN_TOPIC_OR_PARTITION
-        | kerr::NOT_ENOUGH_REPLICAS
-        | kerr::NOT_ENOUGH_REPLICAS_AFTER_APPEND
-        | kerr::REQUEST_TIMED_OUT => kerr::COORDINATOR_NOT_AVAILABLE,
-        kerr::NOT_LEADER_OR_FOLLOWER | kerr::KAFKA_STORAGE_ERROR => kerr::NOT_COORDINATOR,
-        kerr::MESSAGE_TOO_LARGE | kerr::RECORD_LIST_TOO_LARGE | kerr::INVALID_FETCH_SIZE => {
-            kerr::INVALID_COMMIT_OFFSET_SIZE
-        }
-        _ => kerr::UNKNOWN_SERVER_ERROR,
-    }
-}
-
 impl Coordinator {
     pub fn new(shard: usize, config: &BrokerConfig) -> Self {
         Coordinator {
@@ -212,14 +164,13 @@ impl Coordinator {
             retention: Duration::from_secs(config.offsets_retention_minutes.saturating_mul(60)),
             rewrite_bytes: config.offsets_topic_rewrite_bytes,
             groups: RefCell::new(HashMap::new()),
-            parts: RefCell::new(HashMap::new()),
+            parts: Partitions::new(OFFSETS_TOPIC),
             epoch: Cell::new(1),
             seq: Cell::new(0),
             id_seq: Cell::new(0),
             legacy: RefCell::new(HashMap::new()),
             legacy_dirs: RefCell::new(Vec::new()),
             legacy_loaded: Cell::new(false),
-            topic_requested: Cell::new(None),
         }
     }
 
@@ -230,23 +181,13 @@ impl Coordinator {
     /// NONE when this shard coordinates `group` now, else NOT_COORDINATOR,
     /// COORDINATOR_NOT_AVAILABLE (no offsets topic yet) or COORDINATOR_LOAD_IN_PROGRESS.
     pub fn check(&self, shard: &Shard, group: &str) -> i16 {
-        let meta = shard.meta();
-        let Some((p, pm)) = home(&meta, group) else {
-            return kerr::COORDINATOR_NOT_AVAILABLE;
-        };
-        if pm.leader != shard.node_id() {
-            return kerr::NOT_COORDINATOR;
-        }
-        match self.parts.borrow().get(&p) {
-            Some(part) if part.loaded && part.epoch == pm.leader_epoch => kerr::NONE,
-            _ => kerr::COORDINATOR_LOAD_IN_PROGRESS,
-        }
+        self.parts.check(shard, group)
     }
 
     /// True while a partition led here is still loading (ListGroups answers
     /// COORDINATOR_LOAD_IN_PROGRESS then, as Kafka).
     pub fn loading(&self) -> bool {
-        self.parts.borrow().values().any(|p| !p.loaded)
+        self.parts.loading()
     }
 
     /// Reads the offsets from before the offsets topic in the background and starts the
@@ -281,99 +222,26 @@ impl Coordinator {
         }
     }
 
-    /// Asks the controller quorum for the offsets topic (FindCoordinator found none), at
-    /// most once per TOPIC_CREATE_RETRY and only once enough hosts have registered.
+    /// Asks the controller quorum for the offsets topic (FindCoordinator found none).
     pub fn request_topic(&self, shard: &Rc<Shard>) {
-        let now = Instant::now();
-        if self
-            .topic_requested
-            .get()
-            .is_some_and(|t| now.duration_since(t) < TOPIC_CREATE_RETRY)
-        {
-            return;
-        }
-        self.topic_requested.set(Some(now));
         let cfg = &shard.config;
-        let quorum_hosts = cfg.voters.len().max(1);
-        let wanted = (cfg.offsets_topic_replication_factor.max(1) as usize).min(quorum_hosts);
-        let live = shard.meta().brokers.values().filter(|b| !b.fenced).count();
-        if live < wanted {
-            log::info!(
-                "shard {}: offsets topic waits for {wanted} hosts ({live} registered)",
-                self.shard
-            );
-            return;
-        }
-        let rf = (cfg.offsets_topic_replication_factor.max(1) as usize).min(live) as i16;
-        let topic = crate::controller::NewTopic {
-            name: OFFSETS_TOPIC.to_string(),
-            num_partitions: cfg.offsets_topic_num_partitions,
-            replication_factor: rf,
-            configs: offsets_topic_configs(),
-        };
-        let s = shard.clone();
-        glommio::spawn_local(async move {
-            // Proposals go through shard 0's controller handle.
-            let results = s
-                .call(0, move |s0| async move {
-                    s0.controller().create_topics(&s0, vec![topic], false).await
-                })
-                .await
-                .unwrap_or_default();
-            match results.into_iter().next() {
-                Some(Ok(_)) => log::info!(
-                    "created {OFFSETS_TOPIC} with {} partitions, replication factor {rf}",
-                    s.config.offsets_topic_num_partitions
-                ),
-                Some(Err(e)) if e.code == kerr::TOPIC_ALREADY_EXISTS => {}
-                Some(Err(e)) => log::warn!("creating {OFFSETS_TOPIC}: {e:?}"),
-                None => {}
-            }
-        })
-        .detach();
+        self.parts.request_topic(
+            shard,
+            cfg.offsets_topic_num_partitions,
+            cfg.offsets_topic_replication_factor,
+            internal_topic::topic_configs(OFFSETS_TOPIC_SEGMENT_BYTES, OFFSETS_LOG_BATCH_MAX_BYTES),
+        );
     }
 
     /// After each metadata apply: loads the offsets partitions this shard now leads, drops
     /// the ones it no longer leads (or leads in a new epoch, which reloads).
     pub fn on_meta(&self, shard: &Rc<Shard>, meta: &ClusterMeta) {
-        let me = shard.node_id();
-        let topic = meta.topic(OFFSETS_TOPIC);
-        let led = |p: i32| -> Option<i32> {
-            let pm = topic?.partitions.get(p as usize)?;
-            (pm.leader == me).then_some(pm.leader_epoch)
-        };
-        let stale: Vec<i32> = self
-            .parts
-            .borrow()
-            .iter()
-            .filter(|(p, part)| led(**p) != Some(part.epoch))
-            .map(|(p, _)| *p)
-            .collect();
-        for p in stale {
-            self.unload(p, topic.map_or(0, |t| t.partitions.len()));
+        let r = self.parts.reconcile(shard, meta);
+        for p in r.dropped {
+            self.unload(p, r.partitions);
         }
-        let Some(t) = topic else { return };
-        for (p, pm) in t.partitions.iter().enumerate() {
-            let p = p as i32;
-            if pm.leader != me
-                || self.parts.borrow().contains_key(&p)
-                || shard.replica(OFFSETS_TOPIC, p).is_none()
-            {
-                continue;
-            }
-            self.parts.borrow_mut().insert(
-                p,
-                Part {
-                    epoch: pm.leader_epoch,
-                    loaded: false,
-                    gate: Rc::new(Semaphore::new(GATE_UNITS)),
-                    log_bytes: 0,
-                    rewriting: false,
-                },
-            );
+        for (p, epoch, partitions) in r.to_load {
             let s = shard.clone();
-            let epoch = pm.leader_epoch;
-            let partitions = t.partitions.len();
             glommio::spawn_local(async move {
                 if let Err(e) = load_partition(&s, p, epoch, partitions).await {
                     log::error!(
@@ -387,7 +255,6 @@ impl Coordinator {
     }
 
     fn unload(&self, p: i32, partitions: usize) {
-        self.parts.borrow_mut().remove(&p);
         let mut groups = self.groups.borrow_mut();
         let before = groups.len();
         if partitions == 0 {
@@ -400,28 +267,6 @@ impl Coordinator {
             self.shard,
             before - groups.len()
         );
-    }
-
-    /// The loaded partition of `group` with its gate, or the error to answer.
-    fn loaded_part(&self, shard: &Shard, group: &str) -> Result<(i32, i32, Rc<Semaphore>), i16> {
-        let meta = shard.meta();
-        let Some((p, pm)) = home(&meta, group) else {
-            return Err(kerr::COORDINATOR_NOT_AVAILABLE);
-        };
-        match self.parts.borrow().get(&p) {
-            Some(part) if part.loaded && part.epoch == pm.leader_epoch => {
-                Ok((p, part.epoch, part.gate.clone()))
-            }
-            Some(_) => Err(kerr::COORDINATOR_LOAD_IN_PROGRESS),
-            None => Err(kerr::NOT_COORDINATOR),
-        }
-    }
-
-    fn still_loaded(&self, p: i32, epoch: i32) -> bool {
-        self.parts
-            .borrow()
-            .get(&p)
-            .is_some_and(|part| part.loaded && part.epoch == epoch)
     }
 
     /// Appends one entry to the group's offsets partition and waits until every in-sync
@@ -439,6 +284,7 @@ impl Coordinator {
         }
         let len = batch.len() as u64;
         let (p, epoch, gate) = self
+            .parts
             .loaded_part(shard, group)
             .map_err(|code| AppendFailure::Failed(code, "offsets partition not loaded".into()))?;
         {
@@ -446,33 +292,16 @@ impl Coordinator {
                 .acquire_permit(1)
                 .await
                 .map_err(|e| AppendFailure::Failed(kerr::NOT_COORDINATOR, e.to_string()))?;
-            if !self.still_loaded(p, epoch) {
-                return Err(AppendFailure::Failed(
-                    kerr::NOT_COORDINATOR,
-                    "leadership moved".into(),
-                ));
+            let moved = || AppendFailure::Failed(kerr::NOT_COORDINATOR, "leadership moved".into());
+            if !self.parts.still_loaded(p, epoch) {
+                return Err(moved());
             }
             append_record(shard, p, batch).await?;
-            if !self.still_loaded(p, epoch) {
-                return Err(AppendFailure::Failed(
-                    kerr::NOT_COORDINATOR,
-                    "leadership moved".into(),
-                ));
+            if !self.parts.still_loaded(p, epoch) {
+                return Err(moved());
             }
         }
-        let rewrite = {
-            let mut parts = self.parts.borrow_mut();
-            let Some(part) = parts.get_mut(&p) else {
-                return Ok(());
-            };
-            part.log_bytes += len;
-            let due = part.log_bytes >= self.rewrite_bytes && !part.rewriting;
-            if due {
-                part.rewriting = true;
-            }
-            due
-        };
-        if rewrite {
+        if self.parts.appended(p, len, self.rewrite_bytes) {
             spawn_rewrite(shard, p, epoch);
         }
         Ok(())
@@ -485,26 +314,9 @@ async fn append_record(
     p: i32,
     batch: bytes::Bytes,
 ) -> Result<(), AppendFailure> {
-    let r = crate::handlers::produce::append_local(
-        shard.clone(),
-        OFFSETS_TOPIC.to_string(),
-        p,
-        batch,
-        -1,
-        OFFSETS_COMMIT_TIMEOUT,
-    )
-    .await;
-    if r.error_code == kerr::NONE {
-        Ok(())
-    } else {
-        let why = r.message.unwrap_or_default();
-        log::warn!(
-            "shard {}: append to {OFFSETS_TOPIC}-{p} failed (error {}): {why}",
-            shard.id,
-            r.error_code
-        );
-        Err(AppendFailure::Failed(commit_error(r.error_code), why))
-    }
+    internal_topic::append(shard, OFFSETS_TOPIC, p, batch, OFFSETS_COMMIT_TIMEOUT)
+        .await
+        .map_err(|(code, why)| AppendFailure::Failed(code, why))
 }
 
 fn to_stored(g: &Group) -> GroupOffsets {
@@ -562,39 +374,14 @@ async fn replay(
     part: &shards::Partition,
     map: &mut HashMap<String, Group>,
 ) -> Result<u64, OffsetsError> {
-    let name = part.dir().display().to_string();
-    let mut offset = part.log_start_offset();
-    let end = part.log_end_offset();
-    let mut bytes = 0u64;
-    while offset < end {
-        let out = part
-            .read(offset, REPLAY_READ_BYTES)
-            .await
-            .map_err(|e| OffsetsError(format!("read {name}: {e}")))?;
-        if out.chunks.is_empty() {
-            break;
+    internal_topic::replay(part, |batch| {
+        for e in offsets::decode_batches(batch).map_err(|e| e.0)? {
+            apply_entry(map, e);
         }
-        for chunk in &out.chunks {
-            let mut at = 0;
-            while at < chunk.len() {
-                let h = shards::batch::parse_header(&chunk[at..])
-                    .map_err(|e| OffsetsError(format!("{name}: {e:?}")))?;
-                let next = at + h.total_bytes();
-                if next > chunk.len() {
-                    break;
-                }
-                if h.last_offset() >= offset {
-                    for e in offsets::decode_batches(&chunk[at..next])? {
-                        apply_entry(map, e);
-                    }
-                    bytes += h.total_bytes() as u64;
-                }
-                offset = offset.max(h.last_offset() + 1);
-                at = next;
-            }
-        }
-    }
-    Ok(bytes)
+        Ok(())
+    })
+    .await
+    .map_err(OffsetsError)
 }
 
 /// Loads one offsets partition this shard became the leader of (see the module comment).
@@ -605,9 +392,8 @@ async fn load_partition(
     partitions: usize,
 ) -> Result<(), OffsetsError> {
     let co = &shard.groups;
-    let gate = match co.parts.borrow().get(&p) {
-        Some(part) if part.epoch == epoch => part.gate.clone(),
-        _ => return Ok(()),
+    let Some(gate) = co.parts.gate(p, epoch) else {
+        return Ok(());
     };
     let _all = gate
         .acquire_permit(GATE_UNITS)
@@ -634,7 +420,7 @@ async fn load_partition(
     };
     let mut map = HashMap::new();
     let bytes = replay(&r.log, &mut map).await?;
-    if co.parts.borrow().get(&p).is_none_or(|x| x.epoch != epoch) {
+    if !co.parts.is_registered(p, epoch) {
         return Ok(());
     }
     // Offsets from before the topic, held by this host's shards, that belong here.
@@ -683,26 +469,21 @@ async fn load_partition(
         .unwrap_or(0);
     co.raise_epoch(max_stamp);
     let n = map.len();
+    if !co.parts.is_registered(p, epoch) {
+        return Ok(());
+    }
     {
-        let mut parts = co.parts.borrow_mut();
-        let Some(part) = parts.get_mut(&p).filter(|x| x.epoch == epoch) else {
-            return Ok(());
-        };
         let mut groups = co.groups.borrow_mut();
         for (name, g) in map {
             groups.insert(name, g);
         }
-        part.loaded = true;
-        part.log_bytes = bytes;
-        if bytes >= co.rewrite_bytes {
-            part.rewriting = true;
-        }
     }
+    let rewrite_due = co.parts.mark_loaded(p, epoch, bytes, co.rewrite_bytes);
     log::info!(
         "shard {}: coordinating {OFFSETS_TOPIC}-{p} (leader epoch {epoch}): {n} groups with committed offsets, {bytes} bytes replayed",
         shard.id
     );
-    if bytes >= co.rewrite_bytes {
+    if rewrite_due {
         drop(_all);
         spawn_rewrite(shard, p, epoch);
     }
@@ -724,33 +505,34 @@ fn state_records(g: &GroupOffsets) -> Vec<LogEntry> {
 fn spawn_rewrite(shard: &Rc<Shard>, p: i32, epoch: i32) {
     let s = shard.clone();
     glommio::spawn_local(async move {
-        if let Err(e) = rewrite(&s, p, epoch).await {
-            log::warn!("shard {}: rewriting {OFFSETS_TOPIC}-{p}: {e}", s.id);
-        }
-        if let Some(part) = s.groups.parts.borrow_mut().get_mut(&p) {
-            part.rewriting = false;
-        }
+        let bytes = match rewrite(&s, p, epoch).await {
+            Ok(b) => b,
+            Err(e) => {
+                log::warn!("shard {}: rewriting {OFFSETS_TOPIC}-{p}: {e}", s.id);
+                None
+            }
+        };
+        s.groups.parts.rewritten(p, bytes);
     })
     .detach();
 }
 
 /// Re-appends the partition's current state, then raises its log start to where the
-/// rewrite began: the older records are all superseded.
-async fn rewrite(shard: &Rc<Shard>, p: i32, epoch: i32) -> Result<(), OffsetsError> {
+/// rewrite began: the older records are all superseded. Returns the bytes written.
+async fn rewrite(shard: &Rc<Shard>, p: i32, epoch: i32) -> Result<Option<u64>, OffsetsError> {
     let co = &shard.groups;
-    let gate = match co.parts.borrow().get(&p) {
-        Some(part) if part.epoch == epoch => part.gate.clone(),
-        _ => return Ok(()),
+    let Some(gate) = co.parts.gate(p, epoch) else {
+        return Ok(None);
     };
     let _all = gate
         .acquire_permit(GATE_UNITS)
         .await
         .map_err(|e| OffsetsError(e.to_string()))?;
-    if !co.still_loaded(p, epoch) {
-        return Ok(());
+    if !co.parts.still_loaded(p, epoch) {
+        return Ok(None);
     }
     let Some(r) = shard.replica(OFFSETS_TOPIC, p) else {
-        return Ok(());
+        return Ok(None);
     };
     let partitions = shard
         .meta()
@@ -774,23 +556,20 @@ async fn rewrite(shard: &Rc<Shard>, p: i32, epoch: i32) -> Result<(), OffsetsErr
                 .map_err(|e| OffsetsError(format!("{e:?}")))?;
         }
     }
-    if !co.still_loaded(p, epoch) {
-        return Ok(());
+    if !co.parts.still_loaded(p, epoch) {
+        return Ok(None);
     }
     let new_start = r
         .log
         .delete_records_before(start)
         .await
         .map_err(|e| OffsetsError(e.to_string()))?;
-    if let Some(part) = co.parts.borrow_mut().get_mut(&p) {
-        part.log_bytes = bytes;
-    }
     log::info!(
         "shard {}: {OFFSETS_TOPIC}-{p} rewritten: {} groups in {bytes} bytes, log start {new_start}",
         shard.id,
         state.len()
     );
-    Ok(())
+    Ok(Some(bytes))
 }
 
 impl Coordinator {

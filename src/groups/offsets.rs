@@ -16,10 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
 
 pub const SNAPSHOT_FILE: &str = "offsets.snapshot";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"OSPYOFFS";
@@ -164,48 +161,18 @@ pub fn list_shard_dirs(data_dir: &Path) -> Result<Vec<usize>, OffsetsError> {
 pub fn encode_batch(entry: &LogEntry) -> Result<Bytes, OffsetsError> {
     let value = rkyv::to_bytes::<rkyv::rancor::Error>(entry)
         .map_err(|e| OffsetsError(format!("serialise offsets entry: {e}")))?;
-    let record = Record {
-        transactional: false,
-        control: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: super::group::now_ms(),
-        key: None,
-        value: Some(Bytes::copy_from_slice(&value)),
-        headers: Default::default(),
-    };
-    let mut buf = BytesMut::with_capacity(value.len() + 128);
-    RecordBatchEncoder::encode(
-        &mut buf,
-        std::iter::once(&record),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|e| OffsetsError(format!("encode offsets batch: {e}")))?;
-    Ok(buf.freeze())
+    crate::internal_topic::encode_value(&value).map_err(OffsetsError)
 }
 
 /// The log entries of whole stored batches (as `Partition::read` returns them).
 pub fn decode_batches(bytes: &[u8]) -> Result<Vec<LogEntry>, OffsetsError> {
-    let mut buf = Bytes::copy_from_slice(bytes);
     let mut out = Vec::new();
-    while !buf.is_empty() {
-        let set = RecordBatchDecoder::decode(&mut buf)
-            .map_err(|e| OffsetsError(format!("decode offsets batch: {e}")))?;
-        for r in set.records {
-            let Some(v) = r.value else { continue };
-            let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(v.len());
-            aligned.extend_from_slice(&v);
-            let entry = rkyv::from_bytes::<LogEntry, rkyv::rancor::Error>(&aligned)
-                .map_err(|e| OffsetsError(format!("decode offsets entry: {e}")))?;
-            out.push(entry);
-        }
+    for v in crate::internal_topic::decode_values(bytes).map_err(OffsetsError)? {
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(v.len());
+        aligned.extend_from_slice(&v);
+        let entry = rkyv::from_bytes::<LogEntry, rkyv::rancor::Error>(&aligned)
+            .map_err(|e| OffsetsError(format!("decode offsets entry: {e}")))?;
+        out.push(entry);
     }
     Ok(out)
 }
