@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// the current state and drops the older records (default 16 MiB).
     #[arg(long)]
     pub offsets_topic_rewrite_bytes: Option<u64>,
+    /// Kafka's transaction.state.log.num.partitions: partitions of `__transaction_state`
+    /// when it is created (default 16). Its replication factor is the offsets topic's.
+    #[arg(long)]
+    pub transaction_state_num_partitions: Option<i32>,
     /// Per-shard tail cache size in MiB (default 256).
     #[arg(long)]
     pub cache_mib: Option<usize>,
@@ -133,6 +137,7 @@ pub struct BrokerConfig {
     pub offsets_topic_num_partitions: i32,
     pub offsets_topic_replication_factor: i16,
     pub offsets_topic_rewrite_bytes: u64,
+    pub transaction_state_num_partitions: i32,
     pub cache_bytes: usize,
     pub connections_max: usize,
     pub log_flush_interval_ms: u64,
@@ -216,6 +221,11 @@ impl BrokerConfig {
                     "offsets-topic-rewrite-bytes" => {
                         a.offsets_topic_rewrite_bytes =
                             a.offsets_topic_rewrite_bytes.or(Some(parse_value(&k, &v)?))
+                    }
+                    "transaction-state-num-partitions" | "transaction-state-log-num-partitions" => {
+                        a.transaction_state_num_partitions = a
+                            .transaction_state_num_partitions
+                            .or(Some(parse_value(&k, &v)?))
                     }
                     "cache-mib" => a.cache_mib = a.cache_mib.or(Some(parse_value(&k, &v)?)),
                     "connections-max" => {
@@ -336,6 +346,10 @@ impl BrokerConfig {
                 .offsets_topic_rewrite_bytes
                 .unwrap_or(crate::groups::REWRITE_INTERVAL_LOG_BYTES)
                 .max(OFFSETS_TOPIC_REWRITE_BYTES_MIN),
+            transaction_state_num_partitions: a
+                .transaction_state_num_partitions
+                .unwrap_or(crate::txn::TXN_TOPIC_PARTITIONS_DEFAULT)
+                .clamp(1, OFFSETS_TOPIC_PARTITIONS_MAX),
             cache_bytes: a.cache_mib.unwrap_or(256) * 1024 * 1024,
             connections_max: a.connections_max.unwrap_or(10_000),
             log_flush_interval_ms: a.log_flush_interval_ms.unwrap_or(1000),

@@ -31,6 +31,12 @@ const TOPIC_CREATE_RETRY: Duration = Duration::from_millis(500);
 /// Bytes read per call while replaying a partition.
 const REPLAY_READ_BYTES: usize = 1 << 20;
 
+/// True for the topics the coordinators own: clients may read them, not write, create or
+/// delete them (Kafka's internal topics).
+pub fn is_internal(topic: &str) -> bool {
+    topic == crate::groups::OFFSETS_TOPIC || topic == crate::txn::TXN_TOPIC
+}
+
 /// The partition of `key` among `partitions`: a stable hash, the same in every process.
 pub fn partition_for(key: &str, partitions: usize) -> i32 {
     (crc32c::crc32c(key.as_bytes()) as usize % partitions.max(1)) as i32

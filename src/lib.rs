@@ -23,6 +23,7 @@ pub mod server;
 pub mod shard;
 pub mod sync;
 pub mod topic_config;
+pub mod txn;
 
 /// Installed by the library so every binary and test that links osprey (the broker,
 /// loadgen, the test suites) survives kafka-protocol's untrusted pre-allocation; see `alloc`.

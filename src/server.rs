@@ -461,6 +461,7 @@ async fn shard_main(
     }
     shard.wait_meta_applied().await;
     shard.groups.start(&shard).await;
+    shard.txns.start(&shard);
     glommio::spawn_local(crate::replication::maintain_isr(shard.clone())).detach();
     let mut accept_tasks = Vec::new();
     for l in listeners {

@@ -60,6 +60,8 @@ pub struct Shard {
     meta_applied: Notify,
     producer_ids: ProducerIds,
     pub groups: crate::groups::Coordinator,
+    /// The transaction coordinator for the `__transaction_state` partitions led here.
+    pub txns: crate::txn::TxnCoordinator,
     /// Follower fetchers of this shard, one per leader node.
     pub fetchers: crate::replication::fetcher::Fetchers,
     /// Set by the controller thread while this host cannot reach the quorum leader (read
@@ -122,6 +124,7 @@ impl Shard {
             meta_applied: Notify::new(),
             producer_ids,
             groups,
+            txns: crate::txn::TxnCoordinator::new(),
             fetchers: Default::default(),
             isolated,
         }
@@ -314,6 +317,7 @@ impl Shard {
         self.fetchers.reconcile(self, wanted);
         // Offsets partitions led here now are loaded, those no longer led dropped.
         self.groups.on_meta(self, &meta);
+        self.txns.on_meta(self, &meta);
         // Long-polls re-check: an ISR or leadership change may move the watermark (acks=all
         // waiters are woken by `Replica::apply` itself).
         self.data_arrived.notify_all();

@@ -487,7 +487,16 @@ fn not_coordinator_on_the_wrong_shard() {
             .with_key_type(1),
         3,
     );
-    assert_ne!(txn.error_code, 0, "no transaction coordinator here");
+    assert_eq!(txn.error_code, 0, "a transaction coordinator is named");
+    assert!(c.broker.nodes.iter().any(|n| n.port() == txn.port as u16));
+    // Share groups (key type 2) are not served: a non-retriable error.
+    let share = boot.request(
+        &FindCoordinatorRequest::default()
+            .with_key(s("share"))
+            .with_key_type(2),
+        3,
+    );
+    assert_eq!(share.error_code, 42);
 
     for (g, node) in &names {
         let wrong = 1 - *node as usize;

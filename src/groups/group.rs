@@ -159,6 +159,9 @@ pub struct Group {
     /// OffsetCommits appended but not yet applied: a deleted group stays (Dead) until 0,
     /// so a late commit cannot resurrect it.
     pub inflight_commits: usize,
+    /// TxnOffsetCommit offsets per producer id, applied or dropped by the transaction's
+    /// marker.
+    pub pending_txn: HashMap<i64, Vec<super::offsets::OffsetEntry>>,
 }
 
 /// The topics of a ConsumerProtocolSubscription (version i16, then an array of i16-length
@@ -204,6 +207,7 @@ impl Group {
             deleted_stamp: 0,
             empty_since_ms: now_ms(),
             inflight_commits: 0,
+            pending_txn: HashMap::new(),
         }
     }
 
@@ -231,6 +235,35 @@ impl Group {
             self.deleted_stamp = stamp;
             self.offsets.retain(|_, v| v.stamp > stamp);
         }
+    }
+
+    /// Holds a transaction's offsets until its marker (a later commit of the same
+    /// partition in the same transaction replaces the earlier one).
+    pub fn hold_txn_offsets(
+        &mut self,
+        producer_id: i64,
+        offsets: Vec<super::offsets::OffsetEntry>,
+    ) {
+        let held = self.pending_txn.entry(producer_id).or_default();
+        for o in offsets {
+            held.retain(|h| (h.topic.as_str(), h.partition) != (o.topic.as_str(), o.partition));
+            held.push(o);
+        }
+    }
+
+    /// The transaction's marker: its held offsets are committed with `stamp`, or dropped.
+    /// True when the group held any.
+    pub fn end_txn(&mut self, producer_id: i64, commit: bool, stamp: u64) -> bool {
+        let Some(held) = self.pending_txn.remove(&producer_id) else {
+            return false;
+        };
+        if commit {
+            for mut o in held {
+                o.value.stamp = stamp;
+                self.apply_offset(o.topic, o.partition, o.value);
+            }
+        }
+        true
     }
 
     /// OffsetDelete: removes these partitions' offsets committed before `stamp`.

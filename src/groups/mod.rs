@@ -308,6 +308,76 @@ impl Coordinator {
     }
 }
 
+impl Coordinator {
+    /// A transaction marker for offsets partition `p` (from the transaction coordinator):
+    /// the offsets its groups hold for `producer_id` are committed or dropped, durably.
+    /// NOT_LEADER_OR_FOLLOWER when this shard does not coordinate `p` now.
+    pub async fn complete_txn(
+        &self,
+        shard: &Rc<Shard>,
+        p: i32,
+        producer_id: i64,
+        commit: bool,
+    ) -> i16 {
+        let Some(epoch) = self
+            .parts
+            .loaded()
+            .into_iter()
+            .find(|(q, _)| *q == p)
+            .map(|(_, e)| e)
+        else {
+            return kerr::NOT_LEADER_OR_FOLLOWER;
+        };
+        let Some(gate) = self.parts.gate(p, epoch) else {
+            return kerr::NOT_LEADER_OR_FOLLOWER;
+        };
+        let partitions = shard
+            .meta()
+            .topic(OFFSETS_TOPIC)
+            .map_or(0, |t| t.partitions.len());
+        let holds = |groups: &HashMap<String, Group>| {
+            groups.values().any(|g| {
+                g.pending_txn.contains_key(&producer_id)
+                    && offsets_partition(&g.id, partitions) == p
+            })
+        };
+        if !holds(&self.groups.borrow()) {
+            return kerr::NONE;
+        }
+        let Ok(_permit) = gate.acquire_permit(1).await else {
+            return kerr::NOT_LEADER_OR_FOLLOWER;
+        };
+        let stamp = self.next_stamp();
+        let entry = LogEntry::TxnMarker(Box::new(offsets::TxnMarker {
+            producer_id,
+            commit,
+            stamp,
+        }));
+        let batch = match offsets::encode_batch(&entry) {
+            Ok(b) => b,
+            Err(e) => {
+                log::error!("transaction marker for {OFFSETS_TOPIC}-{p}: {e}");
+                return kerr::UNKNOWN_SERVER_ERROR;
+            }
+        };
+        if let Err(e) = append_record(shard, p, batch).await {
+            return match e.code() {
+                kerr::NOT_COORDINATOR => kerr::NOT_LEADER_OR_FOLLOWER,
+                code => code,
+            };
+        }
+        if !self.parts.still_loaded(p, epoch) {
+            return kerr::NOT_LEADER_OR_FOLLOWER;
+        }
+        for g in self.groups.borrow_mut().values_mut() {
+            if offsets_partition(&g.id, partitions) == p {
+                g.end_txn(producer_id, commit, stamp);
+            }
+        }
+        kerr::NONE
+    }
+}
+
 /// One record batch appended to an offsets partition led here, acks=all.
 async fn append_record(
     shard: &Rc<Shard>,
@@ -364,6 +434,17 @@ fn apply_entry(map: &mut HashMap<String, Group>, e: LogEntry) {
         LogEntry::PartitionTombstones(t) => {
             if let Some(g) = map.get_mut(&t.group) {
                 g.delete_offsets(&t.partitions, t.stamp);
+            }
+        }
+        LogEntry::TxnOffsets(t) => {
+            let t = *t;
+            map.entry(t.group.clone())
+                .or_insert_with(|| Group::new(t.group))
+                .hold_txn_offsets(t.producer_id, t.offsets);
+        }
+        LogEntry::TxnMarker(m) => {
+            for g in map.values_mut() {
+                g.end_txn(m.producer_id, m.commit, m.stamp);
             }
         }
     }
@@ -461,7 +542,7 @@ async fn load_partition(
             shard.id
         );
     }
-    map.retain(|_, g| !g.offsets.is_empty());
+    map.retain(|_, g| !g.offsets.is_empty() || !g.pending_txn.is_empty());
     let max_stamp = map
         .values()
         .map(|g| to_stored(g).max_stamp())
@@ -538,23 +619,40 @@ async fn rewrite(shard: &Rc<Shard>, p: i32, epoch: i32) -> Result<Option<u64>, O
         .meta()
         .topic(OFFSETS_TOPIC)
         .map_or(0, |t| t.partitions.len());
-    let state: Vec<GroupOffsets> = co
-        .groups
-        .borrow()
-        .values()
-        .filter(|g| !g.offsets.is_empty() && offsets_partition(&g.id, partitions) == p)
-        .map(to_stored)
-        .collect();
+    let (state, held): (Vec<GroupOffsets>, Vec<LogEntry>) = {
+        let groups = co.groups.borrow();
+        let mine = || {
+            groups
+                .values()
+                .filter(|g| offsets_partition(&g.id, partitions) == p)
+        };
+        let state = mine()
+            .filter(|g| !g.offsets.is_empty())
+            .map(to_stored)
+            .collect();
+        // Offsets held for open transactions stay held after the rewrite.
+        let held = mine()
+            .flat_map(|g| {
+                g.pending_txn.iter().map(|(pid, offs)| {
+                    LogEntry::TxnOffsets(Box::new(offsets::TxnOffsets {
+                        group: g.id.clone(),
+                        producer_id: *pid,
+                        producer_epoch: -1,
+                        offsets: offs.clone(),
+                    }))
+                })
+            })
+            .collect();
+        (state, held)
+    };
     let start = r.log.log_end_offset();
     let mut bytes = 0u64;
-    for g in &state {
-        for entry in state_records(g) {
-            let batch = offsets::encode_batch(&entry)?;
-            bytes += batch.len() as u64;
-            append_record(shard, p, batch)
-                .await
-                .map_err(|e| OffsetsError(format!("{e:?}")))?;
-        }
+    for entry in state.iter().flat_map(state_records).chain(held) {
+        let batch = offsets::encode_batch(&entry)?;
+        bytes += batch.len() as u64;
+        append_record(shard, p, batch)
+            .await
+            .map_err(|e| OffsetsError(format!("{e:?}")))?;
     }
     if !co.parts.still_loaded(p, epoch) {
         return Ok(None);
@@ -702,7 +800,10 @@ async fn ticker(shard: Rc<Shard>) {
             }
             groups.retain(|_, g| {
                 let dead = g.state == GroupState::Dead;
-                let unused = g.state == GroupState::Empty && g.is_empty() && g.offsets.is_empty();
+                let unused = g.state == GroupState::Empty
+                    && g.is_empty()
+                    && g.offsets.is_empty()
+                    && g.pending_txn.is_empty();
                 g.inflight_commits > 0 || !(dead || unused)
             });
         }

@@ -55,6 +55,27 @@ pub enum LogEntry {
     /// OffsetDelete. Added after the variants above and boxed, so the archived enum keeps
     /// its tags and its size and logs written before it decode unchanged.
     PartitionTombstones(Box<PartitionTombstones>),
+    /// TxnOffsetCommit: offsets held for a transaction until its marker (added later,
+    /// boxed, as above).
+    TxnOffsets(Box<TxnOffsets>),
+    /// The transaction's marker reached this offsets partition: its held offsets are
+    /// committed (with `stamp`) or dropped.
+    TxnMarker(Box<TxnMarker>),
+}
+
+#[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct TxnOffsets {
+    pub group: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub offsets: Vec<OffsetEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct TxnMarker {
+    pub producer_id: i64,
+    pub commit: bool,
+    pub stamp: u64,
 }
 
 /// OffsetDelete: these partitions' offsets older than `stamp` go.

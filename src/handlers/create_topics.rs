@@ -52,12 +52,12 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                 message: "manual replica assignment is not supported: osprey places partitions on shards itself".into(),
             });
         }
-        if t.name.0.as_str() == crate::groups::OFFSETS_TOPIC {
+        if crate::internal_topic::is_internal(t.name.0.as_str()) {
             err = Some(TopicError {
                 code: error::INVALID_REQUEST,
                 message: format!(
                     "{} is internal: the broker creates it on the first FindCoordinator",
-                    crate::groups::OFFSETS_TOPIC
+                    t.name.0
                 ),
             });
         }

@@ -37,7 +37,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
             )),
         }
     }
-    let internal = |n: &str| n == crate::groups::OFFSETS_TOPIC;
+    let internal = crate::internal_topic::is_internal;
     let names: Vec<String> = asked
         .iter()
         .filter_map(|(n, _)| n.clone())
@@ -67,7 +67,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                 r = r
                     .with_error_code(error::INVALID_TOPIC_EXCEPTION)
                     .with_error_message(Some(str_bytes(format!(
-                        "{n} is an internal topic (the consumer groups' committed offsets)"
+                        "{n} is an internal topic (coordinator state)"
                     ))));
             }
             Some(_) => match results.next() {

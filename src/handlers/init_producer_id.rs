@@ -1,8 +1,9 @@
-//! InitProducerId (key 22): producer ids for idempotent producers.
+//! InitProducerId (key 22): producer ids for idempotent and transactional producers.
 //!
-//! Runs on: any shard; ids come from the shard's own persisted block, with the shard
-//! index in the low bits, so they are unique across shards and restarts. Transactions are
-//! not implemented: a transactional id is refused with a clear message.
+//! Runs on: any shard for idempotent producers (ids from the shard's block of the
+//! cluster-wide producer-id space); the coordinating shard of the transactional id for
+//! transactional ones (`txn::TxnCoordinator::init_producer_id`: the id's producer id with
+//! its epoch bumped, fencing older instances).
 
 use std::rc::Rc;
 
@@ -23,9 +24,26 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
     let mut resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if body.transactional_id.is_some() {
-        log::info!("refusing a transactional producer: transactions are not implemented");
-        resp = resp.with_error_code(error::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    if let Some(txn_id) = body.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
+        let expected = (req.version >= 3 && body.producer_id.0 >= 0 && body.producer_epoch >= 0)
+            .then_some((body.producer_id.0, body.producer_epoch));
+        match shard
+            .txns
+            .init_producer_id(
+                shard,
+                txn_id.0.as_str(),
+                body.transaction_timeout_ms,
+                expected,
+            )
+            .await
+        {
+            Ok((pid, epoch)) => {
+                resp = resp
+                    .with_producer_id(ProducerId(pid))
+                    .with_producer_epoch(epoch)
+            }
+            Err(code) => resp = resp.with_error_code(crate::txn::fenced_for(code, req.version, 4)),
+        }
     } else if body.producer_id.0 >= 0 && body.producer_epoch >= 0 {
         // KIP-360: an idempotent producer that lost track of its sequences bumps its epoch
         // and keeps its id; the storage then accepts sequence 0 under the new epoch.

@@ -94,7 +94,7 @@ fn topic_response(
         .with_error_code(error::NONE)
         .with_name(Some(TopicName(str_bytes(t.name.clone()))))
         .with_topic_id(uuid(t.id))
-        .with_is_internal(t.name == crate::groups::OFFSETS_TOPIC)
+        .with_is_internal(crate::internal_topic::is_internal(&t.name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(authorized_operations)
 }
@@ -133,7 +133,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
             let new_topics: Vec<NewTopic> = missing
                 .iter()
                 .filter(|n| crate::topic_config::validate_topic_name(n).is_ok())
-                .filter(|n| n.as_str() != crate::groups::OFFSETS_TOPIC)
+                .filter(|n| !crate::internal_topic::is_internal(n))
                 .map(|n| NewTopic {
                     name: n.clone(),
                     num_partitions: -1,

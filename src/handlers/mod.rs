@@ -6,6 +6,8 @@
 //! act -> build the response. Bad client input becomes a Kafka error code; only a frame
 //! that cannot be decoded at all closes the connection.
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
@@ -15,6 +17,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
+pub mod end_txn;
 pub mod fetch;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
@@ -22,6 +25,7 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod write_txn_markers;
 
 use std::rc::Rc;
 
@@ -59,6 +63,10 @@ pub const REGISTRY: &[ApiSpec] = &[
     incremental_alter_configs::API,
     delete_records::API,
     describe_log_dirs::API,
+    add_partitions_to_txn::API,
+    add_offsets_to_txn::API,
+    end_txn::API,
+    write_txn_markers::API,
 ];
 
 pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -129,6 +137,10 @@ pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Pro
         ApiKey::IncrementalAlterConfigs => incremental_alter_configs::handle(shard, req).await,
         ApiKey::DeleteRecords => delete_records::handle(shard, req).await,
         ApiKey::DescribeLogDirs => describe_log_dirs::handle(shard, req).await,
+        ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(shard, req).await,
+        ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(shard, req).await,
+        ApiKey::EndTxn => end_txn::handle(shard, req).await,
+        ApiKey::WriteTxnMarkers => write_txn_markers::handle(shard, req).await,
         _ => crate::groups::handlers::dispatch(shard, req).await,
     }
 }

@@ -67,6 +67,30 @@ pub async fn append_local(
     acks: i16,
     timeout: Duration,
 ) -> PartitionResult {
+    append_with_mode(shard, topic, partition, records, acks, timeout, false).await
+}
+
+/// A transaction marker (a control batch from `shards::batch::control_batch`) appended as
+/// the leader with acks=all: the transaction coordinator's write (`txn`).
+pub async fn append_marker(
+    shard: Rc<Shard>,
+    topic: String,
+    partition: i32,
+    marker: Bytes,
+    timeout: Duration,
+) -> PartitionResult {
+    append_with_mode(shard, topic, partition, marker, -1, timeout, true).await
+}
+
+async fn append_with_mode(
+    shard: Rc<Shard>,
+    topic: String,
+    partition: i32,
+    records: Bytes,
+    acks: i16,
+    timeout: Duration,
+    marker: bool,
+) -> PartitionResult {
     let r = match shard.partition(&topic, partition) {
         Ok(p) => p,
         Err(LookupError::NotLocal(_) | LookupError::OtherHost(_)) => {
@@ -100,8 +124,14 @@ pub async fn append_local(
             )),
         );
     }
-    let mode = shards::AppendMode::Leader {
-        leader_epoch: r.leader_epoch(),
+    let mode = if marker {
+        shards::AppendMode::Marker {
+            leader_epoch: r.leader_epoch(),
+        }
+    } else {
+        shards::AppendMode::Leader {
+            leader_epoch: r.leader_epoch(),
+        }
     };
     let result = r.log.append_with(records, durability, mode).await;
     match result {
@@ -203,7 +233,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         for p in topic.partition_data {
             let early = if !acks_valid {
                 Some(PartitionResult::error(error::INVALID_REQUIRED_ACKS, None))
-            } else if name == crate::groups::OFFSETS_TOPIC {
+            } else if crate::internal_topic::is_internal(&name) {
                 // As Kafka: only the group coordinators write the offsets topic.
                 Some(PartitionResult::error(
                     error::INVALID_TOPIC_EXCEPTION,

@@ -322,3 +322,46 @@ def test_group_offsets_survive_killing_the_coordinator_host(cluster):
         second.close()
     values = sorted([v for _, _, v in seen] + rest)
     assert values == list(range(n)), "every message exactly once across the coordinator's death"
+
+
+def test_transactions_span_hosts(cluster):
+    """A transaction's partitions are led by shards of every host: the coordinator writes
+    markers on its own host through the router and on the others with WriteTxnMarkers;
+    read_committed consumers then see exactly the committed transactions, and the
+    transaction state topic is replicated on three hosts."""
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    topic = unique("txc")
+    create_topic(cluster.bootstrap(1), topic, 6, rf=3)
+    md = wait_metadata(cluster.bootstrap(1), lambda m: topic in m.topics)
+    assert len({p.leader // NODES_PER_HOST for p in md.topics[topic].partitions.values()}) == 3
+    p = CKProducer({"bootstrap.servers": cluster.bootstrap(), "transactional.id": unique("tx"),
+                    "linger.ms": 1})
+    p.init_transactions(TIMEOUT_S)
+    for round_, commit in enumerate([True, False, True]):
+        p.begin_transaction()
+        for i in range(60):
+            p.produce(topic, key=f"k{i}", value=f"{round_}:{i}")
+        if commit:
+            p.commit_transaction(TIMEOUT_S)
+        else:
+            p.flush(TIMEOUT_S)
+            p.abort_transaction(TIMEOUT_S)
+    c = CKConsumer({"bootstrap.servers": cluster.bootstrap(), "group.id": unique("g"),
+                    "isolation.level": "read_committed", "enable.auto.commit": False})
+    got = []
+    try:
+        c.assign([TopicPartition(topic, i, OFFSET_BEGINNING) for i in range(6)])
+        deadline = time.monotonic() + TIMEOUT_S
+        while len(got) < 120 and time.monotonic() < deadline:
+            for m in c.consume(num_messages=200, timeout=0.5):
+                assert m.error() is None, m.error()
+                got.append(m.value().decode())
+        for m in c.consume(num_messages=200, timeout=1.0):
+            got.append(m.value().decode())
+    finally:
+        c.close()
+    assert sorted(got) == sorted([f"0:{i}" for i in range(60)] + [f"2:{i}" for i in range(60)])
+    md = wait_metadata(cluster.bootstrap(1), lambda m: "__transaction_state" in m.topics)
+    for part in md.topics["__transaction_state"].partitions.values():
+        assert len({r // NODES_PER_HOST for r in part.replicas}) == 3, part.replicas

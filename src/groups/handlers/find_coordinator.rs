@@ -1,6 +1,7 @@
 //! FindCoordinator (key 10): names the node that coordinates a group (the leader of its
-//! `__consumer_offsets` partition), including the batched coordinator_keys form of v4+;
-//! creates the offsets topic when it does not exist yet.
+//! `__consumer_offsets` partition) or a transactional id (the leader of its
+//! `__transaction_state` partition), including the batched coordinator_keys form of v4+;
+//! creates the internal topic when it does not exist yet.
 //!
 //! Runs on: any shard, from its own metadata copy; no cross-core hop.
 
@@ -10,7 +11,6 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
-use crate::groups::OFFSETS_TOPIC;
 use crate::groups::errors::*;
 use crate::handlers::{ApiSpec, Reply, str_bytes};
 use crate::metadata::{host_of, shard_of};
@@ -24,6 +24,7 @@ pub const API: ApiSpec = ApiSpec {
 };
 /// Kafka's coordinator key types: 0 = group, 1 = transaction.
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 struct Answer {
     error: i16,
@@ -41,21 +42,29 @@ fn answer(shard: &Rc<Shard>, key: &str, key_type: i8) -> Answer {
         host: String::new(),
         port: -1,
     };
-    if key_type != KEY_TYPE_GROUP {
-        // No transactions (or share groups) here: a non-retriable error, not a coordinator
-        // the client would then hammer with requests we cannot serve.
-        return none(
-            INVALID_REQUEST,
-            Some(format!("coordinator key type {key_type} is not supported")),
-        );
-    }
     let meta = shard.meta();
-    let Some((p, pm)) = crate::groups::home(&meta, key) else {
-        // Kafka creates the offsets topic on the first FindCoordinator; the client retries.
-        shard.groups.request_topic(shard);
+    let home = match key_type {
+        KEY_TYPE_GROUP => crate::groups::home(&meta, key),
+        KEY_TYPE_TRANSACTION => shard.txns.parts.home(&meta, key),
+        // Share groups (2) and anything newer: a non-retriable error, not a coordinator the
+        // client would then hammer with requests we cannot serve.
+        _ => {
+            return none(
+                INVALID_REQUEST,
+                Some(format!("coordinator key type {key_type} is not supported")),
+            );
+        }
+    };
+    let Some((p, pm)) = home else {
+        // Kafka creates the internal topic on the first FindCoordinator; the client retries.
+        if key_type == KEY_TYPE_GROUP {
+            shard.groups.request_topic(shard);
+        } else {
+            shard.txns.request_topic(shard);
+        }
         return none(
             COORDINATOR_NOT_AVAILABLE,
-            Some("the offsets topic is being created".into()),
+            Some("the coordinator's internal topic is being created".into()),
         );
     };
     let leader = pm.leader;
@@ -82,7 +91,9 @@ fn answer(shard: &Rc<Shard>, key: &str, key_type: i8) -> Answer {
         },
         None => none(
             COORDINATOR_NOT_AVAILABLE,
-            Some(format!("{OFFSETS_TOPIC}-{p} has no leader now")),
+            Some(format!(
+                "its internal topic's partition {p} has no leader now"
+            )),
         ),
     }
 }
@@ -107,10 +118,15 @@ async fn answer_when_ready(
         let ready = match a.error {
             COORDINATOR_NOT_AVAILABLE => false,
             NONE if host_of(a.node) == shard.config.node_id => {
-                let group = key.to_string();
+                let key = key.to_string();
                 shard
                     .call(shard_of(a.node), move |s| async move {
-                        s.groups.check(&s, &group) != COORDINATOR_LOAD_IN_PROGRESS
+                        let code = if key_type == KEY_TYPE_GROUP {
+                            s.groups.check(&s, &key)
+                        } else {
+                            s.txns.parts.check(&s, &key)
+                        };
+                        code != COORDINATOR_LOAD_IN_PROGRESS
                     })
                     .await
                     .unwrap_or(true)

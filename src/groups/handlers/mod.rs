@@ -16,6 +16,7 @@ pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod sync_group;
+pub mod txn_offset_commit;
 
 use std::rc::Rc;
 
@@ -38,6 +39,7 @@ pub const REGISTRY: &[ApiSpec] = &[
     list_groups::API,
     delete_groups::API,
     offset_delete::API,
+    txn_offset_commit::API,
 ];
 
 pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
@@ -53,6 +55,7 @@ pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Pro
         ApiKey::ListGroups => list_groups::handle(shard, req),
         ApiKey::DeleteGroups => delete_groups::handle(shard, req).await,
         ApiKey::OffsetDelete => offset_delete::handle(shard, req).await,
+        ApiKey::TxnOffsetCommit => txn_offset_commit::handle(shard, req).await,
         _ => Err(ProtocolError::UnsupportedVersion {
             key: req.api_key,
             version: req.version,

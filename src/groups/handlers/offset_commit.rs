@@ -1,5 +1,6 @@
 //! OffsetCommit (key 8): stores committed offsets (with metadata) durably: one record in
-//! the coordinator shard's offsets log, fsync'ed (group commit) before the acknowledgement.
+//! the group's `__consumer_offsets` partition, on every in-sync replica's disk before the
+//! acknowledgement.
 //!
 //! Runs on: the group's coordinator shard. As in Kafka, a partition of a topic that does not
 //! exist (or an index beyond the topic's partition count) answers
