@@ -4,6 +4,7 @@
 //! router between shards, the controller, the Kafka protocol codec and handlers, consumer
 //! groups, and the client shared with `loadgen`. ARCHITECTURE.md has the map.
 
+pub mod admin;
 pub mod alloc;
 pub mod client;
 pub mod cluster;
@@ -14,6 +15,7 @@ pub mod durable;
 pub mod groups;
 pub mod handlers;
 pub mod metadata;
+pub mod metrics;
 pub mod protocol;
 pub mod replication;
 pub mod router;

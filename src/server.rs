@@ -223,7 +223,15 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
     if let Some(addr) = controller_addr {
         addrs.push(addr);
     }
+    // Last of all, the admin HTTP port (served by shard 0).
+    addrs.push(config.admin_listen);
     let mut shard_listeners = bind_listeners(&lock, &addrs, BIND_RETRY_MAX)?;
+    let admin_listener = shard_listeners
+        .pop()
+        .ok_or_else(|| HostError("admin listener missing".into()))?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|e| HostError(e.to_string()))?;
     let controller_listener = match controller_addr {
         Some(_) => shard_listeners.pop(),
         None => None,
@@ -259,6 +267,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
         .map(Some)
         .collect();
     let mut bootstrap_fd = Some(bootstrap.into_raw_fd());
+    let mut admin_fd = Some(admin_listener.into_raw_fd());
     let mut handles = Vec::new();
     for (i, cpu) in cpus.iter().enumerate() {
         let mut fds: Vec<RawFd> = vec![
@@ -272,6 +281,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
         {
             fds.push(fd);
         }
+        let admin = if i == 0 { admin_fd.take() } else { None };
         let ends = ends[i]
             .take()
             .ok_or_else(|| HostError("router ends taken twice".into()))?;
@@ -294,6 +304,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
                     nodes,
                     ends,
                     fds,
+                    admin,
                     events.clone(),
                 )
                 .await;
@@ -327,13 +338,13 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
     if failure.is_none() && !signalled {
         let ports: Vec<String> = nodes.iter().map(|n| n.port.to_string()).collect();
         log::info!(
-            "osprey ready: bootstrap {bootstrap_addr}, {n} shards on CPUs {cpus:?}, shard ports [{}], data dir {}",
+            "osprey ready: bootstrap {bootstrap_addr}, {n} shards on CPUs {cpus:?}, shard ports [{}], admin http://{admin_addr}/metrics, data dir {}",
             ports.join(", "),
             config.data_dir.display()
         );
         // A machine-readable line on stdout for scripts and tests that use --listen :0.
         println!(
-            "osprey ready bootstrap={bootstrap_addr} nodes={}",
+            "osprey ready bootstrap={bootstrap_addr} nodes={} admin={admin_addr}",
             ports.join(",")
         );
         loop {
@@ -426,6 +437,7 @@ async fn shard_main(
     nodes: Arc<Vec<NodeAddr>>,
     ends: RouterEnds,
     listener_fds: Vec<RawFd>,
+    admin_fd: Option<RawFd>,
     events: mpsc::Sender<ShardEvent>,
 ) -> Result<(), String> {
     // Take ownership of the fds first so an early error still closes them.
@@ -433,6 +445,7 @@ async fn shard_main(
         .into_iter()
         .map(|fd| unsafe { TcpListener::from_raw_fd(fd) })
         .collect();
+    let admin_listener = admin_fd.map(|fd| unsafe { TcpListener::from_raw_fd(fd) });
     let (router, receivers) = Router::connect(id, ends).await;
     let store = shards::Store::new(shards::StoreConfig {
         cache_max_bytes: (config.cache_bytes / count).max(16 << 20),
@@ -465,6 +478,9 @@ async fn shard_main(
     let mut accept_tasks = Vec::new();
     for l in listeners {
         accept_tasks.push(glommio::spawn_local(accept_loop(shard.clone(), l)));
+    }
+    if let Some(l) = admin_listener {
+        accept_tasks.push(glommio::spawn_local(crate::admin::serve(shard.clone(), l)));
     }
     let _ = events.send(ShardEvent::Ready);
 
@@ -523,8 +539,10 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 shard.id,
                 shard.config.connections_max
             );
+            crate::metrics::add(&shard.metrics.connections_refused, 1);
             continue;
         }
+        crate::metrics::add(&shard.metrics.connections_accepted, 1);
         shard.connections.set(shard.connections.get() + 1);
         let s = shard.clone();
         glommio::spawn_local(async move {
