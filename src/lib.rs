@@ -16,6 +16,7 @@ pub mod groups;
 pub mod handlers;
 pub mod metadata;
 pub mod metrics;
+pub mod ops;
 pub mod protocol;
 pub mod replication;
 pub mod router;

@@ -199,6 +199,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
     }
     let io_memory = runtime::io_memory_for(n)?;
     let lock = lock_data_dir(&config.data_dir)?;
+    crate::ops::startup_checks(&config.data_dir, &cpus);
 
     // The bootstrap address, then shard i on its port + 1 + i (every one on a free port
     // when the bootstrap port is 0).

@@ -17,6 +17,9 @@
 //! Every probe is bounded: by the byte count it is given and by fixed operation and time
 //! caps (SYNC_OPS_MAX, SYNC_PROBE_MAX_MS per fdatasync probe).
 
+pub mod iotune;
+pub mod tune;
+
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::OpenOptionsExt;
@@ -73,13 +76,13 @@ pub struct DiskLimits {
 }
 
 /// A heap buffer aligned for O_DIRECT, freed on drop.
-struct AlignedBuf {
+pub(crate) struct AlignedBuf {
     ptr: *mut u8,
     len: usize,
 }
 
 impl AlignedBuf {
-    fn new(len: usize, fill: u8) -> io::Result<AlignedBuf> {
+    pub(crate) fn new(len: usize, fill: u8) -> io::Result<AlignedBuf> {
         let mut ptr: *mut libc::c_void = std::ptr::null_mut();
         // SAFETY: posix_memalign writes a valid pointer on success (return 0).
         let rc = unsafe { libc::posix_memalign(&mut ptr, DIRECT_BLOCK_BYTES, len) };
@@ -93,9 +96,13 @@ impl AlignedBuf {
             len,
         })
     }
-    fn as_slice(&self) -> &[u8] {
+    pub(crate) fn as_slice(&self) -> &[u8] {
         // SAFETY: allocated with len bytes, initialised in new.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: allocated with len bytes, initialised in new; &mut self is exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 }
 
@@ -111,7 +118,7 @@ fn pwrite_all(f: &std::fs::File, buf: &[u8], pos: u64) -> io::Result<()> {
     f.write_all_at(buf, pos)
 }
 
-fn fdatasync(f: &std::fs::File) -> io::Result<()> {
+pub(crate) fn fdatasync(f: &std::fs::File) -> io::Result<()> {
     // SAFETY: valid fd for the life of f.
     if unsafe { libc::fdatasync(f.as_raw_fd()) } != 0 {
         return Err(io::Error::last_os_error());
