@@ -47,6 +47,19 @@ pub struct ShardMetrics {
     pub produce_bytes_in: Cell<u64>,
     /// Record bytes answered by Fetch from this shard (consumers and followers).
     pub fetch_bytes_out: Cell<u64>,
+    /// glommio's io_uring file counters, summed here: its `io_stats` resets them on every
+    /// read, which only `snapshot` does.
+    uring: UringTotals,
+}
+
+#[derive(Default)]
+struct UringTotals {
+    file_reads: Cell<u64>,
+    file_read_bytes: Cell<u64>,
+    file_writes: Cell<u64>,
+    file_write_bytes: Cell<u64>,
+    files_opened: Cell<u64>,
+    files_closed: Cell<u64>,
 }
 
 impl Default for ShardMetrics {
@@ -66,6 +79,7 @@ impl Default for ShardMetrics {
             messages_in: Cell::new(0),
             produce_bytes_in: Cell::new(0),
             fetch_bytes_out: Cell::new(0),
+            uring: UringTotals::default(),
         }
     }
 }
@@ -99,6 +113,29 @@ impl ShardMetrics {
                 .or_insert(0) += 1;
         }
     }
+}
+
+/// io_uring figures of one shard's executor (all its rings).
+#[derive(Debug, Clone, Default)]
+pub struct UringSnapshot {
+    pub file_reads: u64,
+    pub file_read_bytes: u64,
+    pub file_writes: u64,
+    pub file_write_bytes: u64,
+    pub files_opened: u64,
+    pub files_closed: u64,
+    /// Quantiles (0.5, 0.99) of file I/O latency since the previous scrape, microseconds.
+    pub io_latency_us: Vec<(f64, f64)>,
+}
+
+/// One consumer group on its coordinating shard.
+#[derive(Debug, Clone)]
+pub struct GroupSnapshot {
+    pub group: String,
+    pub state: &'static str,
+    pub members: usize,
+    /// (topic, partition, committed offset).
+    pub offsets: Vec<(String, i32, i64)>,
 }
 
 /// One partition replica as a scrape sees it.
@@ -145,8 +182,13 @@ pub struct ShardSnapshot {
     pub dsync_round_us: HistogramSnapshot,
     pub round_appends: HistogramSnapshot,
     pub round_bytes: HistogramSnapshot,
-    /// (group, state, members) of the groups this shard coordinates.
-    pub groups: Vec<(String, &'static str, usize)>,
+    pub cache_reads: u64,
+    pub cache_read_bytes: u64,
+    pub disk_reads: u64,
+    pub disk_read_bytes: u64,
+    pub uring: UringSnapshot,
+    /// The groups this shard coordinates.
+    pub groups: Vec<GroupSnapshot>,
     /// True once the shard applied metadata and is not shutting down.
     pub serving: bool,
 }
@@ -197,14 +239,28 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
         .collect();
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     let sm = shard.store.metrics();
-    let mut groups: Vec<(String, &'static str, usize)> = shard
+    let mut groups: Vec<GroupSnapshot> = shard
         .groups
         .groups
         .borrow()
         .values()
-        .map(|g| (g.id.clone(), g.state.name(), g.members.len()))
+        .map(|g| {
+            let mut offsets: Vec<(String, i32, i64)> = g
+                .offsets
+                .iter()
+                .map(|((t, p), c)| (t.clone(), *p, c.offset))
+                .collect();
+            offsets.sort();
+            GroupSnapshot {
+                group: g.id.clone(),
+                state: g.state.name(),
+                members: g.members.len(),
+                offsets,
+            }
+        })
         .collect();
-    groups.sort();
+    groups.sort_by(|a, b| a.group.cmp(&b.group));
+    let uring = uring_snapshot(&m.uring);
     ShardSnapshot {
         shard: shard.id,
         apis,
@@ -226,8 +282,43 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
         dsync_round_us: sm.dsync_round_us.snapshot(),
         round_appends: sm.round_appends.snapshot(),
         round_bytes: sm.round_bytes.snapshot(),
+        cache_reads: sm.cache_reads.get(),
+        cache_read_bytes: sm.cache_read_bytes.get(),
+        disk_reads: sm.disk_reads.get(),
+        disk_read_bytes: sm.disk_read_bytes.get(),
+        uring,
         groups,
         serving: shard.serving(),
+    }
+}
+
+/// Adds glommio's io_uring counters since the last call to the shard's totals (on the
+/// shard's own executor: `io_stats` is per thread and resets what it returns).
+fn uring_snapshot(t: &UringTotals) -> UringSnapshot {
+    let io = glommio::executor().io_stats().all_rings();
+    let (reads, read_bytes) = io.file_reads();
+    let (buffered_reads, buffered_read_bytes) = io.file_buffered_reads();
+    let (writes, write_bytes) = io.file_writes();
+    let (buffered_writes, buffered_write_bytes) = io.file_buffered_writes();
+    add(&t.file_reads, reads + buffered_reads);
+    add(&t.file_read_bytes, read_bytes + buffered_read_bytes);
+    add(&t.file_writes, writes + buffered_writes);
+    add(&t.file_write_bytes, write_bytes + buffered_write_bytes);
+    add(&t.files_opened, io.files_opened());
+    add(&t.files_closed, io.files_closed());
+    let sketch = io.io_latency_us();
+    let io_latency_us = [0.5, 0.99]
+        .into_iter()
+        .filter_map(|q| sketch.quantile(q).ok().flatten().map(|v| (q, v)))
+        .collect();
+    UringSnapshot {
+        file_reads: t.file_reads.get(),
+        file_read_bytes: t.file_read_bytes.get(),
+        file_writes: t.file_writes.get(),
+        file_write_bytes: t.file_write_bytes.get(),
+        files_opened: t.files_opened.get(),
+        files_closed: t.files_closed.get(),
+        io_latency_us,
     }
 }
 
@@ -502,6 +593,86 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         o.sample("osprey_under_replicated_partitions", &sl(s), n);
     }
 
+    let read_counters: [Family<ShardField>; 4] = [
+        (
+            "osprey_cache_reads_total",
+            "Partition reads answered from the tail cache.",
+            |s| s.cache_reads,
+        ),
+        (
+            "osprey_cache_read_bytes_total",
+            "Bytes of partition reads answered from the tail cache.",
+            |s| s.cache_read_bytes,
+        ),
+        (
+            "osprey_disk_reads_total",
+            "Partition reads that went to disk (direct I/O).",
+            |s| s.disk_reads,
+        ),
+        (
+            "osprey_disk_read_bytes_total",
+            "Bytes of partition reads that went to disk.",
+            |s| s.disk_read_bytes,
+        ),
+    ];
+    for (name, help, f) in read_counters {
+        o.family(name, "counter", help);
+        for s in shards {
+            o.sample(name, &sl(s), f(s));
+        }
+    }
+    let uring_counters: [Family<ShardField>; 6] = [
+        (
+            "osprey_uring_file_reads_total",
+            "File reads through the shard's io_uring rings (glommio).",
+            |s| s.uring.file_reads,
+        ),
+        (
+            "osprey_uring_file_read_bytes_total",
+            "Bytes of file reads through the shard's io_uring rings.",
+            |s| s.uring.file_read_bytes,
+        ),
+        (
+            "osprey_uring_file_writes_total",
+            "File writes through the shard's io_uring rings.",
+            |s| s.uring.file_writes,
+        ),
+        (
+            "osprey_uring_file_write_bytes_total",
+            "Bytes of file writes through the shard's io_uring rings.",
+            |s| s.uring.file_write_bytes,
+        ),
+        (
+            "osprey_uring_files_opened_total",
+            "Files opened through the shard's io_uring rings.",
+            |s| s.uring.files_opened,
+        ),
+        (
+            "osprey_uring_files_closed_total",
+            "Files closed through the shard's io_uring rings.",
+            |s| s.uring.files_closed,
+        ),
+    ];
+    for (name, help, f) in uring_counters {
+        o.family(name, "counter", help);
+        for s in shards {
+            o.sample(name, &sl(s), f(s));
+        }
+    }
+    o.family(
+        "osprey_uring_io_latency_seconds",
+        "gauge",
+        "Quantiles of io_uring file I/O latency over the interval since the previous scrape (glommio's sketch, reset by each scrape).",
+    );
+    for s in shards {
+        for (q, us) in &s.uring.io_latency_us {
+            o.sample(
+                "osprey_uring_io_latency_seconds",
+                &format!("{},quantile=\"{q}\"", sl(s)),
+                us / 1e6,
+            );
+        }
+    }
     let storage_counters: [Family<StoreField>; 3] = [
         (
             "osprey_storage_writes_total",
@@ -673,13 +844,67 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         "Members of each consumer group, on the shard coordinating it.",
     );
     for s in shards {
-        for (g, state, n) in &s.groups {
+        for g in &s.groups {
             o.sample(
                 "osprey_group_members",
-                &format!("{},group=\"{}\",state=\"{state}\"", sl(s), esc(g)),
-                n,
+                &format!(
+                    "{},group=\"{}\",state=\"{}\"",
+                    sl(s),
+                    esc(&g.group),
+                    g.state
+                ),
+                g.members,
             );
         }
+    }
+    o.family(
+        "osprey_group_committed_offset",
+        "gauge",
+        "Offset each group committed per partition, on the shard coordinating it.",
+    );
+    // Lag needs the partition's high watermark: known when its leader is on this host.
+    let mut hw: HashMap<(&str, i32), i64> = HashMap::new();
+    for s in shards {
+        for p in s.partitions.iter().filter(|p| p.leader) {
+            hw.insert((p.topic.as_str(), p.partition), p.high_watermark);
+        }
+    }
+    let gl = |s: &ShardSnapshot, g: &GroupSnapshot, t: &str, p: i32| {
+        format!(
+            "{},group=\"{}\",topic=\"{}\",partition=\"{p}\"",
+            sl(s),
+            esc(&g.group),
+            esc(t)
+        )
+    };
+    for s in shards {
+        for g in &s.groups {
+            for (t, p, off) in &g.offsets {
+                o.sample("osprey_group_committed_offset", &gl(s, g, t, *p), off);
+            }
+        }
+    }
+    o.family(
+        "osprey_group_lag",
+        "gauge",
+        "High watermark minus committed offset, for partitions led on this host.",
+    );
+    for s in shards {
+        for g in &s.groups {
+            for (t, p, off) in &g.offsets {
+                if let Some(h) = hw.get(&(t.as_str(), *p)) {
+                    o.sample("osprey_group_lag", &gl(s, g, t, *p), (h - off).max(0));
+                }
+            }
+        }
+    }
+    o.family(
+        "osprey_process_resident_bytes",
+        "gauge",
+        "Resident memory of the broker process (all shards).",
+    );
+    if let Some(rss) = resident_bytes() {
+        o.sample("osprey_process_resident_bytes", "", rss);
     }
 
     o.family(
@@ -693,6 +918,14 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         crate::protocol::TRAILING_BYTES_REQUESTS.load(Ordering::Relaxed),
     );
     o.text
+}
+
+/// Resident set size from /proc/self/statm (pages x page size).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    (page > 0).then(|| pages * page as u64)
 }
 
 #[cfg(test)]
@@ -743,7 +976,17 @@ mod tests {
             dsync_round_us: empty.clone(),
             round_appends: Histogram::new(shards::metrics::COUNT_BOUNDS).snapshot(),
             round_bytes: Histogram::new(shards::metrics::BYTES_BOUNDS).snapshot(),
-            groups: vec![],
+            cache_reads: 0,
+            cache_read_bytes: 0,
+            disk_reads: 0,
+            disk_read_bytes: 0,
+            uring: Default::default(),
+            groups: vec![GroupSnapshot {
+                group: "g".into(),
+                state: "Empty",
+                members: 0,
+                offsets: vec![("a\"b".into(), 0, 1)],
+            }],
             serving: true,
         };
         let text = render(&[snap]);
@@ -781,6 +1024,10 @@ mod tests {
         ));
         assert!(text.contains(
             "osprey_partition_log_end_offset{shard=\"1\",topic=\"a\\\"b\",partition=\"0\"} 3\n"
+        ));
+        // Committed 1, high watermark 3.
+        assert!(text.contains(
+            "osprey_group_lag{shard=\"1\",group=\"g\",topic=\"a\\\"b\",partition=\"0\"} 2\n"
         ));
     }
 }

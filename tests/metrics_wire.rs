@@ -266,6 +266,66 @@ fn metrics_move_by_exactly_the_traffic() {
     );
     assert_eq!(after[&format!("osprey_partition_isr{{{pl}}}")], 1.0);
     assert_eq!(after[&format!("osprey_connections{{{sl}}}")], 1.0);
+    // Every fetched byte was read once, from the tail cache or from disk.
+    assert_eq!(
+        d(format!("osprey_cache_read_bytes_total{{{sl}}}"))
+            + d(format!("osprey_disk_read_bytes_total{{{sl}}}")),
+        fetched_bytes as f64
+    );
+
+    // A group commits offset 20 of the 50: the coordinator's shard reports the committed
+    // offset and a lag of 30, and one more OffsetCommit in its latency histogram.
+    let group = "metered-group";
+    let mut coord = coord_conn(&broker, group);
+    let coord_shard = broker
+        .nodes
+        .iter()
+        .position(|n| *n == coord.stream.peer_addr().unwrap())
+        .unwrap();
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(s(""))
+        .with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(name(topic))
+                .with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(20)
+                        .with_committed_leader_epoch(-1),
+                ]),
+        ]);
+    let mut commits = 0;
+    loop {
+        commits += 1;
+        let r = coord.request(&commit, 8);
+        let code = r.topics[0].partitions[0].error_code;
+        if code == 0 {
+            break;
+        }
+        // COORDINATOR_LOAD_IN_PROGRESS right after start-up.
+        assert_eq!(code, 14, "commit refused");
+        assert!(commits < 100, "coordinator never loaded");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let last = scrape(&broker);
+    let cl = format!("shard=\"{coord_shard}\",group=\"{group}\",topic=\"{topic}\",partition=\"0\"");
+    assert_eq!(
+        last[&format!("osprey_group_committed_offset{{{cl}}}")],
+        20.0
+    );
+    assert_eq!(last[&format!("osprey_group_lag{{{cl}}}")], 30.0);
+    assert_eq!(
+        delta(
+            &after,
+            &last,
+            &format!(
+                "osprey_request_latency_seconds_count{{shard=\"{coord_shard}\",api=\"OffsetCommit\"}}"
+            )
+        ),
+        commits as f64
+    );
 }
 
 // /health says 200 with every shard serving; unknown paths, other methods, garbage and

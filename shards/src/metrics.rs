@@ -104,6 +104,25 @@ pub struct StoreMetrics {
     pub round_appends: Histogram,
     /// Data bytes carried by one write round.
     pub round_bytes: Histogram,
+    /// Reads answered from the tail cache, and their bytes.
+    pub cache_reads: Cell<u64>,
+    pub cache_read_bytes: Cell<u64>,
+    /// Reads that went to disk (direct I/O), and their bytes.
+    pub disk_reads: Cell<u64>,
+    pub disk_read_bytes: Cell<u64>,
+}
+
+impl StoreMetrics {
+    /// Counts one read answered from the cache (`cache`) or from disk.
+    pub(crate) fn read(&self, cache: bool, bytes: usize) {
+        let (n, b) = if cache {
+            (&self.cache_reads, &self.cache_read_bytes)
+        } else {
+            (&self.disk_reads, &self.disk_read_bytes)
+        };
+        n.set(n.get() + 1);
+        b.set(b.get() + bytes as u64);
+    }
 }
 
 impl Default for StoreMetrics {
@@ -114,6 +133,10 @@ impl Default for StoreMetrics {
             dsync_round_us: Histogram::new(LATENCY_US_BOUNDS),
             round_appends: Histogram::new(COUNT_BOUNDS),
             round_bytes: Histogram::new(BYTES_BOUNDS),
+            cache_reads: Cell::new(0),
+            cache_read_bytes: Cell::new(0),
+            disk_reads: Cell::new(0),
+            disk_read_bytes: Cell::new(0),
         }
     }
 }

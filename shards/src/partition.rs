@@ -1790,7 +1790,12 @@ impl Partition {
         if offset == end {
             return Ok(out(Vec::new()));
         }
+        let count = |cache: bool, chunks: &[Chunk]| {
+            let bytes = chunks.iter().map(Chunk::len).sum();
+            self.store.metrics().read(cache, bytes);
+        };
         if let Some(chunks) = self.read_cache(offset, max_bytes) {
+            count(true, &chunks);
             return Ok(out(chunks));
         }
         let mut seg = {
@@ -1803,6 +1808,7 @@ impl Partition {
         while let Some(s) = seg {
             let chunks = self.read_disk(&s, offset, max_bytes).await?;
             if !chunks.is_empty() {
+                count(false, &chunks);
                 return Ok(out(chunks));
             }
             // The offset is past this segment's written data: it can only be in a later one.
@@ -1818,6 +1824,7 @@ impl Partition {
             }
         }
         if let Some(chunks) = self.read_cache(offset, max_bytes) {
+            count(true, &chunks);
             return Ok(out(chunks));
         }
         Err(ReadError::Corrupt {
