@@ -349,3 +349,48 @@ fn health_and_http_errors() {
     big.resize(8 << 10, b'a');
     assert_eq!(http(admin, &big).0, 431);
 }
+
+// Every series the Grafana dashboard in deploy/ queries is one the broker renders (a
+// renamed metric would leave a panel silently empty).
+#[test]
+fn dashboard_queries_name_rendered_series() {
+    let broker = Broker::start(1);
+    let (_, body) = get(broker.admin.unwrap(), "/metrics");
+    let families: std::collections::HashSet<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/grafana/osprey-dashboard.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(i) = rest.find("osprey_") {
+                let tail = &rest[i..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                let name = &tail[..end];
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).filter(|f| families.contains(f)))
+                    .unwrap_or(name);
+                assert!(
+                    families.contains(family),
+                    "panel {:?} queries {name}, not rendered",
+                    panel["title"]
+                );
+                checked += 1;
+                rest = &tail[end..];
+            }
+        }
+    }
+    assert!(checked > 30, "only {checked} series found in the dashboard");
+}
