@@ -467,6 +467,10 @@ async fn shard_main(
         glommio::spawn_local(Router::serve_peer(shard.clone(), peer, rx)).detach();
     }
     store.start_background();
+    // The admin port serves from here on, before the shards serve clients: /health answers
+    // 503 while start-up (e.g. waiting for the controller quorum) is not done.
+    let admin_task =
+        admin_listener.map(|l| glommio::spawn_local(crate::admin::serve(shard.clone(), l)));
     if id == 0 {
         // Registers this host with the controller quorum and applies the metadata on every
         // shard (opening each partition on its owner: recovery) before any shard accepts
@@ -480,9 +484,7 @@ async fn shard_main(
     for l in listeners {
         accept_tasks.push(glommio::spawn_local(accept_loop(shard.clone(), l)));
     }
-    if let Some(l) = admin_listener {
-        accept_tasks.push(glommio::spawn_local(crate::admin::serve(shard.clone(), l)));
-    }
+    accept_tasks.extend(admin_task);
     let _ = events.send(ShardEvent::Ready);
 
     while !SHUTDOWN.load(Ordering::SeqCst) {

@@ -394,3 +394,58 @@ fn dashboard_queries_name_rendered_series() {
     }
     assert!(checked > 30, "only {checked} series found in the dashboard");
 }
+
+// /health is served from the start and answers 503 naming every shard while they do not
+// serve yet: here a host whose controller quorum (itself and a voter nobody runs) never
+// forms, so start-up never completes.
+#[test]
+fn health_is_503_while_the_shards_do_not_serve() {
+    use std::process::{Command, Stdio};
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (controller, absent, admin) = (free(), free(), free());
+    let dir = tmpdir();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_osprey"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cores",
+            "2",
+            "--node-id",
+            "1",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--controller-quorum-voters")
+        .arg(format!("1@{controller},2@{absent}"))
+        .arg("--admin-listen")
+        .arg(admin.to_string())
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+    let answer = loop {
+        if TcpStream::connect_timeout(&admin, IO_TIMEOUT).is_ok() {
+            break get(admin, "/health");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "admin port never opened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let (status, body) = answer;
+    assert_eq!(status, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "unavailable");
+    assert_eq!(v["serving"], 0);
+    assert_eq!(v["not_serving"], serde_json::json!([0, 1]));
+}
