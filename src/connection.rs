@@ -194,19 +194,21 @@ async fn write_responses<W: futures_lite::AsyncWrite + Unpin>(
             }
             None => break,
         };
-        let result = match reply {
-            Reply::None => Ok(()),
-            Reply::Frame(bytes) => {
-                crate::metrics::add(&shard.metrics.bytes_out, bytes.len() as u64);
-                write_all_vectored(&mut writer, fd, &[&bytes]).await
-            }
+        let (result, len) = match reply {
+            Reply::None => (Ok(()), 0),
+            Reply::Frame(bytes) => (
+                write_all_vectored(&mut writer, fd, &[&bytes]).await,
+                bytes.len(),
+            ),
             Reply::Pieces(pieces) => {
                 let slices: Vec<&[u8]> = pieces.iter().map(|p| p.as_slice()).collect();
-                let len: usize = slices.iter().map(|s| s.len()).sum();
-                crate::metrics::add(&shard.metrics.bytes_out, len as u64);
-                write_all_vectored(&mut writer, fd, &slices).await
+                let len = slices.iter().map(|s| s.len()).sum();
+                (write_all_vectored(&mut writer, fd, &slices).await, len)
             }
         };
+        if result.is_ok() {
+            crate::metrics::add(&shard.metrics.bytes_out, len as u64);
+        }
         if let Err(e) = result {
             if !is_disconnect(&e) {
                 log::warn!("write to {peer} failed: {e}");

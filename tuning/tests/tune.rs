@@ -34,7 +34,7 @@ impl Fake {
         put(
             r,
             "proc/self/limits",
-            &limits(pick("8388608", "unlimited"), pick("1024", "1048576")),
+            &limits(pick("1048576", "unlimited"), pick("1024", "1048576")),
         );
         put(r, "proc/sys/kernel/io_uring_disabled", pick("2", "0"));
         for cpu in 0..4 {
@@ -148,7 +148,7 @@ fn every_knob_off_on_a_badly_tuned_host() {
             "kernel.io_uring_disabled"
         ]
     );
-    assert_eq!(by_knob(&findings, "memlock limit").current, "8388608");
+    assert_eq!(by_knob(&findings, "memlock limit").current, "1048576");
     assert_eq!(by_knob(&findings, "vm.swappiness").current, "60");
     let sched = by_knob(&findings, "data disk I/O scheduler");
     assert_eq!(sched.current, "nvme0n1: mq-deadline");
@@ -241,6 +241,16 @@ fn a_tuned_host_checks_clean() {
     let memlock = &tune::check_all(&bad.host(), &root)[0];
     assert_eq!(memlock.knob, "memlock limit");
     assert_eq!(memlock.status, Status::Ok);
+    // 8 MiB for 2 shards: above the 3 MiB they need to start, below the 60 MiB of full
+    // rings: off, but not important.
+    put(
+        fake.dir.path(),
+        "proc/self/limits",
+        &limits("8388608", "1048576"),
+    );
+    let memlock = &tune::check_all(&fake.host(), &ctx())[0];
+    assert_eq!(memlock.status, Status::Off);
+    assert_eq!(memlock.severity, Severity::Recommended);
 }
 
 // Knobs this host does not have are not applicable (no cpufreq in a VM, io_uring switch
