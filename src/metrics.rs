@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
 use shards::{Histogram, HistogramSnapshot};
@@ -322,20 +323,30 @@ fn uring_snapshot(t: &UringTotals) -> UringSnapshot {
     }
 }
 
-/// Gathers every shard's snapshot through the router. A shard that does not answer
-/// (stopping) is left out; the result is ordered by shard.
+/// How long a scrape waits for one shard's snapshot before leaving that shard out.
+pub const SCRAPE_SHARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Gathers every shard's snapshot through the router. A shard that does not answer within
+/// SCRAPE_SHARD_TIMEOUT (stopping, or its router channel full) is left out, so its series
+/// vanish from that scrape and `osprey_shard_serving` has no sample for it; the result is
+/// ordered by shard.
 pub async fn gather(shard: &Rc<Shard>) -> Vec<ShardSnapshot> {
     let mut tasks = Vec::with_capacity(shard.count);
     for to in 0..shard.count {
         let me = shard.clone();
         tasks.push(glommio::spawn_local(async move {
-            me.call(to, |s| async move { snapshot(&s) }).await
+            let call = async { Ok(me.call(to, |s| async move { snapshot(&s) }).await.ok()) };
+            glommio::timer::timeout(SCRAPE_SHARD_TIMEOUT, call)
+                .await
+                .ok()
+                .flatten()
         }));
     }
     let mut out = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        if let Ok(s) = t.await {
-            out.push(s);
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await {
+            Some(s) => out.push(s),
+            None => log::warn!("metrics: shard {i} did not answer the scrape"),
         }
     }
     out

@@ -606,7 +606,7 @@ fn irq_affinity(host: &Host, ctx: &Context) -> Finding {
         Severity::Recommended,
         "a disk or NIC interrupt handled on a shard's core steals it from that shard's \
          requests; steer them to the cores osprey does not use (irqbalance may undo this: \
-         stop it or ban the broker cores)",
+         stop it or ban the broker cores; kernel-managed IRQs such as NVMe queues refuse it)",
     );
     let online = host
         .read("/sys/devices/system/cpu/online")
