@@ -5,7 +5,7 @@
 //!
 //! Runs on: shard 0 only. A small HTTP/1.1 server: one request per connection
 //! (`Connection: close`), the request head bounded in bytes (`ADMIN_HEAD_MAX_BYTES`) and
-//! time (`ADMIN_REQUEST_TIMEOUT`), at most `ADMIN_CONNECTIONS_MAX` connections at once. The
+//! time (`ADMIN_REQUEST_TIMEOUT`, also the bound on writing the response), at most `ADMIN_CONNECTIONS_MAX` connections at once. The
 //! parsing is pure (`parse_head`) and tested on its own.
 
 use std::cell::Cell;
@@ -19,7 +19,7 @@ use crate::shard::Shard;
 
 /// Bytes of a request line plus headers accepted; a longer head is answered 431.
 pub const ADMIN_HEAD_MAX_BYTES: usize = 8 << 10;
-/// Time a client has to send its request head.
+/// Time a client has to send its request head, and again to take the response.
 pub const ADMIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Admin connections served at once; more are closed at accept.
 pub const ADMIN_CONNECTIONS_MAX: usize = 16;
@@ -165,8 +165,14 @@ async fn handle(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()>
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(response.as_bytes()).await?;
-    stream.close().await
+    // A client that stops reading must not hold one of the ADMIN_CONNECTIONS_MAX slots.
+    glommio::timer::timeout(ADMIN_REQUEST_TIMEOUT, async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.close().await?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 /// Asks every shard whether it serves (each within HEALTH_SHARD_TIMEOUT): true when all
