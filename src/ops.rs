@@ -51,11 +51,24 @@ pub enum TuneAction {
     Script,
 }
 
+/// How `tune check` and `iotune` print their result.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Output {
+    /// A table for people.
+    #[default]
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
 /// Flags of `osprey tune`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct TuneArgs {
     #[command(subcommand)]
     pub action: TuneAction,
+    /// `check`: a table, or a JSON array of the findings.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
     /// The broker's data directory (its disk's scheduler and merges are checked).
     #[arg(long, global = true, default_value = "osprey-data")]
     pub data_dir: PathBuf,
@@ -79,7 +92,13 @@ pub fn tune(args: TuneArgs) -> Result<i32, String> {
     let findings = tune::check_all(&host, &ctx);
     match args.action {
         TuneAction::Check => {
-            print!("{}", tune::render_table(&findings));
+            match args.output {
+                Output::Table => print!("{}", tune::render_table(&findings)),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&findings).map_err(|e| e.to_string())?
+                ),
+            }
             Ok(i32::from(findings.iter().any(|f| f.is_important_off())))
         }
         TuneAction::Script => {
@@ -139,6 +158,9 @@ pub struct IotuneArgs {
     /// Size of the scratch file the tests cycle over, MiB.
     #[arg(long, default_value_t = 256)]
     pub file_mib: u64,
+    /// A table, or the report as JSON (what iotune.json holds).
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// `osprey iotune DIR`.
@@ -152,10 +174,18 @@ pub fn iotune(args: IotuneArgs) -> Result<(), String> {
     };
     let report = tuning::iotune::run(&args.dir, &opts, |step| eprintln!("iotune: {step}"))
         .map_err(|e| format!("iotune of {}: {e}", args.dir.display()))?;
-    print!("{}", report.table());
     let path = tuning::iotune::write_report(&args.dir, &report)
         .map_err(|e| format!("writing the result: {e}"))?;
-    println!("\nwritten to {}", path.display());
+    match args.output {
+        Output::Table => {
+            print!("{}", report.table());
+            println!("\nwritten to {}", path.display());
+        }
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        ),
+    }
     Ok(())
 }
 

@@ -51,6 +51,18 @@ fn tune_check_script_apply_on_a_fake_root() {
             .any(|l| l.starts_with("vm.swappiness") && l.contains(" ok ")),
         "{out}"
     );
+    let (code, out, _) = osprey(&["tune", "check", "--root", root_s, "--output", "json"]);
+    assert_eq!(code, Some(1));
+    let findings: serde_json::Value = serde_json::from_str(&out).expect("json findings");
+    let io_uring = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["knob"] == "kernel.io_uring_disabled")
+        .expect("io_uring finding");
+    assert_eq!(io_uring["status"], "off");
+    assert_eq!(io_uring["severity"], "important");
+    assert_eq!(io_uring["current"], "2");
     let (code, out, _) = osprey(&["tune", "script", "--root", root_s]);
     assert_eq!(code, Some(0));
     assert!(
@@ -83,6 +95,20 @@ fn iotune_result_is_read_by_serve_and_logs_are_json() {
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("iotune.json")).unwrap())
             .unwrap();
     assert_eq!(json["bandwidth"].as_array().unwrap().len(), 12);
+    let (code, out, err) = osprey(&[
+        "iotune",
+        d,
+        "--duration",
+        "0.02",
+        "--file-mib",
+        "4",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let printed: serde_json::Value = serde_json::from_str(&out).expect("json report");
+    assert_eq!(printed["latency"].as_array().unwrap().len(), 3);
+    assert_eq!(printed["duration_per_test_ms"], 20);
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_osprey"))
         .args([

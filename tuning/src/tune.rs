@@ -92,14 +92,16 @@ pub fn device_of(path: &Path) -> Option<(u32, u32)> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Off means the broker fails, or loses much of its speed: `check` exits non-zero.
     Important,
     Recommended,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     Ok,
     Off,
@@ -121,7 +123,7 @@ impl Status {
 }
 
 /// One tuner's verdict.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Finding {
     pub knob: &'static str,
     pub severity: Severity,
