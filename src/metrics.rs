@@ -33,7 +33,8 @@ pub struct ShardMetrics {
     /// Time from dispatch to the response being ready (Fetch includes its long-poll wait),
     /// microseconds, per API key.
     latency_us: Box<[Histogram]>,
-    /// Error codes answered, per (API key, code): per partition for Produce and Fetch.
+    /// Error codes answered, per (API key, code): per partition for Produce, Fetch and
+    /// OffsetCommit; JoinGroup, SyncGroup and Heartbeat (the other APIs are not counted).
     errors: RefCell<HashMap<(i16, i16), u64>>,
     /// Request frame bytes read, length prefixes included.
     pub bytes_in: Cell<u64>,
@@ -475,7 +476,7 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
     o.family(
         "osprey_request_errors_total",
         "counter",
-        "Kafka error codes answered, by API and code (per partition for Produce and Fetch).",
+        "Kafka error codes answered, by API and code: per partition for Produce, Fetch and OffsetCommit; JoinGroup, SyncGroup and Heartbeat.",
     );
     for s in shards {
         for (k, c, n) in &s.errors {
