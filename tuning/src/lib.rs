@@ -1,5 +1,12 @@
-//! tuning: measures this host's own limits so benchmarks and `osprey tune` can state results
-//! as a fraction of them. Std + libc only (no glommio), runs on whichever thread calls it.
+//! tuning: the host the broker runs on. Std + libc only (no glommio), runs on whichever
+//! thread calls it.
+//!
+//! - [`tune`]: one tuner per host knob (`osprey tune check|apply|script`, and the
+//!   warnings `osprey serve` logs at start-up), reading under a root path.
+//! - [`iotune`]: the bounded disk measurement of `osprey iotune DIR` (bandwidth by block
+//!   size and queue depth, durable-write latency percentiles) and its `iotune.json`.
+//! - The probes below measure this host's own limits so benchmarks and `osprey probe` can
+//!   state results as a fraction of them.
 //!
 //! - [`probe_disk`], on one scratch file in the given directory, one operation at a time
 //!   (queue depth 1), all with O_DIRECT:
