@@ -11,7 +11,7 @@ for spec in ${SPECS:-"20000:1" "50000:1" "100000:1" "50000:4"}; do
   spec=${spec/:/ }
   set -- $spec; rate=$1; prod=$2
   dd="$root/data-$rate-$prod"; rm -rf "$dd"; mkdir -p "$dd"
-  taskset -c 0 "$osprey" serve --listen 127.0.0.1:$port --data-dir "$dd" --cores 1 >"$root/broker-$rate-$prod.log" 2>&1 &
+  taskset -c 0 "$osprey" serve --listen 127.0.0.1:$port --admin-listen 127.0.0.1:0 --data-dir "$dd" --cores 1 >"$root/broker-$rate-$prod.log" 2>&1 &
   bpid=$!
   for i in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
   t0=$(awk '{print $14+$15}' /proc/$bpid/stat); w0=$(date +%s.%N)

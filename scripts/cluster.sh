@@ -2,7 +2,8 @@
 # A local cluster of osprey hosts (one process each) on 127.0.0.1 to play with: every
 # host a controller voter, its own data dir under ./osprey-cluster/host-N and its own
 # ports. Host N: bootstrap 127.0.0.1:(9092 + 10*(N-1)), its shards on the ports after it,
-# controller on 127.0.0.1:(9099 + 10*(N-1)).
+# controller on 127.0.0.1:(9099 + 10*(N-1)), admin HTTP (/metrics, /health) on
+# 127.0.0.1:(9644 + N-1).
 #
 #   scripts/cluster.sh start [HOSTS]   start HOSTS hosts (default 3) in the background
 #   scripts/cluster.sh stop            SIGTERM every host of the cluster, wait for each
@@ -21,6 +22,7 @@ EXTRA="${EXTRA:-}"
 
 bootstrap_port() { echo $((9092 + 10 * ($1 - 1))); }
 controller_port() { echo $((9099 + 10 * ($1 - 1))); }
+admin_port() { echo $((9644 + $1 - 1)); }
 
 start() {
   local hosts=${1:-3}
@@ -32,7 +34,7 @@ start() {
   for i in $(seq 1 "$hosts"); do
     mkdir -p "$DIR/host-$i"
     "$BIN" serve --node-id "$i" --controller-quorum-voters "$voters" --cores "$CORES" \
-      --listen "127.0.0.1:$(bootstrap_port "$i")" --data-dir "$DIR/host-$i/data" $EXTRA \
+      --listen "127.0.0.1:$(bootstrap_port "$i")" --admin-listen "127.0.0.1:$(admin_port "$i")" --data-dir "$DIR/host-$i/data" $EXTRA \
       > "$DIR/host-$i/stdout" 2> "$DIR/host-$i/log" &
     echo $! > "$DIR/host-$i/pid"
   done

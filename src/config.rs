@@ -94,6 +94,11 @@ pub struct ServeArgs {
     /// Kafka's min.insync.replicas default for topics without their own (default 1).
     #[arg(long)]
     pub min_insync_replicas: Option<i32>,
+    /// Admin HTTP address HOST:PORT serving GET /metrics (Prometheus) and GET /health
+    /// (default 127.0.0.1:9644; with --listen on port 0, a free port). Port 0 picks a free
+    /// port, printed in the ready line as admin=HOST:PORT.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// Requests read ahead of their responses on one connection.
@@ -143,7 +148,12 @@ pub struct BrokerConfig {
     pub log_flush_interval_ms: u64,
     pub log_segment_bytes: u64,
     pub log_retention_ms: i64,
+    /// The admin HTTP address (`admin`).
+    pub admin_listen: SocketAddr,
 }
+
+/// Redpanda's admin API port, where /metrics and /health are served by default.
+pub const ADMIN_PORT_DEFAULT: u16 = 9644;
 
 #[derive(Debug)]
 pub struct ConfigError(pub String);
@@ -260,6 +270,9 @@ impl BrokerConfig {
                     "min-insync-replicas" => {
                         a.min_insync_replicas = a.min_insync_replicas.or(Some(parse_value(&k, &v)?))
                     }
+                    "admin-listen" => {
+                        a.admin_listen = a.admin_listen.or(Some(parse_value(&k, &v)?))
+                    }
                     "controller-listen" => {
                         a.controller_listen = a.controller_listen.or(Some(parse_value(&k, &v)?))
                     }
@@ -318,7 +331,18 @@ impl BrokerConfig {
         if min_insync_replicas < 1 {
             return Err(ConfigError("min-insync-replicas must be at least 1".into()));
         }
+        // A broker on free ports (tests, several brokers on one host) takes a free admin
+        // port too, instead of all of them contending for the default one.
+        let admin_listen = a.admin_listen.unwrap_or_else(|| {
+            let port = if listen.port() == 0 {
+                0
+            } else {
+                ADMIN_PORT_DEFAULT
+            };
+            SocketAddr::from(([127, 0, 0, 1], port))
+        });
         Ok(BrokerConfig {
+            admin_listen,
             broker_session_timeout_ms: a.broker_session_timeout_ms.unwrap_or(9000).max(100),
             default_replication_factor,
             replica_lag_time_max_ms: a.replica_lag_time_max_ms.unwrap_or(30_000).max(100),
@@ -372,6 +396,16 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("osprey-data"));
         assert!(c.auto_create_topics);
         assert_eq!(c.group_initial_rebalance_delay_ms, 3000);
+        assert_eq!(
+            c.admin_listen,
+            "127.0.0.1:9644".parse::<SocketAddr>().unwrap()
+        );
+        let any = ServeArgs {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = BrokerConfig::from_args(&any).unwrap();
+        assert_eq!(c.admin_listen.port(), 0);
     }
 
     // The config file fills unset values, flags override it, and unknown keys are refused.

@@ -50,7 +50,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let fd = stream.as_raw_fd();
     let (mut reader, writer) = futures_lite::io::split(stream);
     let (tx, rx) = local_channel::new_bounded::<Pending>(INFLIGHT_REQUESTS_PER_CONNECTION_MAX);
-    let writer_task = glommio::spawn_local(write_responses(writer, fd, rx, peer));
+    let writer_task = glommio::spawn_local(write_responses(shard.clone(), writer, fd, rx, peer));
     loop {
         match read_frame(&shard, &mut reader).await {
             ReadOutcome::Frame(frame, permit) => {
@@ -168,6 +168,7 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
             return ReadOutcome::Error(format!("truncated frame: expected {len} bytes: {e}"));
         }
     }
+    crate::metrics::add(&shard.metrics.bytes_in, (len + 4) as u64);
     ReadOutcome::Frame(Bytes::from(buf), permit)
 }
 
@@ -181,6 +182,7 @@ fn is_disconnect(e: &std::io::Error) -> bool {
 }
 
 async fn write_responses<W: futures_lite::AsyncWrite + Unpin>(
+    shard: Rc<Shard>,
     mut writer: W,
     fd: RawFd,
     rx: local_channel::LocalReceiver<Pending>,
@@ -195,14 +197,21 @@ async fn write_responses<W: futures_lite::AsyncWrite + Unpin>(
             }
             None => break,
         };
-        let result = match reply {
-            Reply::None => Ok(()),
-            Reply::Frame(bytes) => write_all_vectored(&mut writer, fd, &[&bytes]).await,
+        let (result, len) = match reply {
+            Reply::None => (Ok(()), 0),
+            Reply::Frame(bytes) => (
+                write_all_vectored(&mut writer, fd, &[&bytes]).await,
+                bytes.len(),
+            ),
             Reply::Pieces(pieces) => {
                 let slices: Vec<&[u8]> = pieces.iter().map(|p| p.as_slice()).collect();
-                write_all_vectored(&mut writer, fd, &slices).await
+                let len = slices.iter().map(|s| s.len()).sum();
+                (write_all_vectored(&mut writer, fd, &slices).await, len)
             }
         };
+        if result.is_ok() {
+            crate::metrics::add(&shard.metrics.bytes_out, len as u64);
+        }
         if let Err(e) = result {
             if !is_disconnect(&e) {
                 log::warn!("write to {peer} failed: {e}");

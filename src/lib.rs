@@ -4,6 +4,7 @@
 //! router between shards, the controller, the Kafka protocol codec and handlers, consumer
 //! groups, and the client shared with `loadgen`. ARCHITECTURE.md has the map.
 
+pub mod admin;
 pub mod alloc;
 pub mod client;
 pub mod cluster;
@@ -15,6 +16,8 @@ pub mod groups;
 pub mod handlers;
 pub mod internal_topic;
 pub mod metadata;
+pub mod metrics;
+pub mod ops;
 pub mod protocol;
 pub mod replication;
 pub mod router;

@@ -1,7 +1,8 @@
 //! The `osprey` binary: `osprey serve` runs the broker (the default when no subcommand is
 //! given); `osprey topics|produce|consume|groups|cluster` work against any running
 //! Kafka-compatible broker through the project's Kafka client (see `cli/`); `osprey probe`
-//! measures this host's limits.
+//! measures this host's limits; `osprey tune` checks and sets host knobs and `osprey
+//! iotune` measures a disk (`osprey::ops`).
 
 mod cli;
 
@@ -18,6 +19,9 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Log lines on stderr as text or as one JSON object per line (RUST_LOG filters).
+    #[arg(long, global = true, value_enum, default_value_t = osprey::ops::LogFormat::Text)]
+    log_format: osprey::ops::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -45,6 +49,13 @@ enum Command {
         #[arg(long, default_value_t = 256 << 20)]
         bytes: u64,
     },
+    /// Check this host's knobs for the broker (memlock, open files, io_uring, governor,
+    /// huge pages, swappiness, disk scheduler, backlogs, clocksource, IRQs), set them, or
+    /// print the commands.
+    Tune(osprey::ops::TuneArgs),
+    /// Measure a directory's disk (O_DIRECT bandwidth by block size and queue depth,
+    /// fdatasync and O_DSYNC latency) and write DIR/iotune.json.
+    Iotune(osprey::ops::IotuneArgs),
 }
 
 fn probe(dir: PathBuf, bytes: u64) -> Result<(), String> {
@@ -66,9 +77,14 @@ fn probe(dir: PathBuf, bytes: u64) -> Result<(), String> {
 }
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    osprey::ops::init_logging(cli.log_format);
     let result = match cli.command {
+        Some(Command::Tune(args)) => match osprey::ops::tune(args) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => Err(e),
+        },
+        Some(Command::Iotune(args)) => osprey::ops::iotune(args),
         Some(Command::Topics(a)) => cli::topics::main(a).map_err(|e| e.to_string()),
         Some(Command::Produce(a)) => cli::produce::main(a).map_err(|e| e.to_string()),
         Some(Command::Consume(a)) => cli::consume::main(a).map_err(|e| e.to_string()),

@@ -199,6 +199,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
     }
     let io_memory = runtime::io_memory_for(n)?;
     let lock = lock_data_dir(&config.data_dir)?;
+    crate::ops::startup_checks(&config.data_dir, &cpus);
 
     // The bootstrap address, then shard i on its port + 1 + i (every one on a free port
     // when the bootstrap port is 0).
@@ -223,7 +224,15 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
     if let Some(addr) = controller_addr {
         addrs.push(addr);
     }
+    // Last of all, the admin HTTP port (served by shard 0).
+    addrs.push(config.admin_listen);
     let mut shard_listeners = bind_listeners(&lock, &addrs, BIND_RETRY_MAX)?;
+    let admin_listener = shard_listeners
+        .pop()
+        .ok_or_else(|| HostError("admin listener missing".into()))?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|e| HostError(e.to_string()))?;
     let controller_listener = match controller_addr {
         Some(_) => shard_listeners.pop(),
         None => None,
@@ -259,6 +268,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
         .map(Some)
         .collect();
     let mut bootstrap_fd = Some(bootstrap.into_raw_fd());
+    let mut admin_fd = Some(admin_listener.into_raw_fd());
     let mut handles = Vec::new();
     for (i, cpu) in cpus.iter().enumerate() {
         let mut fds: Vec<RawFd> = vec![
@@ -272,6 +282,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
         {
             fds.push(fd);
         }
+        let admin = if i == 0 { admin_fd.take() } else { None };
         let ends = ends[i]
             .take()
             .ok_or_else(|| HostError("router ends taken twice".into()))?;
@@ -294,6 +305,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
                     nodes,
                     ends,
                     fds,
+                    admin,
                     events.clone(),
                 )
                 .await;
@@ -327,13 +339,13 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
     if failure.is_none() && !signalled {
         let ports: Vec<String> = nodes.iter().map(|n| n.port.to_string()).collect();
         log::info!(
-            "osprey ready: bootstrap {bootstrap_addr}, {n} shards on CPUs {cpus:?}, shard ports [{}], data dir {}",
+            "osprey ready: bootstrap {bootstrap_addr}, {n} shards on CPUs {cpus:?}, shard ports [{}], admin http://{admin_addr}/metrics, data dir {}",
             ports.join(", "),
             config.data_dir.display()
         );
         // A machine-readable line on stdout for scripts and tests that use --listen :0.
         println!(
-            "osprey ready bootstrap={bootstrap_addr} nodes={}",
+            "osprey ready bootstrap={bootstrap_addr} nodes={} admin={admin_addr}",
             ports.join(",")
         );
         loop {
@@ -426,6 +438,7 @@ async fn shard_main(
     nodes: Arc<Vec<NodeAddr>>,
     ends: RouterEnds,
     listener_fds: Vec<RawFd>,
+    admin_fd: Option<RawFd>,
     events: mpsc::Sender<ShardEvent>,
 ) -> Result<(), String> {
     // Take ownership of the fds first so an early error still closes them.
@@ -433,6 +446,7 @@ async fn shard_main(
         .into_iter()
         .map(|fd| unsafe { TcpListener::from_raw_fd(fd) })
         .collect();
+    let admin_listener = admin_fd.map(|fd| unsafe { TcpListener::from_raw_fd(fd) });
     let (router, receivers) = Router::connect(id, ends).await;
     let store = shards::Store::new(shards::StoreConfig {
         cache_max_bytes: (config.cache_bytes / count).max(16 << 20),
@@ -453,6 +467,10 @@ async fn shard_main(
         glommio::spawn_local(Router::serve_peer(shard.clone(), peer, rx)).detach();
     }
     store.start_background();
+    // The admin port serves from here on, before the shards serve clients: /health answers
+    // 503 while start-up (e.g. waiting for the controller quorum) is not done.
+    let admin_task =
+        admin_listener.map(|l| glommio::spawn_local(crate::admin::serve(shard.clone(), l)));
     if id == 0 {
         // Registers this host with the controller quorum and applies the metadata on every
         // shard (opening each partition on its owner: recovery) before any shard accepts
@@ -467,6 +485,7 @@ async fn shard_main(
     for l in listeners {
         accept_tasks.push(glommio::spawn_local(accept_loop(shard.clone(), l)));
     }
+    accept_tasks.extend(admin_task);
     let _ = events.send(ShardEvent::Ready);
 
     while !SHUTDOWN.load(Ordering::SeqCst) {
@@ -523,8 +542,10 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 shard.id,
                 shard.config.connections_max
             );
+            crate::metrics::add(&shard.metrics.connections_refused, 1);
             continue;
         }
+        crate::metrics::add(&shard.metrics.connections_accepted, 1);
         shard.connections.set(shard.connections.get() + 1);
         let s = shard.clone();
         glommio::spawn_local(async move {

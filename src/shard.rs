@@ -67,6 +67,8 @@ pub struct Shard {
     /// Set by the controller thread while this host cannot reach the quorum leader (read
     /// with one atomic load; no lock): leaders here of replicated partitions stand down.
     isolated: Arc<AtomicBool>,
+    /// This shard's counters and histograms (`metrics`).
+    pub metrics: crate::metrics::ShardMetrics,
 }
 
 #[derive(Debug)]
@@ -127,6 +129,7 @@ impl Shard {
             txns: crate::txn::TxnCoordinator::new(),
             fetchers: Default::default(),
             isolated,
+            metrics: Default::default(),
         }
     }
 
@@ -323,6 +326,12 @@ impl Shard {
         self.data_arrived.notify_all();
         self.meta_ready.set(true);
         self.meta_applied.notify_all();
+    }
+
+    /// True while the shard serves clients: its first metadata is applied, it is not
+    /// shutting down, and its host is not cut off from the controller quorum.
+    pub fn serving(&self) -> bool {
+        self.meta_ready.get() && !self.shutting_down.get() && !self.isolated()
     }
 
     /// Waits until the controller's first metadata has been applied here.

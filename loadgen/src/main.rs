@@ -162,7 +162,7 @@ struct RunArgs {
 #[derive(Args, Clone)]
 struct CompareArgs {
     /// Command starting osprey ({port}, {dir} substituted).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/osprey serve --listen 127.0.0.1:{port} --data-dir {dir} --cores 1"))]
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/osprey serve --listen 127.0.0.1:{port} --admin-listen 127.0.0.1:0 --data-dir {dir} --cores 1"))]
     osprey_start_cmd: String,
     /// osprey's bootstrap ({port} substituted).
     #[arg(long, default_value = "127.0.0.1:{port}")]

@@ -61,7 +61,9 @@ fn start_broker_with(data_dir: &std::path::Path, osprey_args: &[&str]) -> (Broke
         ])
         .args(["--storage-engine", "memory://tansu/"]);
     } else {
-        cmd.args(["serve", "--listen", &addr, "--cores", "1", "--data-dir"])
+        // A free admin port: brokers of parallel tests must not contend for 9644.
+        cmd.args(["serve", "--listen", &addr, "--admin-listen", "127.0.0.1:0"])
+            .args(["--cores", "1", "--data-dir"])
             .arg(data_dir)
             .args(osprey_args);
     }

@@ -47,7 +47,8 @@ fn one_producer_at_50k_per_second_is_not_held_back() {
     let addr = format!("127.0.0.1:{}", free_port());
     let _broker = Broker(
         Command::new(&bin)
-            .args(["serve", "--listen", &addr, "--cores", "1", "--data-dir"])
+            .args(["serve", "--listen", &addr, "--admin-listen", "127.0.0.1:0"])
+            .args(["--cores", "1", "--data-dir"])
             .arg(dir.path().join("data"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -23,6 +23,7 @@ mod config;
 pub mod epochs;
 mod error;
 pub mod index;
+pub mod metrics;
 mod partition;
 pub mod producer;
 mod segment;
@@ -30,6 +31,7 @@ mod store;
 
 pub use config::*;
 pub use error::{AppendError, ReadError, StorageError, codes};
+pub use metrics::{Histogram, HistogramSnapshot, StoreMetrics};
 pub use partition::{
     AppendInfo, AppendMode, Chunk, Decompress, Partition, PartitionStats, ReadOutput,
 };

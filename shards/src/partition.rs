@@ -201,6 +201,9 @@ struct RoundInFlight {
     bytes: usize,
     /// Written through O_DSYNC descriptors (`SyncMethod::DsyncWrites`): durable once done.
     dsync: bool,
+    /// Appends whose data the round carries (the group commit's batch size).
+    appends: u64,
+    issued_at: Instant,
 }
 
 struct RunInFlight {
@@ -1346,7 +1349,7 @@ impl Partition {
     /// Takes up to ROUND_MAX_BYTES of pending data, forms its aligned writes and
     /// issues them. False if there was nothing to write (or the partition stopped).
     async fn issue_round(self: &Rc<Self>) -> Result<bool, StorageError> {
-        let (runs, round_start, round_next, round_bytes, dsync) = {
+        let (runs, round_start, round_next, round_bytes, dsync, appends) = {
             let mut w = self.write.borrow_mut();
             if w.stopped.is_some() || w.pending.is_empty() {
                 // Nobody appended in the pass that set it: it must not let a later,
@@ -1362,6 +1365,7 @@ impl Partition {
                 && w.durable_issued_offset >= start;
             let mut runs: Vec<(Rc<Segment>, Vec<Bytes>)> = Vec::new();
             let mut bytes = 0usize;
+            let mut appends = 0u64;
             let mut next = w.issued_offset;
             while let Some(front) = w.pending.front() {
                 if bytes > 0 && bytes + front.data.len() > ROUND_MAX_BYTES {
@@ -1371,6 +1375,7 @@ impl Partition {
                     break;
                 };
                 bytes += p.data.len();
+                appends += 1;
                 assert!(p.next_offset > next, "pending offsets must grow");
                 next = p.next_offset;
                 match runs.last_mut() {
@@ -1384,7 +1389,7 @@ impl Partition {
             if dsync {
                 w.durable_issued_offset = next;
             }
-            (runs, start, next, bytes, dsync)
+            (runs, start, next, bytes, dsync, appends)
         };
         // Growing the file may wait; the taken data is not written by anybody else
         // meanwhile (one writer task), and earlier rounds continue in flight.
@@ -1419,6 +1424,8 @@ impl Partition {
             next_offset: round_next,
             bytes: round_bytes,
             dsync,
+            appends,
+            issued_at: Instant::now(),
         };
         for ((seg, items), (file, data_file)) in runs.iter().zip(files) {
             let writes = seg.prepare_run(&file, items);
@@ -1486,6 +1493,8 @@ impl Partition {
             next_offset,
             bytes,
             dsync,
+            appends,
+            issued_at,
         } = round;
         let mut writes = body;
         let mut runs = runs;
@@ -1523,8 +1532,19 @@ impl Partition {
                 result = Err(e);
             }
         }
-        if let Err(e) = result {
-            self.stop(e.to_string());
+        match result {
+            Ok(()) => {
+                let m = self.store.metrics();
+                let us = issued_at.elapsed().as_micros() as u64;
+                if dsync {
+                    m.dsync_round_us.record(us);
+                } else {
+                    m.write_round_us.record(us);
+                }
+                m.round_appends.record(appends);
+                m.round_bytes.record(bytes as u64);
+            }
+            Err(e) => self.stop(e.to_string()),
         }
         // Publish in round order.
         self.progress
@@ -1820,7 +1840,12 @@ impl Partition {
         if offset == end {
             return Ok(out(Vec::new()));
         }
+        let count = |cache: bool, chunks: &[Chunk]| {
+            let bytes = chunks.iter().map(Chunk::len).sum();
+            self.store.metrics().read(cache, bytes);
+        };
         if let Some(chunks) = self.read_cache(offset, max_bytes) {
+            count(true, &chunks);
             return Ok(out(chunks));
         }
         let mut seg = {
@@ -1833,6 +1858,7 @@ impl Partition {
         while let Some(s) = seg {
             let chunks = self.read_disk(&s, offset, max_bytes).await?;
             if !chunks.is_empty() {
+                count(false, &chunks);
                 return Ok(out(chunks));
             }
             // The offset is past this segment's written data: it can only be in a later one.
@@ -1848,6 +1874,7 @@ impl Partition {
             }
         }
         if let Some(chunks) = self.read_cache(offset, max_bytes) {
+            count(true, &chunks);
             return Ok(out(chunks));
         }
         Err(ReadError::Corrupt {

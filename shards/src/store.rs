@@ -16,6 +16,7 @@ use glommio::sync::Semaphore;
 
 use crate::config::{BACKGROUND_TICK_MS, BLOCK_BYTES, LogConfig, StoreConfig, WRITE_CHUNK_BYTES};
 use crate::error::StorageError;
+use crate::metrics::StoreMetrics;
 use crate::partition::Partition;
 use crate::segment::Segment;
 
@@ -125,6 +126,7 @@ pub struct Store {
     fdatasync_latency_us: Cell<u64>,
     dsync_writes: Cell<u64>,
     zeros: RefCell<Option<Rc<DmaBuffer>>>,
+    metrics: StoreMetrics,
 }
 
 impl Store {
@@ -149,11 +151,17 @@ impl Store {
             fdatasync_latency_us: Cell::new(0),
             dsync_writes: Cell::new(0),
             zeros: RefCell::new(None),
+            metrics: StoreMetrics::default(),
         })
     }
 
     pub fn config(&self) -> &StoreConfig {
         &self.config
+    }
+
+    /// The shard's storage histograms (fdatasync and write-round latency, group-commit sizes).
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.metrics
     }
 
     /// Installs (or removes) the fault-injection hook.
@@ -446,8 +454,10 @@ impl Store {
             .fdatasync()
             .await
             .map_err(|e| StorageError::glommio("fdatasync", path, e));
+        let us = t.elapsed().as_micros() as u64;
         self.fdatasync_latency_us
-            .set(self.fdatasync_latency_us.get() + t.elapsed().as_micros() as u64);
+            .set(self.fdatasync_latency_us.get() + us);
+        self.metrics.fdatasync_us.record(us);
         r
     }
 }

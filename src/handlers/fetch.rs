@@ -364,6 +364,31 @@ async fn read_any(
     }
 }
 
+/// Counts an answer in the metrics: error codes, and record bytes per partition (on the
+/// partition's replica when it is on this shard; a read made on another shard counts in
+/// this shard's total only).
+fn count_answer(shard: &Rc<Shard>, follower: bool, topics: &[TopicOut<FetchData>]) {
+    use crate::metrics::add;
+    for t in topics {
+        for p in &t.partitions {
+            shard.metrics.error(ApiKey::Fetch, p.error_code);
+            let bytes: u64 = p.records.iter().map(|d| d.as_ref().len() as u64).sum();
+            if bytes == 0 {
+                continue;
+            }
+            add(&shard.metrics.fetch_bytes_out, bytes);
+            if let Some(r) = shard.replica(&t.name, p.partition) {
+                let c = if follower {
+                    &r.counters.fetch_bytes_follower
+                } else {
+                    &r.counters.fetch_bytes_consumer
+                };
+                add(c, bytes);
+            }
+        }
+    }
+}
+
 pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
     let body: FetchRequest = req.decode()?;
     // A follower replica's fetch names its node (replica_id; in replica_state from v15).
@@ -469,6 +494,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
             || requested.is_empty()
             || shard.shutting_down.get()
         {
+            count_answer(shard, replica >= 0, &topics);
             let (pieces, _len) =
                 fetch_response::encode(req.version, req.correlation_id, 0, error::NONE, topics);
             return Ok(Reply::Pieces(pieces));

@@ -102,7 +102,19 @@ pub enum Reply {
     Pieces(Vec<Piece<FetchData>>),
 }
 
+/// Runs one request and counts it in the shard's metrics (requests, latency, requests
+/// that close the connection).
 pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+    let key = req.api_key;
+    let start = std::time::Instant::now();
+    let reply = dispatch_api(shard, req).await;
+    shard
+        .metrics
+        .request(key, start.elapsed().as_micros() as u64, reply.is_ok());
+    reply
+}
+
+async fn dispatch_api(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
     let Some(spec) = spec(req.api_key) else {
         return Err(ProtocolError::UnsupportedVersion {
             key: req.api_key,

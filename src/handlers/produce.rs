@@ -133,10 +133,19 @@ async fn append_with_mode(
             leader_epoch: r.leader_epoch(),
         }
     };
+    let batch_bytes = records.len() as u64;
     let result = r.log.append_with(records, durability, mode).await;
     match result {
         Ok(info) => {
             r.appended();
+            if !info.duplicate {
+                use crate::metrics::add;
+                let records = (info.last_offset - info.base_offset + 1).max(0) as u64;
+                add(&r.counters.messages_in, records);
+                add(&r.counters.bytes_in, batch_bytes);
+                add(&shard.metrics.messages_in, records);
+                add(&shard.metrics.produce_bytes_in, batch_bytes);
+            }
             shard.data_arrived.notify_all();
             let stand_down = || shard.isolated();
             if acks == -1
@@ -281,6 +290,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                 Ok(t) => t.await,
                 Err(r) => r,
             };
+            shard.metrics.error(ApiKey::Produce, r.error_code);
             let mut pr = PartitionProduceResponse::default()
                 .with_index(index)
                 .with_error_code(r.error_code)

@@ -69,6 +69,21 @@ pub struct Replica {
     epoch_start: Cell<i64>,
     /// Woken whenever the high watermark moves (acks=all producers wait on it).
     pub hw_advanced: Notify,
+    /// Traffic counters for metrics (this shard's tasks only).
+    pub counters: ReplicaCounters,
+}
+
+/// Per-partition traffic, counted on the shard that holds the replica.
+#[derive(Default)]
+pub struct ReplicaCounters {
+    /// Records appended by Produce (retries of stored batches not counted).
+    pub messages_in: Cell<u64>,
+    /// Record batch bytes appended by Produce.
+    pub bytes_in: Cell<u64>,
+    /// Record bytes answered to consumers by Fetch on this shard.
+    pub fetch_bytes_consumer: Cell<u64>,
+    /// Record bytes answered to follower replicas.
+    pub fetch_bytes_follower: Cell<u64>,
 }
 
 /// Outcome of a follower's fetch as the leader records it.
@@ -101,6 +116,7 @@ impl Replica {
             hw: Cell::new(hw),
             epoch_start: Cell::new(-1),
             hw_advanced: Notify::new(),
+            counters: ReplicaCounters::default(),
         });
         r.apply(pm);
         r

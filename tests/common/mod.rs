@@ -34,6 +34,8 @@ pub struct Broker {
     child: Option<Child>,
     pub bootstrap: SocketAddr,
     pub nodes: Vec<SocketAddr>,
+    /// The admin HTTP address (/metrics, /health) from the ready line.
+    pub admin: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub cores: usize,
     _tmp: Option<tempfile::TempDir>,
@@ -85,6 +87,11 @@ impl Broker {
         if let Some(cwd) = cwd {
             cmd.current_dir(cwd);
         }
+        // Brokers on fixed ports (restart tests) would otherwise all take the default admin
+        // port 9644 and contend for it when tests run in parallel.
+        if !extra.contains(&"--admin-listen") {
+            cmd.arg("--admin-listen").arg("127.0.0.1:0");
+        }
         cmd.arg("--cores")
             .arg(cores.to_string())
             .args(extra)
@@ -119,10 +126,14 @@ impl Broker {
             }
         };
         let mut bootstrap = None;
+        let mut admin = None;
         let mut nodes = Vec::new();
         for part in line.split_whitespace() {
             if let Some(v) = part.strip_prefix("bootstrap=") {
                 bootstrap = Some(v.parse().expect("bootstrap addr"));
+            }
+            if let Some(v) = part.strip_prefix("admin=") {
+                admin = Some(v.parse().expect("admin addr"));
             }
             if let Some(v) = part.strip_prefix("nodes=") {
                 nodes = v
@@ -135,6 +146,7 @@ impl Broker {
             child: Some(child),
             bootstrap: bootstrap.expect("bootstrap in ready line"),
             nodes,
+            admin,
             data_dir: dir.map(Path::to_path_buf).unwrap_or_default(),
             cores,
             _tmp: None,

@@ -37,6 +37,10 @@ class Broker:
     def start(self):
         cmd = [*self.prefix, broker_binary(), "serve", "--listen", self.listen, "--data-dir", str(self.data_dir),
                "--cores", str(self.cores), *self.extra]
+        # Several brokers on fixed ports (clusters, restarts) must not contend for the
+        # default admin port 9644: a free one each.
+        if "--admin-listen" not in self.extra:
+            cmd += ["--admin-listen", "127.0.0.1:0"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         ready = threading.Event()
 

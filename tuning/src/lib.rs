@@ -1,5 +1,12 @@
-//! tuning: measures this host's own limits so benchmarks and `osprey tune` can state results
-//! as a fraction of them. Std + libc only (no glommio), runs on whichever thread calls it.
+//! tuning: the host the broker runs on. Std + libc only (no glommio), runs on whichever
+//! thread calls it.
+//!
+//! - [`tune`]: one tuner per host knob (`osprey tune check|apply|script`, and the
+//!   warnings `osprey serve` logs at start-up), reading under a root path.
+//! - [`iotune`]: the bounded disk measurement of `osprey iotune DIR` (bandwidth by block
+//!   size and queue depth, durable-write latency percentiles) and its `iotune.json`.
+//! - The probes below measure this host's own limits so benchmarks and `osprey probe` can
+//!   state results as a fraction of them.
 //!
 //! - [`probe_disk`], on one scratch file in the given directory, one operation at a time
 //!   (queue depth 1), all with O_DIRECT:
@@ -16,6 +23,9 @@
 //!
 //! Every probe is bounded: by the byte count it is given and by fixed operation and time
 //! caps (SYNC_OPS_MAX, SYNC_PROBE_MAX_MS per fdatasync probe).
+
+pub mod iotune;
+pub mod tune;
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -73,13 +83,13 @@ pub struct DiskLimits {
 }
 
 /// A heap buffer aligned for O_DIRECT, freed on drop.
-struct AlignedBuf {
+pub(crate) struct AlignedBuf {
     ptr: *mut u8,
     len: usize,
 }
 
 impl AlignedBuf {
-    fn new(len: usize, fill: u8) -> io::Result<AlignedBuf> {
+    pub(crate) fn new(len: usize, fill: u8) -> io::Result<AlignedBuf> {
         let mut ptr: *mut libc::c_void = std::ptr::null_mut();
         // SAFETY: posix_memalign writes a valid pointer on success (return 0).
         let rc = unsafe { libc::posix_memalign(&mut ptr, DIRECT_BLOCK_BYTES, len) };
@@ -93,9 +103,13 @@ impl AlignedBuf {
             len,
         })
     }
-    fn as_slice(&self) -> &[u8] {
+    pub(crate) fn as_slice(&self) -> &[u8] {
         // SAFETY: allocated with len bytes, initialised in new.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: allocated with len bytes, initialised in new; &mut self is exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 }
 
@@ -111,7 +125,7 @@ fn pwrite_all(f: &std::fs::File, buf: &[u8], pos: u64) -> io::Result<()> {
     f.write_all_at(buf, pos)
 }
 
-fn fdatasync(f: &std::fs::File) -> io::Result<()> {
+pub(crate) fn fdatasync(f: &std::fs::File) -> io::Result<()> {
     // SAFETY: valid fd for the life of f.
     if unsafe { libc::fdatasync(f.as_raw_fd()) } != 0 {
         return Err(io::Error::last_os_error());

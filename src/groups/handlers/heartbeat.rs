@@ -33,6 +33,7 @@ pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolErr
         },
         code => code,
     };
+    shard.metrics.error(ApiKey::Heartbeat, error);
     let resp = HeartbeatResponse::default().with_error_code(error);
     Ok(Reply::Frame(req.encode_response(&resp)?))
 }

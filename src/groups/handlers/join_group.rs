@@ -33,6 +33,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         NONE => join(shard, &req, body, group_id).await,
         code => JoinResult::error(code, &member_id),
     };
+    shard.metrics.error(ApiKey::JoinGroup, result.error);
     let mut resp = JoinGroupResponse::default()
         .with_error_code(result.error)
         .with_generation_id(result.generation)

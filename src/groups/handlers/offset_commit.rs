@@ -118,6 +118,9 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
             *c = all;
         }
     }
+    for code in codes.iter().flatten() {
+        shard.metrics.error(ApiKey::OffsetCommit, *code);
+    }
     let resp = OffsetCommitResponse::default().with_topics(
         body.topics
             .iter()

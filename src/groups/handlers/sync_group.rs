@@ -58,6 +58,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         }
         code => SyncResult::error(code),
     };
+    shard.metrics.error(ApiKey::SyncGroup, result.error);
     let mut resp = SyncGroupResponse::default()
         .with_error_code(result.error)
         .with_assignment(result.assignment);
