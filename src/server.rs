@@ -199,6 +199,20 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
     }
     let io_memory = runtime::io_memory_for(n)?;
     let lock = lock_data_dir(&config.data_dir)?;
+    // Directories a crash left half-deleted (renamed to `-delete`, files not all removed)
+    // go before any partition opens: nothing may ever read them again.
+    match shards::remove_deleted_dirs(&config.data_dir) {
+        Ok(removed) => {
+            for d in removed {
+                log::info!("removed half-deleted directory {}", d.display());
+            }
+        }
+        Err(e) => {
+            return Err(HostError(format!(
+                "cannot remove half-deleted directories: {e}"
+            )));
+        }
+    }
 
     // The bootstrap address, then shard i on its port + 1 + i (every one on a free port
     // when the bootstrap port is 0).

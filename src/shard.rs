@@ -281,9 +281,50 @@ impl Shard {
                     continue;
                 }
                 let dir = partition_dir(&self.config.data_dir, &t.name, p);
+                match partition_dir_owner(&dir) {
+                    DirOwner::Nobody => {}
+                    DirOwner::Topic(id) if id == t.id => {}
+                    DirOwner::Topic(old) => {
+                        // An earlier topic of this name, deleted while its files stayed (a
+                        // crash between the quorum's commit and the delete's rename): its
+                        // data must never come back as the new topic's.
+                        log::warn!(
+                            "shard {}: {} holds deleted topic {} (now {}); removing it",
+                            self.id,
+                            dir.display(),
+                            crate::handlers::uuid(old),
+                            crate::handlers::uuid(t.id)
+                        );
+                        if let Err(e) = shards::discard_dir(&dir) {
+                            log::error!("shard {}: cannot remove {}: {e}", self.id, dir.display());
+                            continue;
+                        }
+                    }
+                    DirOwner::Unreadable(e) => {
+                        log::error!(
+                            "shard {}: partition {}-{} not opened: {e}",
+                            self.id,
+                            t.name,
+                            p
+                        );
+                        continue;
+                    }
+                }
                 let cfg = topic_config::log_config(&t.configs, &self.config);
                 match self.store.open_partition(dir.clone(), cfg).await {
                     Ok(part) => {
+                        if let Err(e) = write_partition_owner(&dir, t.id).await {
+                            log::error!(
+                                "shard {}: partition {}-{} not opened: {e}",
+                                self.id,
+                                t.name,
+                                p
+                            );
+                            if let Err(e) = part.close().await {
+                                log::warn!("shard {}: closing {}: {e}", self.id, dir.display());
+                            }
+                            continue;
+                        }
                         let r = Replica::new(t.name.clone(), p, part, me, pm);
                         let mut logs = self.logs.borrow_mut();
                         let local = logs.entry(t.name.clone()).or_insert_with(|| LocalTopic {
@@ -402,6 +443,62 @@ impl Shard {
     }
 }
 
+/// File in a partition directory naming the topic it belongs to by id (Kafka's
+/// `partition.metadata`): `version: 0` and `topic_id: <uuid>` lines. Topic ids are never
+/// reused, so a directory naming another id than the topic's belongs to a deleted topic.
+pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
+
+/// Whose data a partition directory holds.
+#[derive(Debug, PartialEq)]
+enum DirOwner {
+    /// No directory or no `partition.metadata`: a new partition, or a directory from before
+    /// the file existed (nothing was appended to a directory of this version without it).
+    Nobody,
+    Topic([u8; 16]),
+    /// A `partition.metadata` that does not parse: left for the operator, never guessed.
+    Unreadable(String),
+}
+
+fn partition_dir_owner(dir: &std::path::Path) -> DirOwner {
+    let path = dir.join(PARTITION_METADATA_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return DirOwner::Nobody,
+        Err(e) => return DirOwner::Unreadable(format!("reading {}: {e}", path.display())),
+    };
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("topic_id: "))
+        .and_then(|v| uuid::Uuid::try_parse(v.trim()).ok())
+        .filter(|_| text.lines().next() == Some("version: 0"));
+    match id {
+        Some(id) => DirOwner::Topic(id.into_bytes()),
+        None => DirOwner::Unreadable(format!("{} does not parse", path.display())),
+    }
+}
+
+fn partition_owner_text(topic_id: [u8; 16]) -> String {
+    format!(
+        "version: 0\ntopic_id: {}\n",
+        crate::handlers::uuid(topic_id).simple()
+    )
+}
+
+/// Writes `partition.metadata` (atomically, durably) unless it already names `topic_id`.
+/// Done right after the partition opens, before anything is appended to it.
+async fn write_partition_owner(dir: &std::path::Path, topic_id: [u8; 16]) -> Result<(), String> {
+    if partition_dir_owner(dir) == DirOwner::Topic(topic_id) {
+        return Ok(());
+    }
+    let dir = dir.to_path_buf();
+    let text = partition_owner_text(topic_id);
+    glommio::executor()
+        .spawn_blocking(move || {
+            crate::durable::write_atomic(&dir, PARTITION_METADATA_FILE, text.as_bytes())
+        })
+        .await
+}
+
 /// Producer ids this host handed out before blocks came from the quorum (per-shard
 /// counters persisted in `<data>/producer-ids/shard-N`, ids `(counter << 8) | shard`): the
 /// first id above all of them, 0 when there are none.
@@ -427,6 +524,27 @@ mod tests {
 
     // The first id the quorum may hand out lies above every id the old per-shard
     // counters reserved.
+    // partition.metadata round-trips its topic id; a missing one is nobody's, a damaged
+    // one is neither (never taken for the topic, never silently discarded).
+    #[test]
+    fn partition_owner_file() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(partition_dir_owner(dir.path()), DirOwner::Nobody);
+        let id = [7u8; 16];
+        let text = partition_owner_text(id);
+        crate::durable::write_atomic(dir.path(), PARTITION_METADATA_FILE, text.as_bytes()).unwrap();
+        assert_eq!(partition_dir_owner(dir.path()), DirOwner::Topic(id));
+        std::fs::write(
+            dir.path().join(PARTITION_METADATA_FILE),
+            "version: 0\ntopic_id: zz\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            partition_dir_owner(dir.path()),
+            DirOwner::Unreadable(_)
+        ));
+    }
+
     #[test]
     fn legacy_producer_ids_are_never_reused() {
         let dir = tempfile::tempdir().unwrap();

@@ -20,6 +20,7 @@
 
 pub mod batch;
 mod config;
+pub mod discard;
 pub mod epochs;
 mod error;
 pub mod index;
@@ -29,6 +30,7 @@ mod segment;
 mod store;
 
 pub use config::*;
+pub use discard::{discard_dir, remove_deleted_dirs};
 pub use error::{AppendError, ReadError, StorageError, codes};
 pub use partition::{
     AppendInfo, AppendMode, Chunk, Decompress, Partition, PartitionStats, ReadOutput,

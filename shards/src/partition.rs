@@ -2411,7 +2411,7 @@ impl Partition {
 
     /// Syncs, writes the producer snapshot and the active segment's index, trims the active
     /// segment's preallocation, and stops the partition.
-    pub(crate) async fn close(&self) -> Result<(), StorageError> {
+    pub async fn close(&self) -> Result<(), StorageError> {
         self.wait_not_truncating().await;
         if self.write.borrow().stopped.is_some() {
             return Ok(());
@@ -2453,7 +2453,9 @@ impl Partition {
         self.wake_everyone();
     }
 
-    /// Closes and removes the partition's files and directory.
+    /// Closes and removes the partition's files and directory: renamed to a `-delete` name
+    /// first, durably, so a crash part-way never leaves a directory that a partition of the
+    /// same name would recover (`discard::discard_dir`).
     pub async fn delete(self: Rc<Self>) -> Result<(), StorageError> {
         self.wait_not_truncating().await;
         self.stop_quietly("deleted");
@@ -2468,7 +2470,7 @@ impl Partition {
         };
         self.store.cache_removed(freed);
         self.store.unregister(&self);
-        std::fs::remove_dir_all(&self.dir).map_err(|e| StorageError::io("remove dir", &self.dir, e))
+        crate::discard::discard_dir(&self.dir)
     }
 
     /// Kafka's DeleteRecords: raises the log start offset to `offset` (at most the log end;
