@@ -42,6 +42,11 @@ pub struct ServeArgs {
     /// Per-shard tail cache size in MiB (default 256).
     #[arg(long)]
     pub cache_mib: Option<usize>,
+    /// Produce answers KAFKA_STORAGE_ERROR while the data directory's filesystem has less
+    /// free space than this, in MiB (default 32); the partitions keep running and take
+    /// writes again once space is freed. 0 turns the check off.
+    #[arg(long)]
+    pub disk_free_min_mib: Option<u64>,
     /// Maximum client connections per shard (default 10000).
     #[arg(long)]
     pub connections_max: Option<usize>,
@@ -116,6 +121,7 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay_ms: u64,
     pub offsets_retention_minutes: u64,
     pub cache_bytes: usize,
+    pub disk_free_min_bytes: u64,
     pub connections_max: usize,
     pub log_flush_interval_ms: u64,
     pub log_segment_bytes: u64,
@@ -186,6 +192,9 @@ impl BrokerConfig {
                             a.offsets_retention_minutes.or(Some(parse_value(&k, &v)?))
                     }
                     "cache-mib" => a.cache_mib = a.cache_mib.or(Some(parse_value(&k, &v)?)),
+                    "disk-free-min-mib" => {
+                        a.disk_free_min_mib = a.disk_free_min_mib.or(Some(parse_value(&k, &v)?))
+                    }
                     "connections-max" => {
                         a.connections_max = a.connections_max.or(Some(parse_value(&k, &v)?))
                     }
@@ -293,6 +302,11 @@ impl BrokerConfig {
             group_initial_rebalance_delay_ms: a.group_initial_rebalance_delay_ms.unwrap_or(3000),
             offsets_retention_minutes: a.offsets_retention_minutes.unwrap_or(7 * 24 * 60),
             cache_bytes: a.cache_mib.unwrap_or(256) * 1024 * 1024,
+            disk_free_min_bytes: a
+                .disk_free_min_mib
+                .map_or(shards::DISK_FREE_MIN_BYTES_DEFAULT, |m| {
+                    m.saturating_mul(1 << 20)
+                }),
             connections_max: a.connections_max.unwrap_or(10_000),
             log_flush_interval_ms: a.log_flush_interval_ms.unwrap_or(1000),
             log_segment_bytes: a.log_segment_bytes.unwrap_or(1 << 30),

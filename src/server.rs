@@ -450,6 +450,7 @@ async fn shard_main(
     let (router, receivers) = Router::connect(id, ends).await;
     let store = shards::Store::new(shards::StoreConfig {
         cache_max_bytes: (config.cache_bytes / count).max(16 << 20),
+        disk_free_min_bytes: config.disk_free_min_bytes,
         ..Default::default()
     });
     let controller = controller.map(|h| Rc::new(Controller::new(h)));

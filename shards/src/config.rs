@@ -7,6 +7,14 @@
 pub const BLOCK_BYTES: u64 = 4096;
 /// Segments grow by this much at a time (preallocated, and pre-zeroed if configured).
 pub const PREALLOC_STEP_BYTES: u64 = 8 << 20;
+/// Default `StoreConfig::disk_free_min_bytes`: a few preallocation steps (a zero-ahead step
+/// of each of several active segments, their indexes and snapshots).
+pub const DISK_FREE_MIN_BYTES_DEFAULT: u64 = 4 * PREALLOC_STEP_BYTES;
+/// The free space of the data's filesystem is asked (statvfs) again after this many bytes
+/// were admitted by a shard since the last look, or after DISK_FREE_RECHECK_MS, and on every
+/// append while it was below the minimum (refused appends should resume at once).
+pub const DISK_FREE_RECHECK_BYTES: u64 = 1 << 20;
+pub const DISK_FREE_RECHECK_MS: u64 = 100;
 /// Name of a partition's kept segment file awaiting reuse (`StoreConfig::recycle_segments`).
 /// Not a segment name, so recovery never reads it as part of the log.
 pub const RECYCLED_SEGMENT_FILE: &str = "recycled-segment.spare";
@@ -80,6 +88,12 @@ pub struct StoreConfig {
     /// conversion, no metadata for O_DSYNC writes to commit), as database logs recycle
     /// their segment files. Costs up to one segment of disk per partition beyond retention.
     pub recycle_segments: bool,
+    /// Appends are refused (`StorageError::DiskFull`, KAFKA_STORAGE_ERROR) while the
+    /// filesystem of the partition has less free space than this, before any offset is
+    /// assigned, so the partition keeps running and takes writes again once space is freed.
+    /// The reserve covers what writes need beyond the data itself: preallocation steps,
+    /// indexes at roll, snapshots and checkpoints. 0 turns the check off.
+    pub disk_free_min_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -92,6 +106,7 @@ impl Default for StoreConfig {
             segment_preallocation: Preallocation::default(),
             sync_method: SyncMethod::default(),
             recycle_segments: true,
+            disk_free_min_bytes: DISK_FREE_MIN_BYTES_DEFAULT,
         }
     }
 }

@@ -928,6 +928,12 @@ impl Partition {
             break;
         }
 
+        // A full disk refuses the append before anything of it is stored: the partition
+        // keeps running and takes writes again once space is freed (a write failing with
+        // ENOSPC instead would stop it, with offsets already handed out).
+        self.store
+            .admit_append(&self.dir, len as u64)
+            .map_err(AppendError::Storage)?;
         // From here to the enqueue there is no .await: offsets, producer state, index, cache
         // and pending queue change together.
         let enqueued = self.enqueue(batches, &validated, durability, mode);

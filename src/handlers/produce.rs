@@ -133,7 +133,22 @@ pub async fn append_local(
         }
         Err(e) => {
             let code = e.kafka_error_code();
-            if code == error::KAFKA_STORAGE_ERROR {
+            if matches!(
+                e,
+                shards::AppendError::Storage(shards::StorageError::DiskFull { .. })
+            ) {
+                // Clients retry a full disk as fast as they can: one line per second per shard.
+                DISK_FULL_LOGGED.with(|at| {
+                    let now = std::time::Instant::now();
+                    if at
+                        .get()
+                        .is_none_or(|t| now.duration_since(t).as_secs() >= 1)
+                    {
+                        at.set(Some(now));
+                        log::warn!("produce to {topic}-{partition} refused: {e}");
+                    }
+                });
+            } else if code == error::KAFKA_STORAGE_ERROR {
                 log::error!("produce to {topic}-{partition} failed: {e}");
             } else {
                 log::debug!("produce to {topic}-{partition} refused: {e}");
@@ -141,6 +156,12 @@ pub async fn append_local(
             PartitionResult::error(code, Some(e.to_string()))
         }
     }
+}
+
+thread_local! {
+    /// When this shard last logged a produce refused for a full disk.
+    static DISK_FULL_LOGGED: std::cell::Cell<Option<std::time::Instant>> =
+        const { std::cell::Cell::new(None) };
 }
 
 async fn append_anywhere(
