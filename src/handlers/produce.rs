@@ -30,7 +30,7 @@ pub const API: ApiSpec = ApiSpec {
 /// Longest acks=all wait honoured (the request's timeout_ms, capped).
 const PRODUCE_TIMEOUT_CAP_MS: i32 = 300_000;
 /// First version this broker accepts data on (record batch v2).
-const PRODUCE_VERSION_DATA_MIN: i16 = 3;
+pub(crate) const PRODUCE_VERSION_DATA_MIN: i16 = 3;
 
 /// One partition's outcome; `Send` so it can come back from another shard.
 pub struct PartitionResult {
