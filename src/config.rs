@@ -88,9 +88,19 @@ pub struct ServeArgs {
 
 /// Requests read ahead of their responses on one connection.
 pub const INFLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 32;
-/// Bytes of request frames a shard holds at once across all connections; a reader waits
-/// for room before allocating a frame.
+/// Bytes of request frames and of Fetch response records (read, not yet written) a shard
+/// holds at once across all connections; a reader waits for room before allocating a
+/// frame, a Fetch takes only what is free (see `handlers::fetch`).
 pub const REQUEST_MEMORY_PER_SHARD_MAX_BYTES: u64 = 512 * 1024 * 1024;
+/// Record bytes of Fetch responses one connection holds at once (read and not yet written
+/// to the socket): a client that pipelines fetches and does not read their answers waits
+/// here instead of taking the shard's memory. One largest response fits.
+pub const FETCH_RESPONSE_BYTES_PER_CONNECTION_MAX: u64 = 64 << 20;
+const _: () = assert!(
+    FETCH_RESPONSE_BYTES_PER_CONNECTION_MAX
+        >= crate::handlers::fetch::FETCH_RESPONSE_MAX_BYTES as u64
+);
+const _: () = assert!(FETCH_RESPONSE_BYTES_PER_CONNECTION_MAX < REQUEST_MEMORY_PER_SHARD_MAX_BYTES);
 /// Capacity of each per-pair cross-shard channel (router); >= 1024 per glommio-notes.
 pub const ROUTER_CHANNEL_CAPACITY: usize = 1024;
 /// Topics the controller accepts.

@@ -13,6 +13,7 @@ pub mod controller;
 pub mod durable;
 pub mod groups;
 pub mod handlers;
+pub mod memory;
 pub mod metadata;
 pub mod protocol;
 pub mod replication;

@@ -186,11 +186,18 @@ pub enum Reply {
     None,
     /// A fully encoded frame.
     Frame(Bytes),
-    /// A frame in pieces, record data by reference (Fetch).
-    Pieces(Vec<Piece<FetchData>>),
+    /// A frame in pieces, record data by reference (Fetch), with the memory its record
+    /// bytes hold in the connection's and the shard's budgets until it is written.
+    Pieces(Vec<Piece<FetchData>>, crate::memory::MemoryLease),
 }
 
-pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+/// Runs one request. `responses` is the connection's budget of Fetch response bytes
+/// (`FETCH_RESPONSE_BYTES_PER_CONNECTION_MAX`).
+pub async fn dispatch(
+    shard: &Rc<Shard>,
+    req: RequestFrame,
+    responses: &Rc<glommio::sync::Semaphore>,
+) -> Result<Reply, ProtocolError> {
     let Some(spec) = spec(req.api_key) else {
         return Err(ProtocolError::UnsupportedVersion {
             key: req.api_key,
@@ -210,7 +217,7 @@ pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Pro
     }
     match req.api_key {
         ApiKey::Produce => produce::handle(shard, req).await,
-        ApiKey::Fetch => fetch::handle(shard, req).await,
+        ApiKey::Fetch => fetch::handle(shard, req, responses).await,
         ApiKey::ListOffsets => list_offsets::handle(shard, req).await,
         ApiKey::Metadata => metadata::handle(shard, req).await,
         ApiKey::ApiVersions => api_versions::handle(shard, req),
