@@ -268,3 +268,65 @@ fn produce_until_the_disk_is_full_then_free_space() {
     drop(broker);
     drop(fs);
 }
+
+// The safety net under the reserve: with the check off (--disk-free-min-mib 0) writes meet
+// ENOSPC itself. Produce must still get KAFKA_STORAGE_ERROR (not hang, not crash the
+// broker), what was acknowledged must stay readable, other partitions keep serving reads,
+// and after space is freed a restart brings every partition back with everything
+// acknowledged.
+#[test]
+fn enospc_itself_stops_the_partition_and_a_restart_recovers_it() {
+    if !is_root() {
+        eprintln!("SKIPPED disk_full: needs root to loop-mount a filesystem image");
+        return;
+    }
+    let fs = LoopFs::mount(IMAGE_MIB);
+    let data = data_dir(&fs);
+    let flags = ["--disk-free-min-mib", "0"];
+    let mut broker = Broker::start_in(&data, 1, &flags);
+    let small = [("segment.bytes", "1048576")];
+    assert_eq!(create_topic(&mut broker.connect(), "kept", 1, &small), 0);
+    assert_eq!(create_topic(&mut broker.connect(), "filler", 1, &small), 0);
+    let mut kept = leader_conn(&broker, "kept", 0);
+    for i in 0..10 {
+        let (err, base) = produce_to(&mut kept, "kept", 0, -1, batch(5, 100, Compression::None));
+        assert_eq!((err, base), (0, i * 5));
+    }
+    let started = Instant::now();
+    let mut fill = leader_conn(&broker, "filler", 0);
+    let mut acked = 0usize;
+    let mut refusal = None;
+    for _ in 0..FILL_BATCHES_MAX {
+        let (err, base) = produce_to(&mut fill, "filler", 0, -1, filler_batch());
+        if err != 0 {
+            refusal = Some(err);
+            break;
+        }
+        assert_eq!(base, (acked * FILL_RECORDS) as i64);
+        acked += 1;
+        assert!(
+            started.elapsed() < PHASE_MAX,
+            "filling took {:?}",
+            started.elapsed()
+        );
+    }
+    eprintln!(
+        "ENOSPC after {acked} batches; {} bytes free",
+        mounted_free_bytes(&fs.mnt)
+    );
+    assert_eq!(refusal, Some(KAFKA_STORAGE_ERROR), "produce meeting ENOSPC");
+    assert!(broker.is_running());
+    check_topic(&broker, "kept", 50, 100);
+    check_topic(&broker, "filler", acked * FILL_RECORDS, FILL_RECORD_BYTES);
+
+    // Free space (the filler's delete), restart: the kept partition takes writes again.
+    assert_eq!(delete_topic(&mut broker.connect(), "filler"), 0);
+    assert_eq!(broker.stop(), Some(0));
+    let broker = Broker::start_in(&data, 1, &flags);
+    let mut kept = leader_conn(&broker, "kept", 0);
+    let (err, base) = produce_to(&mut kept, "kept", 0, -1, batch(5, 100, Compression::None));
+    assert_eq!((err, base), (0, 50));
+    check_topic(&broker, "kept", 55, 100);
+    drop(broker);
+    drop(fs);
+}

@@ -226,6 +226,9 @@ struct WriteState {
     issued_offset: i64,
     /// End offset of the prefix whose writes all completed.
     written_offset: i64,
+    /// Set by `stop` (a write, sync, roll or truncation failed): batches past
+    /// `written_offset` will never be written, so readers no longer see them.
+    failed: bool,
     synced_offset: i64,
     /// Target of the latest fdatasync issued (>= synced_offset while syncs are in flight).
     sync_issued_offset: i64,
@@ -663,6 +666,7 @@ impl Partition {
                 queued_bytes: 0,
                 issued_offset: next_offset,
                 written_offset: next_offset,
+                failed: false,
                 synced_offset: next_offset,
                 sync_issued_offset: next_offset,
                 durable_issued_offset: next_offset,
@@ -780,9 +784,24 @@ impl Partition {
         self.log.borrow().next_offset
     }
 
-    /// Single replica: equal to the log end offset (appended data is visible at once).
+    /// Single replica: equal to the log end offset (appended data is visible at once),
+    /// except after a failed write (`readable_end`).
     pub fn high_watermark(&self) -> i64 {
-        self.log_end_offset()
+        self.readable_end()
+    }
+
+    /// Where reads end: the log end, or on a partition a failed write stopped, the end of
+    /// what was written. The batches after it have offsets but will never be written (a
+    /// restart recovers the log to at most there) and their producers got an error, so no
+    /// consumer may see them, as after a restart.
+    fn readable_end(&self) -> i64 {
+        let end = self.log.borrow().next_offset;
+        let w = self.write.borrow();
+        if w.failed {
+            end.min(w.written_offset)
+        } else {
+            end
+        }
     }
 
     pub fn config(&self) -> LogConfig {
@@ -812,6 +831,7 @@ impl Partition {
                 );
                 w.stopped = Some(reason);
             }
+            w.failed = true;
         }
         self.wake_everyone();
     }
@@ -1708,10 +1728,8 @@ impl Partition {
         max_bytes: usize,
         max_offset: i64,
     ) -> Result<ReadOutput, ReadError> {
-        let (start, end) = {
-            let log = self.log.borrow();
-            (log.log_start_offset, log.next_offset)
-        };
+        let start = self.log.borrow().log_start_offset;
+        let end = self.readable_end();
         let bound = max_offset.min(end);
         if offset >= start && offset <= end && offset >= bound {
             return Ok(ReadOutput {
@@ -1720,7 +1738,7 @@ impl Partition {
                 log_start_offset: start,
             });
         }
-        let mut out = self.read(offset, max_bytes).await?;
+        let mut out = self.read_to_log_end(offset, max_bytes).await?;
         // (index of the first chunk reaching the bound, its part below the bound)
         let mut cut: Option<(usize, Option<Chunk>)> = None;
         for (i, c) in out.chunks.iter().enumerate() {
@@ -1731,7 +1749,7 @@ impl Partition {
                     offset,
                     reason: e.to_string(),
                 })?;
-                if h.last_offset() >= max_offset {
+                if h.last_offset() >= bound {
                     break;
                 }
                 p += h.total_bytes();
@@ -1757,6 +1775,19 @@ impl Partition {
     /// Reads whole batches from the batch containing `offset`, up to `max_bytes` (at least
     /// one batch when `offset` < log end).
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOutput, ReadError> {
+        let end = self.readable_end();
+        if end < self.log.borrow().next_offset {
+            return self.read_bounded(offset, max_bytes, end).await;
+        }
+        self.read_to_log_end(offset, max_bytes).await
+    }
+
+    /// `read` up to the log end, batches past `readable_end` included.
+    async fn read_to_log_end(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadOutput, ReadError> {
         let (start, end) = {
             let log = self.log.borrow();
             (log.log_start_offset, log.next_offset)
