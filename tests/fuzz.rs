@@ -21,7 +21,9 @@
 //!   with it (bounded decompression, the record walk);
 //! - `recovery`: a segment file of mutated batches opened by `shards::Store` (the recovery
 //!   scan), which must recover a prefix of the file made of whole valid batches and then
-//!   take appends.
+//!   take appends;
+//! - `subscription`: the consumer protocol metadata (ConsumerProtocolSubscription) the
+//!   group coordinator parses out of JoinGroup.
 //!
 //! Each target runs FUZZ_SECONDS (default 2) or FUZZ_ITERATIONS_MAX inputs, whichever ends
 //! first, from FUZZ_SEED (default fixed, so the test command is reproducible). A panic is
@@ -940,4 +942,54 @@ async fn recover_check(
     };
     let _ = p.delete().await;
     outcome
+}
+
+/// ConsumerProtocolSubscription v0-3 (version prefix, then the body) as clients put it in
+/// JoinGroup's protocol metadata.
+fn subscription_seeds() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for version in 0..=3i16 {
+        let sub = ConsumerProtocolSubscription::default()
+            .with_topics(vec![s("orders"), s("payments")])
+            .with_user_data(Some(Bytes::from_static(b"ud")))
+            .with_owned_partitions(if version >= 1 {
+                vec![
+                    consumer_protocol_subscription::TopicPartition::default()
+                        .with_topic(tname("orders"))
+                        .with_partitions(vec![0, 1]),
+                ]
+            } else {
+                Vec::new()
+            })
+            .with_generation_id(if version >= 2 { 3 } else { -1 })
+            .with_rack_id(if version >= 3 { Some(s("r1")) } else { None });
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&version.to_be_bytes());
+        sub.encode(&mut buf, version).unwrap();
+        out.push(buf.to_vec());
+    }
+    out
+}
+
+/// The consumer protocol metadata the group coordinator parses (the subscribed topics of
+/// each member, for DescribeGroups and offset retention); what it returns must come from
+/// the input.
+fn subscription_target(input: &[u8]) -> String {
+    match osprey::groups::group::consumer_subscription_topics(input) {
+        Some(topics) => {
+            let bytes: usize = topics.iter().map(|t| t.len() + 2).sum();
+            assert!(
+                bytes + 6 <= input.len().max(6),
+                "topics longer than the input"
+            );
+            format!("ok {}", topics.len().min(3))
+        }
+        None => "malformed".into(),
+    }
+}
+
+#[test]
+fn fuzz_consumer_protocol_subscriptions() {
+    let f = fuzz("subscription", subscription_seeds(), subscription_target);
+    assert!(f.outcomes > 1);
 }
