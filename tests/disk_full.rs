@@ -127,6 +127,45 @@ fn check_topic(broker: &Broker, topic: &str, want: usize, size: usize) {
     }
 }
 
+/// OffsetCommit v8 of `offset` for `topic`-0 by `group` without membership (generation
+/// -1, as a simple consumer commits); the partition's error code.
+fn commit_offset(broker: &Broker, group: &str, topic: &str, offset: i64) -> i16 {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{GroupId, OffsetCommitRequest};
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(s(""))
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(name(topic))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(offset)
+                        .with_committed_leader_epoch(-1),
+                ]),
+        ]);
+    coord_conn(broker, group).request(&req, 8).topics[0].partitions[0].error_code
+}
+
+/// The offset `group` has committed for `topic`-0 (OffsetFetch v7), -1 for none.
+fn committed_offset(broker: &Broker, group: &str, topic: &str) -> i64 {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::{GroupId, OffsetFetchRequest};
+    let req = OffsetFetchRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_topics(Some(vec![
+            OffsetFetchRequestTopic::default()
+                .with_name(name(topic))
+                .with_partition_indexes(vec![0]),
+        ]));
+    let r = coord_conn(broker, group).request(&req, 7);
+    r.topics[0].partitions[0].committed_offset
+}
+
 fn data_dir(fs: &LoopFs) -> PathBuf {
     fs.mnt.join("data")
 }
@@ -190,6 +229,14 @@ fn produce_until_the_disk_is_full_then_free_space() {
         );
     }
     assert_eq!(in_a_row, REFUSALS_IN_A_ROW, "the disk filled up");
+    // The reserve held: admitted writes (and the preallocation behind them) did not eat
+    // into it by more than about a batch. (A 1 MiB segment used to grow by a whole 8 MiB
+    // preallocation step and took the filesystem down to 260 KiB free here.)
+    let free_after_fill = mounted_free_bytes(&fs.mnt);
+    assert!(
+        free_after_fill > FREE_MIN_MIB.parse::<u64>().unwrap() << 19,
+        "only {free_after_fill} bytes left free"
+    );
     let free = mounted_free_bytes(&fs.mnt);
     eprintln!(
         "disk full after {acked} batches ({} MiB) in {:?}; {free} bytes free",
@@ -213,6 +260,12 @@ fn produce_until_the_disk_is_full_then_free_space() {
         kept_records += 5;
     }
     assert!(refused, "small batches refused once the reserve is reached");
+    assert!(broker.is_running());
+    // Offset commits on the full disk: an error code, not a hang, and the broker stays up
+    // (the groups' offsets log is a partition too, refused the same way).
+    let commit_err = commit_offset(&broker, "g", "kept", 7);
+    eprintln!("offset commit on the full disk: error code {commit_err}");
+    assert_ne!(commit_err, 0, "a commit on the full disk is refused");
     assert!(broker.is_running());
     // A refusal changes nothing stored.
     check_topic(&broker, "kept", kept_records, 100);
@@ -241,6 +294,9 @@ fn produce_until_the_disk_is_full_then_free_space() {
         assert_eq!(err, 0);
     }
     let new_records = 100;
+    // Commits are taken again, and read back.
+    assert_eq!(commit_offset(&broker, "g", "kept", 7), 0);
+    assert_eq!(committed_offset(&broker, "g", "kept"), 7);
     // A new topic can be created and written too.
     assert_eq!(create_topic(&mut broker.connect(), "after", 1, &small), 0);
     let (err, _) = produce_to(

@@ -1369,7 +1369,8 @@ impl Partition {
             let file = seg.file().await?;
             let data_len: u64 = items.iter().map(|b| b.len() as u64).sum();
             let needed = align_up(seg.issued_bytes.get() + data_len);
-            seg.ensure_allocated(&self.store, &file, needed).await?;
+            seg.ensure_allocated(&self.store, &file, needed, self.segment_bytes_max())
+                .await?;
             // Data goes through the O_DSYNC descriptor in a dsync round; growth (zeroing
             // ahead) always through the plain one.
             let data_file = if dsync {
@@ -2699,6 +2700,12 @@ impl Partition {
         if let Err(e) = self.enforce_retention() {
             log::warn!("{}: retention: {e}", self.dir.display());
         }
+    }
+
+    /// Bytes appended and not yet written (queued or in flight): admitted, but not yet
+    /// taking space on the filesystem.
+    pub(crate) fn unwritten_bytes(&self) -> u64 {
+        self.write.borrow().pending_bytes as u64
     }
 
     pub fn stats(&self) -> PartitionStats {

@@ -168,12 +168,24 @@ impl Store {
         })
     }
 
+    /// Bytes appended to this shard's partitions and not yet written.
+    fn unwritten_bytes(&self) -> u64 {
+        self.partitions
+            .borrow()
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .map(|p| p.unwritten_bytes())
+            .sum()
+    }
+
     /// Admits an append of `len` bytes to a partition in `dir` only while the filesystem
     /// keeps `disk_free_min_bytes` free (see `StoreConfig`). Looks at the free space again
     /// (statvfs, a cheap call) every DISK_FREE_RECHECK_BYTES admitted or
     /// DISK_FREE_RECHECK_MS, and on every call while it was short; in between it counts the
-    /// admitted bytes against the last figure. A failing statvfs admits (the write itself
-    /// then reports what is wrong).
+    /// admitted bytes against the last figure. Bytes admitted but not yet written do not
+    /// show in statvfs yet: each fresh look counts the shard's unwritten bytes as admitted
+    /// (without that, a disk filling under load went past the reserve by what was in
+    /// flight). A failing statvfs admits (the write itself then reports what is wrong).
     pub(crate) fn admit_append(&self, dir: &std::path::Path, len: u64) -> Result<(), StorageError> {
         let min = self.config.disk_free_min_bytes;
         if min == 0 {
@@ -194,7 +206,7 @@ impl Store {
                 Ok(free) => {
                     d.free_bytes = free;
                     d.checked_at = Some(now);
-                    d.admitted_since_check = 0;
+                    d.admitted_since_check = self.unwritten_bytes();
                 }
                 Err(e) => {
                     log::warn!("statvfs {}: {e}", dir.display());
