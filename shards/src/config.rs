@@ -10,11 +10,16 @@ pub const PREALLOC_STEP_BYTES: u64 = 8 << 20;
 /// Default `StoreConfig::disk_free_min_bytes`: a few preallocation steps (a zero-ahead step
 /// of each of several active segments, their indexes and snapshots).
 pub const DISK_FREE_MIN_BYTES_DEFAULT: u64 = 4 * PREALLOC_STEP_BYTES;
-/// The free space of the data's filesystem is asked (statvfs) again after this many bytes
-/// were admitted by a shard since the last look, or after DISK_FREE_RECHECK_MS, and on every
-/// append while it was below the minimum (refused appends should resume at once).
-pub const DISK_FREE_RECHECK_BYTES: u64 = 1 << 20;
+/// The free space of the data's filesystem is asked (statvfs, and the shard's unwritten
+/// bytes summed over its partitions) again after this many bytes were admitted by a shard
+/// since the last look (admitted bytes are counted in between, so this bounds only how
+/// late space taken by others is seen), or after DISK_FREE_RECHECK_MS, or while it was
+/// below the minimum after DISK_FREE_SHORT_RECHECK_MS (refused appends resume within it,
+/// and clients retrying against a full disk cost one look per interval, not one each).
+pub const DISK_FREE_RECHECK_BYTES: u64 = 64 << 20;
 pub const DISK_FREE_RECHECK_MS: u64 = 100;
+pub const DISK_FREE_SHORT_RECHECK_MS: u64 = 10;
+const _: () = assert!(DISK_FREE_SHORT_RECHECK_MS <= DISK_FREE_RECHECK_MS);
 /// Name of a partition's kept segment file awaiting reuse (`StoreConfig::recycle_segments`).
 /// Not a segment name, so recovery never reads it as part of the log.
 pub const RECYCLED_SEGMENT_FILE: &str = "recycled-segment.spare";

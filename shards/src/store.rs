@@ -15,8 +15,8 @@ use glommio::io::{DmaBuffer, DmaFile};
 use glommio::sync::Semaphore;
 
 use crate::config::{
-    BACKGROUND_TICK_MS, BLOCK_BYTES, DISK_FREE_RECHECK_BYTES, DISK_FREE_RECHECK_MS, LogConfig,
-    StoreConfig, WRITE_CHUNK_BYTES,
+    BACKGROUND_TICK_MS, BLOCK_BYTES, DISK_FREE_RECHECK_BYTES, DISK_FREE_RECHECK_MS,
+    DISK_FREE_SHORT_RECHECK_MS, LogConfig, StoreConfig, WRITE_CHUNK_BYTES,
 };
 use crate::error::StorageError;
 use crate::partition::Partition;
@@ -181,8 +181,8 @@ impl Store {
     /// Admits an append of `len` bytes to a partition in `dir` only while the filesystem
     /// keeps `disk_free_min_bytes` free (see `StoreConfig`). Looks at the free space again
     /// (statvfs, a cheap call) every DISK_FREE_RECHECK_BYTES admitted or
-    /// DISK_FREE_RECHECK_MS, and on every call while it was short; in between it counts the
-    /// admitted bytes against the last figure. Bytes admitted but not yet written do not
+    /// DISK_FREE_RECHECK_MS, and every DISK_FREE_SHORT_RECHECK_MS while it was short; in
+    /// between it counts the admitted bytes against the last figure. Bytes admitted but not yet written do not
     /// show in statvfs yet: each fresh look counts the shard's unwritten bytes as admitted
     /// (without that, a disk filling under load went past the reserve by what was in
     /// flight). A failing statvfs admits (the write itself then reports what is wrong).
@@ -196,9 +196,11 @@ impl Store {
         let stale = match d.checked_at {
             None => true,
             Some(at) => {
-                d.free_bytes < min.saturating_add(d.admitted_since_check + len)
+                let age_ms = now.duration_since(at).as_millis() as u64;
+                let short = d.free_bytes < min.saturating_add(d.admitted_since_check + len);
+                (short && age_ms >= DISK_FREE_SHORT_RECHECK_MS)
                     || d.admitted_since_check + len > DISK_FREE_RECHECK_BYTES
-                    || now.duration_since(at).as_millis() as u64 >= DISK_FREE_RECHECK_MS
+                    || age_ms >= DISK_FREE_RECHECK_MS
             }
         };
         if stale {
