@@ -101,6 +101,9 @@ const _: () = assert!(
         >= crate::handlers::fetch::FETCH_RESPONSE_MAX_BYTES as u64
 );
 const _: () = assert!(FETCH_RESPONSE_BYTES_PER_CONNECTION_MAX < REQUEST_MEMORY_PER_SHARD_MAX_BYTES);
+/// How often a shard reopens partitions a failure stopped or could not open
+/// (`Shard::reopen_partitions`).
+pub const PARTITION_REOPEN_INTERVAL_MS: u64 = 1000;
 /// Capacity of each per-pair cross-shard channel (router); >= 1024 per glommio-notes.
 pub const ROUTER_CHANNEL_CAPACITY: usize = 1024;
 /// Topics the controller accepts.

@@ -477,6 +477,7 @@ async fn shard_main(
     shard.wait_meta_applied().await;
     shard.groups.start(&shard).await;
     glommio::spawn_local(crate::replication::maintain_isr(shard.clone())).detach();
+    glommio::spawn_local(shard.clone().reopen_partitions()).detach();
     let mut accept_tasks = Vec::new();
     for l in listeners {
         accept_tasks.push(glommio::spawn_local(accept_loop(shard.clone(), l)));

@@ -58,6 +58,9 @@ pub struct Shard {
     /// Set after the first metadata is applied: only then does the shard accept clients.
     meta_ready: Cell<bool>,
     meta_applied: Notify,
+    /// A partition this shard should have open is not (its open failed): the reopen task
+    /// (`reopen_partitions`) applies the metadata again.
+    open_failed: Cell<bool>,
     producer_ids: ProducerIds,
     pub groups: crate::groups::Coordinator,
     /// Follower fetchers of this shard, one per leader node.
@@ -120,6 +123,7 @@ impl Shard {
             applying: Semaphore::new(1),
             meta_ready: Cell::new(false),
             meta_applied: Notify::new(),
+            open_failed: Cell::new(false),
             producer_ids,
             groups,
             fetchers: Default::default(),
@@ -266,6 +270,7 @@ impl Shard {
             }
         }
         // 2. Partitions to open.
+        self.open_failed.set(false);
         for t in meta.topics.values() {
             for (p, pm) in t.partitions.iter().enumerate() {
                 let p = p as i32;
@@ -297,6 +302,7 @@ impl Shard {
                         );
                         if let Err(e) = shards::discard_dir(&dir) {
                             log::error!("shard {}: cannot remove {}: {e}", self.id, dir.display());
+                            self.open_failed.set(true);
                             continue;
                         }
                     }
@@ -323,6 +329,7 @@ impl Shard {
                             if let Err(e) = part.close().await {
                                 log::warn!("shard {}: closing {}: {e}", self.id, dir.display());
                             }
+                            self.open_failed.set(true);
                             continue;
                         }
                         let r = Replica::new(t.name.clone(), p, part, me, pm);
@@ -333,13 +340,16 @@ impl Shard {
                         });
                         local.partitions.insert(p, r);
                     }
-                    Err(e) => log::error!(
-                        "shard {}: cannot open partition {}-{} in {}: {e}",
-                        self.id,
-                        t.name,
-                        p,
-                        dir.display()
-                    ),
+                    Err(e) => {
+                        log::error!(
+                            "shard {}: cannot open partition {}-{} in {}: {e}",
+                            self.id,
+                            t.name,
+                            p,
+                            dir.display()
+                        );
+                        self.open_failed.set(true);
+                    }
                 }
             }
         }
@@ -358,6 +368,57 @@ impl Shard {
         self.data_arrived.notify_all();
         self.meta_ready.set(true);
         self.meta_applied.notify_all();
+    }
+
+    /// Reopens what a failure closed, as a restart would, every PARTITION_REOPEN_INTERVAL_MS
+    /// until shutdown: single-replica partitions a failed write stopped (ENOSPC past the
+    /// disk-free reserve, EIO) are let go and opened again from disk (recovered to their
+    /// last whole written batch; readers already ended there, see
+    /// `shards::Partition::failed`), and partitions whose open failed are tried again.
+    /// Replicated partitions stay stopped: their followers hold the data and leadership
+    /// moves through the controller, as Kafka takes a failed log directory offline.
+    pub async fn reopen_partitions(self: Rc<Self>) {
+        while !self.shutting_down.get() {
+            glommio::timer::sleep(std::time::Duration::from_millis(
+                crate::config::PARTITION_REOPEN_INTERVAL_MS,
+            ))
+            .await;
+            let failed: Vec<(String, i32, Rc<Replica>)> = {
+                let logs = self.logs.borrow();
+                logs.iter()
+                    .flat_map(|(name, t)| {
+                        t.partitions
+                            .iter()
+                            .filter(|(_, r)| r.log.failed() && r.replication_factor() == 1)
+                            .map(|(p, r)| (name.clone(), *p, r.clone()))
+                    })
+                    .collect()
+            };
+            if failed.is_empty() && !self.open_failed.get() {
+                continue;
+            }
+            let Ok(_permit) = self.applying.acquire_permit(1).await else {
+                return;
+            };
+            for (name, p, r) in failed {
+                log::warn!(
+                    "shard {}: reopening {name}-{p}, stopped by a failure: {}",
+                    self.id,
+                    r.log.stopped_reason().unwrap_or_default()
+                );
+                let removed = self.logs.borrow_mut().get_mut(&name).and_then(|t| {
+                    t.partitions
+                        .remove_entry(&p)
+                        .filter(|(_, now)| Rc::ptr_eq(now, &r))
+                });
+                if removed.is_some() {
+                    r.log.abandon().await;
+                }
+            }
+            drop(_permit);
+            let meta = self.meta();
+            self.apply_meta(meta).await;
+        }
     }
 
     /// Waits until the controller's first metadata has been applied here.

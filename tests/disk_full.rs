@@ -32,6 +32,11 @@ const FILL_BATCHES_MAX: usize =
 const SMALL_BATCHES_MAX: usize = 5000;
 const REFUSALS_IN_A_ROW: usize = 3;
 const REFUSAL_PAUSE: Duration = Duration::from_millis(200);
+/// Filler batches a topic takes before the fill, deleted to free space (~8 MiB).
+const JUNK_BATCHES: usize = 32;
+/// A stopped partition is reopened within PARTITION_REOPEN_INTERVAL_MS (1 s) of space
+/// being freed; the rest is slack for a loaded machine.
+const REOPEN_WITHIN: Duration = Duration::from_secs(15);
 const PHASE_MAX: Duration = Duration::from_secs(90);
 
 /// A loop-mounted ext4 image under target/, unmounted (and its loop device detached) and
@@ -327,11 +332,12 @@ fn produce_until_the_disk_is_full_then_free_space() {
 
 // The safety net under the reserve: with the check off (--disk-free-min-mib 0) writes meet
 // ENOSPC itself. Produce must still get KAFKA_STORAGE_ERROR (not hang, not crash the
-// broker), what was acknowledged must stay readable, other partitions keep serving reads,
-// and after space is freed a restart brings every partition back with everything
-// acknowledged.
+// broker), what was acknowledged must stay readable and exact (the batch that failed to be
+// written is never served), and once space is freed (another topic deleted) the stopped
+// partition is reopened from disk by the broker itself and takes writes again, keeping
+// everything acknowledged, also across a restart.
 #[test]
-fn enospc_itself_stops_the_partition_and_a_restart_recovers_it() {
+fn enospc_itself_stops_the_partition_until_space_is_freed() {
     if !is_root() {
         eprintln!("SKIPPED disk_full: needs root to loop-mount a filesystem image");
         return;
@@ -341,12 +347,12 @@ fn enospc_itself_stops_the_partition_and_a_restart_recovers_it() {
     let flags = ["--disk-free-min-mib", "0"];
     let mut broker = Broker::start_in(&data, 1, &flags);
     let small = [("segment.bytes", "1048576")];
-    assert_eq!(create_topic(&mut broker.connect(), "kept", 1, &small), 0);
+    assert_eq!(create_topic(&mut broker.connect(), "junk", 1, &small), 0);
     assert_eq!(create_topic(&mut broker.connect(), "filler", 1, &small), 0);
-    let mut kept = leader_conn(&broker, "kept", 0);
-    for i in 0..10 {
-        let (err, base) = produce_to(&mut kept, "kept", 0, -1, batch(5, 100, Compression::None));
-        assert_eq!((err, base), (0, i * 5));
+    let mut junk = leader_conn(&broker, "junk", 0);
+    for _ in 0..JUNK_BATCHES {
+        let (err, _) = produce_to(&mut junk, "junk", 0, -1, filler_batch());
+        assert_eq!(err, 0);
     }
     let started = Instant::now();
     let mut fill = leader_conn(&broker, "filler", 0);
@@ -372,17 +378,59 @@ fn enospc_itself_stops_the_partition_and_a_restart_recovers_it() {
     );
     assert_eq!(refusal, Some(KAFKA_STORAGE_ERROR), "produce meeting ENOSPC");
     assert!(broker.is_running());
-    check_topic(&broker, "kept", 50, 100);
+    check_topic(
+        &broker,
+        "junk",
+        JUNK_BATCHES * FILL_RECORDS,
+        FILL_RECORD_BYTES,
+    );
     check_topic(&broker, "filler", acked * FILL_RECORDS, FILL_RECORD_BYTES);
 
-    // Free space (the filler's delete), restart: the kept partition takes writes again.
-    assert_eq!(delete_topic(&mut broker.connect(), "filler"), 0);
+    // Free space: the stopped partition is reopened and takes writes again, continuing
+    // right after what was acknowledged.
+    assert_eq!(delete_topic(&mut broker.connect(), "junk"), 0);
+    let freed_at = Instant::now();
+    loop {
+        let mut c = leader_conn(&broker, "filler", 0);
+        let (err, base) = produce_to(&mut c, "filler", 0, -1, batch(5, 100, Compression::None));
+        if err == 0 {
+            assert_eq!(
+                base,
+                (acked * FILL_RECORDS) as i64,
+                "continues the acknowledged log"
+            );
+            break;
+        }
+        assert!(
+            freed_at.elapsed() < REOPEN_WITHIN,
+            "the stopped partition did not take writes again (error {err})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "filler took writes again {:?} after the delete",
+        freed_at.elapsed()
+    );
+    let want = acked * FILL_RECORDS + 5;
+    let check = |broker: &Broker| {
+        let mut c = leader_conn(broker, "filler", 0);
+        let (hw, records) = fetch_all_from(&mut c, "filler", 0, 0);
+        assert_eq!(hw, want as i64);
+        assert_eq!(records.len(), want);
+        for (i, r) in records.iter().enumerate() {
+            let size = if i < acked * FILL_RECORDS {
+                FILL_RECORD_BYTES
+            } else {
+                100
+            };
+            assert_eq!(r.offset, i as i64);
+            assert_eq!(r.value.as_ref().map(Bytes::len), Some(size), "filler @{i}");
+        }
+    };
+    check(&broker);
     assert_eq!(broker.stop(), Some(0));
     let broker = Broker::start_in(&data, 1, &flags);
-    let mut kept = leader_conn(&broker, "kept", 0);
-    let (err, base) = produce_to(&mut kept, "kept", 0, -1, batch(5, 100, Compression::None));
-    assert_eq!((err, base), (0, 50));
-    check_topic(&broker, "kept", 55, 100);
+    check(&broker);
     drop(broker);
     drop(fs);
 }

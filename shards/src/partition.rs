@@ -2495,8 +2495,30 @@ impl Partition {
     /// first, durably, so a crash part-way never leaves a directory that a partition of the
     /// same name would recover (`discard::discard_dir`).
     pub async fn delete(self: Rc<Self>) -> Result<(), StorageError> {
+        self.forget("deleted").await;
+        crate::discard::discard_dir(&self.dir)
+    }
+
+    /// True once a failed write, sync, roll or truncation stopped the partition (not a
+    /// close or delete).
+    pub fn failed(&self) -> bool {
+        self.write.borrow().failed
+    }
+
+    /// Lets go of a partition a failure stopped, leaving its directory as it is, so that it
+    /// can be opened again: the new `Partition` recovers the log from disk (to its last
+    /// whole batch, at most `written_offset`), as a restart would. Waits for every write
+    /// still in flight. Readers holding this object get errors or nothing from then on.
+    pub async fn abandon(&self) {
+        assert!(self.failed(), "only a failed partition is abandoned");
+        self.forget("abandoned after a failure").await;
+    }
+
+    /// Stops the partition, waits until no write or sync is in flight, and drops its cache,
+    /// segments (files) and its place in the store.
+    async fn forget(&self, reason: &str) {
         self.wait_not_truncating().await;
-        self.stop_quietly("deleted");
+        self.stop_quietly(reason);
         self.wait_flusher_idle().await;
         let freed = {
             let mut log = self.log.borrow_mut();
@@ -2507,8 +2529,7 @@ impl Partition {
             n
         };
         self.store.cache_removed(freed);
-        self.store.unregister(&self);
-        crate::discard::discard_dir(&self.dir)
+        self.store.unregister(self);
     }
 
     /// Kafka's DeleteRecords: raises the log start offset to `offset` (at most the log end;
