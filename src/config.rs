@@ -57,6 +57,11 @@ pub struct ServeArgs {
     /// Per-shard tail cache size in MiB (default 256).
     #[arg(long)]
     pub cache_mib: Option<usize>,
+    /// Produce answers KAFKA_STORAGE_ERROR while the data directory's filesystem has less
+    /// free space than this, in MiB (default 32); the partitions keep running and take
+    /// writes again once space is freed. 0 turns the check off.
+    #[arg(long)]
+    pub disk_free_min_mib: Option<u64>,
     /// Maximum client connections per shard (default 10000).
     #[arg(long)]
     pub connections_max: Option<usize>,
@@ -103,9 +108,22 @@ pub struct ServeArgs {
 
 /// Requests read ahead of their responses on one connection.
 pub const INFLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 32;
-/// Bytes of request frames a shard holds at once across all connections; a reader waits
-/// for room before allocating a frame.
+/// Bytes of request frames and of Fetch response records (read, not yet written) a shard
+/// holds at once across all connections; a reader waits for room before allocating a
+/// frame, a Fetch takes only what is free (see `handlers::fetch`).
 pub const REQUEST_MEMORY_PER_SHARD_MAX_BYTES: u64 = 512 * 1024 * 1024;
+/// Record bytes of Fetch responses one connection holds at once (read and not yet written
+/// to the socket): a client that pipelines fetches and does not read their answers waits
+/// here instead of taking the shard's memory. One largest response fits.
+pub const FETCH_RESPONSE_BYTES_PER_CONNECTION_MAX: u64 = 64 << 20;
+const _: () = assert!(
+    FETCH_RESPONSE_BYTES_PER_CONNECTION_MAX
+        >= crate::handlers::fetch::FETCH_RESPONSE_MAX_BYTES as u64
+);
+const _: () = assert!(FETCH_RESPONSE_BYTES_PER_CONNECTION_MAX < REQUEST_MEMORY_PER_SHARD_MAX_BYTES);
+/// How often a shard reopens partitions a failure stopped or could not open
+/// (`Shard::reopen_partitions`).
+pub const PARTITION_REOPEN_INTERVAL_MS: u64 = 1000;
 /// Capacity of each per-pair cross-shard channel (router); >= 1024 per glommio-notes.
 pub const ROUTER_CHANNEL_CAPACITY: usize = 1024;
 /// Topics the controller accepts.
@@ -144,6 +162,7 @@ pub struct BrokerConfig {
     pub offsets_topic_rewrite_bytes: u64,
     pub transaction_state_num_partitions: i32,
     pub cache_bytes: usize,
+    pub disk_free_min_bytes: u64,
     pub connections_max: usize,
     pub log_flush_interval_ms: u64,
     pub log_segment_bytes: u64,
@@ -238,6 +257,9 @@ impl BrokerConfig {
                             .or(Some(parse_value(&k, &v)?))
                     }
                     "cache-mib" => a.cache_mib = a.cache_mib.or(Some(parse_value(&k, &v)?)),
+                    "disk-free-min-mib" => {
+                        a.disk_free_min_mib = a.disk_free_min_mib.or(Some(parse_value(&k, &v)?))
+                    }
                     "connections-max" => {
                         a.connections_max = a.connections_max.or(Some(parse_value(&k, &v)?))
                     }
@@ -375,6 +397,11 @@ impl BrokerConfig {
                 .unwrap_or(crate::txn::TXN_TOPIC_PARTITIONS_DEFAULT)
                 .clamp(1, OFFSETS_TOPIC_PARTITIONS_MAX),
             cache_bytes: a.cache_mib.unwrap_or(256) * 1024 * 1024,
+            disk_free_min_bytes: a
+                .disk_free_min_mib
+                .map_or(shards::DISK_FREE_MIN_BYTES_DEFAULT, |m| {
+                    m.saturating_mul(1 << 20)
+                }),
             connections_max: a.connections_max.unwrap_or(10_000),
             log_flush_interval_ms: a.log_flush_interval_ms.unwrap_or(1000),
             log_segment_bytes: a.log_segment_bytes.unwrap_or(1 << 30),

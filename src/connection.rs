@@ -19,7 +19,9 @@ use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use glommio::sync::StaticPermit;
 
-use crate::config::INFLIGHT_REQUESTS_PER_CONNECTION_MAX;
+use crate::config::{
+    FETCH_RESPONSE_BYTES_PER_CONNECTION_MAX, INFLIGHT_REQUESTS_PER_CONNECTION_MAX,
+};
 use crate::handlers::{self, Reply};
 use crate::protocol::{self, ProtocolError};
 use crate::shard::Shard;
@@ -51,6 +53,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let (mut reader, writer) = futures_lite::io::split(stream);
     let (tx, rx) = local_channel::new_bounded::<Pending>(INFLIGHT_REQUESTS_PER_CONNECTION_MAX);
     let writer_task = glommio::spawn_local(write_responses(shard.clone(), writer, fd, rx, peer));
+    // Fetch response bytes this connection holds until written (see `memory::MemoryLease`).
+    let responses = Rc::new(glommio::sync::Semaphore::new(
+        FETCH_RESPONSE_BYTES_PER_CONNECTION_MAX,
+    ));
     loop {
         match read_frame(&shard, &mut reader).await {
             ReadOutcome::Frame(frame, permit) => {
@@ -74,8 +80,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                     }
                 };
                 let shard = shard.clone();
+                let responses = responses.clone();
                 let task = glommio::spawn_local(async move {
-                    let reply = handlers::dispatch(&shard, header).await;
+                    let reply = handlers::dispatch(&shard, header, &responses).await;
                     drop(permit);
                     reply
                 })
@@ -100,6 +107,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     // Let the writer finish every request already read, in order, then close.
     drop(tx);
     writer_task.await;
+    // A fetch still waiting for this connection's response memory gives up.
+    responses.close();
 }
 
 async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
@@ -203,10 +212,14 @@ async fn write_responses<W: futures_lite::AsyncWrite + Unpin>(
                 write_all_vectored(&mut writer, fd, &[&bytes]).await,
                 bytes.len(),
             ),
-            Reply::Pieces(pieces) => {
+            Reply::Pieces(pieces, lease) => {
                 let slices: Vec<&[u8]> = pieces.iter().map(|p| p.as_slice()).collect();
                 let len = slices.iter().map(|s| s.len()).sum();
-                (write_all_vectored(&mut writer, fd, &slices).await, len)
+                let written = write_all_vectored(&mut writer, fd, &slices).await;
+                drop(slices);
+                drop(pieces);
+                drop(lease);
+                (written, len)
             }
         };
         if result.is_ok() {

@@ -15,6 +15,7 @@ pub mod durable;
 pub mod groups;
 pub mod handlers;
 pub mod internal_topic;
+pub mod memory;
 pub mod metadata;
 pub mod metrics;
 pub mod ops;

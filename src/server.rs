@@ -200,6 +200,20 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
     let io_memory = runtime::io_memory_for(n)?;
     let lock = lock_data_dir(&config.data_dir)?;
     crate::ops::startup_checks(&config.data_dir, &cpus);
+    // Directories a crash left half-deleted (renamed to `-delete`, files not all removed)
+    // go before any partition opens: nothing may ever read them again.
+    match shards::remove_deleted_dirs(&config.data_dir) {
+        Ok(removed) => {
+            for d in removed {
+                log::info!("removed half-deleted directory {}", d.display());
+            }
+        }
+        Err(e) => {
+            return Err(HostError(format!(
+                "cannot remove half-deleted directories: {e}"
+            )));
+        }
+    }
 
     // The bootstrap address, then shard i on its port + 1 + i (every one on a free port
     // when the bootstrap port is 0).
@@ -450,6 +464,7 @@ async fn shard_main(
     let (router, receivers) = Router::connect(id, ends).await;
     let store = shards::Store::new(shards::StoreConfig {
         cache_max_bytes: (config.cache_bytes / count).max(16 << 20),
+        disk_free_min_bytes: config.disk_free_min_bytes,
         ..Default::default()
     });
     let controller = controller.map(|h| Rc::new(Controller::new(h)));
@@ -481,6 +496,7 @@ async fn shard_main(
     shard.groups.start(&shard).await;
     shard.txns.start(&shard);
     glommio::spawn_local(crate::replication::maintain_isr(shard.clone())).detach();
+    glommio::spawn_local(shard.clone().reopen_partitions()).detach();
     let mut accept_tasks = Vec::new();
     for l in listeners {
         accept_tasks.push(glommio::spawn_local(accept_loop(shard.clone(), l)));

@@ -58,6 +58,9 @@ pub struct Shard {
     /// Set after the first metadata is applied: only then does the shard accept clients.
     meta_ready: Cell<bool>,
     meta_applied: Notify,
+    /// A partition this shard should have open is not (its open failed): the reopen task
+    /// (`reopen_partitions`) applies the metadata again.
+    open_failed: Cell<bool>,
     producer_ids: ProducerIds,
     pub groups: crate::groups::Coordinator,
     /// The transaction coordinator for the `__transaction_state` partitions led here.
@@ -124,6 +127,7 @@ impl Shard {
             applying: Semaphore::new(1),
             meta_ready: Cell::new(false),
             meta_applied: Notify::new(),
+            open_failed: Cell::new(false),
             producer_ids,
             groups,
             txns: crate::txn::TxnCoordinator::new(),
@@ -272,6 +276,7 @@ impl Shard {
             }
         }
         // 2. Partitions to open.
+        self.open_failed.set(false);
         for t in meta.topics.values() {
             for (p, pm) in t.partitions.iter().enumerate() {
                 let p = p as i32;
@@ -287,9 +292,52 @@ impl Shard {
                     continue;
                 }
                 let dir = partition_dir(&self.config.data_dir, &t.name, p);
+                match partition_dir_owner(&dir) {
+                    DirOwner::Nobody => {}
+                    DirOwner::Topic(id) if id == t.id => {}
+                    DirOwner::Topic(old) => {
+                        // An earlier topic of this name, deleted while its files stayed (a
+                        // crash between the quorum's commit and the delete's rename): its
+                        // data must never come back as the new topic's.
+                        log::warn!(
+                            "shard {}: {} holds deleted topic {} (now {}); removing it",
+                            self.id,
+                            dir.display(),
+                            crate::handlers::uuid(old),
+                            crate::handlers::uuid(t.id)
+                        );
+                        if let Err(e) = shards::discard_dir(&dir) {
+                            log::error!("shard {}: cannot remove {}: {e}", self.id, dir.display());
+                            self.open_failed.set(true);
+                            continue;
+                        }
+                    }
+                    DirOwner::Unreadable(e) => {
+                        log::error!(
+                            "shard {}: partition {}-{} not opened: {e}",
+                            self.id,
+                            t.name,
+                            p
+                        );
+                        continue;
+                    }
+                }
                 let cfg = topic_config::log_config(&t.configs, &self.config);
                 match self.store.open_partition(dir.clone(), cfg).await {
                     Ok(part) => {
+                        if let Err(e) = write_partition_owner(&dir, t.id).await {
+                            log::error!(
+                                "shard {}: partition {}-{} not opened: {e}",
+                                self.id,
+                                t.name,
+                                p
+                            );
+                            if let Err(e) = part.close().await {
+                                log::warn!("shard {}: closing {}: {e}", self.id, dir.display());
+                            }
+                            self.open_failed.set(true);
+                            continue;
+                        }
                         let r = Replica::new(t.name.clone(), p, part, me, pm);
                         let mut logs = self.logs.borrow_mut();
                         let local = logs.entry(t.name.clone()).or_insert_with(|| LocalTopic {
@@ -298,13 +346,16 @@ impl Shard {
                         });
                         local.partitions.insert(p, r);
                     }
-                    Err(e) => log::error!(
-                        "shard {}: cannot open partition {}-{} in {}: {e}",
-                        self.id,
-                        t.name,
-                        p,
-                        dir.display()
-                    ),
+                    Err(e) => {
+                        log::error!(
+                            "shard {}: cannot open partition {}-{} in {}: {e}",
+                            self.id,
+                            t.name,
+                            p,
+                            dir.display()
+                        );
+                        self.open_failed.set(true);
+                    }
                 }
             }
         }
@@ -332,6 +383,57 @@ impl Shard {
     /// shutting down, and its host is not cut off from the controller quorum.
     pub fn serving(&self) -> bool {
         self.meta_ready.get() && !self.shutting_down.get() && !self.isolated()
+    }
+
+    /// Reopens what a failure closed, as a restart would, every PARTITION_REOPEN_INTERVAL_MS
+    /// until shutdown: single-replica partitions a failed write stopped (ENOSPC past the
+    /// disk-free reserve, EIO) are let go and opened again from disk (recovered to their
+    /// last whole written batch; readers already ended there, see
+    /// `shards::Partition::failed`), and partitions whose open failed are tried again.
+    /// Replicated partitions stay stopped: their followers hold the data and leadership
+    /// moves through the controller, as Kafka takes a failed log directory offline.
+    pub async fn reopen_partitions(self: Rc<Self>) {
+        while !self.shutting_down.get() {
+            glommio::timer::sleep(std::time::Duration::from_millis(
+                crate::config::PARTITION_REOPEN_INTERVAL_MS,
+            ))
+            .await;
+            let failed: Vec<(String, i32, Rc<Replica>)> = {
+                let logs = self.logs.borrow();
+                logs.iter()
+                    .flat_map(|(name, t)| {
+                        t.partitions
+                            .iter()
+                            .filter(|(_, r)| r.log.failed() && r.replication_factor() == 1)
+                            .map(|(p, r)| (name.clone(), *p, r.clone()))
+                    })
+                    .collect()
+            };
+            if failed.is_empty() && !self.open_failed.get() {
+                continue;
+            }
+            let Ok(_permit) = self.applying.acquire_permit(1).await else {
+                return;
+            };
+            for (name, p, r) in failed {
+                log::warn!(
+                    "shard {}: reopening {name}-{p}, stopped by a failure: {}",
+                    self.id,
+                    r.log.stopped_reason().unwrap_or_default()
+                );
+                let removed = self.logs.borrow_mut().get_mut(&name).and_then(|t| {
+                    t.partitions
+                        .remove_entry(&p)
+                        .filter(|(_, now)| Rc::ptr_eq(now, &r))
+                });
+                if removed.is_some() {
+                    r.log.abandon().await;
+                }
+            }
+            drop(_permit);
+            let meta = self.meta();
+            self.apply_meta(meta).await;
+        }
     }
 
     /// Waits until the controller's first metadata has been applied here.
@@ -417,6 +519,62 @@ impl Shard {
     }
 }
 
+/// File in a partition directory naming the topic it belongs to by id (Kafka's
+/// `partition.metadata`): `version: 0` and `topic_id: <uuid>` lines. Topic ids are never
+/// reused, so a directory naming another id than the topic's belongs to a deleted topic.
+pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
+
+/// Whose data a partition directory holds.
+#[derive(Debug, PartialEq)]
+enum DirOwner {
+    /// No directory or no `partition.metadata`: a new partition, or a directory from before
+    /// the file existed (nothing was appended to a directory of this version without it).
+    Nobody,
+    Topic([u8; 16]),
+    /// A `partition.metadata` that does not parse: left for the operator, never guessed.
+    Unreadable(String),
+}
+
+fn partition_dir_owner(dir: &std::path::Path) -> DirOwner {
+    let path = dir.join(PARTITION_METADATA_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return DirOwner::Nobody,
+        Err(e) => return DirOwner::Unreadable(format!("reading {}: {e}", path.display())),
+    };
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("topic_id: "))
+        .and_then(|v| uuid::Uuid::try_parse(v.trim()).ok())
+        .filter(|_| text.lines().next() == Some("version: 0"));
+    match id {
+        Some(id) => DirOwner::Topic(id.into_bytes()),
+        None => DirOwner::Unreadable(format!("{} does not parse", path.display())),
+    }
+}
+
+fn partition_owner_text(topic_id: [u8; 16]) -> String {
+    format!(
+        "version: 0\ntopic_id: {}\n",
+        crate::handlers::uuid(topic_id).simple()
+    )
+}
+
+/// Writes `partition.metadata` (atomically, durably) unless it already names `topic_id`.
+/// Done right after the partition opens, before anything is appended to it.
+async fn write_partition_owner(dir: &std::path::Path, topic_id: [u8; 16]) -> Result<(), String> {
+    if partition_dir_owner(dir) == DirOwner::Topic(topic_id) {
+        return Ok(());
+    }
+    let dir = dir.to_path_buf();
+    let text = partition_owner_text(topic_id);
+    glommio::executor()
+        .spawn_blocking(move || {
+            crate::durable::write_atomic(&dir, PARTITION_METADATA_FILE, text.as_bytes())
+        })
+        .await
+}
+
 /// Producer ids this host handed out before blocks came from the quorum (per-shard
 /// counters persisted in `<data>/producer-ids/shard-N`, ids `(counter << 8) | shard`): the
 /// first id above all of them, 0 when there are none.
@@ -442,6 +600,27 @@ mod tests {
 
     // The first id the quorum may hand out lies above every id the old per-shard
     // counters reserved.
+    // partition.metadata round-trips its topic id; a missing one is nobody's, a damaged
+    // one is neither (never taken for the topic, never silently discarded).
+    #[test]
+    fn partition_owner_file() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(partition_dir_owner(dir.path()), DirOwner::Nobody);
+        let id = [7u8; 16];
+        let text = partition_owner_text(id);
+        crate::durable::write_atomic(dir.path(), PARTITION_METADATA_FILE, text.as_bytes()).unwrap();
+        assert_eq!(partition_dir_owner(dir.path()), DirOwner::Topic(id));
+        std::fs::write(
+            dir.path().join(PARTITION_METADATA_FILE),
+            "version: 0\ntopic_id: zz\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            partition_dir_owner(dir.path()),
+            DirOwner::Unreadable(_)
+        ));
+    }
+
     #[test]
     fn legacy_producer_ids_are_never_reused() {
         let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,19 @@
 pub const BLOCK_BYTES: u64 = 4096;
 /// Segments grow by this much at a time (preallocated, and pre-zeroed if configured).
 pub const PREALLOC_STEP_BYTES: u64 = 8 << 20;
+/// Default `StoreConfig::disk_free_min_bytes`: a few preallocation steps (a zero-ahead step
+/// of each of several active segments, their indexes and snapshots).
+pub const DISK_FREE_MIN_BYTES_DEFAULT: u64 = 4 * PREALLOC_STEP_BYTES;
+/// The free space of the data's filesystem is asked (statvfs, and the shard's unwritten
+/// bytes summed over its partitions) again after this many bytes were admitted by a shard
+/// since the last look (admitted bytes are counted in between, so this bounds only how
+/// late space taken by others is seen), or after DISK_FREE_RECHECK_MS, or while it was
+/// below the minimum after DISK_FREE_SHORT_RECHECK_MS (refused appends resume within it,
+/// and clients retrying against a full disk cost one look per interval, not one each).
+pub const DISK_FREE_RECHECK_BYTES: u64 = 64 << 20;
+pub const DISK_FREE_RECHECK_MS: u64 = 100;
+pub const DISK_FREE_SHORT_RECHECK_MS: u64 = 10;
+const _: () = assert!(DISK_FREE_SHORT_RECHECK_MS <= DISK_FREE_RECHECK_MS);
 /// Name of a partition's kept segment file awaiting reuse (`StoreConfig::recycle_segments`).
 /// Not a segment name, so recovery never reads it as part of the log.
 pub const RECYCLED_SEGMENT_FILE: &str = "recycled-segment.spare";
@@ -84,6 +97,12 @@ pub struct StoreConfig {
     /// conversion, no metadata for O_DSYNC writes to commit), as database logs recycle
     /// their segment files. Costs up to one segment of disk per partition beyond retention.
     pub recycle_segments: bool,
+    /// Appends are refused (`StorageError::DiskFull`, KAFKA_STORAGE_ERROR) while the
+    /// filesystem of the partition has less free space than this, before any offset is
+    /// assigned, so the partition keeps running and takes writes again once space is freed.
+    /// The reserve covers what writes need beyond the data itself: preallocation steps,
+    /// indexes at roll, snapshots and checkpoints. 0 turns the check off.
+    pub disk_free_min_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -96,6 +115,7 @@ impl Default for StoreConfig {
             segment_preallocation: Preallocation::default(),
             sync_method: SyncMethod::default(),
             recycle_segments: true,
+            disk_free_min_bytes: DISK_FREE_MIN_BYTES_DEFAULT,
         }
     }
 }

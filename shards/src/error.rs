@@ -36,6 +36,13 @@ pub enum StorageError {
     Stopped { reason: String },
     /// A file of the partition is damaged in a way recovery cannot repair.
     Corrupt { path: PathBuf, reason: String },
+    /// The filesystem's free space is below `StoreConfig::disk_free_min_bytes`: the append
+    /// was refused before anything was stored; the partition keeps running.
+    DiskFull {
+        path: PathBuf,
+        free_bytes: u64,
+        min_bytes: u64,
+    },
 }
 
 impl StorageError {
@@ -74,6 +81,15 @@ impl fmt::Display for StorageError {
             StorageError::Corrupt { path, reason } => {
                 write!(f, "corrupt file {}: {reason}", path.display())
             }
+            StorageError::DiskFull {
+                path,
+                free_bytes,
+                min_bytes,
+            } => write!(
+                f,
+                "disk full: {free_bytes} bytes free on the filesystem of {}, appends need {min_bytes}",
+                path.display()
+            ),
         }
     }
 }

@@ -20,6 +20,7 @@
 
 pub mod batch;
 mod config;
+pub mod discard;
 pub mod epochs;
 mod error;
 pub mod index;
@@ -30,6 +31,7 @@ mod segment;
 mod store;
 
 pub use config::*;
+pub use discard::{discard_dir, remove_deleted_dirs};
 pub use error::{AppendError, ReadError, StorageError, codes};
 pub use metrics::{Histogram, HistogramSnapshot, StoreMetrics};
 pub use partition::{

@@ -233,6 +233,9 @@ struct WriteState {
     issued_offset: i64,
     /// End offset of the prefix whose writes all completed.
     written_offset: i64,
+    /// Set by `stop` (a write, sync, roll or truncation failed): batches past
+    /// `written_offset` will never be written, so readers no longer see them.
+    failed: bool,
     synced_offset: i64,
     /// Target of the latest fdatasync issued (>= synced_offset while syncs are in flight).
     sync_issued_offset: i64,
@@ -670,6 +673,7 @@ impl Partition {
                 queued_bytes: 0,
                 issued_offset: next_offset,
                 written_offset: next_offset,
+                failed: false,
                 synced_offset: next_offset,
                 sync_issued_offset: next_offset,
                 durable_issued_offset: next_offset,
@@ -810,9 +814,24 @@ impl Partition {
         log.producers.aborted_between(from, to)
     }
 
-    /// Single replica: equal to the log end offset (appended data is visible at once).
+    /// Single replica: equal to the log end offset (appended data is visible at once),
+    /// except after a failed write (`readable_end`).
     pub fn high_watermark(&self) -> i64 {
-        self.log_end_offset()
+        self.readable_end()
+    }
+
+    /// Where reads end: the log end, or on a partition a failed write stopped, the end of
+    /// what was written. The batches after it have offsets but will never be written (a
+    /// restart recovers the log to at most there) and their producers got an error, so no
+    /// consumer may see them, as after a restart.
+    fn readable_end(&self) -> i64 {
+        let end = self.log.borrow().next_offset;
+        let w = self.write.borrow();
+        if w.failed {
+            end.min(w.written_offset)
+        } else {
+            end
+        }
     }
 
     pub fn config(&self) -> LogConfig {
@@ -842,6 +861,7 @@ impl Partition {
                 );
                 w.stopped = Some(reason);
             }
+            w.failed = true;
         }
         self.wake_everyone();
     }
@@ -958,6 +978,12 @@ impl Partition {
             break;
         }
 
+        // A full disk refuses the append before anything of it is stored: the partition
+        // keeps running and takes writes again once space is freed (a write failing with
+        // ENOSPC instead would stop it, with offsets already handed out).
+        self.store
+            .admit_append(&self.dir, len as u64)
+            .map_err(AppendError::Storage)?;
         // From here to the enqueue there is no .await: offsets, producer state, index, cache
         // and pending queue change together.
         let enqueued = self.enqueue(batches, &validated, durability, mode);
@@ -1398,7 +1424,8 @@ impl Partition {
             let file = seg.file().await?;
             let data_len: u64 = items.iter().map(|b| b.len() as u64).sum();
             let needed = align_up(seg.issued_bytes.get() + data_len);
-            seg.ensure_allocated(&self.store, &file, needed).await?;
+            seg.ensure_allocated(&self.store, &file, needed, self.segment_bytes_max())
+                .await?;
             // Data goes through the O_DSYNC descriptor in a dsync round; growth (zeroing
             // ahead) always through the plain one.
             let data_file = if dsync {
@@ -1772,10 +1799,8 @@ impl Partition {
         max_bytes: usize,
         max_offset: i64,
     ) -> Result<ReadOutput, ReadError> {
-        let (start, end) = {
-            let log = self.log.borrow();
-            (log.log_start_offset, log.next_offset)
-        };
+        let start = self.log.borrow().log_start_offset;
+        let end = self.readable_end();
         let bound = max_offset.min(end);
         if offset >= start && offset <= end && offset >= bound {
             return Ok(ReadOutput {
@@ -1784,7 +1809,7 @@ impl Partition {
                 log_start_offset: start,
             });
         }
-        let mut out = self.read(offset, max_bytes).await?;
+        let mut out = self.read_to_log_end(offset, max_bytes).await?;
         // (index of the first chunk reaching the bound, its part below the bound)
         let mut cut: Option<(usize, Option<Chunk>)> = None;
         for (i, c) in out.chunks.iter().enumerate() {
@@ -1795,7 +1820,7 @@ impl Partition {
                     offset,
                     reason: e.to_string(),
                 })?;
-                if h.last_offset() >= max_offset {
+                if h.last_offset() >= bound {
                     break;
                 }
                 p += h.total_bytes();
@@ -1821,6 +1846,19 @@ impl Partition {
     /// Reads whole batches from the batch containing `offset`, up to `max_bytes` (at least
     /// one batch when `offset` < log end).
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOutput, ReadError> {
+        let end = self.readable_end();
+        if end < self.log.borrow().next_offset {
+            return self.read_bounded(offset, max_bytes, end).await;
+        }
+        self.read_to_log_end(offset, max_bytes).await
+    }
+
+    /// `read` up to the log end, batches past `readable_end` included.
+    async fn read_to_log_end(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadOutput, ReadError> {
         let (start, end) = {
             let log = self.log.borrow();
             (log.log_start_offset, log.next_offset)
@@ -2488,7 +2526,7 @@ impl Partition {
 
     /// Syncs, writes the producer snapshot and the active segment's index, trims the active
     /// segment's preallocation, and stops the partition.
-    pub(crate) async fn close(&self) -> Result<(), StorageError> {
+    pub async fn close(&self) -> Result<(), StorageError> {
         self.wait_not_truncating().await;
         if self.write.borrow().stopped.is_some() {
             return Ok(());
@@ -2530,10 +2568,34 @@ impl Partition {
         self.wake_everyone();
     }
 
-    /// Closes and removes the partition's files and directory.
+    /// Closes and removes the partition's files and directory: renamed to a `-delete` name
+    /// first, durably, so a crash part-way never leaves a directory that a partition of the
+    /// same name would recover (`discard::discard_dir`).
     pub async fn delete(self: Rc<Self>) -> Result<(), StorageError> {
+        self.forget("deleted").await;
+        crate::discard::discard_dir(&self.dir)
+    }
+
+    /// True once a failed write, sync, roll or truncation stopped the partition (not a
+    /// close or delete).
+    pub fn failed(&self) -> bool {
+        self.write.borrow().failed
+    }
+
+    /// Lets go of a partition a failure stopped, leaving its directory as it is, so that it
+    /// can be opened again: the new `Partition` recovers the log from disk (to its last
+    /// whole batch, at most `written_offset`), as a restart would. Waits for every write
+    /// still in flight. Readers holding this object get errors or nothing from then on.
+    pub async fn abandon(&self) {
+        assert!(self.failed(), "only a failed partition is abandoned");
+        self.forget("abandoned after a failure").await;
+    }
+
+    /// Stops the partition, waits until no write or sync is in flight, and drops its cache,
+    /// segments (files) and its place in the store.
+    async fn forget(&self, reason: &str) {
         self.wait_not_truncating().await;
-        self.stop_quietly("deleted");
+        self.stop_quietly(reason);
         self.wait_flusher_idle().await;
         let freed = {
             let mut log = self.log.borrow_mut();
@@ -2544,8 +2606,7 @@ impl Partition {
             n
         };
         self.store.cache_removed(freed);
-        self.store.unregister(&self);
-        std::fs::remove_dir_all(&self.dir).map_err(|e| StorageError::io("remove dir", &self.dir, e))
+        self.store.unregister(self);
     }
 
     /// Kafka's DeleteRecords: raises the log start offset to `offset` (at most the log end;
@@ -2737,6 +2798,12 @@ impl Partition {
         if let Err(e) = self.enforce_retention() {
             log::warn!("{}: retention: {e}", self.dir.display());
         }
+    }
+
+    /// Bytes appended and not yet written (queued or in flight): admitted, but not yet
+    /// taking space on the filesystem.
+    pub(crate) fn unwritten_bytes(&self) -> u64 {
+        self.write.borrow().pending_bytes as u64
     }
 
     pub fn stats(&self) -> PartitionStats {

@@ -485,6 +485,7 @@ impl Segment {
         store: &Rc<Store>,
         file: &Rc<DmaFile>,
         needed: u64,
+        segment_bytes_max: u64,
     ) -> Result<(), StorageError> {
         if needed <= self.allocated_bytes.get() {
             return Ok(());
@@ -494,7 +495,12 @@ impl Segment {
         if needed <= allocated {
             return Ok(());
         }
-        let new_end = needed.div_ceil(PREALLOC_STEP_BYTES) * PREALLOC_STEP_BYTES;
+        // A step, but never past the segment's size (a 1 MiB segment took 8 MiB until its
+        // roll trimmed it: on a nearly full disk that went through the free-space reserve),
+        // and never less than `needed` (a batch larger than the segment still fits).
+        let new_end = (needed.div_ceil(PREALLOC_STEP_BYTES) * PREALLOC_STEP_BYTES)
+            .min(align_up(segment_bytes_max))
+            .max(needed);
         assert_eq!(new_end % BLOCK_BYTES, 0);
         // Every issued write ends at or before `allocated`, and the round that asked for
         // `needed` writes all of [issued, needed) itself: zeros go beyond.

@@ -14,7 +14,10 @@ use std::time::Duration;
 use glommio::io::{DmaBuffer, DmaFile};
 use glommio::sync::Semaphore;
 
-use crate::config::{BACKGROUND_TICK_MS, BLOCK_BYTES, LogConfig, StoreConfig, WRITE_CHUNK_BYTES};
+use crate::config::{
+    BACKGROUND_TICK_MS, BLOCK_BYTES, DISK_FREE_RECHECK_BYTES, DISK_FREE_RECHECK_MS,
+    DISK_FREE_SHORT_RECHECK_MS, LogConfig, StoreConfig, WRITE_CHUNK_BYTES,
+};
 use crate::error::StorageError;
 use crate::metrics::StoreMetrics;
 use crate::partition::Partition;
@@ -127,6 +130,14 @@ pub struct Store {
     dsync_writes: Cell<u64>,
     zeros: RefCell<Option<Rc<DmaBuffer>>>,
     metrics: StoreMetrics,
+    disk: RefCell<DiskSpace>,
+}
+
+/// What the shard last learned of its filesystem's free space (`Store::admit_append`).
+struct DiskSpace {
+    free_bytes: u64,
+    checked_at: Option<std::time::Instant>,
+    admitted_since_check: u64,
 }
 
 impl Store {
@@ -152,7 +163,72 @@ impl Store {
             dsync_writes: Cell::new(0),
             zeros: RefCell::new(None),
             metrics: StoreMetrics::default(),
+            disk: RefCell::new(DiskSpace {
+                free_bytes: 0,
+                checked_at: None,
+                admitted_since_check: 0,
+            }),
         })
+    }
+
+    /// Bytes appended to this shard's partitions and not yet written.
+    fn unwritten_bytes(&self) -> u64 {
+        self.partitions
+            .borrow()
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .map(|p| p.unwritten_bytes())
+            .sum()
+    }
+
+    /// Admits an append of `len` bytes to a partition in `dir` only while the filesystem
+    /// keeps `disk_free_min_bytes` free (see `StoreConfig`). Looks at the free space again
+    /// (statvfs, a cheap call) every DISK_FREE_RECHECK_BYTES admitted or
+    /// DISK_FREE_RECHECK_MS, and every DISK_FREE_SHORT_RECHECK_MS while it was short; in
+    /// between it counts the admitted bytes against the last figure. Bytes admitted but not yet written do not
+    /// show in statvfs yet: each fresh look counts the shard's unwritten bytes as admitted
+    /// (without that, a disk filling under load went past the reserve by what was in
+    /// flight). A failing statvfs admits (the write itself then reports what is wrong).
+    pub(crate) fn admit_append(&self, dir: &std::path::Path, len: u64) -> Result<(), StorageError> {
+        let min = self.config.disk_free_min_bytes;
+        if min == 0 {
+            return Ok(());
+        }
+        let mut d = self.disk.borrow_mut();
+        let now = std::time::Instant::now();
+        let stale = match d.checked_at {
+            None => true,
+            Some(at) => {
+                let age_ms = now.duration_since(at).as_millis() as u64;
+                let short = d.free_bytes < min.saturating_add(d.admitted_since_check + len);
+                (short && age_ms >= DISK_FREE_SHORT_RECHECK_MS)
+                    || d.admitted_since_check + len > DISK_FREE_RECHECK_BYTES
+                    || age_ms >= DISK_FREE_RECHECK_MS
+            }
+        };
+        if stale {
+            match free_bytes(dir) {
+                Ok(free) => {
+                    d.free_bytes = free;
+                    d.checked_at = Some(now);
+                    d.admitted_since_check = self.unwritten_bytes();
+                }
+                Err(e) => {
+                    log::warn!("statvfs {}: {e}", dir.display());
+                    return Ok(());
+                }
+            }
+        }
+        let free = d.free_bytes.saturating_sub(d.admitted_since_check);
+        if free < min.saturating_add(len) {
+            return Err(StorageError::DiskFull {
+                path: dir.to_path_buf(),
+                free_bytes: free,
+                min_bytes: min.saturating_add(len),
+            });
+        }
+        d.admitted_since_check += len;
+        Ok(())
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -460,4 +536,17 @@ impl Store {
         self.metrics.fdatasync_us.record(us);
         r
     }
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem holding `path`.
+fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid out pointer for the call.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }

@@ -261,3 +261,37 @@ fn write_error_stops_partition() {
         assert!(p.stopped_reason().unwrap().contains("write"));
     });
 }
+
+// Proves readers never see batches a failed write left behind: they have offsets (the
+// append assigned them before the write failed) but will never be on disk, so after the
+// failure the high watermark and every read end at what was written, as after a restart.
+#[test]
+fn failed_write_hides_the_unwritten_batches_from_readers() {
+    let dir = tmpdir();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let store = Store::new(StoreConfig::default());
+        let faults = Rc::new(FaultInjector::default());
+        store.set_fault_injector(Some(faults.clone()));
+        let p = store
+            .open_partition(path.clone(), LogConfig::default())
+            .await
+            .unwrap();
+        p.append(batch(3, 10, 0), Durability::Fsync).await.unwrap();
+        faults.fail_writes.set(true);
+        p.append(batch(2, 10, 0), Durability::Written)
+            .await
+            .unwrap_err();
+        assert_eq!(p.log_end_offset(), 5, "the failed batch had offsets 3..5");
+        assert_eq!(p.high_watermark(), 3);
+        let all = p.read(0, 1 << 20).await.unwrap();
+        assert_eq!(all.high_watermark, 3);
+        let bytes: usize = all.chunks.iter().map(|c| c.len()).sum();
+        assert_eq!(bytes, batch(3, 10, 0).len(), "only the written batch");
+        let past = p.read(3, 1 << 20).await.unwrap();
+        assert!(past.chunks.is_empty());
+        let bounded = p.read_bounded(0, 1 << 20, 5).await.unwrap();
+        assert_eq!(bounded.high_watermark, 3);
+        assert_eq!(bounded.chunks.iter().map(|c| c.len()).sum::<usize>(), bytes);
+    });
+}

@@ -15,6 +15,8 @@ use kafka_protocol::messages::{ApiKey, FetchRequest};
 
 use super::{ApiSpec, FetchData, Reply};
 use crate::config::FETCH_MAX_WAIT_CAP_MS;
+use crate::config::FETCH_RESPONSE_BYTES_PER_CONNECTION_MAX;
+use crate::memory::MemoryLease;
 use crate::protocol::fetch_response::{
     self, FETCH_VERSION_MAX, FETCH_VERSION_MIN, PartitionOut, TopicOut,
 };
@@ -389,7 +391,11 @@ fn count_answer(shard: &Rc<Shard>, follower: bool, topics: &[TopicOut<FetchData>
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: RequestFrame,
+    responses: &Rc<glommio::sync::Semaphore>,
+) -> Result<Reply, ProtocolError> {
     let body: FetchRequest = req.decode()?;
     // A follower replica's fetch names its node (replica_id; in replica_state from v15).
     let replica = if req.version >= 15 {
@@ -433,7 +439,27 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
             )
         })
         .collect();
+    // The record bytes this fetch may hold: what it may answer, within the connection's
+    // budget. Taken before each read pass (waiting for the connection's own earlier
+    // responses to be written; from the shard's request memory only what it has now, so a
+    // fetch never waits on memory that other requests' frames hold), given back while a
+    // long-poll waits, and kept with the response until it is written. With nothing from
+    // the shard the pass answers offsets only. Beyond the lease: at most the first batch
+    // of a response larger than its budget (KIP-74).
+    let reserve = requested
+        .iter()
+        .flat_map(|(_, parts)| parts.iter().map(|p| p.2 as u64))
+        .fold(0u64, u64::saturating_add)
+        .min(max_bytes as u64)
+        .clamp(1, FETCH_RESPONSE_BYTES_PER_CONNECTION_MAX);
     loop {
+        let mut lease = MemoryLease::none();
+        if lease.wait(responses, reserve).await.is_none() {
+            // The connection is closing: nobody will read an answer.
+            return Ok(Reply::None);
+        }
+        let granted = lease.take_available(&shard.request_memory, reserve) as usize;
+        let max_bytes = max_bytes.min(granted);
         // Created before reading, so an append that lands during the reads still wakes us.
         let wake = shard.data_arrived.notified();
         let mut total = 0usize;
@@ -452,7 +478,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                 let budget = partition_max.min(max_bytes.saturating_sub(total));
                 // Once the response is full, later partitions only report their offsets; the
                 // first batch of the first partition is returned even if larger (KIP-74).
-                let (r, remote) = if budget == 0 && total > 0 {
+                let (r, remote) = if budget == 0 && (total > 0 || granted == 0) {
                     (
                         offsets_only(shard, name, partition, offset, asker).await,
                         false,
@@ -497,10 +523,12 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
             count_answer(shard, replica >= 0, &topics);
             let (pieces, _len) =
                 fetch_response::encode(req.version, req.correlation_id, 0, error::NONE, topics);
-            return Ok(Reply::Pieces(pieces));
+            lease.shrink_to(total as u64);
+            return Ok(Reply::Pieces(pieces, lease));
         }
         // Nothing (or too little) yet: drop what we read and wait for an append or the deadline.
         drop(topics);
+        drop(lease);
         let mut wait = deadline - now;
         if any_remote {
             wait = wait.min(REMOTE_POLL_INTERVAL);

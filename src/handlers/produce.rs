@@ -30,7 +30,7 @@ pub const API: ApiSpec = ApiSpec {
 /// Longest acks=all wait honoured (the request's timeout_ms, capped).
 const PRODUCE_TIMEOUT_CAP_MS: i32 = 300_000;
 /// First version this broker accepts data on (record batch v2).
-const PRODUCE_VERSION_DATA_MIN: i16 = 3;
+pub(crate) const PRODUCE_VERSION_DATA_MIN: i16 = 3;
 
 /// One partition's outcome; `Send` so it can come back from another shard.
 pub struct PartitionResult {
@@ -172,7 +172,22 @@ async fn append_with_mode(
         }
         Err(e) => {
             let code = e.kafka_error_code();
-            if code == error::KAFKA_STORAGE_ERROR {
+            if matches!(
+                e,
+                shards::AppendError::Storage(shards::StorageError::DiskFull { .. })
+            ) {
+                // Clients retry a full disk as fast as they can: one line per second per shard.
+                DISK_FULL_LOGGED.with(|at| {
+                    let now = std::time::Instant::now();
+                    if at
+                        .get()
+                        .is_none_or(|t| now.duration_since(t).as_secs() >= 1)
+                    {
+                        at.set(Some(now));
+                        log::warn!("produce to {topic}-{partition} refused: {e}");
+                    }
+                });
+            } else if code == error::KAFKA_STORAGE_ERROR {
                 log::error!("produce to {topic}-{partition} failed: {e}");
             } else {
                 log::debug!("produce to {topic}-{partition} refused: {e}");
@@ -180,6 +195,12 @@ async fn append_with_mode(
             PartitionResult::error(code, Some(e.to_string()))
         }
     }
+}
+
+thread_local! {
+    /// When this shard last logged a produce refused for a full disk.
+    static DISK_FULL_LOGGED: std::cell::Cell<Option<std::time::Instant>> =
+        const { std::cell::Cell::new(None) };
 }
 
 async fn append_anywhere(

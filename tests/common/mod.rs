@@ -186,6 +186,23 @@ impl Broker {
         }
     }
 
+    /// The broker's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Resident memory of the broker process now (VmRSS), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let pid = self.pid().expect("running broker");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS")
+            * 1024
+    }
+
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
             Some(c) => c.try_wait().map(|s| s.is_none()).unwrap_or(false),
@@ -417,4 +434,127 @@ pub fn coord_conn(broker: &Broker, group: &str) -> Conn {
     );
     assert_eq!(r.error_code, 0);
     broker.connect_node(r.node_id.0 as usize)
+}
+
+/// Produces `records` to `topic`/`partition` with `acks` (Produce v9): (error code, base
+/// offset).
+pub fn produce_to(
+    conn: &mut Conn,
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    records: Bytes,
+) -> (i16, i64) {
+    use kafka_protocol::messages::ProduceRequest;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let req = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(name(topic))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(records)),
+                ]),
+        ]);
+    let resp = conn.request(&req, 9);
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+/// One Fetch (v12, no wait) of `topic`/`partition` from `offset`: (error code, high
+/// watermark, log start offset, record bytes).
+pub fn fetch_once(
+    conn: &mut Conn,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> (i16, i64, i64, Bytes) {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{BrokerId, FetchRequest};
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(50 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(name(topic))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(partition)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(10 << 20)
+                        .with_current_leader_epoch(-1)
+                        .with_last_fetched_epoch(-1)
+                        .with_log_start_offset(-1),
+                ]),
+        ]);
+    let resp = conn.request(&req, 12);
+    let p = &resp.responses[0].partitions[0];
+    (
+        p.error_code,
+        p.high_watermark,
+        p.log_start_offset,
+        p.records.clone().unwrap_or_default(),
+    )
+}
+
+/// Every record of `topic`/`partition` from `from` up to the high watermark (bounded:
+/// stops when a fetch brings nothing new); with the high watermark.
+pub fn fetch_all_from(
+    conn: &mut Conn,
+    topic: &str,
+    partition: i32,
+    from: i64,
+) -> (i64, Vec<Record>) {
+    let mut out: Vec<Record> = Vec::new();
+    let mut next = from;
+    loop {
+        let (err, hw, _, bytes) = fetch_once(conn, topic, partition, next);
+        assert_eq!(err, 0, "fetch {topic}-{partition} at {next}");
+        if next >= hw || bytes.is_empty() {
+            return (hw, out);
+        }
+        let records = decode_records(&bytes);
+        let before = next;
+        for r in records {
+            if r.offset >= next {
+                next = r.offset + 1;
+                out.push(r);
+            }
+        }
+        if next == before {
+            return (hw, out);
+        }
+    }
+}
+
+/// DeleteTopics v6 of one topic by name; its error code.
+pub fn delete_topic(conn: &mut Conn, topic: &str) -> i16 {
+    use kafka_protocol::messages::DeleteTopicsRequest;
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    let req = DeleteTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            DeleteTopicState::default().with_name(Some(name(topic))),
+        ]);
+    conn.request(&req, 6).responses[0].error_code
+}
+
+/// Copies a directory tree (files and directories only).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create copy dir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("dir entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("file type").is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy file");
+        }
+    }
 }
