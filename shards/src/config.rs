@@ -46,6 +46,18 @@ pub const PRODUCER_BATCHES_MAX: usize = 5;
 pub const BACKGROUND_TICK_MS: u64 = 50;
 /// Smallest segment.bytes accepted (smaller values are raised to it).
 pub const SEGMENT_MIN_BYTES: u64 = 64 << 10;
+/// Memory one entry of the log cleaner's key map costs: a 128-bit key hash and an i64
+/// offset (24 bytes) plus the hash table's own overhead, rounded up.
+pub const CLEANER_MAP_ENTRY_BYTES: usize = 32;
+/// Size of the log cleaner's read buffer and of its write buffer (one each per shard: the
+/// cleaner cleans one partition at a time). A batch larger than this is read whole.
+pub const CLEANER_IO_BUFFER_BYTES: usize = 1 << 20;
+/// Default pause between two passes of a shard's log cleaner over its compacted
+/// partitions (Kafka's log.cleaner.backoff.ms).
+pub const CLEANER_BACKOFF_DEFAULT_MS: u64 = 15_000;
+/// Default memory of a shard's log cleaner key map (Kafka's log.cleaner.dedupe.buffer.size
+/// is 128 MiB for all cleaner threads of a broker; here it is per core).
+pub const CLEANER_KEY_MAP_DEFAULT_BYTES: usize = 16 << 20;
 
 const _: () = assert!(PREALLOC_STEP_BYTES.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!((WRITE_CHUNK_BYTES as u64).is_multiple_of(BLOCK_BYTES));
@@ -55,6 +67,8 @@ const _: () = assert!(ROUND_MIN_BYTES <= ROUND_MAX_BYTES);
 const _: () = assert!(PREZERO_AHEAD_BYTES <= PREALLOC_STEP_BYTES);
 const _: () = assert!(SEGMENT_MIN_BYTES.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(INDEX_INTERVAL_BYTES >= BLOCK_BYTES);
+const _: () = assert!((CLEANER_IO_BUFFER_BYTES as u64).is_multiple_of(BLOCK_BYTES));
+const _: () = assert!(CLEANER_KEY_MAP_DEFAULT_BYTES >= CLEANER_MAP_ENTRY_BYTES);
 
 /// Per-shard limits. One `Store` per core uses one of these.
 #[derive(Clone, Debug)]
@@ -80,6 +94,11 @@ pub struct StoreConfig {
     /// conversion, no metadata for O_DSYNC writes to commit), as database logs recycle
     /// their segment files. Costs up to one segment of disk per partition beyond retention.
     pub recycle_segments: bool,
+    /// Pause between two passes of the shard's log cleaner (compacted partitions), in ms.
+    pub cleaner_backoff_ms: u64,
+    /// Memory bound of the shard's log cleaner key map, in bytes (CLEANER_MAP_ENTRY_BYTES
+    /// per key); a pass whose dirty records have more distinct keys cleans a prefix of them.
+    pub cleaner_key_map_max_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -92,6 +111,8 @@ impl Default for StoreConfig {
             segment_preallocation: Preallocation::default(),
             sync_method: SyncMethod::default(),
             recycle_segments: true,
+            cleaner_backoff_ms: CLEANER_BACKOFF_DEFAULT_MS,
+            cleaner_key_map_max_bytes: CLEANER_KEY_MAP_DEFAULT_BYTES,
         }
     }
 }
@@ -151,6 +172,20 @@ pub struct LogConfig {
     /// message.timestamp.type=LogAppendTime: every appended batch is stamped with the
     /// broker's clock (timestamp-type bit, maxTimestamp, CRC rewritten), as Kafka does.
     pub log_append_time: bool,
+    /// cleanup.policy contains `delete`: retention.ms / retention.bytes delete old segments.
+    pub cleanup_delete: bool,
+    /// cleanup.policy contains `compact`: the shard's log cleaner keeps the latest record
+    /// per key in sealed segments, and appends of records without a key are refused.
+    pub cleanup_compact: bool,
+    /// min.cleanable.dirty.ratio: clean once dirty bytes / cleanable bytes reach it.
+    pub min_cleanable_dirty_ratio: f64,
+    /// min.compaction.lag.ms: a segment whose newest timestamp is younger is not cleaned.
+    pub min_compaction_lag_ms: i64,
+    /// max.compaction.lag.ms: dirty data older than this is cleaned whatever the ratio.
+    pub max_compaction_lag_ms: i64,
+    /// delete.retention.ms: tombstones (null values) stay this long after their segment's
+    /// newest timestamp before the cleaner removes them.
+    pub delete_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -164,6 +199,12 @@ impl Default for LogConfig {
             flush_ms: 1000,
             flush_messages: u64::MAX,
             log_append_time: false,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: 24 * 3600 * 1000,
         }
     }
 }

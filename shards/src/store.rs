@@ -17,6 +17,7 @@ use glommio::sync::Semaphore;
 use crate::config::{BACKGROUND_TICK_MS, BLOCK_BYTES, LogConfig, StoreConfig, WRITE_CHUNK_BYTES};
 use crate::error::StorageError;
 use crate::partition::Partition;
+use crate::partition::cleaner::{CleanReport, CleanerCrashPoint, KeyMap};
 use crate::segment::Segment;
 
 /// glommio decides once per device and process whether DMA reads go to its io-poll ring, by
@@ -58,7 +59,16 @@ pub struct FaultInjector {
     /// writes in flight together complete in a shuffled order (proves the write path does
     /// not depend on completion order).
     pub shuffle_writes: Cell<bool>,
+    /// The log cleaner stops right after this step of a segment's cleaning, leaving its
+    /// files as a crash there would (a test then takes a crash image).
+    pub crash_cleaner_at: Cell<Option<CleanerCrashPoint>>,
 }
+
+/// Decompresses the records of a compressed batch: (codec = attributes bits 0-2,
+/// compressed records) -> the records. Installed by the broker (`Store::set_decompressor`;
+/// the storage has no codecs) for the log cleaner and the key check of compacted logs; it
+/// must bound what it produces (a stored batch can be a decompression bomb).
+pub type DecompressFn = dyn Fn(u8, &[u8]) -> Result<Vec<u8>, String>;
 
 /// The buffer of one DMA write: owned (data) or shared (the shard's zeros).
 pub(crate) enum WriteBuf {
@@ -103,6 +113,15 @@ pub struct StoreStats {
     pub fdatasync_latency_us_total: u64,
     /// DMA writes made through an O_DSYNC descriptor (durable on completion).
     pub dsync_writes: u64,
+    /// Log cleaner: passes that cleaned something, segments swapped, bytes read, bytes of
+    /// the cleaned segments before and after, records removed, time spent in passes (us).
+    pub cleaner_passes: u64,
+    pub cleaner_segments: u64,
+    pub cleaner_bytes_read: u64,
+    pub cleaner_bytes_before: u64,
+    pub cleaner_bytes_after: u64,
+    pub cleaner_records_removed: u64,
+    pub cleaner_busy_us: u64,
 }
 
 /// The storage of one shard (core).
@@ -125,6 +144,12 @@ pub struct Store {
     fdatasync_latency_us: Cell<u64>,
     dsync_writes: Cell<u64>,
     zeros: RefCell<Option<Rc<DmaBuffer>>>,
+    decompressor: RefCell<Option<Rc<DecompressFn>>>,
+    /// One cleaning pass at a time per shard: it holds the key map.
+    cleaner_lock: Rc<Semaphore>,
+    /// The shard's cleaner key map, allocated at the first pass, kept between passes.
+    cleaner_map: RefCell<Option<KeyMap>>,
+    cleaner_stats: RefCell<StoreStats>,
 }
 
 impl Store {
@@ -149,6 +174,10 @@ impl Store {
             fdatasync_latency_us: Cell::new(0),
             dsync_writes: Cell::new(0),
             zeros: RefCell::new(None),
+            decompressor: RefCell::new(None),
+            cleaner_lock: Rc::new(Semaphore::new(1)),
+            cleaner_map: RefCell::new(None),
+            cleaner_stats: RefCell::new(StoreStats::default()),
         })
     }
 
@@ -159,6 +188,67 @@ impl Store {
     /// Installs (or removes) the fault-injection hook.
     pub fn set_fault_injector(&self, faults: Option<Rc<FaultInjector>>) {
         *self.faults.borrow_mut() = faults;
+    }
+
+    /// Installs the decompressor the log cleaner and the key check of compacted logs use
+    /// for compressed batches (without one, such batches are kept whole and not mapped).
+    pub fn set_decompressor(&self, d: Rc<DecompressFn>) {
+        *self.decompressor.borrow_mut() = Some(d);
+    }
+
+    pub(crate) fn decompressor(&self) -> Option<Rc<DecompressFn>> {
+        self.decompressor.borrow().clone()
+    }
+
+    /// Fails with an injected crash if the fault hook asks to stop the cleaner at `point`.
+    pub(crate) fn cleaner_crash_point(
+        &self,
+        point: CleanerCrashPoint,
+        path: &Path,
+    ) -> Result<(), StorageError> {
+        let hit = self
+            .faults
+            .borrow()
+            .as_ref()
+            .is_some_and(|f| f.crash_cleaner_at.get() == Some(point));
+        if hit {
+            return Err(StorageError::io(
+                "log cleaner",
+                path,
+                io::Error::other(format!("injected crash after {point:?}")),
+            ));
+        }
+        Ok(())
+    }
+
+    /// One log-cleaner pass over `p` with the shard's key map (one pass at a time per
+    /// shard; see `partition::cleaner`).
+    pub(crate) async fn clean(&self, p: &Partition) -> Result<Option<CleanReport>, StorageError> {
+        let _permit = self
+            .cleaner_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|e| StorageError::glommio("cleaner lock", p.dir(), e))?;
+        // Taken out for the pass: no RefCell borrow is held across its awaits.
+        let mut map = self
+            .cleaner_map
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| KeyMap::new(self.config.cleaner_key_map_max_bytes));
+        let t0 = std::time::Instant::now();
+        let res = p.clean_pass(&mut map, crate::partition::now_ms()).await;
+        *self.cleaner_map.borrow_mut() = Some(map);
+        if let Ok(Some(r)) = &res {
+            let mut s = self.cleaner_stats.borrow_mut();
+            s.cleaner_passes += 1;
+            s.cleaner_segments += r.segments_cleaned as u64;
+            s.cleaner_bytes_read += r.bytes_read;
+            s.cleaner_bytes_before += r.bytes_before;
+            s.cleaner_bytes_after += r.bytes_after;
+            s.cleaner_records_removed += r.records_removed;
+            s.cleaner_busy_us += t0.elapsed().as_micros() as u64;
+        }
+        res
     }
 
     /// Opens (recovering) or creates the partition log stored in `dir`.
@@ -212,6 +302,25 @@ impl Store {
             }
         })
         .detach();
+        // The log cleaner: every cleaner_backoff_ms, one pass over each compacted partition
+        // of the shard, one partition at a time.
+        let backoff = Duration::from_millis(self.config.cleaner_backoff_ms.max(1));
+        let weak = Rc::downgrade(self);
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(backoff).await;
+                let Some(store) = weak.upgrade() else { return };
+                for p in store.partitions() {
+                    if !p.config().cleanup_compact {
+                        continue;
+                    }
+                    if let Err(e) = store.clean(&p).await {
+                        log::warn!("{}: log cleaner: {e}", p.dir().display());
+                    }
+                }
+            }
+        })
+        .detach();
     }
 
     /// Syncs and closes every partition (graceful shutdown). Returns the first error after
@@ -246,6 +355,7 @@ impl Store {
             write_permit_wait_us_total: self.write_permit_wait_us.get(),
             fdatasync_latency_us_total: self.fdatasync_latency_us.get(),
             dsync_writes: self.dsync_writes.get(),
+            ..self.cleaner_stats.borrow().clone()
         }
     }
 
