@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// Default retention.ms for topics without their own.
     #[arg(long)]
     pub log_retention_ms: Option<i64>,
+    /// Kafka's log.cleaner.backoff.ms: pause between two passes of each shard's log
+    /// cleaner over its compacted partitions (default 15000).
+    #[arg(long)]
+    pub log_cleaner_backoff_ms: Option<u64>,
     /// KRaft's node.id: this host's id in the cluster (default 0). Its shards are the
     /// Kafka nodes `node-id x 1024 + shard`.
     #[arg(long)]
@@ -120,6 +124,7 @@ pub struct BrokerConfig {
     pub log_flush_interval_ms: u64,
     pub log_segment_bytes: u64,
     pub log_retention_ms: i64,
+    pub log_cleaner_backoff_ms: u64,
 }
 
 #[derive(Debug)]
@@ -198,6 +203,10 @@ impl BrokerConfig {
                     }
                     "log-retention-ms" => {
                         a.log_retention_ms = a.log_retention_ms.or(Some(parse_value(&k, &v)?))
+                    }
+                    "log-cleaner-backoff-ms" => {
+                        a.log_cleaner_backoff_ms =
+                            a.log_cleaner_backoff_ms.or(Some(parse_value(&k, &v)?))
                     }
                     "node-id" => a.node_id = a.node_id.or(Some(parse_value(&k, &v)?)),
                     "controller-quorum-voters" => {
@@ -297,6 +306,10 @@ impl BrokerConfig {
             log_flush_interval_ms: a.log_flush_interval_ms.unwrap_or(1000),
             log_segment_bytes: a.log_segment_bytes.unwrap_or(1 << 30),
             log_retention_ms: a.log_retention_ms.unwrap_or(7 * 24 * 3600 * 1000),
+            log_cleaner_backoff_ms: a
+                .log_cleaner_backoff_ms
+                .unwrap_or(shards::CLEANER_BACKOFF_DEFAULT_MS)
+                .max(1),
         })
     }
 }

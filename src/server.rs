@@ -436,8 +436,12 @@ async fn shard_main(
     let (router, receivers) = Router::connect(id, ends).await;
     let store = shards::Store::new(shards::StoreConfig {
         cache_max_bytes: (config.cache_bytes / count).max(16 << 20),
+        cleaner_backoff_ms: config.log_cleaner_backoff_ms,
         ..Default::default()
     });
+    // The log cleaner and the key check of compacted topics read compressed batches
+    // through the broker's bounded decompressor (the storage has no codecs).
+    store.set_decompressor(Rc::new(crate::handlers::list_offsets::decompress));
     let controller = controller.map(|h| Rc::new(Controller::new(h)));
     let shard = Rc::new(Shard::new(
         id,

@@ -82,8 +82,9 @@ async fn find(part: &shards::Partition, topic: &str, partition: i32, ts: i64) ->
 pub const DECOMPRESSED_BATCH_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The records section of a compressed batch, decompressed (codec: attributes bits 0-2),
-/// refused past `DECOMPRESSED_BATCH_MAX_BYTES`.
-fn decompress(codec: u8, compressed: &[u8]) -> Result<Vec<u8>, String> {
+/// refused past `DECOMPRESSED_BATCH_MAX_BYTES`. Also the stores' decompressor (log cleaner,
+/// key check of compacted topics).
+pub fn decompress(codec: u8, compressed: &[u8]) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let limit = DECOMPRESSED_BATCH_MAX_BYTES;
     let bounded = |r: &mut dyn Read| -> Result<Vec<u8>, String> {
