@@ -165,8 +165,9 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     };
     match spec.kind {
         ConfigType::List => {
-            // Kafka: a comma-separated list, each item one of the allowed values.
-            for item in value.split(',').map(str::trim) {
+            // Kafka: a comma-separated list, each item one of the allowed values. An empty
+            // list is valid (cleanup.policy: no cleanup at all, as in Kafka).
+            for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
                 if !spec.allowed.contains(&item) {
                     return Err(format!(
                         "Invalid value {value} for configuration {name}: each item must be one of {:?}",
@@ -353,7 +354,8 @@ mod tests {
         assert!(validate("cleanup.policy", "compact,delete").is_ok());
         assert!(validate("cleanup.policy", "delete, compact").is_ok());
         assert!(validate("cleanup.policy", "compacted").is_err());
-        assert!(validate("cleanup.policy", "").is_err());
+        assert!(validate("cleanup.policy", "").is_ok());
+        assert!(validate("cleanup.policy", "delete,bogus").is_err());
         assert!(validate("min.cleanable.dirty.ratio", "0.01").is_ok());
         assert!(validate("min.cleanable.dirty.ratio", "1").is_ok());
         assert!(validate("min.cleanable.dirty.ratio", "1.5").is_err());

@@ -20,6 +20,11 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
+/// A record to produce: (key, value; None is a tombstone).
+type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+/// A record read back: (offset, key, value).
+type Read = (i64, Vec<u8>, Option<Vec<u8>>);
+
 /// Distinct keys written.
 const KEYS: usize = 100;
 /// Updates of every key.
@@ -33,7 +38,7 @@ fn now_ms() -> i64 {
 }
 
 /// A batch of (key, value) records; value None is a tombstone.
-fn keyed(records: &[(Option<Vec<u8>>, Option<Vec<u8>>)], compression: Compression) -> Bytes {
+fn keyed(records: &[KeyValue], compression: Compression) -> Bytes {
     let now = now_ms();
     let recs: Vec<Record> = records
         .iter()
@@ -120,7 +125,7 @@ fn fetch(conn: &mut Conn, topic: &str, offset: i64, max_bytes: i32) -> (i16, i64
 /// Every record from offset 0 to the high watermark, as a consumer reads them: (offset,
 /// key, value). The next fetch offset follows each response's last batch (lastOffsetDelta),
 /// as clients do.
-fn read_all(conn: &mut Conn, topic: &str) -> (Vec<(i64, Vec<u8>, Option<Vec<u8>>)>, i64) {
+fn read_all(conn: &mut Conn, topic: &str) -> (Vec<Read>, i64) {
     let mut out = Vec::new();
     let mut offset = 0;
     loop {
@@ -205,7 +210,7 @@ fn compacted_topic_reads_latest_value_per_key() {
     let mut produced = 0i64;
     for round in 0..ROUNDS {
         for k0 in (0..KEYS).step_by(10) {
-            let recs: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> = (k0..k0 + 10)
+            let recs: Vec<KeyValue> = (k0..k0 + 10)
                 .map(|k| {
                     let v = (round + 1 < ROUNDS || k % 5 != 0).then(|| value(round, k));
                     (Some(format!("key-{k}").into_bytes()), v)
@@ -306,7 +311,7 @@ fn compaction_configs_validated_and_described() {
     let mut c = broker.connect();
     for (k, v) in [
         ("cleanup.policy", "compacted"),
-        ("cleanup.policy", ""),
+        ("cleanup.policy", "compact,bogus"),
         ("min.cleanable.dirty.ratio", "1.5"),
         ("min.cleanable.dirty.ratio", "abc"),
         ("min.compaction.lag.ms", "-1"),
