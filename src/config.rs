@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// cleaner over its compacted partitions (default 15000).
     #[arg(long)]
     pub log_cleaner_backoff_ms: Option<u64>,
+    /// Kafka's log.cleaner.io.max.bytes.per.second, per shard: bytes the log cleaner reads
+    /// plus writes per second (default 134217728 = 128 MiB/s; 0: unbounded).
+    #[arg(long)]
+    pub log_cleaner_io_max_bytes_per_second: Option<u64>,
     /// KRaft's node.id: this host's id in the cluster (default 0). Its shards are the
     /// Kafka nodes `node-id x 1024 + shard`.
     #[arg(long)]
@@ -125,6 +129,7 @@ pub struct BrokerConfig {
     pub log_segment_bytes: u64,
     pub log_retention_ms: i64,
     pub log_cleaner_backoff_ms: u64,
+    pub log_cleaner_io_max_bytes_per_second: u64,
 }
 
 #[derive(Debug)]
@@ -203,6 +208,11 @@ impl BrokerConfig {
                     }
                     "log-retention-ms" => {
                         a.log_retention_ms = a.log_retention_ms.or(Some(parse_value(&k, &v)?))
+                    }
+                    "log-cleaner-io-max-bytes-per-second" => {
+                        a.log_cleaner_io_max_bytes_per_second = a
+                            .log_cleaner_io_max_bytes_per_second
+                            .or(Some(parse_value(&k, &v)?))
                     }
                     "log-cleaner-backoff-ms" => {
                         a.log_cleaner_backoff_ms =
@@ -310,6 +320,9 @@ impl BrokerConfig {
                 .log_cleaner_backoff_ms
                 .unwrap_or(shards::CLEANER_BACKOFF_DEFAULT_MS)
                 .max(1),
+            log_cleaner_io_max_bytes_per_second: a
+                .log_cleaner_io_max_bytes_per_second
+                .unwrap_or(shards::CLEANER_IO_DEFAULT_BYTES_PER_SEC),
         })
     }
 }

@@ -437,6 +437,7 @@ async fn shard_main(
     let store = shards::Store::new(shards::StoreConfig {
         cache_max_bytes: (config.cache_bytes / count).max(16 << 20),
         cleaner_backoff_ms: config.log_cleaner_backoff_ms,
+        cleaner_io_max_bytes_per_sec: config.log_cleaner_io_max_bytes_per_second,
         ..Default::default()
     });
     // The log cleaner and the key check of compacted topics read compressed batches

@@ -4,8 +4,8 @@
 //! Runs on the shard that owns the partition: one cleaner task per shard
 //! (`Store::start_background`) cleans its compacted partitions one at a time, one segment
 //! at a time, with the shard's bounded key map (`StoreConfig::cleaner_key_map_max_bytes`),
-//! one read and one write buffer of CLEANER_IO_BUFFER_BYTES, and its writes under the
-//! shard's write permits. A child module of `partition`: it works on the log's own state.
+//! one read and one write buffer of CLEANER_IO_BUFFER_BYTES, its writes under the shard's
+//! write permits, and its I/O bounded by `StoreConfig::cleaner_io_max_bytes_per_sec`. A child module of `partition`: it works on the log's own state.
 //!
 //! A pass (`Partition::clean_pass`):
 //! 1. The cleanable segments are the sealed, finalized ones (never the active segment)
@@ -152,6 +152,7 @@ fn write_checkpoint(dir: &Path, offset: i64) -> std::io::Result<()> {
 /// Reads the batches of a segment in order, CLEANER_IO_BUFFER_BYTES at a time (a larger
 /// batch is read whole), each CRC-checked.
 struct BatchReader {
+    store: Rc<Store>,
     file: Rc<DmaFile>,
     path: PathBuf,
     limit: u64,
@@ -161,8 +162,15 @@ struct BatchReader {
 }
 
 impl BatchReader {
-    fn new(file: Rc<DmaFile>, path: PathBuf, start: u64, limit: u64) -> BatchReader {
+    fn new(
+        store: Rc<Store>,
+        file: Rc<DmaFile>,
+        path: PathBuf,
+        start: u64,
+        limit: u64,
+    ) -> BatchReader {
         BatchReader {
+            store,
             file,
             path,
             limit,
@@ -187,6 +195,7 @@ impl BatchReader {
         self.buf_start = align_down(self.pos);
         let want = need.max(CLEANER_IO_BUFFER_BYTES as u64);
         let len = align_up(self.limit.min(self.pos + want)) - self.buf_start;
+        self.store.cleaner_throttle(len).await;
         self.buf = read_aligned(&self.file, &self.path, self.buf_start, len as usize).await?;
         if self.pos + need > self.buf_start + self.buf.len() as u64 {
             return Err(self.corrupt("short read".into()));
@@ -261,6 +270,7 @@ impl CleanedWriter {
         let cap = self.buf.len();
         let full = std::mem::replace(&mut self.buf, self.file.alloc_dma_buffer(cap));
         let pos = self.written;
+        self.store.cleaner_throttle(cap as u64).await;
         self.store
             .spawn_write(self.file.clone(), self.path.clone(), full, pos, false)
             .await?;
@@ -440,7 +450,13 @@ impl Partition {
             let rel = (first_dirty - seg.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
             let start = seg.index.borrow().lookup_offset(rel);
             let file = seg.file().await?;
-            let mut reader = BatchReader::new(file, seg.path.clone(), start, seg.size_bytes.get());
+            let mut reader = BatchReader::new(
+                self.store.clone(),
+                file,
+                seg.path.clone(),
+                start,
+                seg.size_bytes.get(),
+            );
             while let Some((_, h, bytes)) = reader.next().await? {
                 report.bytes_read += bytes.len() as u64;
                 if h.last_offset() < first_dirty || h.is_control() {
@@ -502,7 +518,7 @@ impl Partition {
             seg.index.borrow().max_timestamp < now.saturating_sub(cfg.delete_retention_ms);
         let limit = seg.size_bytes.get();
         let file = seg.file().await?;
-        let mut reader = BatchReader::new(file, seg.path.clone(), 0, limit);
+        let mut reader = BatchReader::new(self.store.clone(), file, seg.path.clone(), 0, limit);
         let tmp = self
             .dir
             .join(format!("{:020}{CLEANED_SUFFIX}", seg.base_offset));

@@ -150,6 +150,8 @@ pub struct Store {
     /// The shard's cleaner key map, allocated at the first pass, kept between passes.
     cleaner_map: RefCell<Option<KeyMap>>,
     cleaner_stats: RefCell<StoreStats>,
+    /// Cleaner I/O of the current throttling window: (its start, bytes since).
+    cleaner_io: Cell<(Option<std::time::Instant>, u64)>,
 }
 
 impl Store {
@@ -178,6 +180,7 @@ impl Store {
             cleaner_lock: Rc::new(Semaphore::new(1)),
             cleaner_map: RefCell::new(None),
             cleaner_stats: RefCell::new(StoreStats::default()),
+            cleaner_io: Cell::new((None, 0)),
         })
     }
 
@@ -219,6 +222,33 @@ impl Store {
             ));
         }
         Ok(())
+    }
+
+    /// Accounts `bytes` of cleaner I/O and sleeps as long as the shard's cleaner is ahead
+    /// of `cleaner_io_max_bytes_per_sec` (a window restarts after a second of idleness).
+    pub(crate) async fn cleaner_throttle(&self, bytes: u64) {
+        let limit = self.config.cleaner_io_max_bytes_per_sec;
+        if limit == 0 {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let (start, done) = self.cleaner_io.get();
+        let (start, done) = match start {
+            Some(s) if now.duration_since(s) < Duration::from_secs(1) || done > 0 => (s, done),
+            _ => (now, 0),
+        };
+        let done = done + bytes;
+        let due = Duration::from_secs_f64(done as f64 / limit as f64);
+        let elapsed = now.duration_since(start);
+        if elapsed >= due + Duration::from_secs(1) {
+            // Idle long enough: a new window.
+            self.cleaner_io.set((Some(now), 0));
+            return;
+        }
+        self.cleaner_io.set((Some(start), done));
+        if due > elapsed {
+            glommio::timer::sleep(due - elapsed).await;
+        }
     }
 
     /// One log-cleaner pass over `p` with the shard's key map (one pass at a time per
