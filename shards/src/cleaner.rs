@@ -26,7 +26,8 @@
 //!    so offsets never change, only gaps appear; a batch left without records is dropped,
 //!    except the segment's last batch, which stays as an empty batch so that the segment
 //!    still ends at its original end offset (recovery checks that each segment starts
-//!    where the previous one ends). Control batches are kept whole. A compressed batch
+//!    where the previous one ends), and an idempotent producer's latest batch (its
+//!    sequence state, as Kafka keeps it). Control batches are kept whole. A compressed batch
 //!    that loses records is stored uncompressed (the storage has no compressors).
 //! 4. The swap: the rewrite goes to `<base>.cleaned`, is truncated to its length and
 //!    fdatasync'ed, then renamed over `<base>.log` (atomic: a crash leaves the old or the
@@ -159,6 +160,8 @@ struct BatchReader {
     pos: u64,
     buf: ReadResult,
     buf_start: u64,
+    /// End offset of the last batch returned: offsets must grow (checked, never assumed).
+    next_offset: Option<i64>,
 }
 
 impl BatchReader {
@@ -177,6 +180,7 @@ impl BatchReader {
             pos: start,
             buf: ReadResult::default(),
             buf_start: 0,
+            next_offset: None,
         }
     }
 
@@ -222,6 +226,10 @@ impl BatchReader {
         let rel = (self.pos - self.buf_start) as usize;
         batch::check_one(&self.buf[rel..rel + total as usize], rel)
             .map_err(|e| self.corrupt(e.to_string()))?;
+        if self.next_offset.is_some_and(|n| h.base_offset < n) {
+            return Err(self.corrupt(format!("batch offset {} goes back", h.base_offset)));
+        }
+        self.next_offset = Some(h.last_offset() + 1);
         let bytes = ReadResult::slice(&self.buf, rel, total as usize)
             .ok_or_else(|| self.corrupt("slice outside the read buffer".into()))?;
         let at = self.pos;
@@ -549,7 +557,7 @@ impl Partition {
                     Some((n_removed, _, _)) if *n_removed == 0 => (&bytes, h.max_timestamp),
                     Some((n_removed, count, max_ts)) => {
                         removed += *n_removed;
-                        if *count == 0 && !is_last {
+                        if *count == 0 && !is_last && !self.producers_last_batch(&h) {
                             continue;
                         }
                         let max_ts = if *count == 0 {
@@ -653,6 +661,20 @@ impl Partition {
             log::warn!("{}: could not write index files: {e}", new.path.display());
         }
         sync_dir(&self.dir).await
+    }
+
+    /// Whether `h` is the latest batch of its idempotent producer: kept (emptied if need be)
+    /// so that the producer's sequence state survives a rebuild from the log, as Kafka's
+    /// cleaner keeps it.
+    fn producers_last_batch(&self, h: &BatchHeader) -> bool {
+        h.has_producer_id()
+            && self
+                .log
+                .borrow()
+                .producers
+                .get(h.producer_id)
+                .and_then(|p| p.batches.back())
+                .is_some_and(|b| b.last_offset == h.last_offset())
     }
 
     /// Which records of a (non-control) batch stay: None if its records cannot be read

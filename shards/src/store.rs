@@ -1,5 +1,6 @@
 //! The per-shard store: owns the shard's partitions, its limits (tail-cache bytes, in-flight
-//! DMA writes, open files), its background task, and the fault-injection hook.
+//! DMA writes, open files), its background tasks (flush.ms and retention; the log cleaner
+//! of compacted partitions with its key map and I/O bound), and the fault-injection hook.
 //!
 //! Runs on exactly one core: one `Store` per glommio LocalExecutor, shared by `Rc`, never
 //! sent across threads. Nothing here holds a RefCell borrow across an `.await`.

@@ -600,3 +600,72 @@ fn cleaner_io_is_bounded() {
         assert_compacted(&p, &want, end).await;
     });
 }
+
+/// `keyed_batch` from idempotent producer `pid` (epoch 0) with base sequence `seq`.
+fn producer_batch(recs: &[KeyedRecord<'_>], pid: i64, seq: i32) -> Bytes {
+    let mut b = keyed_batch(recs, 1_000);
+    b[43..51].copy_from_slice(&pid.to_be_bytes());
+    b[51..53].copy_from_slice(&0i16.to_be_bytes());
+    b[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = shards::batch::compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+// Proves an idempotent producer's latest batch survives cleaning (emptied of its
+// superseded records, as Kafka's cleaner keeps it) while its earlier batches go, so that
+// after a restart without the producer snapshot a retry of that batch is still recognized
+// as a duplicate.
+#[test]
+fn producers_last_batch_kept_empty() {
+    let dir = tmpdir();
+    let root = dir.path().to_path_buf();
+    run(move || async move {
+        let d = root.join("p");
+        let (store, p) = open(d.clone(), compact_config()).await;
+        let pid = 7;
+        p.append(
+            producer_batch(&[(Some(b"a"), Some(b"1"))], pid, 0),
+            Durability::Fsync,
+        )
+        .await
+        .unwrap();
+        let last = producer_batch(&[(Some(b"a"), Some(b"2"))], pid, 1);
+        p.append(last.clone(), Durability::Fsync).await.unwrap();
+        // Both of the producer's records superseded by a later, non-idempotent one.
+        p.append(
+            Bytes::from(keyed_batch(&[(Some(b"a"), Some(b"3"))], 1_000)),
+            Durability::Fsync,
+        )
+        .await
+        .unwrap();
+        let mut want = BTreeMap::new();
+        roll_with_marker(&p, &mut want).await;
+        clean_until_done(&p).await;
+        let hs = headers(&log_bytes(&p, 0).await);
+        let bases: Vec<(i64, i32, i64)> = hs
+            .iter()
+            .map(|h| (h.base_offset, h.record_count, h.producer_id))
+            .collect();
+        assert_eq!(
+            bases[0],
+            (1, 0, pid),
+            "the producer's last batch, emptied: {bases:?}"
+        );
+        assert!(
+            hs.iter().all(|h| h.base_offset != 0),
+            "its first batch removed"
+        );
+        assert_eq!(
+            latest(&records(&p).await)[&b"a".to_vec()],
+            Some(b"3".to_vec())
+        );
+        store.close_all().await.unwrap();
+        drop(p);
+        std::fs::remove_file(d.join(shards::producer::SNAPSHOT_FILE)).unwrap();
+        let (_s, q) = open(d, compact_config()).await;
+        let info = q.append(last, Durability::Fsync).await.unwrap();
+        assert!(info.duplicate, "the retry is known from the kept batch");
+        assert_eq!(info.base_offset, 1);
+    });
+}
