@@ -669,3 +669,74 @@ fn producers_last_batch_kept_empty() {
         assert_eq!(info.base_offset, 1);
     });
 }
+
+// Proves the scheduling configs: min.cleanable.dirty.ratio holds a pass back while the
+// dirty share is below it, max.compaction.lag.ms forces the pass once the dirty data is
+// older, and min.compaction.lag.ms keeps segments younger than it out of cleaning.
+#[test]
+fn dirty_ratio_and_compaction_lags() {
+    let dir = tmpdir();
+    let root = dir.path().to_path_buf();
+    run(move || async move {
+        let (_s, p) = open(root.join("p"), compact_config()).await;
+        let want = fill(&p).await;
+        clean_until_done(&p).await;
+        // A little dirty data: one update of one key, sealed by a roll.
+        p.append(
+            Bytes::from(keyed_batch(&[(Some(b"k1"), Some(b"again"))], 1_000)),
+            Durability::Written,
+        )
+        .await
+        .unwrap();
+        let mut want2 = want.clone();
+        want2.insert(b"k1".to_vec(), Some(b"again".to_vec()));
+        roll_with_marker(&p, &mut want2).await;
+        let base = p.config();
+        p.set_config(LogConfig {
+            min_cleanable_dirty_ratio: 0.9,
+            ..base.clone()
+        });
+        assert!(p.clean().await.unwrap().is_none(), "below the dirty ratio");
+        // The dirty records (timestamps at 1000 ms after the epoch) are older than 1 ms.
+        p.set_config(LogConfig {
+            min_cleanable_dirty_ratio: 0.9,
+            max_compaction_lag_ms: 1,
+            ..base.clone()
+        });
+        assert!(
+            p.clean().await.unwrap().is_some(),
+            "max.compaction.lag.ms forces it"
+        );
+        let recs = records(&p).await;
+        assert_eq!(recs.iter().filter(|r| r.1 == b"k1").count(), 1);
+
+        // min.compaction.lag.ms: fresh segments (timestamps now) wait.
+        let (_s2, q) = open(root.join("q"), compact_config()).await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        for v in [&b"1"[..], b"2", b"3"] {
+            q.append(
+                Bytes::from(keyed_batch(&[(Some(b"x"), Some(v))], now)),
+                Durability::Written,
+            )
+            .await
+            .unwrap();
+        }
+        let mut w = BTreeMap::new();
+        roll_with_marker(&q, &mut w).await;
+        q.set_config(LogConfig {
+            min_compaction_lag_ms: 3_600_000,
+            ..compact_config()
+        });
+        assert!(
+            q.clean().await.unwrap().is_none(),
+            "younger than min.compaction.lag.ms"
+        );
+        q.set_config(compact_config());
+        assert!(q.clean().await.unwrap().is_some());
+        let recs = records(&q).await;
+        assert_eq!(recs.iter().filter(|r| r.1 == b"x").count(), 1);
+    });
+}
