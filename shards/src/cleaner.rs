@@ -65,17 +65,23 @@ pub enum CleanerCrashPoint {
     Swapped,
 }
 
-/// The cleaner's key -> latest offset map, bounded in entries (memory / CLEANER_MAP_ENTRY_BYTES).
+/// The cleaner's key -> latest offset map, bounded in memory (see `KeyMap::new`).
 pub(crate) struct KeyMap {
     map: HashMap<u128, i64>,
     max_entries: usize,
 }
 
 impl KeyMap {
+    /// A map whose table fits `max_bytes`: the largest power of two of slots that fits,
+    /// 7/8 of them usable, allocated at once (growing by doubling would hold the old and
+    /// the new table together).
     pub(crate) fn new(max_bytes: usize) -> KeyMap {
+        let slots = (max_bytes / CLEANER_MAP_ENTRY_BYTES).max(8);
+        let slots = 1usize << (usize::BITS - 1 - slots.leading_zeros());
+        let max_entries = slots / 8 * 7;
         KeyMap {
-            map: HashMap::new(),
-            max_entries: (max_bytes / CLEANER_MAP_ENTRY_BYTES).max(1),
+            map: HashMap::with_capacity(max_entries),
+            max_entries,
         }
     }
 
@@ -729,5 +735,32 @@ impl Partition {
             return None;
         }
         Some((removed, count, max_ts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves the key map keeps to its byte bound: its table is allocated once within
+    // `max_bytes` and never grows while it fills to the point where it refuses new keys;
+    // a full map still updates the keys it holds.
+    #[test]
+    fn key_map_stays_within_its_bytes() {
+        for max_bytes in [1000, 1 << 20, 3 << 20] {
+            let mut m = KeyMap::new(max_bytes);
+            let cap = m.map.capacity();
+            assert!(cap >= m.max_entries);
+            assert!(cap.div_ceil(7) * 8 * CLEANER_MAP_ENTRY_BYTES <= max_bytes.max(8 * 33));
+            let mut n = 0u128;
+            while m.put(n, n as i64) {
+                n += 1;
+            }
+            assert_eq!(n as usize, m.max_entries);
+            assert_eq!(m.map.capacity(), cap, "the table grew");
+            assert!(m.put(0, 99), "a held key is still updated");
+            assert_eq!(m.get(0), Some(99));
+            assert!(!m.put(n + 1, 1));
+        }
     }
 }

@@ -46,9 +46,10 @@ pub const PRODUCER_BATCHES_MAX: usize = 5;
 pub const BACKGROUND_TICK_MS: u64 = 50;
 /// Smallest segment.bytes accepted (smaller values are raised to it).
 pub const SEGMENT_MIN_BYTES: u64 = 64 << 10;
-/// Memory one entry of the log cleaner's key map costs: a 128-bit key hash and an i64
-/// offset (24 bytes) plus the hash table's own overhead, rounded up.
-pub const CLEANER_MAP_ENTRY_BYTES: usize = 32;
+/// Memory one slot of the log cleaner's key map costs: a (128-bit key hash, i64 offset)
+/// pair (32 bytes with the u128's alignment) plus the hash table's control byte. The
+/// table has a power of two of slots, at most 7/8 of them used (hashbrown's load factor).
+pub const CLEANER_MAP_ENTRY_BYTES: usize = std::mem::size_of::<(u128, i64)>() + 1;
 /// Size of the log cleaner's read buffer and of its write buffer (one each per shard: the
 /// cleaner cleans one partition at a time). A batch larger than this is read whole.
 pub const CLEANER_IO_BUFFER_BYTES: usize = 1 << 20;

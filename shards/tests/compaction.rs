@@ -329,15 +329,15 @@ fn full_key_map_cleans_a_prefix_per_pass() {
     let root = dir.path().to_path_buf();
     run(move || async move {
         let store_cfg = StoreConfig {
-            // Room for 50 keys (KEYS = 200 distinct keys are dirty).
-            cleaner_key_map_max_bytes: 50 * shards::CLEANER_MAP_ENTRY_BYTES,
+            // 64 slots: room for 56 keys (KEYS = 200 distinct keys are dirty).
+            cleaner_key_map_max_bytes: 64 * shards::CLEANER_MAP_ENTRY_BYTES,
             ..StoreConfig::default()
         };
         let (_store, p) = open_with(root.join("p"), compact_config(), store_cfg).await;
         let want = fill(&p).await;
         let end = p.log_end_offset();
         let first = p.clean().await.unwrap().expect("a pass");
-        assert!(first.map_full, "50 entries cannot map 200 keys");
+        assert!(first.map_full, "56 entries cannot map 200 keys");
         assert!(first.first_dirty_offset < end);
         let passes = 1 + clean_until_done(&p).await;
         assert!(passes >= 4, "{passes} passes");
