@@ -9,7 +9,10 @@
 //!
 //! A pass (`Partition::clean_pass`):
 //! 1. The cleanable segments are the sealed, finalized ones (never the active segment)
-//!    whose newest timestamp is at least min.compaction.lag.ms old, a prefix of the log.
+//!    whose newest timestamp is at least min.compaction.lag.ms old and which end at or
+//!    below `Partition::set_cleanable_end` (a replicated partition's high watermark: what
+//!    a truncation may still take must never be what a removal relied on), a prefix of the
+//!    log.
 //!    The dirty part starts at the first dirty offset (`CLEANER_CHECKPOINT_FILE`, else the
 //!    log start). A pass runs when dirty bytes / cleanable bytes reach
 //!    min.cleanable.dirty.ratio, or when the first dirty segment's oldest batch is older
@@ -373,13 +376,17 @@ impl Partition {
             }
             let log = self.log.borrow();
             let horizon = now.saturating_sub(cfg.min_compaction_lag_ms);
+            let bound = self.cleanable_end.get();
             let sealed = log.segments.len().saturating_sub(1);
             let segs: Vec<Rc<Segment>> = log
                 .segments
                 .values()
                 .take(sealed)
                 .take_while(|s| {
-                    s.sealed.get() && s.finalized.get() && s.index.borrow().max_timestamp <= horizon
+                    s.sealed.get()
+                        && s.finalized.get()
+                        && s.next_offset.get() <= bound
+                        && s.index.borrow().max_timestamp <= horizon
                 })
                 .cloned()
                 .collect();

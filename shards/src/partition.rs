@@ -424,6 +424,9 @@ pub struct Partition {
     spare: RefCell<Option<PathBuf>>,
     /// The log cleaner's first dirty offset (compacted logs; see `cleaner`).
     first_dirty: Cell<i64>,
+    /// The log cleaner cleans only segments ending at or below this offset (the high
+    /// watermark of a replicated partition; `set_cleanable_end`).
+    cleanable_end: Cell<i64>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -702,6 +705,7 @@ impl Partition {
             counters: Counters::default(),
             spare: RefCell::new(spare),
             first_dirty: Cell::new(cleaner::read_checkpoint(&dir).unwrap_or(0).min(next_offset)),
+            cleanable_end: Cell::new(i64::MAX),
         });
         part.recover_replay(true).await?;
         Ok(part)
@@ -2734,6 +2738,14 @@ impl Partition {
             head_writes: self.counters.head_writes.get(),
             producers: log.producers.len(),
         }
+    }
+
+    /// Bounds the log cleaner to segments that end at or below `offset` (a replicated
+    /// partition's high watermark: batches above it may still be truncated, and a record
+    /// must never be removed for a later one that a truncation then takes away, as in
+    /// Kafka). i64::MAX (the default): no bound, for a log whose appends are final.
+    pub fn set_cleanable_end(&self, offset: i64) {
+        self.cleanable_end.set(offset);
     }
 
     /// Runs one log-cleaner pass over this partition now (what the shard's cleaner task

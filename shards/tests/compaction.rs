@@ -740,3 +740,32 @@ fn dirty_ratio_and_compaction_lags() {
         assert_eq!(recs.iter().filter(|r| r.1 == b"x").count(), 1);
     });
 }
+
+// Proves the cleaner stays below `set_cleanable_end` (a replicated partition's high
+// watermark): segments ending above it are neither mapped nor cleaned.
+#[test]
+fn cleaning_stays_below_the_cleanable_end() {
+    let dir = tmpdir();
+    let root = dir.path().to_path_buf();
+    run(move || async move {
+        let (_s, p) = open(root.join("p"), compact_config()).await;
+        let want = fill(&p).await;
+        let end = p.log_end_offset();
+        p.set_cleanable_end(0);
+        assert!(p.clean().await.unwrap().is_none(), "nothing below offset 0");
+        // A bound inside the log: only the segments that end below it are cleaned.
+        let bound = end / 2;
+        p.set_cleanable_end(bound);
+        let r = p.clean().await.unwrap().expect("a pass");
+        assert!(
+            r.first_dirty_offset <= bound,
+            "mapped up to {}",
+            r.first_dirty_offset
+        );
+        let recs = records(&p).await;
+        assert!(recs.len() > want.len(), "records above the bound stay");
+        p.set_cleanable_end(i64::MAX);
+        clean_until_done(&p).await;
+        assert_compacted(&p, &want, end).await;
+    });
+}
