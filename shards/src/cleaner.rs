@@ -33,7 +33,7 @@
 //!    sequence state, as Kafka keeps it). Control batches are kept whole. A compressed batch
 //!    that loses records is stored uncompressed (the storage has no compressors).
 //! 4. The swap: the rewrite goes to `<base>.cleaned`, is truncated to its length and
-//!    fdatasync'ed, then renamed over `<base>.log` (atomic: a crash leaves the old or the
+//!    fdatasync'ed, the old index files removed, then it is renamed over `<base>.log` (atomic: a crash leaves the old or the
 //!    new file, both whole logs of the same offsets), the in-memory segment replaced in
 //!    the same synchronous section, then the index files written and the directory
 //!    fsync'ed. Recovery removes a leftover `.cleaned` file; a stale index is rebuilt by a
@@ -635,6 +635,14 @@ impl Partition {
                     seg.base_offset
                 );
                 return Ok(());
+            }
+            // The old index files describe the old file: gone before the new file takes
+            // its name, so that no crash leaves them beside it (their covered size is
+            // checked at open, but a rewrite could happen to have the old size).
+            if let Err(e) = seg.remove_index_files() {
+                drop((w, log));
+                abandon(&tmp);
+                return Err(e);
             }
             if let Err(e) = std::fs::rename(&tmp, &seg.path) {
                 drop((w, log));
