@@ -436,8 +436,14 @@ impl Partition {
             self.clean_segment(seg, map, map_end, now, &cfg, cuts_seen, &mut report)
                 .await?;
         }
-        self.first_dirty.set(map_end);
         report.first_dirty_offset = map_end;
+        if self.write.borrow().cuts.done != cuts_seen {
+            // A truncation during the pass (it lowered the first dirty offset itself): what
+            // was mapped may be gone; the next pass starts from there.
+            report.first_dirty_offset = self.first_dirty.get();
+            return Ok(Some(report));
+        }
+        self.first_dirty.set(map_end);
         if let Err(e) = write_checkpoint(&self.dir, map_end) {
             log::warn!(
                 "{}: cleaner checkpoint not written ({e}); the next pass cleans more",
