@@ -31,7 +31,10 @@
 //!    still ends at its original end offset (recovery checks that each segment starts
 //!    where the previous one ends), and an idempotent producer's latest batch (its
 //!    sequence state, as Kafka keeps it). Control batches are kept whole. A compressed batch
-//!    that loses records is stored uncompressed (the storage has no compressors).
+//!    that loses records is stored uncompressed (the storage has no compressors), unless
+//!    that would make it larger than max.message.bytes (or the store's batch_max_bytes):
+//!    then it stays whole, superseded records included, since a follower copying the log
+//!    would refuse it.
 //! 4. The swap: the rewrite goes to `<base>.cleaned`, is truncated to its length and
 //!    fdatasync'ed, the old index files removed, then it is renamed over `<base>.log` (atomic: a crash leaves the old or the
 //!    new file, both whole logs of the same offsets), the in-memory segment replaced in
@@ -543,6 +546,7 @@ impl Partition {
     ) -> Result<(), StorageError> {
         let expire_tombstones =
             seg.index.borrow().max_timestamp < now.saturating_sub(cfg.delete_retention_ms);
+        let batch_limit = (cfg.max_message_bytes as usize).min(self.store.config().batch_max_bytes);
         let limit = seg.size_bytes.get();
         let file = seg.file().await?;
         let mut reader = BatchReader::new(self.store.clone(), file, seg.path.clone(), 0, limit);
@@ -574,6 +578,16 @@ impl Partition {
                 let (out, max_ts): (&[u8], i64) = match &rewritten {
                     None => (&bytes, h.max_timestamp),
                     Some((n_removed, _, _)) if *n_removed == 0 => (&bytes, h.max_timestamp),
+                    // A compressed batch is rebuilt uncompressed; one that would then be
+                    // larger than a batch the log takes (a follower copying it would refuse
+                    // it) is kept whole instead.
+                    Some((_, count, _))
+                        if h.compression() != 0
+                            && BATCH_HEADER_BYTES + kept.len() > batch_limit
+                            && *count > 0 =>
+                    {
+                        (&bytes, h.max_timestamp)
+                    }
                     Some((n_removed, count, max_ts)) => {
                         removed += *n_removed;
                         if *count == 0 && !is_last && !self.producers_last_batch(&h) {

@@ -769,3 +769,74 @@ fn cleaning_stays_below_the_cleanable_end() {
         assert_compacted(&p, &want, end).await;
     });
 }
+
+/// `keyed_batch` marked as compressed with codec 1, its records left as they are: with
+/// `identity_codec` installed as the store's decompressor it reads like a compressed batch.
+fn fake_compressed(recs: &[KeyedRecord<'_>]) -> Bytes {
+    let mut b = keyed_batch(recs, 1_000);
+    b[21..23].copy_from_slice(&1i16.to_be_bytes());
+    let crc = shards::batch::compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+fn identity_codec() -> Rc<shards::DecompressFn> {
+    Rc::new(|codec, b| {
+        assert_eq!(codec, 1);
+        Ok(b.to_vec())
+    })
+}
+
+// Proves compressed batches go through the store's decompressor: keyless records in them
+// are refused; one that loses records is rebuilt uncompressed; and one whose rebuilt form
+// would exceed max.message.bytes (a follower would refuse it) is kept whole instead.
+#[test]
+fn compressed_batches_cleaned_through_the_decompressor() {
+    let dir = tmpdir();
+    let root = dir.path().to_path_buf();
+    run(move || async move {
+        let keys: Vec<Vec<u8>> = (0..20).map(|k| format!("k{k}").into_bytes()).collect();
+        let big = vec![b'v'; 200];
+        let recs: Vec<KeyedRecord<'_>> = keys
+            .iter()
+            .map(|k| (Some(&k[..]), Some(&big[..])))
+            .collect();
+        for (name, limit, whole) in [("fits", 1 << 20, false), ("too-big", 1000, true)] {
+            let (store, p) = open(root.join(name), compact_config()).await;
+            store.set_decompressor(identity_codec());
+            let e = p
+                .append(fake_compressed(&[(None, Some(b"x"))]), Durability::Written)
+                .await
+                .unwrap_err();
+            assert_eq!(e.kafka_error_code(), 87, "{e}");
+            p.append(fake_compressed(&recs), Durability::Written)
+                .await
+                .unwrap();
+            p.append(
+                Bytes::from(keyed_batch(&[(Some(b"k0"), Some(b"new"))], 1_000)),
+                Durability::Written,
+            )
+            .await
+            .unwrap();
+            let mut want = BTreeMap::new();
+            roll_with_marker(&p, &mut want).await;
+            p.set_config(LogConfig {
+                max_message_bytes: limit,
+                ..p.config()
+            });
+            clean_until_done(&p).await;
+            let hs = headers(&log_bytes(&p, 0).await);
+            assert_eq!(hs[0].base_offset, 0);
+            let k0 = records(&p).await.iter().filter(|r| r.1 == b"k0").count();
+            if whole {
+                assert_eq!(hs[0].compression(), 1, "{name}: kept as stored");
+                assert_eq!(hs[0].record_count, 20);
+                assert_eq!(k0, 2, "{name}: the superseded k0 stays in the whole batch");
+            } else {
+                assert_eq!(hs[0].compression(), 0, "{name}: rebuilt uncompressed");
+                assert_eq!((hs[0].record_count, hs[0].last_offset_delta), (19, 19));
+                assert_eq!(k0, 1, "{name}");
+            }
+        }
+    });
+}
