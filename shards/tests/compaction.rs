@@ -796,7 +796,7 @@ fn compressed_batches_cleaned_through_the_decompressor() {
     let root = dir.path().to_path_buf();
     run(move || async move {
         let keys: Vec<Vec<u8>> = (0..20).map(|k| format!("k{k}").into_bytes()).collect();
-        let big = vec![b'v'; 200];
+        let big = [b'v'; 200];
         let recs: Vec<KeyedRecord<'_>> = keys
             .iter()
             .map(|k| (Some(&k[..]), Some(&big[..])))
