@@ -441,8 +441,10 @@ async fn shard_main(
         ..Default::default()
     });
     // The log cleaner and the key check of compacted topics read compressed batches
-    // through the broker's bounded decompressor (the storage has no codecs).
-    store.set_decompressor(Rc::new(crate::handlers::list_offsets::decompress));
+    // through the broker's bounded decompressor, and the cleaner compresses cleaned
+    // batches again with their codec (the storage has no codecs).
+    store.set_decompressor(Rc::new(crate::codec::decompress));
+    store.set_compressor(Rc::new(crate::codec::compress));
     let controller = controller.map(|h| Rc::new(Controller::new(h)));
     let shard = Rc::new(Shard::new(
         id,

@@ -19,6 +19,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use shards::batch::BatchHeader;
 
 /// A record to produce: (key, value; None is a tombstone).
 type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
@@ -125,20 +126,22 @@ fn fetch(conn: &mut Conn, topic: &str, offset: i64, max_bytes: i32) -> (i16, i64
 /// Every record from offset 0 to the high watermark, as a consumer reads them: (offset,
 /// key, value). The next fetch offset follows each response's last batch (lastOffsetDelta),
 /// as clients do.
-fn read_all(conn: &mut Conn, topic: &str) -> (Vec<Read>, i64) {
+fn read_all(conn: &mut Conn, topic: &str) -> (Vec<Read>, i64, Vec<BatchHeader>) {
     let mut out = Vec::new();
+    let mut headers = Vec::new();
     let mut offset = 0;
     loop {
         let (err, hw, bytes) = fetch(conn, topic, offset, 64 << 10);
         assert_eq!(err, 0);
         if offset >= hw || bytes.is_empty() {
-            return (out, hw);
+            return (out, hw, headers);
         }
         let mut pos = 0;
         while pos < bytes.len() {
             let h = shards::batch::parse_header(&bytes[pos..]).unwrap();
             offset = h.last_offset() + 1;
             pos += h.total_bytes();
+            headers.push(h);
         }
         for r in decode_records(&bytes) {
             out.push((
@@ -242,10 +245,10 @@ fn compacted_topic_reads_latest_value_per_key() {
         .collect();
 
     let deadline = Instant::now() + Duration::from_secs(30);
-    let (recs, hw) = loop {
-        let (recs, hw) = read_all(&mut c_leader(&broker, topic), topic);
+    let (recs, hw, headers) = loop {
+        let (recs, hw, headers) = read_all(&mut c_leader(&broker, topic), topic);
         if recs.len() == live.len() || Instant::now() > deadline {
-            break (recs, hw);
+            break (recs, hw, headers);
         }
         std::thread::sleep(Duration::from_millis(200));
     };
@@ -267,6 +270,13 @@ fn compacted_topic_reads_latest_value_per_key() {
         recs.last().unwrap().0,
         produced - 1,
         "the last record keeps its offset"
+    );
+    // The last round's values came in LZ4 batches (the encoder made one batch per record
+    // here): they are served as stored, still compressed.
+    assert!(
+        headers.iter().any(|h| h.compression() == 3),
+        "no LZ4 batch left among {} batches",
+        headers.len()
     );
     // Offset 0 held key-0's first value in a batch whose records were all superseded: the
     // fetch answers the next batch still there (possibly one the cleaner emptied to keep

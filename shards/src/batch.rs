@@ -531,21 +531,21 @@ pub fn walk_records<'a>(
 /// the log end and the records' offsets stay as they were); record count, batch length
 /// and CRC new; maxTimestamp the largest kept record timestamp (kept as it is on
 /// LogAppendTime batches). `records`: the kept records back to back, verbatim
-/// (`RecordView::bytes`), uncompressed: the compression bits are cleared (the storage has
-/// no compressors; a cleaned compressed batch is stored uncompressed).
+/// (`RecordView::bytes`), compressed with `codec` (attributes bits 0-2; 0: none).
 pub fn rebuild_batch(
     original_header: &[u8],
     h: &BatchHeader,
     records: &[u8],
     count: i32,
     max_timestamp: i64,
+    codec: u8,
 ) -> Vec<u8> {
     let mut b = Vec::with_capacity(BATCH_HEADER_BYTES + records.len());
     b.extend_from_slice(&original_header[..BATCH_HEADER_BYTES]);
     b.extend_from_slice(records);
     let batch_length = (b.len() - LOG_OVERHEAD_BYTES) as i32;
     b[8..12].copy_from_slice(&batch_length.to_be_bytes());
-    let attributes = h.attributes & !0x7;
+    let attributes = (h.attributes & !0x7) | i16::from(codec & 0x7);
     b[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
     if !h.is_log_append_time() {
         b[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]

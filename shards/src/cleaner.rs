@@ -24,17 +24,20 @@
 //! 3. Every cleanable segment holding offsets below `map_end` is rewritten: a record goes
 //!    when a later record of its key is mapped, when it has no key (Kafka's cleaner drops
 //!    those too), or when it is a tombstone below `map_end` in a segment whose newest
-//!    timestamp is older than delete.retention.ms. A batch keeps its base offset,
+//!    timestamp is older than delete.retention.ms (no longer once the pass met a batch
+//!    it cannot read: it is kept whole, unmapped, and could hide an older record of the
+//!    tombstone's key). A batch keeps its base offset,
 //!    lastOffsetDelta, base timestamp and producer fields (Kafka's cleaner does the same),
 //!    so offsets never change, only gaps appear; a batch left without records is dropped,
 //!    except the segment's last batch, which stays as an empty batch so that the segment
 //!    still ends at its original end offset (recovery checks that each segment starts
 //!    where the previous one ends), and an idempotent producer's latest batch (its
 //!    sequence state, as Kafka keeps it). Control batches are kept whole. A compressed batch
-//!    that loses records is stored uncompressed (the storage has no compressors), unless
-//!    that would make it larger than max.message.bytes (or the store's batch_max_bytes):
-//!    then it stays whole, superseded records included, since a follower copying the log
-//!    would refuse it.
+//!    that loses records is compressed again with its codec through the store's compressor
+//!    (the broker's; the storage has no codecs), else stored uncompressed, unless that
+//!    makes it larger than max.message.bytes (or the store's batch_max_bytes): then it
+//!    stays whole, superseded records included, since a follower copying the log would
+//!    refuse it.
 //! 4. The swap: the rewrite goes to `<base>.cleaned`, is truncated to its length and
 //!    fdatasync'ed, the old index files removed, then it is renamed over `<base>.log` (atomic: a crash leaves the old or the
 //!    new file, both whole logs of the same offsets), the in-memory segment replaced in
@@ -142,6 +145,9 @@ pub struct CleanReport {
     pub first_dirty_offset: i64,
     /// The key map filled: only a prefix of the dirty records was mapped.
     pub map_full: bool,
+    /// Batches whose records could not be read (kept whole). Once one is met, the pass
+    /// removes no more tombstones: an older record of a tombstone's key could hide there.
+    pub unreadable_batches: u64,
 }
 
 pub(crate) fn read_checkpoint(dir: &Path) -> Option<i64> {
@@ -466,8 +472,8 @@ impl Partition {
     }
 
     /// Maps key -> latest offset over the dirty records [first_dirty, end); returns where
-    /// the mapping stopped (`end`, or the first record the full map could not take, or a
-    /// batch whose records cannot be read) and whether the map filled.
+    /// the mapping stopped (`end`, or the first record the full map could not take) and
+    /// whether the map filled.
     async fn build_map(
         &self,
         segs: &[Rc<Segment>],
@@ -492,16 +498,17 @@ impl Partition {
                 if h.last_offset() < first_dirty || h.is_control() {
                     continue;
                 }
-                let stop_here = h.base_offset.max(first_dirty);
+                // A batch whose records cannot be read is not mapped (and is kept whole by
+                // the rewrite): a missing key only ever keeps more records, never fewer.
                 let plain = match plain_records(&self.store, &h, &bytes) {
                     Ok(p) => p,
                     Err(e) => {
                         log::warn!(
-                            "{}: cleaner stops mapping at offset {}: {e}",
+                            "{}: cleaner cannot read batch {} (kept whole, not mapped): {e}",
                             self.dir.display(),
                             h.base_offset
                         );
-                        return Ok((stop_here, false));
+                        continue;
                     }
                 };
                 let records = plain.as_deref().unwrap_or(&bytes[BATCH_HEADER_BYTES..]);
@@ -518,11 +525,10 @@ impl Partition {
                 });
                 if let Err(e) = walked {
                     log::warn!(
-                        "{}: cleaner stops mapping at offset {}: {e}",
+                        "{}: cleaner cannot read batch {} (kept whole, partly mapped): {e}",
                         self.dir.display(),
                         h.base_offset
                     );
-                    return Ok((stop_here, false));
                 }
                 if let Some(at) = full_at {
                     return Ok((at, true));
@@ -573,37 +579,36 @@ impl Partition {
                 let rewritten = if h.is_control() {
                     None
                 } else {
-                    self.filter_batch(&h, &bytes, map, map_end, expire_tombstones, &mut kept)
-                };
-                let (out, max_ts): (&[u8], i64) = match &rewritten {
-                    None => (&bytes, h.max_timestamp),
-                    Some((n_removed, _, _)) if *n_removed == 0 => (&bytes, h.max_timestamp),
-                    // A compressed batch is rebuilt uncompressed; one that would then be
-                    // larger than a batch the log takes (a follower copying it would refuse
-                    // it) is kept whole instead.
-                    Some((_, count, _))
-                        if h.compression() != 0
-                            && BATCH_HEADER_BYTES + kept.len() > batch_limit
-                            && *count > 0 =>
-                    {
-                        (&bytes, h.max_timestamp)
+                    let expire = expire_tombstones && report.unreadable_batches == 0;
+                    let r = self.filter_batch(&h, &bytes, map, map_end, expire, &mut kept);
+                    if r.is_none() {
+                        report.unreadable_batches += 1;
                     }
-                    Some((n_removed, count, max_ts)) => {
-                        removed += *n_removed;
-                        if *count == 0 && !is_last && !self.producers_last_batch(&h) {
+                    r
+                };
+                let rebuilt = match rewritten {
+                    Some((n_removed, count, max_ts)) if n_removed > 0 => {
+                        if count == 0 && !is_last && !self.producers_last_batch(&h) {
+                            removed += n_removed;
                             continue;
                         }
-                        let max_ts = if *count == 0 {
-                            h.max_timestamp
+                        let max_ts = if count == 0 { h.max_timestamp } else { max_ts };
+                        let b = self.rebuild(&h, &bytes, &kept, count as i32, max_ts);
+                        // Larger than a batch the log takes (a compressed batch rebuilt
+                        // uncompressed): a follower copying it would refuse it, so the
+                        // batch stays whole.
+                        if b.len() > batch_limit && b.len() > bytes.len() {
+                            None
                         } else {
-                            *max_ts
-                        };
-                        let b = batch::rebuild_batch(&bytes, &h, &kept, *count as i32, max_ts);
-                        let rel = (h.base_offset - seg.base_offset) as u32;
-                        index.on_batch(rel, w.position(), b.len() as u64, max_ts);
-                        w.push(&b).await?;
-                        continue;
+                            removed += n_removed;
+                            Some((b, max_ts))
+                        }
                     }
+                    _ => None,
+                };
+                let (out, max_ts): (&[u8], i64) = match &rebuilt {
+                    Some((b, max_ts)) => (b, *max_ts),
+                    None => (&bytes, h.max_timestamp),
                 };
                 let rel = (h.base_offset - seg.base_offset) as u32;
                 index.on_batch(rel, w.position(), out.len() as u64, max_ts);
@@ -702,6 +707,33 @@ impl Partition {
             log::warn!("{}: could not write index files: {e}", new.path.display());
         }
         sync_dir(&self.dir).await
+    }
+
+    /// `h` with only the `kept` records (uncompressed, back to back): compressed again with
+    /// the batch's codec when the store has a compressor, else stored uncompressed.
+    fn rebuild(
+        &self,
+        h: &BatchHeader,
+        bytes: &[u8],
+        kept: &[u8],
+        count: i32,
+        max_ts: i64,
+    ) -> Vec<u8> {
+        let codec = h.compression();
+        if codec != 0
+            && count > 0
+            && let Some(compress) = self.store.compressor()
+        {
+            match compress(codec, kept) {
+                Ok(c) => return batch::rebuild_batch(bytes, h, &c, count, max_ts, codec),
+                Err(e) => log::warn!(
+                    "{}: batch {} stored uncompressed after cleaning: {e}",
+                    self.dir.display(),
+                    h.base_offset
+                ),
+            }
+        }
+        batch::rebuild_batch(bytes, h, kept, count, max_ts, 0)
     }
 
     /// Whether `h` is the latest batch of its idempotent producer: kept (emptied if need be)

@@ -37,4 +37,4 @@ pub use partition::{
     AppendInfo, AppendMode, Chunk, Decompress, Partition, PartitionStats, ReadOutput,
 };
 pub use segment::segment_file_name;
-pub use store::{DecompressFn, FaultInjector, Store, StoreStats};
+pub use store::{CompressFn, DecompressFn, FaultInjector, Store, StoreStats};

@@ -71,6 +71,10 @@ pub struct FaultInjector {
 /// must bound what it produces (a stored batch can be a decompression bomb).
 pub type DecompressFn = dyn Fn(u8, &[u8]) -> Result<Vec<u8>, String>;
 
+/// Compresses records with a codec (attributes bits 0-2): the log cleaner compresses a
+/// cleaned batch again with its own codec. Installed by the broker (`set_compressor`).
+pub type CompressFn = dyn Fn(u8, &[u8]) -> Result<Vec<u8>, String>;
+
 /// The buffer of one DMA write: owned (data) or shared (the shard's zeros).
 pub(crate) enum WriteBuf {
     Owned(DmaBuffer),
@@ -146,6 +150,7 @@ pub struct Store {
     dsync_writes: Cell<u64>,
     zeros: RefCell<Option<Rc<DmaBuffer>>>,
     decompressor: RefCell<Option<Rc<DecompressFn>>>,
+    compressor: RefCell<Option<Rc<CompressFn>>>,
     /// One cleaning pass at a time per shard: it holds the key map.
     cleaner_lock: Rc<Semaphore>,
     /// The shard's cleaner key map, allocated at the first pass, kept between passes.
@@ -178,6 +183,7 @@ impl Store {
             dsync_writes: Cell::new(0),
             zeros: RefCell::new(None),
             decompressor: RefCell::new(None),
+            compressor: RefCell::new(None),
             cleaner_lock: Rc::new(Semaphore::new(1)),
             cleaner_map: RefCell::new(None),
             cleaner_stats: RefCell::new(StoreStats::default()),
@@ -202,6 +208,16 @@ impl Store {
 
     pub(crate) fn decompressor(&self) -> Option<Rc<DecompressFn>> {
         self.decompressor.borrow().clone()
+    }
+
+    /// Installs the compressor the log cleaner compresses cleaned batches with (without
+    /// one, a compressed batch that loses records is stored uncompressed).
+    pub fn set_compressor(&self, c: Rc<CompressFn>) {
+        *self.compressor.borrow_mut() = Some(c);
+    }
+
+    pub(crate) fn compressor(&self) -> Option<Rc<CompressFn>> {
+        self.compressor.borrow().clone()
     }
 
     /// Fails with an injected crash if the fault hook asks to stop the cleaner at `point`.

@@ -770,28 +770,28 @@ fn cleaning_stays_below_the_cleanable_end() {
     });
 }
 
-/// `keyed_batch` marked as compressed with codec 1, its records left as they are: with
-/// `identity_codec` installed as the store's decompressor it reads like a compressed batch.
-fn fake_compressed(recs: &[KeyedRecord<'_>]) -> Bytes {
+/// `keyed_batch` marked as compressed with codec 1, its records section replaced by
+/// `stored` (None: left as it is).
+fn fake_compressed(recs: &[KeyedRecord<'_>], stored: Option<&[u8]>) -> Bytes {
     let mut b = keyed_batch(recs, 1_000);
+    if let Some(stored) = stored {
+        b.truncate(shards::batch::BATCH_HEADER_BYTES);
+        b.extend_from_slice(stored);
+        let len = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+    }
     b[21..23].copy_from_slice(&1i16.to_be_bytes());
     let crc = shards::batch::compute_crc(&b);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     Bytes::from(b)
 }
 
-fn identity_codec() -> Rc<shards::DecompressFn> {
-    Rc::new(|codec, b| {
-        assert_eq!(codec, 1);
-        Ok(b.to_vec())
-    })
-}
-
-// Proves compressed batches go through the store's decompressor: keyless records in them
-// are refused; one that loses records is rebuilt uncompressed; and one whose rebuilt form
-// would exceed max.message.bytes (a follower would refuse it) is kept whole instead.
+// Proves compressed batches go through the store's codecs: keyless records in them are
+// refused; one that loses records is compressed again with its codec when a compressor is
+// installed, else rebuilt uncompressed; and one whose uncompressed rebuild would exceed
+// max.message.bytes (a follower would refuse it) is kept whole instead.
 #[test]
-fn compressed_batches_cleaned_through_the_decompressor() {
+fn compressed_batches_cleaned_through_the_codecs() {
     let dir = tmpdir();
     let root = dir.path().to_path_buf();
     run(move || async move {
@@ -801,15 +801,34 @@ fn compressed_batches_cleaned_through_the_decompressor() {
             .iter()
             .map(|k| (Some(&k[..]), Some(&big[..])))
             .collect();
-        for (name, limit, whole) in [("fits", 1 << 20, false), ("too-big", 1000, true)] {
+        let plain = keyed_batch(&recs, 1_000)[shards::batch::BATCH_HEADER_BYTES..].to_vec();
+        // The fake codec 1: "Z" stands for the 20 records above; anything else is itself.
+        let decompress: Rc<shards::DecompressFn> = Rc::new(move |codec, b| {
+            assert_eq!(codec, 1);
+            Ok(if b == b"Z" { plain.clone() } else { b.to_vec() })
+        });
+        for (name, limit, compressor) in [
+            ("uncompressed", 1 << 20, false),
+            ("kept-whole", 1000, false),
+            ("recompressed", 1000, true),
+        ] {
             let (store, p) = open(root.join(name), compact_config()).await;
-            store.set_decompressor(identity_codec());
+            store.set_decompressor(decompress.clone());
+            if compressor {
+                store.set_compressor(Rc::new(|codec, _| {
+                    assert_eq!(codec, 1);
+                    Ok(b"z".to_vec())
+                }));
+            }
             let e = p
-                .append(fake_compressed(&[(None, Some(b"x"))]), Durability::Written)
+                .append(
+                    fake_compressed(&[(None, Some(b"x"))], None),
+                    Durability::Written,
+                )
                 .await
                 .unwrap_err();
             assert_eq!(e.kafka_error_code(), 87, "{e}");
-            p.append(fake_compressed(&recs), Durability::Written)
+            p.append(fake_compressed(&recs, Some(b"Z")), Durability::Written)
                 .await
                 .unwrap();
             p.append(
@@ -825,17 +844,28 @@ fn compressed_batches_cleaned_through_the_decompressor() {
                 ..p.config()
             });
             clean_until_done(&p).await;
-            let hs = headers(&log_bytes(&p, 0).await);
-            assert_eq!(hs[0].base_offset, 0);
-            let k0 = records(&p).await.iter().filter(|r| r.1 == b"k0").count();
-            if whole {
-                assert_eq!(hs[0].compression(), 1, "{name}: kept as stored");
-                assert_eq!(hs[0].record_count, 20);
-                assert_eq!(k0, 2, "{name}: the superseded k0 stays in the whole batch");
-            } else {
-                assert_eq!(hs[0].compression(), 0, "{name}: rebuilt uncompressed");
-                assert_eq!((hs[0].record_count, hs[0].last_offset_delta), (19, 19));
-                assert_eq!(k0, 1, "{name}");
+            let bytes = log_bytes(&p, 0).await;
+            let hs = headers(&bytes);
+            let first = &bytes[..hs[0].total_bytes()];
+            assert_eq!(hs[0].base_offset, 0, "{name}");
+            let records_section = &first[shards::batch::BATCH_HEADER_BYTES..];
+            match name {
+                "uncompressed" => {
+                    assert_eq!(hs[0].compression(), 0, "{name}: rebuilt uncompressed");
+                    assert_eq!((hs[0].record_count, hs[0].last_offset_delta), (19, 19));
+                    let k0 = records(&p).await.iter().filter(|r| r.1 == b"k0").count();
+                    assert_eq!(k0, 1, "{name}");
+                }
+                "kept-whole" => {
+                    assert_eq!(hs[0].compression(), 1, "{name}: kept as stored");
+                    assert_eq!(hs[0].record_count, 20);
+                    assert_eq!(records_section, b"Z");
+                }
+                _ => {
+                    assert_eq!(hs[0].compression(), 1, "{name}: codec kept");
+                    assert_eq!((hs[0].record_count, hs[0].last_offset_delta), (19, 19));
+                    assert_eq!(records_section, b"z", "{name}: compressed again");
+                }
             }
         }
     });

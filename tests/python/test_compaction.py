@@ -2,8 +2,9 @@
 confluent-kafka to a topic with cleanup.policy=compact, cleaned by the broker's cleaner
 (--log-cleaner-backoff-ms 100, small segments, min.cleanable.dirty.ratio=0.01,
 delete.retention.ms=0), then read from the beginning by confluent-kafka and kafka-python
-consumers: exactly the latest value per live key, offsets growing with gaps. Keyless
-records are refused with INVALID_RECORD."""
+consumers: exactly the latest value per live key, offsets growing with gaps; batches of
+every codec, cleaned ones compressed again by the broker. Keyless records are refused
+with INVALID_RECORD."""
 
 import time
 import uuid
@@ -36,13 +37,20 @@ def compacted_topic(broker):
     return topic
 
 
+CODECS = ["none", "lz4", "zstd", "gzip", "snappy"]
+
+
 def fill(broker, topic):
     """Produces ROUNDS updates of KEYS keys (tombstones for every 5th key last), then one
-    record after segment.ms so that every update sits in a sealed segment. Returns
-    (latest live value per key, log end offset)."""
-    p = CKProducer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+    record after segment.ms so that every update sits in a sealed segment. Each round goes
+    through a producer with another compression codec, so the last round's batches (snappy,
+    several records each) lose their tombstones in the cleaner and are compressed again.
+    Returns (latest live value per key, log end offset)."""
+    producers = {c: CKProducer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5,
+                                "compression.type": c}) for c in CODECS}
     want = {}
     for rnd in range(ROUNDS):
+        p = producers[CODECS[rnd % len(CODECS)]]
         for k in range(KEYS):
             key = b"key-%d" % k
             v = None if (rnd == ROUNDS - 1 and k % 5 == 0) else value(rnd, k)
@@ -50,6 +58,7 @@ def fill(broker, topic):
             want[key] = v
         assert p.flush(TIMEOUT_S) == 0
     time.sleep(1.1)
+    p = producers["none"]
     p.produce(topic, key=b"end", value=b"x", partition=0)
     assert p.flush(TIMEOUT_S) == 0
     want[b"end"] = b"x"
