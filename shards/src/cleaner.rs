@@ -446,6 +446,10 @@ impl Partition {
                 .await?;
         }
         report.first_dirty_offset = map_end;
+        if self.write.borrow().stopped.is_some() {
+            // Closed or deleted meanwhile (its directory may belong to a new incarnation).
+            return Ok(Some(report));
+        }
         if self.write.borrow().cuts.done != cuts_seen {
             // A truncation during the pass (it lowered the first dirty offset itself): what
             // was mapped may be gone; the next pass starts from there.
