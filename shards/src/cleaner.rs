@@ -554,6 +554,10 @@ impl Partition {
         cuts_seen: u64,
         report: &mut CleanReport,
     ) -> Result<(), StorageError> {
+        if self.write.borrow().stopped.is_some() {
+            // Closed or deleted: its files are no longer the cleaner's to write.
+            return Ok(());
+        }
         let expire_tombstones =
             seg.index.borrow().max_timestamp < now.saturating_sub(cfg.delete_retention_ms);
         let batch_limit = (cfg.max_message_bytes as usize).min(self.store.config().batch_max_bytes);
