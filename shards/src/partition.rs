@@ -19,6 +19,11 @@
 //! uses `append_with` (leader: epoch stamped; follower: the leader's offsets kept),
 //! `read_bounded` (consumers below the high watermark), `truncate_to` and the leader-epoch
 //! cache (`leader_epochs`, `end_offset_for_epoch`).
+//!
+//! Compacted logs (cleanup.policy=compact): the log cleaner (child module `cleaner`)
+//! rewrites sealed segments keeping offsets, so batches may skip offsets (gaps); reads
+//! answer the next batch after an offset in a gap, follower appends and truncation accept
+//! gaps, and appends of records without a key are refused.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -2336,8 +2341,9 @@ impl Partition {
 
     /// Where the batch holding `offset` (or the first after it) starts in `seg` (every
     /// write of it completed): (byte position, the log end offset once cut there,
-    /// (position, maxTimestamp) of the batches walked before it). The walk starts at the index entry before the one `offset` maps to, so
-    /// it covers every batch after the last index entry that stays.
+    /// (position, maxTimestamp) of the batches walked before it). The walk starts at the
+    /// index entry before the one `offset` maps to, so it covers every batch after the
+    /// last index entry that stays.
     async fn cut_position(
         &self,
         seg: &Rc<Segment>,
