@@ -192,7 +192,7 @@ fn describe(conn: &mut Conn, topic: &str) -> BTreeMap<String, (String, i8)> {
 #[test]
 fn compacted_topic_reads_latest_value_per_key() {
     let tmp = tmpdir();
-    let broker = Broker::start_in(tmp.path(), 1, &["--log-cleaner-backoff-ms", "100"]);
+    let mut broker = Broker::start_in(tmp.path(), 1, &["--log-cleaner-backoff-ms", "100"]);
     let mut c = broker.connect();
     let topic = "compacted";
     let code = create_topic(
@@ -306,6 +306,14 @@ fn compacted_topic_reads_latest_value_per_key() {
         keyed(&[(None, Some(b"v".to_vec()))], Compression::Lz4),
     );
     assert_eq!(err, 87, "INVALID_RECORD (compressed)");
+    // After a restart the compacted log recovers as it was (gapped segments scanned or
+    // their index files loaded).
+    drop((c, p));
+    assert_eq!(broker.stop(), Some(0));
+    let broker = Broker::start_in(tmp.path(), 1, &[]);
+    let (again, hw2, _) = read_all(&mut c_leader(&broker, topic), topic);
+    assert_eq!(hw2, produced);
+    assert_eq!(again, recs);
 }
 
 fn c_leader(broker: &Broker, topic: &str) -> Conn {
