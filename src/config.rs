@@ -74,6 +74,14 @@ pub struct ServeArgs {
     /// Default retention.ms for topics without their own.
     #[arg(long)]
     pub log_retention_ms: Option<i64>,
+    /// Kafka's log.cleaner.backoff.ms: pause between two passes of each shard's log
+    /// cleaner over its compacted partitions (default 15000).
+    #[arg(long)]
+    pub log_cleaner_backoff_ms: Option<u64>,
+    /// Kafka's log.cleaner.io.max.bytes.per.second, per shard: bytes the log cleaner reads
+    /// plus writes per second (default 134217728 = 128 MiB/s; 0: unbounded).
+    #[arg(long)]
+    pub log_cleaner_io_max_bytes_per_second: Option<u64>,
     /// KRaft's node.id: this host's id in the cluster (default 0). Its shards are the
     /// Kafka nodes `node-id x 1024 + shard`.
     #[arg(long)]
@@ -169,6 +177,8 @@ pub struct BrokerConfig {
     pub log_retention_ms: i64,
     /// The admin HTTP address (`admin`).
     pub admin_listen: SocketAddr,
+    pub log_cleaner_backoff_ms: u64,
+    pub log_cleaner_io_max_bytes_per_second: u64,
 }
 
 /// Redpanda's admin API port, where /metrics and /health are served by default.
@@ -272,6 +282,15 @@ impl BrokerConfig {
                     }
                     "log-retention-ms" => {
                         a.log_retention_ms = a.log_retention_ms.or(Some(parse_value(&k, &v)?))
+                    }
+                    "log-cleaner-io-max-bytes-per-second" => {
+                        a.log_cleaner_io_max_bytes_per_second = a
+                            .log_cleaner_io_max_bytes_per_second
+                            .or(Some(parse_value(&k, &v)?))
+                    }
+                    "log-cleaner-backoff-ms" => {
+                        a.log_cleaner_backoff_ms =
+                            a.log_cleaner_backoff_ms.or(Some(parse_value(&k, &v)?))
                     }
                     "node-id" => a.node_id = a.node_id.or(Some(parse_value(&k, &v)?)),
                     "controller-quorum-voters" => {
@@ -406,6 +425,13 @@ impl BrokerConfig {
             log_flush_interval_ms: a.log_flush_interval_ms.unwrap_or(1000),
             log_segment_bytes: a.log_segment_bytes.unwrap_or(1 << 30),
             log_retention_ms: a.log_retention_ms.unwrap_or(7 * 24 * 3600 * 1000),
+            log_cleaner_backoff_ms: a
+                .log_cleaner_backoff_ms
+                .unwrap_or(shards::CLEANER_BACKOFF_DEFAULT_MS)
+                .max(1),
+            log_cleaner_io_max_bytes_per_second: a
+                .log_cleaner_io_max_bytes_per_second
+                .unwrap_or(shards::CLEANER_IO_DEFAULT_BYTES_PER_SEC),
         })
     }
 }

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod alloc;
 pub mod client;
 pub mod cluster;
+pub mod codec;
 pub mod config;
 pub mod connection;
 pub mod controller;

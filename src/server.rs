@@ -465,8 +465,15 @@ async fn shard_main(
     let store = shards::Store::new(shards::StoreConfig {
         cache_max_bytes: (config.cache_bytes / count).max(16 << 20),
         disk_free_min_bytes: config.disk_free_min_bytes,
+        cleaner_backoff_ms: config.log_cleaner_backoff_ms,
+        cleaner_io_max_bytes_per_sec: config.log_cleaner_io_max_bytes_per_second,
         ..Default::default()
     });
+    // The log cleaner and the key check of compacted topics read compressed batches
+    // through the broker's bounded decompressor, and the cleaner compresses cleaned
+    // batches again with their codec (the storage has no codecs).
+    store.set_decompressor(Rc::new(crate::codec::decompress));
+    store.set_compressor(Rc::new(crate::codec::compress));
     let controller = controller.map(|h| Rc::new(Controller::new(h)));
     let shard = Rc::new(Shard::new(
         id,

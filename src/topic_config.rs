@@ -14,6 +14,8 @@ pub enum ConfigType {
     String = 2,
     Int = 3,
     Long = 5,
+    Double = 6,
+    List = 7,
 }
 
 pub struct TopicConfigSpec {
@@ -25,14 +27,45 @@ pub struct TopicConfigSpec {
     pub min: i64,
 }
 
+/// Largest value of min.cleanable.dirty.ratio (a fraction, as Kafka's [0, 1] range).
+const DIRTY_RATIO_MAX: f64 = 1.0;
+
 /// Every topic config osprey knows. Unknown names are refused with INVALID_CONFIG, as
 /// Kafka does, so a typo is never silently ignored.
 pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
     TopicConfigSpec {
         name: "cleanup.policy",
-        kind: ConfigType::String,
-        doc: "Retention policy: only `delete` is implemented (compaction comes later).",
-        allowed: &["delete"],
+        kind: ConfigType::List,
+        doc: "A list of `delete` (retention.ms / retention.bytes delete old segments) and `compact` (the log cleaner keeps the latest record per key).",
+        allowed: &["delete", "compact"],
+        min: 0,
+    },
+    TopicConfigSpec {
+        name: "min.cleanable.dirty.ratio",
+        kind: ConfigType::Double,
+        doc: "The log cleaner cleans a compacted log once dirty bytes / cleanable bytes reach this.",
+        allowed: &[],
+        min: 0,
+    },
+    TopicConfigSpec {
+        name: "min.compaction.lag.ms",
+        kind: ConfigType::Long,
+        doc: "A record stays uncompacted at least this long.",
+        allowed: &[],
+        min: 0,
+    },
+    TopicConfigSpec {
+        name: "max.compaction.lag.ms",
+        kind: ConfigType::Long,
+        doc: "A record stays uncompacted at most about this long, whatever the dirty ratio.",
+        allowed: &[],
+        min: 1,
+    },
+    TopicConfigSpec {
+        name: "delete.retention.ms",
+        kind: ConfigType::Long,
+        doc: "Tombstones of a compacted log stay readable this long before the cleaner removes them.",
+        allowed: &[],
         min: 0,
     },
     TopicConfigSpec {
@@ -131,6 +164,30 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
         return Err(format!("unknown topic config `{name}`"));
     };
     match spec.kind {
+        ConfigType::List => {
+            // Kafka: a comma-separated list, each item one of the allowed values. An empty
+            // list is valid (cleanup.policy: no cleanup at all, as in Kafka).
+            for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                if !spec.allowed.contains(&item) {
+                    return Err(format!(
+                        "Invalid value {value} for configuration {name}: each item must be one of {:?}",
+                        spec.allowed
+                    ));
+                }
+            }
+        }
+        ConfigType::Double => {
+            let v: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{name}` must be a number, got `{value}`"))?;
+            if !(v >= spec.min as f64 && v <= DIRTY_RATIO_MAX) {
+                return Err(format!(
+                    "Invalid value {value} for configuration {name}: Value must be between {} and {DIRTY_RATIO_MAX}",
+                    spec.min
+                ));
+            }
+        }
         ConfigType::String | ConfigType::Boolean => {
             if !spec.allowed.is_empty() && !spec.allowed.contains(&value) {
                 return Err(format!(
@@ -171,6 +228,10 @@ pub fn default_value(name: &str, broker: &BrokerConfig) -> String {
         "min.insync.replicas" => broker.min_insync_replicas.to_string(),
         "unclean.leader.election.enable" => "false".into(),
         "message.timestamp.type" => "CreateTime".into(),
+        "min.cleanable.dirty.ratio" => log.min_cleanable_dirty_ratio.to_string(),
+        "min.compaction.lag.ms" => log.min_compaction_lag_ms.to_string(),
+        "max.compaction.lag.ms" => log.max_compaction_lag_ms.to_string(),
+        "delete.retention.ms" => log.delete_retention_ms.to_string(),
         _ => String::new(),
     }
 }
@@ -209,7 +270,40 @@ pub fn log_config(configs: &BTreeMap<String, String>, broker: &BrokerConfig) -> 
         flush_ms: num(configs, "flush.ms", broker, d.flush_ms),
         flush_messages: num(configs, "flush.messages", broker, d.flush_messages),
         log_append_time: effective(configs, "message.timestamp.type", broker) == "LogAppendTime",
+        cleanup_delete: has_policy(configs, broker, "delete"),
+        cleanup_compact: has_policy(configs, broker, "compact"),
+        min_cleanable_dirty_ratio: num(
+            configs,
+            "min.cleanable.dirty.ratio",
+            broker,
+            d.min_cleanable_dirty_ratio,
+        ),
+        min_compaction_lag_ms: num(
+            configs,
+            "min.compaction.lag.ms",
+            broker,
+            d.min_compaction_lag_ms,
+        ),
+        max_compaction_lag_ms: num(
+            configs,
+            "max.compaction.lag.ms",
+            broker,
+            d.max_compaction_lag_ms,
+        ),
+        delete_retention_ms: num(
+            configs,
+            "delete.retention.ms",
+            broker,
+            d.delete_retention_ms,
+        ),
     }
+}
+
+/// Whether the topic's cleanup.policy list holds `policy`.
+pub fn has_policy(configs: &BTreeMap<String, String>, broker: &BrokerConfig, policy: &str) -> bool {
+    effective(configs, "cleanup.policy", broker)
+        .split(',')
+        .any(|p| p.trim() == policy)
 }
 
 /// Whether acks=all waits for fdatasync on this topic (the default) or only for the write.
@@ -256,7 +350,21 @@ mod tests {
         assert!(validate("retention.ms", "-1").is_ok());
         assert!(validate("retention.ms", "-2").is_err());
         assert!(validate("segment.bytes", "abc").is_err());
-        assert!(validate("cleanup.policy", "compact").is_err());
+        assert!(validate("cleanup.policy", "compact").is_ok());
+        assert!(validate("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate("cleanup.policy", "delete, compact").is_ok());
+        assert!(validate("cleanup.policy", "compacted").is_err());
+        assert!(validate("cleanup.policy", "").is_ok());
+        assert!(validate("cleanup.policy", "delete,bogus").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "0.01").is_ok());
+        assert!(validate("min.cleanable.dirty.ratio", "1").is_ok());
+        assert!(validate("min.cleanable.dirty.ratio", "1.5").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "-0.1").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "NaN").is_err());
+        assert!(validate("delete.retention.ms", "0").is_ok());
+        assert!(validate("delete.retention.ms", "-1").is_err());
+        assert!(validate("max.compaction.lag.ms", "0").is_err());
+        assert!(validate("min.compaction.lag.ms", "0").is_ok());
         assert!(validate("no.such.config", "1").is_err());
         assert!(validate("write.caching", "true").is_ok());
         assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());

@@ -839,7 +839,7 @@ fn batch_target(input: &[u8]) -> String {
                 let records = &input[start..pos + h.total_bytes()];
                 let plain = match h.compression() {
                     0 => Ok(records.to_vec()),
-                    c => osprey::handlers::list_offsets::decompress(c, records),
+                    c => osprey::codec::decompress(c, records),
                 };
                 walked = match plain {
                     Ok(plain) => {

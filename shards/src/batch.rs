@@ -368,9 +368,12 @@ pub fn check_one(buf: &[u8], at: usize) -> Result<BatchHeader, BatchError> {
         });
     }
     verify_crc(&buf[..total], &h, at)?;
+    // A stored batch may hold fewer records than its offset span, or none: the log cleaner
+    // keeps a batch's base offset and lastOffsetDelta when it removes records from it (as
+    // Kafka's cleaner). A produced batch must be dense (`validate_each`).
     if h.record_count < 0
         || h.last_offset_delta < 0
-        || (h.record_count > 0 && h.last_offset_delta != h.record_count - 1)
+        || i64::from(h.record_count) > i64::from(h.last_offset_delta) + 1
     {
         return Err(BatchError::InvalidRecordCount {
             at,
@@ -396,6 +399,25 @@ pub struct ValidatedBatch {
 pub fn validate_each(
     buf: &[u8],
     max_message_bytes: usize,
+    each: impl FnMut(ValidatedBatch),
+) -> Result<usize, BatchError> {
+    validate_each_with(buf, max_message_bytes, true, each)
+}
+
+/// [`validate_each`] for batches copied from a leader's log (replication): these may be
+/// cleaned batches of a compacted log, with fewer records than their offset span or none.
+pub fn validate_each_stored(
+    buf: &[u8],
+    max_message_bytes: usize,
+    each: impl FnMut(ValidatedBatch),
+) -> Result<usize, BatchError> {
+    validate_each_with(buf, max_message_bytes, false, each)
+}
+
+fn validate_each_with(
+    buf: &[u8],
+    max_message_bytes: usize,
+    produced: bool,
     mut each: impl FnMut(ValidatedBatch),
 ) -> Result<usize, BatchError> {
     if buf.is_empty() {
@@ -413,11 +435,12 @@ pub fn validate_each(
                 max_bytes: max_message_bytes,
             });
         }
-        if h.record_count == 0 {
-            // A produced batch must carry records: offsets are assigned per record.
+        if produced && (h.record_count == 0 || h.last_offset_delta != h.record_count - 1) {
+            // A produced batch must carry records, one per offset: offsets are assigned
+            // per record.
             return Err(BatchError::InvalidRecordCount {
                 at: pos,
-                record_count: 0,
+                record_count: h.record_count,
                 last_offset_delta: h.last_offset_delta,
             });
         }
@@ -506,6 +529,122 @@ impl fmt::Display for RecordsError {
 
 impl std::error::Error for RecordsError {}
 
+/// One record of a batch, as `walk_records` sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    /// The whole record as stored (its length varint included): copied verbatim when a
+    /// batch is rebuilt with the same base offset and base timestamp.
+    pub bytes: &'a [u8],
+    pub offset: i64,
+    pub timestamp: i64,
+    /// None for a record without a key (key length -1).
+    pub key: Option<&'a [u8]>,
+    /// None for a tombstone (value length -1).
+    pub value: Option<&'a [u8]>,
+    /// A tombstone: value length -1.
+    pub tombstone: bool,
+}
+
+/// Walks every record of an uncompressed records section (`records`: the batch after its
+/// header, or a compressed batch's records once decompressed), checking each record's
+/// framing against the batch. Bad framing is an error, never a panic.
+pub fn walk_records<'a>(
+    h: &BatchHeader,
+    records: &'a [u8],
+    mut each: impl FnMut(RecordView<'a>),
+) -> Result<(), RecordsError> {
+    let bad = |what: &str, i: i32| {
+        RecordsError(format!(
+            "batch at offset {}: record {i}: {what}",
+            h.base_offset
+        ))
+    };
+    let mut pos = 0usize;
+    for i in 0..h.record_count.max(0) {
+        let start = pos;
+        let len = read_varlong(records, &mut pos).ok_or_else(|| bad("bad length", i))?;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| pos.checked_add(l))
+            .filter(|&e| e <= records.len())
+            .ok_or_else(|| bad("length beyond the batch", i))?;
+        let body = &records[..end];
+        let mut p = pos + 1; // attributes
+        let ts_delta = read_varlong(body, &mut p).ok_or_else(|| bad("bad timestamp delta", i))?;
+        let offset_delta = read_varlong(body, &mut p).ok_or_else(|| bad("bad offset delta", i))?;
+        let key_len = read_varlong(body, &mut p).ok_or_else(|| bad("bad key length", i))?;
+        let key = if key_len < 0 {
+            None
+        } else {
+            let k_end = usize::try_from(key_len)
+                .ok()
+                .and_then(|l| p.checked_add(l))
+                .filter(|&e| e <= end)
+                .ok_or_else(|| bad("key beyond the record", i))?;
+            let k = &body[p..k_end];
+            p = k_end;
+            Some(k)
+        };
+        let value_len = read_varlong(body, &mut p).ok_or_else(|| bad("bad value length", i))?;
+        let value = if value_len < 0 {
+            None
+        } else {
+            let v_end = usize::try_from(value_len)
+                .ok()
+                .and_then(|l| p.checked_add(l))
+                .filter(|&e| e <= end)
+                .ok_or_else(|| bad("value beyond the record", i))?;
+            Some(&body[p..v_end])
+        };
+        let timestamp = if h.is_log_append_time() {
+            h.max_timestamp
+        } else {
+            h.base_timestamp.wrapping_add(ts_delta)
+        };
+        each(RecordView {
+            bytes: &records[start..end],
+            offset: h.base_offset.wrapping_add(offset_delta),
+            timestamp,
+            key,
+            value,
+            tombstone: value_len < 0,
+        });
+        pos = end;
+    }
+    Ok(())
+}
+
+/// Rebuilds a batch with a subset of its records, as Kafka's cleaner does: same base
+/// offset, lastOffsetDelta, base timestamp, producer fields and partitionLeaderEpoch (so
+/// the log end and the records' offsets stay as they were); record count, batch length
+/// and CRC new; maxTimestamp the largest kept record timestamp (kept as it is on
+/// LogAppendTime batches). `records`: the kept records back to back, verbatim
+/// (`RecordView::bytes`), compressed with `codec` (attributes bits 0-2; 0: none).
+pub fn rebuild_batch(
+    original_header: &[u8],
+    h: &BatchHeader,
+    records: &[u8],
+    count: i32,
+    max_timestamp: i64,
+    codec: u8,
+) -> Vec<u8> {
+    let mut b = Vec::with_capacity(BATCH_HEADER_BYTES + records.len());
+    b.extend_from_slice(&original_header[..BATCH_HEADER_BYTES]);
+    b.extend_from_slice(records);
+    let batch_length = (b.len() - LOG_OVERHEAD_BYTES) as i32;
+    b[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let attributes = (h.attributes & !0x7) | i16::from(codec & 0x7);
+    b[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    if !h.is_log_append_time() {
+        b[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+            .copy_from_slice(&max_timestamp.to_be_bytes());
+    }
+    b[57..61].copy_from_slice(&count.to_be_bytes());
+    let crc = compute_crc(&b);
+    b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
 /// Walks the records of one batch and returns (offset, timestamp) of the first record whose
 /// timestamp is >= `ts` and whose offset is >= `min_offset` (Kafka's
 /// `LogSegment.findOffsetByTimestamp`). `records` is the batch's records section, already
@@ -565,6 +704,54 @@ pub mod build {
             out.push((z as u8 & 0x7f) | 0x80);
             z >>= 7;
         }
+    }
+
+    /// One record of `keyed_batch`: (key, value).
+    pub type KeyedRecord<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+    /// A batch of keyed records (key None: no key; value None: a tombstone), record i at
+    /// offset delta i and timestamp `base_timestamp + i`, no producer id.
+    pub fn keyed_batch(records: &[KeyedRecord<'_>], base_timestamp: i64) -> Vec<u8> {
+        assert!(!records.is_empty());
+        let mut body = Vec::new();
+        for (i, (k, v)) in records.iter().enumerate() {
+            let mut rec = Vec::new();
+            rec.push(0); // attributes
+            put_varint(&mut rec, i as i64); // timestamp delta
+            put_varint(&mut rec, i as i64); // offset delta
+            for part in [k, v] {
+                match part {
+                    Some(b) => {
+                        put_varint(&mut rec, b.len() as i64);
+                        rec.extend_from_slice(b);
+                    }
+                    None => put_varint(&mut rec, -1),
+                }
+            }
+            put_varint(&mut rec, 0); // headers
+            put_varint(&mut body, rec.len() as i64);
+            body.extend_from_slice(&rec);
+        }
+        let n = records.len();
+        let mut b = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
+        b.extend_from_slice(&0i64.to_be_bytes());
+        let batch_length = (BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES + body.len()) as i32;
+        b.extend_from_slice(&batch_length.to_be_bytes());
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b.push(MAGIC_V2 as u8);
+        b.extend_from_slice(&0u32.to_be_bytes());
+        b.extend_from_slice(&0i16.to_be_bytes());
+        b.extend_from_slice(&((n - 1) as i32).to_be_bytes());
+        b.extend_from_slice(&base_timestamp.to_be_bytes());
+        b.extend_from_slice(&(base_timestamp + n as i64 - 1).to_be_bytes());
+        b.extend_from_slice(&(-1i64).to_be_bytes());
+        b.extend_from_slice(&(-1i16).to_be_bytes());
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b.extend_from_slice(&(n as i32).to_be_bytes());
+        b.extend_from_slice(&body);
+        let crc = compute_crc(&b);
+        b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        b
     }
 
     /// Producer identity of a built batch.

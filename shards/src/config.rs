@@ -63,6 +63,23 @@ pub const ABORTED_TXNS_MAX_PER_PARTITION: usize = 100_000;
 pub const BACKGROUND_TICK_MS: u64 = 50;
 /// Smallest segment.bytes accepted (smaller values are raised to it).
 pub const SEGMENT_MIN_BYTES: u64 = 64 << 10;
+/// Memory one slot of the log cleaner's key map costs: a (128-bit key hash, i64 offset)
+/// pair (32 bytes with the u128's alignment) plus the hash table's control byte. The
+/// table has a power of two of slots, at most 7/8 of them used (hashbrown's load factor).
+pub const CLEANER_MAP_ENTRY_BYTES: usize = std::mem::size_of::<(u128, i64)>() + 1;
+/// Size of the log cleaner's read buffer and of its write buffer (one each per shard: the
+/// cleaner cleans one partition at a time). A batch larger than this is read whole.
+pub const CLEANER_IO_BUFFER_BYTES: usize = 1 << 20;
+/// Default pause between two passes of a shard's log cleaner over its compacted
+/// partitions (Kafka's log.cleaner.backoff.ms).
+pub const CLEANER_BACKOFF_DEFAULT_MS: u64 = 15_000;
+/// Default bound of a shard's log cleaner I/O (bytes read plus written per second), so
+/// that cleaning leaves the disk to the data path (Kafka's
+/// log.cleaner.io.max.bytes.per.second, unbounded there; this disk does 1.2-2.1 GB/s).
+pub const CLEANER_IO_DEFAULT_BYTES_PER_SEC: u64 = 128 << 20;
+/// Default memory of a shard's log cleaner key map (Kafka's log.cleaner.dedupe.buffer.size
+/// is 128 MiB for all cleaner threads of a broker; here it is per core).
+pub const CLEANER_KEY_MAP_DEFAULT_BYTES: usize = 16 << 20;
 
 const _: () = assert!(PREALLOC_STEP_BYTES.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!((WRITE_CHUNK_BYTES as u64).is_multiple_of(BLOCK_BYTES));
@@ -72,6 +89,8 @@ const _: () = assert!(ROUND_MIN_BYTES <= ROUND_MAX_BYTES);
 const _: () = assert!(PREZERO_AHEAD_BYTES <= PREALLOC_STEP_BYTES);
 const _: () = assert!(SEGMENT_MIN_BYTES.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(INDEX_INTERVAL_BYTES >= BLOCK_BYTES);
+const _: () = assert!((CLEANER_IO_BUFFER_BYTES as u64).is_multiple_of(BLOCK_BYTES));
+const _: () = assert!(CLEANER_KEY_MAP_DEFAULT_BYTES >= CLEANER_MAP_ENTRY_BYTES);
 
 /// Per-shard limits. One `Store` per core uses one of these.
 #[derive(Clone, Debug)]
@@ -103,6 +122,13 @@ pub struct StoreConfig {
     /// The reserve covers what writes need beyond the data itself: preallocation steps,
     /// indexes at roll, snapshots and checkpoints. 0 turns the check off.
     pub disk_free_min_bytes: u64,
+    /// Pause between two passes of the shard's log cleaner (compacted partitions), in ms.
+    pub cleaner_backoff_ms: u64,
+    /// Memory bound of the shard's log cleaner key map, in bytes (CLEANER_MAP_ENTRY_BYTES
+    /// per key); a pass whose dirty records have more distinct keys cleans a prefix of them.
+    pub cleaner_key_map_max_bytes: usize,
+    /// Bound of the shard's log cleaner I/O, bytes read plus written per second (0: none).
+    pub cleaner_io_max_bytes_per_sec: u64,
 }
 
 impl Default for StoreConfig {
@@ -116,6 +142,9 @@ impl Default for StoreConfig {
             sync_method: SyncMethod::default(),
             recycle_segments: true,
             disk_free_min_bytes: DISK_FREE_MIN_BYTES_DEFAULT,
+            cleaner_backoff_ms: CLEANER_BACKOFF_DEFAULT_MS,
+            cleaner_key_map_max_bytes: CLEANER_KEY_MAP_DEFAULT_BYTES,
+            cleaner_io_max_bytes_per_sec: CLEANER_IO_DEFAULT_BYTES_PER_SEC,
         }
     }
 }
@@ -175,6 +204,20 @@ pub struct LogConfig {
     /// message.timestamp.type=LogAppendTime: every appended batch is stamped with the
     /// broker's clock (timestamp-type bit, maxTimestamp, CRC rewritten), as Kafka does.
     pub log_append_time: bool,
+    /// cleanup.policy contains `delete`: retention.ms / retention.bytes delete old segments.
+    pub cleanup_delete: bool,
+    /// cleanup.policy contains `compact`: the shard's log cleaner keeps the latest record
+    /// per key in sealed segments, and appends of records without a key are refused.
+    pub cleanup_compact: bool,
+    /// min.cleanable.dirty.ratio: clean once dirty bytes / cleanable bytes reach it.
+    pub min_cleanable_dirty_ratio: f64,
+    /// min.compaction.lag.ms: a segment whose newest timestamp is younger is not cleaned.
+    pub min_compaction_lag_ms: i64,
+    /// max.compaction.lag.ms: dirty data older than this is cleaned whatever the ratio.
+    pub max_compaction_lag_ms: i64,
+    /// delete.retention.ms: tombstones (null values) stay this long after their segment's
+    /// newest timestamp before the cleaner removes them.
+    pub delete_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -188,6 +231,12 @@ impl Default for LogConfig {
             flush_ms: 1000,
             flush_messages: u64::MAX,
             log_append_time: false,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: 24 * 3600 * 1000,
         }
     }
 }

@@ -8,8 +8,10 @@
 //! On disk, per partition directory: `<base offset, 20 digits>.log` segments of record
 //! batches v2 exactly as produced (baseOffset and partitionLeaderEpoch rewritten; on
 //! LogAppendTime logs also the timestamp type, maxTimestamp and CRC), `.index` /
-//! `.timeindex` sparse indexes per sealed segment, `producer.snapshot` and
-//! `leader-epoch.checkpoint`.
+//! `.timeindex` sparse indexes per sealed segment, `producer.snapshot`,
+//! `leader-epoch.checkpoint`, and on compacted logs `cleaner-offset.checkpoint` (the log
+//! cleaner rewrites sealed segments keeping the latest record per key; offsets keep their
+//! values, with gaps: see `partition::cleaner`).
 //!
 //! Recovery on open: the last segment (and any sealed segment whose index is missing or
 //! stale) is scanned batch by batch with CRC checks; the log ends at the last whole valid
@@ -34,9 +36,10 @@ pub use config::*;
 pub use discard::{discard_dir, remove_deleted_dirs};
 pub use error::{AppendError, ReadError, StorageError, codes};
 pub use metrics::{Histogram, HistogramSnapshot, StoreMetrics};
+pub use partition::cleaner::{CLEANER_CHECKPOINT_FILE, CleanReport, CleanerCrashPoint};
 pub use partition::{
     AppendInfo, AppendMode, Chunk, Decompress, Partition, PartitionStats, ReadOutput,
 };
 pub use producer::AbortedTxn;
 pub use segment::segment_file_name;
-pub use store::{FaultInjector, Store, StoreStats};
+pub use store::{CompressFn, DecompressFn, FaultInjector, Store, StoreStats};

@@ -19,6 +19,11 @@
 //! uses `append_with` (leader: epoch stamped; follower: the leader's offsets kept),
 //! `read_bounded` (consumers below the high watermark), `truncate_to` and the leader-epoch
 //! cache (`leader_epochs`, `end_offset_for_epoch`).
+//!
+//! Compacted logs (cleanup.policy=compact): the log cleaner (child module `cleaner`)
+//! rewrites sealed segments keeping offsets, so batches may skip offsets (gaps); reads
+//! answer the next batch after an offset in a gap, follower appends and truncation accept
+//! gaps, and appends of records without a key are refused.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -43,6 +48,9 @@ use crate::index::SegmentIndex;
 use crate::producer::{ProducerTable, SNAPSHOT_FILE, SeqCheck};
 use crate::segment::{Segment, align_down, align_up, read_aligned};
 use crate::store::Store;
+
+#[path = "cleaner.rs"]
+pub(crate) mod cleaner;
 
 /// Decompresses the records section of a compressed batch: (codec = attributes bits 0-2,
 /// compressed bytes) -> the records. Supplied by the caller; the storage has no codecs.
@@ -138,6 +146,9 @@ pub struct PartitionStats {
     pub synced_offset: i64,
     pub size_bytes: u64,
     pub segments: usize,
+    /// Sealed segments not finalized yet (their last writes, sync or index files pending);
+    /// the log cleaner takes only finalized ones.
+    pub segments_unfinalized: usize,
     pub cache_bytes: usize,
     pub pending_bytes: usize,
     pub appends: u64,
@@ -426,9 +437,14 @@ pub struct Partition {
     counters: Counters,
     /// A retired segment file kept for the next roll (`StoreConfig::recycle_segments`).
     spare: RefCell<Option<PathBuf>>,
+    /// The log cleaner's first dirty offset (compacted logs; see `cleaner`).
+    first_dirty: Cell<i64>,
+    /// The log cleaner cleans only segments ending at or below this offset (the high
+    /// watermark of a replicated partition; `set_cleanable_end`).
+    cleanable_end: Cell<i64>,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -531,7 +547,9 @@ impl Partition {
                 {
                     bases.push(base);
                 }
-            } else if name.ends_with(".tmp") {
+            } else if name.ends_with(".tmp") || name.ends_with(cleaner::CLEANED_SUFFIX) {
+                // Half-written files: a small file's temp copy, or a cleaner's rewrite of a
+                // segment not yet swapped in (the segment itself is intact).
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -702,6 +720,8 @@ impl Partition {
             synced_waiters: OffsetWaiters::default(),
             counters: Counters::default(),
             spare: RefCell::new(spare),
+            first_dirty: Cell::new(cleaner::read_checkpoint(&dir).unwrap_or(0).min(next_offset)),
+            cleanable_end: Cell::new(i64::MAX),
         });
         part.recover_replay(true).await?;
         Ok(part)
@@ -936,7 +956,17 @@ impl Partition {
         // across the waits below; concurrent appends past the first allocate their own).
         let mut validated = std::mem::take(&mut *self.validated_scratch.borrow_mut());
         validated.clear();
-        batch::validate_each(&batches, max_message, |v| validated.push(v))?;
+        if mode == Some(AppendMode::Follower) {
+            batch::validate_each_stored(&batches, max_message, |v| validated.push(v))?;
+        } else {
+            batch::validate_each(&batches, max_message, |v| validated.push(v))?;
+            if self.config.borrow().cleanup_compact
+                && let Err(e) = self.check_keys(&batches, &validated)
+            {
+                *self.validated_scratch.borrow_mut() = validated;
+                return Err(e);
+            }
+        }
         let len = batches.len();
         let records: i64 = validated
             .iter()
@@ -1039,9 +1069,11 @@ impl Partition {
         if follower {
             // The leader's offsets are kept: they must continue this log exactly. Checked
             // here, in the synchronous section, against the log end as it is now.
+            // A compacted leader log may have gaps (batches the cleaner removed): offsets
+            // only have to grow.
             let mut expected = log.next_offset;
             for v in validated {
-                if v.header.base_offset != expected {
+                if v.header.base_offset < expected {
                     return Err(AppendError::OffsetMismatch {
                         expected,
                         got: v.header.base_offset,
@@ -1149,7 +1181,8 @@ impl Partition {
                         h.max_timestamp = log_append_time;
                     }
                 } else {
-                    assert_eq!(h.base_offset, off, "follower offsets are checked above");
+                    assert!(h.base_offset >= off, "follower offsets are checked above");
+                    off = h.base_offset;
                 }
                 h.base_offset = off;
                 let control = if h.is_control() {
@@ -1899,7 +1932,8 @@ impl Partition {
                 count(false, &chunks);
                 return Ok(out(chunks));
             }
-            // The offset is past this segment's written data: it can only be in a later one.
+            // The offset is past this segment's written data (or in a gap a cleaner left at
+            // its end): the next batch is in a later segment, whose batches all come after.
             seg = {
                 let log = self.log.borrow();
                 log.segments
@@ -1907,18 +1941,15 @@ impl Partition {
                     .next()
                     .map(|(_, s)| s.clone())
             };
-            if seg.as_ref().is_some_and(|n| n.base_offset > offset) {
-                seg = None;
-            }
         }
         if let Some(chunks) = self.read_cache(offset, max_bytes) {
             count(true, &chunks);
             return Ok(out(chunks));
         }
-        Err(ReadError::Corrupt {
-            offset,
-            reason: "offset not found in any segment".into(),
-        })
+        // No batch at or after `offset` below the log end: it falls in a gap at the end of
+        // the log (a truncation into a gap of a cleaned segment ends the log above its last
+        // batch until the next append). There is nothing to read.
+        Ok(out(Vec::new()))
     }
 
     fn read_cache(&self, offset: i64, max_bytes: usize) -> Option<Vec<Chunk>> {
@@ -2037,9 +2068,10 @@ impl Partition {
             // Batches before the requested offset are skipped by their header alone: their
             // CRC is checked only when they are served, so damage there does not hide the
             // batches after it.
+            // Offsets grow from batch to batch, with gaps in a compacted (cleaned) segment.
             if let Ok(h) = batch::parse_header(&buf[rel..])
                 && h.last_offset() < offset
-                && expected.is_none_or(|e| e == h.base_offset)
+                && expected.is_none_or(|e| e <= h.base_offset)
             {
                 expected = Some(h.last_offset() + 1);
                 pos += h.total_bytes() as u64;
@@ -2056,9 +2088,9 @@ impl Partition {
             };
             let n = h.total_bytes();
             if let Some(e) = expected
-                && h.base_offset != e
+                && h.base_offset < e
             {
-                let reason = format!("base offset {} where {e} was expected", h.base_offset);
+                let reason = format!("base offset {} below {e}", h.base_offset);
                 if chunks.is_empty() {
                     return Err(corrupt(pos, reason));
                 }
@@ -2270,11 +2302,14 @@ impl Partition {
         index.cut(pos, &batches);
         if cfg!(debug_assertions) {
             // The cut index is what a scan (recovery) of the cut segment builds.
+            // A scan ends the log after the last batch kept; the cut may end it higher
+            // when the batch cut follows a gap of a cleaned segment (no record between).
             let scanned = seg.scan(pos, |_, _| {}).await?;
-            assert_eq!(
-                (scanned.valid_bytes, scanned.next_offset),
-                (pos, new_end),
-                "cut not at a batch boundary"
+            assert_eq!(scanned.valid_bytes, pos, "cut not at a batch boundary");
+            assert!(
+                scanned.next_offset <= new_end,
+                "cut end {new_end} below the scan's {}",
+                scanned.next_offset
             );
             assert_eq!(scanned.index, index, "cut index differs from a scan");
         }
@@ -2301,6 +2336,8 @@ impl Partition {
             seg.cut(pos, new_end, tail, index);
             log.next_offset = new_end;
             log.epochs.truncate_from(new_end);
+            // Batches appended from the new end on are dirty for the log cleaner.
+            self.first_dirty.set(self.first_dirty.get().min(new_end));
             // The cache stays a contiguous suffix of the log: entries at or beyond the new
             // end go, an entry holding it keeps its batches below it.
             let mut freed = 0;
@@ -2417,10 +2454,11 @@ impl Partition {
         Ok(new_end)
     }
 
-    /// Where the batch holding `offset` starts in `seg` (every write of it completed):
-    /// (byte position, its base offset, (position, maxTimestamp) of the batches walked
-    /// before it). The walk starts at the index entry before the one `offset` maps to, so
-    /// it covers every batch after the last index entry that stays.
+    /// Where the batch holding `offset` (or the first after it) starts in `seg` (every
+    /// write of it completed): (byte position, the log end offset once cut there,
+    /// (position, maxTimestamp) of the batches walked before it). The walk starts at the
+    /// index entry before the one `offset` maps to, so it covers every batch after the
+    /// last index entry that stays.
     async fn cut_position(
         &self,
         seg: &Rc<Segment>,
@@ -2445,6 +2483,9 @@ impl Partition {
         let mut batches = Vec::new();
         let mut buf = ReadResult::default();
         let mut buf_start = 0u64;
+        // End offset of the batch before the one at `pos` (None: none walked yet; the walk
+        // starts at an indexed batch whose base is at or below `offset`, or at byte 0).
+        let mut prev_end: Option<i64> = None;
         while pos < limit {
             if pos < buf_start || pos + BATCH_HEADER_BYTES as u64 > buf_start + buf.len() as u64 {
                 buf_start = align_down(pos);
@@ -2454,9 +2495,20 @@ impl Partition {
             let h = batch::parse_header(&buf[(pos - buf_start) as usize..])
                 .map_err(|e| corrupt(pos, e.to_string()))?;
             if h.last_offset() >= offset {
-                return Ok((pos, h.base_offset, batches));
+                // The log then ends at this batch's base offset (as Kafka's truncateTo), or,
+                // when `offset` falls in a gap a cleaner left before it, right after the
+                // batch before it. When a gap precedes the cut batch, a restart before the
+                // next append ends the log after the batch before it instead (a scan finds
+                // no end of the gap); the offsets between hold no record either way.
+                let new_end = if h.base_offset <= offset {
+                    h.base_offset
+                } else {
+                    prev_end.unwrap_or(seg.base_offset)
+                };
+                return Ok((pos, new_end, batches));
             }
             batches.push((pos, h.max_timestamp));
+            prev_end = Some(h.last_offset() + 1);
             pos += h.total_bytes() as u64;
         }
         Err(corrupt(pos, "offset not found in its segment".into()))
@@ -2667,10 +2719,14 @@ impl Partition {
                     break;
                 }
                 let total: u64 = log.segments.values().map(|s| s.size_bytes.get()).sum();
-                let by_size = cfg.retention_bytes >= 0
+                // retention.ms / retention.bytes apply only with cleanup.policy=delete (or
+                // compact,delete), as in Kafka; the log start offset always applies.
+                let by_size = cfg.cleanup_delete
+                    && cfg.retention_bytes >= 0
                     && total.saturating_sub(cfg.retention_bytes as u64) >= first.size_bytes.get()
                     && total > cfg.retention_bytes as u64;
-                let by_time = cfg.retention_ms >= 0
+                let by_time = cfg.cleanup_delete
+                    && cfg.retention_ms >= 0
                     && first.index.borrow().max_timestamp < now.saturating_sub(cfg.retention_ms);
                 let by_start = first.next_offset.get() <= log.log_start_offset;
                 if !(by_size || by_time || by_start) {
@@ -2816,6 +2872,11 @@ impl Partition {
             synced_offset: w.synced_offset,
             size_bytes: log.segments.values().map(|s| s.size_bytes.get()).sum(),
             segments: log.segments.len(),
+            segments_unfinalized: log
+                .segments
+                .values()
+                .filter(|s| s.sealed.get() && !s.finalized.get())
+                .count(),
             cache_bytes: log.cache_bytes,
             pending_bytes: w.pending_bytes,
             appends: self.counters.appends.get(),
@@ -2827,6 +2888,21 @@ impl Partition {
             head_writes: self.counters.head_writes.get(),
             producers: log.producers.len(),
         }
+    }
+
+    /// Bounds the log cleaner to segments that end at or below `offset` (a replicated
+    /// partition's high watermark: batches above it may still be truncated, and a record
+    /// must never be removed for a later one that a truncation then takes away, as in
+    /// Kafka). i64::MAX (the default): no bound, for a log whose appends are final.
+    pub fn set_cleanable_end(&self, offset: i64) {
+        self.cleanable_end.set(offset);
+    }
+
+    /// Runs one log-cleaner pass over this partition now (what the shard's cleaner task
+    /// does every `StoreConfig::cleaner_backoff_ms`): None when the log is not compacted or
+    /// nothing is due per its configs. See `cleaner`.
+    pub async fn clean(&self) -> Result<Option<cleaner::CleanReport>, StorageError> {
+        self.store.clean(self).await
     }
 
     /// Why the partition stopped accepting writes, if it did.

@@ -1,5 +1,6 @@
 //! The per-shard store: owns the shard's partitions, its limits (tail-cache bytes, in-flight
-//! DMA writes, open files), its background task, and the fault-injection hook.
+//! DMA writes, open files), its background tasks (flush.ms and retention; the log cleaner
+//! of compacted partitions with its key map and I/O bound), and the fault-injection hook.
 //!
 //! Runs on exactly one core: one `Store` per glommio LocalExecutor, shared by `Rc`, never
 //! sent across threads. Nothing here holds a RefCell borrow across an `.await`.
@@ -21,6 +22,7 @@ use crate::config::{
 use crate::error::StorageError;
 use crate::metrics::StoreMetrics;
 use crate::partition::Partition;
+use crate::partition::cleaner::{CleanReport, CleanerCrashPoint, KeyMap};
 use crate::segment::Segment;
 
 /// glommio decides once per device and process whether DMA reads go to its io-poll ring, by
@@ -62,7 +64,20 @@ pub struct FaultInjector {
     /// writes in flight together complete in a shuffled order (proves the write path does
     /// not depend on completion order).
     pub shuffle_writes: Cell<bool>,
+    /// The log cleaner stops right after this step of a segment's cleaning, leaving its
+    /// files as a crash there would (a test then takes a crash image).
+    pub crash_cleaner_at: Cell<Option<CleanerCrashPoint>>,
 }
+
+/// Decompresses the records of a compressed batch: (codec = attributes bits 0-2,
+/// compressed records) -> the records. Installed by the broker (`Store::set_decompressor`;
+/// the storage has no codecs) for the log cleaner and the key check of compacted logs; it
+/// must bound what it produces (a stored batch can be a decompression bomb).
+pub type DecompressFn = dyn Fn(u8, &[u8]) -> Result<Vec<u8>, String>;
+
+/// Compresses records with a codec (attributes bits 0-2): the log cleaner compresses a
+/// cleaned batch again with its own codec. Installed by the broker (`set_compressor`).
+pub type CompressFn = dyn Fn(u8, &[u8]) -> Result<Vec<u8>, String>;
 
 /// The buffer of one DMA write: owned (data) or shared (the shard's zeros).
 pub(crate) enum WriteBuf {
@@ -107,6 +122,15 @@ pub struct StoreStats {
     pub fdatasync_latency_us_total: u64,
     /// DMA writes made through an O_DSYNC descriptor (durable on completion).
     pub dsync_writes: u64,
+    /// Log cleaner: passes that cleaned something, segments swapped, bytes read, bytes of
+    /// the cleaned segments before and after, records removed, time spent in passes (us).
+    pub cleaner_passes: u64,
+    pub cleaner_segments: u64,
+    pub cleaner_bytes_read: u64,
+    pub cleaner_bytes_before: u64,
+    pub cleaner_bytes_after: u64,
+    pub cleaner_records_removed: u64,
+    pub cleaner_busy_us: u64,
 }
 
 /// The storage of one shard (core).
@@ -131,6 +155,15 @@ pub struct Store {
     zeros: RefCell<Option<Rc<DmaBuffer>>>,
     metrics: StoreMetrics,
     disk: RefCell<DiskSpace>,
+    decompressor: RefCell<Option<Rc<DecompressFn>>>,
+    compressor: RefCell<Option<Rc<CompressFn>>>,
+    /// One cleaning pass at a time per shard: it holds the key map.
+    cleaner_lock: Rc<Semaphore>,
+    /// The shard's cleaner key map, allocated at the first pass, kept between passes.
+    cleaner_map: RefCell<Option<KeyMap>>,
+    cleaner_stats: RefCell<StoreStats>,
+    /// Cleaner I/O of the current throttling window: (its start, bytes since).
+    cleaner_io: Cell<(Option<std::time::Instant>, u64)>,
 }
 
 /// What the shard last learned of its filesystem's free space (`Store::admit_append`).
@@ -168,6 +201,12 @@ impl Store {
                 checked_at: None,
                 admitted_since_check: 0,
             }),
+            decompressor: RefCell::new(None),
+            compressor: RefCell::new(None),
+            cleaner_lock: Rc::new(Semaphore::new(1)),
+            cleaner_map: RefCell::new(None),
+            cleaner_stats: RefCell::new(StoreStats::default()),
+            cleaner_io: Cell::new((None, 0)),
         })
     }
 
@@ -245,6 +284,104 @@ impl Store {
         *self.faults.borrow_mut() = faults;
     }
 
+    /// Installs the decompressor the log cleaner and the key check of compacted logs use
+    /// for compressed batches (without one, such batches are kept whole and not mapped).
+    pub fn set_decompressor(&self, d: Rc<DecompressFn>) {
+        *self.decompressor.borrow_mut() = Some(d);
+    }
+
+    pub(crate) fn decompressor(&self) -> Option<Rc<DecompressFn>> {
+        self.decompressor.borrow().clone()
+    }
+
+    /// Installs the compressor the log cleaner compresses cleaned batches with (without
+    /// one, a compressed batch that loses records is stored uncompressed).
+    pub fn set_compressor(&self, c: Rc<CompressFn>) {
+        *self.compressor.borrow_mut() = Some(c);
+    }
+
+    pub(crate) fn compressor(&self) -> Option<Rc<CompressFn>> {
+        self.compressor.borrow().clone()
+    }
+
+    /// Fails with an injected crash if the fault hook asks to stop the cleaner at `point`.
+    pub(crate) fn cleaner_crash_point(
+        &self,
+        point: CleanerCrashPoint,
+        path: &Path,
+    ) -> Result<(), StorageError> {
+        let hit = self
+            .faults
+            .borrow()
+            .as_ref()
+            .is_some_and(|f| f.crash_cleaner_at.get() == Some(point));
+        if hit {
+            return Err(StorageError::io(
+                "log cleaner",
+                path,
+                io::Error::other(format!("injected crash after {point:?}")),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Accounts `bytes` of cleaner I/O and sleeps as long as the shard's cleaner is ahead
+    /// of `cleaner_io_max_bytes_per_sec` (a window restarts after a second of idleness).
+    pub(crate) async fn cleaner_throttle(&self, bytes: u64) {
+        let limit = self.config.cleaner_io_max_bytes_per_sec;
+        if limit == 0 {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let (start, done) = self.cleaner_io.get();
+        let (start, done) = match start {
+            Some(s) if now.duration_since(s) < Duration::from_secs(1) || done > 0 => (s, done),
+            _ => (now, 0),
+        };
+        let done = done + bytes;
+        let due = Duration::from_secs_f64(done as f64 / limit as f64);
+        let elapsed = now.duration_since(start);
+        if elapsed >= due + Duration::from_secs(1) {
+            // Idle long enough: a new window.
+            self.cleaner_io.set((Some(now), 0));
+            return;
+        }
+        self.cleaner_io.set((Some(start), done));
+        if due > elapsed {
+            glommio::timer::sleep(due - elapsed).await;
+        }
+    }
+
+    /// One log-cleaner pass over `p` with the shard's key map (one pass at a time per
+    /// shard; see `partition::cleaner`).
+    pub(crate) async fn clean(&self, p: &Partition) -> Result<Option<CleanReport>, StorageError> {
+        let _permit = self
+            .cleaner_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|e| StorageError::glommio("cleaner lock", p.dir(), e))?;
+        // Taken out for the pass: no RefCell borrow is held across its awaits.
+        let mut map = self
+            .cleaner_map
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| KeyMap::new(self.config.cleaner_key_map_max_bytes));
+        let t0 = std::time::Instant::now();
+        let res = p.clean_pass(&mut map, crate::partition::now_ms()).await;
+        *self.cleaner_map.borrow_mut() = Some(map);
+        if let Ok(Some(r)) = &res {
+            let mut s = self.cleaner_stats.borrow_mut();
+            s.cleaner_passes += 1;
+            s.cleaner_segments += r.segments_cleaned as u64;
+            s.cleaner_bytes_read += r.bytes_read;
+            s.cleaner_bytes_before += r.bytes_before;
+            s.cleaner_bytes_after += r.bytes_after;
+            s.cleaner_records_removed += r.records_removed;
+            s.cleaner_busy_us += t0.elapsed().as_micros() as u64;
+        }
+        res
+    }
+
     /// Opens (recovering) or creates the partition log stored in `dir`.
     pub async fn open_partition(
         self: &Rc<Self>,
@@ -296,6 +433,25 @@ impl Store {
             }
         })
         .detach();
+        // The log cleaner: every cleaner_backoff_ms, one pass over each compacted partition
+        // of the shard, one partition at a time.
+        let backoff = Duration::from_millis(self.config.cleaner_backoff_ms.max(1));
+        let weak = Rc::downgrade(self);
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(backoff).await;
+                let Some(store) = weak.upgrade() else { return };
+                for p in store.partitions() {
+                    if !p.config().cleanup_compact {
+                        continue;
+                    }
+                    if let Err(e) = store.clean(&p).await {
+                        log::warn!("{}: log cleaner: {e}", p.dir().display());
+                    }
+                }
+            }
+        })
+        .detach();
     }
 
     /// Syncs and closes every partition (graceful shutdown). Returns the first error after
@@ -330,6 +486,7 @@ impl Store {
             write_permit_wait_us_total: self.write_permit_wait_us.get(),
             fdatasync_latency_us_total: self.fdatasync_latency_us.get(),
             dsync_writes: self.dsync_writes.get(),
+            ..self.cleaner_stats.borrow().clone()
         }
     }
 

@@ -99,6 +99,18 @@ fn broker_configs(shard: &Shard) -> Vec<(&'static str, String, ConfigType, &'sta
             "Default flush.ms.",
         ),
         (
+            "log.cleaner.backoff.ms",
+            c.log_cleaner_backoff_ms.to_string(),
+            ConfigType::Long,
+            "Pause between two passes of a shard's log cleaner.",
+        ),
+        (
+            "log.cleaner.io.max.bytes.per.second",
+            c.log_cleaner_io_max_bytes_per_second.to_string(),
+            ConfigType::Double,
+            "Log cleaner I/O bound per shard, bytes read plus written per second (0: none).",
+        ),
+        (
             "message.max.bytes",
             shards::LogConfig::default().max_message_bytes.to_string(),
             ConfigType::Int,

@@ -13,9 +13,6 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
-use bytes::Bytes;
-use kafka_protocol::compression::{Decompressor, Snappy};
-
 use super::{ApiSpec, Reply};
 use crate::protocol::{ProtocolError, RequestFrame, error};
 use crate::shard::{LookupError, Owner, Shard};
@@ -73,7 +70,10 @@ async fn lookup_local(
 
 /// Offset and timestamp of the first record at or after `ts`.
 async fn find(part: &shards::Partition, topic: &str, partition: i32, ts: i64) -> OffsetAnswer {
-    match part.offset_for_timestamp_with(ts, Some(&decompress)).await {
+    match part
+        .offset_for_timestamp_with(ts, Some(&crate::codec::decompress))
+        .await
+    {
         Ok(Some((offset, found_ts))) => (error::NONE, found_ts, offset),
         // No record at or after ts: Kafka answers offset -1.
         Ok(None) => (error::NONE, -1, -1),
@@ -81,47 +81,6 @@ async fn find(part: &shards::Partition, topic: &str, partition: i32, ts: i64) ->
             log::error!("ListOffsets {topic}-{partition} at {ts}: {e}");
             (e.kafka_error_code(), -1, -1)
         }
-    }
-}
-
-/// Most bytes the records of one stored batch may expand to when ListOffsets looks inside
-/// it: a batch stored by any producer can be a decompression bomb.
-pub const DECOMPRESSED_BATCH_MAX_BYTES: u64 = 64 * 1024 * 1024;
-
-/// The records section of a compressed batch, decompressed (codec: attributes bits 0-2),
-/// refused past `DECOMPRESSED_BATCH_MAX_BYTES`. Public for the fuzz targets (`tests/fuzz.rs`).
-pub fn decompress(codec: u8, compressed: &[u8]) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let limit = DECOMPRESSED_BATCH_MAX_BYTES;
-    let bounded = |r: &mut dyn Read| -> Result<Vec<u8>, String> {
-        let mut out = Vec::new();
-        r.take(limit + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("decompressing codec {codec}: {e}"))?;
-        if out.len() as u64 > limit {
-            return Err(format!(
-                "batch records expand past {limit} bytes (codec {codec})"
-            ));
-        }
-        Ok(out)
-    };
-    match codec {
-        1 => bounded(&mut flate2::read::GzDecoder::new(compressed)),
-        // Snappy's output is bounded by its input (at most ~32x): the crate's decoder.
-        2 => {
-            let mut buf = Bytes::copy_from_slice(compressed);
-            Snappy::decompress(&mut buf, |b: &mut Bytes| Ok(b.to_vec()))
-                .map_err(|e| format!("decompressing codec {codec}: {e:#}"))
-        }
-        3 => bounded(
-            &mut lz4::Decoder::new(compressed)
-                .map_err(|e| format!("decompressing codec {codec}: {e}"))?,
-        ),
-        4 => bounded(
-            &mut zstd::stream::read::Decoder::new(compressed)
-                .map_err(|e| format!("decompressing codec {codec}: {e}"))?,
-        ),
-        other => Err(format!("unknown compression codec {other}")),
     }
 }
 

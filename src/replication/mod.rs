@@ -125,6 +125,7 @@ impl Replica {
     /// Adopts the partition's placement from newly applied metadata.
     pub fn apply(&self, pm: &PartitionMeta) {
         self.replication_factor.set(pm.replicas.len());
+        self.bound_cleaning();
         let now = Instant::now();
         let mut role = self.role.borrow_mut();
         if pm.leader == self.me {
@@ -217,6 +218,18 @@ impl Replica {
         }
     }
 
+    /// The log cleaner of a replicated partition only cleans below the high watermark (as
+    /// Kafka's): records above it may still be truncated away, and a record removed for a
+    /// later one of its key must never lose that later one.
+    fn bound_cleaning(&self) {
+        let bound = if self.replication_factor.get() <= 1 {
+            i64::MAX
+        } else {
+            self.hw.get()
+        };
+        self.log.set_cleanable_end(bound);
+    }
+
     /// What consumers may read up to: the high watermark (the log end for a partition
     /// with a single replica).
     pub fn high_watermark(&self) -> i64 {
@@ -248,6 +261,7 @@ impl Replica {
         };
         if new > self.hw.get() {
             self.hw.set(new);
+            self.bound_cleaning();
             self.hw_advanced.notify_all();
         }
     }
@@ -289,6 +303,7 @@ impl Replica {
         let hw = leader_hw.min(self.log.log_end_offset());
         if hw > self.hw.get() {
             self.hw.set(hw);
+            self.bound_cleaning();
             self.hw_advanced.notify_all();
         }
     }
