@@ -21,6 +21,20 @@ pub struct ServeArgs {
     /// Host name advertised to clients in Metadata (default: the listen address).
     #[arg(long)]
     pub advertise: Option<String>,
+    /// Kafka's listeners: `NAME://HOST:PORT,...`, each with its own bootstrap port PORT
+    /// and shard i on PORT+1+i. With `--listen` too, that address is one more listener
+    /// named PLAINTEXT. Default: `PLAINTEXT://` the `--listen` address.
+    #[arg(long)]
+    pub listeners: Option<String>,
+    /// Kafka's listener.security.protocol.map: `NAME:PROTOCOL,...` (PLAINTEXT, SSL,
+    /// SASL_PLAINTEXT, SASL_SSL). Names equal to a protocol map to it by default.
+    #[arg(long)]
+    pub listener_security_protocol_map: Option<String>,
+    /// Kafka's advertised.listeners: `NAME://HOST[:PORT],...`, what Metadata tells clients
+    /// of that listener (default: the listener's own address, or `--advertise`). A PORT
+    /// other than 0 advertises shard i at PORT+1+i (port forwarding).
+    #[arg(long)]
+    pub advertised_listeners: Option<String>,
     /// Number of shards (cores) to run, at most the CPUs this process may use.
     #[arg(long)]
     pub cores: Option<usize>,
@@ -108,8 +122,12 @@ pub struct BrokerConfig {
     pub replica_lag_time_max_ms: u64,
     pub min_insync_replicas: i32,
     pub data_dir: PathBuf,
+    /// The first listener's bind address and advertised host (what `--listen` and
+    /// `--advertise` name when no `--listeners` is given).
     pub listen: SocketAddr,
     pub advertise: String,
+    /// Every client listener, the first one the default; never empty.
+    pub listeners: Vec<Listener>,
     pub cores: Option<usize>,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
@@ -120,6 +138,199 @@ pub struct BrokerConfig {
     pub log_flush_interval_ms: u64,
     pub log_segment_bytes: u64,
     pub log_retention_ms: i64,
+}
+
+/// Kafka's security protocols of a listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub fn parse(s: &str) -> Option<SecurityProtocol> {
+        Some(match s.to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => SecurityProtocol::Plaintext,
+            "SSL" => SecurityProtocol::Ssl,
+            "SASL_PLAINTEXT" => SecurityProtocol::SaslPlaintext,
+            "SASL_SSL" => SecurityProtocol::SaslSsl,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    /// Clients must authenticate with SASL before anything but ApiVersions/SaslHandshake.
+    pub fn is_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+
+    /// The connection is wrapped in TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+}
+
+/// One client listener: a bootstrap address (shard i on its port + 1 + i), its security
+/// protocol, and what Metadata advertises to clients that connected through it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listener {
+    /// Kafka's listener name (upper case), e.g. `PLAINTEXT`, `SASL_SSL`, `INTERNAL`.
+    pub name: String,
+    pub protocol: SecurityProtocol,
+    pub addr: SocketAddr,
+    pub advertise_host: String,
+    /// `Some(p)`: advertise the bootstrap as `p` and shard i as p+1+i instead of the bound
+    /// ports.
+    pub advertise_port: Option<u16>,
+}
+
+/// Listeners a host serves at most (each costs one port per shard plus a bootstrap port).
+pub const LISTENERS_MAX: usize = 8;
+
+/// `NAME://HOST:PORT` (HOST may be empty, meaning all interfaces as in Kafka, or an IPv6
+/// address in brackets).
+fn parse_endpoint(s: &str) -> Result<(String, String, u16), ConfigError> {
+    let bad = || ConfigError(format!("listener `{s}` is not NAME://HOST:PORT"));
+    let (name, rest) = s.trim().split_once("://").ok_or_else(bad)?;
+    let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let name = name.trim().to_ascii_uppercase();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(bad());
+    }
+    Ok((name, host, port))
+}
+
+fn default_advertise(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+        IpAddr::V6(ip) if ip.is_unspecified() => "::1".to_string(),
+        ip => ip.to_string(),
+    }
+}
+
+fn parse_listeners(a: &ServeArgs) -> Result<Vec<Listener>, ConfigError> {
+    let mut map: Vec<(String, SecurityProtocol)> = Vec::new();
+    if let Some(m) = &a.listener_security_protocol_map {
+        for entry in m.split(',').filter(|e| !e.trim().is_empty()) {
+            let (name, proto) = entry.trim().split_once(':').ok_or_else(|| {
+                ConfigError(format!(
+                    "security protocol map entry `{entry}` is not NAME:PROTOCOL"
+                ))
+            })?;
+            let proto = SecurityProtocol::parse(proto.trim()).ok_or_else(|| {
+                ConfigError(format!(
+                    "unknown security protocol `{proto}` (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)"
+                ))
+            })?;
+            map.push((name.trim().to_ascii_uppercase(), proto));
+        }
+    }
+    let protocol_of = |name: &str| {
+        map.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+            .or_else(|| SecurityProtocol::parse(name))
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "listener {name} has no security protocol: add {name}:PROTOCOL to --listener-security-protocol-map"
+                ))
+            })
+    };
+    let mut out: Vec<Listener> = Vec::new();
+    let plain = |addr: SocketAddr| Listener {
+        name: "PLAINTEXT".into(),
+        protocol: SecurityProtocol::Plaintext,
+        addr,
+        advertise_host: a
+            .advertise
+            .clone()
+            .unwrap_or_else(|| default_advertise(addr.ip())),
+        advertise_port: None,
+    };
+    if let Some(addr) = a.listen {
+        out.push(plain(addr));
+    }
+    if let Some(ls) = &a.listeners {
+        for entry in ls.split(',').filter(|e| !e.trim().is_empty()) {
+            let (name, host, port) = parse_endpoint(entry)?;
+            let ip: IpAddr = if host.is_empty() {
+                IpAddr::from([0, 0, 0, 0])
+            } else {
+                host.parse().map_err(|_| {
+                    ConfigError(format!(
+                        "listener `{entry}`: bind to an IP address (`{host}` is not one)"
+                    ))
+                })?
+            };
+            let addr = SocketAddr::new(ip, port);
+            out.push(Listener {
+                protocol: protocol_of(&name)?,
+                name,
+                addr,
+                advertise_host: a.advertise.clone().unwrap_or_else(|| default_advertise(ip)),
+                advertise_port: None,
+            });
+        }
+    }
+    if out.is_empty() {
+        out.push(plain(SocketAddr::from(([127, 0, 0, 1], 9092))));
+    }
+    for (i, l) in out.iter().enumerate() {
+        if out[..i].iter().any(|o| o.name == l.name) {
+            return Err(ConfigError(format!(
+                "listener name {} is used twice (--listen is the listener PLAINTEXT)",
+                l.name
+            )));
+        }
+    }
+    if out.len() > LISTENERS_MAX {
+        return Err(ConfigError(format!(
+            "{} listeners; at most {LISTENERS_MAX}",
+            out.len()
+        )));
+    }
+    if let Some(adv) = &a.advertised_listeners {
+        for entry in adv.split(',').filter(|e| !e.trim().is_empty()) {
+            let with_port = if entry
+                .trim()
+                .rsplit_once("://")
+                .is_some_and(|(_, r)| !r.contains(':') || r.ends_with(']'))
+            {
+                format!("{}:0", entry.trim())
+            } else {
+                entry.trim().to_string()
+            };
+            let (name, host, port) = parse_endpoint(&with_port)?;
+            let l = out.iter_mut().find(|l| l.name == name).ok_or_else(|| {
+                ConfigError(format!(
+                    "advertised listener {name} is not among the listeners"
+                ))
+            })?;
+            if !host.is_empty() {
+                l.advertise_host = host;
+            }
+            l.advertise_port = (port != 0).then_some(port);
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug)]
@@ -169,6 +380,14 @@ impl BrokerConfig {
                     "data-dir" => a.data_dir = a.data_dir.or(Some(PathBuf::from(v))),
                     "listen" => a.listen = a.listen.or(Some(parse_value(&k, &v)?)),
                     "advertise" => a.advertise = a.advertise.or(Some(v)),
+                    "listeners" => a.listeners = a.listeners.or(Some(v)),
+                    "listener-security-protocol-map" => {
+                        a.listener_security_protocol_map =
+                            a.listener_security_protocol_map.or(Some(v))
+                    }
+                    "advertised-listeners" => {
+                        a.advertised_listeners = a.advertised_listeners.or(Some(v))
+                    }
                     "cores" => a.cores = a.cores.or(Some(parse_value(&k, &v)?)),
                     "num-partitions" => {
                         a.num_partitions = a.num_partitions.or(Some(parse_value(&k, &v)?))
@@ -230,14 +449,9 @@ impl BrokerConfig {
                 }
             }
         }
-        let listen = a
-            .listen
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
-        let advertise = a.advertise.unwrap_or_else(|| match listen.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
-            IpAddr::V6(ip) if ip.is_unspecified() => "::1".to_string(),
-            ip => ip.to_string(),
-        });
+        let listeners = parse_listeners(&a)?;
+        let listen = listeners[0].addr;
+        let advertise = listeners[0].advertise_host.clone();
         let num_partitions = a.num_partitions.unwrap_or(1);
         if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&num_partitions) {
             return Err(ConfigError(format!(
@@ -287,6 +501,7 @@ impl BrokerConfig {
             data_dir: a.data_dir.unwrap_or_else(|| PathBuf::from("osprey-data")),
             listen,
             advertise,
+            listeners,
             cores: a.cores,
             num_partitions,
             auto_create_topics: a.auto_create_topics.unwrap_or(true),
@@ -314,6 +529,55 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("osprey-data"));
         assert!(c.auto_create_topics);
         assert_eq!(c.group_initial_rebalance_delay_ms, 3000);
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listeners[0].name, "PLAINTEXT");
+        assert_eq!(c.listeners[0].protocol, SecurityProtocol::Plaintext);
+    }
+
+    // Kafka's listener form: names map to protocols by the map or by their own name,
+    // `--listen` stays the PLAINTEXT listener, advertised listeners replace the host (and
+    // the port base when given), and a listener without a protocol is refused.
+    #[test]
+    fn listeners_in_kafkas_form() {
+        let args = ServeArgs {
+            listen: Some("127.0.0.1:9092".parse().unwrap()),
+            listeners: Some("SASL_SSL://0.0.0.0:9192, internal://127.0.0.1:9292".into()),
+            listener_security_protocol_map: Some("INTERNAL:SASL_PLAINTEXT".into()),
+            advertised_listeners: Some(
+                "SASL_SSL://broker.example:19192,INTERNAL://10.0.0.1".into(),
+            ),
+            ..Default::default()
+        };
+        let c = BrokerConfig::from_args(&args).unwrap();
+        let names: Vec<_> = c
+            .listeners
+            .iter()
+            .map(|l| (l.name.as_str(), l.protocol))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("PLAINTEXT", SecurityProtocol::Plaintext),
+                ("SASL_SSL", SecurityProtocol::SaslSsl),
+                ("INTERNAL", SecurityProtocol::SaslPlaintext)
+            ]
+        );
+        assert_eq!(c.listeners[1].advertise_host, "broker.example");
+        assert_eq!(c.listeners[1].advertise_port, Some(19192));
+        assert_eq!(c.listeners[2].advertise_host, "10.0.0.1");
+        assert_eq!(c.listeners[2].advertise_port, None);
+        assert_eq!(c.listen, "127.0.0.1:9092".parse::<SocketAddr>().unwrap());
+        let bad = ServeArgs {
+            listeners: Some("CLIENT://127.0.0.1:9092".into()),
+            ..Default::default()
+        };
+        assert!(BrokerConfig::from_args(&bad).is_err());
+        let twice = ServeArgs {
+            listen: Some("127.0.0.1:9092".parse().unwrap()),
+            listeners: Some("PLAINTEXT://127.0.0.1:9093".into()),
+            ..Default::default()
+        };
+        assert!(BrokerConfig::from_args(&twice).is_err());
     }
 
     // The config file fills unset values, flags override it, and unknown keys are refused.

@@ -22,6 +22,7 @@ use glommio::sync::StaticPermit;
 use crate::config::INFLIGHT_REQUESTS_PER_CONNECTION_MAX;
 use crate::handlers::{self, Reply};
 use crate::protocol::{self, ProtocolError};
+use crate::session::Session;
 use crate::shard::Shard;
 
 /// Kafka's connections.max.idle.ms default: idle connections are closed after 10 minutes.
@@ -43,7 +44,12 @@ enum ReadOutcome {
 }
 
 /// Serves one connection until the client closes it, it misbehaves, or the shard stops.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listener: usize) {
+    let session = Rc::new(Session::new(
+        peer,
+        listener,
+        &shard.config.listeners[listener],
+    ));
     if let Err(e) = stream.set_nodelay(true) {
         log::debug!("{peer}: set_nodelay: {e}");
     }
@@ -71,8 +77,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                     }
                 };
                 let shard = shard.clone();
+                let session = session.clone();
                 let task = glommio::spawn_local(async move {
-                    let reply = handlers::dispatch(&shard, header).await;
+                    let reply = handlers::dispatch(&shard, &session, header).await;
                     drop(permit);
                     reply
                 })

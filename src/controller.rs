@@ -202,8 +202,9 @@ impl Controller {
         let broker = BrokerMeta {
             host_id: config.node_id,
             incarnation: u64::from_le_bytes(new_topic_id()[..8].try_into().unwrap_or_default()),
-            host: config.advertise.clone(),
-            ports: shard.nodes.iter().map(|n| n.port).collect(),
+            host: shard.nodes[0].host.clone(),
+            ports: shard.nodes[0].ports.clone(),
+            listeners: shard.nodes.as_ref().clone(),
             rack: format!("host-{}", config.node_id),
             fenced: false,
         };

@@ -19,6 +19,7 @@ pub mod replication;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod session;
 pub mod shard;
 pub mod sync;
 pub mod topic_config;

@@ -2,8 +2,9 @@
 //! listening sockets, the router mesh, one pinned executor per shard, and the signal
 //! handling that stops them all cleanly.
 //!
-//! Runs on: the main thread (`run`) and on every shard (`shard_main`). The bootstrap
-//! listener is served by shard 0; shard i also serves its own advertised port.
+//! Runs on: the main thread (`run`) and on every shard (`shard_main`). Every listener
+//! (`--listeners`) has a bootstrap port served by shard 0 and one port per shard: shard i
+//! serves its own advertised port of every listener.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
@@ -20,9 +21,10 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::cluster::{ControllerHandle, ControllerOptions};
 use crate::config::{BrokerConfig, ROUTER_CHANNEL_CAPACITY};
 use crate::controller::Controller;
+use crate::metadata::ListenerMeta;
 use crate::router::{Router, RouterEnds};
 use crate::runtime::{self, HostError};
-use crate::shard::{NodeAddr, Shard};
+use crate::shard::Shard;
 
 /// How long shutdown waits for in-flight requests before closing the logs anyway.
 const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(10);
@@ -200,20 +202,22 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
     let io_memory = runtime::io_memory_for(n)?;
     let lock = lock_data_dir(&config.data_dir)?;
 
-    // The bootstrap address, then shard i on its port + 1 + i (every one on a free port
-    // when the bootstrap port is 0).
-    let mut addrs = vec![config.listen];
-    for i in 0..n {
-        let port = if config.listen.port() == 0 {
-            0
-        } else {
-            config
-                .listen
-                .port()
-                .checked_add(1 + i as u16)
-                .ok_or_else(|| HostError(format!("shard port for {} overflows", config.listen)))?
-        };
-        addrs.push(SocketAddr::new(config.listen.ip(), port));
+    // Per listener: its bootstrap address, then shard i on its port + 1 + i (every one on
+    // a free port when the bootstrap port is 0).
+    let per_listener = n + 1;
+    let mut addrs = Vec::with_capacity(config.listeners.len() * per_listener + 1);
+    for l in &config.listeners {
+        addrs.push(l.addr);
+        for i in 0..n {
+            let port = if l.addr.port() == 0 {
+                0
+            } else {
+                l.addr.port().checked_add(1 + i as u16).ok_or_else(|| {
+                    HostError(format!("shard port for listener {} overflows", l.name))
+                })?
+            };
+            addrs.push(SocketAddr::new(l.addr.ip(), port));
+        }
     }
     // Last, the controller port of a voter in a multi-host quorum: a host restarted after
     // kill -9 must get it back as it gets its client ports.
@@ -223,22 +227,34 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
     if let Some(addr) = controller_addr {
         addrs.push(addr);
     }
-    let mut shard_listeners = bind_listeners(&lock, &addrs, BIND_RETRY_MAX)?;
+    let mut bound = bind_listeners(&lock, &addrs, BIND_RETRY_MAX)?;
     let controller_listener = match controller_addr {
-        Some(_) => shard_listeners.pop(),
+        Some(_) => bound.pop(),
         None => None,
     };
-    let bootstrap = shard_listeners.remove(0);
-    let bootstrap_addr = bootstrap
-        .local_addr()
-        .map_err(|e| HostError(e.to_string()))?;
-    let nodes: Vec<NodeAddr> = shard_listeners
-        .iter()
-        .map(|l| NodeAddr {
-            host: config.advertise.clone(),
-            port: l.local_addr().map(|a| a.port()).unwrap_or(0),
-        })
-        .collect();
+    // bound[l * per_listener] is listener l's bootstrap, then its shard ports.
+    let port_of = |l: &StdListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
+    let mut bootstraps = Vec::with_capacity(config.listeners.len());
+    let mut nodes = Vec::with_capacity(config.listeners.len());
+    for (li, l) in config.listeners.iter().enumerate() {
+        let base = li * per_listener;
+        let addr = bound[base]
+            .local_addr()
+            .map_err(|e| HostError(e.to_string()))?;
+        bootstraps.push((l.name.clone(), addr));
+        let ports = (0..n)
+            .map(|i| match l.advertise_port {
+                Some(p) => p.saturating_add(1 + i as u16),
+                None => port_of(&bound[base + 1 + i]),
+            })
+            .collect();
+        nodes.push(ListenerMeta {
+            name: l.name.clone(),
+            host: l.advertise_host.clone(),
+            ports,
+        });
+    }
+    let bootstrap_addr = bootstraps[0].1;
     let nodes = Arc::new(nodes);
     let config = Arc::new(config);
     let signals = block_signals();
@@ -258,19 +274,24 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
         .into_iter()
         .map(Some)
         .collect();
-    let mut bootstrap_fd = Some(bootstrap.into_raw_fd());
     let mut handles = Vec::new();
     for (i, cpu) in cpus.iter().enumerate() {
-        let mut fds: Vec<RawFd> = vec![
-            shard_listeners[i]
-                .try_clone()
-                .map_err(|e| HostError(e.to_string()))?
-                .into_raw_fd(),
-        ];
-        if i == 0
-            && let Some(fd) = bootstrap_fd.take()
-        {
-            fds.push(fd);
+        // Shard i serves its own port of every listener; shard 0 also the bootstraps.
+        let mut fds: Vec<(RawFd, usize)> = Vec::new();
+        for li in 0..config.listeners.len() {
+            let base = li * per_listener;
+            let mut take = |idx: usize| -> Result<(), HostError> {
+                let fd = bound[idx]
+                    .try_clone()
+                    .map_err(|e| HostError(e.to_string()))?
+                    .into_raw_fd();
+                fds.push((fd, li));
+                Ok(())
+            };
+            take(base + 1 + i)?;
+            if i == 0 {
+                take(base)?;
+            }
         }
         let ends = ends[i]
             .take()
@@ -306,7 +327,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
         handles.push(handle);
     }
     drop(events_tx);
-    drop(shard_listeners);
+    drop(bound);
 
     // Wait for every shard to be ready (or one to fail), watching for signals meanwhile.
     let mut ready = 0;
@@ -325,16 +346,22 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
         }
     }
     if failure.is_none() && !signalled {
-        let ports: Vec<String> = nodes.iter().map(|n| n.port.to_string()).collect();
+        let ports: Vec<String> = nodes[0].ports.iter().map(|p| p.to_string()).collect();
+        let listeners: Vec<String> = bootstraps
+            .iter()
+            .map(|(name, addr)| format!("{name}={addr}"))
+            .collect();
         log::info!(
             "osprey ready: bootstrap {bootstrap_addr}, {n} shards on CPUs {cpus:?}, shard ports [{}], data dir {}",
             ports.join(", "),
             config.data_dir.display()
         );
-        // A machine-readable line on stdout for scripts and tests that use --listen :0.
+        // A machine-readable line on stdout for scripts and tests that use --listen :0:
+        // the first listener's bootstrap and shard ports, then every listener's bootstrap.
         println!(
-            "osprey ready bootstrap={bootstrap_addr} nodes={}",
-            ports.join(",")
+            "osprey ready bootstrap={bootstrap_addr} nodes={} listeners={}",
+            ports.join(","),
+            listeners.join(",")
         );
         loop {
             if poll_signal(&signals, Duration::from_millis(100)) {
@@ -423,15 +450,15 @@ async fn shard_main(
     config: Arc<BrokerConfig>,
     controller: Option<ControllerHandle>,
     isolated: Arc<std::sync::atomic::AtomicBool>,
-    nodes: Arc<Vec<NodeAddr>>,
+    nodes: Arc<Vec<ListenerMeta>>,
     ends: RouterEnds,
-    listener_fds: Vec<RawFd>,
+    listener_fds: Vec<(RawFd, usize)>,
     events: mpsc::Sender<ShardEvent>,
 ) -> Result<(), String> {
     // Take ownership of the fds first so an early error still closes them.
-    let listeners: Vec<TcpListener> = listener_fds
+    let listeners: Vec<(TcpListener, usize)> = listener_fds
         .into_iter()
-        .map(|fd| unsafe { TcpListener::from_raw_fd(fd) })
+        .map(|(fd, li)| (unsafe { TcpListener::from_raw_fd(fd) }, li))
         .collect();
     let (router, receivers) = Router::connect(id, ends).await;
     let store = shards::Store::new(shards::StoreConfig {
@@ -463,8 +490,8 @@ async fn shard_main(
     shard.groups.start(&shard).await;
     glommio::spawn_local(crate::replication::maintain_isr(shard.clone())).detach();
     let mut accept_tasks = Vec::new();
-    for l in listeners {
-        accept_tasks.push(glommio::spawn_local(accept_loop(shard.clone(), l)));
+    for (l, li) in listeners {
+        accept_tasks.push(glommio::spawn_local(accept_loop(shard.clone(), l, li)));
     }
     let _ = events.send(ShardEvent::Ready);
 
@@ -493,9 +520,11 @@ async fn shard_main(
     closed.map_err(|e| format!("closing logs: {e}"))
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+/// Accepts the connections of one listening socket of listener `listener` (an index into
+/// `BrokerConfig::listeners`).
+async fn accept_loop(shard: Rc<Shard>, socket: TcpListener, listener: usize) {
     loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+        let accepted = futures_lite::future::or(async { Some(socket.accept().await) }, async {
             shard.shutdown.notified().await;
             None
         })
@@ -528,7 +557,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         shard.connections.set(shard.connections.get() + 1);
         let s = shard.clone();
         glommio::spawn_local(async move {
-            crate::connection::serve(s.clone(), stream, peer).await;
+            crate::connection::serve(s.clone(), stream, peer, listener).await;
             s.connections.set(s.connections.get() - 1);
         })
         .detach();

@@ -21,13 +21,6 @@ use crate::router::{Router, RouterError};
 use crate::sync::Notify;
 use crate::topic_config;
 
-/// The address a shard advertises as its broker node (node id = host id x 1024 + shard).
-#[derive(Clone, Debug)]
-pub struct NodeAddr {
-    pub host: String,
-    pub port: u16,
-}
-
 /// The partitions of one topic that this shard has open.
 struct LocalTopic {
     id: [u8; 16],
@@ -39,7 +32,9 @@ pub struct Shard {
     /// Number of shards in this process.
     pub count: usize,
     pub config: Arc<BrokerConfig>,
-    pub nodes: Arc<Vec<NodeAddr>>,
+    /// Every client listener of this host with the advertised port of each shard (node id
+    /// = host id x 1024 + shard), as registered with the controller.
+    pub nodes: Arc<Vec<crate::metadata::ListenerMeta>>,
     pub store: Rc<shards::Store>,
     pub router: Router,
     pub controller: Option<Rc<Controller>>,
@@ -94,7 +89,7 @@ impl Shard {
         id: usize,
         count: usize,
         config: Arc<BrokerConfig>,
-        nodes: Arc<Vec<NodeAddr>>,
+        nodes: Arc<Vec<crate::metadata::ListenerMeta>>,
         store: Rc<shards::Store>,
         router: Router,
         controller: Option<Rc<Controller>>,

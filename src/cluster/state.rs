@@ -659,6 +659,7 @@ mod tests {
             host: "127.0.0.1".into(),
             ports: (0..shards).map(|s| 9000 + s as u16).collect(),
             rack: format!("host-{host}"),
+            listeners: Vec::new(),
             fenced: false,
         }
     }

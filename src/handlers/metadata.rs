@@ -16,6 +16,7 @@ use super::{ApiSpec, Reply, str_bytes, uuid};
 use crate::controller::NewTopic;
 use crate::metadata::{ClusterMeta, TopicMeta, host_of};
 use crate::protocol::{ProtocolError, RequestFrame, acl, error};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -24,12 +25,13 @@ pub const API: ApiSpec = ApiSpec {
     max_version: 12,
 };
 
-/// Every node of every registered host, with the host's rack: what Metadata and
+/// Every node of every registered host, with the host's rack and its endpoint on the
+/// listener `listener` (the one the client connected through): what Metadata and
 /// DescribeCluster list.
-pub fn brokers(shard: &Shard) -> Vec<MetadataResponseBroker> {
+pub fn brokers(shard: &Shard, listener: &str) -> Vec<MetadataResponseBroker> {
     shard
         .meta()
-        .nodes()
+        .nodes_on(listener)
         .into_iter()
         .map(|(id, host, port, rack)| {
             MetadataResponseBroker::default()
@@ -98,7 +100,11 @@ fn topic_response(
         .with_topic_authorized_operations(authorized_operations)
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: MetadataRequest = req.decode()?;
     let isolated_host = shard.isolated().then_some(shard.config.node_id);
     // v0: an empty list means all topics; v1+: null means all, empty means none.
@@ -186,7 +192,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
             .collect(),
     };
     let resp = MetadataResponse::default()
-        .with_brokers(brokers(shard))
+        .with_brokers(brokers(shard, &session.listener_name))
         .with_cluster_id(Some(str_bytes(meta.cluster_id.clone())))
         .with_controller_id(controller_id(shard))
         .with_topics(topics)

@@ -31,6 +31,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::protocol::fetch_response::Piece;
 use crate::protocol::{ProtocolError, RequestFrame};
+use crate::session::Session;
 use crate::shard::Shard;
 
 /// An API this broker answers, and the versions it accepts.
@@ -94,7 +95,11 @@ pub enum Reply {
     Pieces(Vec<Piece<FetchData>>),
 }
 
-pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn dispatch(
+    shard: &Rc<Shard>,
+    session: &Rc<Session>,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let Some(spec) = spec(req.api_key) else {
         return Err(ProtocolError::UnsupportedVersion {
             key: req.api_key,
@@ -116,7 +121,7 @@ pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Pro
         ApiKey::Produce => produce::handle(shard, req).await,
         ApiKey::Fetch => fetch::handle(shard, req).await,
         ApiKey::ListOffsets => list_offsets::handle(shard, req).await,
-        ApiKey::Metadata => metadata::handle(shard, req).await,
+        ApiKey::Metadata => metadata::handle(shard, session, req).await,
         ApiKey::ApiVersions => api_versions::handle(shard, req),
         ApiKey::CreateTopics => create_topics::handle(shard, req).await,
         ApiKey::DeleteTopics => delete_topics::handle(shard, req).await,
@@ -124,12 +129,12 @@ pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Pro
         ApiKey::DescribeConfigs => describe_configs::handle(shard, req).await,
         ApiKey::CreatePartitions => create_partitions::handle(shard, req).await,
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(shard, req).await,
-        ApiKey::DescribeCluster => describe_cluster::handle(shard, req),
+        ApiKey::DescribeCluster => describe_cluster::handle(shard, session, req),
         ApiKey::AlterConfigs => alter_configs::handle(shard, req).await,
         ApiKey::IncrementalAlterConfigs => incremental_alter_configs::handle(shard, req).await,
         ApiKey::DeleteRecords => delete_records::handle(shard, req).await,
         ApiKey::DescribeLogDirs => describe_log_dirs::handle(shard, req).await,
-        _ => crate::groups::handlers::dispatch(shard, req).await,
+        _ => crate::groups::handlers::dispatch(shard, session, req).await,
     }
 }
 

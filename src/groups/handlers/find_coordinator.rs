@@ -11,6 +11,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorRequest, FindCoo
 use crate::groups::errors::*;
 use crate::handlers::{ApiSpec, Reply, str_bytes};
 use crate::protocol::{ProtocolError, RequestFrame};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -29,7 +30,8 @@ struct Answer {
     port: i32,
 }
 
-fn answer(shard: &Shard, key: &str, key_type: i8) -> Answer {
+/// The coordinator's endpoint on the listener the client connected through.
+fn answer(shard: &Shard, session: &Session, key: &str, key_type: i8) -> Answer {
     if key_type != KEY_TYPE_GROUP {
         // No transactions (or share groups) here: a non-retriable error, not a coordinator
         // the client would then hammer with requests we cannot serve.
@@ -45,11 +47,15 @@ fn answer(shard: &Shard, key: &str, key_type: i8) -> Answer {
     let meta = shard.meta();
     let found = if host == shard.config.node_id {
         let s = crate::groups::coordinator_shard(key, shard.count);
-        shard.nodes.get(s).map(|n| (s, n.host.clone(), n.port))
+        shard
+            .nodes
+            .get(session.listener)
+            .and_then(|l| l.ports.get(s).map(|p| (s, l.host.clone(), *p)))
     } else {
         meta.brokers.get(&host).and_then(|b| {
             let s = crate::groups::coordinator_shard(key, b.ports.len());
-            b.ports.get(s).map(|p| (s, b.host.clone(), *p))
+            let (h, ports) = b.endpoint(&session.listener_name)?;
+            ports.get(s).map(|p| (s, h.to_string(), *p))
         })
     };
     match found {
@@ -70,7 +76,11 @@ fn answer(shard: &Shard, key: &str, key_type: i8) -> Answer {
     }
 }
 
-pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: FindCoordinatorRequest = req.decode()?;
     let mut resp = FindCoordinatorResponse::default();
     if req.version >= 4 {
@@ -78,7 +88,7 @@ pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolErr
             .coordinator_keys
             .iter()
             .map(|k| {
-                let a = answer(shard, k, body.key_type);
+                let a = answer(shard, session, k, body.key_type);
                 Coordinator::default()
                     .with_key(k.clone())
                     .with_node_id(BrokerId(a.node))
@@ -89,7 +99,7 @@ pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolErr
             })
             .collect();
     } else {
-        let a = answer(shard, &body.key, body.key_type);
+        let a = answer(shard, session, &body.key, body.key_type);
         resp = resp
             .with_error_code(a.error)
             .with_node_id(BrokerId(a.node))

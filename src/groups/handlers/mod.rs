@@ -23,6 +23,7 @@ use kafka_protocol::messages::ApiKey;
 use super::errors::*;
 use crate::handlers::{ApiSpec, Reply};
 use crate::protocol::{ProtocolError, RequestFrame};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const REGISTRY: &[ApiSpec] = &[
@@ -39,11 +40,15 @@ pub const REGISTRY: &[ApiSpec] = &[
     offset_delete::API,
 ];
 
-pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn dispatch(
+    shard: &Rc<Shard>,
+    session: &Rc<Session>,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     match req.api_key {
         ApiKey::OffsetCommit => offset_commit::handle(shard, req).await,
         ApiKey::OffsetFetch => offset_fetch::handle(shard, req),
-        ApiKey::FindCoordinator => find_coordinator::handle(shard, req),
+        ApiKey::FindCoordinator => find_coordinator::handle(shard, session, req),
         ApiKey::JoinGroup => join_group::handle(shard, req).await,
         ApiKey::Heartbeat => heartbeat::handle(shard, req),
         ApiKey::LeaveGroup => leave_group::handle(shard, req),
