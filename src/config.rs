@@ -35,6 +35,13 @@ pub struct ServeArgs {
     /// other than 0 advertises shard i at PORT+1+i (port forwarding).
     #[arg(long)]
     pub advertised_listeners: Option<String>,
+    /// Kafka's sasl.enabled.mechanisms on SASL listeners: PLAIN, SCRAM-SHA-256,
+    /// SCRAM-SHA-512 (default: both SCRAM ones, and PLAIN when --sasl-plain-users is given).
+    #[arg(long)]
+    pub sasl_enabled_mechanisms: Option<String>,
+    /// PLAIN's users: a file of `name = password` lines (read at start-up).
+    #[arg(long)]
+    pub sasl_plain_users: Option<PathBuf>,
     /// Number of shards (cores) to run, at most the CPUs this process may use.
     #[arg(long)]
     pub cores: Option<usize>,
@@ -128,6 +135,9 @@ pub struct BrokerConfig {
     pub advertise: String,
     /// Every client listener, the first one the default; never empty.
     pub listeners: Vec<Listener>,
+    /// SASL mechanisms offered on SASL listeners, in Kafka's names.
+    pub sasl_mechanisms: Vec<String>,
+    pub sasl_plain_users: crate::sasl::PlainUsers,
     pub cores: Option<usize>,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
@@ -385,6 +395,12 @@ impl BrokerConfig {
                         a.listener_security_protocol_map =
                             a.listener_security_protocol_map.or(Some(v))
                     }
+                    "sasl-enabled-mechanisms" => {
+                        a.sasl_enabled_mechanisms = a.sasl_enabled_mechanisms.or(Some(v))
+                    }
+                    "sasl-plain-users" => {
+                        a.sasl_plain_users = a.sasl_plain_users.or(Some(PathBuf::from(v)))
+                    }
                     "advertised-listeners" => {
                         a.advertised_listeners = a.advertised_listeners.or(Some(v))
                     }
@@ -450,6 +466,37 @@ impl BrokerConfig {
             }
         }
         let listeners = parse_listeners(&a)?;
+        let sasl_plain_users = match &a.sasl_plain_users {
+            Some(path) => crate::sasl::PlainUsers::load(path).map_err(ConfigError)?,
+            None => Default::default(),
+        };
+        let sasl_mechanisms: Vec<String> = match &a.sasl_enabled_mechanisms {
+            Some(list) => list
+                .split(',')
+                .map(|m| m.trim().to_ascii_uppercase())
+                .filter(|m| !m.is_empty())
+                .collect(),
+            None => {
+                let mut m = vec!["SCRAM-SHA-256".to_string(), "SCRAM-SHA-512".to_string()];
+                if a.sasl_plain_users.is_some() {
+                    m.insert(0, crate::sasl::PLAIN.to_string());
+                }
+                m
+            }
+        };
+        if let Some(bad) = sasl_mechanisms
+            .iter()
+            .find(|m| !crate::sasl::known_mechanism(m))
+        {
+            return Err(ConfigError(format!(
+                "SASL mechanism {bad} is not supported (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"
+            )));
+        }
+        if sasl_mechanisms.iter().any(|m| m == crate::sasl::PLAIN) && a.sasl_plain_users.is_none() {
+            return Err(ConfigError(
+                "SASL mechanism PLAIN needs its users: --sasl-plain-users FILE".into(),
+            ));
+        }
         let listen = listeners[0].addr;
         let advertise = listeners[0].advertise_host.clone();
         let num_partitions = a.num_partitions.unwrap_or(1);
@@ -502,6 +549,8 @@ impl BrokerConfig {
             listen,
             advertise,
             listeners,
+            sasl_mechanisms,
+            sasl_plain_users,
             cores: a.cores,
             num_partitions,
             auto_create_topics: a.auto_create_topics.unwrap_or(true),

@@ -21,9 +21,11 @@ use glommio::sync::StaticPermit;
 
 use crate::config::INFLIGHT_REQUESTS_PER_CONNECTION_MAX;
 use crate::handlers::{self, Reply};
-use crate::protocol::{self, ProtocolError};
+use crate::protocol::{self, ProtocolError, RequestFrame, error};
+use crate::sasl::{Exchange, Outcome};
 use crate::session::Session;
 use crate::shard::Shard;
+use kafka_protocol::messages::ApiKey;
 
 /// Kafka's connections.max.idle.ms default: idle connections are closed after 10 minutes.
 const CONNECTION_IDLE_MAX: Duration = Duration::from_secs(600);
@@ -32,6 +34,171 @@ const CONNECTION_IDLE_MAX: Duration = Duration::from_secs(600);
 const FRAME_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most iovecs handed to one sendmsg call (Linux IOV_MAX).
 const IOVECS_PER_WRITE_MAX: usize = 1024;
+
+/// Where a connection on a SASL listener is in authenticating (Kafka's
+/// SaslServerAuthenticator states); `Done` on other listeners.
+enum Auth {
+    /// Only ApiVersions and SaslHandshake are accepted.
+    AwaitHandshake,
+    /// A mechanism was chosen; `raw`: SaslHandshake v0, tokens come as bare frames
+    /// instead of SaslAuthenticate requests.
+    Exchanging {
+        exchange: Exchange,
+        raw: bool,
+    },
+    Done,
+    /// Authentication failed; the answer is sent, then the connection closes.
+    Failed,
+}
+
+enum AuthAction {
+    /// An ordinary request: dispatch it.
+    Dispatch(RequestFrame),
+    /// Send this frame (after the delay), read on (or close once `Auth::Failed`).
+    Reply(Bytes, Duration),
+    Close(String),
+}
+
+/// One frame through the SASL state machine of the connection: requests before
+/// authentication other than ApiVersions, SaslHandshake and SaslAuthenticate close the
+/// connection, as Kafka does; failed authentication answers SASL_AUTHENTICATION_FAILED
+/// with a message that does not say what was wrong (the log line does), held back by the
+/// shard's failure throttle, then closes.
+fn sasl_step(
+    shard: &Shard,
+    session: &Session,
+    auth: &mut Auth,
+    header: Option<RequestFrame>,
+    frame: Bytes,
+) -> Result<AuthAction, ProtocolError> {
+    let peer = session.peer;
+    let Some(req) = header else {
+        // Legacy framing (SaslHandshake v0): the frame is the token itself, and so is the
+        // answer; a failure just closes the connection.
+        let Auth::Exchanging { exchange, .. } = auth else {
+            return Ok(AuthAction::Close(
+                "raw SASL token outside an exchange".into(),
+            ));
+        };
+        let mechanism = exchange.mechanism();
+        return Ok(
+            match exchange.step(&frame, &shard.meta(), &shard.config.sasl_plain_users) {
+                Outcome::Continue(b) => AuthAction::Reply(raw_frame(&b), Duration::ZERO),
+                Outcome::Done { principal, reply } => {
+                    log::debug!("{peer} authenticated as {principal} with {mechanism}");
+                    session.set_principal(principal);
+                    *auth = Auth::Done;
+                    AuthAction::Reply(raw_frame(&reply), Duration::ZERO)
+                }
+                Outcome::Failed(reason) => {
+                    let delay = shard.auth_failures.failed(peer.ip());
+                    log::warn!("failed authentication from {peer} with {mechanism}: {reason}");
+                    *auth = Auth::Failed;
+                    // Kafka closes without an answer in this framing: an empty reply frame is
+                    // not sent, only the delay is kept.
+                    AuthAction::Reply(Bytes::new(), delay)
+                }
+            },
+        );
+    };
+    if !session.protocol.is_sasl() {
+        return Ok(AuthAction::Dispatch(req));
+    }
+    match (req.api_key, &mut *auth) {
+        (ApiKey::ApiVersions, _) => Ok(AuthAction::Dispatch(req)),
+        (ApiKey::SaslHandshake, Auth::AwaitHandshake) => {
+            if handlers::spec(ApiKey::SaslHandshake)
+                .is_none_or(|s| req.version > s.max_version || req.version < s.min_version)
+            {
+                return Ok(AuthAction::Close(format!(
+                    "SaslHandshake v{} is not supported",
+                    req.version
+                )));
+            }
+            let (chosen, bytes) = handlers::sasl_handshake::answer(shard, &req)?;
+            if let Some(m) = chosen {
+                match Exchange::start(&m) {
+                    Ok(exchange) => {
+                        *auth = Auth::Exchanging {
+                            exchange,
+                            raw: req.version == 0,
+                        }
+                    }
+                    Err(e) => return Ok(AuthAction::Close(format!("SASL {m}: {e}"))),
+                }
+            }
+            Ok(AuthAction::Reply(bytes, Duration::ZERO))
+        }
+        (
+            ApiKey::SaslAuthenticate,
+            Auth::Exchanging {
+                exchange,
+                raw: false,
+            },
+        ) => {
+            if handlers::spec(ApiKey::SaslAuthenticate)
+                .is_none_or(|s| req.version > s.max_version || req.version < s.min_version)
+            {
+                return Ok(AuthAction::Close(format!(
+                    "SaslAuthenticate v{} is not supported",
+                    req.version
+                )));
+            }
+            let token = handlers::sasl_authenticate::token(&req)?;
+            let mechanism = exchange.mechanism();
+            match exchange.step(&token, &shard.meta(), &shard.config.sasl_plain_users) {
+                Outcome::Continue(b) => Ok(AuthAction::Reply(
+                    handlers::sasl_authenticate::answer(&req, Ok(b))?,
+                    Duration::ZERO,
+                )),
+                Outcome::Done { principal, reply } => {
+                    log::debug!("{peer} authenticated as {principal} with {mechanism}");
+                    session.set_principal(principal);
+                    *auth = Auth::Done;
+                    Ok(AuthAction::Reply(
+                        handlers::sasl_authenticate::answer(&req, Ok(reply))?,
+                        Duration::ZERO,
+                    ))
+                }
+                Outcome::Failed(reason) => {
+                    let delay = shard.auth_failures.failed(peer.ip());
+                    log::warn!("failed authentication from {peer} with {mechanism}: {reason}");
+                    *auth = Auth::Failed;
+                    let message = format!(
+                        "Authentication failed during authentication due to invalid credentials with SASL mechanism {mechanism}"
+                    );
+                    Ok(AuthAction::Reply(
+                        handlers::sasl_authenticate::answer(
+                            &req,
+                            Err((error::SASL_AUTHENTICATION_FAILED, message)),
+                        )?,
+                        delay,
+                    ))
+                }
+            }
+        }
+        (_, Auth::Done) => match req.api_key {
+            // Re-authentication (KIP-368) is not offered: SaslAuthenticate answers a
+            // session lifetime of 0, so clients never start one.
+            ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => Ok(AuthAction::Close(format!(
+                "{:?} after authentication (re-authentication is not supported)",
+                req.api_key
+            ))),
+            _ => Ok(AuthAction::Dispatch(req)),
+        },
+        (key, _) => Ok(AuthAction::Close(format!(
+            "unexpected {key:?} request before SASL authentication completed"
+        ))),
+    }
+}
+
+/// A length-prefixed raw SASL token (legacy framing).
+fn raw_frame(token: &[u8]) -> Bytes {
+    let mut b = Vec::with_capacity(4 + token.len());
+    b.extend_from_slice(&(token.len() as i32).to_be_bytes());
+    b.extend_from_slice(token);
+    Bytes::from(b)
+}
 
 type Pending = glommio::task::JoinHandle<Result<Reply, ProtocolError>>;
 
@@ -57,8 +224,19 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
     let (mut reader, writer) = futures_lite::io::split(stream);
     let (tx, rx) = local_channel::new_bounded::<Pending>(INFLIGHT_REQUESTS_PER_CONNECTION_MAX);
     let writer_task = glommio::spawn_local(write_responses(writer, fd, rx, peer));
+    let mut auth = if session.protocol.is_sasl() {
+        Auth::AwaitHandshake
+    } else {
+        Auth::Done
+    };
     loop {
-        match read_frame(&shard, &mut reader).await {
+        // Before authentication a frame is bounded by Kafka's sasl.server.max.receive.size.
+        let frame_max = if matches!(auth, Auth::Done) {
+            protocol::REQUEST_FRAME_MAX_BYTES
+        } else {
+            crate::sasl::UNAUTHENTICATED_FRAME_MAX_BYTES
+        };
+        match read_frame(&shard, &mut reader, frame_max).await {
             ReadOutcome::Frame(frame, permit) => {
                 // A host cut off from the controller quorum serves stale metadata: closing
                 // its client connections sends clients to the other hosts, which know
@@ -69,8 +247,40 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
                     );
                     break;
                 }
-                let header = match protocol::decode_request(frame) {
-                    Ok(h) => h,
+                let header = if let Auth::Exchanging { raw: true, .. } = auth {
+                    None
+                } else {
+                    match protocol::decode_request(frame.clone()) {
+                        Ok(h) => Some(h),
+                        Err(e) => {
+                            log::warn!("closing connection from {peer}: {e}");
+                            break;
+                        }
+                    }
+                };
+                let header = match sasl_step(&shard, &session, &mut auth, header, frame) {
+                    Ok(AuthAction::Dispatch(h)) => h,
+                    Ok(AuthAction::Reply(bytes, delay)) => {
+                        let task = glommio::spawn_local(async move {
+                            if !delay.is_zero() {
+                                glommio::timer::sleep(delay).await;
+                            }
+                            drop(permit);
+                            Ok(Reply::Frame(bytes))
+                        })
+                        .detach();
+                        if tx.send(task).await.is_err() {
+                            break;
+                        }
+                        if matches!(auth, Auth::Failed) {
+                            break;
+                        }
+                        continue;
+                    }
+                    Ok(AuthAction::Close(reason)) => {
+                        log::warn!("closing connection from {peer}: {reason}");
+                        break;
+                    }
                     Err(e) => {
                         log::warn!("closing connection from {peer}: {e}");
                         break;
@@ -109,6 +319,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
 async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
     shard: &Rc<Shard>,
     reader: &mut R,
+    frame_max: usize,
 ) -> ReadOutcome {
     let mut len_buf = [0u8; 4];
     if shard.shutting_down.get() {
@@ -146,6 +357,11 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
         Ok(len) => len,
         Err(e) => return ReadOutcome::Error(e.to_string()),
     };
+    if len > frame_max {
+        return ReadOutcome::Error(format!(
+            "frame of {len} bytes before authentication exceeds {frame_max} bytes (sasl.server.max.receive.size)"
+        ));
+    }
     // Reserve the frame's bytes from the shard's request memory before allocating them.
     let permit = match shard.request_memory.acquire_static_permit(len as u64).await {
         Ok(p) => p,

@@ -18,6 +18,7 @@ pub mod protocol;
 pub mod replication;
 pub mod router;
 pub mod runtime;
+pub mod sasl;
 pub mod server;
 pub mod session;
 pub mod shard;

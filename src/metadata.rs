@@ -166,6 +166,29 @@ pub struct ClusterMeta {
     /// never give two producers one id).
     #[serde(default)]
     pub next_producer_id: i64,
+    /// SCRAM credentials: user -> mechanism name (`SCRAM-SHA-256`, `SCRAM-SHA-512`) ->
+    /// the salted credential (never the password).
+    #[serde(default)]
+    pub scram: BTreeMap<String, BTreeMap<String, ScramCredential>>,
+}
+
+/// What the server keeps of a SCRAM password (RFC 5802): salt, iterations, StoredKey and
+/// ServerKey. Enough to verify a client's proof; not enough to impersonate the client.
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct ScramCredential {
+    pub salt: Vec<u8>,
+    pub iterations: i32,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
 }
 
 impl ClusterMeta {

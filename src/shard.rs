@@ -46,6 +46,8 @@ pub struct Shard {
     /// Bytes of request frames held by this shard's connections.
     pub request_memory: Rc<Semaphore>,
     pub connections: Cell<usize>,
+    /// Recent SASL authentication failures per client address (throttles guessing).
+    pub auth_failures: crate::sasl::FailureThrottle,
     meta: RefCell<Arc<ClusterMeta>>,
     logs: RefCell<HashMap<String, LocalTopic>>,
     /// Serialises metadata application (opening partitions awaits).
@@ -110,6 +112,7 @@ impl Shard {
             shutdown: Notify::new(),
             request_memory: Rc::new(Semaphore::new(REQUEST_MEMORY_PER_SHARD_MAX_BYTES)),
             connections: Cell::new(0),
+            auth_failures: Default::default(),
             meta: RefCell::new(Arc::new(ClusterMeta::default())),
             logs: RefCell::new(HashMap::new()),
             applying: Semaphore::new(1),

@@ -7,6 +7,7 @@
 //! that cannot be decoded at all closes the connection.
 
 pub mod alter_configs;
+pub mod alter_user_scram_credentials;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -15,6 +16,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
+pub mod describe_user_scram_credentials;
 pub mod fetch;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
@@ -22,6 +24,8 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sasl_authenticate;
+pub mod sasl_handshake;
 
 use std::rc::Rc;
 
@@ -60,6 +64,10 @@ pub const REGISTRY: &[ApiSpec] = &[
     incremental_alter_configs::API,
     delete_records::API,
     describe_log_dirs::API,
+    sasl_handshake::API,
+    sasl_authenticate::API,
+    describe_user_scram_credentials::API,
+    alter_user_scram_credentials::API,
 ];
 
 pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -134,6 +142,10 @@ pub async fn dispatch(
         ApiKey::IncrementalAlterConfigs => incremental_alter_configs::handle(shard, req).await,
         ApiKey::DeleteRecords => delete_records::handle(shard, req).await,
         ApiKey::DescribeLogDirs => describe_log_dirs::handle(shard, req).await,
+        ApiKey::SaslHandshake => sasl_handshake::handle(shard, req),
+        ApiKey::SaslAuthenticate => sasl_authenticate::handle(shard, req),
+        ApiKey::DescribeUserScramCredentials => describe_user_scram_credentials::handle(shard, req),
+        ApiKey::AlterUserScramCredentials => alter_user_scram_credentials::handle(shard, req).await,
         _ => crate::groups::handlers::dispatch(shard, session, req).await,
     }
 }
