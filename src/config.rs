@@ -42,6 +42,19 @@ pub struct ServeArgs {
     /// PLAIN's users: a file of `name = password` lines (read at start-up).
     #[arg(long)]
     pub sasl_plain_users: Option<PathBuf>,
+    /// Server certificate chain (PEM) of SSL and SASL_SSL listeners.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// Kafka's ssl.client.auth: none (default), requested or required. A client
+    /// certificate's subject becomes the principal on SSL listeners.
+    #[arg(long)]
+    pub ssl_client_auth: Option<String>,
     /// Number of shards (cores) to run, at most the CPUs this process may use.
     #[arg(long)]
     pub cores: Option<usize>,
@@ -138,6 +151,8 @@ pub struct BrokerConfig {
     /// SASL mechanisms offered on SASL listeners, in Kafka's names.
     pub sasl_mechanisms: Vec<String>,
     pub sasl_plain_users: crate::sasl::PlainUsers,
+    /// TLS material of SSL and SASL_SSL listeners (checked at start-up).
+    pub tls: Option<crate::tls::TlsSettings>,
     pub cores: Option<usize>,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
@@ -401,6 +416,10 @@ impl BrokerConfig {
                     "sasl-plain-users" => {
                         a.sasl_plain_users = a.sasl_plain_users.or(Some(PathBuf::from(v)))
                     }
+                    "tls-cert" => a.tls_cert = a.tls_cert.or(Some(PathBuf::from(v))),
+                    "tls-key" => a.tls_key = a.tls_key.or(Some(PathBuf::from(v))),
+                    "tls-ca" => a.tls_ca = a.tls_ca.or(Some(PathBuf::from(v))),
+                    "ssl-client-auth" => a.ssl_client_auth = a.ssl_client_auth.or(Some(v)),
                     "advertised-listeners" => {
                         a.advertised_listeners = a.advertised_listeners.or(Some(v))
                     }
@@ -492,6 +511,37 @@ impl BrokerConfig {
                 "SASL mechanism {bad} is not supported (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"
             )));
         }
+        let client_auth = match &a.ssl_client_auth {
+            Some(v) => crate::tls::ClientAuth::parse(v).ok_or_else(|| {
+                ConfigError(format!(
+                    "ssl-client-auth `{v}`: expected none, requested or required"
+                ))
+            })?,
+            None => crate::tls::ClientAuth::None,
+        };
+        let tls = match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsSettings {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: a.tls_ca.clone(),
+                client_auth,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError("--tls-cert and --tls-key go together".into()));
+            }
+        };
+        if let Some(l) = listeners.iter().find(|l| l.protocol.is_tls()) {
+            let Some(t) = &tls else {
+                return Err(ConfigError(format!(
+                    "listener {} ({}) needs --tls-cert and --tls-key",
+                    l.name,
+                    l.protocol.name()
+                )));
+            };
+            // Fail at start-up, naming the file, rather than on the first client.
+            crate::tls::server_config(t).map_err(ConfigError)?;
+        }
         if sasl_mechanisms.iter().any(|m| m == crate::sasl::PLAIN) && a.sasl_plain_users.is_none() {
             return Err(ConfigError(
                 "SASL mechanism PLAIN needs its users: --sasl-plain-users FILE".into(),
@@ -551,6 +601,7 @@ impl BrokerConfig {
             listeners,
             sasl_mechanisms,
             sasl_plain_users,
+            tls,
             cores: a.cores,
             num_partitions,
             auto_create_topics: a.auto_create_topics.unwrap_or(true),
@@ -590,10 +641,10 @@ mod tests {
     fn listeners_in_kafkas_form() {
         let args = ServeArgs {
             listen: Some("127.0.0.1:9092".parse().unwrap()),
-            listeners: Some("SASL_SSL://0.0.0.0:9192, internal://127.0.0.1:9292".into()),
+            listeners: Some("SASL_PLAINTEXT://0.0.0.0:9192, internal://127.0.0.1:9292".into()),
             listener_security_protocol_map: Some("INTERNAL:SASL_PLAINTEXT".into()),
             advertised_listeners: Some(
-                "SASL_SSL://broker.example:19192,INTERNAL://10.0.0.1".into(),
+                "SASL_PLAINTEXT://broker.example:19192,INTERNAL://10.0.0.1".into(),
             ),
             ..Default::default()
         };
@@ -607,7 +658,7 @@ mod tests {
             names,
             [
                 ("PLAINTEXT", SecurityProtocol::Plaintext),
-                ("SASL_SSL", SecurityProtocol::SaslSsl),
+                ("SASL_PLAINTEXT", SecurityProtocol::SaslPlaintext),
                 ("INTERNAL", SecurityProtocol::SaslPlaintext)
             ]
         );
@@ -616,6 +667,16 @@ mod tests {
         assert_eq!(c.listeners[2].advertise_host, "10.0.0.1");
         assert_eq!(c.listeners[2].advertise_port, None);
         assert_eq!(c.listen, "127.0.0.1:9092".parse::<SocketAddr>().unwrap());
+        let no_tls = ServeArgs {
+            listeners: Some("SSL://127.0.0.1:9092".into()),
+            ..Default::default()
+        };
+        assert!(
+            BrokerConfig::from_args(&no_tls)
+                .unwrap_err()
+                .0
+                .contains("--tls-cert")
+        );
         let bad = ServeArgs {
             listeners: Some("CLIENT://127.0.0.1:9092".into()),
             ..Default::default()

@@ -32,6 +32,10 @@ const CONNECTION_IDLE_MAX: Duration = Duration::from_secs(600);
 /// Kafka's request.timeout.ms default: the longest a frame's body may take to arrive once
 /// its length has been read.
 const FRAME_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a TLS handshake may take once the connection is accepted.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Plaintext gathered per TLS write (a few 16 KiB records at a time).
+const TLS_WRITE_CHUNK_BYTES: usize = 256 * 1024;
 /// Most iovecs handed to one sendmsg call (Linux IOV_MAX).
 const IOVECS_PER_WRITE_MAX: usize = 1024;
 
@@ -220,7 +224,52 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
     if let Err(e) = stream.set_nodelay(true) {
         log::debug!("{peer}: set_nodelay: {e}");
     }
-    let fd = stream.as_raw_fd();
+    if !session.protocol.is_tls() {
+        let fd = stream.as_raw_fd();
+        return serve_stream(shard, session, stream, Some(fd)).await;
+    }
+    let Some(acceptor) = shard.tls.clone() else {
+        log::error!("closing connection from {peer}: no TLS configured for an SSL listener");
+        return;
+    };
+    let accepted = glommio::timer::timeout(TLS_HANDSHAKE_TIMEOUT, async {
+        acceptor
+            .accept(stream)
+            .await
+            .map_err(glommio::GlommioError::from)
+    })
+    .await;
+    let tls = match accepted {
+        Ok(tls) => tls,
+        Err(glommio::GlommioError::TimedOut(_)) => {
+            log::warn!(
+                "closing connection from {peer}: TLS handshake not done within {TLS_HANDSHAKE_TIMEOUT:?}"
+            );
+            return;
+        }
+        Err(e) => {
+            // A plaintext client on a TLS port, an unknown CA, no client certificate
+            // where one is required...
+            log::warn!("closing connection from {peer}: TLS handshake failed: {e}");
+            return;
+        }
+    };
+    // On SSL listeners a client certificate names the principal (SASL_SSL: SASL does).
+    if let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first())
+        && let Some(p) = crate::tls::principal_of(cert)
+    {
+        session.set_principal(p);
+    }
+    serve_stream(shard, session, tls, None).await
+}
+
+/// Serves the requests of one connection over `stream`; `fd` is the socket for the
+/// zero-copy vectored writes when the stream is the plain socket (`None` under TLS).
+async fn serve_stream<S>(shard: Rc<Shard>, session: Rc<Session>, stream: S, fd: Option<RawFd>)
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+{
+    let peer = session.peer;
     let (mut reader, writer) = futures_lite::io::split(stream);
     let (tx, rx) = local_channel::new_bounded::<Pending>(INFLIGHT_REQUESTS_PER_CONNECTION_MAX);
     let writer_task = glommio::spawn_local(write_responses(writer, fd, rx, peer));
@@ -402,7 +451,7 @@ fn is_disconnect(e: &std::io::Error) -> bool {
 
 async fn write_responses<W: futures_lite::AsyncWrite + Unpin>(
     mut writer: W,
-    fd: RawFd,
+    fd: Option<RawFd>,
     rx: local_channel::LocalReceiver<Pending>,
     peer: SocketAddr,
 ) {
@@ -415,12 +464,17 @@ async fn write_responses<W: futures_lite::AsyncWrite + Unpin>(
             }
             None => break,
         };
-        let result = match reply {
-            Reply::None => Ok(()),
-            Reply::Frame(bytes) => write_all_vectored(&mut writer, fd, &[&bytes]).await,
-            Reply::Pieces(pieces) => {
+        let result = match (reply, fd) {
+            (Reply::None, _) => Ok(()),
+            (Reply::Frame(bytes), Some(fd)) => write_all_vectored(&mut writer, fd, &[&bytes]).await,
+            (Reply::Pieces(pieces), Some(fd)) => {
                 let slices: Vec<&[u8]> = pieces.iter().map(|p| p.as_slice()).collect();
                 write_all_vectored(&mut writer, fd, &slices).await
+            }
+            (Reply::Frame(bytes), None) => write_all_tls(&mut writer, &[&bytes]).await,
+            (Reply::Pieces(pieces), None) => {
+                let slices: Vec<&[u8]> = pieces.iter().map(|p| p.as_slice()).collect();
+                write_all_tls(&mut writer, &slices).await
             }
         };
         if let Err(e) = result {
@@ -431,6 +485,32 @@ async fn write_responses<W: futures_lite::AsyncWrite + Unpin>(
         }
     }
     let _ = writer.close().await;
+}
+
+/// Writes all slices through TLS: rustls encrypts into its own buffer (one copy of the
+/// record data; the zero-copy path of plain sockets does not exist here), so small
+/// slices are first gathered into chunks of up to `TLS_WRITE_CHUNK_BYTES` to make full
+/// TLS records and few syscalls.
+async fn write_all_tls<W: futures_lite::AsyncWrite + Unpin>(
+    writer: &mut W,
+    slices: &[&[u8]],
+) -> std::io::Result<()> {
+    let mut chunk: Vec<u8> = Vec::new();
+    for s in slices {
+        if !chunk.is_empty() && chunk.len() + s.len() > TLS_WRITE_CHUNK_BYTES {
+            writer.write_all(&chunk).await?;
+            chunk.clear();
+        }
+        if s.len() >= TLS_WRITE_CHUNK_BYTES {
+            writer.write_all(s).await?;
+        } else {
+            chunk.extend_from_slice(s);
+        }
+    }
+    if !chunk.is_empty() {
+        writer.write_all(&chunk).await?;
+    }
+    writer.flush().await
 }
 
 /// Writes all slices: first with non-blocking `sendmsg` over iovecs (one syscall, no

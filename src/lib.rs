@@ -23,6 +23,7 @@ pub mod server;
 pub mod session;
 pub mod shard;
 pub mod sync;
+pub mod tls;
 pub mod topic_config;
 
 /// Installed by the library so every binary and test that links osprey (the broker,

@@ -466,6 +466,12 @@ async fn shard_main(
         ..Default::default()
     });
     let controller = controller.map(|h| Rc::new(Controller::new(h)));
+    let tls = match &config.tls {
+        Some(t) if config.listeners.iter().any(|l| l.protocol.is_tls()) => Some(
+            futures_rustls::TlsAcceptor::from(crate::tls::server_config(t)?),
+        ),
+        _ => None,
+    };
     let shard = Rc::new(Shard::new(
         id,
         count,
@@ -475,6 +481,7 @@ async fn shard_main(
         router,
         controller,
         isolated,
+        tls,
     ));
     for (peer, rx) in receivers {
         glommio::spawn_local(Router::serve_peer(shard.clone(), peer, rx)).detach();

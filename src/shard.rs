@@ -46,6 +46,9 @@ pub struct Shard {
     /// Bytes of request frames held by this shard's connections.
     pub request_memory: Rc<Semaphore>,
     pub connections: Cell<usize>,
+    /// TLS of this shard's SSL and SASL_SSL listeners: its own rustls config (the session
+    /// cache rustls keeps behind a lock is touched by this core alone).
+    pub tls: Option<futures_rustls::TlsAcceptor>,
     /// Recent SASL authentication failures per client address (throttles guessing).
     pub auth_failures: crate::sasl::FailureThrottle,
     meta: RefCell<Arc<ClusterMeta>>,
@@ -96,6 +99,7 @@ impl Shard {
         router: Router,
         controller: Option<Rc<Controller>>,
         isolated: Arc<AtomicBool>,
+        tls: Option<futures_rustls::TlsAcceptor>,
     ) -> Shard {
         let producer_ids = ProducerIds::new();
         let groups = crate::groups::Coordinator::new(id, &config);
@@ -113,6 +117,7 @@ impl Shard {
             request_memory: Rc::new(Semaphore::new(REQUEST_MEMORY_PER_SHARD_MAX_BYTES)),
             connections: Cell::new(0),
             auth_failures: Default::default(),
+            tls,
             meta: RefCell::new(Arc::new(ClusterMeta::default())),
             logs: RefCell::new(HashMap::new()),
             applying: Semaphore::new(1),
