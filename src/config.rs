@@ -42,6 +42,17 @@ pub struct ServeArgs {
     /// PLAIN's users: a file of `name = password` lines (read at start-up).
     #[arg(long)]
     pub sasl_plain_users: Option<PathBuf>,
+    /// Kafka's authorizer.class.name: `acl` turns on the ACL authorizer (CreateAcls...);
+    /// without it every request is allowed, as today.
+    #[arg(long)]
+    pub authorizer: Option<String>,
+    /// Kafka's super.users: `User:admin;User:ops`, allowed everything by the authorizer.
+    #[arg(long)]
+    pub super_users: Option<String>,
+    /// Kafka's allow.everyone.if.no.acl.found (default false): a resource no ACL names is
+    /// open to everyone.
+    #[arg(long)]
+    pub allow_everyone_if_no_acl_found: Option<bool>,
     /// Server certificate chain (PEM) of SSL and SASL_SSL listeners.
     #[arg(long)]
     pub tls_cert: Option<PathBuf>,
@@ -151,6 +162,8 @@ pub struct BrokerConfig {
     /// SASL mechanisms offered on SASL listeners, in Kafka's names.
     pub sasl_mechanisms: Vec<String>,
     pub sasl_plain_users: crate::sasl::PlainUsers,
+    /// The ACL authorizer's settings; `None`: no authorizer, everything allowed.
+    pub authorizer: Option<crate::acl::AuthorizerConfig>,
     /// TLS material of SSL and SASL_SSL listeners (checked at start-up).
     pub tls: Option<crate::tls::TlsSettings>,
     pub cores: Option<usize>,
@@ -416,6 +429,15 @@ impl BrokerConfig {
                     "sasl-plain-users" => {
                         a.sasl_plain_users = a.sasl_plain_users.or(Some(PathBuf::from(v)))
                     }
+                    "authorizer" | "authorizer-class-name" => {
+                        a.authorizer = a.authorizer.or(Some(v))
+                    }
+                    "super-users" => a.super_users = a.super_users.or(Some(v)),
+                    "allow-everyone-if-no-acl-found" => {
+                        a.allow_everyone_if_no_acl_found = a
+                            .allow_everyone_if_no_acl_found
+                            .or(Some(parse_value(&k, &v)?))
+                    }
                     "tls-cert" => a.tls_cert = a.tls_cert.or(Some(PathBuf::from(v))),
                     "tls-key" => a.tls_key = a.tls_key.or(Some(PathBuf::from(v))),
                     "tls-ca" => a.tls_ca = a.tls_ca.or(Some(PathBuf::from(v))),
@@ -511,6 +533,28 @@ impl BrokerConfig {
                 "SASL mechanism {bad} is not supported (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"
             )));
         }
+        let authorizer = match a.authorizer.as_deref() {
+            None | Some("") | Some("none") => None,
+            Some("acl") | Some("AclAuthorizer") | Some("StandardAuthorizer") => {
+                Some(crate::acl::AuthorizerConfig {
+                    super_users: a
+                        .super_users
+                        .iter()
+                        .flat_map(|s| s.split(';'))
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect(),
+                    allow_everyone_if_no_acl_found: a
+                        .allow_everyone_if_no_acl_found
+                        .unwrap_or(false),
+                })
+            }
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "authorizer `{other}` is not known (acl)"
+                )));
+            }
+        };
         let client_auth = match &a.ssl_client_auth {
             Some(v) => crate::tls::ClientAuth::parse(v).ok_or_else(|| {
                 ConfigError(format!(
@@ -602,6 +646,7 @@ impl BrokerConfig {
             sasl_mechanisms,
             sasl_plain_users,
             tls,
+            authorizer,
             cores: a.cores,
             num_partitions,
             auto_create_topics: a.auto_create_topics.unwrap_or(true),

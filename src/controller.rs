@@ -402,6 +402,20 @@ impl Controller {
         }
     }
 
+    /// CreateAcls / DeleteAcls through the quorum.
+    pub async fn alter_acls(
+        &self,
+        create: bool,
+        acls: Vec<crate::metadata::AclBinding>,
+    ) -> Result<(), TopicError> {
+        let cmd = if create {
+            MetaCommand::CreateAcls { acls }
+        } else {
+            MetaCommand::DeleteAcls { acls }
+        };
+        self.submit(cmd).await.map(|_| ())
+    }
+
     pub async fn create_partitions(
         &self,
         _shard: &Rc<Shard>,

@@ -4,6 +4,7 @@
 //! router between shards, the controller, the Kafka protocol codec and handlers, consumer
 //! groups, and the client shared with `loadgen`. ARCHITECTURE.md has the map.
 
+pub mod acl;
 pub mod alloc;
 pub mod client;
 pub mod cluster;

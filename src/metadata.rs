@@ -170,6 +170,34 @@ pub struct ClusterMeta {
     /// the salted credential (never the password).
     #[serde(default)]
     pub scram: BTreeMap<String, BTreeMap<String, ScramCredential>>,
+    /// The authorizer's ACLs (Kafka's AclBinding), each once.
+    #[serde(default)]
+    pub acls: Vec<AclBinding>,
+}
+
+/// One ACL as Kafka's AclBinding, with Kafka's codes (`acl::resource`, `acl::pattern`,
+/// `protocol::acl::op`, `acl::permission`).
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct AclBinding {
+    pub resource_type: i8,
+    pub resource_name: String,
+    pub pattern_type: i8,
+    /// `User:NAME`, or `User:*` for everyone.
+    pub principal: String,
+    /// Client IP address, or `*`.
+    pub host: String,
+    pub operation: i8,
+    pub permission_type: i8,
 }
 
 /// What the server keeps of a SCRAM password (RFC 5802): salt, iterations, StoredKey and

@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 
 use crate::config::{Listener, SecurityProtocol};
+use crate::shard::Shard;
 
 /// Kafka's principal of an unauthenticated connection (PLAINTEXT listeners).
 pub const ANONYMOUS: &str = "User:ANONYMOUS";
@@ -40,5 +41,32 @@ impl Session {
 
     pub fn set_principal(&self, p: String) {
         *self.principal.borrow_mut() = p;
+    }
+
+    /// Whether this connection's principal may do `operation` on the resource: always
+    /// without `--authorizer`; else the shard's own copy of the ACLs decides.
+    pub fn may(&self, shard: &Shard, operation: u8, resource_type: i8, name: &str) -> bool {
+        match &shard.config.authorizer {
+            None => true,
+            Some(cfg) => crate::acl::authorize(
+                cfg,
+                &shard.meta(),
+                &self.principal.borrow(),
+                self.peer.ip(),
+                operation,
+                resource_type,
+                name,
+            ),
+        }
+    }
+
+    /// `may` on the cluster resource.
+    pub fn may_cluster(&self, shard: &Shard, operation: u8) -> bool {
+        self.may(
+            shard,
+            operation,
+            crate::acl::resource::CLUSTER,
+            crate::acl::CLUSTER_NAME,
+        )
     }
 }

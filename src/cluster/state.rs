@@ -124,6 +124,15 @@ pub enum MetaCommand {
     AlterScramCredentials {
         users: Vec<ScramUserChange>,
     },
+    /// CreateAcls: each binding added unless already there.
+    CreateAcls {
+        acls: Vec<crate::metadata::AclBinding>,
+    },
+    /// DeleteAcls: the bindings the proposer matched against its filters, removed where
+    /// still present.
+    DeleteAcls {
+        acls: Vec<crate::metadata::AclBinding>,
+    },
 }
 
 /// The SCRAM credential changes asked for one user (already validated by the proposer:
@@ -406,6 +415,22 @@ pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
                 }
             }
             out
+        }
+        MetaCommand::CreateAcls { acls } => acls
+            .into_iter()
+            .map(|a| {
+                if !meta.acls.contains(&a) {
+                    meta.acls.push(a);
+                    changed = true;
+                }
+                Ok(None)
+            })
+            .collect(),
+        MetaCommand::DeleteAcls { acls } => {
+            let before = meta.acls.len();
+            meta.acls.retain(|a| !acls.contains(a));
+            changed = meta.acls.len() != before;
+            vec![Ok(None)]
         }
         MetaCommand::AlterScramCredentials { users } => {
             let mut out = Vec::with_capacity(users.len());

@@ -19,6 +19,7 @@ use super::{ApiSpec, Reply, str_bytes};
 use crate::cluster::state::ScramUserChange;
 use crate::protocol::{ProtocolError, RequestFrame, error};
 use crate::sasl::scram::{self, Mechanism};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -38,8 +39,13 @@ struct Pending {
     error: Option<(i16, String)>,
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: AlterUserScramCredentialsRequest = req.decode()?;
+    let allowed = session.may_cluster(shard, crate::protocol::acl::op::ALTER);
     let mut users: Vec<Pending> = Vec::new();
     let mut entry = |name: &str| -> usize {
         match users.iter().position(|u| u.change.user == name) {
@@ -128,6 +134,14 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
             u.error = Some((
                 error::INVALID_REQUEST,
                 format!("at most {USERS_PER_REQUEST_MAX} users per request"),
+            ));
+        }
+    }
+    if !allowed {
+        for u in &mut users {
+            u.error = Some((
+                error::CLUSTER_AUTHORIZATION_FAILED,
+                "Cluster authorization failed.".into(),
             ));
         }
     }

@@ -15,6 +15,7 @@ use kafka_protocol::messages::{
 use super::{ApiSpec, Reply, str_bytes};
 use crate::protocol::{ProtocolError, RequestFrame, error};
 use crate::sasl::scram::Mechanism;
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -23,8 +24,18 @@ pub const API: ApiSpec = ApiSpec {
     max_version: 0,
 };
 
-pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: DescribeUserScramCredentialsRequest = req.decode()?;
+    if !session.may_cluster(shard, crate::protocol::acl::op::DESCRIBE) {
+        let resp = DescribeUserScramCredentialsResponse::default()
+            .with_error_code(error::CLUSTER_AUTHORIZATION_FAILED)
+            .with_error_message(Some(str_bytes("Cluster authorization failed.")));
+        return Ok(Reply::Frame(req.encode_response(&resp)?));
+    }
     let meta = shard.meta();
     let names: Vec<String> = match &body.users {
         Some(u) if !u.is_empty() => u.iter().map(|n| n.name.to_string()).collect(),

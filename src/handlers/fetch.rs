@@ -14,12 +14,15 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, FetchRequest};
 
 use super::{ApiSpec, FetchData, Reply};
+use crate::acl::resource;
 use crate::config::FETCH_MAX_WAIT_CAP_MS;
+use crate::protocol::acl::op;
 use crate::protocol::fetch_response::{
     self, FETCH_VERSION_MAX, FETCH_VERSION_MIN, PartitionOut, TopicOut,
 };
 use crate::protocol::{ProtocolError, RequestFrame, error};
 use crate::replication::{FollowerFetch, Replica};
+use crate::session::Session;
 use crate::shard::{LookupError, Shard};
 
 /// Kafka's broker-side fetch.max.bytes default: the most record bytes one response carries
@@ -299,7 +302,11 @@ async fn read_any(
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: FetchRequest = req.decode()?;
     // A follower replica's fetch names its node (replica_id; in replica_state from v15).
     let replica = if req.version >= 15 {
@@ -341,6 +348,18 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
             )
         })
         .collect();
+    // Consumers need READ on each topic; a follower replica's fetch needs CLUSTER_ACTION.
+    let denied: std::collections::HashSet<&str> = requested
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .filter(|name| {
+            if replica >= 0 {
+                !session.may_cluster(shard, op::CLUSTER_ACTION)
+            } else {
+                !session.may(shard, op::READ, resource::TOPIC, name)
+            }
+        })
+        .collect();
     loop {
         // Created before reading, so an append that lands during the reads still wakes us.
         let wake = shard.data_arrived.notified();
@@ -359,7 +378,9 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                 let budget = partition_max.min(max_bytes.saturating_sub(total));
                 // Once the response is full, later partitions only report their offsets; the
                 // first batch of the first partition is returned even if larger (KIP-74).
-                let (r, remote) = if budget == 0 && total > 0 {
+                let (r, remote) = if denied.contains(name.as_str()) {
+                    (PartRead::error(error::TOPIC_AUTHORIZATION_FAILED), false)
+                } else if budget == 0 && total > 0 {
                     (
                         offsets_only(shard, name, partition, offset, asker).await,
                         false,

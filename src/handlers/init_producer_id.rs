@@ -9,7 +9,9 @@ use std::rc::Rc;
 use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::{ApiSpec, Reply};
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -18,7 +20,11 @@ pub const API: ApiSpec = ApiSpec {
     max_version: 4,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: InitProducerIdRequest = req.decode()?;
     let mut resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
@@ -26,6 +32,8 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
     if body.transactional_id.is_some() {
         log::info!("refusing a transactional producer: transactions are not implemented");
         resp = resp.with_error_code(error::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    } else if !idempotent_write_allowed(shard, session) {
+        resp = resp.with_error_code(error::CLUSTER_AUTHORIZATION_FAILED);
     } else if body.producer_id.0 >= 0 && body.producer_epoch >= 0 {
         // KIP-360: an idempotent producer that lost track of its sequences bumps its epoch
         // and keeps its id; the storage then accepts sequence 0 under the new epoch.
@@ -53,4 +61,16 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         }
     }
     Ok(Reply::Frame(req.encode_response(&resp)?))
+}
+
+/// Kafka 3's rule for an idempotent producer: IDEMPOTENT_WRITE on the cluster, or WRITE on
+/// some topic (literal or prefixed).
+fn idempotent_write_allowed(shard: &Shard, session: &Session) -> bool {
+    if shard.config.authorizer.is_none() || session.may_cluster(shard, op::IDEMPOTENT_WRITE) {
+        return true;
+    }
+    let meta = shard.meta();
+    meta.topics
+        .keys()
+        .any(|t| session.may(shard, op::WRITE, crate::acl::resource::TOPIC, t))
 }

@@ -13,8 +13,10 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
 
 use super::{ApiSpec, Reply, str_bytes, uuid};
+use crate::acl::resource;
 use crate::controller::NewTopic;
 use crate::metadata::{ClusterMeta, TopicMeta, host_of};
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, acl, error};
 use crate::session::Session;
 use crate::shard::Shard;
@@ -135,9 +137,13 @@ pub async fn handle(
             .cloned()
             .collect();
         if allow_auto_create && !missing.is_empty() {
+            // Auto-creation needs CREATE on the cluster or on the topic (and DESCRIBE to
+            // see it), as Kafka.
+            let may_create_any = session.may_cluster(shard, op::CREATE);
             let new_topics: Vec<NewTopic> = missing
                 .iter()
                 .filter(|n| crate::topic_config::validate_topic_name(n).is_ok())
+                .filter(|n| may_create_any || session.may(shard, op::CREATE, resource::TOPIC, n))
                 .map(|n| NewTopic {
                     name: n.clone(),
                     num_partitions: -1,
@@ -168,14 +174,22 @@ pub async fn handle(
         acl::CLUSTER,
     );
     let topics: Vec<MetadataResponseTopic> = match &requested {
+        // All topics: only those the principal may describe (the rest are hidden).
         None => meta
             .topics
             .values()
+            .filter(|t| session.may(shard, op::DESCRIBE, resource::TOPIC, &t.name))
             .map(|t| topic_response(&meta, t, topic_ops, isolated_host))
             .collect(),
         Some(names) => names
             .iter()
             .map(|n| match meta.topic(n) {
+                _ if !session.may(shard, op::DESCRIBE, resource::TOPIC, n) => {
+                    MetadataResponseTopic::default()
+                        .with_error_code(error::TOPIC_AUTHORIZATION_FAILED)
+                        .with_name(Some(TopicName(str_bytes(n.clone()))))
+                        .with_topic_authorized_operations(acl::OMITTED)
+                }
                 Some(t) => topic_response(&meta, t, topic_ops, isolated_host),
                 None => {
                     let code = if crate::topic_config::validate_topic_name(n).is_err() {

@@ -48,6 +48,11 @@ pub enum ProtocolError {
         key: ApiKey,
         reason: String,
     },
+    /// The authorizer refused an API that has no per-resource error answer here.
+    Unauthorized {
+        key: ApiKey,
+        principal: String,
+    },
 }
 
 impl std::fmt::Display for ProtocolError {
@@ -71,6 +76,12 @@ impl std::fmt::Display for ProtocolError {
                 version,
                 reason,
             } => write!(f, "malformed {key:?} v{version} request: {reason}"),
+            ProtocolError::Unauthorized { key, principal } => {
+                write!(
+                    f,
+                    "{principal} is not authorized for {key:?} (cluster authorization failed)"
+                )
+            }
             ProtocolError::Encode { key, reason } => {
                 write!(f, "could not encode {key:?} response: {reason}")
             }
