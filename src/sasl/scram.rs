@@ -17,7 +17,7 @@ use crate::metadata::ScramCredential;
 pub const ITERATIONS_MIN: i32 = 4096;
 /// Kafka's upper bound on SCRAM iterations (AlterUserScramCredentials refuses more).
 pub const ITERATIONS_MAX: i32 = 16384;
-/// Bytes of random server nonce (base64-encoded into the exchange).
+/// Bytes of random server nonce (hex-encoded into the exchange).
 const SERVER_NONCE_BYTES: usize = 24;
 /// Longest SCRAM user name accepted (bytes).
 pub const USER_NAME_MAX_BYTES: usize = 256;
@@ -203,7 +203,9 @@ impl ScramServer {
     pub fn new(mechanism: Mechanism) -> Result<ScramServer, ScramError> {
         let mut nonce = [0u8; SERVER_NONCE_BYTES];
         getrandom::getrandom(&mut nonce).map_err(|e| ScramError(format!("no randomness: {e}")))?;
-        Ok(ScramServer::with_nonce(mechanism, B64.encode(nonce)))
+        // Alphanumeric, as Kafka's own server nonces.
+        let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(ScramServer::with_nonce(mechanism, hex))
     }
 
     /// With a chosen server nonce: for the RFC test vectors.
@@ -254,6 +256,9 @@ impl ScramServer {
                     return Err(ScramError("channel binding does not match".into()));
                 }
                 if r != nonce {
+                    // Exactly the combined nonce, as RFC 5802 requires (Kafka versions
+                    // that compare with endsWith() are laxer): librdkafka 2.0 (Debian's
+                    // kcat) sends its client nonce twice here and is refused.
                     return Err(ScramError("nonce does not match".into()));
                 }
                 let proof = B64
