@@ -145,8 +145,8 @@ pub async fn dispatch(
         ApiKey::ListOffsets => list_offsets::handle(shard, session, req).await,
         ApiKey::Metadata => metadata::handle(shard, session, req).await,
         ApiKey::ApiVersions => api_versions::handle(shard, req),
-        ApiKey::CreateTopics => create_topics::handle(shard, req).await,
-        ApiKey::DeleteTopics => delete_topics::handle(shard, req).await,
+        ApiKey::CreateTopics => create_topics::handle(shard, session, req).await,
+        ApiKey::DeleteTopics => delete_topics::handle(shard, session, req).await,
         ApiKey::InitProducerId => init_producer_id::handle(shard, session, req).await,
         ApiKey::DescribeConfigs => describe_configs::handle(shard, req).await,
         ApiKey::CreatePartitions => create_partitions::handle(shard, req).await,
@@ -177,9 +177,7 @@ pub async fn dispatch(
 fn coarse_cluster_operation(key: ApiKey) -> Option<u8> {
     use crate::protocol::acl::op;
     match key {
-        ApiKey::CreateTopics
-        | ApiKey::DeleteTopics
-        | ApiKey::CreatePartitions
+        ApiKey::CreatePartitions
         | ApiKey::AlterConfigs
         | ApiKey::IncrementalAlterConfigs
         | ApiKey::DeleteRecords => Some(op::ALTER),

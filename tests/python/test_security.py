@@ -477,6 +477,13 @@ def test_acls(acl_broker):
     assert results["A"] is not None and results["A"].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
     acl_cli(b, "delete", "--principal", "User:alice", "--operation", "READ", "--group", "G")
     assert acl_cli(b, "list", "--principal", "User:alice").stdout.count("principal=User:alice") == 3
+    # Creating and deleting topics need CREATE / DELETE: refused per topic.
+    alice_admin = AdminClient(alice)
+    for futs in (alice_admin.create_topics([NewTopic("alice-new", 1)]), alice_admin.delete_topics(["A"])):
+        for f in futs.values():
+            with pytest.raises(Exception) as e:
+                f.result(timeout=20)
+            assert "TOPIC_AUTHORIZATION_FAILED" in str(e.value)
     # A non-super user cannot manage ACLs: CLUSTER_AUTHORIZATION_FAILED.
     with pytest.raises(Exception):
         [f.result(timeout=20) for f in AdminClient(alice).create_acls([
@@ -553,3 +560,29 @@ def test_kcat_sasl_ssl(tls_broker):
     out = subprocess.run([kcat, "-b", b.listeners["SASL_SSL"], *sec, "-C", "-t", t, "-o", "beginning", "-e"],
                          check=True, capture_output=True, timeout=60).stdout
     assert out.split() == [b"one", b"two"]
+
+
+# aiokafka over SASL_PLAINTEXT with SCRAM-SHA-256: produce and consume.
+def test_aiokafka_sasl(sasl_broker):
+    import asyncio
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    conf = dict(bootstrap_servers=sasl_broker.listeners["SASL_PLAINTEXT"], security_protocol="SASL_PLAINTEXT",
+                sasl_mechanism="SCRAM-SHA-256", sasl_plain_username="alice", sasl_plain_password="alice-secret")
+    t = topic()
+
+    async def run():
+        p = AIOKafkaProducer(**conf)
+        await p.start()
+        try:
+            await p.send_and_wait(t, b"from aiokafka")
+        finally:
+            await p.stop()
+        c = AIOKafkaConsumer(t, auto_offset_reset="earliest", **conf)
+        await c.start()
+        try:
+            m = await asyncio.wait_for(c.getone(), 20)
+            return m.value
+        finally:
+            await c.stop()
+
+    assert asyncio.run(run()) == b"from aiokafka"
