@@ -39,6 +39,10 @@ pub struct ServeArgs {
     /// SCRAM-SHA-512 (default: both SCRAM ones, and PLAIN when --sasl-plain-users is given).
     #[arg(long)]
     pub sasl_enabled_mechanisms: Option<String>,
+    /// Kafka's connections.max.reauth.ms: SASL sessions last this long, then the client
+    /// re-authenticates on its connection (KIP-368) or it is closed (default 0: forever).
+    #[arg(long)]
+    pub connections_max_reauth_ms: Option<u64>,
     /// PLAIN's users: a file of `name = password` lines (read at start-up).
     #[arg(long)]
     pub sasl_plain_users: Option<PathBuf>,
@@ -162,6 +166,8 @@ pub struct BrokerConfig {
     /// SASL mechanisms offered on SASL listeners, in Kafka's names.
     pub sasl_mechanisms: Vec<String>,
     pub sasl_plain_users: crate::sasl::PlainUsers,
+    /// KIP-368 session lifetime of SASL connections; 0 = no re-authentication.
+    pub connections_max_reauth_ms: u64,
     /// The ACL authorizer's settings; `None`: no authorizer, everything allowed.
     pub authorizer: Option<crate::acl::AuthorizerConfig>,
     /// TLS material of SSL and SASL_SSL listeners (checked at start-up).
@@ -426,6 +432,10 @@ impl BrokerConfig {
                     "sasl-enabled-mechanisms" => {
                         a.sasl_enabled_mechanisms = a.sasl_enabled_mechanisms.or(Some(v))
                     }
+                    "connections-max-reauth-ms" => {
+                        a.connections_max_reauth_ms =
+                            a.connections_max_reauth_ms.or(Some(parse_value(&k, &v)?))
+                    }
                     "sasl-plain-users" => {
                         a.sasl_plain_users = a.sasl_plain_users.or(Some(PathBuf::from(v)))
                     }
@@ -645,6 +655,7 @@ impl BrokerConfig {
             listeners,
             sasl_mechanisms,
             sasl_plain_users,
+            connections_max_reauth_ms: a.connections_max_reauth_ms.unwrap_or(0),
             tls,
             authorizer,
             cores: a.cores,

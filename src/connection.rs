@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::future;
@@ -46,11 +46,16 @@ enum Auth {
     AwaitHandshake,
     /// A mechanism was chosen; `raw`: SaslHandshake v0, tokens come as bare frames
     /// instead of SaslAuthenticate requests.
+    /// `reauth`: a re-authentication (KIP-368) of an authenticated connection, which must
+    /// keep its principal.
     Exchanging {
         exchange: Exchange,
         raw: bool,
+        reauth: bool,
     },
-    Done,
+    /// Authenticated; `expires`: when the session ends unless re-authenticated
+    /// (`--connections-max-reauth-ms`).
+    Done { expires: Option<Instant> },
     /// Authentication failed; the answer is sent, then the connection closes.
     Failed,
 }
@@ -79,7 +84,10 @@ fn sasl_step(
     let Some(req) = header else {
         // Legacy framing (SaslHandshake v0): the frame is the token itself, and so is the
         // answer; a failure just closes the connection.
-        let Auth::Exchanging { exchange, .. } = auth else {
+        let Auth::Exchanging {
+            exchange, reauth, ..
+        } = auth
+        else {
             return Ok(AuthAction::Close(
                 "raw SASL token outside an exchange".into(),
             ));
@@ -88,11 +96,16 @@ fn sasl_step(
         return Ok(
             match exchange.step(&frame, &shard.meta(), &shard.config.sasl_plain_users) {
                 Outcome::Continue(b) => AuthAction::Reply(raw_frame(&b), Duration::ZERO),
-                Outcome::Done { principal, reply } => {
+                Outcome::Done { principal, reply } if !*reauth => {
                     log::debug!("{peer} authenticated as {principal} with {mechanism}");
                     session.set_principal(principal);
-                    *auth = Auth::Done;
+                    *auth = Auth::Done {
+                        expires: session_expiry(shard),
+                    };
                     AuthAction::Reply(raw_frame(&reply), Duration::ZERO)
+                }
+                Outcome::Done { .. } => {
+                    AuthAction::Close("re-authentication in the legacy framing".into())
                 }
                 Outcome::Failed(reason) => {
                     let delay = shard.auth_failures.failed(peer.ip());
@@ -108,8 +121,26 @@ fn sasl_step(
     if !session.protocol.is_sasl() {
         return Ok(AuthAction::Dispatch(req));
     }
+    let reauth_allowed = shard.config.connections_max_reauth_ms > 0;
     match (req.api_key, &mut *auth) {
         (ApiKey::ApiVersions, _) => Ok(AuthAction::Dispatch(req)),
+        (ApiKey::SaslHandshake, Auth::Done { .. }) if reauth_allowed && req.version >= 1 => {
+            let (chosen, bytes) = handlers::sasl_handshake::answer(shard, &req)?;
+            match chosen.map(|m| Exchange::start(&m)) {
+                Some(Ok(exchange)) => {
+                    *auth = Auth::Exchanging {
+                        exchange,
+                        raw: false,
+                        reauth: true,
+                    };
+                    Ok(AuthAction::Reply(bytes, Duration::ZERO))
+                }
+                Some(Err(e)) => Ok(AuthAction::Close(format!("SASL re-authentication: {e}"))),
+                None => Ok(AuthAction::Close(
+                    "re-authentication with a mechanism not enabled".into(),
+                )),
+            }
+        }
         (ApiKey::SaslHandshake, Auth::AwaitHandshake) => {
             if handlers::spec(ApiKey::SaslHandshake)
                 .is_none_or(|s| req.version > s.max_version || req.version < s.min_version)
@@ -126,6 +157,7 @@ fn sasl_step(
                         *auth = Auth::Exchanging {
                             exchange,
                             raw: req.version == 0,
+                            reauth: false,
                         }
                     }
                     Err(e) => return Ok(AuthAction::Close(format!("SASL {m}: {e}"))),
@@ -138,6 +170,7 @@ fn sasl_step(
             Auth::Exchanging {
                 exchange,
                 raw: false,
+                reauth,
             },
         ) => {
             if handlers::spec(ApiKey::SaslAuthenticate)
@@ -150,17 +183,35 @@ fn sasl_step(
             }
             let token = handlers::sasl_authenticate::token(&req)?;
             let mechanism = exchange.mechanism();
-            match exchange.step(&token, &shard.meta(), &shard.config.sasl_plain_users) {
+            let lifetime_ms = shard.config.connections_max_reauth_ms as i64;
+            let mut outcome = exchange.step(&token, &shard.meta(), &shard.config.sasl_plain_users);
+            // Kafka: a re-authentication may not change the connection's principal.
+            if let Outcome::Done { principal, .. } = &outcome
+                && *reauth
+                && *principal != session.principal()
+            {
+                outcome = Outcome::Failed(format!(
+                    "re-authentication as {principal} on a connection of {}",
+                    session.principal()
+                ));
+            }
+            match outcome {
                 Outcome::Continue(b) => Ok(AuthAction::Reply(
-                    handlers::sasl_authenticate::answer(&req, Ok(b))?,
+                    handlers::sasl_authenticate::answer(&req, Ok(b), 0)?,
                     Duration::ZERO,
                 )),
                 Outcome::Done { principal, reply } => {
-                    log::debug!("{peer} authenticated as {principal} with {mechanism}");
+                    if *reauth {
+                        log::info!("{peer} re-authenticated as {principal} with {mechanism}");
+                    } else {
+                        log::debug!("{peer} authenticated as {principal} with {mechanism}");
+                    }
                     session.set_principal(principal);
-                    *auth = Auth::Done;
+                    *auth = Auth::Done {
+                        expires: session_expiry(shard),
+                    };
                     Ok(AuthAction::Reply(
-                        handlers::sasl_authenticate::answer(&req, Ok(reply))?,
+                        handlers::sasl_authenticate::answer(&req, Ok(reply), lifetime_ms)?,
                         Duration::ZERO,
                     ))
                 }
@@ -175,25 +226,36 @@ fn sasl_step(
                         handlers::sasl_authenticate::answer(
                             &req,
                             Err((error::SASL_AUTHENTICATION_FAILED, message)),
+                            0,
                         )?,
                         delay,
                     ))
                 }
             }
         }
-        (_, Auth::Done) => match req.api_key {
-            // Re-authentication (KIP-368) is not offered: SaslAuthenticate answers a
-            // session lifetime of 0, so clients never start one.
+        (_, Auth::Done { expires }) => match req.api_key {
+            // Without --connections-max-reauth-ms SaslAuthenticate answers a session
+            // lifetime of 0, so clients never start a re-authentication.
             ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => Ok(AuthAction::Close(format!(
-                "{:?} after authentication (re-authentication is not supported)",
+                "{:?} after authentication (re-authentication is off or needs SaslHandshake v1)",
                 req.api_key
             ))),
+            // KIP-368: a session past its lifetime serves nothing until re-authenticated.
+            _ if expires.is_some_and(|e| Instant::now() >= e) => Ok(AuthAction::Close(
+                "SASL session expired without re-authentication (connections-max-reauth-ms)".into(),
+            )),
             _ => Ok(AuthAction::Dispatch(req)),
         },
         (key, _) => Ok(AuthAction::Close(format!(
             "unexpected {key:?} request before SASL authentication completed"
         ))),
     }
+}
+
+/// When a session authenticated now must re-authenticate (KIP-368), if at all.
+fn session_expiry(shard: &Shard) -> Option<Instant> {
+    let ms = shard.config.connections_max_reauth_ms;
+    (ms > 0).then(|| Instant::now() + Duration::from_millis(ms))
 }
 
 /// A length-prefixed raw SASL token (legacy framing).
@@ -276,11 +338,11 @@ where
     let mut auth = if session.protocol.is_sasl() {
         Auth::AwaitHandshake
     } else {
-        Auth::Done
+        Auth::Done { expires: None }
     };
     loop {
         // Before authentication a frame is bounded by Kafka's sasl.server.max.receive.size.
-        let frame_max = if matches!(auth, Auth::Done) {
+        let frame_max = if matches!(auth, Auth::Done { .. }) {
             protocol::REQUEST_FRAME_MAX_BYTES
         } else {
             crate::sasl::UNAUTHENTICATED_FRAME_MAX_BYTES

@@ -26,16 +26,18 @@ pub fn token(req: &RequestFrame) -> Result<Bytes, ProtocolError> {
     Ok(body.auth_bytes)
 }
 
-/// The answer: `Ok(token)` to send back, or the error code and message. The session
-/// lifetime is 0: osprey does not ask clients to re-authenticate (KIP-368).
+/// The answer: `Ok(token)` to send back, or the error code and message, with the session
+/// lifetime (KIP-368: the client re-authenticates before it ends; 0 = never).
 pub fn answer(
     req: &RequestFrame,
     result: Result<Vec<u8>, (i16, String)>,
+    session_lifetime_ms: i64,
 ) -> Result<Bytes, ProtocolError> {
     let resp = match result {
         Ok(token) => SaslAuthenticateResponse::default()
             .with_error_code(error::NONE)
-            .with_auth_bytes(Bytes::from(token)),
+            .with_auth_bytes(Bytes::from(token))
+            .with_session_lifetime_ms(session_lifetime_ms),
         Err((code, message)) => SaslAuthenticateResponse::default()
             .with_error_code(code)
             .with_error_message(Some(str_bytes(message))),
@@ -52,6 +54,7 @@ pub fn handle(_shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolEr
             error::ILLEGAL_SASL_STATE,
             "SaslAuthenticate on a listener without SASL".into(),
         )),
+        0,
     )?;
     Ok(Reply::Frame(frame))
 }

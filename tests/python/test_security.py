@@ -586,3 +586,64 @@ def test_aiokafka_sasl(sasl_broker):
             await c.stop()
 
     assert asyncio.run(run()) == b"from aiokafka"
+
+
+# KIP-368 with --connections-max-reauth-ms 1500: SaslAuthenticate tells clients the
+# session lifetime; confluent-kafka re-authenticates on its open connections and keeps
+# producing past several lifetimes; a raw client that does not re-authenticate is closed
+# at its first request after the lifetime.
+def test_reauthentication(tmp_path):
+    import socket
+    import struct
+    import time
+    data = tmp_path / "data"
+    osprey("users", "create", "alice", "--mechanism", "SCRAM-SHA-256", "--password", "alice-secret",
+           "--data-dir", str(data))
+    plain = tmp_path / "plain-users"
+    plain.write_text("bob = bob-secret\n")
+    b = Broker(data, cores=1, extra=["--listeners", "SASL_PLAINTEXT://127.0.0.1:0", "--sasl-plain-users", str(plain),
+                                     "--connections-max-reauth-ms", "1500"]).start()
+    try:
+        conf = sasl_conf(b, "SCRAM-SHA-256", "alice", "alice-secret")
+        done = []
+        p = Producer({**conf, "message.timeout.ms": 10000})
+        t = topic()
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            p.produce(t, b"x", on_delivery=lambda e, m: done.append(e is None))
+            p.poll(0.1)
+        p.flush(10)
+        assert done and all(done), done.count(False)
+        assert wait_until(lambda: any("re-authenticated as User:alice" in line for line in b.log_lines), 5)
+        assert not any("session expired" in line for line in b.log_lines)
+
+        def frame(body):
+            return struct.pack(">i", len(body)) + body
+
+        def recv_frame(s):
+            head = s.recv(4, socket.MSG_WAITALL)
+            if len(head) < 4:
+                return None
+            (n,) = struct.unpack(">i", head)
+            return s.recv(n, socket.MSG_WAITALL)
+
+        host, port = b.listeners["SASL_PLAINTEXT"].rsplit(":", 1)
+        s = socket.create_connection((host, int(port)), timeout=10)
+        s.sendall(frame(struct.pack(">hhih", 17, 1, 1, -1) + struct.pack(">h", 5) + b"PLAIN"))
+        assert struct.unpack(">ih", recv_frame(s)[:6]) == (1, 0)
+        token = b"\0bob\0bob-secret"
+        s.sendall(frame(struct.pack(">hhih", 36, 1, 2, -1) + struct.pack(">i", len(token)) + token))
+        resp = recv_frame(s)
+        corr, err = struct.unpack(">ih", resp[:6])
+        assert (corr, err) == (2, 0)
+        assert struct.unpack(">q", resp[-8:])[0] == 1500  # session_lifetime_ms
+        metadata = frame(struct.pack(">hhih", 3, 1, 3, -1) + struct.pack(">i", -1))
+        s.sendall(metadata)
+        assert recv_frame(s) is not None
+        time.sleep(1.7)
+        s.sendall(metadata)
+        assert recv_frame(s) is None
+        s.close()
+        assert wait_until(lambda: any("session expired" in line for line in b.log_lines), 5)
+    finally:
+        b.kill()
