@@ -162,7 +162,7 @@ fn lock_data_dir(dir: &Path) -> Result<DataDirLock, HostError> {
     Ok(DataDirLock { _file: f })
 }
 
-/// Blocks SIGINT/SIGTERM in this thread (and so in every executor thread spawned after),
+/// Blocks SIGINT/SIGTERM/SIGHUP in this thread (and so in every executor thread spawned after),
 /// so only the main thread receives them, through `sigtimedwait`.
 fn block_signals() -> libc::sigset_t {
     unsafe {
@@ -170,6 +170,7 @@ fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
@@ -435,7 +436,13 @@ fn poll_signal(set: &libc::sigset_t, wait: Duration) -> bool {
         tv_nsec: wait.subsec_nanos() as libc::c_long,
     };
     let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
-    if sig > 0 {
+    if sig == libc::SIGHUP {
+        // Reload TLS material: each shard rebuilds its rustls config from the files at
+        // its next TLS connection (one atomic bump; no shard is interrupted).
+        crate::tls::TLS_GENERATION.fetch_add(1, Ordering::SeqCst);
+        log::info!("SIGHUP: TLS certificates are reloaded from their files");
+        false
+    } else if sig > 0 {
         log::info!("received signal {sig}");
         true
     } else {

@@ -48,7 +48,8 @@ pub struct Shard {
     pub connections: Cell<usize>,
     /// TLS of this shard's SSL and SASL_SSL listeners: its own rustls config (the session
     /// cache rustls keeps behind a lock is touched by this core alone).
-    pub tls: Option<futures_rustls::TlsAcceptor>,
+    /// With the `tls::TLS_GENERATION` it was built at (SIGHUP reloads).
+    tls: RefCell<Option<(u64, futures_rustls::TlsAcceptor)>>,
     /// Recent SASL authentication failures per client address (throttles guessing).
     pub auth_failures: crate::sasl::FailureThrottle,
     meta: RefCell<Arc<ClusterMeta>>,
@@ -117,7 +118,7 @@ impl Shard {
             request_memory: Rc::new(Semaphore::new(REQUEST_MEMORY_PER_SHARD_MAX_BYTES)),
             connections: Cell::new(0),
             auth_failures: Default::default(),
-            tls,
+            tls: RefCell::new(tls.map(|t| (crate::tls::TLS_GENERATION.load(Ordering::SeqCst), t))),
             meta: RefCell::new(Arc::new(ClusterMeta::default())),
             logs: RefCell::new(HashMap::new()),
             applying: Semaphore::new(1),
@@ -128,6 +129,30 @@ impl Shard {
             fetchers: Default::default(),
             isolated,
         }
+    }
+
+    /// This shard's TLS acceptor, rebuilt from the certificate files first when a SIGHUP
+    /// came since it was built (a failed reload keeps the previous certificates). The
+    /// files are read synchronously, once per reload.
+    pub fn tls_acceptor(&self) -> Option<futures_rustls::TlsAcceptor> {
+        let generation = crate::tls::TLS_GENERATION.load(Ordering::SeqCst);
+        let mut cur = self.tls.borrow_mut();
+        let (built, acceptor) = cur.as_mut()?;
+        if *built != generation {
+            *built = generation;
+            match self.config.tls.as_ref().map(crate::tls::server_config) {
+                Some(Ok(c)) => {
+                    *acceptor = futures_rustls::TlsAcceptor::from(c);
+                    log::info!("shard {}: TLS certificates reloaded", self.id);
+                }
+                Some(Err(e)) => log::error!(
+                    "shard {}: TLS reload failed, keeping the previous certificates: {e}",
+                    self.id
+                ),
+                None => {}
+            }
+        }
+        Some(acceptor.clone())
     }
 
     pub fn meta(&self) -> Arc<ClusterMeta> {

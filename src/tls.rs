@@ -15,6 +15,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
+/// Bumped by SIGHUP (`server`): a shard whose TLS config is of an older generation
+/// rebuilds it from the files before its next TLS handshake.
+pub static TLS_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Kafka's ssl.client.auth.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientAuth {

@@ -647,3 +647,26 @@ def test_reauthentication(tmp_path):
         assert wait_until(lambda: any("session expired" in line for line in b.log_lines), 5)
     finally:
         b.kill()
+
+
+# SIGHUP reloads the TLS certificate files: after the server's certificate and key are
+# replaced by ones from a new CA and the broker gets SIGHUP, new connections verify
+# against the new CA (and no longer against the old one), without a restart.
+def test_sighup_reloads_certificates(tls_broker):
+    import shutil
+    import signal
+    b = tls_broker
+    old_ca = b.pki / "ca.pem"
+    conf = {"bootstrap.servers": b.listeners["SSL"], "security.protocol": "SSL"}
+    assert delivered({**conf, "ssl.ca.location": str(old_ca)})
+    new = b.pki / "new"
+    new.mkdir()
+    make_pki(new)
+    shutil.copy(new / "server.pem", b.pki / "server.pem")
+    shutil.copy(new / "server.key", b.pki / "server.key")
+    b.proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: any("SIGHUP" in line for line in b.log_lines), 5)
+    assert delivered({**conf, "ssl.ca.location": str(new / "ca.pem")})
+    assert not delivered({**conf, "ssl.ca.location": str(old_ca)})
+    assert any("TLS certificates reloaded" in line for line in b.log_lines)
+    assert b.proc.poll() is None
