@@ -168,12 +168,26 @@ mod tests {
 
     /// A certificate signed by the CA: (cert PEM, key PEM, DER).
     fn issue(pki: &Pki, sans: &[&str], dn: &[(rcgen::DnType, &str)]) -> (String, String, Vec<u8>) {
+        issue_valid(pki, sans, dn, false)
+    }
+
+    /// As `issue`, valid only until `not_after` when given.
+    fn issue_valid(
+        pki: &Pki,
+        sans: &[&str],
+        dn: &[(rcgen::DnType, &str)],
+        expired: bool,
+    ) -> (String, String, Vec<u8>) {
         let mut params =
             rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .unwrap();
         params.distinguished_name = rcgen::DistinguishedName::new();
         for (t, v) in dn {
             params.distinguished_name.push(t.clone(), *v);
+        }
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
         }
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params
@@ -258,7 +272,7 @@ mod tests {
     // Certificates made at test time (rcgen): a server config from PEM files completes a
     // handshake; with ssl.client.auth=required a client without a certificate is refused
     // and one with a CA-signed certificate is accepted, its subject becoming the principal;
-    // with requested both are accepted.
+    // with requested both are accepted; an expired client certificate is refused.
     #[test]
     fn server_and_client_certificates() {
         let pki = pki();
@@ -281,6 +295,11 @@ mod tests {
             principal_of(&chain[0]).as_deref(),
             Some("User:CN=alice,O=example")
         );
+        // An expired client certificate from the right CA is refused.
+        let (ec, ek, _) = issue_valid(&pki, &[], &[(rcgen::DnType::CommonName, "old")], true);
+        let required = server_config(&settings(&pki, ClientAuth::Required)).unwrap();
+        let err = handshake(required, &pki, Some((ec, ek))).unwrap_err();
+        assert!(err.to_lowercase().contains("expired"), "{err}");
         let requested = server_config(&settings(&pki, ClientAuth::Requested)).unwrap();
         assert_eq!(handshake(requested.clone(), &pki, None).unwrap(), None);
         assert!(
