@@ -620,6 +620,15 @@ impl BrokerConfig {
             Some(v) => crate::cluster::parse_voters(v).map_err(ConfigError)?,
             None => Vec::new(),
         };
+        // Follower fetchers reach other hosts' first listener with osprey's own client,
+        // which speaks neither TLS nor SASL yet.
+        if voters.len() > 1 && listeners[0].protocol != SecurityProtocol::Plaintext {
+            return Err(ConfigError(format!(
+                "in a cluster the first listener carries replication between hosts and must be PLAINTEXT ({} is {}): give --listen or list a PLAINTEXT listener first",
+                listeners[0].name,
+                listeners[0].protocol.name()
+            )));
+        }
         let controller_listen = match a.controller_listen {
             Some(l) => Some(l),
             None => match voters.iter().find(|(id, _)| *id == node_id as u64) {
@@ -732,6 +741,18 @@ mod tests {
                 .unwrap_err()
                 .0
                 .contains("--tls-cert")
+        );
+        // In a cluster the first listener carries replication: it must be PLAINTEXT.
+        let cluster = ServeArgs {
+            listeners: Some("SASL_PLAINTEXT://127.0.0.1:9092".into()),
+            controller_quorum_voters: Some("0@127.0.0.1:9300,1@127.0.0.1:9301".into()),
+            ..Default::default()
+        };
+        assert!(
+            BrokerConfig::from_args(&cluster)
+                .unwrap_err()
+                .0
+                .contains("must be PLAINTEXT")
         );
         let bad = ServeArgs {
             listeners: Some("CLIENT://127.0.0.1:9092".into()),
