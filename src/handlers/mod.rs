@@ -181,9 +181,7 @@ fn coarse_cluster_operation(key: ApiKey) -> Option<u8> {
         | ApiKey::AlterConfigs
         | ApiKey::IncrementalAlterConfigs
         | ApiKey::DeleteRecords => Some(op::ALTER),
-        ApiKey::DescribeConfigs | ApiKey::DescribeLogDirs | ApiKey::ListGroups => {
-            Some(op::DESCRIBE)
-        }
+        ApiKey::DescribeConfigs | ApiKey::DescribeLogDirs => Some(op::DESCRIBE),
         _ => None,
     }
 }

@@ -448,6 +448,11 @@ def test_acls(acl_broker):
                 break
     c.close()
     assert KafkaError.GROUP_AUTHORIZATION_FAILED in codes, codes
+    # ListGroups shows alice only the groups she may describe; the super user sees all.
+    admin_groups = {g.group_id for g in admin.list_consumer_groups().result(timeout=20).valid}
+    alice_admin = AdminClient(alice)
+    alice_groups = {g.group_id for g in alice_admin.list_consumer_groups().result(timeout=20).valid}
+    assert alice_groups == {"G"} and alice_groups <= admin_groups, (alice_groups, admin_groups)
 
     def fetch_error(conf, t):
         c = Consumer({**conf, "group.id": "unused", "enable.auto.commit": False})
@@ -478,7 +483,6 @@ def test_acls(acl_broker):
     acl_cli(b, "delete", "--principal", "User:alice", "--operation", "READ", "--group", "G")
     assert acl_cli(b, "list", "--principal", "User:alice").stdout.count("principal=User:alice") == 3
     # Creating and deleting topics need CREATE / DELETE: refused per topic.
-    alice_admin = AdminClient(alice)
     for futs in (alice_admin.create_topics([NewTopic("alice-new", 1)]), alice_admin.delete_topics(["A"])):
         for f in futs.values():
             with pytest.raises(Exception) as e:

@@ -54,7 +54,7 @@ pub async fn dispatch(
         ApiKey::LeaveGroup => leave_group::handle(shard, session, req),
         ApiKey::SyncGroup => sync_group::handle(shard, session, req).await,
         ApiKey::DescribeGroups => describe_groups::handle(shard, session, req),
-        ApiKey::ListGroups => list_groups::handle(shard, req),
+        ApiKey::ListGroups => list_groups::handle(shard, session, req),
         ApiKey::DeleteGroups => delete_groups::handle(shard, session, req).await,
         ApiKey::OffsetDelete => offset_delete::handle(shard, session, req).await,
         _ => Err(ProtocolError::UnsupportedVersion {
