@@ -448,6 +448,19 @@ def test_acls(acl_broker):
                 break
     c.close()
     assert KafkaError.GROUP_AUTHORIZATION_FAILED in codes, codes
+    # Committing offsets needs READ on the topic too: B is refused per partition, A not.
+    from confluent_kafka import KafkaException
+    c = Consumer({**alice, "group.id": "G", "enable.auto.commit": False})
+    try:
+        committed = c.commit(offsets=[TopicPartition("A", 0, 1), TopicPartition("B", 0, 1)],
+                             asynchronous=False)
+        errs = {tp.topic: tp.error for tp in committed}
+    except KafkaException as e:
+        errs = {tp.topic: tp.error for tp in (e.args[0].partitions if hasattr(e.args[0], "partitions") else [])}
+        errs = errs or {"B": e.args[0]}
+    c.close()
+    assert errs.get("A") is None
+    assert errs["B"] is not None and errs["B"].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, errs
     # ListGroups shows alice only the groups she may describe; the super user sees all.
     admin_groups = {g.group_id for g in admin.list_consumer_groups().result(timeout=20).valid}
     alice_admin = AdminClient(alice)

@@ -45,9 +45,12 @@ pub async fn handle(
         .iter()
         .map(|t| {
             let topic = t.name.0.as_str();
+            // Kafka: committing needs READ on the topic as well as on the group.
+            let readable = session.may(shard, op::READ, crate::acl::resource::TOPIC, topic);
             t.partitions
                 .iter()
                 .map(|p| match meta.partition(topic, p.partition_index) {
+                    _ if !readable => crate::protocol::error::TOPIC_AUTHORIZATION_FAILED,
                     Some(_) => NONE,
                     None => UNKNOWN_TOPIC_OR_PARTITION,
                 })
