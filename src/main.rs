@@ -1,6 +1,8 @@
 //! The `osprey` binary: `osprey serve` runs the broker (the default when no subcommand is
-//! given); `osprey topics ...` administers a running broker through the project's Kafka
-//! client (the same one loadgen uses); `osprey probe` measures this host's limits.
+//! given); `osprey topics ...`, `osprey users ...` (SCRAM credentials) and `osprey acls ...`
+//! administer a running broker through the project's Kafka client (the same one loadgen
+//! uses; PLAINTEXT listeners only); `osprey users create --data-dir` writes the first SCRAM
+//! user into a stopped broker's data directory; `osprey probe` measures this host's limits.
 
 use std::path::PathBuf;
 
