@@ -14,11 +14,13 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "dependencies"
 # Debian packages: kcat (a client under test), nftables and iproute2 (the cluster tests cut
-# links between broker hosts in network namespaces).
+# links between broker hosts in network namespaces), openssl (the TLS tests make their
+# certificates with it at run time).
 missing=""
 command -v kcat >/dev/null 2>&1 || command -v kafkacat >/dev/null 2>&1 || missing="$missing kcat"
 command -v nft >/dev/null 2>&1 || missing="$missing nftables"
 command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq

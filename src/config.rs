@@ -21,6 +21,55 @@ pub struct ServeArgs {
     /// Host name advertised to clients in Metadata (default: the listen address).
     #[arg(long)]
     pub advertise: Option<String>,
+    /// Kafka's listeners: `NAME://HOST:PORT,...`, each with its own bootstrap port PORT
+    /// and shard i on PORT+1+i. With `--listen` too, that address is one more listener
+    /// named PLAINTEXT. Default: `PLAINTEXT://` the `--listen` address.
+    #[arg(long)]
+    pub listeners: Option<String>,
+    /// Kafka's listener.security.protocol.map: `NAME:PROTOCOL,...` (PLAINTEXT, SSL,
+    /// SASL_PLAINTEXT, SASL_SSL). Names equal to a protocol map to it by default.
+    #[arg(long)]
+    pub listener_security_protocol_map: Option<String>,
+    /// Kafka's advertised.listeners: `NAME://HOST[:PORT],...`, what Metadata tells clients
+    /// of that listener (default: the listener's own address, or `--advertise`). A PORT
+    /// other than 0 advertises shard i at PORT+1+i (port forwarding).
+    #[arg(long)]
+    pub advertised_listeners: Option<String>,
+    /// Kafka's sasl.enabled.mechanisms on SASL listeners: PLAIN, SCRAM-SHA-256,
+    /// SCRAM-SHA-512 (default: both SCRAM ones, and PLAIN when --sasl-plain-users is given).
+    #[arg(long)]
+    pub sasl_enabled_mechanisms: Option<String>,
+    /// Kafka's connections.max.reauth.ms: SASL sessions last this long, then the client
+    /// re-authenticates on its connection (KIP-368) or it is closed (default 0: forever).
+    #[arg(long)]
+    pub connections_max_reauth_ms: Option<u64>,
+    /// PLAIN's users: a file of `name = password` lines (read at start-up).
+    #[arg(long)]
+    pub sasl_plain_users: Option<PathBuf>,
+    /// Kafka's authorizer.class.name: `acl` turns on the ACL authorizer (CreateAcls...);
+    /// without it every request is allowed, as today.
+    #[arg(long)]
+    pub authorizer: Option<String>,
+    /// Kafka's super.users: `User:admin;User:ops`, allowed everything by the authorizer.
+    #[arg(long)]
+    pub super_users: Option<String>,
+    /// Kafka's allow.everyone.if.no.acl.found (default false): a resource no ACL names is
+    /// open to everyone.
+    #[arg(long)]
+    pub allow_everyone_if_no_acl_found: Option<bool>,
+    /// Server certificate chain (PEM) of SSL and SASL_SSL listeners.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// Kafka's ssl.client.auth: none (default), requested or required. A client
+    /// certificate's subject becomes the principal on SSL listeners.
+    #[arg(long)]
+    pub ssl_client_auth: Option<String>,
     /// Number of shards (cores) to run, at most the CPUs this process may use.
     #[arg(long)]
     pub cores: Option<usize>,
@@ -158,8 +207,21 @@ pub struct BrokerConfig {
     pub replica_lag_time_max_ms: u64,
     pub min_insync_replicas: i32,
     pub data_dir: PathBuf,
+    /// The first listener's bind address and advertised host (what `--listen` and
+    /// `--advertise` name when no `--listeners` is given).
     pub listen: SocketAddr,
     pub advertise: String,
+    /// Every client listener, the first one the default; never empty.
+    pub listeners: Vec<Listener>,
+    /// SASL mechanisms offered on SASL listeners, in Kafka's names.
+    pub sasl_mechanisms: Vec<String>,
+    pub sasl_plain_users: crate::sasl::PlainUsers,
+    /// KIP-368 session lifetime of SASL connections; 0 = no re-authentication.
+    pub connections_max_reauth_ms: u64,
+    /// The ACL authorizer's settings; `None`: no authorizer, everything allowed.
+    pub authorizer: Option<crate::acl::AuthorizerConfig>,
+    /// TLS material of SSL and SASL_SSL listeners (checked at start-up).
+    pub tls: Option<crate::tls::TlsSettings>,
     pub cores: Option<usize>,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
@@ -183,6 +245,198 @@ pub struct BrokerConfig {
 
 /// Redpanda's admin API port, where /metrics and /health are served by default.
 pub const ADMIN_PORT_DEFAULT: u16 = 9644;
+/// Kafka's security protocols of a listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub fn parse(s: &str) -> Option<SecurityProtocol> {
+        Some(match s.to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => SecurityProtocol::Plaintext,
+            "SSL" => SecurityProtocol::Ssl,
+            "SASL_PLAINTEXT" => SecurityProtocol::SaslPlaintext,
+            "SASL_SSL" => SecurityProtocol::SaslSsl,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    /// Clients must authenticate with SASL before anything but ApiVersions/SaslHandshake.
+    pub fn is_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+
+    /// The connection is wrapped in TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+}
+
+/// One client listener: a bootstrap address (shard i on its port + 1 + i), its security
+/// protocol, and what Metadata advertises to clients that connected through it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listener {
+    /// Kafka's listener name (upper case), e.g. `PLAINTEXT`, `SASL_SSL`, `INTERNAL`.
+    pub name: String,
+    pub protocol: SecurityProtocol,
+    pub addr: SocketAddr,
+    pub advertise_host: String,
+    /// `Some(p)`: advertise the bootstrap as `p` and shard i as p+1+i instead of the bound
+    /// ports.
+    pub advertise_port: Option<u16>,
+}
+
+/// Listeners a host serves at most (each costs one port per shard plus a bootstrap port).
+pub const LISTENERS_MAX: usize = 8;
+
+/// `NAME://HOST:PORT` (HOST may be empty, meaning all interfaces as in Kafka, or an IPv6
+/// address in brackets).
+fn parse_endpoint(s: &str) -> Result<(String, String, u16), ConfigError> {
+    let bad = || ConfigError(format!("listener `{s}` is not NAME://HOST:PORT"));
+    let (name, rest) = s.trim().split_once("://").ok_or_else(bad)?;
+    let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let name = name.trim().to_ascii_uppercase();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(bad());
+    }
+    Ok((name, host, port))
+}
+
+fn default_advertise(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+        IpAddr::V6(ip) if ip.is_unspecified() => "::1".to_string(),
+        ip => ip.to_string(),
+    }
+}
+
+fn parse_listeners(a: &ServeArgs) -> Result<Vec<Listener>, ConfigError> {
+    let mut map: Vec<(String, SecurityProtocol)> = Vec::new();
+    if let Some(m) = &a.listener_security_protocol_map {
+        for entry in m.split(',').filter(|e| !e.trim().is_empty()) {
+            let (name, proto) = entry.trim().split_once(':').ok_or_else(|| {
+                ConfigError(format!(
+                    "security protocol map entry `{entry}` is not NAME:PROTOCOL"
+                ))
+            })?;
+            let proto = SecurityProtocol::parse(proto.trim()).ok_or_else(|| {
+                ConfigError(format!(
+                    "unknown security protocol `{proto}` (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)"
+                ))
+            })?;
+            map.push((name.trim().to_ascii_uppercase(), proto));
+        }
+    }
+    let protocol_of = |name: &str| {
+        map.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+            .or_else(|| SecurityProtocol::parse(name))
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "listener {name} has no security protocol: add {name}:PROTOCOL to --listener-security-protocol-map"
+                ))
+            })
+    };
+    let mut out: Vec<Listener> = Vec::new();
+    let plain = |addr: SocketAddr| Listener {
+        name: "PLAINTEXT".into(),
+        protocol: SecurityProtocol::Plaintext,
+        addr,
+        advertise_host: a
+            .advertise
+            .clone()
+            .unwrap_or_else(|| default_advertise(addr.ip())),
+        advertise_port: None,
+    };
+    if let Some(addr) = a.listen {
+        out.push(plain(addr));
+    }
+    if let Some(ls) = &a.listeners {
+        for entry in ls.split(',').filter(|e| !e.trim().is_empty()) {
+            let (name, host, port) = parse_endpoint(entry)?;
+            let ip: IpAddr = if host.is_empty() {
+                IpAddr::from([0, 0, 0, 0])
+            } else {
+                host.parse().map_err(|_| {
+                    ConfigError(format!(
+                        "listener `{entry}`: bind to an IP address (`{host}` is not one)"
+                    ))
+                })?
+            };
+            let addr = SocketAddr::new(ip, port);
+            out.push(Listener {
+                protocol: protocol_of(&name)?,
+                name,
+                addr,
+                advertise_host: a.advertise.clone().unwrap_or_else(|| default_advertise(ip)),
+                advertise_port: None,
+            });
+        }
+    }
+    if out.is_empty() {
+        out.push(plain(SocketAddr::from(([127, 0, 0, 1], 9092))));
+    }
+    for (i, l) in out.iter().enumerate() {
+        if out[..i].iter().any(|o| o.name == l.name) {
+            return Err(ConfigError(format!(
+                "listener name {} is used twice (--listen is the listener PLAINTEXT)",
+                l.name
+            )));
+        }
+    }
+    if out.len() > LISTENERS_MAX {
+        return Err(ConfigError(format!(
+            "{} listeners; at most {LISTENERS_MAX}",
+            out.len()
+        )));
+    }
+    if let Some(adv) = &a.advertised_listeners {
+        for entry in adv.split(',').filter(|e| !e.trim().is_empty()) {
+            let with_port = if entry
+                .trim()
+                .rsplit_once("://")
+                .is_some_and(|(_, r)| !r.contains(':') || r.ends_with(']'))
+            {
+                format!("{}:0", entry.trim())
+            } else {
+                entry.trim().to_string()
+            };
+            let (name, host, port) = parse_endpoint(&with_port)?;
+            let l = out.iter_mut().find(|l| l.name == name).ok_or_else(|| {
+                ConfigError(format!(
+                    "advertised listener {name} is not among the listeners"
+                ))
+            })?;
+            if !host.is_empty() {
+                l.advertise_host = host;
+            }
+            l.advertise_port = (port != 0).then_some(port);
+        }
+    }
+    Ok(out)
+}
 
 #[derive(Debug)]
 pub struct ConfigError(pub String);
@@ -231,6 +485,37 @@ impl BrokerConfig {
                     "data-dir" => a.data_dir = a.data_dir.or(Some(PathBuf::from(v))),
                     "listen" => a.listen = a.listen.or(Some(parse_value(&k, &v)?)),
                     "advertise" => a.advertise = a.advertise.or(Some(v)),
+                    "listeners" => a.listeners = a.listeners.or(Some(v)),
+                    "listener-security-protocol-map" => {
+                        a.listener_security_protocol_map =
+                            a.listener_security_protocol_map.or(Some(v))
+                    }
+                    "sasl-enabled-mechanisms" => {
+                        a.sasl_enabled_mechanisms = a.sasl_enabled_mechanisms.or(Some(v))
+                    }
+                    "connections-max-reauth-ms" => {
+                        a.connections_max_reauth_ms =
+                            a.connections_max_reauth_ms.or(Some(parse_value(&k, &v)?))
+                    }
+                    "sasl-plain-users" => {
+                        a.sasl_plain_users = a.sasl_plain_users.or(Some(PathBuf::from(v)))
+                    }
+                    "authorizer" | "authorizer-class-name" => {
+                        a.authorizer = a.authorizer.or(Some(v))
+                    }
+                    "super-users" => a.super_users = a.super_users.or(Some(v)),
+                    "allow-everyone-if-no-acl-found" => {
+                        a.allow_everyone_if_no_acl_found = a
+                            .allow_everyone_if_no_acl_found
+                            .or(Some(parse_value(&k, &v)?))
+                    }
+                    "tls-cert" => a.tls_cert = a.tls_cert.or(Some(PathBuf::from(v))),
+                    "tls-key" => a.tls_key = a.tls_key.or(Some(PathBuf::from(v))),
+                    "tls-ca" => a.tls_ca = a.tls_ca.or(Some(PathBuf::from(v))),
+                    "ssl-client-auth" => a.ssl_client_auth = a.ssl_client_auth.or(Some(v)),
+                    "advertised-listeners" => {
+                        a.advertised_listeners = a.advertised_listeners.or(Some(v))
+                    }
                     "cores" => a.cores = a.cores.or(Some(parse_value(&k, &v)?)),
                     "num-partitions" => {
                         a.num_partitions = a.num_partitions.or(Some(parse_value(&k, &v)?))
@@ -326,14 +611,93 @@ impl BrokerConfig {
                 }
             }
         }
-        let listen = a
-            .listen
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
-        let advertise = a.advertise.unwrap_or_else(|| match listen.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
-            IpAddr::V6(ip) if ip.is_unspecified() => "::1".to_string(),
-            ip => ip.to_string(),
-        });
+        let listeners = parse_listeners(&a)?;
+        let sasl_plain_users = match &a.sasl_plain_users {
+            Some(path) => crate::sasl::PlainUsers::load(path).map_err(ConfigError)?,
+            None => Default::default(),
+        };
+        let sasl_mechanisms: Vec<String> = match &a.sasl_enabled_mechanisms {
+            Some(list) => list
+                .split(',')
+                .map(|m| m.trim().to_ascii_uppercase())
+                .filter(|m| !m.is_empty())
+                .collect(),
+            None => {
+                let mut m = vec!["SCRAM-SHA-256".to_string(), "SCRAM-SHA-512".to_string()];
+                if a.sasl_plain_users.is_some() {
+                    m.insert(0, crate::sasl::PLAIN.to_string());
+                }
+                m
+            }
+        };
+        if let Some(bad) = sasl_mechanisms
+            .iter()
+            .find(|m| !crate::sasl::known_mechanism(m))
+        {
+            return Err(ConfigError(format!(
+                "SASL mechanism {bad} is not supported (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"
+            )));
+        }
+        let authorizer = match a.authorizer.as_deref() {
+            None | Some("") | Some("none") => None,
+            Some("acl") | Some("AclAuthorizer") | Some("StandardAuthorizer") => {
+                Some(crate::acl::AuthorizerConfig {
+                    super_users: a
+                        .super_users
+                        .iter()
+                        .flat_map(|s| s.split(';'))
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect(),
+                    allow_everyone_if_no_acl_found: a
+                        .allow_everyone_if_no_acl_found
+                        .unwrap_or(false),
+                })
+            }
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "authorizer `{other}` is not known (acl)"
+                )));
+            }
+        };
+        let client_auth = match &a.ssl_client_auth {
+            Some(v) => crate::tls::ClientAuth::parse(v).ok_or_else(|| {
+                ConfigError(format!(
+                    "ssl-client-auth `{v}`: expected none, requested or required"
+                ))
+            })?,
+            None => crate::tls::ClientAuth::None,
+        };
+        let tls = match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsSettings {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: a.tls_ca.clone(),
+                client_auth,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError("--tls-cert and --tls-key go together".into()));
+            }
+        };
+        if let Some(l) = listeners.iter().find(|l| l.protocol.is_tls()) {
+            let Some(t) = &tls else {
+                return Err(ConfigError(format!(
+                    "listener {} ({}) needs --tls-cert and --tls-key",
+                    l.name,
+                    l.protocol.name()
+                )));
+            };
+            // Fail at start-up, naming the file, rather than on the first client.
+            crate::tls::server_config(t).map_err(ConfigError)?;
+        }
+        if sasl_mechanisms.iter().any(|m| m == crate::sasl::PLAIN) && a.sasl_plain_users.is_none() {
+            return Err(ConfigError(
+                "SASL mechanism PLAIN needs its users: --sasl-plain-users FILE".into(),
+            ));
+        }
+        let listen = listeners[0].addr;
+        let advertise = listeners[0].advertise_host.clone();
         let num_partitions = a.num_partitions.unwrap_or(1);
         if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&num_partitions) {
             return Err(ConfigError(format!(
@@ -351,6 +715,15 @@ impl BrokerConfig {
             Some(v) => crate::cluster::parse_voters(v).map_err(ConfigError)?,
             None => Vec::new(),
         };
+        // Follower fetchers reach other hosts' first listener with osprey's own client,
+        // which speaks neither TLS nor SASL yet.
+        if voters.len() > 1 && listeners[0].protocol != SecurityProtocol::Plaintext {
+            return Err(ConfigError(format!(
+                "in a cluster the first listener carries replication between hosts and must be PLAINTEXT ({} is {}): give --listen or list a PLAINTEXT listener first",
+                listeners[0].name,
+                listeners[0].protocol.name()
+            )));
+        }
         let controller_listen = match a.controller_listen {
             Some(l) => Some(l),
             None => match voters.iter().find(|(id, _)| *id == node_id as u64) {
@@ -394,6 +767,12 @@ impl BrokerConfig {
             data_dir: a.data_dir.unwrap_or_else(|| PathBuf::from("osprey-data")),
             listen,
             advertise,
+            listeners,
+            sasl_mechanisms,
+            sasl_plain_users,
+            connections_max_reauth_ms: a.connections_max_reauth_ms.unwrap_or(0),
+            tls,
+            authorizer,
             cores: a.cores,
             num_partitions,
             auto_create_topics: a.auto_create_topics.unwrap_or(true),
@@ -459,6 +838,77 @@ mod tests {
         };
         let c = BrokerConfig::from_args(&any).unwrap();
         assert_eq!(c.admin_listen.port(), 0);
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listeners[0].name, "PLAINTEXT");
+        assert_eq!(c.listeners[0].protocol, SecurityProtocol::Plaintext);
+    }
+
+    // Kafka's listener form: names map to protocols by the map or by their own name,
+    // `--listen` stays the PLAINTEXT listener, advertised listeners replace the host (and
+    // the port base when given), and a listener without a protocol is refused.
+    #[test]
+    fn listeners_in_kafkas_form() {
+        let args = ServeArgs {
+            listen: Some("127.0.0.1:9092".parse().unwrap()),
+            listeners: Some("SASL_PLAINTEXT://0.0.0.0:9192, internal://127.0.0.1:9292".into()),
+            listener_security_protocol_map: Some("INTERNAL:SASL_PLAINTEXT".into()),
+            advertised_listeners: Some(
+                "SASL_PLAINTEXT://broker.example:19192,INTERNAL://10.0.0.1".into(),
+            ),
+            ..Default::default()
+        };
+        let c = BrokerConfig::from_args(&args).unwrap();
+        let names: Vec<_> = c
+            .listeners
+            .iter()
+            .map(|l| (l.name.as_str(), l.protocol))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("PLAINTEXT", SecurityProtocol::Plaintext),
+                ("SASL_PLAINTEXT", SecurityProtocol::SaslPlaintext),
+                ("INTERNAL", SecurityProtocol::SaslPlaintext)
+            ]
+        );
+        assert_eq!(c.listeners[1].advertise_host, "broker.example");
+        assert_eq!(c.listeners[1].advertise_port, Some(19192));
+        assert_eq!(c.listeners[2].advertise_host, "10.0.0.1");
+        assert_eq!(c.listeners[2].advertise_port, None);
+        assert_eq!(c.listen, "127.0.0.1:9092".parse::<SocketAddr>().unwrap());
+        let no_tls = ServeArgs {
+            listeners: Some("SSL://127.0.0.1:9092".into()),
+            ..Default::default()
+        };
+        assert!(
+            BrokerConfig::from_args(&no_tls)
+                .unwrap_err()
+                .0
+                .contains("--tls-cert")
+        );
+        // In a cluster the first listener carries replication: it must be PLAINTEXT.
+        let cluster = ServeArgs {
+            listeners: Some("SASL_PLAINTEXT://127.0.0.1:9092".into()),
+            controller_quorum_voters: Some("0@127.0.0.1:9300,1@127.0.0.1:9301".into()),
+            ..Default::default()
+        };
+        assert!(
+            BrokerConfig::from_args(&cluster)
+                .unwrap_err()
+                .0
+                .contains("must be PLAINTEXT")
+        );
+        let bad = ServeArgs {
+            listeners: Some("CLIENT://127.0.0.1:9092".into()),
+            ..Default::default()
+        };
+        assert!(BrokerConfig::from_args(&bad).is_err());
+        let twice = ServeArgs {
+            listen: Some("127.0.0.1:9092".parse().unwrap()),
+            listeners: Some("PLAINTEXT://127.0.0.1:9093".into()),
+            ..Default::default()
+        };
+        assert!(BrokerConfig::from_args(&twice).is_err());
     }
 
     // The config file fills unset values, flags override it, and unknown keys are refused.

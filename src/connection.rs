@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::future;
@@ -23,16 +23,250 @@ use crate::config::{
     FETCH_RESPONSE_BYTES_PER_CONNECTION_MAX, INFLIGHT_REQUESTS_PER_CONNECTION_MAX,
 };
 use crate::handlers::{self, Reply};
-use crate::protocol::{self, ProtocolError};
+use crate::protocol::{self, ProtocolError, RequestFrame, error};
+use crate::sasl::{Exchange, Outcome};
+use crate::session::Session;
 use crate::shard::Shard;
+use kafka_protocol::messages::ApiKey;
 
 /// Kafka's connections.max.idle.ms default: idle connections are closed after 10 minutes.
 const CONNECTION_IDLE_MAX: Duration = Duration::from_secs(600);
 /// Kafka's request.timeout.ms default: the longest a frame's body may take to arrive once
 /// its length has been read.
 const FRAME_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a TLS handshake may take once the connection is accepted.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Plaintext gathered per TLS write (a few 16 KiB records at a time).
+const TLS_WRITE_CHUNK_BYTES: usize = 256 * 1024;
 /// Most iovecs handed to one sendmsg call (Linux IOV_MAX).
 const IOVECS_PER_WRITE_MAX: usize = 1024;
+
+/// Where a connection on a SASL listener is in authenticating (Kafka's
+/// SaslServerAuthenticator states); `Done` on other listeners.
+enum Auth {
+    /// Only ApiVersions and SaslHandshake are accepted.
+    AwaitHandshake,
+    /// A mechanism was chosen; `raw`: SaslHandshake v0, tokens come as bare frames
+    /// instead of SaslAuthenticate requests.
+    /// `reauth`: a re-authentication (KIP-368) of an authenticated connection, which must
+    /// keep its principal.
+    Exchanging {
+        exchange: Exchange,
+        raw: bool,
+        reauth: bool,
+    },
+    /// Authenticated; `expires`: when the session ends unless re-authenticated
+    /// (`--connections-max-reauth-ms`).
+    Done { expires: Option<Instant> },
+    /// Authentication failed; the answer is sent, then the connection closes.
+    Failed,
+}
+
+enum AuthAction {
+    /// An ordinary request: dispatch it.
+    Dispatch(RequestFrame),
+    /// Send this frame (after the delay), read on (or close once `Auth::Failed`).
+    Reply(Bytes, Duration),
+    Close(String),
+}
+
+/// One frame through the SASL state machine of the connection: requests before
+/// authentication other than ApiVersions, SaslHandshake and SaslAuthenticate close the
+/// connection, as Kafka does; failed authentication answers SASL_AUTHENTICATION_FAILED
+/// with a message that does not say what was wrong (the log line does), held back by the
+/// shard's failure throttle, then closes.
+fn sasl_step(
+    shard: &Shard,
+    session: &Session,
+    auth: &mut Auth,
+    header: Option<RequestFrame>,
+    frame: Bytes,
+) -> Result<AuthAction, ProtocolError> {
+    let peer = session.peer;
+    let Some(req) = header else {
+        // Legacy framing (SaslHandshake v0): the frame is the token itself, and so is the
+        // answer; a failure just closes the connection.
+        let Auth::Exchanging {
+            exchange, reauth, ..
+        } = auth
+        else {
+            return Ok(AuthAction::Close(
+                "raw SASL token outside an exchange".into(),
+            ));
+        };
+        let mechanism = exchange.mechanism();
+        return Ok(
+            match exchange.step(&frame, &shard.meta(), &shard.config.sasl_plain_users) {
+                Outcome::Continue(b) => AuthAction::Reply(raw_frame(&b), Duration::ZERO),
+                Outcome::Done { principal, reply } if !*reauth => {
+                    log::debug!("{peer} authenticated as {principal} with {mechanism}");
+                    session.set_principal(principal);
+                    *auth = Auth::Done {
+                        expires: session_expiry(shard),
+                    };
+                    AuthAction::Reply(raw_frame(&reply), Duration::ZERO)
+                }
+                Outcome::Done { .. } => {
+                    AuthAction::Close("re-authentication in the legacy framing".into())
+                }
+                Outcome::Failed(reason) => {
+                    let delay = shard.auth_failures.failed(peer.ip());
+                    log::warn!("failed authentication from {peer} with {mechanism}: {reason}");
+                    *auth = Auth::Failed;
+                    // Kafka closes without an answer in this framing: an empty reply frame is
+                    // not sent, only the delay is kept.
+                    AuthAction::Reply(Bytes::new(), delay)
+                }
+            },
+        );
+    };
+    if !session.protocol.is_sasl() {
+        return Ok(AuthAction::Dispatch(req));
+    }
+    let reauth_allowed = shard.config.connections_max_reauth_ms > 0;
+    match (req.api_key, &mut *auth) {
+        (ApiKey::ApiVersions, _) => Ok(AuthAction::Dispatch(req)),
+        (ApiKey::SaslHandshake, Auth::Done { .. }) if reauth_allowed && req.version >= 1 => {
+            let (chosen, bytes) = handlers::sasl_handshake::answer(shard, &req)?;
+            match chosen.map(|m| Exchange::start(&m)) {
+                Some(Ok(exchange)) => {
+                    *auth = Auth::Exchanging {
+                        exchange,
+                        raw: false,
+                        reauth: true,
+                    };
+                    Ok(AuthAction::Reply(bytes, Duration::ZERO))
+                }
+                Some(Err(e)) => Ok(AuthAction::Close(format!("SASL re-authentication: {e}"))),
+                None => Ok(AuthAction::Close(
+                    "re-authentication with a mechanism not enabled".into(),
+                )),
+            }
+        }
+        (ApiKey::SaslHandshake, Auth::AwaitHandshake) => {
+            if handlers::spec(ApiKey::SaslHandshake)
+                .is_none_or(|s| req.version > s.max_version || req.version < s.min_version)
+            {
+                return Ok(AuthAction::Close(format!(
+                    "SaslHandshake v{} is not supported",
+                    req.version
+                )));
+            }
+            let (chosen, bytes) = handlers::sasl_handshake::answer(shard, &req)?;
+            if let Some(m) = chosen {
+                match Exchange::start(&m) {
+                    Ok(exchange) => {
+                        *auth = Auth::Exchanging {
+                            exchange,
+                            raw: req.version == 0,
+                            reauth: false,
+                        }
+                    }
+                    Err(e) => return Ok(AuthAction::Close(format!("SASL {m}: {e}"))),
+                }
+            }
+            Ok(AuthAction::Reply(bytes, Duration::ZERO))
+        }
+        (
+            ApiKey::SaslAuthenticate,
+            Auth::Exchanging {
+                exchange,
+                raw: false,
+                reauth,
+            },
+        ) => {
+            if handlers::spec(ApiKey::SaslAuthenticate)
+                .is_none_or(|s| req.version > s.max_version || req.version < s.min_version)
+            {
+                return Ok(AuthAction::Close(format!(
+                    "SaslAuthenticate v{} is not supported",
+                    req.version
+                )));
+            }
+            let token = handlers::sasl_authenticate::token(&req)?;
+            let mechanism = exchange.mechanism();
+            let lifetime_ms = shard.config.connections_max_reauth_ms as i64;
+            let mut outcome = exchange.step(&token, &shard.meta(), &shard.config.sasl_plain_users);
+            // Kafka: a re-authentication may not change the connection's principal.
+            if let Outcome::Done { principal, .. } = &outcome
+                && *reauth
+                && *principal != session.principal()
+            {
+                outcome = Outcome::Failed(format!(
+                    "re-authentication as {principal} on a connection of {}",
+                    session.principal()
+                ));
+            }
+            match outcome {
+                Outcome::Continue(b) => Ok(AuthAction::Reply(
+                    handlers::sasl_authenticate::answer(&req, Ok(b), 0)?,
+                    Duration::ZERO,
+                )),
+                Outcome::Done { principal, reply } => {
+                    if *reauth {
+                        log::info!("{peer} re-authenticated as {principal} with {mechanism}");
+                    } else {
+                        log::debug!("{peer} authenticated as {principal} with {mechanism}");
+                    }
+                    session.set_principal(principal);
+                    *auth = Auth::Done {
+                        expires: session_expiry(shard),
+                    };
+                    Ok(AuthAction::Reply(
+                        handlers::sasl_authenticate::answer(&req, Ok(reply), lifetime_ms)?,
+                        Duration::ZERO,
+                    ))
+                }
+                Outcome::Failed(reason) => {
+                    let delay = shard.auth_failures.failed(peer.ip());
+                    log::warn!("failed authentication from {peer} with {mechanism}: {reason}");
+                    *auth = Auth::Failed;
+                    let message = format!(
+                        "Authentication failed during authentication due to invalid credentials with SASL mechanism {mechanism}"
+                    );
+                    Ok(AuthAction::Reply(
+                        handlers::sasl_authenticate::answer(
+                            &req,
+                            Err((error::SASL_AUTHENTICATION_FAILED, message)),
+                            0,
+                        )?,
+                        delay,
+                    ))
+                }
+            }
+        }
+        (_, Auth::Done { expires }) => match req.api_key {
+            // Without --connections-max-reauth-ms SaslAuthenticate answers a session
+            // lifetime of 0, so clients never start a re-authentication.
+            ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => Ok(AuthAction::Close(format!(
+                "{:?} after authentication (re-authentication is off or needs SaslHandshake v1)",
+                req.api_key
+            ))),
+            // KIP-368: a session past its lifetime serves nothing until re-authenticated.
+            _ if expires.is_some_and(|e| Instant::now() >= e) => Ok(AuthAction::Close(
+                "SASL session expired without re-authentication (connections-max-reauth-ms)".into(),
+            )),
+            _ => Ok(AuthAction::Dispatch(req)),
+        },
+        (key, _) => Ok(AuthAction::Close(format!(
+            "unexpected {key:?} request before SASL authentication completed"
+        ))),
+    }
+}
+
+/// When a session authenticated now must re-authenticate (KIP-368), if at all.
+fn session_expiry(shard: &Shard) -> Option<Instant> {
+    let ms = shard.config.connections_max_reauth_ms;
+    (ms > 0).then(|| Instant::now() + Duration::from_millis(ms))
+}
+
+/// A length-prefixed raw SASL token (legacy framing).
+fn raw_frame(token: &[u8]) -> Bytes {
+    let mut b = Vec::with_capacity(4 + token.len());
+    b.extend_from_slice(&(token.len() as i32).to_be_bytes());
+    b.extend_from_slice(token);
+    Bytes::from(b)
+}
 
 type Pending = glommio::task::JoinHandle<Result<Reply, ProtocolError>>;
 
@@ -45,11 +279,61 @@ enum ReadOutcome {
 }
 
 /// Serves one connection until the client closes it, it misbehaves, or the shard stops.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listener: usize) {
+    let session = Rc::new(Session::new(
+        peer,
+        listener,
+        &shard.config.listeners[listener],
+    ));
     if let Err(e) = stream.set_nodelay(true) {
         log::debug!("{peer}: set_nodelay: {e}");
     }
-    let fd = stream.as_raw_fd();
+    if !session.protocol.is_tls() {
+        let fd = stream.as_raw_fd();
+        return serve_stream(shard, session, stream, Some(fd)).await;
+    }
+    let Some(acceptor) = shard.tls_acceptor() else {
+        log::error!("closing connection from {peer}: no TLS configured for an SSL listener");
+        return;
+    };
+    let accepted = glommio::timer::timeout(TLS_HANDSHAKE_TIMEOUT, async {
+        acceptor
+            .accept(stream)
+            .await
+            .map_err(glommio::GlommioError::from)
+    })
+    .await;
+    let tls = match accepted {
+        Ok(tls) => tls,
+        Err(glommio::GlommioError::TimedOut(_)) => {
+            log::warn!(
+                "closing connection from {peer}: TLS handshake not done within {TLS_HANDSHAKE_TIMEOUT:?}"
+            );
+            return;
+        }
+        Err(e) => {
+            // A plaintext client on a TLS port, an unknown CA, no client certificate
+            // where one is required...
+            log::warn!("closing connection from {peer}: TLS handshake failed: {e}");
+            return;
+        }
+    };
+    // On SSL listeners a client certificate names the principal (SASL_SSL: SASL does).
+    if let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first())
+        && let Some(p) = crate::tls::principal_of(cert)
+    {
+        session.set_principal(p);
+    }
+    serve_stream(shard, session, tls, None).await
+}
+
+/// Serves the requests of one connection over `stream`; `fd` is the socket for the
+/// zero-copy vectored writes when the stream is the plain socket (`None` under TLS).
+async fn serve_stream<S>(shard: Rc<Shard>, session: Rc<Session>, stream: S, fd: Option<RawFd>)
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+{
+    let peer = session.peer;
     let (mut reader, writer) = futures_lite::io::split(stream);
     let (tx, rx) = local_channel::new_bounded::<Pending>(INFLIGHT_REQUESTS_PER_CONNECTION_MAX);
     let writer_task = glommio::spawn_local(write_responses(shard.clone(), writer, fd, rx, peer));
@@ -57,8 +341,19 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let responses = Rc::new(glommio::sync::Semaphore::new(
         FETCH_RESPONSE_BYTES_PER_CONNECTION_MAX,
     ));
+    let mut auth = if session.protocol.is_sasl() {
+        Auth::AwaitHandshake
+    } else {
+        Auth::Done { expires: None }
+    };
     loop {
-        match read_frame(&shard, &mut reader).await {
+        // Before authentication a frame is bounded by Kafka's sasl.server.max.receive.size.
+        let frame_max = if matches!(auth, Auth::Done { .. }) {
+            protocol::REQUEST_FRAME_MAX_BYTES
+        } else {
+            crate::sasl::UNAUTHENTICATED_FRAME_MAX_BYTES
+        };
+        match read_frame(&shard, &mut reader, frame_max).await {
             ReadOutcome::Frame(frame, permit) => {
                 // A host cut off from the controller quorum serves stale metadata: closing
                 // its client connections sends clients to the other hosts, which know
@@ -69,10 +364,42 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                     );
                     break;
                 }
-                let header = match protocol::decode_request(frame) {
-                    Ok(mut h) => {
+                let header = if let Auth::Exchanging { raw: true, .. } = auth {
+                    None
+                } else {
+                    match protocol::decode_request(frame.clone()) {
+                        Ok(h) => Some(h),
+                        Err(e) => {
+                            log::warn!("closing connection from {peer}: {e}");
+                            break;
+                        }
+                    }
+                };
+                let header = match sasl_step(&shard, &session, &mut auth, header, frame) {
+                    Ok(AuthAction::Dispatch(mut h)) => {
                         h.peer = Some(peer);
                         h
+                    }
+                    Ok(AuthAction::Reply(bytes, delay)) => {
+                        let task = glommio::spawn_local(async move {
+                            if !delay.is_zero() {
+                                glommio::timer::sleep(delay).await;
+                            }
+                            drop(permit);
+                            Ok(Reply::Frame(bytes))
+                        })
+                        .detach();
+                        if tx.send(task).await.is_err() {
+                            break;
+                        }
+                        if matches!(auth, Auth::Failed) {
+                            break;
+                        }
+                        continue;
+                    }
+                    Ok(AuthAction::Close(reason)) => {
+                        log::warn!("closing connection from {peer}: {reason}");
+                        break;
                     }
                     Err(e) => {
                         log::warn!("closing connection from {peer}: {e}");
@@ -80,9 +407,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                     }
                 };
                 let shard = shard.clone();
+                let session = session.clone();
                 let responses = responses.clone();
                 let task = glommio::spawn_local(async move {
-                    let reply = handlers::dispatch(&shard, header, &responses).await;
+                    let reply = handlers::dispatch(&shard, &session, header, &responses).await;
                     drop(permit);
                     reply
                 })
@@ -114,6 +442,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
 async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
     shard: &Rc<Shard>,
     reader: &mut R,
+    frame_max: usize,
 ) -> ReadOutcome {
     let mut len_buf = [0u8; 4];
     if shard.shutting_down.get() {
@@ -151,6 +480,11 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
         Ok(len) => len,
         Err(e) => return ReadOutcome::Error(e.to_string()),
     };
+    if len > frame_max {
+        return ReadOutcome::Error(format!(
+            "frame of {len} bytes before authentication exceeds {frame_max} bytes (sasl.server.max.receive.size)"
+        ));
+    }
     // Reserve the frame's bytes from the shard's request memory before allocating them.
     let permit = match shard.request_memory.acquire_static_permit(len as u64).await {
         Ok(p) => p,
@@ -193,7 +527,7 @@ fn is_disconnect(e: &std::io::Error) -> bool {
 async fn write_responses<W: futures_lite::AsyncWrite + Unpin>(
     shard: Rc<Shard>,
     mut writer: W,
-    fd: RawFd,
+    fd: Option<RawFd>,
     rx: local_channel::LocalReceiver<Pending>,
     peer: SocketAddr,
 ) {
@@ -206,16 +540,22 @@ async fn write_responses<W: futures_lite::AsyncWrite + Unpin>(
             }
             None => break,
         };
-        let (result, len) = match reply {
-            Reply::None => (Ok(()), 0),
-            Reply::Frame(bytes) => (
+        let (result, len) = match (reply, fd) {
+            (Reply::None, _) => (Ok(()), 0),
+            (Reply::Frame(bytes), Some(fd)) => (
                 write_all_vectored(&mut writer, fd, &[&bytes]).await,
                 bytes.len(),
             ),
-            Reply::Pieces(pieces, lease) => {
+            (Reply::Frame(bytes), None) => {
+                (write_all_tls(&mut writer, &[&bytes]).await, bytes.len())
+            }
+            (Reply::Pieces(pieces, lease), fd) => {
                 let slices: Vec<&[u8]> = pieces.iter().map(|p| p.as_slice()).collect();
                 let len = slices.iter().map(|s| s.len()).sum();
-                let written = write_all_vectored(&mut writer, fd, &slices).await;
+                let written = match fd {
+                    Some(fd) => write_all_vectored(&mut writer, fd, &slices).await,
+                    None => write_all_tls(&mut writer, &slices).await,
+                };
                 drop(slices);
                 drop(pieces);
                 drop(lease);
@@ -233,6 +573,32 @@ async fn write_responses<W: futures_lite::AsyncWrite + Unpin>(
         }
     }
     let _ = writer.close().await;
+}
+
+/// Writes all slices through TLS: rustls encrypts into its own buffer (one copy of the
+/// record data; the zero-copy path of plain sockets does not exist here), so small
+/// slices are first gathered into chunks of up to `TLS_WRITE_CHUNK_BYTES` to make full
+/// TLS records and few syscalls.
+async fn write_all_tls<W: futures_lite::AsyncWrite + Unpin>(
+    writer: &mut W,
+    slices: &[&[u8]],
+) -> std::io::Result<()> {
+    let mut chunk: Vec<u8> = Vec::new();
+    for s in slices {
+        if !chunk.is_empty() && chunk.len() + s.len() > TLS_WRITE_CHUNK_BYTES {
+            writer.write_all(&chunk).await?;
+            chunk.clear();
+        }
+        if s.len() >= TLS_WRITE_CHUNK_BYTES {
+            writer.write_all(s).await?;
+        } else {
+            chunk.extend_from_slice(s);
+        }
+    }
+    if !chunk.is_empty() {
+        writer.write_all(&chunk).await?;
+    }
+    writer.flush().await
 }
 
 /// Writes all slices: first with non-blocking `sendmsg` over iovecs (one syscall, no

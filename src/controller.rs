@@ -199,11 +199,21 @@ impl Controller {
             let to = legacy_dir.join("cluster.meta.imported");
             std::fs::rename(&from, &to).map_err(|e| format!("rename {}: {e}", from.display()))?;
         }
+        // SCRAM users made with `osprey users create --data-dir` before this start.
+        if let Some(users) = crate::sasl::read_bootstrap(&legacy_dir)? {
+            let n = users.len();
+            self.register_until_done(MetaCommand::AlterScramCredentials { users }, shard)
+                .await?;
+            let path = legacy_dir.join(crate::sasl::BOOTSTRAP_FILE);
+            std::fs::remove_file(&path).map_err(|e| format!("remove {}: {e}", path.display()))?;
+            log::info!("controller: created the SCRAM credentials of {n} bootstrap users");
+        }
         let broker = BrokerMeta {
             host_id: config.node_id,
             incarnation: u64::from_le_bytes(new_topic_id()[..8].try_into().unwrap_or_default()),
-            host: config.advertise.clone(),
-            ports: shard.nodes.iter().map(|n| n.port).collect(),
+            host: shard.nodes[0].host.clone(),
+            ports: shard.nodes[0].ports.clone(),
+            listeners: shard.nodes.as_ref().clone(),
             rack: format!("host-{}", config.node_id),
             fenced: false,
         };
@@ -375,6 +385,35 @@ impl Controller {
             Ok(r) => r.results.into_iter().map(|r| r.map(|_| ())).collect(),
             Err(e) => all_failed(n, &e),
         }
+    }
+
+    /// AlterUserScramCredentials: one result per user, in order.
+    pub async fn alter_scram(
+        &self,
+        users: Vec<crate::cluster::state::ScramUserChange>,
+    ) -> Vec<Result<(), TopicError>> {
+        let n = users.len();
+        match self
+            .submit(MetaCommand::AlterScramCredentials { users })
+            .await
+        {
+            Ok(r) => r.results.into_iter().map(|r| r.map(|_| ())).collect(),
+            Err(e) => all_failed(n, &e),
+        }
+    }
+
+    /// CreateAcls / DeleteAcls through the quorum.
+    pub async fn alter_acls(
+        &self,
+        create: bool,
+        acls: Vec<crate::metadata::AclBinding>,
+    ) -> Result<(), TopicError> {
+        let cmd = if create {
+            MetaCommand::CreateAcls { acls }
+        } else {
+            MetaCommand::DeleteAcls { acls }
+        };
+        self.submit(cmd).await.map(|_| ())
     }
 
     pub async fn create_partitions(

@@ -4,6 +4,7 @@
 //! router between shards, the controller, the Kafka protocol codec and handlers, consumer
 //! groups, and the client shared with `loadgen`. ARCHITECTURE.md has the map.
 
+pub mod acl;
 pub mod admin;
 pub mod alloc;
 pub mod client;
@@ -24,9 +25,12 @@ pub mod protocol;
 pub mod replication;
 pub mod router;
 pub mod runtime;
+pub mod sasl;
 pub mod server;
+pub mod session;
 pub mod shard;
 pub mod sync;
+pub mod tls;
 pub mod topic_config;
 pub mod txn;
 

@@ -2,7 +2,9 @@
 //! given); `osprey topics|produce|consume|groups|cluster` work against any running
 //! Kafka-compatible broker through the project's Kafka client (see `cli/`); `osprey probe`
 //! measures this host's limits; `osprey tune` checks and sets host knobs and `osprey
-//! iotune` measures a disk (`osprey::ops`).
+//! iotune` measures a disk (`osprey::ops`); `osprey users ...` (SCRAM credentials) and
+//! `osprey acls ...` administer security (`osprey users create --data-dir` writes the first
+//! SCRAM user into a stopped broker's data directory).
 
 mod cli;
 
@@ -39,6 +41,19 @@ enum Command {
     Groups(cli::groups::GroupsArgs),
     /// The cluster's id, controller, nodes and API versions.
     Cluster(cli::cluster::ClusterArgs),
+    /// SCRAM users: create one in a data directory before the broker's first start
+    /// (`--data-dir`), or create, list and delete them on a running broker.
+    Users {
+        #[command(subcommand)]
+        action: cli::users::UsersAction,
+    },
+    /// ACLs of the authorizer (`serve --authorizer acl`) on a running broker.
+    Acls {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[command(subcommand)]
+        action: cli::acls::AclsAction,
+    },
     /// Measure this host's limits: O_DIRECT write bandwidth and fdatasync rate of a
     /// directory, and loopback TCP bandwidth.
     Probe {
@@ -90,6 +105,8 @@ fn main() {
         Some(Command::Consume(a)) => cli::consume::main(a).map_err(|e| e.to_string()),
         Some(Command::Groups(a)) => cli::groups::main(a).map_err(|e| e.to_string()),
         Some(Command::Cluster(a)) => cli::cluster::main(a).map_err(|e| e.to_string()),
+        Some(Command::Users { action }) => cli::users::main(action),
+        Some(Command::Acls { bootstrap, action }) => cli::acls::main(bootstrap, action),
         Some(Command::Probe { dir, bytes }) => probe(dir, bytes),
         serve => {
             let args = match serve {

@@ -94,10 +94,33 @@ pub struct BrokerMeta {
     pub ports: Vec<u16>,
     /// The rack Metadata reports for each of its nodes (default `host-<id>`).
     pub rack: String,
+    /// Every client listener of the host (Kafka's listener name, advertised host, port of
+    /// each shard); `host` and `ports` above are the first one's. Empty in registrations
+    /// from before listeners existed: then `host`/`ports` serve every listener name.
+    #[serde(default)]
+    pub listeners: Vec<ListenerMeta>,
     /// Fenced by the controller (missed heartbeats, or a controlled shutdown): it leads
     /// nothing and is left out of Metadata until it heartbeats or registers again.
     #[serde(default)]
     pub fenced: bool,
+}
+
+/// One client listener of a host as clients see it.
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct ListenerMeta {
+    pub name: String,
+    pub host: String,
+    /// Advertised port of each shard, indexed by shard.
+    pub ports: Vec<u16>,
 }
 
 impl BrokerMeta {
@@ -106,6 +129,18 @@ impl BrokerMeta {
             .iter()
             .enumerate()
             .map(|(s, port)| (node_id(self.host_id, s), *port))
+    }
+
+    /// Host and shard ports of the listener named `listener`; `None` when the host does
+    /// not serve it (Kafka leaves such brokers out of the Metadata of that listener).
+    pub fn endpoint(&self, listener: &str) -> Option<(&str, &[u16])> {
+        if self.listeners.is_empty() {
+            return Some((self.host.as_str(), self.ports.as_slice()));
+        }
+        self.listeners
+            .iter()
+            .find(|l| l.name == listener)
+            .map(|l| (l.host.as_str(), l.ports.as_slice()))
     }
 }
 
@@ -131,6 +166,57 @@ pub struct ClusterMeta {
     /// never give two producers one id).
     #[serde(default)]
     pub next_producer_id: i64,
+    /// SCRAM credentials: user -> mechanism name (`SCRAM-SHA-256`, `SCRAM-SHA-512`) ->
+    /// the salted credential (never the password).
+    #[serde(default)]
+    pub scram: BTreeMap<String, BTreeMap<String, ScramCredential>>,
+    /// The authorizer's ACLs (Kafka's AclBinding), each once.
+    #[serde(default)]
+    pub acls: Vec<AclBinding>,
+}
+
+/// One ACL as Kafka's AclBinding, with Kafka's codes (`acl::resource`, `acl::pattern`,
+/// `protocol::acl::op`, `acl::permission`).
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct AclBinding {
+    pub resource_type: i8,
+    pub resource_name: String,
+    pub pattern_type: i8,
+    /// `User:NAME`, or `User:*` for everyone.
+    pub principal: String,
+    /// Client IP address, or `*`.
+    pub host: String,
+    pub operation: i8,
+    pub permission_type: i8,
+}
+
+/// What the server keeps of a SCRAM password (RFC 5802): salt, iterations, StoredKey and
+/// ServerKey. Enough to verify a client's proof; not enough to impersonate the client.
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct ScramCredential {
+    pub salt: Vec<u8>,
+    pub iterations: i32,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
 }
 
 impl ClusterMeta {
@@ -163,7 +249,26 @@ impl ClusterMeta {
     }
 
     /// Every node of every live (unfenced) host, ordered by node id: (node id, host,
-    /// port, rack).
+    /// port, rack), with the host and port of the listener named `listener`.
+    pub fn nodes_on(&self, listener: &str) -> Vec<(i32, &str, u16, &str)> {
+        let mut out: Vec<_> = self
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .filter_map(|b| b.endpoint(listener).map(|(host, ports)| (b, host, ports)))
+            .flat_map(|(b, host, ports)| {
+                ports
+                    .iter()
+                    .enumerate()
+                    .map(move |(s, port)| (node_id(b.host_id, s), host, *port, b.rack.as_str()))
+            })
+            .collect();
+        out.sort_by_key(|n| n.0);
+        out
+    }
+
+    /// Every node of every live (unfenced) host, ordered by node id: (node id, host,
+    /// port, rack) of the host's first listener.
     pub fn nodes(&self) -> Vec<(i32, &str, u16, &str)> {
         let mut out: Vec<_> = self
             .brokers

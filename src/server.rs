@@ -2,8 +2,9 @@
 //! listening sockets, the router mesh, one pinned executor per shard, and the signal
 //! handling that stops them all cleanly.
 //!
-//! Runs on: the main thread (`run`) and on every shard (`shard_main`). The bootstrap
-//! listener is served by shard 0; shard i also serves its own advertised port.
+//! Runs on: the main thread (`run`) and on every shard (`shard_main`). Every listener
+//! (`--listeners`) has a bootstrap port served by shard 0 and one port per shard: shard i
+//! serves its own advertised port of every listener.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
@@ -20,9 +21,10 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::cluster::{ControllerHandle, ControllerOptions};
 use crate::config::{BrokerConfig, ROUTER_CHANNEL_CAPACITY};
 use crate::controller::Controller;
+use crate::metadata::ListenerMeta;
 use crate::router::{Router, RouterEnds};
 use crate::runtime::{self, HostError};
-use crate::shard::{NodeAddr, Shard};
+use crate::shard::Shard;
 
 /// How long shutdown waits for in-flight requests before closing the logs anyway.
 const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(10);
@@ -160,7 +162,7 @@ fn lock_data_dir(dir: &Path) -> Result<DataDirLock, HostError> {
     Ok(DataDirLock { _file: f })
 }
 
-/// Blocks SIGINT/SIGTERM in this thread (and so in every executor thread spawned after),
+/// Blocks SIGINT/SIGTERM/SIGHUP in this thread (and so in every executor thread spawned after),
 /// so only the main thread receives them, through `sigtimedwait`.
 fn block_signals() -> libc::sigset_t {
     unsafe {
@@ -168,6 +170,7 @@ fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
@@ -215,20 +218,22 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
         }
     }
 
-    // The bootstrap address, then shard i on its port + 1 + i (every one on a free port
-    // when the bootstrap port is 0).
-    let mut addrs = vec![config.listen];
-    for i in 0..n {
-        let port = if config.listen.port() == 0 {
-            0
-        } else {
-            config
-                .listen
-                .port()
-                .checked_add(1 + i as u16)
-                .ok_or_else(|| HostError(format!("shard port for {} overflows", config.listen)))?
-        };
-        addrs.push(SocketAddr::new(config.listen.ip(), port));
+    // Per listener: its bootstrap address, then shard i on its port + 1 + i (every one on
+    // a free port when the bootstrap port is 0).
+    let per_listener = n + 1;
+    let mut addrs = Vec::with_capacity(config.listeners.len() * per_listener + 1);
+    for l in &config.listeners {
+        addrs.push(l.addr);
+        for i in 0..n {
+            let port = if l.addr.port() == 0 {
+                0
+            } else {
+                l.addr.port().checked_add(1 + i as u16).ok_or_else(|| {
+                    HostError(format!("shard port for listener {} overflows", l.name))
+                })?
+            };
+            addrs.push(SocketAddr::new(l.addr.ip(), port));
+        }
     }
     // Last, the controller port of a voter in a multi-host quorum: a host restarted after
     // kill -9 must get it back as it gets its client ports.
@@ -240,28 +245,40 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
     }
     // Last of all, the admin HTTP port (served by shard 0).
     addrs.push(config.admin_listen);
-    let mut shard_listeners = bind_listeners(&lock, &addrs, BIND_RETRY_MAX)?;
-    let admin_listener = shard_listeners
+    let mut bound = bind_listeners(&lock, &addrs, BIND_RETRY_MAX)?;
+    let admin_listener = bound
         .pop()
         .ok_or_else(|| HostError("admin listener missing".into()))?;
     let admin_addr = admin_listener
         .local_addr()
         .map_err(|e| HostError(e.to_string()))?;
     let controller_listener = match controller_addr {
-        Some(_) => shard_listeners.pop(),
+        Some(_) => bound.pop(),
         None => None,
     };
-    let bootstrap = shard_listeners.remove(0);
-    let bootstrap_addr = bootstrap
-        .local_addr()
-        .map_err(|e| HostError(e.to_string()))?;
-    let nodes: Vec<NodeAddr> = shard_listeners
-        .iter()
-        .map(|l| NodeAddr {
-            host: config.advertise.clone(),
-            port: l.local_addr().map(|a| a.port()).unwrap_or(0),
-        })
-        .collect();
+    // bound[l * per_listener] is listener l's bootstrap, then its shard ports.
+    let port_of = |l: &StdListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
+    let mut bootstraps = Vec::with_capacity(config.listeners.len());
+    let mut nodes = Vec::with_capacity(config.listeners.len());
+    for (li, l) in config.listeners.iter().enumerate() {
+        let base = li * per_listener;
+        let addr = bound[base]
+            .local_addr()
+            .map_err(|e| HostError(e.to_string()))?;
+        bootstraps.push((l.name.clone(), addr));
+        let ports = (0..n)
+            .map(|i| match l.advertise_port {
+                Some(p) => p.saturating_add(1 + i as u16),
+                None => port_of(&bound[base + 1 + i]),
+            })
+            .collect();
+        nodes.push(ListenerMeta {
+            name: l.name.clone(),
+            host: l.advertise_host.clone(),
+            ports,
+        });
+    }
+    let bootstrap_addr = bootstraps[0].1;
     let nodes = Arc::new(nodes);
     let config = Arc::new(config);
     let signals = block_signals();
@@ -281,20 +298,25 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
         .into_iter()
         .map(Some)
         .collect();
-    let mut bootstrap_fd = Some(bootstrap.into_raw_fd());
     let mut admin_fd = Some(admin_listener.into_raw_fd());
     let mut handles = Vec::new();
     for (i, cpu) in cpus.iter().enumerate() {
-        let mut fds: Vec<RawFd> = vec![
-            shard_listeners[i]
-                .try_clone()
-                .map_err(|e| HostError(e.to_string()))?
-                .into_raw_fd(),
-        ];
-        if i == 0
-            && let Some(fd) = bootstrap_fd.take()
-        {
-            fds.push(fd);
+        // Shard i serves its own port of every listener; shard 0 also the bootstraps.
+        let mut fds: Vec<(RawFd, usize)> = Vec::new();
+        for li in 0..config.listeners.len() {
+            let base = li * per_listener;
+            let mut take = |idx: usize| -> Result<(), HostError> {
+                let fd = bound[idx]
+                    .try_clone()
+                    .map_err(|e| HostError(e.to_string()))?
+                    .into_raw_fd();
+                fds.push((fd, li));
+                Ok(())
+            };
+            take(base + 1 + i)?;
+            if i == 0 {
+                take(base)?;
+            }
         }
         let admin = if i == 0 { admin_fd.take() } else { None };
         let ends = ends[i]
@@ -332,7 +354,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
         handles.push(handle);
     }
     drop(events_tx);
-    drop(shard_listeners);
+    drop(bound);
 
     // Wait for every shard to be ready (or one to fail), watching for signals meanwhile.
     let mut ready = 0;
@@ -351,16 +373,22 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
         }
     }
     if failure.is_none() && !signalled {
-        let ports: Vec<String> = nodes.iter().map(|n| n.port.to_string()).collect();
+        let ports: Vec<String> = nodes[0].ports.iter().map(|p| p.to_string()).collect();
+        let listeners: Vec<String> = bootstraps
+            .iter()
+            .map(|(name, addr)| format!("{name}={addr}"))
+            .collect();
         log::info!(
             "osprey ready: bootstrap {bootstrap_addr}, {n} shards on CPUs {cpus:?}, shard ports [{}], admin http://{admin_addr}/metrics, data dir {}",
             ports.join(", "),
             config.data_dir.display()
         );
-        // A machine-readable line on stdout for scripts and tests that use --listen :0.
+        // A machine-readable line on stdout for scripts and tests that use --listen :0:
+        // the first listener's bootstrap and shard ports, then every listener's bootstrap.
         println!(
-            "osprey ready bootstrap={bootstrap_addr} nodes={} admin={admin_addr}",
-            ports.join(",")
+            "osprey ready bootstrap={bootstrap_addr} nodes={} listeners={} admin={admin_addr}",
+            ports.join(","),
+            listeners.join(",")
         );
         loop {
             if poll_signal(&signals, Duration::from_millis(100)) {
@@ -434,7 +462,13 @@ fn poll_signal(set: &libc::sigset_t, wait: Duration) -> bool {
         tv_nsec: wait.subsec_nanos() as libc::c_long,
     };
     let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
-    if sig > 0 {
+    if sig == libc::SIGHUP {
+        // Reload TLS material: each shard rebuilds its rustls config from the files at
+        // its next TLS connection (one atomic bump; no shard is interrupted).
+        crate::tls::TLS_GENERATION.fetch_add(1, Ordering::SeqCst);
+        log::info!("SIGHUP: TLS certificates are reloaded from their files");
+        false
+    } else if sig > 0 {
         log::info!("received signal {sig}");
         true
     } else {
@@ -449,16 +483,16 @@ async fn shard_main(
     config: Arc<BrokerConfig>,
     controller: Option<ControllerHandle>,
     isolated: Arc<std::sync::atomic::AtomicBool>,
-    nodes: Arc<Vec<NodeAddr>>,
+    nodes: Arc<Vec<ListenerMeta>>,
     ends: RouterEnds,
-    listener_fds: Vec<RawFd>,
+    listener_fds: Vec<(RawFd, usize)>,
     admin_fd: Option<RawFd>,
     events: mpsc::Sender<ShardEvent>,
 ) -> Result<(), String> {
     // Take ownership of the fds first so an early error still closes them.
-    let listeners: Vec<TcpListener> = listener_fds
+    let listeners: Vec<(TcpListener, usize)> = listener_fds
         .into_iter()
-        .map(|fd| unsafe { TcpListener::from_raw_fd(fd) })
+        .map(|(fd, li)| (unsafe { TcpListener::from_raw_fd(fd) }, li))
         .collect();
     let admin_listener = admin_fd.map(|fd| unsafe { TcpListener::from_raw_fd(fd) });
     let (router, receivers) = Router::connect(id, ends).await;
@@ -475,6 +509,12 @@ async fn shard_main(
     store.set_decompressor(Rc::new(crate::codec::decompress));
     store.set_compressor(Rc::new(crate::codec::compress));
     let controller = controller.map(|h| Rc::new(Controller::new(h)));
+    let tls = match &config.tls {
+        Some(t) if config.listeners.iter().any(|l| l.protocol.is_tls()) => Some(
+            futures_rustls::TlsAcceptor::from(crate::tls::server_config(t)?),
+        ),
+        _ => None,
+    };
     let shard = Rc::new(Shard::new(
         id,
         count,
@@ -484,6 +524,7 @@ async fn shard_main(
         router,
         controller,
         isolated,
+        tls,
     ));
     for (peer, rx) in receivers {
         glommio::spawn_local(Router::serve_peer(shard.clone(), peer, rx)).detach();
@@ -505,8 +546,8 @@ async fn shard_main(
     glommio::spawn_local(crate::replication::maintain_isr(shard.clone())).detach();
     glommio::spawn_local(shard.clone().reopen_partitions()).detach();
     let mut accept_tasks = Vec::new();
-    for l in listeners {
-        accept_tasks.push(glommio::spawn_local(accept_loop(shard.clone(), l)));
+    for (l, li) in listeners {
+        accept_tasks.push(glommio::spawn_local(accept_loop(shard.clone(), l, li)));
     }
     accept_tasks.extend(admin_task);
     let _ = events.send(ShardEvent::Ready);
@@ -535,9 +576,11 @@ async fn shard_main(
     closed.map_err(|e| format!("closing logs: {e}"))
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+/// Accepts the connections of one listening socket of listener `listener` (an index into
+/// `BrokerConfig::listeners`).
+async fn accept_loop(shard: Rc<Shard>, socket: TcpListener, listener: usize) {
     loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+        let accepted = futures_lite::future::or(async { Some(socket.accept().await) }, async {
             shard.shutdown.notified().await;
             None
         })
@@ -572,7 +615,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         shard.connections.set(shard.connections.get() + 1);
         let s = shard.clone();
         glommio::spawn_local(async move {
-            crate::connection::serve(s.clone(), stream, peer).await;
+            crate::connection::serve(s.clone(), stream, peer, listener).await;
             s.connections.set(s.connections.get() - 1);
         })
         .detach();

@@ -21,13 +21,6 @@ use crate::router::{Router, RouterError};
 use crate::sync::Notify;
 use crate::topic_config;
 
-/// The address a shard advertises as its broker node (node id = host id x 1024 + shard).
-#[derive(Clone, Debug)]
-pub struct NodeAddr {
-    pub host: String,
-    pub port: u16,
-}
-
 /// The partitions of one topic that this shard has open.
 struct LocalTopic {
     id: [u8; 16],
@@ -39,7 +32,9 @@ pub struct Shard {
     /// Number of shards in this process.
     pub count: usize,
     pub config: Arc<BrokerConfig>,
-    pub nodes: Arc<Vec<NodeAddr>>,
+    /// Every client listener of this host with the advertised port of each shard (node id
+    /// = host id x 1024 + shard), as registered with the controller.
+    pub nodes: Arc<Vec<crate::metadata::ListenerMeta>>,
     pub store: Rc<shards::Store>,
     pub router: Router,
     pub controller: Option<Rc<Controller>>,
@@ -51,6 +46,12 @@ pub struct Shard {
     /// Bytes of request frames held by this shard's connections.
     pub request_memory: Rc<Semaphore>,
     pub connections: Cell<usize>,
+    /// TLS of this shard's SSL and SASL_SSL listeners: its own rustls config (the session
+    /// cache rustls keeps behind a lock is touched by this core alone).
+    /// With the `tls::TLS_GENERATION` it was built at (SIGHUP reloads).
+    tls: RefCell<Option<(u64, futures_rustls::TlsAcceptor)>>,
+    /// Recent SASL authentication failures per client address (throttles guessing).
+    pub auth_failures: crate::sasl::FailureThrottle,
     meta: RefCell<Arc<ClusterMeta>>,
     logs: RefCell<HashMap<String, LocalTopic>>,
     /// Serialises metadata application (opening partitions awaits).
@@ -101,11 +102,12 @@ impl Shard {
         id: usize,
         count: usize,
         config: Arc<BrokerConfig>,
-        nodes: Arc<Vec<NodeAddr>>,
+        nodes: Arc<Vec<crate::metadata::ListenerMeta>>,
         store: Rc<shards::Store>,
         router: Router,
         controller: Option<Rc<Controller>>,
         isolated: Arc<AtomicBool>,
+        tls: Option<futures_rustls::TlsAcceptor>,
     ) -> Shard {
         let producer_ids = ProducerIds::new();
         let groups = crate::groups::Coordinator::new(id, &config);
@@ -122,6 +124,8 @@ impl Shard {
             shutdown: Notify::new(),
             request_memory: Rc::new(Semaphore::new(REQUEST_MEMORY_PER_SHARD_MAX_BYTES)),
             connections: Cell::new(0),
+            auth_failures: Default::default(),
+            tls: RefCell::new(tls.map(|t| (crate::tls::TLS_GENERATION.load(Ordering::SeqCst), t))),
             meta: RefCell::new(Arc::new(ClusterMeta::default())),
             logs: RefCell::new(HashMap::new()),
             applying: Semaphore::new(1),
@@ -135,6 +139,30 @@ impl Shard {
             isolated,
             metrics: Default::default(),
         }
+    }
+
+    /// This shard's TLS acceptor, rebuilt from the certificate files first when a SIGHUP
+    /// came since it was built (a failed reload keeps the previous certificates). The
+    /// files are read synchronously, once per reload.
+    pub fn tls_acceptor(&self) -> Option<futures_rustls::TlsAcceptor> {
+        let generation = crate::tls::TLS_GENERATION.load(Ordering::SeqCst);
+        let mut cur = self.tls.borrow_mut();
+        let (built, acceptor) = cur.as_mut()?;
+        if *built != generation {
+            *built = generation;
+            match self.config.tls.as_ref().map(crate::tls::server_config) {
+                Some(Ok(c)) => {
+                    *acceptor = futures_rustls::TlsAcceptor::from(c);
+                    log::info!("shard {}: TLS certificates reloaded", self.id);
+                }
+                Some(Err(e)) => log::error!(
+                    "shard {}: TLS reload failed, keeping the previous certificates: {e}",
+                    self.id
+                ),
+                None => {}
+            }
+        }
+        Some(acceptor.clone())
     }
 
     pub fn meta(&self) -> Arc<ClusterMeta> {

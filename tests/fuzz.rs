@@ -750,6 +750,71 @@ fn frame_seeds() -> Vec<Vec<u8>> {
                 ]),
         ]),
     );
+    // Security.
+    frames(
+        &mut out,
+        ApiKey::SaslHandshake,
+        &SaslHandshakeRequest::default().with_mechanism(s("SCRAM-SHA-256")),
+    );
+    frames(
+        &mut out,
+        ApiKey::SaslAuthenticate,
+        &SaslAuthenticateRequest::default()
+            .with_auth_bytes(Bytes::from_static(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL")),
+    );
+    frames(
+        &mut out,
+        ApiKey::CreateAcls,
+        &CreateAclsRequest::default().with_creations(vec![
+            create_acls_request::AclCreation::default()
+                .with_resource_type(2)
+                .with_resource_name(s("t"))
+                .with_resource_pattern_type(3)
+                .with_principal(s("User:alice"))
+                .with_host(s("*"))
+                .with_operation(3)
+                .with_permission_type(3),
+        ]),
+    );
+    frames(
+        &mut out,
+        ApiKey::DescribeAcls,
+        &DescribeAclsRequest::default()
+            .with_resource_type_filter(1)
+            .with_pattern_type_filter(1)
+            .with_operation(1)
+            .with_permission_type(1),
+    );
+    frames(
+        &mut out,
+        ApiKey::DeleteAcls,
+        &DeleteAclsRequest::default().with_filters(vec![
+            delete_acls_request::DeleteAclsFilter::default()
+                .with_resource_type_filter(2)
+                .with_pattern_type_filter(1)
+                .with_operation(1)
+                .with_permission_type(1),
+        ]),
+    );
+    frames(
+        &mut out,
+        ApiKey::DescribeUserScramCredentials,
+        &DescribeUserScramCredentialsRequest::default().with_users(Some(vec![
+            describe_user_scram_credentials_request::UserName::default().with_name(s("alice")),
+        ])),
+    );
+    frames(
+        &mut out,
+        ApiKey::AlterUserScramCredentials,
+        &AlterUserScramCredentialsRequest::default().with_upsertions(vec![
+            alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+                .with_name(s("alice"))
+                .with_mechanism(1)
+                .with_iterations(4096)
+                .with_salt(Bytes::from_static(b"salt"))
+                .with_salted_password(Bytes::from_static(&[7; 32])),
+        ]),
+    );
     out
 }
 

@@ -6,11 +6,13 @@
 //! holds what the subcommands share: the `--bootstrap`/`--output` flags, `CliError` (what went
 //! wrong and how to fix it), aligned tables and JSON printing.
 
+pub mod acls;
 pub mod cluster;
 pub mod consume;
 pub mod groups;
 pub mod produce;
 pub mod topics;
+pub mod users;
 
 use std::fmt;
 use std::future::Future;

@@ -119,6 +119,31 @@ pub enum MetaCommand {
         changes: Vec<TopicConfigChange>,
         validate_only: bool,
     },
+    /// AlterUserScramCredentials (and `osprey users create`): per user, credentials to
+    /// set and mechanisms to delete, applied all or nothing per user, one result each.
+    AlterScramCredentials {
+        users: Vec<ScramUserChange>,
+    },
+    /// CreateAcls: each binding added unless already there.
+    CreateAcls {
+        acls: Vec<crate::metadata::AclBinding>,
+    },
+    /// DeleteAcls: the bindings the proposer matched against its filters, removed where
+    /// still present.
+    DeleteAcls {
+        acls: Vec<crate::metadata::AclBinding>,
+    },
+}
+
+/// The SCRAM credential changes asked for one user (already validated by the proposer:
+/// known mechanisms, iterations in range, no duplicates).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScramUserChange {
+    pub user: String,
+    /// (mechanism name, credential)
+    pub upserts: Vec<(String, crate::metadata::ScramCredential)>,
+    /// mechanism names
+    pub deletions: Vec<String>,
 }
 
 /// One operation on one topic config (IncrementalAlterConfigs' SET, DELETE, APPEND,
@@ -391,6 +416,54 @@ pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
             }
             out
         }
+        MetaCommand::CreateAcls { acls } => acls
+            .into_iter()
+            .map(|a| {
+                if !meta.acls.contains(&a) {
+                    meta.acls.push(a);
+                    changed = true;
+                }
+                Ok(None)
+            })
+            .collect(),
+        MetaCommand::DeleteAcls { acls } => {
+            let before = meta.acls.len();
+            meta.acls.retain(|a| !acls.contains(a));
+            changed = meta.acls.len() != before;
+            vec![Ok(None)]
+        }
+        MetaCommand::AlterScramCredentials { users } => {
+            let mut out = Vec::with_capacity(users.len());
+            for u in users {
+                let existing = meta.scram.get(&u.user);
+                if let Some(missing) = u
+                    .deletions
+                    .iter()
+                    .find(|m| !existing.is_some_and(|e| e.contains_key(*m)))
+                {
+                    out.push(Err(TopicError::new(
+                        error::RESOURCE_NOT_FOUND,
+                        format!(
+                            "Attempt to delete a user credential that does not exist ({missing})"
+                        ),
+                    )));
+                    continue;
+                }
+                let entry = meta.scram.entry(u.user.clone()).or_default();
+                for m in &u.deletions {
+                    entry.remove(m);
+                }
+                for (m, c) in u.upserts {
+                    entry.insert(m, c);
+                }
+                if entry.is_empty() {
+                    meta.scram.remove(&u.user);
+                }
+                changed = true;
+                out.push(Ok(None));
+            }
+            out
+        }
     };
     if changed {
         meta.epoch += 1;
@@ -659,6 +732,7 @@ mod tests {
             host: "127.0.0.1".into(),
             ports: (0..shards).map(|s| 9000 + s as u16).collect(),
             rack: format!("host-{host}"),
+            listeners: Vec::new(),
             fenced: false,
         }
     }
@@ -1002,5 +1076,58 @@ mod tests {
         );
         assert_eq!(m.topics["t"].partitions[0].leader, leader);
         assert_ne!(follower, leader);
+    }
+
+    // SCRAM credentials: upserts and deletions apply per user; deleting a credential
+    // that does not exist fails that user alone and changes nothing for it.
+    #[test]
+    fn scram_credentials_per_user() {
+        let mut meta = ClusterMeta::default();
+        let cred = |n: u8| crate::metadata::ScramCredential {
+            salt: vec![n],
+            iterations: 4096,
+            stored_key: vec![n; 32],
+            server_key: vec![n; 32],
+        };
+        let r = apply(
+            &mut meta,
+            MetaCommand::AlterScramCredentials {
+                users: vec![ScramUserChange {
+                    user: "alice".into(),
+                    upserts: vec![
+                        ("SCRAM-SHA-256".into(), cred(1)),
+                        ("SCRAM-SHA-512".into(), cred(2)),
+                    ],
+                    deletions: vec![],
+                }],
+            },
+        );
+        assert!(r.results[0].is_ok());
+        assert_eq!(meta.scram["alice"].len(), 2);
+        let epoch = meta.epoch;
+        let r = apply(
+            &mut meta,
+            MetaCommand::AlterScramCredentials {
+                users: vec![
+                    ScramUserChange {
+                        user: "bob".into(),
+                        upserts: vec![],
+                        deletions: vec!["SCRAM-SHA-256".into()],
+                    },
+                    ScramUserChange {
+                        user: "alice".into(),
+                        upserts: vec![],
+                        deletions: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()],
+                    },
+                ],
+            },
+        );
+        assert_eq!(
+            r.results[0].as_ref().unwrap_err().code,
+            error::RESOURCE_NOT_FOUND
+        );
+        assert!(r.results[1].is_ok());
+        assert!(meta.scram.is_empty());
+        assert_eq!(meta.epoch, epoch + 1);
     }
 }

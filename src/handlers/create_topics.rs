@@ -11,9 +11,12 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse};
 
 use super::{ApiSpec, Reply, str_bytes, uuid};
+use crate::acl::resource;
 use crate::controller::{NewTopic, TopicError};
 use crate::metadata::TopicMeta;
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
+use crate::session::Session;
 use crate::shard::Shard;
 use crate::topic_config::{self, TOPIC_CONFIGS};
 
@@ -26,10 +29,16 @@ pub const API: ApiSpec = ApiSpec {
 pub const SOURCE_TOPIC: i8 = 1;
 pub const SOURCE_DEFAULT: i8 = 5;
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: CreateTopicsRequest = req.decode()?;
     let mut early: Vec<Option<TopicError>> = Vec::new();
     let mut new_topics = Vec::new();
+    // Kafka: CREATE on the cluster, or on each topic.
+    let may_create_any = session.may_cluster(shard, op::CREATE);
     for t in &body.topics {
         let mut configs = BTreeMap::new();
         let mut err = None;
@@ -59,6 +68,13 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                     "{} is internal: the broker creates it on the first FindCoordinator",
                     t.name.0
                 ),
+            });
+        } else if !may_create_any
+            && !session.may(shard, op::CREATE, resource::TOPIC, t.name.0.as_str())
+        {
+            err = Some(TopicError {
+                code: error::TOPIC_AUTHORIZATION_FAILED,
+                message: "Authorization failed.".into(),
             });
         }
         early.push(err);

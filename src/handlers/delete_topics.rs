@@ -9,7 +9,10 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{ApiKey, DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 
 use super::{ApiSpec, Reply, str_bytes, uuid};
+use crate::acl::resource;
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -18,7 +21,11 @@ pub const API: ApiSpec = ApiSpec {
     max_version: 6,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: DeleteTopicsRequest = req.decode()?;
     let meta = shard.meta();
     // (name as resolved, id as asked): an unknown id resolves to no name.
@@ -38,10 +45,12 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         }
     }
     let internal = crate::internal_topic::is_internal;
+    // Kafka: DELETE on each topic; refused ones are answered without asking the controller.
+    let allowed = |n: &str| session.may(shard, op::DELETE, resource::TOPIC, n);
     let names: Vec<String> = asked
         .iter()
         .filter_map(|(n, _)| n.clone())
-        .filter(|n| !internal(n))
+        .filter(|n| !internal(n) && allowed(n))
         .collect();
     let mut results = shard
         .call(0, move |s| async move {
@@ -69,6 +78,11 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                     .with_error_message(Some(str_bytes(format!(
                         "{n} is an internal topic (coordinator state)"
                     ))));
+            }
+            Some(n) if !allowed(&n) => {
+                r = r
+                    .with_error_code(error::TOPIC_AUTHORIZATION_FAILED)
+                    .with_error_message(Some(str_bytes("Authorization failed.")))
             }
             Some(_) => match results.next() {
                 Some(Ok(t)) => r = r.with_topic_id(uuid(t.id)).with_error_code(error::NONE),

@@ -14,6 +14,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, DescribeClusterRequest, Describ
 use super::metadata::{brokers, controller_id};
 use super::{ApiSpec, Reply, str_bytes};
 use crate::protocol::{ProtocolError, RequestFrame, acl, error};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -24,7 +25,11 @@ pub const API: ApiSpec = ApiSpec {
 /// endpoint_type (v1+): brokers.
 const ENDPOINT_BROKERS: i8 = 1;
 
-pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: DescribeClusterRequest = req.decode()?;
     let mut resp = DescribeClusterResponse::default()
         .with_endpoint_type(ENDPOINT_BROKERS)
@@ -44,7 +49,7 @@ pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolErr
             .with_controller_id(BrokerId(-1))
             .with_cluster_authorized_operations(acl::OMITTED);
     } else {
-        resp.brokers = brokers(shard)
+        resp.brokers = brokers(shard, &session.listener_name)
             .into_iter()
             .map(|b| {
                 DescribeClusterBroker::default()

@@ -14,14 +14,17 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, FetchRequest};
 
 use super::{ApiSpec, FetchData, Reply};
+use crate::acl::resource;
 use crate::config::FETCH_MAX_WAIT_CAP_MS;
 use crate::config::FETCH_RESPONSE_BYTES_PER_CONNECTION_MAX;
 use crate::memory::MemoryLease;
+use crate::protocol::acl::op;
 use crate::protocol::fetch_response::{
     self, FETCH_VERSION_MAX, FETCH_VERSION_MIN, PartitionOut, TopicOut,
 };
 use crate::protocol::{ProtocolError, RequestFrame, error};
 use crate::replication::{FollowerFetch, Replica};
+use crate::session::Session;
 use crate::shard::{LookupError, Shard};
 
 /// Kafka's broker-side fetch.max.bytes default: the most record bytes one response carries
@@ -393,6 +396,7 @@ fn count_answer(shard: &Rc<Shard>, follower: bool, topics: &[TopicOut<FetchData>
 
 pub async fn handle(
     shard: &Rc<Shard>,
+    session: &Session,
     req: RequestFrame,
     responses: &Rc<glommio::sync::Semaphore>,
 ) -> Result<Reply, ProtocolError> {
@@ -452,6 +456,18 @@ pub async fn handle(
         .fold(0u64, u64::saturating_add)
         .min(max_bytes as u64)
         .clamp(1, FETCH_RESPONSE_BYTES_PER_CONNECTION_MAX);
+    // Consumers need READ on each topic; a follower replica's fetch needs CLUSTER_ACTION.
+    let denied: std::collections::HashSet<&str> = requested
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .filter(|name| {
+            if replica >= 0 {
+                !session.may_cluster(shard, op::CLUSTER_ACTION)
+            } else {
+                !session.may(shard, op::READ, resource::TOPIC, name)
+            }
+        })
+        .collect();
     loop {
         let mut lease = MemoryLease::none();
         if lease.wait(responses, reserve).await.is_none() {
@@ -478,7 +494,9 @@ pub async fn handle(
                 let budget = partition_max.min(max_bytes.saturating_sub(total));
                 // Once the response is full, later partitions only report their offsets; the
                 // first batch of the first partition is returned even if larger (KIP-74).
-                let (r, remote) = if budget == 0 && (total > 0 || granted == 0) {
+                let (r, remote) = if denied.contains(name.as_str()) {
+                    (PartRead::error(error::TOPIC_AUTHORIZATION_FAILED), false)
+                } else if budget == 0 && (total > 0 || granted == 0) {
                     (
                         offsets_only(shard, name, partition, offset, asker).await,
                         false,

@@ -10,7 +10,9 @@ use std::rc::Rc;
 use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::{ApiSpec, Reply};
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -19,12 +21,18 @@ pub const API: ApiSpec = ApiSpec {
     max_version: 4,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: InitProducerIdRequest = req.decode()?;
     let mut resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if let Some(txn_id) = body.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
+    if !idempotent_write_allowed(shard, session) && body.transactional_id.is_none() {
+        resp = resp.with_error_code(error::CLUSTER_AUTHORIZATION_FAILED);
+    } else if let Some(txn_id) = body.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
         let expected = (req.version >= 3 && body.producer_id.0 >= 0 && body.producer_epoch >= 0)
             .then_some((body.producer_id.0, body.producer_epoch));
         match shard
@@ -71,4 +79,16 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         }
     }
     Ok(Reply::Frame(req.encode_response(&resp)?))
+}
+
+/// Kafka 3's rule for an idempotent producer: IDEMPOTENT_WRITE on the cluster, or WRITE on
+/// some topic (literal or prefixed).
+fn idempotent_write_allowed(shard: &Shard, session: &Session) -> bool {
+    if shard.config.authorizer.is_none() || session.may_cluster(shard, op::IDEMPOTENT_WRITE) {
+        return true;
+    }
+    let meta = shard.meta();
+    meta.topics
+        .keys()
+        .any(|t| session.may(shard, op::WRITE, crate::acl::resource::TOPIC, t))
 }

@@ -14,7 +14,10 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{ApiSpec, Reply};
+use crate::acl::resource;
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
+use crate::session::Session;
 use crate::shard::{LookupError, Owner, Shard};
 
 pub const API: ApiSpec = ApiSpec {
@@ -84,21 +87,32 @@ async fn find(part: &shards::Partition, topic: &str, partition: i32, ts: i64) ->
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: ListOffsetsRequest = req.decode()?;
     let version = req.version;
     let read_committed = version >= 2 && body.isolation_level == 1;
     let mut topics = Vec::with_capacity(body.topics.len());
     for t in body.topics {
         let name = t.name.0.to_string();
+        let describable = session.may(shard, op::DESCRIBE, resource::TOPIC, &name);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            let (code, ts, offset) = match shard.owner(&name, p.partition_index) {
-                None => (error::UNKNOWN_TOPIC_OR_PARTITION, -1, -1),
-                Some(Owner::OtherHost(_) | Owner::Offline) => {
+            let owner = if describable {
+                Ok(shard.owner(&name, p.partition_index))
+            } else {
+                Err(())
+            };
+            let (code, ts, offset) = match owner {
+                Err(()) => (error::TOPIC_AUTHORIZATION_FAILED, -1, -1),
+                Ok(None) => (error::UNKNOWN_TOPIC_OR_PARTITION, -1, -1),
+                Ok(Some(Owner::OtherHost(_) | Owner::Offline)) => {
                     (error::NOT_LEADER_OR_FOLLOWER, -1, -1)
                 }
-                Some(Owner::Shard(owner)) => {
+                Ok(Some(Owner::Shard(owner))) => {
                     let (n, idx, ts) = (name.clone(), p.partition_index, p.timestamp);
                     shard
                         .call(owner, move |s| {

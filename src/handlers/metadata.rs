@@ -13,9 +13,12 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
 
 use super::{ApiSpec, Reply, str_bytes, uuid};
+use crate::acl::resource;
 use crate::controller::NewTopic;
 use crate::metadata::{ClusterMeta, TopicMeta, host_of};
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, acl, error};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -24,12 +27,13 @@ pub const API: ApiSpec = ApiSpec {
     max_version: 12,
 };
 
-/// Every node of every registered host, with the host's rack: what Metadata and
+/// Every node of every registered host, with the host's rack and its endpoint on the
+/// listener `listener` (the one the client connected through): what Metadata and
 /// DescribeCluster list.
-pub fn brokers(shard: &Shard) -> Vec<MetadataResponseBroker> {
+pub fn brokers(shard: &Shard, listener: &str) -> Vec<MetadataResponseBroker> {
     shard
         .meta()
-        .nodes()
+        .nodes_on(listener)
         .into_iter()
         .map(|(id, host, port, rack)| {
             MetadataResponseBroker::default()
@@ -99,7 +103,11 @@ fn topic_response(
         .with_topic_authorized_operations(authorized_operations)
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: MetadataRequest = req.decode()?;
     let isolated_host = shard.isolated().then_some(shard.config.node_id);
     // v0: an empty list means all topics; v1+: null means all, empty means none.
@@ -130,10 +138,14 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
             .cloned()
             .collect();
         if allow_auto_create && !missing.is_empty() {
+            // Auto-creation needs CREATE on the cluster or on the topic (and DESCRIBE to
+            // see it), as Kafka.
+            let may_create_any = session.may_cluster(shard, op::CREATE);
             let new_topics: Vec<NewTopic> = missing
                 .iter()
                 .filter(|n| crate::topic_config::validate_topic_name(n).is_ok())
                 .filter(|n| !crate::internal_topic::is_internal(n))
+                .filter(|n| may_create_any || session.may(shard, op::CREATE, resource::TOPIC, n))
                 .map(|n| NewTopic {
                     name: n.clone(),
                     num_partitions: -1,
@@ -164,14 +176,22 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         acl::CLUSTER,
     );
     let topics: Vec<MetadataResponseTopic> = match &requested {
+        // All topics: only those the principal may describe (the rest are hidden).
         None => meta
             .topics
             .values()
+            .filter(|t| session.may(shard, op::DESCRIBE, resource::TOPIC, &t.name))
             .map(|t| topic_response(&meta, t, topic_ops, isolated_host))
             .collect(),
         Some(names) => names
             .iter()
             .map(|n| match meta.topic(n) {
+                _ if !session.may(shard, op::DESCRIBE, resource::TOPIC, n) => {
+                    MetadataResponseTopic::default()
+                        .with_error_code(error::TOPIC_AUTHORIZATION_FAILED)
+                        .with_name(Some(TopicName(str_bytes(n.clone()))))
+                        .with_topic_authorized_operations(acl::OMITTED)
+                }
                 Some(t) => topic_response(&meta, t, topic_ops, isolated_host),
                 None => {
                     let code = if crate::topic_config::validate_topic_name(n).is_err() {
@@ -188,7 +208,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
             .collect(),
     };
     let resp = MetadataResponse::default()
-        .with_brokers(brokers(shard))
+        .with_brokers(brokers(shard, &session.listener_name))
         .with_cluster_id(Some(str_bytes(meta.cluster_id.clone())))
         .with_controller_id(controller_id(shard))
         .with_topics(topics)

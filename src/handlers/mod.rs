@@ -9,14 +9,19 @@
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
+pub mod alter_user_scram_credentials;
 pub mod api_versions;
+pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_acls;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
+pub mod describe_user_scram_credentials;
 pub mod end_txn;
 pub mod fetch;
 pub mod incremental_alter_configs;
@@ -25,6 +30,8 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sasl_authenticate;
+pub mod sasl_handshake;
 pub mod write_txn_markers;
 
 use std::rc::Rc;
@@ -35,6 +42,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::protocol::fetch_response::Piece;
 use crate::protocol::{ProtocolError, RequestFrame};
+use crate::session::Session;
 use crate::shard::Shard;
 
 /// An API this broker answers, and the versions it accepts.
@@ -67,6 +75,13 @@ pub const REGISTRY: &[ApiSpec] = &[
     add_offsets_to_txn::API,
     end_txn::API,
     write_txn_markers::API,
+    sasl_handshake::API,
+    sasl_authenticate::API,
+    describe_user_scram_credentials::API,
+    alter_user_scram_credentials::API,
+    create_acls::API,
+    describe_acls::API,
+    delete_acls::API,
 ];
 
 pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -162,6 +177,17 @@ pub fn decode_only(req: &RequestFrame) -> Result<(), ProtocolError> {
         ApiKey::AddOffsetsToTxn => req.decode::<AddOffsetsToTxnRequest>().map(drop),
         ApiKey::EndTxn => req.decode::<EndTxnRequest>().map(drop),
         ApiKey::WriteTxnMarkers => req.decode::<WriteTxnMarkersRequest>().map(drop),
+        ApiKey::SaslHandshake => req.decode::<SaslHandshakeRequest>().map(drop),
+        ApiKey::SaslAuthenticate => req.decode::<SaslAuthenticateRequest>().map(drop),
+        ApiKey::CreateAcls => req.decode::<CreateAclsRequest>().map(drop),
+        ApiKey::DescribeAcls => req.decode::<DescribeAclsRequest>().map(drop),
+        ApiKey::DeleteAcls => req.decode::<DeleteAclsRequest>().map(drop),
+        ApiKey::DescribeUserScramCredentials => req
+            .decode::<DescribeUserScramCredentialsRequest>()
+            .map(drop),
+        ApiKey::AlterUserScramCredentials => {
+            req.decode::<AlterUserScramCredentialsRequest>().map(drop)
+        }
         other => Err(ProtocolError::Malformed {
             key: other,
             version: req.version,
@@ -209,12 +235,13 @@ pub enum Reply {
 /// bytes (`FETCH_RESPONSE_BYTES_PER_CONNECTION_MAX`).
 pub async fn dispatch(
     shard: &Rc<Shard>,
+    session: &Rc<Session>,
     req: RequestFrame,
     responses: &Rc<glommio::sync::Semaphore>,
 ) -> Result<Reply, ProtocolError> {
     let key = req.api_key;
     let start = std::time::Instant::now();
-    let reply = dispatch_api(shard, req, responses).await;
+    let reply = dispatch_api(shard, session, req, responses).await;
     shard
         .metrics
         .request(key, start.elapsed().as_micros() as u64, reply.is_ok());
@@ -223,6 +250,7 @@ pub async fn dispatch(
 
 async fn dispatch_api(
     shard: &Rc<Shard>,
+    session: &Rc<Session>,
     req: RequestFrame,
     responses: &Rc<glommio::sync::Semaphore>,
 ) -> Result<Reply, ProtocolError> {
@@ -243,19 +271,27 @@ async fn dispatch_api(
             }),
         };
     }
+    if let Some(operation) = coarse_cluster_operation(req.api_key)
+        && !session.may_cluster(shard, operation)
+    {
+        return Err(ProtocolError::Unauthorized {
+            key: req.api_key,
+            principal: session.principal(),
+        });
+    }
     match req.api_key {
-        ApiKey::Produce => produce::handle(shard, req).await,
-        ApiKey::Fetch => fetch::handle(shard, req, responses).await,
-        ApiKey::ListOffsets => list_offsets::handle(shard, req).await,
-        ApiKey::Metadata => metadata::handle(shard, req).await,
+        ApiKey::Produce => produce::handle(shard, session, req).await,
+        ApiKey::Fetch => fetch::handle(shard, session, req, responses).await,
+        ApiKey::ListOffsets => list_offsets::handle(shard, session, req).await,
+        ApiKey::Metadata => metadata::handle(shard, session, req).await,
         ApiKey::ApiVersions => api_versions::handle(shard, req),
-        ApiKey::CreateTopics => create_topics::handle(shard, req).await,
-        ApiKey::DeleteTopics => delete_topics::handle(shard, req).await,
-        ApiKey::InitProducerId => init_producer_id::handle(shard, req).await,
+        ApiKey::CreateTopics => create_topics::handle(shard, session, req).await,
+        ApiKey::DeleteTopics => delete_topics::handle(shard, session, req).await,
+        ApiKey::InitProducerId => init_producer_id::handle(shard, session, req).await,
         ApiKey::DescribeConfigs => describe_configs::handle(shard, req).await,
         ApiKey::CreatePartitions => create_partitions::handle(shard, req).await,
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(shard, req).await,
-        ApiKey::DescribeCluster => describe_cluster::handle(shard, req),
+        ApiKey::DescribeCluster => describe_cluster::handle(shard, session, req),
         ApiKey::AlterConfigs => alter_configs::handle(shard, req).await,
         ApiKey::IncrementalAlterConfigs => incremental_alter_configs::handle(shard, req).await,
         ApiKey::DeleteRecords => delete_records::handle(shard, req).await,
@@ -264,7 +300,35 @@ async fn dispatch_api(
         ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(shard, req).await,
         ApiKey::EndTxn => end_txn::handle(shard, req).await,
         ApiKey::WriteTxnMarkers => write_txn_markers::handle(shard, req).await,
-        _ => crate::groups::handlers::dispatch(shard, req).await,
+        ApiKey::CreateAcls => create_acls::handle(shard, session, req).await,
+        ApiKey::DescribeAcls => describe_acls::handle(shard, session, req),
+        ApiKey::DeleteAcls => delete_acls::handle(shard, session, req).await,
+        ApiKey::SaslHandshake => sasl_handshake::handle(shard, req),
+        ApiKey::SaslAuthenticate => sasl_authenticate::handle(shard, req),
+        ApiKey::DescribeUserScramCredentials => {
+            describe_user_scram_credentials::handle(shard, session, req)
+        }
+        ApiKey::AlterUserScramCredentials => {
+            alter_user_scram_credentials::handle(shard, session, req).await
+        }
+        _ => crate::groups::handlers::dispatch(shard, session, req).await,
+    }
+}
+
+/// APIs without per-resource authorization yet: under `--authorizer` they need this
+/// operation on the cluster (super users have it), and a refused request closes the
+/// connection with a log line instead of Kafka's per-resource error codes.
+fn coarse_cluster_operation(key: ApiKey) -> Option<u8> {
+    use crate::protocol::acl::op;
+    match key {
+        ApiKey::CreatePartitions
+        | ApiKey::AlterConfigs
+        | ApiKey::IncrementalAlterConfigs
+        | ApiKey::DeleteRecords => Some(op::ALTER),
+        ApiKey::DescribeConfigs | ApiKey::DescribeLogDirs => Some(op::DESCRIBE),
+        // Kafka: broker-to-broker, CLUSTER_ACTION.
+        ApiKey::WriteTxnMarkers => Some(op::CLUSTER_ACTION),
+        _ => None,
     }
 }
 

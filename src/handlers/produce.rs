@@ -16,7 +16,10 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 
 use super::{ApiSpec, Reply, str_bytes};
+use crate::acl::resource;
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error, produce_v0};
+use crate::session::Session;
 use crate::shard::{LookupError, Owner, Shard};
 use crate::topic_config;
 
@@ -232,7 +235,11 @@ async fn append_anywhere(
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     if req.version < PRODUCE_VERSION_DATA_MIN {
         let Some(old) = produce_v0::parse(req.body.clone()) else {
             return Err(ProtocolError::Malformed {
@@ -259,9 +266,15 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
     let mut pending = Vec::new();
     for topic in body.topic_data {
         let name = topic.name.0.to_string();
+        let writable = session.may(shard, op::WRITE, resource::TOPIC, &name);
         let mut parts = Vec::new();
         for p in topic.partition_data {
-            let early = if !acks_valid {
+            let early = if !writable {
+                Some(PartitionResult::error(
+                    error::TOPIC_AUTHORIZATION_FAILED,
+                    None,
+                ))
+            } else if !acks_valid {
                 Some(PartitionResult::error(error::INVALID_REQUIRED_ACKS, None))
             } else if crate::internal_topic::is_internal(&name) {
                 // As Kafka: only the group coordinators write the offsets topic.

@@ -48,6 +48,11 @@ pub enum ProtocolError {
         key: ApiKey,
         reason: String,
     },
+    /// The authorizer refused an API that has no per-resource error answer here.
+    Unauthorized {
+        key: ApiKey,
+        principal: String,
+    },
 }
 
 impl std::fmt::Display for ProtocolError {
@@ -71,6 +76,12 @@ impl std::fmt::Display for ProtocolError {
                 version,
                 reason,
             } => write!(f, "malformed {key:?} v{version} request: {reason}"),
+            ProtocolError::Unauthorized { key, principal } => {
+                write!(
+                    f,
+                    "{principal} is not authorized for {key:?} (cluster authorization failed)"
+                )
+            }
             ProtocolError::Encode { key, reason } => {
                 write!(f, "could not encode {key:?} response: {reason}")
             }
@@ -249,6 +260,16 @@ pub mod error {
     pub const FENCED_INSTANCE_ID: i16 = 82;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
     pub const UNSUPPORTED_ENDPOINT_TYPE: i16 = 115;
+    pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+    pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+    pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+    pub const ILLEGAL_SASL_STATE: i16 = 34;
+    pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
+    pub const SECURITY_DISABLED: i16 = 54;
+    pub const RESOURCE_NOT_FOUND: i16 = 91;
+    pub const DUPLICATE_RESOURCE: i16 = 92;
+    pub const UNACCEPTABLE_CREDENTIAL: i16 = 93;
 }
 
 #[cfg(test)]

@@ -32,6 +32,8 @@ class Broker:
         self.extra = list(extra)
         self.proc = None
         self.bootstrap = None
+        # Listener name -> bootstrap host:port (the ready line's `listeners=`).
+        self.listeners = {}
         self.log_lines = []
 
     def start(self):
@@ -49,6 +51,9 @@ class Broker:
                 m = re.search(r"bootstrap=(\S+)", line)
                 if line.startswith("osprey ready") and m:
                     self.bootstrap = m.group(1)
+                    ls = re.search(r"listeners=(\S+)", line)
+                    if ls:
+                        self.listeners = dict(e.split("=", 1) for e in ls.group(1).split(","))
                     ready.set()
 
         def read_stderr():

@@ -14,7 +14,9 @@ use crate::groups::errors::*;
 use crate::groups::group::GroupState;
 use crate::groups::offsets::LogEntry;
 use crate::handlers::{ApiSpec, Reply};
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -23,8 +25,8 @@ pub const API: ApiSpec = ApiSpec {
     max_version: 2,
 };
 
-async fn delete(shard: &Rc<Shard>, group: &str) -> i16 {
-    let code = check_group(shard, group);
+async fn delete(shard: &Rc<Shard>, session: &Session, group: &str) -> i16 {
+    let code = check_group(shard, session, op::DELETE, group);
     if code != NONE {
         return code;
     }
@@ -62,11 +64,15 @@ async fn delete(shard: &Rc<Shard>, group: &str) -> i16 {
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: DeleteGroupsRequest = req.decode()?;
     let mut resp = DeleteGroupsResponse::default();
     for id in body.groups_names {
-        let code = delete(shard, &id).await;
+        let code = delete(shard, session, &id).await;
         resp.results.push(
             DeletableGroupResult::default()
                 .with_group_id(id)

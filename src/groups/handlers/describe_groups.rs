@@ -12,7 +12,9 @@ use super::check_group;
 use crate::groups::errors::*;
 use crate::groups::group::GroupState;
 use crate::handlers::{ApiSpec, Reply, str_bytes};
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, acl};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -23,7 +25,11 @@ pub const API: ApiSpec = ApiSpec {
 /// v6+ answers GROUP_ID_NOT_FOUND for unknown groups (older: state Dead, no error).
 const DESCRIBE_VERSION_NOT_FOUND_MIN: i16 = 6;
 
-pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: DescribeGroupsRequest = req.decode()?;
     let mut resp = DescribeGroupsResponse::default();
     let groups = shard.groups.groups.borrow();
@@ -32,7 +38,7 @@ pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolErr
             .with_group_id(id.clone())
             .with_group_state(str_bytes(GroupState::Dead.name()))
             .with_authorized_operations(acl::OMITTED);
-        let code = check_group(shard, &id);
+        let code = check_group(shard, session, op::DESCRIBE, &id);
         match groups.get(id.as_str()).filter(|_| code == NONE) {
             Some(g) if g.state != GroupState::Dead => {
                 // No authorizer: every operation a group supports, as Kafka without one.

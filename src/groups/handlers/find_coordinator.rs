@@ -15,6 +15,7 @@ use crate::groups::errors::*;
 use crate::handlers::{ApiSpec, Reply, str_bytes};
 use crate::metadata::{host_of, shard_of};
 use crate::protocol::{ProtocolError, RequestFrame};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -34,7 +35,8 @@ struct Answer {
     port: i32,
 }
 
-fn answer(shard: &Rc<Shard>, key: &str, key_type: i8) -> Answer {
+/// The coordinator's endpoint on the listener the client connected through.
+fn answer(shard: &Rc<Shard>, session: &Session, key: &str, key_type: i8) -> Answer {
     let none = |error: i16, message: Option<String>| Answer {
         error,
         message,
@@ -73,13 +75,16 @@ fn answer(shard: &Rc<Shard>, key: &str, key_type: i8) -> Answer {
     } else if host_of(leader) == shard.config.node_id {
         shard
             .nodes
-            .get(shard_of(leader))
-            .map(|n| (n.host.clone(), n.port))
+            .get(session.listener)
+            .and_then(|l| l.ports.get(shard_of(leader)).map(|p| (l.host.clone(), *p)))
     } else {
         meta.brokers
             .get(&host_of(leader))
             .filter(|b| !b.fenced)
-            .and_then(|b| b.ports.get(shard_of(leader)).map(|p| (b.host.clone(), *p)))
+            .and_then(|b| {
+                let (h, ports) = b.endpoint(&session.listener_name)?;
+                ports.get(shard_of(leader)).map(|p| (h.to_string(), *p))
+            })
     };
     match endpoint {
         Some((host, port)) => Answer {
@@ -109,12 +114,13 @@ const FIND_COORDINATOR_POLL: Duration = Duration::from_millis(5);
 /// when a shard of this host leads the group's partition, for it to be loaded there.
 async fn answer_when_ready(
     shard: &Rc<Shard>,
+    session: &Session,
     key: &str,
     key_type: i8,
     deadline: Instant,
 ) -> Answer {
     loop {
-        let a = answer(shard, key, key_type);
+        let a = answer(shard, session, key, key_type);
         let ready = match a.error {
             COORDINATOR_NOT_AVAILABLE => false,
             NONE if host_of(a.node) == shard.config.node_id => {
@@ -140,13 +146,17 @@ async fn answer_when_ready(
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: FindCoordinatorRequest = req.decode()?;
     let deadline = Instant::now() + FIND_COORDINATOR_WAIT;
     let mut resp = FindCoordinatorResponse::default();
     if req.version >= 4 {
         for k in &body.coordinator_keys {
-            let a = answer_when_ready(shard, k, body.key_type, deadline).await;
+            let a = answer_when_ready(shard, session, k, body.key_type, deadline).await;
             resp.coordinators.push(
                 Coordinator::default()
                     .with_key(k.clone())
@@ -158,7 +168,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
             );
         }
     } else {
-        let a = answer_when_ready(shard, &body.key, body.key_type, deadline).await;
+        let a = answer_when_ready(shard, session, &body.key, body.key_type, deadline).await;
         resp = resp
             .with_error_code(a.error)
             .with_node_id(BrokerId(a.node))

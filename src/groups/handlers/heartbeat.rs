@@ -10,7 +10,9 @@ use kafka_protocol::messages::{ApiKey, HeartbeatRequest, HeartbeatResponse};
 use super::{check_group, opt_str};
 use crate::groups::errors::*;
 use crate::handlers::{ApiSpec, Reply};
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -19,10 +21,14 @@ pub const API: ApiSpec = ApiSpec {
     max_version: 4,
 };
 
-pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: HeartbeatRequest = req.decode()?;
     let group_id = body.group_id.0.to_string();
-    let error = match check_group(shard, &group_id) {
+    let error = match check_group(shard, session, op::READ, &group_id) {
         NONE => match shard.groups.groups.borrow_mut().get_mut(&group_id) {
             None => UNKNOWN_MEMBER_ID,
             Some(g) => g.heartbeat(

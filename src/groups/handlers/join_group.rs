@@ -14,7 +14,9 @@ use crate::groups::GROUPS_PER_SHARD_MAX;
 use crate::groups::errors::*;
 use crate::groups::group::{Group, JoinParams, JoinResult, Wait};
 use crate::handlers::{ApiSpec, Reply, str_bytes};
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -25,11 +27,15 @@ pub const API: ApiSpec = ApiSpec {
 /// v4+: a new member without id first gets MEMBER_ID_REQUIRED (KIP-394).
 const JOIN_VERSION_MEMBER_ID_REQUIRED_MIN: i16 = 4;
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: JoinGroupRequest = req.decode()?;
     let group_id = body.group_id.0.to_string();
     let member_id = body.member_id.to_string();
-    let result = match check_group(shard, &group_id) {
+    let result = match check_group(shard, session, op::READ, &group_id) {
         NONE => join(shard, &req, body, group_id).await,
         code => JoinResult::error(code, &member_id),
     };

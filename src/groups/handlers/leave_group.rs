@@ -11,7 +11,9 @@ use kafka_protocol::messages::{ApiKey, LeaveGroupRequest, LeaveGroupResponse};
 use super::{check_group, opt_str};
 use crate::groups::errors::*;
 use crate::handlers::{ApiSpec, Reply};
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -22,7 +24,11 @@ pub const API: ApiSpec = ApiSpec {
 /// v3+ carries a list of members (KIP-345 batch leave).
 const LEAVE_VERSION_BATCH_MIN: i16 = 3;
 
-pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: LeaveGroupRequest = req.decode()?;
     let group_id = body.group_id.0.to_string();
     let identities: Vec<(String, Option<String>)> = if req.version >= LEAVE_VERSION_BATCH_MIN {
@@ -33,7 +39,7 @@ pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolErr
     } else {
         vec![(body.member_id.to_string(), None)]
     };
-    let mut top = check_group(shard, &group_id);
+    let mut top = check_group(shard, session, op::READ, &group_id);
     let mut per_member = Vec::with_capacity(identities.len());
     if top == NONE {
         let mut groups = shard.groups.groups.borrow_mut();

@@ -11,7 +11,9 @@ use kafka_protocol::messages::{ApiKey, GroupId, ListGroupsRequest, ListGroupsRes
 use crate::groups::errors::*;
 use crate::groups::group::GroupState;
 use crate::handlers::{ApiSpec, Reply, str_bytes};
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -22,7 +24,11 @@ pub const API: ApiSpec = ApiSpec {
 /// Every group here speaks the classic protocol.
 const GROUP_TYPE: &str = "classic";
 
-pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: ListGroupsRequest = req.decode()?;
     let mut resp = ListGroupsResponse::default();
     if shard.groups.loading() {
@@ -39,12 +45,18 @@ pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolErr
         .iter()
         .map(|s| s.to_ascii_lowercase())
         .collect();
+    let may_describe_all = session.may_cluster(shard, op::DESCRIBE);
     let groups = shard.groups.groups.borrow();
     let mut names: Vec<&String> = groups.keys().collect();
     names.sort();
     for name in names {
         let g = &groups[name];
-        if g.state == GroupState::Dead {
+        // Kafka: ListGroups shows the groups the principal may describe (all of them
+        // with DESCRIBE on the cluster).
+        if g.state == GroupState::Dead
+            || !(may_describe_all
+                || session.may(shard, op::DESCRIBE, crate::acl::resource::GROUP, name))
+        {
             continue;
         }
         let state = g.state.name();

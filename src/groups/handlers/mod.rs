@@ -25,6 +25,7 @@ use kafka_protocol::messages::ApiKey;
 use super::errors::*;
 use crate::handlers::{ApiSpec, Reply};
 use crate::protocol::{ProtocolError, RequestFrame};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const REGISTRY: &[ApiSpec] = &[
@@ -42,20 +43,24 @@ pub const REGISTRY: &[ApiSpec] = &[
     txn_offset_commit::API,
 ];
 
-pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn dispatch(
+    shard: &Rc<Shard>,
+    session: &Rc<Session>,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     match req.api_key {
-        ApiKey::OffsetCommit => offset_commit::handle(shard, req).await,
-        ApiKey::OffsetFetch => offset_fetch::handle(shard, req),
-        ApiKey::FindCoordinator => find_coordinator::handle(shard, req).await,
-        ApiKey::JoinGroup => join_group::handle(shard, req).await,
-        ApiKey::Heartbeat => heartbeat::handle(shard, req),
-        ApiKey::LeaveGroup => leave_group::handle(shard, req),
-        ApiKey::SyncGroup => sync_group::handle(shard, req).await,
-        ApiKey::DescribeGroups => describe_groups::handle(shard, req),
-        ApiKey::ListGroups => list_groups::handle(shard, req),
-        ApiKey::DeleteGroups => delete_groups::handle(shard, req).await,
-        ApiKey::OffsetDelete => offset_delete::handle(shard, req).await,
-        ApiKey::TxnOffsetCommit => txn_offset_commit::handle(shard, req).await,
+        ApiKey::OffsetCommit => offset_commit::handle(shard, session, req).await,
+        ApiKey::OffsetFetch => offset_fetch::handle(shard, session, req),
+        ApiKey::FindCoordinator => find_coordinator::handle(shard, session, req).await,
+        ApiKey::JoinGroup => join_group::handle(shard, session, req).await,
+        ApiKey::Heartbeat => heartbeat::handle(shard, session, req),
+        ApiKey::LeaveGroup => leave_group::handle(shard, session, req),
+        ApiKey::SyncGroup => sync_group::handle(shard, session, req).await,
+        ApiKey::DescribeGroups => describe_groups::handle(shard, session, req),
+        ApiKey::ListGroups => list_groups::handle(shard, session, req),
+        ApiKey::DeleteGroups => delete_groups::handle(shard, session, req).await,
+        ApiKey::OffsetDelete => offset_delete::handle(shard, session, req).await,
+        ApiKey::TxnOffsetCommit => txn_offset_commit::handle(shard, session, req).await,
         _ => Err(ProtocolError::UnsupportedVersion {
             key: req.api_key,
             version: req.version,
@@ -64,10 +69,14 @@ pub async fn dispatch(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Pro
 }
 
 /// The early answer every per-group request shares: NONE when this shard may act on the
-/// group now, else INVALID_GROUP_ID, NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS.
-pub fn check_group(shard: &Shard, group: &str) -> i16 {
+/// group now, else INVALID_GROUP_ID, GROUP_AUTHORIZATION_FAILED (the authorizer refuses
+/// `operation` on the group to the connection's principal), NOT_COORDINATOR or
+/// COORDINATOR_LOAD_IN_PROGRESS.
+pub fn check_group(shard: &Shard, session: &Session, operation: u8, group: &str) -> i16 {
     if group.is_empty() {
         INVALID_GROUP_ID
+    } else if !session.may(shard, operation, crate::acl::resource::GROUP, group) {
+        crate::protocol::error::GROUP_AUTHORIZATION_FAILED
     } else {
         shard.groups.check(shard, group)
     }

@@ -20,7 +20,9 @@ use crate::groups::group::Group;
 use crate::groups::offsets::{CommittedOffset, LogEntry, OffsetEntry};
 use crate::groups::{GROUPS_PER_SHARD_MAX, OFFSET_METADATA_MAX_BYTES};
 use crate::handlers::{ApiSpec, Reply};
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
+use crate::session::Session;
 use crate::shard::Shard;
 
 /// Min 2: the kafka-protocol crate decodes OffsetCommit from v2 (Kafka 4 baseline).
@@ -30,7 +32,11 @@ pub const API: ApiSpec = ApiSpec {
     max_version: 9,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: OffsetCommitRequest = req.decode()?;
     let group_id = body.group_id.0.to_string();
     // (topic index, partition index) -> error code; NONE ones are committed together.
@@ -40,9 +46,12 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         .iter()
         .map(|t| {
             let topic = t.name.0.as_str();
+            // Kafka: committing needs READ on the topic as well as on the group.
+            let readable = session.may(shard, op::READ, crate::acl::resource::TOPIC, topic);
             t.partitions
                 .iter()
                 .map(|p| match meta.partition(topic, p.partition_index) {
+                    _ if !readable => crate::protocol::error::TOPIC_AUTHORIZATION_FAILED,
                     Some(_) => NONE,
                     None => UNKNOWN_TOPIC_OR_PARTITION,
                 })
@@ -51,7 +60,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         .collect();
     drop(meta);
     let any_known = codes.iter().flatten().any(|&c| c == NONE);
-    let mut all = check_group(shard, &group_id);
+    let mut all = check_group(shard, session, op::READ, &group_id);
     let co = &shard.groups;
     if !any_known {
         // Nothing to commit: Kafka does not reach the group coordinator at all.

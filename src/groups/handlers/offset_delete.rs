@@ -19,7 +19,9 @@ use crate::groups::errors::*;
 use crate::groups::group::GroupState;
 use crate::groups::offsets::{LogEntry, PartitionTombstones};
 use crate::handlers::{ApiSpec, Reply};
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -29,9 +31,13 @@ pub const API: ApiSpec = ApiSpec {
 };
 
 /// The group-level error, or per (topic, partition) error codes in request order.
-async fn delete(shard: &Rc<Shard>, body: &OffsetDeleteRequest) -> Result<Vec<Vec<i16>>, i16> {
+async fn delete(
+    shard: &Rc<Shard>,
+    session: &Session,
+    body: &OffsetDeleteRequest,
+) -> Result<Vec<Vec<i16>>, i16> {
     let group = body.group_id.as_str();
-    let code = check_group(shard, group);
+    let code = check_group(shard, session, op::DELETE, group);
     if code != NONE {
         return Err(code);
     }
@@ -98,9 +104,13 @@ async fn delete(shard: &Rc<Shard>, body: &OffsetDeleteRequest) -> Result<Vec<Vec
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: OffsetDeleteRequest = req.decode()?;
-    let resp = match delete(shard, &body).await {
+    let resp = match delete(shard, session, &body).await {
         Err(code) => OffsetDeleteResponse::default().with_error_code(code),
         Ok(codes) => OffsetDeleteResponse::default()
             .with_error_code(NONE)

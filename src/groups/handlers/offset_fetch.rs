@@ -16,7 +16,9 @@ use super::check_group;
 use crate::groups::errors::*;
 use crate::groups::group::GroupState;
 use crate::handlers::{ApiSpec, Reply, str_bytes};
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -36,10 +38,11 @@ type TopicOffsets = Vec<(String, Vec<PartitionOffset>)>;
 /// Looks up one group; `asked` None = every partition with a committed offset.
 fn lookup(
     shard: &Shard,
+    session: &Session,
     group: &str,
     asked: Option<Vec<(String, Vec<i32>)>>,
 ) -> (i16, TopicOffsets) {
-    let code = check_group(shard, group);
+    let code = check_group(shard, session, op::DESCRIBE, group);
     let groups = shard.groups.groups.borrow();
     let g = groups
         .get(group)
@@ -85,7 +88,11 @@ fn lookup(
     }
 }
 
-pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: OffsetFetchRequest = req.decode()?;
     let mut resp = OffsetFetchResponse::default();
     if req.version >= FETCH_VERSION_BATCHED_MIN {
@@ -95,7 +102,7 @@ pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolErr
                     .map(|t| (t.name.0.to_string(), t.partition_indexes))
                     .collect()
             });
-            let (code, topics) = lookup(shard, &g.group_id, asked);
+            let (code, topics) = lookup(shard, session, &g.group_id, asked);
             resp.groups.push(
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
@@ -129,7 +136,7 @@ pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolErr
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let (code, topics) = lookup(shard, &body.group_id, asked);
+    let (code, topics) = lookup(shard, session, &body.group_id, asked);
     let v1 = req.version < FETCH_VERSION_GROUP_ERROR_MIN;
     resp.topics = topics
         .into_iter()

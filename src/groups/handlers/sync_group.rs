@@ -12,7 +12,9 @@ use super::{check_group, opt_str};
 use crate::groups::errors::*;
 use crate::groups::group::{SyncResult, Wait};
 use crate::handlers::{ApiSpec, Reply, str_bytes};
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -21,10 +23,14 @@ pub const API: ApiSpec = ApiSpec {
     max_version: 5,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: SyncGroupRequest = req.decode()?;
     let group_id = body.group_id.0.to_string();
-    let result = match check_group(shard, &group_id) {
+    let result = match check_group(shard, session, op::READ, &group_id) {
         NONE => {
             let wait = {
                 let mut groups = shard.groups.groups.borrow_mut();

@@ -20,7 +20,9 @@ use crate::groups::group::Group;
 use crate::groups::offsets::{CommittedOffset, LogEntry, OffsetEntry, TxnOffsets};
 use crate::groups::{GROUPS_PER_SHARD_MAX, OFFSET_METADATA_MAX_BYTES};
 use crate::handlers::{ApiSpec, Reply};
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -29,7 +31,11 @@ pub const API: ApiSpec = ApiSpec {
     max_version: 3,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: TxnOffsetCommitRequest = req.decode()?;
     let group_id = body.group_id.0.to_string();
     let meta = shard.meta();
@@ -50,7 +56,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         .collect();
     drop(meta);
     let co = &shard.groups;
-    let mut all = check_group(shard, &group_id);
+    let mut all = check_group(shard, session, op::READ, &group_id);
     if all == NONE {
         let mut groups = co.groups.borrow_mut();
         match groups.get(&group_id) {
