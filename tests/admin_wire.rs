@@ -640,3 +640,78 @@ fn describe_log_dirs_lists_each_nodes_replicas() {
         .collect();
     assert_eq!(topics, vec![("ld".to_string(), vec![0])]);
 }
+
+/// The node coordinating transactional id `id` (FindCoordinator key type 1), retried
+/// while the transaction-state topic is created and loaded.
+fn txn_coordinator(broker: &Broker, id: &str) -> usize {
+    for _ in 0..200 {
+        let r = broker.connect().request(
+            &FindCoordinatorRequest::default()
+                .with_key(s(id))
+                .with_key_type(1),
+            3,
+        );
+        if r.error_code == 0 {
+            return r.node_id.0 as usize;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no transaction coordinator for {id}");
+}
+
+// Proves DescribeTransactions' error paths as Kafka: the coordinator of an id it never saw
+// answers TRANSACTIONAL_ID_NOT_FOUND, any other node NOT_COORDINATOR; ListTransactions
+// returns unknown state filters and lists nothing for them; DescribeProducers answers
+// UNKNOWN_TOPIC_OR_PARTITION for a missing partition and an empty list for a partition
+// with no producers.
+#[test]
+fn transaction_admin_error_paths() {
+    let broker = Broker::start(2);
+    let id = "never-used-txn";
+    let coord = txn_coordinator(&broker, id);
+    let other = 1 - coord;
+    let req =
+        DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(s(id))]);
+    let mut deadline = 0;
+    let code = loop {
+        let r = broker.connect_node(coord).request(&req, 0);
+        let code = r.transaction_states[0].error_code;
+        deadline += 1;
+        if code != 14 || deadline > 200 {
+            break code;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(code, 105, "TRANSACTIONAL_ID_NOT_FOUND on the coordinator");
+    let r = broker.connect_node(other).request(&req, 0);
+    assert_eq!(
+        r.transaction_states[0].error_code, 16,
+        "NOT_COORDINATOR elsewhere"
+    );
+
+    let r = broker.connect_node(coord).request(
+        &ListTransactionsRequest::default().with_state_filters(vec![s("Bogus")]),
+        1,
+    );
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.unknown_state_filters, vec![s("Bogus")]);
+    assert!(r.transaction_states.is_empty());
+
+    let mut conn = broker.connect();
+    create_topic(&mut conn, "dp", 1);
+    let mut leader = broker.connect_node(leader(&broker, "dp", 0));
+    let r = leader.request(
+        &DescribeProducersRequest::default().with_topics(vec![
+            describe_producers_request::TopicRequest::default()
+                .with_name(name("dp"))
+                .with_partition_indexes(vec![0, 5]),
+        ]),
+        0,
+    );
+    let parts = &r.topics[0].partitions;
+    assert_eq!(
+        (parts[0].error_code, parts[0].active_producers.len()),
+        (0, 0)
+    );
+    assert_eq!(parts[1].error_code, 3);
+}

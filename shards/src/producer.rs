@@ -31,6 +31,18 @@ pub struct AbortedTxn {
     pub last_offset: i64,
 }
 
+/// One producer's state as operators see it (DescribeProducers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// Sequence of its last stored record, -1 when none is remembered (after a marker
+    /// bumped its epoch).
+    pub last_sequence: i32,
+    /// Offset of the first batch of its open transaction here, if one is open.
+    pub txn_start_offset: Option<i64>,
+}
+
 /// Sequence range and offsets of one stored batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeqEntry {
@@ -220,6 +232,22 @@ impl ProducerTable {
     /// The producer's open transaction here, if any: the offset of its first batch.
     pub fn ongoing_txn(&self, producer_id: i64) -> Option<i64> {
         self.ongoing.get(&producer_id).copied()
+    }
+
+    /// Every producer with state here, by id: what DescribeProducers reports.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(&id, e)| ActiveProducer {
+                producer_id: id,
+                epoch: e.epoch,
+                last_sequence: e.batches.back().map(|b| b.last_seq).unwrap_or(-1),
+                txn_start_offset: self.ongoing.get(&id).copied(),
+            })
+            .collect();
+        out.sort_unstable_by_key(|a| a.producer_id);
+        out
     }
 
     /// Aborted transactions that overlap [from, to): what a read_committed fetch of that
@@ -499,6 +527,15 @@ mod tests {
         t.record(&txn_hdr(1, 0, 2, 16), None);
         assert_eq!(t.first_unstable_offset(), Some(10));
         assert_eq!(t.ongoing_txn(3), Some(14));
+        let active: Vec<_> = t
+            .active()
+            .iter()
+            .map(|p| (p.producer_id, p.last_sequence, p.txn_start_offset))
+            .collect();
+        assert_eq!(
+            active,
+            vec![(1, 3, Some(10)), (2, 1, None), (3, 1, Some(14))]
+        );
         // A marker's epoch check ignores sequences; an older epoch is refused.
         assert_eq!(t.check(&marker(1, 0, 18)).unwrap(), SeqCheck::Append);
         assert!(matches!(

@@ -17,11 +17,14 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
+pub mod describe_producers;
+pub mod describe_transactions;
 pub mod end_txn;
 pub mod fetch;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
@@ -67,6 +70,9 @@ pub const REGISTRY: &[ApiSpec] = &[
     add_offsets_to_txn::API,
     end_txn::API,
     write_txn_markers::API,
+    describe_producers::API,
+    describe_transactions::API,
+    list_transactions::API,
 ];
 
 pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -153,6 +159,9 @@ async fn dispatch_api(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Pro
         ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(shard, req).await,
         ApiKey::EndTxn => end_txn::handle(shard, req).await,
         ApiKey::WriteTxnMarkers => write_txn_markers::handle(shard, req).await,
+        ApiKey::DescribeProducers => describe_producers::handle(shard, req).await,
+        ApiKey::DescribeTransactions => describe_transactions::handle(shard, req).await,
+        ApiKey::ListTransactions => list_transactions::handle(shard, req).await,
         _ => crate::groups::handlers::dispatch(shard, req).await,
     }
 }
