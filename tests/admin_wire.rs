@@ -715,3 +715,93 @@ fn transaction_admin_error_paths() {
     );
     assert_eq!(parts[1].error_code, 3);
 }
+
+/// One DescribeTopicPartitions page: (topic, error, partitions) and the next cursor.
+type Page = (Vec<(String, i16, Vec<i32>)>, Option<(String, i32)>);
+
+fn describe_partitions(
+    conn: &mut Conn,
+    topics: &[&str],
+    limit: i32,
+    cursor: Option<(&str, i32)>,
+) -> Page {
+    use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+    let req = DescribeTopicPartitionsRequest::default()
+        .with_topics(
+            topics
+                .iter()
+                .map(|t| TopicRequest::default().with_name(name(t)))
+                .collect(),
+        )
+        .with_response_partition_limit(limit)
+        .with_cursor(cursor.map(|(t, p)| {
+            Cursor::default()
+                .with_topic_name(name(t))
+                .with_partition_index(p)
+        }));
+    let r = conn.request(&req, 0);
+    let topics = r
+        .topics
+        .iter()
+        .map(|t| {
+            let n = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+            let ps = t.partitions.iter().map(|p| p.partition_index).collect();
+            (n, t.error_code, ps)
+        })
+        .collect();
+    let next = r
+        .next_cursor
+        .map(|c| (c.topic_name.0.to_string(), c.partition_index));
+    (topics, next)
+}
+
+// Proves DescribeTopicPartitions pages as KIP-966: topics sorted by name, at most the
+// requested partitions per answer, a cursor naming where the next page starts (inside a
+// topic or at the next one), unknown topics answered UNKNOWN_TOPIC_OR_PARTITION, and a
+// cursor on a topic not asked for refused with INVALID_REQUEST.
+#[test]
+fn describe_topic_partitions_pages_with_a_cursor() {
+    let broker = Broker::start(2);
+    let mut conn = broker.connect();
+    create_topic(&mut conn, "dtp-a", 3);
+    create_topic(&mut conn, "dtp-b", 2);
+    let topics = ["dtp-b", "dtp-a", "dtp-zz"];
+    let page = describe_partitions(&mut conn, &topics, 2, None);
+    assert_eq!(
+        page,
+        (
+            vec![("dtp-a".into(), 0, vec![0, 1])],
+            Some(("dtp-a".into(), 2))
+        )
+    );
+    let page = describe_partitions(&mut conn, &topics, 2, Some(("dtp-a", 2)));
+    assert_eq!(
+        page,
+        (
+            vec![("dtp-a".into(), 0, vec![2]), ("dtp-b".into(), 0, vec![0])],
+            Some(("dtp-b".into(), 1))
+        )
+    );
+    let page = describe_partitions(&mut conn, &topics, 2, Some(("dtp-b", 1)));
+    assert_eq!(
+        page,
+        (
+            vec![("dtp-b".into(), 0, vec![1]), ("dtp-zz".into(), 3, vec![])],
+            None
+        )
+    );
+    // Without a limit problem: everything in one answer.
+    let page = describe_partitions(&mut conn, &["dtp-a", "dtp-b"], 2000, None);
+    assert_eq!(
+        page,
+        (
+            vec![
+                ("dtp-a".into(), 0, vec![0, 1, 2]),
+                ("dtp-b".into(), 0, vec![0, 1])
+            ],
+            None
+        )
+    );
+    let page = describe_partitions(&mut conn, &["dtp-a"], 10, Some(("dtp-b", 0)));
+    assert_eq!(page, (vec![("dtp-a".into(), 42, vec![])], None));
+}

@@ -18,6 +18,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
 pub mod describe_producers;
+pub mod describe_topic_partitions;
 pub mod describe_transactions;
 pub mod end_txn;
 pub mod fetch;
@@ -73,6 +74,7 @@ pub const REGISTRY: &[ApiSpec] = &[
     describe_producers::API,
     describe_transactions::API,
     list_transactions::API,
+    describe_topic_partitions::API,
 ];
 
 pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -162,6 +164,7 @@ async fn dispatch_api(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Pro
         ApiKey::DescribeProducers => describe_producers::handle(shard, req).await,
         ApiKey::DescribeTransactions => describe_transactions::handle(shard, req).await,
         ApiKey::ListTransactions => list_transactions::handle(shard, req).await,
+        ApiKey::DescribeTopicPartitions => describe_topic_partitions::handle(shard, req).await,
         _ => crate::groups::handlers::dispatch(shard, req).await,
     }
 }
