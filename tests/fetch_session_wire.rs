@@ -29,15 +29,18 @@ fn produce(conn: &mut Conn, partition: i32, n: usize) {
     assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
 }
 
+/// (partition, error, high watermark, record bytes) of one answered partition.
+type Part = (i32, i16, i64, usize);
+
 /// One fetch in a session: `parts` as (partition, fetch offset), `forget` partitions.
-/// Returns (error, session id, [(partition, error, high watermark, record bytes)]).
+/// Returns (error, session id, the answered partitions).
 fn fetch(
     conn: &mut Conn,
     session_id: i32,
     epoch: i32,
     parts: &[(i32, i64)],
     forget: &[i32],
-) -> (i16, i32, Vec<(i32, i16, i64, usize)>) {
+) -> (i16, i32, Vec<Part>) {
     let topics = if parts.is_empty() {
         vec![]
     } else {
@@ -91,7 +94,7 @@ fn fetch(
 }
 
 /// Partition ids of an answer.
-fn ids(parts: &[(i32, i16, i64, usize)]) -> Vec<i32> {
+fn ids(parts: &[Part]) -> Vec<i32> {
     parts.iter().map(|p| p.0).collect()
 }
 
