@@ -12,6 +12,23 @@ use kafka_protocol::records::Compression;
 
 const TOPIC: &str = "fs";
 
+/// The broker's `osprey_fetch_sessions` gauge of shard 0, read from /metrics.
+fn sessions_gauge(broker: &Broker) -> f64 {
+    use std::io::{Read, Write};
+    let addr = broker.admin.expect("admin address");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect admin");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read /metrics");
+    out.lines()
+        .find_map(|l| l.strip_prefix("osprey_fetch_sessions{shard=\"0\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("osprey_fetch_sessions sample")
+}
+
 fn produce(conn: &mut Conn, partition: i32, n: usize) {
     let req = ProduceRequest::default()
         .with_acks(-1)
@@ -115,6 +132,7 @@ fn incremental_fetch_sessions() {
     let (code, id, parts) = fetch(&mut conn, 0, 0, &all, &[]);
     assert_eq!(code, 0);
     assert!(id > 0, "a full fetch with epoch 0 opens a session");
+    assert_eq!(sessions_gauge(&broker), 1.0);
     assert_eq!(ids(&parts), vec![0, 1, 2]);
     assert_eq!((parts[0].2, parts[0].3 > 0), (2, true));
 
@@ -160,6 +178,7 @@ fn incremental_fetch_sessions() {
     assert_eq!((code, sid, ids(&parts)), (0, 0, vec![0, 1, 2]));
     let (code, _, _) = fetch(&mut conn, id, 7, &[], &[]);
     assert_eq!(code, 70);
+    assert_eq!(sessions_gauge(&broker), 0.0);
 
     // A session lives on its node, not on the connection: a new connection continues it.
     let (_, id, _) = fetch(&mut conn, 0, 0, &all, &[]);
