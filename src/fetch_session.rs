@@ -244,6 +244,10 @@ impl FetchSessions {
     /// A slot for a new session of `size` partitions, evicting one if that is allowed.
     fn make_room(&mut self, size: usize, follower: bool, now: Instant) -> bool {
         let fits = |cached: usize| cached + size <= FETCH_SESSION_PARTITIONS_MAX;
+        if !fits(0) {
+            // Larger than the whole cache: evicting would not make room.
+            return false;
+        }
         if self.sessions.len() < FETCH_SESSION_CACHE_SLOTS && fits(self.cached) {
             return true;
         }
@@ -476,6 +480,9 @@ mod tests {
         // Nothing smaller to displace, nothing idle: no session, the fetch is still
         // answered in full.
         assert_eq!(open(&mut c, 2, false, t0), 0);
+        assert_eq!(c.len(), FETCH_SESSION_CACHE_SLOTS);
+        // A session larger than the whole partition bound evicts nobody.
+        assert_eq!(open(&mut c, FETCH_SESSION_PARTITIONS_MAX + 1, false, t0), 0);
         assert_eq!(c.len(), FETCH_SESSION_CACHE_SLOTS);
         // Once one is idle long enough it makes way, even a follower's.
         let later = t0 + FETCH_SESSION_EVICTION;
