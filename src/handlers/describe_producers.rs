@@ -1,12 +1,13 @@
 //! DescribeProducers (key 61): the active producers of partitions, read from each
 //! partition's producer state (`shards::producer::ProducerTable`): producer id, epoch,
-//! last sequence and the first offset of its open transaction. Kafka answers this on any
-//! replica of the partition, so a node answers for the replicas it holds (leader or
-//! follower) and NOT_LEADER_OR_FOLLOWER for the others.
+//! last sequence, last batch timestamp and the first offset of its open transaction.
+//! Kafka answers this on any replica of the partition, so a node answers for the replicas
+//! it holds (leader or follower) and NOT_LEADER_OR_FOLLOWER for the others.
 //!
 //! Runs on: the shard the request arrived on (each shard is its own node).
-//! Not kept: a producer's last timestamp and the coordinator epoch of its transaction
-//! markers, both answered -1 (Kafka's "unknown").
+//! A producer's last timestamp is not in the producer snapshot: -1 after a restart until
+//! its next batch. Not kept: the coordinator epoch of its markers, answered -1 (Kafka's
+//! "unknown").
 
 use std::rc::Rc;
 
@@ -49,7 +50,7 @@ fn partition_state(shard: &Shard, topic: &str, index: i32) -> PartitionResponse 
                 .with_producer_id(ProducerId(p.producer_id))
                 .with_producer_epoch(i32::from(p.epoch))
                 .with_last_sequence(p.last_sequence)
-                .with_last_timestamp(UNKNOWN)
+                .with_last_timestamp(p.last_timestamp)
                 .with_coordinator_epoch(UNKNOWN as i32)
                 .with_current_txn_start_offset(p.txn_start_offset.unwrap_or(UNKNOWN))
         })

@@ -344,6 +344,7 @@ def test_transaction_admin_apis(broker):
         (state,) = prod[KTP(topic, 1)].active_producers
         assert state.producer_id == pid
         assert state.last_sequence == 2
+        assert abs(state.last_timestamp - time.time() * 1000) < 60_000
         assert state.current_transaction_start_offset == 0
         assert prod[KTP(topic, 0)].active_producers == []
         assert admin.find_hanging_transactions() == []
