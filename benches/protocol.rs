@@ -88,7 +88,7 @@ fn bench_codec(c: &mut Criterion) {
                     })
                     .collect(),
             }];
-            let (pieces, len) = fetch_response::encode(12, 1, 0, 0, topics);
+            let (pieces, len) = fetch_response::encode(12, 1, 0, 0, 0, topics);
             assert!(len > stored.len() * PARTITIONS as usize && !pieces.is_empty());
         })
     });

@@ -14,6 +14,7 @@ pub mod config;
 pub mod connection;
 pub mod controller;
 pub mod durable;
+pub mod fetch_session;
 pub mod groups;
 pub mod handlers;
 pub mod internal_topic;

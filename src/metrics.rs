@@ -171,6 +171,8 @@ pub struct ShardSnapshot {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub connections: usize,
+    /// Fetch sessions (KIP-227) the shard keeps.
+    pub fetch_sessions: usize,
     pub connections_accepted: u64,
     pub connections_refused: u64,
     pub messages_in: u64,
@@ -270,6 +272,7 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
         bytes_in: m.bytes_in.get(),
         bytes_out: m.bytes_out.get(),
         connections: shard.connections.get(),
+        fetch_sessions: shard.fetch_sessions.borrow().len(),
         connections_accepted: m.connections_accepted.get(),
         connections_refused: m.connections_refused.get(),
         messages_in: m.messages_in.get(),
@@ -551,10 +554,15 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
             o.sample(name, &sl(s), f(s));
         }
     }
-    let gauges: [Family<ShardField>; 5] = [
+    let gauges: [Family<ShardField>; 6] = [
         ("osprey_connections", "Open client connections.", |s| {
             s.connections as u64
         }),
+        (
+            "osprey_fetch_sessions",
+            "Incremental fetch sessions kept (KIP-227; at most 1000 per shard).",
+            |s| s.fetch_sessions as u64,
+        ),
         (
             "osprey_request_memory_bytes",
             "Bytes of request frames held (bounded per shard).",
@@ -960,6 +968,7 @@ mod tests {
             bytes_in: 10,
             bytes_out: 20,
             connections: 1,
+            fetch_sessions: 0,
             connections_accepted: 1,
             connections_refused: 0,
             messages_in: 3,

@@ -66,6 +66,8 @@ pub struct Shard {
     pub groups: crate::groups::Coordinator,
     /// The transaction coordinator for the `__transaction_state` partitions led here.
     pub txns: crate::txn::TxnCoordinator,
+    /// The fetch sessions (KIP-227) of this node's Fetch requests.
+    pub fetch_sessions: RefCell<crate::fetch_session::FetchSessions>,
     /// Follower fetchers of this shard, one per leader node.
     pub fetchers: crate::replication::fetcher::Fetchers,
     /// Set by the controller thread while this host cannot reach the quorum leader (read
@@ -135,6 +137,7 @@ impl Shard {
             producer_ids,
             groups,
             txns: crate::txn::TxnCoordinator::new(),
+            fetch_sessions: RefCell::new(crate::fetch_session::FetchSessions::new(id as u64)),
             fetchers: Default::default(),
             isolated,
             metrics: Default::default(),

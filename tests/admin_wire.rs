@@ -640,3 +640,168 @@ fn describe_log_dirs_lists_each_nodes_replicas() {
         .collect();
     assert_eq!(topics, vec![("ld".to_string(), vec![0])]);
 }
+
+/// The node coordinating transactional id `id` (FindCoordinator key type 1), retried
+/// while the transaction-state topic is created and loaded.
+fn txn_coordinator(broker: &Broker, id: &str) -> usize {
+    for _ in 0..200 {
+        let r = broker.connect().request(
+            &FindCoordinatorRequest::default()
+                .with_key(s(id))
+                .with_key_type(1),
+            3,
+        );
+        if r.error_code == 0 {
+            return r.node_id.0 as usize;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no transaction coordinator for {id}");
+}
+
+// Proves DescribeTransactions' error paths as Kafka: the coordinator of an id it never saw
+// answers TRANSACTIONAL_ID_NOT_FOUND, any other node NOT_COORDINATOR; ListTransactions
+// returns unknown state filters and lists nothing for them; DescribeProducers answers
+// UNKNOWN_TOPIC_OR_PARTITION for a missing partition and an empty list for a partition
+// with no producers.
+#[test]
+fn transaction_admin_error_paths() {
+    let broker = Broker::start(2);
+    let id = "never-used-txn";
+    let coord = txn_coordinator(&broker, id);
+    let other = 1 - coord;
+    let req =
+        DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(s(id))]);
+    let mut deadline = 0;
+    let code = loop {
+        let r = broker.connect_node(coord).request(&req, 0);
+        let code = r.transaction_states[0].error_code;
+        deadline += 1;
+        if code != 14 || deadline > 200 {
+            break code;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(code, 105, "TRANSACTIONAL_ID_NOT_FOUND on the coordinator");
+    let r = broker.connect_node(other).request(&req, 0);
+    assert_eq!(
+        r.transaction_states[0].error_code, 16,
+        "NOT_COORDINATOR elsewhere"
+    );
+
+    let r = broker.connect_node(coord).request(
+        &ListTransactionsRequest::default().with_state_filters(vec![s("Bogus")]),
+        1,
+    );
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.unknown_state_filters, vec![s("Bogus")]);
+    assert!(r.transaction_states.is_empty());
+
+    let mut conn = broker.connect();
+    create_topic(&mut conn, "dp", 1);
+    let mut leader = broker.connect_node(leader(&broker, "dp", 0));
+    let r = leader.request(
+        &DescribeProducersRequest::default().with_topics(vec![
+            describe_producers_request::TopicRequest::default()
+                .with_name(name("dp"))
+                .with_partition_indexes(vec![0, 5]),
+        ]),
+        0,
+    );
+    let parts = &r.topics[0].partitions;
+    assert_eq!(
+        (parts[0].error_code, parts[0].active_producers.len()),
+        (0, 0)
+    );
+    assert_eq!(parts[1].error_code, 3);
+}
+
+/// One DescribeTopicPartitions page: (topic, error, partitions) and the next cursor.
+type Page = (Vec<(String, i16, Vec<i32>)>, Option<(String, i32)>);
+
+fn describe_partitions(
+    conn: &mut Conn,
+    topics: &[&str],
+    limit: i32,
+    cursor: Option<(&str, i32)>,
+) -> Page {
+    use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+    let req = DescribeTopicPartitionsRequest::default()
+        .with_topics(
+            topics
+                .iter()
+                .map(|t| TopicRequest::default().with_name(name(t)))
+                .collect(),
+        )
+        .with_response_partition_limit(limit)
+        .with_cursor(cursor.map(|(t, p)| {
+            Cursor::default()
+                .with_topic_name(name(t))
+                .with_partition_index(p)
+        }));
+    let r = conn.request(&req, 0);
+    let topics = r
+        .topics
+        .iter()
+        .map(|t| {
+            let n = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+            let ps = t.partitions.iter().map(|p| p.partition_index).collect();
+            (n, t.error_code, ps)
+        })
+        .collect();
+    let next = r
+        .next_cursor
+        .map(|c| (c.topic_name.0.to_string(), c.partition_index));
+    (topics, next)
+}
+
+// Proves DescribeTopicPartitions pages as KIP-966: topics sorted by name, at most the
+// requested partitions per answer, a cursor naming where the next page starts (inside a
+// topic or at the next one), unknown topics answered UNKNOWN_TOPIC_OR_PARTITION, and a
+// cursor on a topic not asked for refused with INVALID_REQUEST.
+#[test]
+fn describe_topic_partitions_pages_with_a_cursor() {
+    let broker = Broker::start(2);
+    let mut conn = broker.connect();
+    create_topic(&mut conn, "dtp-a", 3);
+    create_topic(&mut conn, "dtp-b", 2);
+    let topics = ["dtp-b", "dtp-a", "dtp-zz"];
+    let page = describe_partitions(&mut conn, &topics, 2, None);
+    assert_eq!(
+        page,
+        (
+            vec![("dtp-a".into(), 0, vec![0, 1])],
+            Some(("dtp-a".into(), 2))
+        )
+    );
+    let page = describe_partitions(&mut conn, &topics, 2, Some(("dtp-a", 2)));
+    assert_eq!(
+        page,
+        (
+            vec![("dtp-a".into(), 0, vec![2]), ("dtp-b".into(), 0, vec![0])],
+            Some(("dtp-b".into(), 1))
+        )
+    );
+    let page = describe_partitions(&mut conn, &topics, 2, Some(("dtp-b", 1)));
+    assert_eq!(
+        page,
+        (
+            vec![("dtp-b".into(), 0, vec![1]), ("dtp-zz".into(), 3, vec![])],
+            None
+        )
+    );
+    // Without a limit problem: everything in one answer.
+    let page = describe_partitions(&mut conn, &["dtp-a", "dtp-b"], 2000, None);
+    assert_eq!(
+        page,
+        (
+            vec![
+                ("dtp-a".into(), 0, vec![0, 1, 2]),
+                ("dtp-b".into(), 0, vec![0, 1])
+            ],
+            None
+        )
+    );
+    let page = describe_partitions(&mut conn, &["dtp-a"], 10, Some(("dtp-b", 0)));
+    assert_eq!(page, (vec![("dtp-a".into(), 42, vec![])], None));
+}

@@ -750,6 +750,36 @@ fn frame_seeds() -> Vec<Vec<u8>> {
                 ]),
         ]),
     );
+    // Transaction and topic admin APIs.
+    frames(
+        &mut out,
+        ApiKey::DescribeProducers,
+        &DescribeProducersRequest::default().with_topics(vec![
+            describe_producers_request::TopicRequest::default()
+                .with_name(tname("t"))
+                .with_partition_indexes(vec![0]),
+        ]),
+    );
+    frames(
+        &mut out,
+        ApiKey::DescribeTransactions,
+        &DescribeTransactionsRequest::default()
+            .with_transactional_ids(vec![TransactionalId(s("tx"))]),
+    );
+    frames(
+        &mut out,
+        ApiKey::ListTransactions,
+        &ListTransactionsRequest::default().with_state_filters(vec![s("Ongoing")]),
+    );
+    frames(
+        &mut out,
+        ApiKey::DescribeTopicPartitions,
+        &DescribeTopicPartitionsRequest::default()
+            .with_topics(vec![
+                describe_topic_partitions_request::TopicRequest::default().with_name(tname("t")),
+            ])
+            .with_response_partition_limit(10),
+    );
     // Security.
     frames(
         &mut out,

@@ -827,6 +827,11 @@ impl Partition {
         self.log.borrow().producers.ongoing_txn(producer_id)
     }
 
+    /// The producers with state in this partition (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<crate::producer::ActiveProducer> {
+        self.log.borrow().producers.active()
+    }
+
     /// Aborted transactions overlapping [from, to), for read_committed fetches.
     pub fn aborted_txns(&self, from: i64, to: i64) -> Vec<crate::producer::AbortedTxn> {
         let log = self.log.borrow();

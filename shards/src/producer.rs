@@ -31,6 +31,20 @@ pub struct AbortedTxn {
     pub last_offset: i64,
 }
 
+/// One producer's state as operators see it (DescribeProducers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// Sequence of its last stored record, -1 when none is remembered (after a marker
+    /// bumped its epoch).
+    pub last_sequence: i32,
+    /// Max timestamp of its last batch, -1 when not known (after a restart).
+    pub last_timestamp: i64,
+    /// Offset of the first batch of its open transaction here, if one is open.
+    pub txn_start_offset: Option<i64>,
+}
+
 /// Sequence range and offsets of one stored batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeqEntry {
@@ -67,6 +81,10 @@ pub struct ProducerTable {
     ongoing: BTreeMap<i64, i64>,
     /// Aborted transactions in marker order (ascending last offset).
     aborted: VecDeque<AbortedTxn>,
+    /// Max timestamp of each producer's last batch (DescribeProducers). Not in the
+    /// snapshot: after a restart it is known again from the producer's next batch (or
+    /// from the batches recovery replays after the snapshot).
+    last_timestamp: HashMap<i64, i64>,
 }
 
 fn next_seq(s: i32) -> i32 {
@@ -151,6 +169,7 @@ impl ProducerTable {
             return;
         }
         self.clock += 1;
+        self.last_timestamp.insert(h.producer_id, h.max_timestamp);
         if h.is_control() {
             let first = self.ongoing.remove(&h.producer_id);
             if let (Some(first_offset), Some(crate::batch::CONTROL_ABORT)) = (first, control) {
@@ -208,6 +227,7 @@ impl ProducerTable {
         {
             self.producers.remove(&oldest);
             self.touched.remove(&oldest);
+            self.last_timestamp.remove(&oldest);
         }
     }
 
@@ -220,6 +240,23 @@ impl ProducerTable {
     /// The producer's open transaction here, if any: the offset of its first batch.
     pub fn ongoing_txn(&self, producer_id: i64) -> Option<i64> {
         self.ongoing.get(&producer_id).copied()
+    }
+
+    /// Every producer with state here, by id: what DescribeProducers reports.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(&id, e)| ActiveProducer {
+                producer_id: id,
+                epoch: e.epoch,
+                last_sequence: e.batches.back().map(|b| b.last_seq).unwrap_or(-1),
+                last_timestamp: self.last_timestamp.get(&id).copied().unwrap_or(-1),
+                txn_start_offset: self.ongoing.get(&id).copied(),
+            })
+            .collect();
+        out.sort_unstable_by_key(|a| a.producer_id);
+        out
     }
 
     /// Aborted transactions that overlap [from, to): what a read_committed fetch of that
@@ -459,6 +496,41 @@ mod tests {
         assert_eq!(t.check(&hdr(-1, -1, -1, 1, 0)).unwrap(), SeqCheck::Append);
     }
 
+    // Proves DescribeProducers' view: per producer its epoch, last sequence and the max
+    // timestamp of its last batch (a marker's included), and its open transaction.
+    #[test]
+    fn active_view() {
+        let mut t = ProducerTable::default();
+        let mut b = build::batch(
+            3,
+            1,
+            1_000,
+            build::ProducerFields {
+                producer_id: 7,
+                producer_epoch: 0,
+                base_sequence: 0,
+            },
+            0,
+        );
+        set_base_offset(&mut b, 0);
+        t.record(&parse_header(&b).unwrap(), None);
+        let want = ActiveProducer {
+            producer_id: 7,
+            epoch: 0,
+            last_sequence: 2,
+            last_timestamp: 1_002,
+            txn_start_offset: None,
+        };
+        assert_eq!(t.active(), vec![want]);
+        let mut m = crate::batch::control_batch(7, 0, crate::batch::CONTROL_ABORT, 0, 5_000);
+        set_base_offset(&mut m, 3);
+        t.record(
+            &parse_header(&m).unwrap(),
+            Some(crate::batch::CONTROL_ABORT),
+        );
+        assert_eq!(t.active()[0].last_timestamp, 5_000);
+    }
+
     // Proves the snapshot encoding round-trips and rejects damage.
     #[test]
     fn snapshot_round_trip() {
@@ -499,6 +571,15 @@ mod tests {
         t.record(&txn_hdr(1, 0, 2, 16), None);
         assert_eq!(t.first_unstable_offset(), Some(10));
         assert_eq!(t.ongoing_txn(3), Some(14));
+        let active: Vec<_> = t
+            .active()
+            .iter()
+            .map(|p| (p.producer_id, p.last_sequence, p.txn_start_offset))
+            .collect();
+        assert_eq!(
+            active,
+            vec![(1, 3, Some(10)), (2, 1, None), (3, 1, Some(14))]
+        );
         // A marker's epoch check ignores sequences; an older epoch is refused.
         assert_eq!(t.check(&marker(1, 0, 18)).unwrap(), SeqCheck::Append);
         assert!(matches!(

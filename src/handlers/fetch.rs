@@ -6,6 +6,11 @@
 //! stored bytes themselves (`protocol::fetch_response`): record data is never copied in
 //! user space. Partitions of other shards (rare: a fetch on the bootstrap connection) are
 //! read through the router and copied once.
+//!
+//! Fetch sessions (KIP-227, v7+): the request's session id and epoch pick the partitions to
+//! read (the request's own, or the session's after the request's changes) and the answer
+//! of an incremental fetch carries only the partitions with something new for the client
+//! (`fetch_session`).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -17,6 +22,7 @@ use super::{ApiSpec, FetchData, Reply};
 use crate::acl::resource;
 use crate::config::FETCH_MAX_WAIT_CAP_MS;
 use crate::config::FETCH_RESPONSE_BYTES_PER_CONNECTION_MAX;
+use crate::fetch_session::{self, Answered, Ask, Key, Seen};
 use crate::memory::MemoryLease;
 use crate::protocol::acl::op;
 use crate::protocol::fetch_response::{
@@ -217,10 +223,6 @@ async fn read_local(
     }
 }
 
-/// (partition, fetch offset, partition max bytes, current leader epoch, last fetched
-/// epoch) of one requested partition.
-type PartitionAsk = (i32, i64, usize, i32, i32);
-
 /// A read on another shard, copied for the trip.
 struct RemoteRead {
     error_code: i16,
@@ -394,6 +396,35 @@ fn count_answer(shard: &Rc<Shard>, follower: bool, topics: &[TopicOut<FetchData>
     }
 }
 
+/// An answer with only a top-level error (a fetch session that cannot be used).
+fn session_error(req: &RequestFrame, code: i16) -> Reply {
+    let (pieces, _len) = fetch_response::encode::<FetchData>(
+        req.version,
+        req.correlation_id,
+        0,
+        code,
+        0,
+        Vec::new(),
+    );
+    Reply::Pieces(pieces, MemoryLease::none())
+}
+
+/// The answer's partitions grouped by topic, in reading order (a topic whose partitions
+/// are not adjacent appears more than once, as in Kafka's responses).
+fn group_by_topic(parts: Vec<(String, PartitionOut<FetchData>)>) -> Vec<TopicOut<FetchData>> {
+    let mut topics: Vec<TopicOut<FetchData>> = Vec::new();
+    for (name, p) in parts {
+        match topics.last_mut() {
+            Some(t) if t.name == name => t.partitions.push(p),
+            _ => topics.push(TopicOut {
+                name,
+                partitions: vec![p],
+            }),
+        }
+    }
+    topics
+}
+
 pub async fn handle(
     shard: &Rc<Shard>,
     session: &Session,
@@ -421,28 +452,48 @@ pub async fn handle(
     // request cannot multiply its reads by repeating one partition.
     let mut seen = std::collections::HashSet::new();
     let deadline = Instant::now() + max_wait;
-    let requested: Vec<(String, Vec<PartitionAsk>)> = body
+    let asked: Vec<(Key, Ask)> = body
         .topics
         .iter()
-        .map(|t| {
+        .flat_map(|t| t.partitions.iter().map(move |p| (t, p)))
+        .filter(|(t, p)| seen.insert((t.topic.0.clone(), p.partition)))
+        .map(|(t, p)| {
             (
-                t.topic.0.to_string(),
-                t.partitions
-                    .iter()
-                    .filter(|p| seen.insert((t.topic.0.clone(), p.partition)))
-                    .map(|p| {
-                        (
-                            p.partition,
-                            p.fetch_offset,
-                            p.partition_max_bytes.max(0) as usize,
-                            p.current_leader_epoch,
-                            p.last_fetched_epoch,
-                        )
-                    })
-                    .collect(),
+                (t.topic.0.to_string(), p.partition),
+                Ask {
+                    fetch_offset: p.fetch_offset,
+                    max_bytes: p.partition_max_bytes.max(0) as usize,
+                    leader_epoch: p.current_leader_epoch,
+                    last_fetched_epoch: p.last_fetched_epoch,
+                },
             )
         })
         .collect();
+    // Fetch sessions (KIP-227) from v7; before, every fetch is sessionless.
+    let (session_id, session_epoch) = if req.version >= 7 {
+        (body.session_id, body.session_epoch)
+    } else {
+        (0, fetch_session::FINAL_EPOCH)
+    };
+    let forgotten: Vec<Key> = body
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|&p| (t.topic.0.to_string(), p)))
+        .collect();
+    let begun = shard.fetch_sessions.borrow_mut().begin(
+        session_id,
+        session_epoch,
+        asked,
+        forgotten,
+        Instant::now(),
+    );
+    let (ctx, requested) = match begun {
+        Ok(b) => b,
+        Err(code) => {
+            shard.metrics.error(ApiKey::Fetch, code);
+            return Ok(session_error(&req, code));
+        }
+    };
     // The record bytes this fetch may hold: what it may answer, within the connection's
     // budget. Taken before each read pass (waiting for the connection's own earlier
     // responses to be written; from the shard's request memory only what it has now, so a
@@ -452,14 +503,14 @@ pub async fn handle(
     // of a response larger than its budget (KIP-74).
     let reserve = requested
         .iter()
-        .flat_map(|(_, parts)| parts.iter().map(|p| p.2 as u64))
+        .map(|(_, ask)| ask.max_bytes as u64)
         .fold(0u64, u64::saturating_add)
         .min(max_bytes as u64)
         .clamp(1, FETCH_RESPONSE_BYTES_PER_CONNECTION_MAX);
     // Consumers need READ on each topic; a follower replica's fetch needs CLUSTER_ACTION.
     let denied: std::collections::HashSet<&str> = requested
         .iter()
-        .map(|(name, _)| name.as_str())
+        .map(|((name, _), _)| name.as_str())
         .filter(|name| {
             if replica >= 0 {
                 !session.may_cluster(shard, op::CLUSTER_ACTION)
@@ -481,41 +532,46 @@ pub async fn handle(
         let mut total = 0usize;
         let mut any_error = false;
         let mut any_remote = false;
-        let mut topics = Vec::with_capacity(requested.len());
-        for (name, parts) in &requested {
-            let mut outs = Vec::with_capacity(parts.len());
-            for &(partition, offset, partition_max, leader_epoch, last_fetched_epoch) in parts {
-                let asker = Asker {
-                    replica,
-                    leader_epoch,
-                    last_fetched_epoch: if replica >= 0 { last_fetched_epoch } else { -1 },
-                    read_committed,
-                };
-                let budget = partition_max.min(max_bytes.saturating_sub(total));
-                // Once the response is full, later partitions only report their offsets; the
-                // first batch of the first partition is returned even if larger (KIP-74).
-                let (r, remote) = if denied.contains(name.as_str()) {
-                    (PartRead::error(error::TOPIC_AUTHORIZATION_FAILED), false)
-                } else if budget == 0 && (total > 0 || granted == 0) {
-                    (
-                        offsets_only(shard, name, partition, offset, asker).await,
-                        false,
-                    )
+        let mut outs: Vec<(String, PartitionOut<FetchData>)> = Vec::with_capacity(requested.len());
+        for ((name, partition), ask) in &requested {
+            let (partition, offset) = (*partition, ask.fetch_offset);
+            let asker = Asker {
+                replica,
+                leader_epoch: ask.leader_epoch,
+                last_fetched_epoch: if replica >= 0 {
+                    ask.last_fetched_epoch
                 } else {
-                    let (mut r, remote) =
-                        read_any(shard, name, partition, offset, budget.max(1), asker).await;
-                    // The storage returns at least one whole batch; only the response's first
-                    // data may exceed the budget (KIP-74), later partitions wait for next time.
-                    if total > 0 && r.bytes > budget {
-                        r.data.clear();
-                        r.bytes = 0;
-                    }
-                    (r, remote)
-                };
-                any_remote |= remote;
-                any_error |= r.error_code != error::NONE;
-                total += r.bytes;
-                outs.push(PartitionOut {
+                    -1
+                },
+                read_committed,
+            };
+            let budget = ask.max_bytes.min(max_bytes.saturating_sub(total));
+            // Once the response is full, later partitions only report their offsets; the
+            // first batch of the first partition is returned even if larger (KIP-74).
+            let (r, remote) = if denied.contains(name.as_str()) {
+                (PartRead::error(error::TOPIC_AUTHORIZATION_FAILED), false)
+            } else if budget == 0 && (total > 0 || granted == 0) {
+                (
+                    offsets_only(shard, name, partition, offset, asker).await,
+                    false,
+                )
+            } else {
+                let (mut r, remote) =
+                    read_any(shard, name, partition, offset, budget.max(1), asker).await;
+                // The storage returns at least one whole batch; only the response's first
+                // data may exceed the budget (KIP-74), later partitions wait for next time.
+                if total > 0 && r.bytes > budget {
+                    r.data.clear();
+                    r.bytes = 0;
+                }
+                (r, remote)
+            };
+            any_remote |= remote;
+            any_error |= r.error_code != error::NONE;
+            total += r.bytes;
+            outs.push((
+                name.clone(),
+                PartitionOut {
                     partition,
                     error_code: r.error_code,
                     high_watermark: r.high_watermark,
@@ -524,12 +580,8 @@ pub async fn handle(
                     diverging_epoch: r.diverging_epoch,
                     aborted: r.aborted,
                     records: r.data,
-                });
-            }
-            topics.push(TopicOut {
-                name: name.clone(),
-                partitions: outs,
-            });
+                },
+            ));
         }
         let now = Instant::now();
         if total >= min_bytes
@@ -538,14 +590,46 @@ pub async fn handle(
             || requested.is_empty()
             || shard.shutting_down.get()
         {
+            let answered: Vec<Answered> = outs
+                .iter()
+                .map(|(_, p)| Answered {
+                    seen: Seen {
+                        high_watermark: p.high_watermark,
+                        last_stable_offset: p.last_stable_offset,
+                        log_start_offset: p.log_start_offset,
+                    },
+                    has_records: p.records.iter().any(|d| !d.as_ref().is_empty()),
+                    error_code: p.error_code,
+                    diverging: p.diverging_epoch.is_some(),
+                })
+                .collect();
+            let (session_id, include) = shard.fetch_sessions.borrow_mut().finish(
+                ctx,
+                replica >= 0,
+                &requested,
+                &answered,
+                now,
+            );
+            let kept = outs
+                .into_iter()
+                .zip(include)
+                .filter_map(|(o, keep)| keep.then_some(o))
+                .collect();
+            let topics = group_by_topic(kept);
             count_answer(shard, replica >= 0, &topics);
-            let (pieces, _len) =
-                fetch_response::encode(req.version, req.correlation_id, 0, error::NONE, topics);
+            let (pieces, _len) = fetch_response::encode(
+                req.version,
+                req.correlation_id,
+                0,
+                error::NONE,
+                session_id,
+                topics,
+            );
             lease.shrink_to(total as u64);
             return Ok(Reply::Pieces(pieces, lease));
         }
         // Nothing (or too little) yet: drop what we read and wait for an append or the deadline.
-        drop(topics);
+        drop(outs);
         drop(lease);
         let mut wait = deadline - now;
         if any_remote {

@@ -15,7 +15,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataRespon
 use super::{ApiSpec, Reply, str_bytes, uuid};
 use crate::acl::resource;
 use crate::controller::NewTopic;
-use crate::metadata::{ClusterMeta, TopicMeta, host_of};
+use crate::metadata::{ClusterMeta, PartitionMeta, TopicMeta, host_of};
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, acl, error};
 use crate::session::Session;
@@ -51,6 +51,40 @@ pub fn controller_id(shard: &Shard) -> BrokerId {
     BrokerId(crate::metadata::node_id(shard.config.node_id, 0))
 }
 
+/// One partition as clients see it: (error code, leader, offline replicas). A host cut
+/// off from the quorum does not claim replicated leaderships: clients ask another host,
+/// which knows the new leader. No live in-sync replica to lead is LEADER_NOT_AVAILABLE:
+/// clients wait and retry, as with Kafka. Metadata and DescribeTopicPartitions share it.
+pub fn partition_view(
+    meta: &ClusterMeta,
+    pm: &PartitionMeta,
+    isolated_host: Option<u32>,
+) -> (i16, i32, Vec<BrokerId>) {
+    let offline = pm
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| !meta.is_live(*r))
+        .map(BrokerId)
+        .collect();
+    let leader = if isolated_host == Some(host_of(pm.leader)) && pm.replicas.len() > 1 {
+        -1
+    } else {
+        pm.leader
+    };
+    let code = if leader < 0 {
+        error::LEADER_NOT_AVAILABLE
+    } else {
+        error::NONE
+    };
+    (code, leader, offline)
+}
+
+/// Node ids as the wire has them.
+pub fn broker_ids(v: &[i32]) -> Vec<BrokerId> {
+    v.iter().map(|r| BrokerId(*r)).collect()
+}
+
 fn topic_response(
     meta: &ClusterMeta,
     t: &TopicMeta,
@@ -62,36 +96,18 @@ fn topic_response(
         .iter()
         .enumerate()
         .map(|(p, pm)| {
-            let ids = |v: &[i32]| v.iter().map(|r| BrokerId(*r)).collect::<Vec<_>>();
-            let offline: Vec<i32> = pm
-                .replicas
-                .iter()
-                .copied()
-                .filter(|r| !meta.is_live(*r))
-                .collect();
-            // This host cut off from the quorum does not claim replicated leaderships:
-            // clients ask another host, which knows the new leader.
-            let leader = if isolated_host == Some(host_of(pm.leader)) && pm.replicas.len() > 1 {
-                -1
-            } else {
-                pm.leader
-            };
+            let (code, leader, offline) = partition_view(meta, pm, isolated_host);
             MetadataResponsePartition::default()
-                // No live in-sync replica to lead: clients wait and retry, as with Kafka.
-                .with_error_code(if leader < 0 {
-                    error::LEADER_NOT_AVAILABLE
-                } else {
-                    error::NONE
-                })
+                .with_error_code(code)
                 .with_partition_index(p as i32)
                 .with_leader_id(BrokerId(leader))
                 // The real epoch: librdkafka sends it back in Fetch (0 when told -1, which
                 // a later epoch would fence) and validates positions with
                 // OffsetForLeaderEpoch after a leader change (KIP-320).
                 .with_leader_epoch(pm.leader_epoch)
-                .with_replica_nodes(ids(&pm.replicas))
-                .with_isr_nodes(ids(&pm.isr))
-                .with_offline_replicas(ids(&offline))
+                .with_replica_nodes(broker_ids(&pm.replicas))
+                .with_isr_nodes(broker_ids(&pm.isr))
+                .with_offline_replicas(offline)
         })
         .collect();
     MetadataResponseTopic::default()

@@ -21,12 +21,16 @@ pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
+pub mod describe_producers;
+pub mod describe_topic_partitions;
+pub mod describe_transactions;
 pub mod describe_user_scram_credentials;
 pub mod end_txn;
 pub mod fetch;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
@@ -82,6 +86,10 @@ pub const REGISTRY: &[ApiSpec] = &[
     create_acls::API,
     describe_acls::API,
     delete_acls::API,
+    describe_producers::API,
+    describe_transactions::API,
+    list_transactions::API,
+    describe_topic_partitions::API,
 ];
 
 pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -177,6 +185,10 @@ pub fn decode_only(req: &RequestFrame) -> Result<(), ProtocolError> {
         ApiKey::AddOffsetsToTxn => req.decode::<AddOffsetsToTxnRequest>().map(drop),
         ApiKey::EndTxn => req.decode::<EndTxnRequest>().map(drop),
         ApiKey::WriteTxnMarkers => req.decode::<WriteTxnMarkersRequest>().map(drop),
+        ApiKey::DescribeProducers => req.decode::<DescribeProducersRequest>().map(drop),
+        ApiKey::DescribeTransactions => req.decode::<DescribeTransactionsRequest>().map(drop),
+        ApiKey::ListTransactions => req.decode::<ListTransactionsRequest>().map(drop),
+        ApiKey::DescribeTopicPartitions => req.decode::<DescribeTopicPartitionsRequest>().map(drop),
         ApiKey::SaslHandshake => req.decode::<SaslHandshakeRequest>().map(drop),
         ApiKey::SaslAuthenticate => req.decode::<SaslAuthenticateRequest>().map(drop),
         ApiKey::CreateAcls => req.decode::<CreateAclsRequest>().map(drop),
@@ -311,6 +323,10 @@ async fn dispatch_api(
         ApiKey::AlterUserScramCredentials => {
             alter_user_scram_credentials::handle(shard, session, req).await
         }
+        ApiKey::DescribeProducers => describe_producers::handle(shard, req).await,
+        ApiKey::DescribeTransactions => describe_transactions::handle(shard, req).await,
+        ApiKey::ListTransactions => list_transactions::handle(shard, req).await,
+        ApiKey::DescribeTopicPartitions => describe_topic_partitions::handle(shard, req).await,
         _ => crate::groups::handlers::dispatch(shard, session, req).await,
     }
 }
@@ -328,6 +344,10 @@ fn coarse_cluster_operation(key: ApiKey) -> Option<u8> {
         ApiKey::DescribeConfigs | ApiKey::DescribeLogDirs => Some(op::DESCRIBE),
         // Kafka: broker-to-broker, CLUSTER_ACTION.
         ApiKey::WriteTxnMarkers => Some(op::CLUSTER_ACTION),
+        ApiKey::DescribeProducers
+        | ApiKey::DescribeTransactions
+        | ApiKey::ListTransactions
+        | ApiKey::DescribeTopicPartitions => Some(op::DESCRIBE),
         _ => None,
     }
 }

@@ -83,6 +83,7 @@ pub fn encode<C: AsRef<[u8]>>(
     correlation_id: i32,
     throttle_time_ms: i32,
     error_code: i16,
+    session_id: i32,
     topics: Vec<TopicOut<C>>,
 ) -> (Vec<Piece<C>>, usize) {
     assert!((FETCH_VERSION_MIN..=FETCH_VERSION_MAX).contains(&version));
@@ -99,7 +100,7 @@ pub fn encode<C: AsRef<[u8]>>(
     cur.put_i32(throttle_time_ms);
     if version >= 7 {
         cur.put_i16(error_code);
-        cur.put_i32(0); // session_id: no fetch sessions, every fetch is a full fetch
+        cur.put_i32(session_id); // 0: no fetch session (KIP-227)
     }
     put_array_len(&mut cur, topics.len(), flexible);
     // Pieces are recorded as (head index | data) and assembled after patching the length.
@@ -251,6 +252,9 @@ mod tests {
         ]
     }
 
+    /// A session id the encoding must carry through (v7+).
+    const SAMPLE_SESSION_ID: i32 = 0x1234_5678;
+
     fn crate_encoding(version: i16, topics: &[TopicOut<Bytes>]) -> Bytes {
         let responses = topics
             .iter()
@@ -304,7 +308,8 @@ mod tests {
         let resp = FetchResponse::default()
             .with_throttle_time_ms(0)
             .with_error_code(0)
-            .with_session_id(0)
+            // Fetch sessions exist from v7; before, the field is not on the wire.
+            .with_session_id(if version >= 7 { SAMPLE_SESSION_ID } else { 0 })
             .with_responses(responses);
         super::super::encode_frame(
             ApiKey::Fetch,
@@ -324,7 +329,7 @@ mod tests {
             for with_data in [false, true] {
                 let topics = sample(with_data);
                 let expected = crate_encoding(version, &topics);
-                let (pieces, total) = encode(version, 99, 0, 0, topics);
+                let (pieces, total) = encode(version, 99, 0, 0, SAMPLE_SESSION_ID, topics);
                 let mut got = Vec::new();
                 for p in &pieces {
                     got.extend_from_slice(p.as_slice());

@@ -254,11 +254,14 @@ pub mod error {
     pub const INVALID_REQUEST: i16 = 42;
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
     pub const NON_EMPTY_GROUP: i16 = 68;
+    pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+    pub const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
     pub const MEMBER_ID_REQUIRED: i16 = 79;
     pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
     pub const FENCED_INSTANCE_ID: i16 = 82;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
+    pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
     pub const UNSUPPORTED_ENDPOINT_TYPE: i16 = 115;
     pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
     pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;

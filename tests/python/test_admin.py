@@ -285,3 +285,34 @@ def test_delete_records_reaches_the_followers(tmp_path):
     finally:
         cluster.kill_all()
         cluster.save_logs()
+
+
+def test_kafka_python_describe_topic_partitions(broker):
+    """kafka-python's describe_topic_partitions (DescribeTopicPartitions, KIP-966) pages
+    through a topic's partitions with the cursor the broker returns, and reports leaders
+    and an unknown topic's error as describe_topics does."""
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        topic = unique("dtp")
+        create(ck_admin(broker), topic, partitions=5)
+        leaders = {p["partition_index"]: p["leader_id"]
+                   for p in admin.describe_topics([topic])[0]["partitions"]}
+        seen, cursor, pages = [], None, 0
+        while True:
+            page = admin.describe_topic_partitions([topic], response_partition_limit=2, cursor=cursor)
+            pages += 1
+            (t,) = page["topics"]
+            assert t["name"] == topic and t["error_code"] == 0
+            assert len(t["partitions"]) <= 2
+            for p in t["partitions"]:
+                assert p["leader_id"] == leaders[p["partition_index"]]
+                seen.append(p["partition_index"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+            assert cursor["topic_name"] == topic
+        assert seen == [0, 1, 2, 3, 4] and pages == 3
+        missing = admin.describe_topic_partitions([unique("missing")])["topics"]
+        assert [t["error_code"] for t in missing] == [3]
+    finally:
+        admin.close()

@@ -11,6 +11,8 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from conftest import wait_until
+
 TIMEOUT_S = 30
 
 
@@ -298,3 +300,73 @@ def test_aiokafka_transactions(broker):
             await c.stop()
 
     assert asyncio.run(run()) == [b"committed"]
+
+
+def test_transaction_admin_apis(broker):
+    """kafka-python's transaction admin (KIP-664) against an open transaction:
+    list_transactions (state and producer-id filters) lists it Ongoing on its coordinator,
+    describe_transactions shows its partitions and start time, describe_producers shows the
+    producer with its open transaction's first offset; after the commit the transaction is
+    CompleteCommit and no longer open in the partition. abort_transaction (WriteTxnMarkers
+    from an operator) then ends a second open transaction so read_committed reads past it."""
+    from kafka import TopicPartition as KTP
+    from kafka.admin import KafkaAdminClient
+    from kafka.admin._transactions import AbortTransactionSpec, TransactionState
+
+    topic = unique("txadm")
+    create(broker.bootstrap, topic, partitions=2)
+    txn_id = unique("txid")
+    p = txn_producer(broker.bootstrap, txn_id)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        p.begin_transaction()
+        for i in range(3):
+            p.produce(topic, partition=1, value=f"t{i}".encode())
+        p.flush(TIMEOUT_S)
+
+        listed = admin.list_transactions()
+        mine = [t for ts in listed.values() for t in ts if t.transactional_id == txn_id]
+        assert len(mine) == 1 and mine[0].state == TransactionState.ONGOING, listed
+        pid = mine[0].producer_id
+        assert pid >= 0
+        ongoing = admin.list_transactions(state_filters=["Ongoing"], producer_id_filters=[pid])
+        assert [t.transactional_id for ts in ongoing.values() for t in ts] == [txn_id]
+        assert not any(admin.list_transactions(state_filters=["CompleteAbort"],
+                                               producer_id_filters=[pid]).values())
+
+        desc = admin.describe_transactions([txn_id])[txn_id]
+        assert desc.state == TransactionState.ONGOING
+        assert desc.producer_id == pid
+        assert desc.topic_partitions == {KTP(topic, 1)}
+        assert abs(desc.transaction_start_time_ms - time.time() * 1000) < 60_000
+
+        prod = admin.describe_producers([KTP(topic, 1), KTP(topic, 0)])
+        (state,) = prod[KTP(topic, 1)].active_producers
+        assert state.producer_id == pid
+        assert state.last_sequence == 2
+        assert abs(state.last_timestamp - time.time() * 1000) < 60_000
+        assert state.current_transaction_start_offset == 0
+        assert prod[KTP(topic, 0)].active_producers == []
+        assert admin.find_hanging_transactions() == []
+
+        p.commit_transaction(TIMEOUT_S)
+        # EndTxn answers once PrepareCommit is durable; the markers follow.
+        assert wait_until(lambda: admin.describe_transactions([txn_id])[txn_id].state
+                          == TransactionState.COMPLETE_COMMIT)
+        (state,) = admin.describe_producers([KTP(topic, 1)])[KTP(topic, 1)].active_producers
+        assert state.current_transaction_start_offset == -1
+
+        # An operator aborts an open transaction on one partition.
+        p.begin_transaction()
+        p.produce(topic, partition=1, value=b"hung")
+        p.flush(TIMEOUT_S)
+        (state,) = admin.describe_producers([KTP(topic, 1)])[KTP(topic, 1)].active_producers
+        assert state.current_transaction_start_offset > 0
+        admin.abort_transaction(AbortTransactionSpec(KTP(topic, 1), state.producer_id,
+                                                     state.producer_epoch))
+        (state,) = admin.describe_producers([KTP(topic, 1)])[KTP(topic, 1)].active_producers
+        assert state.current_transaction_start_offset == -1
+    finally:
+        admin.close()
+    got = read_all(broker.bootstrap, topic, "read_committed", expected=3)
+    assert got.get(1) == ["t0", "t1", "t2"], got
