@@ -24,6 +24,7 @@ use kafka_protocol::messages::ApiKey;
 
 use super::errors::*;
 use crate::handlers::{ApiSpec, Reply};
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
 use crate::session::Session;
 use crate::shard::Shard;
@@ -80,6 +81,30 @@ pub fn check_group(shard: &Shard, session: &Session, operation: u8, group: &str)
     } else {
         shard.groups.check(shard, group)
     }
+}
+
+/// OffsetCommit's and TxnOffsetCommit's early answer per partition, as Kafka: without READ
+/// on the topic TOPIC_AUTHORIZATION_FAILED, for a partition that does not exist
+/// UNKNOWN_TOPIC_OR_PARTITION (never stored), else NONE.
+pub fn commit_partition_codes<'a>(
+    shard: &Shard,
+    session: &Session,
+    topics: impl Iterator<Item = (&'a str, Vec<i32>)>,
+) -> Vec<Vec<i16>> {
+    let meta = shard.meta();
+    topics
+        .map(|(topic, partitions)| {
+            let readable = session.may(shard, op::READ, crate::acl::resource::TOPIC, topic);
+            partitions
+                .into_iter()
+                .map(|p| match meta.partition(topic, p) {
+                    _ if !readable => crate::protocol::error::TOPIC_AUTHORIZATION_FAILED,
+                    Some(_) => NONE,
+                    None => UNKNOWN_TOPIC_OR_PARTITION,
+                })
+                .collect()
+        })
+        .collect()
 }
 
 pub fn opt_str(s: &Option<kafka_protocol::protocol::StrBytes>) -> Option<String> {

@@ -40,25 +40,14 @@ pub async fn handle(
     let body: OffsetCommitRequest = req.decode()?;
     let group_id = body.group_id.0.to_string();
     // (topic index, partition index) -> error code; NONE ones are committed together.
-    let meta = shard.meta();
-    let mut codes: Vec<Vec<i16>> = body
-        .topics
-        .iter()
-        .map(|t| {
-            let topic = t.name.0.as_str();
-            // Kafka: committing needs READ on the topic as well as on the group.
-            let readable = session.may(shard, op::READ, crate::acl::resource::TOPIC, topic);
-            t.partitions
-                .iter()
-                .map(|p| match meta.partition(topic, p.partition_index) {
-                    _ if !readable => crate::protocol::error::TOPIC_AUTHORIZATION_FAILED,
-                    Some(_) => NONE,
-                    None => UNKNOWN_TOPIC_OR_PARTITION,
-                })
-                .collect()
-        })
-        .collect();
-    drop(meta);
+    let mut codes = super::commit_partition_codes(
+        shard,
+        session,
+        body.topics.iter().map(|t| {
+            let partitions = t.partitions.iter().map(|p| p.partition_index).collect();
+            (t.name.0.as_str(), partitions)
+        }),
+    );
     let any_known = codes.iter().flatten().any(|&c| c == NONE);
     let mut all = check_group(shard, session, op::READ, &group_id);
     let co = &shard.groups;

@@ -38,23 +38,14 @@ pub async fn handle(
 ) -> Result<Reply, ProtocolError> {
     let body: TxnOffsetCommitRequest = req.decode()?;
     let group_id = body.group_id.0.to_string();
-    let meta = shard.meta();
-    let mut codes: Vec<Vec<i16>> = body
-        .topics
-        .iter()
-        .map(|t| {
-            t.partitions
-                .iter()
-                .map(
-                    |p| match meta.partition(t.name.0.as_str(), p.partition_index) {
-                        Some(_) => NONE,
-                        None => UNKNOWN_TOPIC_OR_PARTITION,
-                    },
-                )
-                .collect()
-        })
-        .collect();
-    drop(meta);
+    let mut codes = super::commit_partition_codes(
+        shard,
+        session,
+        body.topics.iter().map(|t| {
+            let partitions = t.partitions.iter().map(|p| p.partition_index).collect();
+            (t.name.0.as_str(), partitions)
+        }),
+    );
     let co = &shard.groups;
     let mut all = check_group(shard, session, op::READ, &group_id);
     if all == NONE {
