@@ -188,6 +188,7 @@ const FIGURES: &[(&str, &str, bool)] = &[
     ("e2e p99 ms", "/aggregatedEndToEndLatency99pct", false),
     ("e2e p99.9 ms", "/aggregatedEndToEndLatency999pct", false),
     ("errors", "/counts/publishErrors", false),
+    ("broker CPU-s per GB", "/brokerCpu/cpuSecondsPerGB", false),
 ];
 
 fn median(v: &mut [f64]) -> f64 {
@@ -235,6 +236,10 @@ pub fn compare(opts: &CompareOptions) -> Result<Value, String> {
             .args(&opts.run_args);
             if let Some(p) = &placement {
                 cmd.args(["--broker-placement", p]);
+            }
+            // The started broker's pid (sh and taskset exec into it): its CPU-seconds per GB.
+            if let Some(b) = &broker {
+                cmd.args(["--broker-pid", &b.0.id().to_string()]);
             }
             eprintln!(
                 "round {} / {}: loadgen against {}",

@@ -5,6 +5,7 @@
 
 mod chart;
 mod compare;
+mod cpu;
 mod limits;
 mod machine;
 mod pacing;
@@ -157,6 +158,14 @@ struct RunArgs {
     /// Exit non-zero unless sent = acked = consumed with no errors.
     #[arg(long)]
     strict: bool,
+    /// The broker's process id on this host: its CPU time (/proc/PID/stat) over the
+    /// measured window is reported as CPU-seconds per GB moved.
+    #[arg(long, conflicts_with = "broker_metrics")]
+    broker_pid: Option<u32>,
+    /// The broker's Prometheus endpoint (http://HOST:PORT/metrics): CPU time from its
+    /// `process_cpu_seconds_total`, reported as CPU-seconds per GB moved.
+    #[arg(long)]
+    broker_metrics: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -336,6 +345,14 @@ fn build_workload(a: &RunArgs) -> Result<Workload, String> {
     Ok(w)
 }
 
+fn broker_cpu_source(a: &RunArgs) -> Option<cpu::BrokerCpuSource> {
+    match (a.broker_pid, &a.broker_metrics) {
+        (Some(p), _) => Some(cpu::BrokerCpuSource::Pid(p)),
+        (None, Some(u)) => Some(cpu::BrokerCpuSource::Metrics(u.clone())),
+        (None, None) => None,
+    }
+}
+
 fn cmd_run(a: &RunArgs) -> Result<bool, String> {
     let w = build_workload(a)?;
     let cpus = match &a.cpus {
@@ -361,6 +378,7 @@ fn cmd_run(a: &RunArgs) -> Result<bool, String> {
         histograms: a.histograms,
         limits,
         quiet: a.quiet,
+        broker_cpu: broker_cpu_source(a),
     };
     let r = run(&w, &opts)?;
     if let Some(p) = &a.json {

@@ -191,11 +191,13 @@ fn group_run_consumes_each_message_once_and_commits_end_offsets() {
 
 // Proves that a short open-loop workload against a live broker accounts for every message:
 // sent = acknowledged = consumed, no errors, and that the JSON result carries the OMB-named
-// latency fields, the machine, the broker's ApiVersions and the placement.
+// latency fields, the machine, the broker's ApiVersions and the placement, the worker
+// thread's CPU use and (given --broker-pid) the broker's CPU-seconds per GB moved.
 #[test]
 fn smoke_run_counts_add_up_and_json_is_complete() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_broker, addr) = start_broker(dir.path());
+    let (broker, addr) = start_broker(dir.path());
+    let broker_pid = broker.0.id().to_string();
     let json_path = dir.path().join("result.json");
     let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args([
@@ -219,6 +221,7 @@ fn smoke_run_counts_add_up_and_json_is_complete() {
         ])
         .args(["--broker-name", "under-test", "--histograms", "--json"])
         .arg(&json_path)
+        .args(["--broker-pid", &broker_pid])
         .stdout(Stdio::piped())
         .spawn()
         .expect("run loadgen");
@@ -282,4 +285,17 @@ fn smoke_run_counts_add_up_and_json_is_complete() {
         per_second <= sent,
         "per-second publish counts exceed the total"
     );
+    // One worker thread (--cpus 0), its CPU over the measured seconds.
+    let threads = j["clientCpu"]["threads"].as_array().expect("clientCpu");
+    assert_eq!(threads.len(), 1);
+    assert_eq!(threads[0]["cpu"].as_u64(), Some(0));
+    assert!(threads[0]["busy"].as_f64().is_some_and(|b| b >= 0.0));
+    assert!(j["clientCpu"]["saturated"].is_boolean());
+    assert!(table.contains("loadgen thread 0 (cpu 0)"), "{table}");
+    let b = &j["brokerCpu"];
+    assert!(b["error"].is_null(), "broker CPU not read: {b}");
+    assert!(b["cpuSeconds"].as_f64().is_some_and(|c| c >= 0.0), "{b}");
+    assert!(b["bytesMoved"].as_u64().is_some_and(|m| m > 0), "{b}");
+    assert!(b["cpuSecondsPerGB"].as_f64().is_some(), "{b}");
+    assert!(table.contains("CPU-s per GB moved"), "{table}");
 }
