@@ -11,6 +11,7 @@ mod machine;
 mod pacing;
 mod run;
 mod stats;
+mod sweep;
 mod worker;
 mod workload;
 
@@ -48,6 +49,9 @@ enum Cmd {
     },
     /// List the built-in scenarios.
     Scenarios,
+    /// Fixed-rate steps from low to saturation against one or several brokers: a
+    /// latency-vs-throughput chart (SVG), JSON and the knee.
+    Sweep(Box<SweepArgs>),
     /// Run the same workload against osprey and a peer (default: Tansu from the venv) in
     /// turn, A B A B, and print each figure for both with the ratio and its spread.
     Compare(Box<CompareArgs>),
@@ -166,6 +170,47 @@ struct RunArgs {
     /// `process_cpu_seconds_total`, reported as CPU-seconds per GB moved.
     #[arg(long)]
     broker_metrics: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct SweepArgs {
+    /// The workload and run flags, as for `run` (the rate, duration and warm-up are the
+    /// sweep's); --bootstrap and --broker-name name the broker unless --broker is given.
+    #[command(flatten)]
+    run: RunArgs,
+    /// A broker to sweep, NAME=BOOTSTRAP (repeatable; swept one after the other).
+    #[arg(long = "broker", value_name = "NAME=BOOTSTRAP")]
+    brokers: Vec<String>,
+    /// Target rates, msg/s, increasing: "1000,5000,20000". Else --from/--to/--factor.
+    #[arg(long)]
+    rates: Option<String>,
+    /// Lowest rate of a geometric sweep, msg/s.
+    #[arg(long, default_value_t = 1000.0)]
+    from: f64,
+    /// Highest rate of a geometric sweep, msg/s.
+    #[arg(long, default_value_t = 256_000.0)]
+    to: f64,
+    /// Ratio between consecutive rates of a geometric sweep.
+    #[arg(long, default_value_t = 2.0)]
+    factor: f64,
+    /// Measured seconds per step.
+    #[arg(long, default_value_t = 10.0)]
+    step_duration: f64,
+    /// Warm-up seconds per step (not measured).
+    #[arg(long, default_value_t = 2.0)]
+    step_warmup: f64,
+    /// A step keeps its rate when it achieves at least (1 - tolerance) of it.
+    #[arg(long, default_value_t = sweep::TOLERANCE_DEFAULT)]
+    tolerance: f64,
+    /// The knee's publish p99 bound, ms (default: 5 x the lowest step's p99, at least 5 ms).
+    #[arg(long)]
+    p99_bound_ms: Option<f64>,
+    /// Go on after the first step that falls short of its rate.
+    #[arg(long)]
+    keep_going: bool,
+    /// Output directory (sweep.json, sweep.svg, every step's result).
+    #[arg(long, default_value = "sweep-out")]
+    out_dir: PathBuf,
 }
 
 #[derive(Args, Clone)]
@@ -345,6 +390,65 @@ fn build_workload(a: &RunArgs) -> Result<Workload, String> {
     Ok(w)
 }
 
+fn cmd_sweep(a: &SweepArgs) -> Result<bool, String> {
+    let w = build_workload(&a.run)?;
+    let rates = match &a.rates {
+        Some(r) => sweep::parse_rates(r)?,
+        None => sweep::geometric_rates(a.from, a.to, a.factor)?,
+    };
+    let targets: Vec<sweep::Target> = if a.brokers.is_empty() {
+        vec![sweep::Target {
+            name: a.run.broker_name.clone(),
+            bootstrap: a.run.bootstrap.clone(),
+        }]
+    } else {
+        a.brokers
+            .iter()
+            .map(|b| {
+                let (n, bs) = b
+                    .split_once('=')
+                    .ok_or_else(|| format!("--broker {b:?}: expected NAME=BOOTSTRAP"))?;
+                Ok(sweep::Target {
+                    name: n.to_string(),
+                    bootstrap: bs.to_string(),
+                })
+            })
+            .collect::<Result<_, String>>()?
+    };
+    let broker_cpu = broker_cpu_source(&a.run);
+    if broker_cpu.is_some() && targets.len() > 1 {
+        return Err("--broker-pid / --broker-metrics name one broker; sweep one at a time".into());
+    }
+    if !(a.step_duration > 0.0 && a.step_warmup >= 0.0 && (0.0..1.0).contains(&a.tolerance)) {
+        return Err("--step-duration > 0, --step-warmup >= 0, 0 <= --tolerance < 1".into());
+    }
+    let opts = sweep::SweepOptions {
+        targets,
+        rates,
+        step_duration_s: a.step_duration,
+        step_warmup_s: a.step_warmup,
+        tolerance: a.tolerance,
+        p99_bound_ms: a.p99_bound_ms,
+        keep_going: a.keep_going,
+        out_dir: a.out_dir.clone(),
+        run: RunOptions {
+            bootstrap: String::new(),
+            cpus: match &a.run.cpus {
+                Some(c) => parse_cpus(c)?,
+                None => Vec::new(),
+            },
+            broker_name: String::new(),
+            broker_placement: a.run.broker_placement.clone(),
+            keep_topics: a.run.keep_topics,
+            histograms: a.run.histograms,
+            limits: None,
+            quiet: a.run.quiet,
+            broker_cpu,
+        },
+    };
+    sweep::sweep(&w, &opts).map(|_| true)
+}
+
 fn broker_cpu_source(a: &RunArgs) -> Option<cpu::BrokerCpuSource> {
     match (a.broker_pid, &a.broker_metrics) {
         (Some(p), _) => Some(cpu::BrokerCpuSource::Pid(p)),
@@ -434,6 +538,7 @@ fn main() -> ExitCode {
             true
         }),
         Cmd::Compare(a) => cmd_compare(&a),
+        Cmd::Sweep(a) => cmd_sweep(&a),
         Cmd::Chart {
             files,
             out,

@@ -299,3 +299,62 @@ fn smoke_run_counts_add_up_and_json_is_complete() {
     assert!(b["cpuSecondsPerGB"].as_f64().is_some(), "{b}");
     assert!(table.contains("CPU-s per GB moved"), "{table}");
 }
+
+// Proves `loadgen sweep` runs every step against a live broker and writes a complete
+// result: 3 steps of 1 s (rates low enough for a debug build on a shared machine), each
+// with sent = acked = consumed = rate x 1 s, the knee fields, and an SVG with the p50,
+// p99 and p99.9 lines (one point per step). No latency figure is asserted.
+#[test]
+fn sweep_of_three_short_steps_writes_json_and_chart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, addr) = start_broker(dir.path());
+    let out = dir.path().join("sweep");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["sweep", "--bootstrap", &addr, "--scenario", "smoke"])
+        .args(["--rates", "200,400,800", "--step-duration", "1"])
+        .args(["--step-warmup", "0", "--keep-going"])
+        .args(["--broker-name", "under-test", "--cpus", "0", "--quiet"])
+        .arg("--out-dir")
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run loadgen sweep");
+    let status = wait_bounded(&mut child, Duration::from_secs(120));
+    let stdout = child.wait_with_output().expect("output").stdout;
+    let text = String::from_utf8_lossy(&stdout);
+    assert!(status.success(), "sweep failed ({status}):\n{text}");
+    assert!(text.contains("== sweep under-test"), "{text}");
+
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).expect("sweep.json"))
+            .expect("valid json");
+    let brokers = j["brokers"].as_array().expect("brokers");
+    assert_eq!(brokers.len(), 1);
+    let b = &brokers[0];
+    assert_eq!(b["name"].as_str(), Some("under-test"));
+    let steps = b["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 3);
+    for (s, rate) in steps.iter().zip([200u64, 400, 800]) {
+        assert_eq!(s["targetMsgPerSec"].as_f64(), Some(rate as f64));
+        let c = &s["counts"];
+        assert_eq!(c["sent"].as_u64(), Some(rate), "{s}");
+        assert_eq!(c["acked"].as_u64(), Some(rate), "{s}");
+        assert_eq!(c["consumed"].as_u64(), Some(rate), "{s}");
+        assert!(s["publishLatency99pct"].as_f64().is_some());
+        assert!(s["keepsRate"].is_boolean());
+    }
+    assert!(b["p99BoundMs"].as_f64().is_some());
+    assert!(b.get("knee").is_some() && b["note"].is_string());
+    assert!(j["kneeRule"].is_string());
+    for rate in [200, 400, 800] {
+        assert!(out.join(format!("under-test-{rate}.json")).exists());
+    }
+    let svg = std::fs::read_to_string(out.join("sweep.svg")).expect("sweep.svg");
+    assert_eq!(svg.matches("<polyline").count(), 3, "p50, p99, p99.9");
+    assert_eq!(
+        svg.matches(r#"r="2.5""#).count(),
+        9,
+        "a dot per step and line"
+    );
+    assert!(svg.contains("under-test publish p99.9"));
+}
