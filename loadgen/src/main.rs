@@ -9,6 +9,7 @@ mod cpu;
 mod limits;
 mod machine;
 mod pacing;
+mod remote;
 mod run;
 mod stats;
 mod sweep;
@@ -55,6 +56,16 @@ enum Cmd {
     /// Run the same workload against osprey and a peer (default: Tansu from the venv) in
     /// turn, A B A B, and print each figure for both with the ratio and its spread.
     Compare(Box<CompareArgs>),
+    /// Serve runs for a coordinator (`run --workers`) on another host: one run at a time.
+    Worker {
+        /// Address to listen on, HOST:PORT (port 0: a free one, printed).
+        #[arg(long, default_value = "0.0.0.0:9700")]
+        listen: String,
+        /// CPUs for this worker's threads (one pinned thread each), e.g. "1" or "2-3";
+        /// default one unpinned thread.
+        #[arg(long)]
+        cpus: Option<String>,
+    },
     /// Draw latency by percentile from result JSON files as an SVG.
     Chart {
         /// Result files written by `run --json`.
@@ -166,6 +177,11 @@ struct RunArgs {
     /// measured window is reported as CPU-seconds per GB moved.
     #[arg(long, conflicts_with = "broker_metrics")]
     broker_pid: Option<u32>,
+    /// Run the producers and consumers on these `loadgen worker`s (HOST:PORT,...), split
+    /// over their threads round-robin, instead of on this host (--cpus is then each
+    /// worker's own).
+    #[arg(long, value_delimiter = ',')]
+    workers: Vec<String>,
     /// The broker's Prometheus endpoint (http://HOST:PORT/metrics): CPU time from its
     /// `process_cpu_seconds_total`, reported as CPU-seconds per GB moved.
     #[arg(long)]
@@ -444,6 +460,7 @@ fn cmd_sweep(a: &SweepArgs) -> Result<bool, String> {
             limits: None,
             quiet: a.run.quiet,
             broker_cpu,
+            workers: a.run.workers.clone(),
         },
     };
     sweep::sweep(&w, &opts).map(|_| true)
@@ -483,6 +500,7 @@ fn cmd_run(a: &RunArgs) -> Result<bool, String> {
         limits,
         quiet: a.quiet,
         broker_cpu: broker_cpu_source(a),
+        workers: a.workers.clone(),
     };
     let r = run(&w, &opts)?;
     if let Some(p) = &a.json {
@@ -539,6 +557,11 @@ fn main() -> ExitCode {
         }),
         Cmd::Compare(a) => cmd_compare(&a),
         Cmd::Sweep(a) => cmd_sweep(&a),
+        Cmd::Worker { listen, cpus } => cpus
+            .as_deref()
+            .map_or(Ok(Vec::new()), parse_cpus)
+            .and_then(|c| remote::serve(&listen, c))
+            .map(|_| true),
         Cmd::Chart {
             files,
             out,

@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 
 use crate::cpu::{BrokerCpuSource, CLIENT_SATURATED_BUSY};
 use crate::limits::Limits;
+use crate::remote;
 use crate::stats::{PERCENTILES, Stats, distribution, summarize};
 use crate::worker::{self, ConsumerPlan, GroupPlan, ProducerPlan, Report, SharedRun, ThreadPlan};
 use crate::workload::Workload;
@@ -43,6 +44,8 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Where to read the broker's CPU time (same host), for CPU-seconds per GB moved.
     pub broker_cpu: Option<BrokerCpuSource>,
+    /// `loadgen worker` addresses to run the producers and consumers on (empty: here).
+    pub workers: Vec<String>,
 }
 
 /// One worker thread's CPU use, from the intervals it reported.
@@ -323,36 +326,65 @@ pub fn run(w: &Workload, opts: &RunOptions) -> Result<RunResult, String> {
     let topics: Vec<String> = (0..w.topics)
         .map(|t| format!("loadgen-{run_id}-{}-{t}", std::process::id()))
         .collect();
+    if !opts.workers.is_empty() && w.consumer_group {
+        // Members on several hosts cannot share the drain count that keeps a group from
+        // rebalancing at the end of the run.
+        return Err("consumer groups are not supported with --workers yet".into());
+    }
     let info = setup(opts.bootstrap.clone(), w.clone(), topics.clone())?;
-    let plans = plan_threads(w, &topics, &opts.cpus);
-    let shared = Arc::new(SharedRun {
-        ready: Barrier::new(plans.len() + 1),
-        go: Barrier::new(plans.len() + 1),
-        start: OnceLock::new(),
-        producers_running: AtomicU32::new(w.producers()),
-    });
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
-    for p in &plans {
-        let h = worker::spawn(
-            p.clone(),
-            opts.bootstrap.clone(),
-            w.clone(),
-            shared.clone(),
-            tx.clone(),
-        )
-        .map_err(|e| format!("spawn worker: {e}"))?;
-        handles.push(h);
-    }
+    let (plans, remote, start) = if opts.workers.is_empty() {
+        let plans = plan_threads(w, &topics, &opts.cpus);
+        let shared = Arc::new(SharedRun {
+            ready: Barrier::new(plans.len() + 1),
+            go: Barrier::new(plans.len() + 1),
+            start: OnceLock::new(),
+            producers_running: AtomicU32::new(w.producers()),
+        });
+        for p in &plans {
+            let h = worker::spawn(
+                p.clone(),
+                opts.bootstrap.clone(),
+                w.clone(),
+                shared.clone(),
+                tx.clone(),
+            )
+            .map_err(|e| format!("spawn worker: {e}"))?;
+            handles.push(h);
+        }
+        shared.ready.wait();
+        let start = Instant::now();
+        let wall_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let _ = shared.start.set((start, wall_ns));
+        shared.go.wait();
+        (plans, None, start)
+    } else {
+        let launched = (|| {
+            let conns = remote::connect(&opts.workers)?;
+            let slots = remote::slots(&conns);
+            let mut plans = plan_threads(w, &topics, &vec![0; slots.len()]);
+            for (p, (_, cpu)) in plans.iter_mut().zip(&slots) {
+                p.cpu = *cpu;
+            }
+            let worker_of = slots.iter().map(|s| s.0).collect();
+            let r = remote::launch(conns, &plans, worker_of, &opts.bootstrap, w, tx.clone())?;
+            Ok::<_, String>((plans, r))
+        })();
+        match launched {
+            Ok((plans, r)) => (plans, Some(r), Instant::now()),
+            Err(e) => {
+                if !opts.keep_topics {
+                    let _ = teardown(opts.bootstrap.clone(), topics.clone());
+                }
+                return Err(e);
+            }
+        }
+    };
     drop(tx);
-    shared.ready.wait();
-    let start = Instant::now();
-    let wall_ns = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let _ = shared.start.set((start, wall_ns));
-    shared.go.wait();
 
     let warmup_ns = (w.warmup_duration_s * 1e9) as u64;
     let end_ns = ((w.warmup_duration_s + w.test_duration_s) * 1e9) as u64;
@@ -520,6 +552,7 @@ pub fn run(w: &Workload, opts: &RunOptions) -> Result<RunResult, String> {
             failures.push("a worker thread panicked".into());
         }
     }
+    let workers_placement = remote.map(|r| r.finish(&plans, &per_thread));
     if !opts.keep_topics
         && let Err(e) = teardown(opts.bootstrap.clone(), topics.clone())
     {
@@ -539,6 +572,7 @@ pub fn run(w: &Workload, opts: &RunOptions) -> Result<RunResult, String> {
         &per_thread,
         &thread_cpu,
         &broker_cpu,
+        workers_placement.as_deref(),
     );
     let subs = u64::from(w.subscriptions_per_topic);
     let clean = failures.is_empty()
@@ -603,6 +637,7 @@ fn build_json(
     per_thread: &[(u64, u64)],
     thread_cpu: &[ThreadCpu],
     broker_cpu: &BrokerCpuWindow,
+    workers: Option<&[Value]>,
 ) -> Value {
     let mut o = Map::new();
     o.insert("tool".into(), json!("osprey-loadgen"));
@@ -660,6 +695,7 @@ fn build_json(
         json!({
             "loadgenCpus": opts.cpus,
             "brokerPlacement": opts.broker_placement,
+            "workers": workers,
             "threads": plans.iter().map(|p| json!({
                 "thread": p.index,
                 "cpu": p.cpu,
@@ -863,6 +899,22 @@ fn print_table(
         opts.cpus,
         opts.broker_placement.as_deref().unwrap_or("(not given)")
     );
+    for wk in j["placement"]["workers"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  worker {} ({}, cpus {}): threads {} producers {} consumers {} | acked {} consumed {} (worker's own count: acked {} consumed {})",
+            wk["worker"].as_str().unwrap_or("?"),
+            wk["host"].as_str().unwrap_or("?"),
+            wk["cpus"],
+            wk["threads"],
+            wk["producers"],
+            wk["consumers"],
+            wk["acked"],
+            wk["consumed"],
+            wk["reported"]["acked"],
+            wk["reported"]["consumed"],
+        );
+    }
     let _ = writeln!(
         out,
         "throughput: publish {:.0} msg/s {:.2} MB/s | consume {:.0} msg/s {:.2} MB/s (over {} s measured)",

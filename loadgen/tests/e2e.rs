@@ -358,3 +358,99 @@ fn sweep_of_three_short_steps_writes_json_and_chart() {
     );
     assert!(svg.contains("under-test publish p99.9"));
 }
+
+/// A `loadgen worker` process, killed when the test ends.
+struct Worker(Child, String);
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_worker() -> Worker {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["worker", "--listen", "127.0.0.1:0", "--cpus", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start loadgen worker");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("worker's first line");
+    let addr = line
+        .trim()
+        .strip_prefix("loadgen worker listening on ")
+        .unwrap_or_else(|| panic!("unexpected worker line {line:?}"))
+        .to_string();
+    Worker(child, addr)
+}
+
+// Proves a run through two `loadgen worker`s (started here on 127.0.0.1) against a live
+// broker splits the actors over them (each worker runs one producer and one consumer) and
+// merges what they report: the coordinator's counts and merged histogram counts equal the
+// sums of each worker's own totals, and every message is acknowledged and consumed.
+#[test]
+fn run_through_two_workers_merges_their_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, addr) = start_broker(dir.path());
+    let (w1, w2) = (start_worker(), start_worker());
+    let workers = format!("{},{}", w1.1, w2.1);
+    let json_path = dir.path().join("workers.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["run", "--bootstrap", &addr, "--scenario", "smoke"])
+        .args(["--duration", "2", "--rate", "1000", "--partitions", "4"])
+        .args([
+            "--producers",
+            "2",
+            "--consumers",
+            "2",
+            "--workers",
+            &workers,
+        ])
+        .args(["--quiet", "--strict", "--json"])
+        .arg(&json_path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run loadgen");
+    let status = wait_bounded(&mut child, Duration::from_secs(120));
+    let out = child.wait_with_output().expect("loadgen output");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(status.success(), "loadgen failed ({status}):\n{table}");
+
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("json written"))
+            .expect("valid json");
+    let c = &j["counts"];
+    assert_eq!(c["sent"].as_u64(), Some(2000), "1000 msg/s for 2 s");
+    assert_eq!(c["acked"].as_u64(), Some(2000));
+    assert_eq!(c["consumed"].as_u64(), Some(2000));
+    let ws = j["placement"]["workers"].as_array().expect("workers");
+    assert_eq!(ws.len(), 2);
+    let sum = |k: &str| -> u64 {
+        ws.iter()
+            .map(|w| w["reported"][k].as_u64().expect("worker's own count"))
+            .sum()
+    };
+    assert_eq!(sum("sent"), 2000);
+    assert_eq!(Some(sum("acked")), c["acked"].as_u64());
+    assert_eq!(Some(sum("consumed")), c["consumed"].as_u64());
+    assert_eq!(
+        Some(sum("publishCount")),
+        j["aggregatedPublishLatencyCount"].as_u64(),
+        "merged publish histogram = sum of the workers'"
+    );
+    assert_eq!(
+        Some(sum("endToEndCount")),
+        j["aggregatedEndToEndLatencyCount"].as_u64()
+    );
+    for (w, addr) in ws.iter().zip([&w1.1, &w2.1]) {
+        assert_eq!(w["worker"].as_str(), Some(addr.as_str()));
+        assert_eq!(w["producers"].as_array().map(Vec::len), Some(1), "{w}");
+        assert_eq!(w["consumers"].as_array().map(Vec::len), Some(1), "{w}");
+        assert_eq!(w["acked"], w["reported"]["acked"], "{w}");
+        assert!(w["reported"]["acked"].as_u64() > Some(0));
+    }
+}
