@@ -177,6 +177,14 @@ struct RunArgs {
     /// measured window is reported as CPU-seconds per GB moved.
     #[arg(long, conflicts_with = "broker_metrics")]
     broker_pid: Option<u32>,
+    /// Use this topic instead of a fresh one (repeatable, one per workload topic); it is
+    /// kept afterwards.
+    #[arg(long = "topic", value_name = "NAME")]
+    topic_names: Vec<String>,
+    /// Do not send CreateTopics: the topics (--topic) exist already, e.g. made with the
+    /// broker's own tool. Their partition count must match --partitions.
+    #[arg(long, requires = "topic_names")]
+    no_create_topics: bool,
     /// Run the producers and consumers on these `loadgen worker`s (HOST:PORT,...), split
     /// over their threads round-robin, instead of on this host (--cpus is then each
     /// worker's own).
@@ -252,6 +260,11 @@ struct CompareArgs {
     /// Use an already running peer at --peer-bootstrap (e.g. Apache Kafka) instead of starting one.
     #[arg(long)]
     peer_running: bool,
+    /// For a peer whose topics must be created first (with its own tool): a shell command
+    /// run before each of its rounds, `{bootstrap}` and `{topic}` substituted; loadgen
+    /// then uses that topic without CreateTopics (--partitions must match).
+    #[arg(long)]
+    peer_create_topics: Option<String>,
     /// Rounds; each runs osprey then the peer.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
@@ -304,11 +317,13 @@ fn cmd_compare(a: &CompareArgs) -> Result<bool, String> {
                 name: "osprey".into(),
                 start_cmd: (!a.osprey_running).then(|| a.osprey_start_cmd.clone()),
                 bootstrap: a.osprey_bootstrap.clone(),
+                create_topics_cmd: None,
             },
             compare::Side {
                 name: a.peer_name.clone(),
                 start_cmd: peer_cmd,
                 bootstrap: a.peer_bootstrap.clone(),
+                create_topics_cmd: a.peer_create_topics.clone(),
             },
         ],
         rounds: a.rounds.max(1),
@@ -461,6 +476,8 @@ fn cmd_sweep(a: &SweepArgs) -> Result<bool, String> {
             quiet: a.run.quiet,
             broker_cpu,
             workers: a.run.workers.clone(),
+            topic_names: a.run.topic_names.clone(),
+            create_topics: !a.run.no_create_topics,
         },
     };
     sweep::sweep(&w, &opts).map(|_| true)
@@ -501,6 +518,8 @@ fn cmd_run(a: &RunArgs) -> Result<bool, String> {
         quiet: a.quiet,
         broker_cpu: broker_cpu_source(a),
         workers: a.workers.clone(),
+        topic_names: a.topic_names.clone(),
+        create_topics: !a.no_create_topics,
     };
     let r = run(&w, &opts)?;
     if let Some(p) = &a.json {

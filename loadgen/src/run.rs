@@ -46,6 +46,10 @@ pub struct RunOptions {
     pub broker_cpu: Option<BrokerCpuSource>,
     /// `loadgen worker` addresses to run the producers and consumers on (empty: here).
     pub workers: Vec<String>,
+    /// Use these topics (one per workload topic) instead of fresh ones; never deleted.
+    pub topic_names: Vec<String>,
+    /// Create the topics (CreateTopics; existing ones are fine). False: they must exist.
+    pub create_topics: bool,
 }
 
 /// One worker thread's CPU use, from the intervals it reported.
@@ -126,7 +130,12 @@ fn block_on<T: Send + 'static>(
         .map_err(|e| format!("executor: {e}"))
 }
 
-fn setup(bootstrap: String, w: Workload, topics: Vec<String>) -> Result<BrokerInfo, String> {
+fn setup(
+    bootstrap: String,
+    w: Workload,
+    topics: Vec<String>,
+    create: bool,
+) -> Result<BrokerInfo, String> {
     block_on("loadgen-setup", move || {
         Box::pin(async move {
             let client = Client::connect(&bootstrap, ClientConfig::default())
@@ -153,11 +162,16 @@ fn setup(bootstrap: String, w: Workload, topics: Vec<String>) -> Result<BrokerIn
                     configs: Vec::new(),
                 })
                 .collect();
-            for o in client
-                .create_topics(&new, 30_000)
-                .await
-                .map_err(|e| e.to_string())?
-            {
+            // A peer whose topics were made with its own tool may not serve CreateTopics.
+            let outcomes = if create {
+                client
+                    .create_topics(&new, 30_000)
+                    .await
+                    .map_err(|e| e.to_string())?
+            } else {
+                Vec::new()
+            };
+            for o in outcomes {
                 if let Err(e) = o.result
                     && e.kafka_code() != Some(36)
                 {
@@ -187,8 +201,27 @@ fn setup(bootstrap: String, w: Workload, topics: Vec<String>) -> Result<BrokerIn
                         .collect();
                     return Ok(info);
                 }
+                if let Some(t) = md.topics.iter().find(|t| {
+                    !create
+                        && t.error_code == 0
+                        && t.partitions.len() != w.partitions_per_topic as usize
+                }) {
+                    return Err(format!(
+                        "topic {:?} has {} partitions, the workload {} (set --partitions)",
+                        t.name,
+                        t.partitions.len(),
+                        w.partitions_per_topic
+                    ));
+                }
                 if t.elapsed() > SETUP_TIMEOUT {
-                    return Err(format!("topics not ready after {SETUP_TIMEOUT:?}: {md:?}"));
+                    return Err(format!(
+                        "topics not ready after {SETUP_TIMEOUT:?}{}: {md:?}",
+                        if create {
+                            ""
+                        } else {
+                            " (--no-create-topics: they must exist)"
+                        }
+                    ));
                 }
                 glommio::timer::sleep(Duration::from_millis(100)).await;
             }
@@ -323,15 +356,32 @@ pub fn run(w: &Workload, opts: &RunOptions) -> Result<RunResult, String> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() % 1_000_000_000)
         .unwrap_or(0);
-    let topics: Vec<String> = (0..w.topics)
-        .map(|t| format!("loadgen-{run_id}-{}-{t}", std::process::id()))
-        .collect();
+    let topics: Vec<String> = if opts.topic_names.is_empty() {
+        (0..w.topics)
+            .map(|t| format!("loadgen-{run_id}-{}-{t}", std::process::id()))
+            .collect()
+    } else if opts.topic_names.len() == w.topics as usize {
+        opts.topic_names.clone()
+    } else {
+        return Err(format!(
+            "{} --topic names for {} topics",
+            opts.topic_names.len(),
+            w.topics
+        ));
+    };
+    // Topics loadgen did not name are someone else's: never deleted.
+    let keep_topics = opts.keep_topics || !opts.topic_names.is_empty();
     if !opts.workers.is_empty() && w.consumer_group {
         // Members on several hosts cannot share the drain count that keeps a group from
         // rebalancing at the end of the run.
         return Err("consumer groups are not supported with --workers yet".into());
     }
-    let info = setup(opts.bootstrap.clone(), w.clone(), topics.clone())?;
+    let info = setup(
+        opts.bootstrap.clone(),
+        w.clone(),
+        topics.clone(),
+        opts.create_topics,
+    )?;
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
     let (plans, remote, start) = if opts.workers.is_empty() {
@@ -377,7 +427,7 @@ pub fn run(w: &Workload, opts: &RunOptions) -> Result<RunResult, String> {
         match launched {
             Ok((plans, r)) => (plans, Some(r), Instant::now()),
             Err(e) => {
-                if !opts.keep_topics {
+                if !keep_topics {
                     let _ = teardown(opts.bootstrap.clone(), topics.clone());
                 }
                 return Err(e);
@@ -553,9 +603,7 @@ pub fn run(w: &Workload, opts: &RunOptions) -> Result<RunResult, String> {
         }
     }
     let workers_placement = remote.map(|r| r.finish(&plans, &per_thread));
-    if !opts.keep_topics
-        && let Err(e) = teardown(opts.bootstrap.clone(), topics.clone())
-    {
+    if !keep_topics && let Err(e) = teardown(opts.bootstrap.clone(), topics.clone()) {
         log::warn!("teardown: {e}");
     }
     per_second.sort_by_key(|(t, _)| *t);

@@ -454,3 +454,84 @@ fn run_through_two_workers_merges_their_counts() {
         assert!(w["reported"]["acked"].as_u64() > Some(0));
     }
 }
+
+// Proves the compare harness serves a peer whose topics must be created first: with
+// --peer-create-topics it runs the command (here osprey's own CLI) before the peer's
+// round and loadgen uses that topic without CreateTopics; both sides (osprey twice, one
+// round, 1 s) account for every message, and compare.json says both could consume.
+#[test]
+fn compare_creates_the_peers_topic_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = broker_bin();
+    assert!(bin.exists(), "build osprey first (cargo build)");
+    let start = format!(
+        "{} serve --listen 127.0.0.1:{{port}} --admin-listen 127.0.0.1:0 --data-dir {{dir}} --cores 1",
+        bin.display()
+    );
+    let create = format!(
+        "{} topics --bootstrap {{bootstrap}} create {{topic}} --partitions 2",
+        bin.display()
+    );
+    let out = dir.path().join("cmp");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "compare",
+            "--rounds",
+            "1",
+            "--broker-cpus",
+            "",
+            "--cpus",
+            "0",
+        ])
+        .args(["--osprey-start-cmd", &start, "--peer-name", "peer"])
+        .args(["--peer-start-cmd", &start, "--peer-create-topics", &create])
+        .arg("--out-dir")
+        .arg(&out)
+        .args([
+            "--",
+            "--scenario",
+            "smoke",
+            "--duration",
+            "1",
+            "--rate",
+            "500",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run loadgen compare");
+    let status = wait_bounded(&mut child, Duration::from_secs(180));
+    let o = child.wait_with_output().expect("output");
+    let text = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        status.success(),
+        "compare failed ({status}):\n{text}\n{err}"
+    );
+    assert!(
+        err.contains("created topic loadgen-compare-peer-r0"),
+        "{err}"
+    );
+
+    let j: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("compare.json")).expect("compare.json"),
+    )
+    .expect("valid json");
+    for side in j["sides"].as_array().expect("sides") {
+        assert_eq!(side["canConsume"], serde_json::json!(true), "{side}");
+    }
+    for (s, name) in [(0, "osprey"), (1, "peer")] {
+        let run = &j["runs"][s][0]["loadgen"];
+        let c = &run["counts"];
+        assert_eq!(c["sent"].as_u64(), Some(500), "{name}: {c}");
+        assert_eq!(c["consumed"].as_u64(), Some(500), "{name}: {c}");
+        assert!(run["brokerCpu"]["cpuSeconds"].as_f64().is_some(), "{name}");
+    }
+    let peer_topic = j["runs"][1][0]["loadgen"]["topicNames"][0]
+        .as_str()
+        .expect("peer topic");
+    assert!(
+        peer_topic.starts_with("loadgen-compare-peer-r0"),
+        "{peer_topic}"
+    );
+}
