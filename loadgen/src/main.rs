@@ -202,7 +202,8 @@ struct SweepArgs {
     /// sweep's); --bootstrap and --broker-name name the broker unless --broker is given.
     #[command(flatten)]
     run: RunArgs,
-    /// A broker to sweep, NAME=BOOTSTRAP (repeatable; swept one after the other).
+    /// A broker to sweep, NAME=BOOTSTRAP[;pid=PID|;metrics=URL] (repeatable; swept one
+    /// after the other; pid/metrics: where its CPU time is read, for CPU-s per GB).
     #[arg(long = "broker", value_name = "NAME=BOOTSTRAP")]
     brokers: Vec<String>,
     /// Target rates, msg/s, increasing: "1000,5000,20000". Else --from/--to/--factor.
@@ -431,24 +432,19 @@ fn cmd_sweep(a: &SweepArgs) -> Result<bool, String> {
         vec![sweep::Target {
             name: a.run.broker_name.clone(),
             bootstrap: a.run.bootstrap.clone(),
+            cpu: None,
         }]
     } else {
         a.brokers
             .iter()
-            .map(|b| {
-                let (n, bs) = b
-                    .split_once('=')
-                    .ok_or_else(|| format!("--broker {b:?}: expected NAME=BOOTSTRAP"))?;
-                Ok(sweep::Target {
-                    name: n.to_string(),
-                    bootstrap: bs.to_string(),
-                })
-            })
+            .map(|b| sweep::Target::parse(b))
             .collect::<Result<_, String>>()?
     };
     let broker_cpu = broker_cpu_source(&a.run);
     if broker_cpu.is_some() && targets.len() > 1 {
-        return Err("--broker-pid / --broker-metrics name one broker; sweep one at a time".into());
+        return Err(
+            "--broker-pid / --broker-metrics name one broker; with several, give each its own: --broker NAME=BOOTSTRAP;pid=PID".into(),
+        );
     }
     if !(a.step_duration > 0.0 && a.step_warmup >= 0.0 && (0.0..1.0).contains(&a.tolerance)) {
         return Err("--step-duration > 0, --step-warmup >= 0, 0 <= --tolerance < 1".into());

@@ -29,6 +29,38 @@ pub struct Target {
     pub name: String,
     /// Bootstrap servers.
     pub bootstrap: String,
+    /// Where to read this broker's CPU time (else the run options').
+    pub cpu: Option<crate::cpu::BrokerCpuSource>,
+}
+
+impl Target {
+    /// Parses `NAME=BOOTSTRAP[;pid=PID|;metrics=URL]`.
+    pub fn parse(s: &str) -> Result<Target, String> {
+        let (name, rest) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--broker {s:?}: expected NAME=BOOTSTRAP"))?;
+        let mut parts = rest.split(';');
+        let bootstrap = parts.next().unwrap_or("").to_string();
+        let mut cpu = None;
+        for p in parts {
+            cpu = Some(match p.split_once('=') {
+                Some(("pid", v)) => crate::cpu::BrokerCpuSource::Pid(
+                    v.parse()
+                        .map_err(|_| format!("--broker {s:?}: bad pid {v:?}"))?,
+                ),
+                Some(("metrics", v)) => crate::cpu::BrokerCpuSource::Metrics(v.to_string()),
+                _ => return Err(format!("--broker {s:?}: unknown option {p:?}")),
+            });
+        }
+        if name.is_empty() || bootstrap.is_empty() {
+            return Err(format!("--broker {s:?}: expected NAME=BOOTSTRAP"));
+        }
+        Ok(Target {
+            name: name.to_string(),
+            bootstrap,
+            cpu,
+        })
+    }
 }
 
 /// Sweep settings besides the workload.
@@ -198,6 +230,9 @@ pub fn sweep(w: &Workload, o: &SweepOptions) -> Result<Value, String> {
             let mut ro = o.run.clone();
             ro.bootstrap = t.bootstrap.clone();
             ro.broker_name = t.name.clone();
+            if t.cpu.is_some() {
+                ro.broker_cpu = t.cpu.clone();
+            }
             eprintln!("sweep {}: step {rate:.0} msg/s", t.name);
             let r = run(&ws, &ro)?;
             let path = o.out_dir.join(format!("{}-{rate:.0}.json", t.name));
@@ -278,12 +313,19 @@ pub fn sweep(w: &Workload, o: &SweepOptions) -> Result<Value, String> {
             )),
         );
         println!(
-            "{:>12} {:>12} {:>9} {:>9} {:>9} {:>7} {:>6}",
-            "target/s", "achieved/s", "p50 ms", "p99 ms", "p99.9 ms", "errors", "client"
+            "{:>12} {:>12} {:>9} {:>9} {:>9} {:>7} {:>6} {:>10}",
+            "target/s",
+            "achieved/s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "errors",
+            "client",
+            "CPU-s/GB"
         );
         for s in &steps {
             println!(
-                "{:>12.0} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>6}",
+                "{:>12.0} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>6} {:>10}",
                 s.target,
                 s.achieved,
                 s.p50,
@@ -294,7 +336,11 @@ pub fn sweep(w: &Workload, o: &SweepOptions) -> Result<Value, String> {
                     "SAT"
                 } else {
                     "ok"
-                }
+                },
+                s.json
+                    .pointer("/brokerCpu/cpuSecondsPerGB")
+                    .and_then(Value::as_f64)
+                    .map_or("-".into(), |v| format!("{v:.2}"))
             );
         }
         brokers.push(json!({
@@ -395,5 +441,24 @@ mod tests {
         assert!(geometric_rates(1000.0, 10.0, 2.0).is_err());
         assert_eq!(parse_rates("5, 10,20").unwrap(), vec![5.0, 10.0, 20.0]);
         assert!(parse_rates("10,5").is_err());
+    }
+
+    // --broker takes a name, a bootstrap list and optionally where its CPU is read.
+    #[test]
+    fn broker_targets() {
+        let t = Target::parse("osprey=a:1,b:2;pid=42").unwrap();
+        assert_eq!(
+            (t.name.as_str(), t.bootstrap.as_str()),
+            ("osprey", "a:1,b:2")
+        );
+        assert!(matches!(t.cpu, Some(crate::cpu::BrokerCpuSource::Pid(42))));
+        let t = Target::parse("k=h:9092;metrics=http://h:9644/metrics").unwrap();
+        assert!(matches!(
+            t.cpu,
+            Some(crate::cpu::BrokerCpuSource::Metrics(_))
+        ));
+        assert!(Target::parse("k=h:1").unwrap().cpu.is_none());
+        assert!(Target::parse("h:1").is_err());
+        assert!(Target::parse("k=h:1;cpu=3").is_err());
     }
 }
