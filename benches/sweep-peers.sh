@@ -25,6 +25,6 @@ done
 echo "load before: $(cat /proc/loadavg)" | tee "$out/load.txt"
 taskset -c 1 "$loadgen" sweep --scenario fixed-rate-latency --message-size 1024 --partitions 8 \
   --acks all --cpus 1 --rates "$rates" --step-duration "${STEP:-5}" --step-warmup "${WARM:-2}" \
-  --quiet --out-dir "$out" "${brokers[@]}" ${EXTRA:-} | tee "$out/sweep.txt"
+  --quiet --broker-placement "taskset -c 0" --out-dir "$out" "${brokers[@]}" ${EXTRA:-} | tee "$out/sweep.txt"
 echo "load after: $(cat /proc/loadavg)" | tee -a "$out/load.txt"
 kill $opid ${tpid:-} 2>/dev/null; wait 2>/dev/null
