@@ -227,7 +227,7 @@ struct SweepArgs {
     /// A step keeps its rate when it achieves at least (1 - tolerance) of it.
     #[arg(long, default_value_t = sweep::TOLERANCE_DEFAULT)]
     tolerance: f64,
-    /// The knee's publish p99 bound, ms (default: 5 x the lowest step's p99, at least 5 ms).
+    /// The knee's publish p99 bound, ms (default: 5 x the smallest step p99, at least 5 ms).
     #[arg(long)]
     p99_bound_ms: Option<f64>,
     /// Go on after the first step that falls short of its rate.
