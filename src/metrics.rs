@@ -926,6 +926,16 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
     if let Some(rss) = resident_bytes() {
         o.sample("osprey_process_resident_bytes", "", rss);
     }
+    // The standard Prometheus process collector's name, so loadgen, dashboards and
+    // `rate(process_cpu_seconds_total[1m])` read the broker's CPU use without a pid.
+    o.family(
+        "process_cpu_seconds_total",
+        "counter",
+        "User and system CPU time of the broker process (all threads), seconds.",
+    );
+    if let Some(cpu) = process_cpu_seconds() {
+        o.sample("process_cpu_seconds_total", "", cpu);
+    }
 
     o.family(
         "osprey_trailing_bytes_requests_total",
@@ -938,6 +948,26 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         crate::protocol::TRAILING_BYTES_REQUESTS.load(Ordering::Relaxed),
     );
     o.text
+}
+
+/// utime + stime of this process from /proc/self/stat (clock ticks / CLK_TCK), seconds.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let (utime, stime) = utime_stime_ticks(&stat)?;
+    // SAFETY: sysconf has no preconditions.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (tck > 0).then(|| (utime + stime) as f64 / tck as f64)
+}
+
+/// Fields 14 and 15 (utime, stime) of a /proc/PID/stat line. The command name (field 2)
+/// may hold spaces and parentheses, so fields are counted after its last ')'.
+pub fn utime_stime_ticks(stat: &str) -> Option<(u64, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace();
+    // After ')': field 3 (state) is the first; utime is field 14, i.e. the 12th here.
+    let utime = f.nth(11)?.parse().ok()?;
+    let stime = f.next()?.parse().ok()?;
+    Some((utime, stime))
 }
 
 /// Resident set size from /proc/self/statm (pages x page size).
@@ -1050,5 +1080,20 @@ mod tests {
         assert!(text.contains(
             "osprey_group_lag{shard=\"1\",group=\"g\",topic=\"a\\\"b\",partition=\"0\"} 2\n"
         ));
+        // The process's own CPU time under the standard Prometheus name.
+        let cpu = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
+            .expect("process_cpu_seconds_total sample");
+        assert!(cpu.parse::<f64>().expect("a number") >= 0.0);
+    }
+
+    // utime and stime are found by counting fields after the last ')' of the command name,
+    // which may itself hold spaces and parentheses.
+    #[test]
+    fn stat_fields_after_command_name() {
+        let stat = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 731 129 0 0 20 0 3 0";
+        assert_eq!(utime_stime_ticks(stat), Some((731, 129)));
+        assert_eq!(utime_stime_ticks("4242 (x) S 1"), None);
     }
 }

@@ -127,7 +127,8 @@ fn fetch_req(topic: &str, offset: i64) -> FetchRequest {
 // then consumes everything back, all on the partition leader's connection; the scrape
 // after differs from the one before by exactly that traffic: requests per API, the error
 // code answered, records and batch bytes in, record bytes fetched, frame bytes both ways,
-// the latency histogram counts, the group commit carrying the 5 appends, and the log end.
+// the latency histogram counts, the group commit carrying the 5 appends, and the log end;
+// process_cpu_seconds_total is served and does not decrease.
 #[test]
 fn metrics_move_by_exactly_the_traffic() {
     const BATCHES: usize = 5;
@@ -316,6 +317,9 @@ fn metrics_move_by_exactly_the_traffic() {
         20.0
     );
     assert_eq!(last[&format!("osprey_group_lag{{{cl}}}")], 30.0);
+    // The process's CPU time (the standard Prometheus name) is there and never goes back.
+    let cpu = |m: &HashMap<String, f64>| m["process_cpu_seconds_total"];
+    assert!(cpu(&last) >= cpu(&after) && cpu(&after) >= 0.0);
     assert_eq!(
         delta(
             &after,

@@ -24,6 +24,10 @@ pub struct Side {
     pub start_cmd: Option<String>,
     /// Bootstrap; `{port}` substituted.
     pub bootstrap: String,
+    /// For a broker whose topics must exist before the run (made with its own tool): a
+    /// shell command run before each round with `{bootstrap}` and `{topic}` substituted;
+    /// loadgen then uses that topic and sends no CreateTopics.
+    pub create_topics_cmd: Option<String>,
 }
 
 /// Harness settings.
@@ -123,6 +127,50 @@ fn start(
     Ok((Some(running), bootstrap))
 }
 
+/// Runs a side's topic-creation command for one round; returns the topic's name.
+fn create_topic(cmd: &str, bootstrap: &str, tag: &str) -> Result<String, String> {
+    let topic = format!("loadgen-compare-{tag}-{}", std::process::id());
+    let full = cmd
+        .replace("{bootstrap}", bootstrap)
+        .replace("{topic}", &topic);
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(&full)
+        .status()
+        .map_err(|e| format!("{full}: {e}"))?;
+    if !st.success() {
+        return Err(format!("creating topic failed ({st}): {full}"));
+    }
+    eprintln!("created topic {topic}: {full}");
+    Ok(topic)
+}
+
+/// Whether a side consumed what it should in every round; else the first reason.
+fn consume_check(runs: &[(Value, Option<Value>)]) -> (bool, Option<String>) {
+    for (j, _) in runs {
+        let c = &j["counts"];
+        let expected = c["expectedConsumed"].as_u64().unwrap_or(0);
+        let consumed = c["consumed"].as_u64().unwrap_or(0);
+        let errors = c["consumeErrors"].as_u64().unwrap_or(0);
+        if j.is_null() {
+            return (false, Some("the run wrote no result".into()));
+        }
+        if expected > 0 && (consumed < expected || errors > 0) {
+            let kind = c["errorKinds"]
+                .as_object()
+                .and_then(|k| k.keys().next().cloned())
+                .unwrap_or_else(|| "no error reported".into());
+            return (
+                false,
+                Some(format!(
+                    "consumed {consumed} of {expected}, {errors} consume errors (first: {kind})"
+                )),
+            );
+        }
+    }
+    (true, None)
+}
+
 /// Creates the venv from requirements.txt unless it has the packages already.
 pub fn ensure_venv(venv: &Path) -> Result<PathBuf, String> {
     let py = venv.join("bin/python");
@@ -188,6 +236,7 @@ const FIGURES: &[(&str, &str, bool)] = &[
     ("e2e p99 ms", "/aggregatedEndToEndLatency99pct", false),
     ("e2e p99.9 ms", "/aggregatedEndToEndLatency999pct", false),
     ("errors", "/counts/publishErrors", false),
+    ("broker CPU-s per GB", "/brokerCpu/cpuSecondsPerGB", false),
 ];
 
 fn median(v: &mut [f64]) -> f64 {
@@ -221,6 +270,10 @@ pub fn compare(opts: &CompareOptions) -> Result<Value, String> {
             let tag = format!("{}-r{round}", side.name);
             let (broker, bootstrap) = start(side, opts, &tag)?;
             let json_path = opts.out_dir.join(format!("{tag}.json"));
+            let topic = match &side.create_topics_cmd {
+                Some(c) => Some(create_topic(c, &bootstrap, &tag)?),
+                None => None,
+            };
             let mut cmd = Command::new(&exe);
             cmd.args([
                 "run",
@@ -235,6 +288,13 @@ pub fn compare(opts: &CompareOptions) -> Result<Value, String> {
             .args(&opts.run_args);
             if let Some(p) = &placement {
                 cmd.args(["--broker-placement", p]);
+            }
+            if let Some(t) = &topic {
+                cmd.args(["--topic", t, "--no-create-topics"]);
+            }
+            // The started broker's pid (sh and taskset exec into it): its CPU-seconds per GB.
+            if let Some(b) = &broker {
+                cmd.args(["--broker-pid", &b.0.id().to_string()]);
             }
             eprintln!(
                 "round {} / {}: loadgen against {}",
@@ -291,11 +351,27 @@ pub fn compare(opts: &CompareOptions) -> Result<Value, String> {
         "{:<28} {:>12} {:>12} {:>9} {:>19}",
         "figure (median)", a, b, "A/B", "A/B spread (min..max)"
     );
+    // A side that could not consume has no consume or end-to-end figures: its zeros would
+    // read as a result (and its ratios as a win).
+    let checks = [consume_check(&results[0]), consume_check(&results[1])];
+    for (side, (ok, why)) in opts.sides.iter().zip(&checks) {
+        if !ok {
+            println!(
+                "{} cannot consume: {}; its consume and end-to-end figures are left out",
+                side.name,
+                why.as_deref().unwrap_or("")
+            );
+        }
+    }
+    let consume_figure = |label: &str| label.starts_with("consume") || label.starts_with("e2e");
     let mut rows = Vec::new();
     let mut figure_rows: Vec<(String, Vec<f64>, Vec<f64>)> = FIGURES
         .iter()
         .map(|(label, ptr, _)| {
             let get = |s: usize| -> Vec<f64> {
+                if consume_figure(label) && !checks[s].0 {
+                    return Vec::new();
+                }
                 results[s]
                     .iter()
                     .filter_map(|(j, _)| j.pointer(ptr).and_then(Value::as_f64))
@@ -359,6 +435,7 @@ pub fn compare(opts: &CompareOptions) -> Result<Value, String> {
     let summary = json!({
         "a": a, "b": b, "rounds": opts.rounds, "brokerPlacement": placement, "runArgs": opts.run_args,
         "figures": rows,
+        "sides": opts.sides.iter().zip(&checks).map(|(s, (ok, why))| json!({"name": s.name, "canConsume": ok, "consumeProblem": why})).collect::<Vec<_>>(),
         "runs": results.iter().map(|r| r.iter().map(|(j, p)| json!({"loadgen": j, "python": p})).collect::<Vec<_>>()).collect::<Vec<_>>(),
     });
     let p = opts.out_dir.join("compare.json");
@@ -369,4 +446,31 @@ pub fn compare(opts: &CompareOptions) -> Result<Value, String> {
     .map_err(|e| e.to_string())?;
     eprintln!("wrote {}", p.display());
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A side is reported as unable to consume when a round consumed less than expected or
+    // had consume errors (with the first error kind as the reason), or wrote no result; a
+    // produce-only run (nothing expected) is not held against it.
+    #[test]
+    fn consume_check_finds_a_peer_that_cannot_consume() {
+        let good = json!({"counts": {"expectedConsumed": 10, "consumed": 10, "consumeErrors": 0}});
+        let bad = json!({"counts": {"expectedConsumed": 10, "consumed": 0, "consumeErrors": 7,
+            "errorKinds": {"decode response api 1 v12: Tag 0 is not valid": 7}}});
+        let produce_only =
+            json!({"counts": {"expectedConsumed": 0, "consumed": 0, "consumeErrors": 0}});
+        assert_eq!(consume_check(&[(good.clone(), None)]), (true, None));
+        assert_eq!(consume_check(&[(produce_only, None)]), (true, None));
+        let (ok, why) = consume_check(&[(good, None), (bad, None)]);
+        assert!(!ok);
+        let why = why.unwrap();
+        assert!(
+            why.contains("consumed 0 of 10") && why.contains("Tag 0"),
+            "{why}"
+        );
+        assert!(!consume_check(&[(Value::Null, None)]).0);
+    }
 }

@@ -5,11 +5,14 @@
 
 mod chart;
 mod compare;
+mod cpu;
 mod limits;
 mod machine;
 mod pacing;
+mod remote;
 mod run;
 mod stats;
+mod sweep;
 mod worker;
 mod workload;
 
@@ -47,9 +50,22 @@ enum Cmd {
     },
     /// List the built-in scenarios.
     Scenarios,
+    /// Fixed-rate steps from low to saturation against one or several brokers: a
+    /// latency-vs-throughput chart (SVG), JSON and the knee.
+    Sweep(Box<SweepArgs>),
     /// Run the same workload against osprey and a peer (default: Tansu from the venv) in
     /// turn, A B A B, and print each figure for both with the ratio and its spread.
     Compare(Box<CompareArgs>),
+    /// Serve runs for a coordinator (`run --workers`) on another host: one run at a time.
+    Worker {
+        /// Address to listen on, HOST:PORT (port 0: a free one, printed).
+        #[arg(long, default_value = "0.0.0.0:9700")]
+        listen: String,
+        /// CPUs for this worker's threads (one pinned thread each), e.g. "1" or "2-3";
+        /// default one unpinned thread.
+        #[arg(long)]
+        cpus: Option<String>,
+    },
     /// Draw latency by percentile from result JSON files as an SVG.
     Chart {
         /// Result files written by `run --json`.
@@ -157,6 +173,69 @@ struct RunArgs {
     /// Exit non-zero unless sent = acked = consumed with no errors.
     #[arg(long)]
     strict: bool,
+    /// The broker's process id on this host: its CPU time (/proc/PID/stat) over the
+    /// measured window is reported as CPU-seconds per GB moved.
+    #[arg(long, conflicts_with = "broker_metrics")]
+    broker_pid: Option<u32>,
+    /// Use this topic instead of a fresh one (repeatable, one per workload topic); it is
+    /// kept afterwards.
+    #[arg(long = "topic", value_name = "NAME")]
+    topic_names: Vec<String>,
+    /// Do not send CreateTopics: the topics (--topic) exist already, e.g. made with the
+    /// broker's own tool. Their partition count must match --partitions.
+    #[arg(long, requires = "topic_names")]
+    no_create_topics: bool,
+    /// Run the producers and consumers on these `loadgen worker`s (HOST:PORT,...), split
+    /// over their threads round-robin, instead of on this host (--cpus is then each
+    /// worker's own).
+    #[arg(long, value_delimiter = ',')]
+    workers: Vec<String>,
+    /// The broker's Prometheus endpoint (http://HOST:PORT/metrics): CPU time from its
+    /// `process_cpu_seconds_total`, reported as CPU-seconds per GB moved.
+    #[arg(long)]
+    broker_metrics: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct SweepArgs {
+    /// The workload and run flags, as for `run` (the rate, duration and warm-up are the
+    /// sweep's); --bootstrap and --broker-name name the broker unless --broker is given.
+    #[command(flatten)]
+    run: RunArgs,
+    /// A broker to sweep, NAME=BOOTSTRAP[;pid=PID|;metrics=URL] (repeatable; swept one
+    /// after the other; pid/metrics: where its CPU time is read, for CPU-s per GB).
+    #[arg(long = "broker", value_name = "NAME=BOOTSTRAP")]
+    brokers: Vec<String>,
+    /// Target rates, msg/s, increasing: "1000,5000,20000". Else --from/--to/--factor.
+    #[arg(long)]
+    rates: Option<String>,
+    /// Lowest rate of a geometric sweep, msg/s.
+    #[arg(long, default_value_t = 1000.0)]
+    from: f64,
+    /// Highest rate of a geometric sweep, msg/s.
+    #[arg(long, default_value_t = 256_000.0)]
+    to: f64,
+    /// Ratio between consecutive rates of a geometric sweep.
+    #[arg(long, default_value_t = 2.0)]
+    factor: f64,
+    /// Measured seconds per step.
+    #[arg(long, default_value_t = 10.0)]
+    step_duration: f64,
+    /// Warm-up seconds per step (not measured).
+    #[arg(long, default_value_t = 2.0)]
+    step_warmup: f64,
+    /// A step keeps its rate when it achieves at least (1 - tolerance) of it.
+    #[arg(long, default_value_t = sweep::TOLERANCE_DEFAULT)]
+    tolerance: f64,
+    /// The knee's publish p99 bound, ms (default: 5 x the smallest step p99, at least 5 ms).
+    #[arg(long)]
+    p99_bound_ms: Option<f64>,
+    /// Go on after the first step that falls short of its rate.
+    #[arg(long)]
+    keep_going: bool,
+    /// Output directory (sweep.json, sweep.svg, every step's result).
+    #[arg(long, default_value = "sweep-out")]
+    out_dir: PathBuf,
 }
 
 #[derive(Args, Clone)]
@@ -182,6 +261,11 @@ struct CompareArgs {
     /// Use an already running peer at --peer-bootstrap (e.g. Apache Kafka) instead of starting one.
     #[arg(long)]
     peer_running: bool,
+    /// For a peer whose topics must be created first (with its own tool): a shell command
+    /// run before each of its rounds, `{bootstrap}` and `{topic}` substituted; loadgen
+    /// then uses that topic without CreateTopics (--partitions must match).
+    #[arg(long)]
+    peer_create_topics: Option<String>,
     /// Rounds; each runs osprey then the peer.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
@@ -234,11 +318,13 @@ fn cmd_compare(a: &CompareArgs) -> Result<bool, String> {
                 name: "osprey".into(),
                 start_cmd: (!a.osprey_running).then(|| a.osprey_start_cmd.clone()),
                 bootstrap: a.osprey_bootstrap.clone(),
+                create_topics_cmd: None,
             },
             compare::Side {
                 name: a.peer_name.clone(),
                 start_cmd: peer_cmd,
                 bootstrap: a.peer_bootstrap.clone(),
+                create_topics_cmd: a.peer_create_topics.clone(),
             },
         ],
         rounds: a.rounds.max(1),
@@ -336,6 +422,71 @@ fn build_workload(a: &RunArgs) -> Result<Workload, String> {
     Ok(w)
 }
 
+fn cmd_sweep(a: &SweepArgs) -> Result<bool, String> {
+    let w = build_workload(&a.run)?;
+    let rates = match &a.rates {
+        Some(r) => sweep::parse_rates(r)?,
+        None => sweep::geometric_rates(a.from, a.to, a.factor)?,
+    };
+    let targets: Vec<sweep::Target> = if a.brokers.is_empty() {
+        vec![sweep::Target {
+            name: a.run.broker_name.clone(),
+            bootstrap: a.run.bootstrap.clone(),
+            cpu: None,
+        }]
+    } else {
+        a.brokers
+            .iter()
+            .map(|b| sweep::Target::parse(b))
+            .collect::<Result<_, String>>()?
+    };
+    let broker_cpu = broker_cpu_source(&a.run);
+    if broker_cpu.is_some() && targets.len() > 1 {
+        return Err(
+            "--broker-pid / --broker-metrics name one broker; with several, give each its own: --broker NAME=BOOTSTRAP;pid=PID".into(),
+        );
+    }
+    if !(a.step_duration > 0.0 && a.step_warmup >= 0.0 && (0.0..1.0).contains(&a.tolerance)) {
+        return Err("--step-duration > 0, --step-warmup >= 0, 0 <= --tolerance < 1".into());
+    }
+    let opts = sweep::SweepOptions {
+        targets,
+        rates,
+        step_duration_s: a.step_duration,
+        step_warmup_s: a.step_warmup,
+        tolerance: a.tolerance,
+        p99_bound_ms: a.p99_bound_ms,
+        keep_going: a.keep_going,
+        out_dir: a.out_dir.clone(),
+        run: RunOptions {
+            bootstrap: String::new(),
+            cpus: match &a.run.cpus {
+                Some(c) => parse_cpus(c)?,
+                None => Vec::new(),
+            },
+            broker_name: String::new(),
+            broker_placement: a.run.broker_placement.clone(),
+            keep_topics: a.run.keep_topics,
+            histograms: a.run.histograms,
+            limits: None,
+            quiet: a.run.quiet,
+            broker_cpu,
+            workers: a.run.workers.clone(),
+            topic_names: a.run.topic_names.clone(),
+            create_topics: !a.run.no_create_topics,
+        },
+    };
+    sweep::sweep(&w, &opts).map(|_| true)
+}
+
+fn broker_cpu_source(a: &RunArgs) -> Option<cpu::BrokerCpuSource> {
+    match (a.broker_pid, &a.broker_metrics) {
+        (Some(p), _) => Some(cpu::BrokerCpuSource::Pid(p)),
+        (None, Some(u)) => Some(cpu::BrokerCpuSource::Metrics(u.clone())),
+        (None, None) => None,
+    }
+}
+
 fn cmd_run(a: &RunArgs) -> Result<bool, String> {
     let w = build_workload(a)?;
     let cpus = match &a.cpus {
@@ -361,6 +512,10 @@ fn cmd_run(a: &RunArgs) -> Result<bool, String> {
         histograms: a.histograms,
         limits,
         quiet: a.quiet,
+        broker_cpu: broker_cpu_source(a),
+        workers: a.workers.clone(),
+        topic_names: a.topic_names.clone(),
+        create_topics: !a.no_create_topics,
     };
     let r = run(&w, &opts)?;
     if let Some(p) = &a.json {
@@ -416,6 +571,12 @@ fn main() -> ExitCode {
             true
         }),
         Cmd::Compare(a) => cmd_compare(&a),
+        Cmd::Sweep(a) => cmd_sweep(&a),
+        Cmd::Worker { listen, cpus } => cpus
+            .as_deref()
+            .map_or(Ok(Vec::new()), parse_cpus)
+            .and_then(|c| remote::serve(&listen, c))
+            .map(|_| true),
         Cmd::Chart {
             files,
             out,

@@ -13,7 +13,9 @@ use glommio::{LocalExecutorBuilder, Placement};
 use osprey::client::{Client, ClientConfig, NewTopic};
 use serde_json::{Map, Value, json};
 
+use crate::cpu::{BrokerCpuSource, CLIENT_SATURATED_BUSY};
 use crate::limits::Limits;
+use crate::remote;
 use crate::stats::{PERCENTILES, Stats, distribution, summarize};
 use crate::worker::{self, ConsumerPlan, GroupPlan, ProducerPlan, Report, SharedRun, ThreadPlan};
 use crate::workload::Workload;
@@ -40,6 +42,63 @@ pub struct RunOptions {
     pub limits: Option<Limits>,
     /// No live line.
     pub quiet: bool,
+    /// Where to read the broker's CPU time (same host), for CPU-seconds per GB moved.
+    pub broker_cpu: Option<BrokerCpuSource>,
+    /// `loadgen worker` addresses to run the producers and consumers on (empty: here).
+    pub workers: Vec<String>,
+    /// Use these topics (one per workload topic) instead of fresh ones; never deleted.
+    pub topic_names: Vec<String>,
+    /// Create the topics (CreateTopics; existing ones are fine). False: they must exist.
+    pub create_topics: bool,
+}
+
+/// One worker thread's CPU use, from the intervals it reported.
+#[derive(Debug, Clone, Default)]
+struct ThreadCpu {
+    /// Busy fraction (running + waiting for a CPU) of the last interval.
+    last_busy: f64,
+    /// CPU, run-queue wait and wall ns of the intervals inside the measured window.
+    measured_cpu_ns: u64,
+    measured_wait_ns: u64,
+    measured_span_ns: u64,
+    /// Highest busy fraction of one measured interval.
+    max_busy: f64,
+    /// Measured intervals above `CLIENT_SATURATED_BUSY`, and all measured intervals.
+    saturated_intervals: u64,
+    intervals: u64,
+}
+
+impl ThreadCpu {
+    /// Running + waiting to run, as a fraction of the measured window.
+    fn busy(&self) -> f64 {
+        self.running() + self.waiting()
+    }
+    fn running(&self) -> f64 {
+        self.measured_cpu_ns as f64 / self.measured_span_ns.max(1) as f64
+    }
+    fn waiting(&self) -> f64 {
+        self.measured_wait_ns as f64 / self.measured_span_ns.max(1) as f64
+    }
+}
+
+/// The broker's CPU time at the start and the end of the measured window.
+#[derive(Debug, Default)]
+struct BrokerCpuWindow {
+    start: Option<(Instant, f64)>,
+    end: Option<(Instant, f64)>,
+    error: Option<String>,
+}
+
+impl BrokerCpuWindow {
+    fn sample(&mut self, src: &BrokerCpuSource) -> Option<(Instant, f64)> {
+        match src.read_seconds() {
+            Ok(v) => Some((Instant::now(), v)),
+            Err(e) => {
+                self.error.get_or_insert(e);
+                None
+            }
+        }
+    }
 }
 
 /// Broker facts gathered at setup.
@@ -71,7 +130,12 @@ fn block_on<T: Send + 'static>(
         .map_err(|e| format!("executor: {e}"))
 }
 
-fn setup(bootstrap: String, w: Workload, topics: Vec<String>) -> Result<BrokerInfo, String> {
+fn setup(
+    bootstrap: String,
+    w: Workload,
+    topics: Vec<String>,
+    create: bool,
+) -> Result<BrokerInfo, String> {
     block_on("loadgen-setup", move || {
         Box::pin(async move {
             let client = Client::connect(&bootstrap, ClientConfig::default())
@@ -98,11 +162,16 @@ fn setup(bootstrap: String, w: Workload, topics: Vec<String>) -> Result<BrokerIn
                     configs: Vec::new(),
                 })
                 .collect();
-            for o in client
-                .create_topics(&new, 30_000)
-                .await
-                .map_err(|e| e.to_string())?
-            {
+            // A peer whose topics were made with its own tool may not serve CreateTopics.
+            let outcomes = if create {
+                client
+                    .create_topics(&new, 30_000)
+                    .await
+                    .map_err(|e| e.to_string())?
+            } else {
+                Vec::new()
+            };
+            for o in outcomes {
                 if let Err(e) = o.result
                     && e.kafka_code() != Some(36)
                 {
@@ -132,8 +201,27 @@ fn setup(bootstrap: String, w: Workload, topics: Vec<String>) -> Result<BrokerIn
                         .collect();
                     return Ok(info);
                 }
+                if let Some(t) = md.topics.iter().find(|t| {
+                    !create
+                        && t.error_code == 0
+                        && t.partitions.len() != w.partitions_per_topic as usize
+                }) {
+                    return Err(format!(
+                        "topic {:?} has {} partitions, the workload {} (set --partitions)",
+                        t.name,
+                        t.partitions.len(),
+                        w.partitions_per_topic
+                    ));
+                }
                 if t.elapsed() > SETUP_TIMEOUT {
-                    return Err(format!("topics not ready after {SETUP_TIMEOUT:?}: {md:?}"));
+                    return Err(format!(
+                        "topics not ready after {SETUP_TIMEOUT:?}{}: {md:?}",
+                        if create {
+                            ""
+                        } else {
+                            " (--no-create-topics: they must exist)"
+                        }
+                    ));
                 }
                 glommio::timer::sleep(Duration::from_millis(100)).await;
             }
@@ -268,39 +356,85 @@ pub fn run(w: &Workload, opts: &RunOptions) -> Result<RunResult, String> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() % 1_000_000_000)
         .unwrap_or(0);
-    let topics: Vec<String> = (0..w.topics)
-        .map(|t| format!("loadgen-{run_id}-{}-{t}", std::process::id()))
-        .collect();
-    let info = setup(opts.bootstrap.clone(), w.clone(), topics.clone())?;
-    let plans = plan_threads(w, &topics, &opts.cpus);
-    let shared = Arc::new(SharedRun {
-        ready: Barrier::new(plans.len() + 1),
-        go: Barrier::new(plans.len() + 1),
-        start: OnceLock::new(),
-        producers_running: AtomicU32::new(w.producers()),
-    });
+    let topics: Vec<String> = if opts.topic_names.is_empty() {
+        (0..w.topics)
+            .map(|t| format!("loadgen-{run_id}-{}-{t}", std::process::id()))
+            .collect()
+    } else if opts.topic_names.len() == w.topics as usize {
+        opts.topic_names.clone()
+    } else {
+        return Err(format!(
+            "{} --topic names for {} topics",
+            opts.topic_names.len(),
+            w.topics
+        ));
+    };
+    // Topics loadgen did not name are someone else's: never deleted.
+    let keep_topics = opts.keep_topics || !opts.topic_names.is_empty();
+    if !opts.workers.is_empty() && w.consumer_group {
+        // Members on several hosts cannot share the drain count that keeps a group from
+        // rebalancing at the end of the run.
+        return Err("consumer groups are not supported with --workers yet".into());
+    }
+    let info = setup(
+        opts.bootstrap.clone(),
+        w.clone(),
+        topics.clone(),
+        opts.create_topics,
+    )?;
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
-    for p in &plans {
-        let h = worker::spawn(
-            p.clone(),
-            opts.bootstrap.clone(),
-            w.clone(),
-            shared.clone(),
-            tx.clone(),
-        )
-        .map_err(|e| format!("spawn worker: {e}"))?;
-        handles.push(h);
-    }
+    let (plans, remote, start) = if opts.workers.is_empty() {
+        let plans = plan_threads(w, &topics, &opts.cpus);
+        let shared = Arc::new(SharedRun {
+            ready: Barrier::new(plans.len() + 1),
+            go: Barrier::new(plans.len() + 1),
+            start: OnceLock::new(),
+            producers_running: AtomicU32::new(w.producers()),
+        });
+        for p in &plans {
+            let h = worker::spawn(
+                p.clone(),
+                opts.bootstrap.clone(),
+                w.clone(),
+                shared.clone(),
+                tx.clone(),
+            )
+            .map_err(|e| format!("spawn worker: {e}"))?;
+            handles.push(h);
+        }
+        shared.ready.wait();
+        let start = Instant::now();
+        let wall_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let _ = shared.start.set((start, wall_ns));
+        shared.go.wait();
+        (plans, None, start)
+    } else {
+        let launched = (|| {
+            let conns = remote::connect(&opts.workers)?;
+            let slots = remote::slots(&conns);
+            let mut plans = plan_threads(w, &topics, &vec![0; slots.len()]);
+            for (p, (_, cpu)) in plans.iter_mut().zip(&slots) {
+                p.cpu = *cpu;
+            }
+            let worker_of = slots.iter().map(|s| s.0).collect();
+            let r = remote::launch(conns, &plans, worker_of, &opts.bootstrap, w, tx.clone())?;
+            Ok::<_, String>((plans, r))
+        })();
+        match launched {
+            Ok((plans, r)) => (plans, Some(r), Instant::now()),
+            Err(e) => {
+                if !keep_topics {
+                    let _ = teardown(opts.bootstrap.clone(), topics.clone());
+                }
+                return Err(e);
+            }
+        }
+    };
     drop(tx);
-    shared.ready.wait();
-    let start = Instant::now();
-    let wall_ns = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let _ = shared.start.set((start, wall_ns));
-    shared.go.wait();
 
     let warmup_ns = (w.warmup_duration_s * 1e9) as u64;
     let end_ns = ((w.warmup_duration_s + w.test_duration_s) * 1e9) as u64;
@@ -312,19 +446,57 @@ pub fn run(w: &Workload, opts: &RunOptions) -> Result<RunResult, String> {
     let mut live_cum = Stats::default();
     let mut failures = Vec::new();
     let mut per_thread: Vec<(u64, u64)> = vec![(0, 0); plans.len()];
+    let mut thread_cpu: Vec<ThreadCpu> = vec![ThreadCpu::default(); plans.len()];
+    let mut broker_cpu = BrokerCpuWindow::default();
     let mut done = 0usize;
     let mut last_print = Instant::now();
     let tty = std::io::stderr().is_terminal();
     while done < plans.len() {
-        match rx.recv_timeout(Duration::from_millis(200)) {
+        // Wake up at the window's edges, so the broker's CPU is read when they pass.
+        let el_ns = start.elapsed().as_nanos() as u64;
+        let edge = [warmup_ns, end_ns]
+            .into_iter()
+            .find(|e| *e > el_ns)
+            .map_or(u64::MAX, |e| e - el_ns);
+        let wait = Duration::from_millis(200).min(Duration::from_nanos(edge));
+        let msg = rx.recv_timeout(wait);
+        if let Some(src) = &opts.broker_cpu {
+            let el_ns = start.elapsed().as_nanos() as u64;
+            if broker_cpu.start.is_none() && el_ns >= warmup_ns {
+                broker_cpu.start = broker_cpu.sample(src);
+            }
+            if broker_cpu.end.is_none() && el_ns >= end_ns {
+                broker_cpu.end = broker_cpu.sample(src);
+            }
+        }
+        match msg {
             Ok(Report::Interval {
                 thread,
                 tick_end_ns,
                 stats,
+                cpu_ns,
+                wait_ns,
+                span_ns,
             }) => {
                 if let Some(t) = per_thread.get_mut(thread) {
                     t.0 += stats.acked;
                     t.1 += stats.consumed;
+                }
+                if let Some(c) = thread_cpu.get_mut(thread)
+                    && span_ns > 0
+                {
+                    let busy = (cpu_ns + wait_ns) as f64 / span_ns as f64;
+                    c.last_busy = busy;
+                    if tick_end_ns > warmup_ns && tick_end_ns <= end_ns {
+                        c.measured_cpu_ns += cpu_ns;
+                        c.measured_wait_ns += wait_ns;
+                        c.measured_span_ns += span_ns;
+                        c.max_busy = c.max_busy.max(busy);
+                        c.intervals += 1;
+                        if busy > CLIENT_SATURATED_BUSY {
+                            c.saturated_intervals += 1;
+                        }
+                    }
                 }
                 total.merge(&stats);
                 since_print.merge(&stats);
@@ -374,8 +546,26 @@ pub fn run(w: &Workload, opts: &RunOptions) -> Result<RunResult, String> {
                 } else {
                     "drain"
                 };
+                // The busiest worker thread of the last second, when it is near its core's limit.
+                let hot = thread_cpu
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.last_busy > CLIENT_SATURATED_BUSY)
+                    .max_by(|a, b| a.1.last_busy.total_cmp(&b.1.last_busy))
+                    .map(|(i, c)| {
+                        format!(
+                            " | CLIENT-BOUND: thread {i}{} {:.0}% busy",
+                            plans
+                                .get(i)
+                                .and_then(|p| p.cpu)
+                                .map(|c| format!(" (cpu {c})"))
+                                .unwrap_or_default(),
+                            c.last_busy * 100.0
+                        )
+                    })
+                    .unwrap_or_default();
                 let line = format!(
-                    "{bar} {el:5.1}s {phase:7} pub {:8.0} msg/s {:7.2} MB/s | cons {:8.0} msg/s | pub p99 {} ms (so far {} ms) | e2e p99 {} ms | errors {}",
+                    "{bar} {el:5.1}s {phase:7} pub {:8.0} msg/s {:7.2} MB/s | cons {:8.0} msg/s | pub p99 {} ms (so far {} ms) | e2e p99 {} ms | errors {}{hot}",
                     s.acked as f64 / secs,
                     s.acked_bytes as f64 / secs / 1e6,
                     s.consumed as f64 / secs,
@@ -398,14 +588,22 @@ pub fn run(w: &Workload, opts: &RunOptions) -> Result<RunResult, String> {
     if tty && !opts.quiet {
         eprintln!();
     }
+    // A run that ended early (failures) still reports the CPU over what it measured.
+    if let Some(src) = &opts.broker_cpu {
+        if broker_cpu.start.is_none() {
+            broker_cpu.start = broker_cpu.sample(src);
+        }
+        if broker_cpu.end.is_none() {
+            broker_cpu.end = broker_cpu.sample(src);
+        }
+    }
     for h in handles {
         if h.join().is_err() {
             failures.push("a worker thread panicked".into());
         }
     }
-    if !opts.keep_topics
-        && let Err(e) = teardown(opts.bootstrap.clone(), topics.clone())
-    {
+    let workers_placement = remote.map(|r| r.finish(&plans, &per_thread));
+    if !keep_topics && let Err(e) = teardown(opts.bootstrap.clone(), topics.clone()) {
         log::warn!("teardown: {e}");
     }
     per_second.sort_by_key(|(t, _)| *t);
@@ -420,6 +618,9 @@ pub fn run(w: &Workload, opts: &RunOptions) -> Result<RunResult, String> {
         &per_second,
         &failures,
         &per_thread,
+        &thread_cpu,
+        &broker_cpu,
+        workers_placement.as_deref(),
     );
     let subs = u64::from(w.subscriptions_per_topic);
     let clean = failures.is_empty()
@@ -482,6 +683,9 @@ fn build_json(
     per_second: &[(u64, Stats)],
     failures: &[String],
     per_thread: &[(u64, u64)],
+    thread_cpu: &[ThreadCpu],
+    broker_cpu: &BrokerCpuWindow,
+    workers: Option<&[Value]>,
 ) -> Value {
     let mut o = Map::new();
     o.insert("tool".into(), json!("osprey-loadgen"));
@@ -539,6 +743,7 @@ fn build_json(
         json!({
             "loadgenCpus": opts.cpus,
             "brokerPlacement": opts.broker_placement,
+            "workers": workers,
             "threads": plans.iter().map(|p| json!({
                 "thread": p.index,
                 "cpu": p.cpu,
@@ -622,6 +827,13 @@ fn build_json(
             "workerFailures": failures,
         }),
     );
+    o.insert(
+        "clientCpu".into(),
+        client_cpu_json(plans, thread_cpu, w.test_duration_s),
+    );
+    if let Some(src) = &opts.broker_cpu {
+        o.insert("brokerCpu".into(), broker_cpu_json(src, broker_cpu, window));
+    }
     if let Some(l) = &opts.limits {
         o.insert("limits".into(), l.to_json());
         o.insert(
@@ -633,6 +845,84 @@ fn build_json(
         );
     }
     Value::Object(o)
+}
+
+/// Each worker thread's CPU use over the measured window and whether it was saturated.
+fn client_cpu_json(plans: &[ThreadPlan], cpu: &[ThreadCpu], measured_s: f64) -> Value {
+    let threads: Vec<Value> = plans
+        .iter()
+        .zip(cpu)
+        .map(|(p, c)| {
+            json!({
+                "thread": p.index,
+                "cpu": p.cpu,
+                "cpuSeconds": c.measured_cpu_ns as f64 / 1e9,
+                "running": c.running(),
+                "waitingForCpu": c.waiting(),
+                "busy": c.busy(),
+                "maxBusy": c.max_busy,
+                "saturatedSeconds": c.saturated_intervals,
+                "measuredSeconds": c.intervals,
+                "saturated": c.busy() > CLIENT_SATURATED_BUSY,
+            })
+        })
+        .collect();
+    let hot: Vec<String> = plans
+        .iter()
+        .zip(cpu)
+        .filter(|(_, c)| c.busy() > CLIENT_SATURATED_BUSY)
+        .map(|(p, c)| {
+            format!(
+                "thread {}{} {:.0}% busy ({:.0}% running, {:.0}% waiting for its CPU)",
+                p.index,
+                p.cpu.map(|c| format!(" (cpu {c})")).unwrap_or_default(),
+                c.busy() * 100.0,
+                c.running() * 100.0,
+                c.waiting() * 100.0
+            )
+        })
+        .collect();
+    let warning = (!hot.is_empty()).then(|| {
+        format!(
+            "loadgen is the bottleneck: {} over the {measured_s} s measured (> {:.0}%); the results show the client's limit, read the broker's CPU-seconds per GB instead",
+            hot.join(", "),
+            CLIENT_SATURATED_BUSY * 100.0
+        )
+    });
+    json!({
+        "source": "per worker thread: getrusage(RUSAGE_THREAD) running + /proc/thread-self/schedstat run-queue wait",
+        "saturatedAbove": CLIENT_SATURATED_BUSY,
+        "saturated": warning.is_some(),
+        "warning": warning,
+        "threads": threads,
+    })
+}
+
+/// The broker's CPU time over the measured window against the bytes moved in it.
+fn broker_cpu_json(src: &BrokerCpuSource, b: &BrokerCpuWindow, window: &Stats) -> Value {
+    let moved = window.acked_bytes + window.consumed_bytes;
+    match (b.start, b.end) {
+        (Some((t0, c0)), Some((t1, c1))) => {
+            let cpu = (c1 - c0).max(0.0);
+            let wall = t1.duration_since(t0).as_secs_f64();
+            let gb = moved as f64 / 1e9;
+            json!({
+                "source": src.describe(),
+                "cpuSeconds": cpu,
+                "wallSeconds": wall,
+                "cores": if wall > 0.0 { cpu / wall } else { 0.0 },
+                "bytesProduced": window.acked_bytes,
+                "bytesConsumed": window.consumed_bytes,
+                "bytesMoved": moved,
+                "cpuSecondsPerGB": if gb > 0.0 { Some(cpu / gb) } else { None },
+                "error": b.error,
+            })
+        }
+        _ => json!({
+            "source": src.describe(),
+            "error": b.error.clone().unwrap_or_else(|| "not sampled".into()),
+        }),
+    }
 }
 
 fn print_table(
@@ -657,6 +947,22 @@ fn print_table(
         opts.cpus,
         opts.broker_placement.as_deref().unwrap_or("(not given)")
     );
+    for wk in j["placement"]["workers"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  worker {} ({}, cpus {}): threads {} producers {} consumers {} | acked {} consumed {} (worker's own count: acked {} consumed {})",
+            wk["worker"].as_str().unwrap_or("?"),
+            wk["host"].as_str().unwrap_or("?"),
+            wk["cpus"],
+            wk["threads"],
+            wk["producers"],
+            wk["consumers"],
+            wk["acked"],
+            wk["consumed"],
+            wk["reported"]["acked"],
+            wk["reported"]["consumed"],
+        );
+    }
     let _ = writeln!(
         out,
         "throughput: publish {:.0} msg/s {:.2} MB/s | consume {:.0} msg/s {:.2} MB/s (over {} s measured)",
@@ -726,6 +1032,51 @@ fn print_table(
             "groups: commits {} commit errors {} rebalances {}",
             total.commits, total.commit_errors, total.rebalances
         );
+    }
+    for t in j["clientCpu"]["threads"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "loadgen thread {} (cpu {}): {:.0}% busy over the measured window ({:.0}% running, {:.0}% waiting for its CPU), max {:.0}% in a second{}",
+            t["thread"],
+            t["cpu"].as_u64().map_or("-".into(), |c| c.to_string()),
+            t["busy"].as_f64().unwrap_or(0.0) * 100.0,
+            t["running"].as_f64().unwrap_or(0.0) * 100.0,
+            t["waitingForCpu"].as_f64().unwrap_or(0.0) * 100.0,
+            t["maxBusy"].as_f64().unwrap_or(0.0) * 100.0,
+            if t["saturated"].as_bool() == Some(true) {
+                " SATURATED"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(wn) = j["clientCpu"]["warning"].as_str() {
+        let _ = writeln!(out, "WARNING: {wn}");
+    }
+    if let Some(b) = j.get("brokerCpu") {
+        match b["cpuSeconds"].as_f64() {
+            Some(cpu) => {
+                let _ = writeln!(
+                    out,
+                    "broker CPU ({}): {cpu:.2} s over {:.1} s ({:.0}% of a core); {} CPU-s per GB moved ({:.3} GB produced + {:.3} GB consumed)",
+                    b["source"].as_str().unwrap_or(""),
+                    b["wallSeconds"].as_f64().unwrap_or(0.0),
+                    b["cores"].as_f64().unwrap_or(0.0) * 100.0,
+                    b["cpuSecondsPerGB"]
+                        .as_f64()
+                        .map_or("-".into(), |v| format!("{v:.2}")),
+                    b["bytesProduced"].as_f64().unwrap_or(0.0) / 1e9,
+                    b["bytesConsumed"].as_f64().unwrap_or(0.0) / 1e9,
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "broker CPU: not measured: {}",
+                    b["error"].as_str().unwrap_or("?")
+                );
+            }
+        }
     }
     for (k, v) in &total.error_kinds {
         let _ = writeln!(out, "  error x{v}: {k}");

@@ -119,6 +119,82 @@ impl Stats {
     }
 }
 
+/// A histogram as base64 of HdrHistogram's V2 encoding (readable by every HdrHistogram
+/// implementation), for shipping a worker's samples to the coordinator.
+pub fn histogram_to_base64(h: &Histogram<u64>) -> Result<String, String> {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::{Serializer as _, V2Serializer};
+    let mut buf = Vec::new();
+    V2Serializer::new()
+        .serialize(h, &mut buf)
+        .map_err(|e| format!("serialize histogram: {e:?}"))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(buf))
+}
+
+/// The inverse of `histogram_to_base64`.
+pub fn histogram_from_base64(s: &str) -> Result<Histogram<u64>, String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| format!("histogram base64: {e}"))?;
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut std::io::Cursor::new(bytes))
+        .map_err(|e| format!("histogram V2: {e:?}"))
+}
+
+impl Stats {
+    /// The stats as JSON: counters, error kinds and the histograms (V2, base64).
+    pub fn to_wire(&self) -> Result<serde_json::Value, String> {
+        Ok(serde_json::json!({
+            "sent": self.sent,
+            "acked": self.acked,
+            "ackedBytes": self.acked_bytes,
+            "publishErrors": self.publish_errors,
+            "consumed": self.consumed,
+            "consumedBytes": self.consumed_bytes,
+            "consumeErrors": self.consume_errors,
+            "commits": self.commits,
+            "commitErrors": self.commit_errors,
+            "rebalances": self.rebalances,
+            "errorKinds": self.error_kinds,
+            "publish": histogram_to_base64(&self.publish)?,
+            "publishDelay": histogram_to_base64(&self.publish_delay)?,
+            "endToEnd": histogram_to_base64(&self.end_to_end)?,
+        }))
+    }
+
+    /// The inverse of `to_wire`.
+    pub fn from_wire(v: &serde_json::Value) -> Result<Stats, String> {
+        let n = |k: &str| {
+            v[k].as_u64()
+                .ok_or_else(|| format!("stats: {k} missing or not a count"))
+        };
+        let h = |k: &str| {
+            histogram_from_base64(v[k].as_str().ok_or_else(|| format!("stats: {k} missing"))?)
+        };
+        let mut error_kinds = BTreeMap::new();
+        for (k, c) in v["errorKinds"].as_object().into_iter().flatten() {
+            error_kinds.insert(k.clone(), c.as_u64().unwrap_or(0));
+        }
+        Ok(Stats {
+            sent: n("sent")?,
+            acked: n("acked")?,
+            acked_bytes: n("ackedBytes")?,
+            publish_errors: n("publishErrors")?,
+            consumed: n("consumed")?,
+            consumed_bytes: n("consumedBytes")?,
+            consume_errors: n("consumeErrors")?,
+            commits: n("commits")?,
+            commit_errors: n("commitErrors")?,
+            rebalances: n("rebalances")?,
+            error_kinds,
+            publish: h("publish")?,
+            publish_delay: h("publishDelay")?,
+            end_to_end: h("endToEnd")?,
+        })
+    }
+}
+
 /// Records nanoseconds into a microsecond histogram (sub-microsecond values count as 1 us).
 pub fn record_ns(h: &mut Histogram<u64>, ns: u64) {
     h.saturating_record((ns / 1000).clamp(1, LATENCY_MAX_US));
@@ -212,5 +288,29 @@ mod tests {
         assert_eq!(t.acked, 1000);
         assert_eq!(pooled.acked, 0);
         assert!(pooled.publish.is_empty());
+    }
+
+    // Stats survive the wire: counters, error kinds and every histogram sample (V2 +
+    // base64), so a coordinator merging workers' stats pools the same samples.
+    #[test]
+    fn wire_round_trip_keeps_samples() {
+        let mut a = Stats::default();
+        for v in [1_000u64, 2_000, 3_000_000, 40] {
+            record_ns(&mut a.publish, v * 1000);
+            record_ns(&mut a.end_to_end, v * 2000);
+        }
+        a.acked = 4;
+        a.acked_bytes = 4096;
+        a.error("timed out", 1, true);
+        let wire = serde_json::to_string(&a.to_wire().unwrap()).unwrap();
+        let b = Stats::from_wire(&serde_json::from_str(&wire).unwrap()).unwrap();
+        assert_eq!(b.acked, 4);
+        assert_eq!(b.acked_bytes, 4096);
+        assert_eq!(b.publish_errors, 1);
+        assert_eq!(b.error_kinds.get("timed out"), Some(&1));
+        assert_eq!(b.publish, a.publish);
+        assert_eq!(b.end_to_end, a.end_to_end);
+        assert!(b.publish_delay.is_empty());
+        assert!(Stats::from_wire(&serde_json::json!({"sent": 1})).is_err());
     }
 }

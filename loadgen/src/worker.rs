@@ -102,6 +102,12 @@ pub enum Report {
         tick_end_ns: u64,
         /// The interval's stats.
         stats: Box<Stats>,
+        /// CPU time the thread used in the interval, ns (`getrusage(RUSAGE_THREAD)`).
+        cpu_ns: u64,
+        /// Time the thread waited for a CPU in the interval, ns (run queue).
+        wait_ns: u64,
+        /// Wall time the interval spanned on the thread, ns.
+        span_ns: u64,
     },
     /// The thread finished; `stats` holds the rest since the last interval.
     Done {
@@ -330,8 +336,12 @@ async fn thread_main(
             running.set(running.get() - 1);
         }));
     }
-    // The reporter: one interval per second, aligned to the run start.
+    // The reporter: one interval per second, aligned to the run start, with the thread's
+    // own CPU time in it (the thread is busy only while its actors run).
     let mut tick = 1u64;
+    let mut cpu_last = crate::cpu::thread_cpu_ns();
+    let mut wait_last = crate::cpu::thread_run_delay_ns();
+    let mut at_last = clock.now_ns();
     while running.get() > 0 {
         let due = tick * 1_000_000_000;
         let now = clock.now_ns();
@@ -341,11 +351,20 @@ async fn thread_main(
             continue;
         }
         let s = stats.borrow_mut().take();
+        let (cpu, wait, at) = (
+            crate::cpu::thread_cpu_ns(),
+            crate::cpu::thread_run_delay_ns(),
+            clock.now_ns(),
+        );
         let _ = tx.send(Report::Interval {
             thread: plan.index,
             tick_end_ns: due,
             stats: Box::new(s),
+            cpu_ns: cpu.saturating_sub(cpu_last),
+            wait_ns: wait.saturating_sub(wait_last),
+            span_ns: at.saturating_sub(at_last),
         });
+        (cpu_last, wait_last, at_last) = (cpu, wait, at);
         tick += 1;
     }
     for t in tasks {

@@ -191,11 +191,13 @@ fn group_run_consumes_each_message_once_and_commits_end_offsets() {
 
 // Proves that a short open-loop workload against a live broker accounts for every message:
 // sent = acknowledged = consumed, no errors, and that the JSON result carries the OMB-named
-// latency fields, the machine, the broker's ApiVersions and the placement.
+// latency fields, the machine, the broker's ApiVersions and the placement, the worker
+// thread's CPU use and (given --broker-pid) the broker's CPU-seconds per GB moved.
 #[test]
 fn smoke_run_counts_add_up_and_json_is_complete() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_broker, addr) = start_broker(dir.path());
+    let (broker, addr) = start_broker(dir.path());
+    let broker_pid = broker.0.id().to_string();
     let json_path = dir.path().join("result.json");
     let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args([
@@ -219,6 +221,7 @@ fn smoke_run_counts_add_up_and_json_is_complete() {
         ])
         .args(["--broker-name", "under-test", "--histograms", "--json"])
         .arg(&json_path)
+        .args(["--broker-pid", &broker_pid])
         .stdout(Stdio::piped())
         .spawn()
         .expect("run loadgen");
@@ -281,5 +284,254 @@ fn smoke_run_counts_add_up_and_json_is_complete() {
     assert!(
         per_second <= sent,
         "per-second publish counts exceed the total"
+    );
+    // One worker thread (--cpus 0), its CPU over the measured seconds.
+    let threads = j["clientCpu"]["threads"].as_array().expect("clientCpu");
+    assert_eq!(threads.len(), 1);
+    assert_eq!(threads[0]["cpu"].as_u64(), Some(0));
+    assert!(threads[0]["busy"].as_f64().is_some_and(|b| b >= 0.0));
+    assert!(j["clientCpu"]["saturated"].is_boolean());
+    assert!(table.contains("loadgen thread 0 (cpu 0)"), "{table}");
+    let b = &j["brokerCpu"];
+    assert!(b["error"].is_null(), "broker CPU not read: {b}");
+    assert!(b["cpuSeconds"].as_f64().is_some_and(|c| c >= 0.0), "{b}");
+    assert!(b["bytesMoved"].as_u64().is_some_and(|m| m > 0), "{b}");
+    assert!(b["cpuSecondsPerGB"].as_f64().is_some(), "{b}");
+    assert!(table.contains("CPU-s per GB moved"), "{table}");
+}
+
+// Proves `loadgen sweep` runs every step against a live broker and writes a complete
+// result: 3 steps of 1 s (rates low enough for a debug build on a shared machine), each
+// with sent = acked = consumed = rate x 1 s, the knee fields, and an SVG with the p50,
+// p99 and p99.9 lines (one point per step). No latency figure is asserted.
+#[test]
+fn sweep_of_three_short_steps_writes_json_and_chart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, addr) = start_broker(dir.path());
+    let out = dir.path().join("sweep");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["sweep", "--bootstrap", &addr, "--scenario", "smoke"])
+        .args(["--rates", "200,400,800", "--step-duration", "1"])
+        .args(["--step-warmup", "0", "--keep-going"])
+        .args(["--broker-name", "under-test", "--cpus", "0", "--quiet"])
+        .arg("--out-dir")
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run loadgen sweep");
+    let status = wait_bounded(&mut child, Duration::from_secs(120));
+    let stdout = child.wait_with_output().expect("output").stdout;
+    let text = String::from_utf8_lossy(&stdout);
+    assert!(status.success(), "sweep failed ({status}):\n{text}");
+    assert!(text.contains("== sweep under-test"), "{text}");
+
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).expect("sweep.json"))
+            .expect("valid json");
+    let brokers = j["brokers"].as_array().expect("brokers");
+    assert_eq!(brokers.len(), 1);
+    let b = &brokers[0];
+    assert_eq!(b["name"].as_str(), Some("under-test"));
+    let steps = b["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 3);
+    for (s, rate) in steps.iter().zip([200u64, 400, 800]) {
+        assert_eq!(s["targetMsgPerSec"].as_f64(), Some(rate as f64));
+        let c = &s["counts"];
+        assert_eq!(c["sent"].as_u64(), Some(rate), "{s}");
+        assert_eq!(c["acked"].as_u64(), Some(rate), "{s}");
+        assert_eq!(c["consumed"].as_u64(), Some(rate), "{s}");
+        assert!(s["publishLatency99pct"].as_f64().is_some());
+        assert!(s["keepsRate"].is_boolean());
+    }
+    assert!(b["p99BoundMs"].as_f64().is_some());
+    assert!(b.get("knee").is_some() && b["note"].is_string());
+    assert!(j["kneeRule"].is_string());
+    for rate in [200, 400, 800] {
+        assert!(out.join(format!("under-test-{rate}.json")).exists());
+    }
+    let svg = std::fs::read_to_string(out.join("sweep.svg")).expect("sweep.svg");
+    assert_eq!(svg.matches("<polyline").count(), 3, "p50, p99, p99.9");
+    assert_eq!(
+        svg.matches(r#"r="2.5""#).count(),
+        9,
+        "a dot per step and line"
+    );
+    assert!(svg.contains("under-test publish p99.9"));
+}
+
+/// A `loadgen worker` process, killed when the test ends.
+struct Worker(Child, String);
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_worker() -> Worker {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["worker", "--listen", "127.0.0.1:0", "--cpus", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start loadgen worker");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("worker's first line");
+    let addr = line
+        .trim()
+        .strip_prefix("loadgen worker listening on ")
+        .unwrap_or_else(|| panic!("unexpected worker line {line:?}"))
+        .to_string();
+    Worker(child, addr)
+}
+
+// Proves a run through two `loadgen worker`s (started here on 127.0.0.1) against a live
+// broker splits the actors over them (each worker runs one producer and one consumer) and
+// merges what they report: the coordinator's counts and merged histogram counts equal the
+// sums of each worker's own totals, and every message is acknowledged and consumed.
+#[test]
+fn run_through_two_workers_merges_their_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_broker, addr) = start_broker(dir.path());
+    let (w1, w2) = (start_worker(), start_worker());
+    let workers = format!("{},{}", w1.1, w2.1);
+    let json_path = dir.path().join("workers.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["run", "--bootstrap", &addr, "--scenario", "smoke"])
+        .args(["--duration", "2", "--rate", "1000", "--partitions", "4"])
+        .args([
+            "--producers",
+            "2",
+            "--consumers",
+            "2",
+            "--workers",
+            &workers,
+        ])
+        .args(["--quiet", "--strict", "--json"])
+        .arg(&json_path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run loadgen");
+    let status = wait_bounded(&mut child, Duration::from_secs(120));
+    let out = child.wait_with_output().expect("loadgen output");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(status.success(), "loadgen failed ({status}):\n{table}");
+
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("json written"))
+            .expect("valid json");
+    let c = &j["counts"];
+    assert_eq!(c["sent"].as_u64(), Some(2000), "1000 msg/s for 2 s");
+    assert_eq!(c["acked"].as_u64(), Some(2000));
+    assert_eq!(c["consumed"].as_u64(), Some(2000));
+    let ws = j["placement"]["workers"].as_array().expect("workers");
+    assert_eq!(ws.len(), 2);
+    let sum = |k: &str| -> u64 {
+        ws.iter()
+            .map(|w| w["reported"][k].as_u64().expect("worker's own count"))
+            .sum()
+    };
+    assert_eq!(sum("sent"), 2000);
+    assert_eq!(Some(sum("acked")), c["acked"].as_u64());
+    assert_eq!(Some(sum("consumed")), c["consumed"].as_u64());
+    assert_eq!(
+        Some(sum("publishCount")),
+        j["aggregatedPublishLatencyCount"].as_u64(),
+        "merged publish histogram = sum of the workers'"
+    );
+    assert_eq!(
+        Some(sum("endToEndCount")),
+        j["aggregatedEndToEndLatencyCount"].as_u64()
+    );
+    for (w, addr) in ws.iter().zip([&w1.1, &w2.1]) {
+        assert_eq!(w["worker"].as_str(), Some(addr.as_str()));
+        assert_eq!(w["producers"].as_array().map(Vec::len), Some(1), "{w}");
+        assert_eq!(w["consumers"].as_array().map(Vec::len), Some(1), "{w}");
+        assert_eq!(w["acked"], w["reported"]["acked"], "{w}");
+        assert!(w["reported"]["acked"].as_u64() > Some(0));
+    }
+}
+
+// Proves the compare harness serves a peer whose topics must be created first: with
+// --peer-create-topics it runs the command (here osprey's own CLI) before the peer's
+// round and loadgen uses that topic without CreateTopics; both sides (osprey twice, one
+// round, 1 s) account for every message, and compare.json says both could consume.
+#[test]
+fn compare_creates_the_peers_topic_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = broker_bin();
+    assert!(bin.exists(), "build osprey first (cargo build)");
+    let start = format!(
+        "{} serve --listen 127.0.0.1:{{port}} --admin-listen 127.0.0.1:0 --data-dir {{dir}} --cores 1",
+        bin.display()
+    );
+    let create = format!(
+        "{} topics --bootstrap {{bootstrap}} create {{topic}} --partitions 2",
+        bin.display()
+    );
+    let out = dir.path().join("cmp");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "compare",
+            "--rounds",
+            "1",
+            "--broker-cpus",
+            "",
+            "--cpus",
+            "0",
+        ])
+        .args(["--osprey-start-cmd", &start, "--peer-name", "peer"])
+        .args(["--peer-start-cmd", &start, "--peer-create-topics", &create])
+        .arg("--out-dir")
+        .arg(&out)
+        .args([
+            "--",
+            "--scenario",
+            "smoke",
+            "--duration",
+            "1",
+            "--rate",
+            "500",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run loadgen compare");
+    let status = wait_bounded(&mut child, Duration::from_secs(180));
+    let o = child.wait_with_output().expect("output");
+    let text = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        status.success(),
+        "compare failed ({status}):\n{text}\n{err}"
+    );
+    assert!(
+        err.contains("created topic loadgen-compare-peer-r0"),
+        "{err}"
+    );
+
+    let j: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("compare.json")).expect("compare.json"),
+    )
+    .expect("valid json");
+    for side in j["sides"].as_array().expect("sides") {
+        assert_eq!(side["canConsume"], serde_json::json!(true), "{side}");
+    }
+    for (s, name) in [(0, "osprey"), (1, "peer")] {
+        let run = &j["runs"][s][0]["loadgen"];
+        let c = &run["counts"];
+        assert_eq!(c["sent"].as_u64(), Some(500), "{name}: {c}");
+        assert_eq!(c["consumed"].as_u64(), Some(500), "{name}: {c}");
+        assert!(run["brokerCpu"]["cpuSeconds"].as_f64().is_some(), "{name}");
+    }
+    let peer_topic = j["runs"][1][0]["loadgen"]["topicNames"][0]
+        .as_str()
+        .expect("peer topic");
+    assert!(
+        peer_topic.starts_with("loadgen-compare-peer-r0"),
+        "{peer_topic}"
     );
 }

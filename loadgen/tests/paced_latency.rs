@@ -98,8 +98,10 @@ fn one_producer_at_50k_per_second_is_not_held_back() {
     let p99 = j["aggregatedPublishLatency99pct"].as_f64().expect("p99");
     eprintln!("50k msg/s, 1 producer: {rate:.0} msg/s, publish p50 {p50:.2} ms, p99 {p99:.2} ms");
     assert!(rate > 45_000.0, "published only {rate:.0} msg/s of 50000");
+    // 100 ms, not less: with a release build and other tests beside it on this 2-core
+    // machine the median was seen at > 20 ms; the defect put it at 270-460 ms.
     assert!(
-        p50 < 20.0,
+        p50 < 100.0,
         "publish p50 {p50:.2} ms: batches are held back in the producer"
     );
     // The tail is not asserted: the test command runs other tests beside this one on a
