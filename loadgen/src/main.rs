@@ -72,6 +72,11 @@ struct RunArgs {
     /// Bootstrap servers, host:port[,host:port].
     #[arg(long, default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    /// Kafka client properties file for TLS and SASL (security.protocol, sasl.mechanism,
+    /// sasl.username, sasl.password or sasl.jaas.config, ssl.ca.location,
+    /// ssl.certificate.location, ssl.key.location), as the Kafka tools' --command-config.
+    #[arg(long, value_name = "FILE")]
+    command_config: Option<PathBuf>,
     /// A named scenario (see `loadgen scenarios`).
     #[arg(long)]
     scenario: Option<String>,
@@ -338,6 +343,11 @@ fn build_workload(a: &RunArgs) -> Result<Workload, String> {
 
 fn cmd_run(a: &RunArgs) -> Result<bool, String> {
     let w = build_workload(a)?;
+    let security = match &a.command_config {
+        Some(p) => osprey::client::Security::from_properties_file(p)
+            .map_err(|e| format!("--command-config: {e}"))?,
+        None => osprey::client::Security::default(),
+    };
     let cpus = match &a.cpus {
         Some(c) => parse_cpus(c)?,
         None => Vec::new(),
@@ -354,6 +364,7 @@ fn cmd_run(a: &RunArgs) -> Result<bool, String> {
     eprintln!("{}", w.summary());
     let opts = RunOptions {
         bootstrap: a.bootstrap.clone(),
+        security,
         cpus,
         broker_name: a.broker_name.clone(),
         broker_placement: a.broker_placement.clone(),

@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::{LocalExecutorBuilder, Placement};
-use osprey::client::{Client, ClientConfig, NewTopic};
+use osprey::client::{Client, ClientConfig, NewTopic, Security};
 use serde_json::{Map, Value, json};
 
 use crate::limits::Limits;
@@ -26,6 +26,8 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct RunOptions {
     /// Bootstrap servers.
     pub bootstrap: String,
+    /// TLS and SASL of every connection (`--command-config`; default PLAINTEXT).
+    pub security: Security,
     /// Worker CPUs (one thread each); empty = one unpinned thread.
     pub cpus: Vec<usize>,
     /// A label for the broker (e.g. osprey, tansu, kafka-3.9).
@@ -71,10 +73,19 @@ fn block_on<T: Send + 'static>(
         .map_err(|e| format!("executor: {e}"))
 }
 
-fn setup(bootstrap: String, w: Workload, topics: Vec<String>) -> Result<BrokerInfo, String> {
+fn setup(
+    bootstrap: String,
+    security: Security,
+    w: Workload,
+    topics: Vec<String>,
+) -> Result<BrokerInfo, String> {
     block_on("loadgen-setup", move || {
         Box::pin(async move {
-            let client = Client::connect(&bootstrap, ClientConfig::default())
+            let config = ClientConfig {
+                security,
+                ..ClientConfig::default()
+            };
+            let client = Client::connect(&bootstrap, config)
                 .await
                 .map_err(|e| format!("connect {bootstrap}: {e}"))?;
             let conn = client.any_connection().await.map_err(|e| e.to_string())?;
@@ -141,10 +152,14 @@ fn setup(bootstrap: String, w: Workload, topics: Vec<String>) -> Result<BrokerIn
     })?
 }
 
-fn teardown(bootstrap: String, topics: Vec<String>) -> Result<(), String> {
+fn teardown(bootstrap: String, security: Security, topics: Vec<String>) -> Result<(), String> {
     block_on("loadgen-teardown", move || {
         Box::pin(async move {
-            let client = Client::connect(&bootstrap, ClientConfig::default())
+            let config = ClientConfig {
+                security,
+                ..ClientConfig::default()
+            };
+            let client = Client::connect(&bootstrap, config)
                 .await
                 .map_err(|e| e.to_string())?;
             let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -271,7 +286,12 @@ pub fn run(w: &Workload, opts: &RunOptions) -> Result<RunResult, String> {
     let topics: Vec<String> = (0..w.topics)
         .map(|t| format!("loadgen-{run_id}-{}-{t}", std::process::id()))
         .collect();
-    let info = setup(opts.bootstrap.clone(), w.clone(), topics.clone())?;
+    let info = setup(
+        opts.bootstrap.clone(),
+        opts.security.clone(),
+        w.clone(),
+        topics.clone(),
+    )?;
     let plans = plan_threads(w, &topics, &opts.cpus);
     let shared = Arc::new(SharedRun {
         ready: Barrier::new(plans.len() + 1),
@@ -285,6 +305,7 @@ pub fn run(w: &Workload, opts: &RunOptions) -> Result<RunResult, String> {
         let h = worker::spawn(
             p.clone(),
             opts.bootstrap.clone(),
+            opts.security.clone(),
             w.clone(),
             shared.clone(),
             tx.clone(),
@@ -404,7 +425,7 @@ pub fn run(w: &Workload, opts: &RunOptions) -> Result<RunResult, String> {
         }
     }
     if !opts.keep_topics
-        && let Err(e) = teardown(opts.bootstrap.clone(), topics.clone())
+        && let Err(e) = teardown(opts.bootstrap.clone(), opts.security.clone(), topics.clone())
     {
         log::warn!("teardown: {e}");
     }
@@ -511,6 +532,8 @@ fn build_json(
         json!({
             "name": opts.broker_name,
             "bootstrap": opts.bootstrap,
+            "securityProtocol": opts.security.protocol.name(),
+            "saslMechanism": opts.security.sasl.as_ref().map(|s| s.mechanism.name()),
             "clusterId": info.cluster_id,
             "nodes": info.brokers,
             "apiVersionsVersion": info.api_versions_version,

@@ -14,7 +14,7 @@ use glommio::channels::local_channel::{self, LocalReceiver};
 use glommio::sync::Semaphore;
 use glommio::{LocalExecutorBuilder, Placement};
 use osprey::client::{
-    Acks, Client, ClientConfig, Compression, FetchOptions, FetchPosition, OffsetSpec,
+    Acks, Client, ClientConfig, Compression, Security, FetchOptions, FetchPosition, OffsetSpec,
     ProducerRecord, decode_records, encode_batch,
 };
 
@@ -151,6 +151,7 @@ struct Params {
 pub fn spawn(
     plan: ThreadPlan,
     bootstrap: String,
+    security: Security,
     workload: Workload,
     shared: Arc<SharedRun>,
     tx: Sender<Report>,
@@ -170,7 +171,7 @@ pub fn spawn(
                 .name(&format!("loadgen-{index}"))
                 .make();
             match ex {
-                Ok(ex) => ex.run(thread_main(plan, bootstrap, workload, shared, tx)),
+                Ok(ex) => ex.run(thread_main(plan, bootstrap, security, workload, shared, tx)),
                 Err(e) => {
                     let _ = tx.send(Report::Failed {
                         thread: index,
@@ -199,6 +200,7 @@ fn filler_bytes(n: usize) -> Bytes {
 async fn thread_main(
     plan: ThreadPlan,
     bootstrap: String,
+    security: Security,
     w: Workload,
     shared: Arc<SharedRun>,
     tx: Sender<Report>,
@@ -206,6 +208,7 @@ async fn thread_main(
     let cfg = ClientConfig {
         client_id: format!("loadgen-{}", plan.index),
         in_flight_max: w.in_flight_max,
+        security,
         ..ClientConfig::default()
     };
     // Producers of this thread share one client; each consumer has its own, because a broker
