@@ -20,7 +20,11 @@ fn make_pki(dir: &Path) {
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
     for (name, sans, cn) in [
-        ("server", vec!["localhost".to_string(), "127.0.0.1".to_string()], "localhost"),
+        (
+            "server",
+            vec!["localhost".to_string(), "127.0.0.1".to_string()],
+            "localhost",
+        ),
         ("client", vec![], "alice"),
     ] {
         let mut p = rcgen::CertificateParams::new(sans).unwrap();
@@ -106,7 +110,13 @@ fn secured_broker() -> Secured {
 /// `props` against `bootstrap`.
 fn round_trip(bootstrap: &str, props: &str, topic: &str) {
     let common = ["--bootstrap", bootstrap, "--command-config", props];
-    let r = osprey(&[&["topics", "create", topic, "--partitions", "2"][..], &common].concat());
+    let r = osprey(
+        &[
+            &["topics", "create", topic, "--partitions", "2"][..],
+            &common,
+        ]
+        .concat(),
+    );
     assert!(r.ok, "{r:?}");
     let r = osprey(&[&["topics", "list"][..], &common].concat());
     assert!(r.ok, "{r:?}");

@@ -425,7 +425,11 @@ pub fn run(w: &Workload, opts: &RunOptions) -> Result<RunResult, String> {
         }
     }
     if !opts.keep_topics
-        && let Err(e) = teardown(opts.bootstrap.clone(), opts.security.clone(), topics.clone())
+        && let Err(e) = teardown(
+            opts.bootstrap.clone(),
+            opts.security.clone(),
+            topics.clone(),
+        )
     {
         log::warn!("teardown: {e}");
     }

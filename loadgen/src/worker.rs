@@ -14,8 +14,8 @@ use glommio::channels::local_channel::{self, LocalReceiver};
 use glommio::sync::Semaphore;
 use glommio::{LocalExecutorBuilder, Placement};
 use osprey::client::{
-    Acks, Client, ClientConfig, Compression, Security, FetchOptions, FetchPosition, OffsetSpec,
-    ProducerRecord, decode_records, encode_batch,
+    Acks, Client, ClientConfig, Compression, FetchOptions, FetchPosition, OffsetSpec,
+    ProducerRecord, Security, decode_records, encode_batch,
 };
 
 use crate::pacing::{Pacer, next_wake_ns, sleep_until, yield_to_reactor};

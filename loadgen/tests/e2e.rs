@@ -327,7 +327,10 @@ fn sasl_ssl_run_counts_add_up() {
     );
     let t = Instant::now();
     while TcpStream::connect(&sasl_ssl).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(20), "no SASL_SSL listener");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no SASL_SSL listener"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let props = d.join("client.properties");

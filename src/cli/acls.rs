@@ -99,8 +99,7 @@ pub fn main(
     command_config: Option<std::path::PathBuf>,
     action: AclsAction,
 ) -> Result<(), String> {
-    let config =
-        super::client_config(command_config.as_deref()).map_err(|e| e.to_string())?;
+    let config = super::client_config(command_config.as_deref()).map_err(|e| e.to_string())?;
     use kafka_protocol::messages::create_acls_request::AclCreation;
     use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
     use kafka_protocol::messages::{CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest};

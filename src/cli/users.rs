@@ -100,8 +100,7 @@ pub fn main(action: UsersAction) -> Result<(), String> {
             ..
         } => (bootstrap.clone(), command_config.clone()),
     };
-    let config =
-        super::client_config(command_config.as_deref()).map_err(|e| e.to_string())?;
+    let config = super::client_config(command_config.as_deref()).map_err(|e| e.to_string())?;
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .io_memory(1 << 20)
         .make()

@@ -297,7 +297,9 @@ impl Connection {
                 let mut scram = ScramClient::new(m, &sasl.username, &sasl.password)
                     .map_err(|e| refused(e.0))?;
                 let server_first = round(scram.first_message()).await?;
-                let last = scram.final_message(&server_first).map_err(|e| refused(e.0))?;
+                let last = scram
+                    .final_message(&server_first)
+                    .map_err(|e| refused(e.0))?;
                 let server_final = round(last).await?;
                 scram
                     .verify_server(&server_final)
@@ -306,7 +308,6 @@ impl Connection {
         }
         Ok(())
     }
-
 
     /// The broker's address.
     pub fn addr(&self) -> &str {

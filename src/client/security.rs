@@ -11,8 +11,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
@@ -201,11 +201,13 @@ impl Security {
                 path.display()
             ));
         }
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let props = parse_properties(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         for k in unused_properties(&props) {
-            log::warn!("{}: property {k} is not used by this client", path.display());
+            log::warn!(
+                "{}: property {k} is not used by this client",
+                path.display()
+            );
         }
         Security::from_properties(&props).map_err(|e| format!("{}: {e}", path.display()))
     }
@@ -514,12 +516,9 @@ pub fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, String>
                     key.display()
                 )
             })?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| {
-                format!(
-                    "client certificate {} and key: {e}",
-                    cert.display()
-                )
-            })?
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate {} and key: {e}", cert.display()))?
         }
         _ => {
             return Err(
@@ -626,7 +625,10 @@ mod tests {
             r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="u" password="a\"b";"#,
         )
         .unwrap();
-        assert_eq!(j.module, "org.apache.kafka.common.security.plain.PlainLoginModule");
+        assert_eq!(
+            j.module,
+            "org.apache.kafka.common.security.plain.PlainLoginModule"
+        );
         assert_eq!(j.options["username"], "u");
         assert_eq!(j.options["password"], "a\"b");
         for bad in [
@@ -667,14 +669,26 @@ mod tests {
         for (bad, needle) in [
             ("security.protocol=SASL_PLAINTEXT\n", "sasl.username"),
             ("security.protocol=TLS\n", "security.protocol"),
-            ("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=GSSAPI\n", "sasl.mechanism"),
+            (
+                "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=GSSAPI\n",
+                "sasl.mechanism",
+            ),
             (
                 "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"u\" password=\"p\";\n",
                 "PlainLoginModule",
             ),
-            ("security.protocol=SSL\nssl.truststore.type=JKS\n", "ssl.truststore.type"),
-            ("security.protocol=SSL\nssl.key.password=x\n", "ssl.key.password"),
-            ("security.protocol=SSL\nssl.ca.location=/nonexistent/ca.pem\n", "/nonexistent/ca.pem"),
+            (
+                "security.protocol=SSL\nssl.truststore.type=JKS\n",
+                "ssl.truststore.type",
+            ),
+            (
+                "security.protocol=SSL\nssl.key.password=x\n",
+                "ssl.key.password",
+            ),
+            (
+                "security.protocol=SSL\nssl.ca.location=/nonexistent/ca.pem\n",
+                "/nonexistent/ca.pem",
+            ),
         ] {
             let e = Security::from_properties(&props(bad)).unwrap_err();
             assert!(e.contains(needle), "{bad:?}: {e}");

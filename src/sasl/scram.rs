@@ -366,7 +366,11 @@ pub struct ScramClient {
 
 impl ScramClient {
     /// A client for `user` with a random nonce.
-    pub fn new(mechanism: Mechanism, user: &str, password: &str) -> Result<ScramClient, ScramError> {
+    pub fn new(
+        mechanism: Mechanism,
+        user: &str,
+        password: &str,
+    ) -> Result<ScramClient, ScramError> {
         let mut nonce = [0u8; CLIENT_NONCE_BYTES];
         getrandom::getrandom(&mut nonce).map_err(|e| ScramError(format!("no randomness: {e}")))?;
         let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
@@ -374,7 +378,12 @@ impl ScramClient {
     }
 
     /// With a chosen client nonce: for the RFC test vectors.
-    pub fn with_nonce(mechanism: Mechanism, user: &str, password: &str, nonce: String) -> ScramClient {
+    pub fn with_nonce(
+        mechanism: Mechanism,
+        user: &str,
+        password: &str,
+        nonce: String,
+    ) -> ScramClient {
         ScramClient {
             mechanism,
             password: password.to_owned(),
@@ -416,7 +425,9 @@ impl ScramClient {
             )));
         };
         if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
-            return Err(ScramError("server nonce does not extend the client's".into()));
+            return Err(ScramError(
+                "server nonce does not extend the client's".into(),
+            ));
         }
         if !(ITERATIONS_MIN..=ITERATIONS_MAX).contains(&iterations) {
             return Err(ScramError(format!(
@@ -449,7 +460,9 @@ impl ScramClient {
             return Err(ScramError(format!("server error: {e}")));
         }
         let Some(expected) = &self.expected_server_signature else {
-            return Err(ScramError("server-final-message before the final message".into()));
+            return Err(ScramError(
+                "server-final-message before the final message".into(),
+            ));
         };
         let got = msg
             .split(',')
@@ -459,7 +472,9 @@ impl ScramClient {
         if bool::from(got.ct_eq(expected)) {
             Ok(())
         } else {
-            Err(ScramError("the server's signature is wrong (not the real server?)".into()))
+            Err(ScramError(
+                "the server's signature is wrong (not the real server?)".into(),
+            ))
         }
     }
 }
@@ -647,7 +662,11 @@ mod tests {
                 let mut c = ScramClient::new(m, "al,i=ce", password).unwrap();
                 let mut s = ScramServer::new(m).unwrap();
                 let Step::Continue(first) = s
-                    .step(&c.first_message(), |u| (u == "al,i=ce").then(|| cred.clone()), no_fake)
+                    .step(
+                        &c.first_message(),
+                        |u| (u == "al,i=ce").then(|| cred.clone()),
+                        no_fake,
+                    )
                     .unwrap()
                 else {
                     panic!("the first step finishes nothing")
