@@ -142,7 +142,9 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects to `addr` ("host:port") and negotiates API versions.
+    /// Connects to `addr` ("host:port"), runs the TLS handshake (SSL, SASL_SSL), negotiates
+    /// API versions and authenticates (SASL_*), as `config.security` says. The TCP connect,
+    /// the handshake and the SASL exchange each get `config.connect_timeout`.
     pub async fn connect(addr: &str, config: &ClientConfig) -> Result<Connection> {
         let stream = glommio::timer::timeout(config.connect_timeout, async {
             TcpStream::connect(addr).await
