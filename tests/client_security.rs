@@ -168,20 +168,24 @@ fn cli_round_trips_over_sasl_ssl_and_ssl() {
         ),
     );
     round_trip(&s.listener("SSL"), &ssl, "secured-ssl");
-    // The cluster and group commands use the same settings.
-    let r = osprey(&[
-        "cluster",
-        "info",
-        "--bootstrap",
-        &s.listener("SASL_SSL"),
-        "--command-config",
-        &sasl,
-    ]);
-    assert!(r.ok, "{r:?}");
+    // The cluster, group and user commands use the same settings.
+    let bootstrap = s.listener("SASL_SSL");
+    for cmd in [
+        &["cluster", "info"][..],
+        &["groups", "list"],
+        &["users", "list"],
+    ] {
+        let r = osprey(&[cmd, &["--bootstrap", &bootstrap, "--command-config", &sasl]].concat());
+        assert!(r.ok, "{cmd:?}: {r:?}");
+        if cmd[0] == "users" {
+            assert!(r.stdout.contains("alice"), "{r:?}");
+        }
+    }
 }
 
 // Refusals: a wrong password fails SASL authentication, a CA that did not sign the broker's
-// certificate fails the TLS handshake, a missing CA file fails before connecting; each
+// certificate fails the TLS handshake, a plaintext client on the TLS port is told to use
+// TLS, a missing CA file fails before connecting; each
 // exits non-zero with what went wrong and a hint naming the property to fix, and the
 // broker keeps serving the right settings afterwards.
 #[test]
@@ -226,6 +230,10 @@ fn cli_refusals_are_clear() {
     assert!(!r.ok, "{r:?}");
     assert!(r.stderr.contains("TLS handshake"), "{r:?}");
     assert!(r.stderr.contains("ssl.ca.location"), "{r:?}");
+    // A plaintext client on the TLS port is told the listener wants TLS.
+    let r = osprey(&["topics", "list", "--bootstrap", &s.listener("SSL")]);
+    assert!(!r.ok, "{r:?}");
+    assert!(r.stderr.contains("security.protocol=SSL"), "{r:?}");
     let missing = s.props(
         "missing.properties",
         "security.protocol=SSL\nssl.ca.location=/nonexistent/ca.pem\n",

@@ -106,9 +106,9 @@ pub fn hint_for(e: &ClientError) -> Option<String> {
              listener is SSL or SASL, pass --command-config FILE with security.protocol"
         }
         ClientError::Tls { .. } => {
-            "check ssl.ca.location (the CA that signed the broker's certificate), that the \
-             --bootstrap host is a name in that certificate, and that the port is an SSL or \
-             SASL_SSL listener"
+            "check security.protocol in the --command-config file, ssl.ca.location (the CA \
+             that signed the broker's certificate), and that the --bootstrap host is a name \
+             in that certificate"
         }
         ClientError::Authentication { .. } => {
             "check sasl.mechanism, sasl.username and sasl.password (or sasl.jaas.config) in \

@@ -533,6 +533,16 @@ async fn read_loop<S: futures_lite::AsyncRead + Unpin>(rd: ReadHalf<S>, shared: 
         }
         let n = i32::from_be_bytes(len);
         if n < 4 || n as usize > FRAME_MAX_BYTES {
+            // A TLS record header (alert 0x15 or handshake 0x16, version 3.x) where a Kafka
+            // frame should start: a plaintext client on an SSL or SASL_SSL listener.
+            if matches!(len[0], 0x15 | 0x16) && len[1] == 3 {
+                break ClientError::Tls {
+                    addr: shared.addr.clone(),
+                    message: "the broker answered with TLS: this listener needs \
+                              security.protocol=SSL or SASL_SSL"
+                        .into(),
+                };
+            }
             break ClientError::FrameLength {
                 len: n.into(),
                 max: FRAME_MAX_BYTES,
