@@ -165,7 +165,7 @@ impl Connection {
             .map_err(|e| ClientError::io(format!("set_nodelay {addr}"), &e.into()))?;
         let conn = match &config.security.tls {
             // PLAINTEXT and SASL_PLAINTEXT: the socket itself.
-            None => Connection::start(addr, config, stream),
+            None => Connection::start(addr, config, stream, false),
             Some(tls) => {
                 let name = super::security::server_name(addr)
                     .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
@@ -192,7 +192,7 @@ impl Connection {
                         });
                     }
                 };
-                Connection::start(addr, config, tls_stream)
+                Connection::start(addr, config, tls_stream, true)
             }
         };
         conn.negotiate().await?;
@@ -208,8 +208,9 @@ impl Connection {
         Ok(conn)
     }
 
-    /// Starts the reader and writer tasks over `stream` (the socket, or TLS over it).
-    fn start<S>(addr: &str, config: &ClientConfig, stream: S) -> Connection
+    /// Starts the reader and writer tasks over `stream` (the socket, or TLS over it, which
+    /// needs a `flush` after each write).
+    fn start<S>(addr: &str, config: &ClientConfig, stream: S, flush: bool) -> Connection
     where
         S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
     {
@@ -221,7 +222,7 @@ impl Connection {
         });
         let (tx, rx) = local_channel::new_unbounded();
         let reader = glommio::spawn_local(read_loop(rd, shared.clone()));
-        let writer = glommio::spawn_local(write_loop(wr, rx, shared.clone()));
+        let writer = glommio::spawn_local(write_loop(wr, rx, shared.clone(), flush));
         Connection {
             shared,
             next_correlation_id: Cell::new(1),
@@ -586,6 +587,7 @@ async fn write_loop<S: futures_lite::AsyncWrite + Unpin>(
     mut wr: WriteHalf<S>,
     rx: LocalReceiver<Bytes>,
     shared: Rc<Shared>,
+    flush: bool,
 ) {
     let mut out = BytesMut::with_capacity(COALESCE_WRITE_MAX_BYTES);
     while let Some(frame) = rx.recv().await {
@@ -616,9 +618,9 @@ async fn write_loop<S: futures_lite::AsyncWrite + Unpin>(
                 result = wr.write_all(&out).await;
             }
         }
-        // TLS keeps records rustls could not write yet in its buffer until flushed (a
-        // no-op on the plain socket, whose writes are already on the wire).
-        if result.is_ok() {
+        // TLS keeps records rustls could not write yet in its buffer until flushed; the
+        // plain socket's writes are already on the wire.
+        if flush && result.is_ok() {
             result = wr.flush().await;
         }
         if let Err(e) = result {
