@@ -68,8 +68,8 @@ impl Secured {
     }
 }
 
-/// A broker with PLAINTEXT, SSL and SASL_SSL listeners (client certificates requested)
-/// and a SCRAM-SHA-512 user `alice` created before the start.
+/// A broker with PLAINTEXT, SSL and SASL_SSL listeners (client certificates requested),
+/// a SCRAM-SHA-512 user `alice` created before the start and a PLAIN user `bob`.
 fn secured_broker() -> Secured {
     let dir = tmpdir();
     make_pki(dir.path());
@@ -86,6 +86,7 @@ fn secured_broker() -> Secured {
         data.to_str().unwrap(),
     ]);
     assert!(r.ok, "{r:?}");
+    std::fs::write(dir.path().join("plain-users"), "bob = bob-secret\n").unwrap();
     let p = |f: &str| dir.path().join(f).to_string_lossy().into_owned();
     let broker = Broker::start_in(
         &data,
@@ -101,6 +102,8 @@ fn secured_broker() -> Secured {
             &p("ca.pem"),
             "--ssl-client-auth",
             "requested",
+            "--sasl-plain-users",
+            &p("plain-users"),
         ],
     );
     Secured { broker, dir }
@@ -139,8 +142,8 @@ fn round_trip(bootstrap: &str, props: &str, topic: &str) {
     assert_eq!(got, ["one", "three", "two"], "{r:?}");
 }
 
-// SASL_SSL with SCRAM-SHA-512 given as a Java JAAS line (the broker's certificate checked
-// against the test CA, host 127.0.0.1 against its IP SAN), and SSL with a client
+// SASL_SSL with SCRAM-SHA-512 and with PLAIN given as Java JAAS lines (the broker's
+// certificate checked against the test CA, host 127.0.0.1 against its IP SAN), and SSL with a client
 // certificate (mTLS, librdkafka's property names): topics create/list, produce and
 // consume each go through TLS and, on SASL_SSL, authenticate on every connection the CLI
 // opens (bootstrap and each node).
@@ -168,6 +171,17 @@ fn cli_round_trips_over_sasl_ssl_and_ssl() {
         ),
     );
     round_trip(&s.listener("SSL"), &ssl, "secured-ssl");
+    // PLAIN over SASL_SSL, with the Java JAAS module of PLAIN.
+    let plain = s.props(
+        "plain.properties",
+        &format!(
+            "security.protocol=SASL_SSL\nsasl.mechanism=PLAIN\n\
+             sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"bob\" password=\"bob-secret\";\n\
+             ssl.ca.location={}\n",
+            ca.display()
+        ),
+    );
+    round_trip(&s.listener("SASL_SSL"), &plain, "secured-plain");
     // The cluster, group and user commands use the same settings.
     let bootstrap = s.listener("SASL_SSL");
     for cmd in [
