@@ -229,7 +229,14 @@ impl Security {
             Some(m) => SaslMechanism::parse(m).ok_or_else(|| {
                 format!("sasl.mechanism={m}: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
             })?,
-            // Kafka's default mechanism.
+            // Kafka's default is GSSAPI (Kerberos), which this client does not speak:
+            // refused below for SASL protocols rather than guessing another mechanism.
+            None if protocol.is_sasl() => {
+                return Err(format!(
+                    "security.protocol={} needs sasl.mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; Kafka's default GSSAPI is not supported)",
+                    protocol.name()
+                ));
+            }
             None => SaslMechanism::Plain,
         };
         let (mut username, mut password) = (
@@ -660,14 +667,18 @@ mod tests {
         assert!(s.tls.is_none());
         assert!(!format!("{s:?}").contains("\"b\""));
         let s = Security::from_properties(&props(
-            "security.protocol=sasl_plaintext\nsasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"u\" password=\"p\";\n",
+            "security.protocol=sasl_plaintext\nsasl.mechanism=plain\nsasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"u\" password=\"p\";\n",
         ))
         .unwrap();
         assert_eq!(s.sasl.unwrap().mechanism, SaslMechanism::Plain);
         let s = Security::from_properties(&props("")).unwrap();
         assert_eq!(s.protocol, SecurityProtocol::Plaintext);
         for (bad, needle) in [
-            ("security.protocol=SASL_PLAINTEXT\n", "sasl.username"),
+            ("security.protocol=SASL_PLAINTEXT\n", "sasl.mechanism"),
+            (
+                "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\n",
+                "sasl.username",
+            ),
             ("security.protocol=TLS\n", "security.protocol"),
             (
                 "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=GSSAPI\n",
