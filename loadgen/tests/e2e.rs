@@ -288,7 +288,9 @@ fn smoke_run_counts_add_up_and_json_is_complete() {
 // PLAINTEXT is SASL_SSL (certificate and CA made here with rcgen), a SCRAM-SHA-256 user
 // created before the start, and `--command-config` with Kafka's property names. Every
 // producer and consumer connection goes through TLS and SCRAM: the run's counts add up
-// (sent = acked = consumed, no errors) and the JSON names the protocol and mechanism.
+// (sent = acked = consumed, no errors) and the JSON names the protocol and mechanism. The
+// broker's SASL sessions last 1.5 s, shorter than the run: connections are replaced before
+// they expire, so no request is lost to the broker closing an expired session.
 #[test]
 fn sasl_ssl_run_counts_add_up() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -323,6 +325,10 @@ fn sasl_ssl_run_counts_add_up() {
             d.join("server.pem").to_str().unwrap(),
             "--tls-key",
             d.join("server.key").to_str().unwrap(),
+            // SASL sessions of 1.5 s (KIP-368): the 3 s run outlives several, and the
+            // client must replace its connections before the broker closes them.
+            "--connections-max-reauth-ms",
+            "1500",
         ],
     );
     let t = Instant::now();
@@ -346,7 +352,7 @@ fn sasl_ssl_run_counts_add_up() {
     let json_path = d.join("sasl-ssl.json");
     let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args(["run", "--bootstrap", &sasl_ssl, "--scenario", "smoke"])
-        .args(["--duration", "2", "--partitions", "2", "--rate", "1000"])
+        .args(["--duration", "3", "--partitions", "2", "--rate", "1000"])
         .arg("--command-config")
         .arg(&props)
         .args(["--cpus", "0", "--quiet", "--strict", "--json"])
@@ -363,9 +369,11 @@ fn sasl_ssl_run_counts_add_up() {
             .expect("valid json");
     let c = &j["counts"];
     let sent = c["sent"].as_u64().unwrap();
-    assert_eq!(sent, 2000, "1000 msg/s for 2 s");
+    assert_eq!(sent, 3000, "1000 msg/s for 3 s");
     assert_eq!(c["acked"].as_u64(), Some(sent));
     assert_eq!(c["consumed"].as_u64(), Some(sent));
+    assert_eq!(c["publishErrors"].as_u64(), Some(0));
+    assert_eq!(c["consumeErrors"].as_u64(), Some(0));
     assert_eq!(j["broker"]["securityProtocol"], "SASL_SSL");
     assert_eq!(j["broker"]["saslMechanism"], "SCRAM-SHA-256");
 }

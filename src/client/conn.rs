@@ -19,7 +19,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
@@ -137,6 +137,10 @@ pub struct Connection {
     request_timeout: Duration,
     versions: RefCell<HashMap<i16, ApiRange>>,
     api_versions_version: Cell<i16>,
+    /// When the SASL session the broker granted (KIP-368 session lifetime) is near its end:
+    /// from then on `is_alive` is false, so the `Client` opens a fresh, authenticated
+    /// connection for new requests instead of re-authenticating this one.
+    retire_at: Cell<Option<Instant>>,
     _reader: Task<()>,
     _writer: Task<()>,
 }
@@ -233,6 +237,7 @@ impl Connection {
             request_timeout: config.request_timeout,
             versions: RefCell::new(HashMap::new()),
             api_versions_version: Cell::new(0),
+            retire_at: Cell::new(None),
             _reader: reader,
             _writer: writer,
         }
@@ -284,9 +289,9 @@ impl Connection {
                     resp.error_code
                 )));
             }
-            Ok(resp.auth_bytes)
+            Ok((resp.auth_bytes, resp.session_lifetime_ms))
         };
-        match sasl.mechanism {
+        let lifetime_ms = match sasl.mechanism {
             SaslMechanism::Plain => {
                 // RFC 4616: authzid NUL authcid NUL passwd (no authzid).
                 let mut token = Vec::with_capacity(2 + sasl.username.len() + sasl.password.len());
@@ -294,20 +299,27 @@ impl Connection {
                 token.extend_from_slice(sasl.username.as_bytes());
                 token.push(0);
                 token.extend_from_slice(sasl.password.as_bytes());
-                round(token).await?;
+                round(token).await?.1
             }
             SaslMechanism::Scram(m) => {
                 let mut scram = ScramClient::new(m, &sasl.username, &sasl.password)
                     .map_err(|e| refused(e.0))?;
-                let server_first = round(scram.first_message()).await?;
+                let (server_first, _) = round(scram.first_message()).await?;
                 let last = scram
                     .final_message(&server_first)
                     .map_err(|e| refused(e.0))?;
-                let server_final = round(last).await?;
+                let (server_final, lifetime_ms) = round(last).await?;
                 scram
                     .verify_server(&server_final)
                     .map_err(|e| refused(e.0))?;
+                lifetime_ms
             }
+        };
+        if lifetime_ms > 0 {
+            // Retired at 90% of the session, so requests sent on it reach the broker well
+            // before it would close the connection.
+            let retire_in = Duration::from_millis(lifetime_ms as u64 / 10 * 9);
+            self.retire_at.set(Some(Instant::now() + retire_in));
         }
         Ok(())
     }
@@ -317,9 +329,11 @@ impl Connection {
         &self.shared.addr
     }
 
-    /// False once the connection failed; the owner should reconnect.
+    /// False once the connection failed or its SASL session is near its end; the owner
+    /// should reconnect.
     pub fn is_alive(&self) -> bool {
         self.shared.dead.borrow().is_none()
+            && self.retire_at.get().is_none_or(|t| Instant::now() < t)
     }
 
     /// The broker's advertised version ranges, by API key.
