@@ -230,7 +230,7 @@ impl Security {
                 format!("sasl.mechanism={m}: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
             })?,
             // Kafka's default is GSSAPI (Kerberos), which this client does not speak:
-            // refused below for SASL protocols rather than guessing another mechanism.
+            // refused rather than guessing another mechanism.
             None if protocol.is_sasl() => {
                 return Err(format!(
                     "security.protocol={} needs sasl.mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; Kafka's default GSSAPI is not supported)",
@@ -243,7 +243,8 @@ impl Security {
             get("sasl.username").map(str::to_owned),
             get("sasl.password").map(str::to_owned),
         );
-        if let Some(jaas) = get("sasl.jaas.config") {
+        // SASL properties in a file for a non-SASL protocol are ignored, as Kafka does.
+        if let Some(jaas) = get("sasl.jaas.config").filter(|_| protocol.is_sasl()) {
             let j = parse_jaas(jaas)?;
             let module_ok = match mechanism {
                 SaslMechanism::Plain => j.module.ends_with(".PlainLoginModule"),
