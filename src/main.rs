@@ -51,6 +51,9 @@ enum Command {
     Acls {
         #[arg(long, default_value = "127.0.0.1:9092")]
         bootstrap: String,
+        /// Kafka client properties file (TLS, SASL) for the broker's listener.
+        #[arg(long, value_name = "FILE")]
+        command_config: Option<PathBuf>,
         #[command(subcommand)]
         action: cli::acls::AclsAction,
     },
@@ -106,7 +109,11 @@ fn main() {
         Some(Command::Groups(a)) => cli::groups::main(a).map_err(|e| e.to_string()),
         Some(Command::Cluster(a)) => cli::cluster::main(a).map_err(|e| e.to_string()),
         Some(Command::Users { action }) => cli::users::main(action),
-        Some(Command::Acls { bootstrap, action }) => cli::acls::main(bootstrap, action),
+        Some(Command::Acls {
+            bootstrap,
+            command_config,
+            action,
+        }) => cli::acls::main(bootstrap, command_config, action),
         Some(Command::Probe { dir, bytes }) => probe(dir, bytes),
         serve => {
             let args = match serve {

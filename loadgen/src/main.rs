@@ -88,6 +88,11 @@ struct RunArgs {
     /// Bootstrap servers, host:port[,host:port].
     #[arg(long, default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    /// Kafka client properties file for TLS and SASL (security.protocol, sasl.mechanism,
+    /// sasl.username, sasl.password or sasl.jaas.config, ssl.ca.location,
+    /// ssl.certificate.location, ssl.key.location), as the Kafka tools' --command-config.
+    #[arg(long, value_name = "FILE")]
+    command_config: Option<PathBuf>,
     /// A named scenario (see `loadgen scenarios`).
     #[arg(long)]
     scenario: Option<String>,
@@ -460,6 +465,7 @@ fn cmd_sweep(a: &SweepArgs) -> Result<bool, String> {
         out_dir: a.out_dir.clone(),
         run: RunOptions {
             bootstrap: String::new(),
+            security: security_of(&a.run)?,
             cpus: match &a.run.cpus {
                 Some(c) => parse_cpus(c)?,
                 None => Vec::new(),
@@ -487,8 +493,18 @@ fn broker_cpu_source(a: &RunArgs) -> Option<cpu::BrokerCpuSource> {
     }
 }
 
+/// The client security settings of `--command-config` (Kafka's client properties file).
+fn security_of(a: &RunArgs) -> Result<osprey::client::Security, String> {
+    match &a.command_config {
+        Some(p) => osprey::client::Security::from_properties_file(p)
+            .map_err(|e| format!("--command-config: {e}")),
+        None => Ok(osprey::client::Security::default()),
+    }
+}
+
 fn cmd_run(a: &RunArgs) -> Result<bool, String> {
     let w = build_workload(a)?;
+    let security = security_of(a)?;
     let cpus = match &a.cpus {
         Some(c) => parse_cpus(c)?,
         None => Vec::new(),
@@ -505,6 +521,7 @@ fn cmd_run(a: &RunArgs) -> Result<bool, String> {
     eprintln!("{}", w.summary());
     let opts = RunOptions {
         bootstrap: a.bootstrap.clone(),
+        security,
         cpus,
         broker_name: a.broker_name.clone(),
         broker_placement: a.broker_placement.clone(),

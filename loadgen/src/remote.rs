@@ -235,6 +235,8 @@ fn serve_run(s: TcpStream, cpus: &[usize]) -> Result<(), String> {
             worker::spawn(
                 p.clone(),
                 bootstrap.clone(),
+                // The coordinator refuses TLS/SASL runs with workers (`run::run`).
+                osprey::client::Security::default(),
                 w.clone(),
                 shared.clone(),
                 tx.clone(),

@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::{LocalExecutorBuilder, Placement};
-use osprey::client::{Client, ClientConfig, NewTopic};
+use osprey::client::{Client, ClientConfig, NewTopic, Security};
 use serde_json::{Map, Value, json};
 
 use crate::cpu::{BrokerCpuSource, CLIENT_SATURATED_BUSY};
@@ -28,6 +28,8 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct RunOptions {
     /// Bootstrap servers.
     pub bootstrap: String,
+    /// TLS and SASL of every connection (`--command-config`; default PLAINTEXT).
+    pub security: Security,
     /// Worker CPUs (one thread each); empty = one unpinned thread.
     pub cpus: Vec<usize>,
     /// A label for the broker (e.g. osprey, tansu, kafka-3.9).
@@ -132,13 +134,18 @@ fn block_on<T: Send + 'static>(
 
 fn setup(
     bootstrap: String,
+    security: Security,
     w: Workload,
     topics: Vec<String>,
     create: bool,
 ) -> Result<BrokerInfo, String> {
     block_on("loadgen-setup", move || {
         Box::pin(async move {
-            let client = Client::connect(&bootstrap, ClientConfig::default())
+            let config = ClientConfig {
+                security,
+                ..ClientConfig::default()
+            };
+            let client = Client::connect(&bootstrap, config)
                 .await
                 .map_err(|e| format!("connect {bootstrap}: {e}"))?;
             let conn = client.any_connection().await.map_err(|e| e.to_string())?;
@@ -229,10 +236,14 @@ fn setup(
     })?
 }
 
-fn teardown(bootstrap: String, topics: Vec<String>) -> Result<(), String> {
+fn teardown(bootstrap: String, security: Security, topics: Vec<String>) -> Result<(), String> {
     block_on("loadgen-teardown", move || {
         Box::pin(async move {
-            let client = Client::connect(&bootstrap, ClientConfig::default())
+            let config = ClientConfig {
+                security,
+                ..ClientConfig::default()
+            };
+            let client = Client::connect(&bootstrap, config)
                 .await
                 .map_err(|e| e.to_string())?;
             let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -376,8 +387,13 @@ pub fn run(w: &Workload, opts: &RunOptions) -> Result<RunResult, String> {
         // rebalancing at the end of the run.
         return Err("consumer groups are not supported with --workers yet".into());
     }
+    if !opts.workers.is_empty() && opts.security.protocol.name() != "PLAINTEXT" {
+        // Workers build their own clients from what the coordinator sends them: plaintext.
+        return Err("--command-config (TLS/SASL) is not supported with --workers yet".into());
+    }
     let info = setup(
         opts.bootstrap.clone(),
+        opts.security.clone(),
         w.clone(),
         topics.clone(),
         opts.create_topics,
@@ -396,6 +412,7 @@ pub fn run(w: &Workload, opts: &RunOptions) -> Result<RunResult, String> {
             let h = worker::spawn(
                 p.clone(),
                 opts.bootstrap.clone(),
+                opts.security.clone(),
                 w.clone(),
                 shared.clone(),
                 tx.clone(),
@@ -428,7 +445,11 @@ pub fn run(w: &Workload, opts: &RunOptions) -> Result<RunResult, String> {
             Ok((plans, r)) => (plans, Some(r), Instant::now()),
             Err(e) => {
                 if !keep_topics {
-                    let _ = teardown(opts.bootstrap.clone(), topics.clone());
+                    let _ = teardown(
+                        opts.bootstrap.clone(),
+                        opts.security.clone(),
+                        topics.clone(),
+                    );
                 }
                 return Err(e);
             }
@@ -603,7 +624,13 @@ pub fn run(w: &Workload, opts: &RunOptions) -> Result<RunResult, String> {
         }
     }
     let workers_placement = remote.map(|r| r.finish(&plans, &per_thread));
-    if !keep_topics && let Err(e) = teardown(opts.bootstrap.clone(), topics.clone()) {
+    if !keep_topics
+        && let Err(e) = teardown(
+            opts.bootstrap.clone(),
+            opts.security.clone(),
+            topics.clone(),
+        )
+    {
         log::warn!("teardown: {e}");
     }
     per_second.sort_by_key(|(t, _)| *t);
@@ -715,6 +742,8 @@ fn build_json(
         json!({
             "name": opts.broker_name,
             "bootstrap": opts.bootstrap,
+            "securityProtocol": opts.security.protocol.name(),
+            "saslMechanism": opts.security.sasl.as_ref().map(|s| s.mechanism.name()),
             "clusterId": info.cluster_id,
             "nodes": info.brokers,
             "apiVersionsVersion": info.api_versions_version,

@@ -15,7 +15,7 @@ use glommio::sync::Semaphore;
 use glommio::{LocalExecutorBuilder, Placement};
 use osprey::client::{
     Acks, Client, ClientConfig, Compression, FetchOptions, FetchPosition, OffsetSpec,
-    ProducerRecord, decode_records, encode_batch,
+    ProducerRecord, Security, decode_records, encode_batch,
 };
 
 use crate::pacing::{Pacer, next_wake_ns, sleep_until, yield_to_reactor};
@@ -157,6 +157,7 @@ struct Params {
 pub fn spawn(
     plan: ThreadPlan,
     bootstrap: String,
+    security: Security,
     workload: Workload,
     shared: Arc<SharedRun>,
     tx: Sender<Report>,
@@ -176,7 +177,7 @@ pub fn spawn(
                 .name(&format!("loadgen-{index}"))
                 .make();
             match ex {
-                Ok(ex) => ex.run(thread_main(plan, bootstrap, workload, shared, tx)),
+                Ok(ex) => ex.run(thread_main(plan, bootstrap, security, workload, shared, tx)),
                 Err(e) => {
                     let _ = tx.send(Report::Failed {
                         thread: index,
@@ -205,6 +206,7 @@ fn filler_bytes(n: usize) -> Bytes {
 async fn thread_main(
     plan: ThreadPlan,
     bootstrap: String,
+    security: Security,
     w: Workload,
     shared: Arc<SharedRun>,
     tx: Sender<Report>,
@@ -212,6 +214,7 @@ async fn thread_main(
     let cfg = ClientConfig {
         client_id: format!("loadgen-{}", plan.index),
         in_flight_max: w.in_flight_max,
+        security,
         ..ClientConfig::default()
     };
     // Producers of this thread share one client; each consumer has its own, because a broker

@@ -535,3 +535,97 @@ fn compare_creates_the_peers_topic_first() {
         "{peer_topic}"
     );
 }
+
+// Proves loadgen benchmarks a secured listener: a broker whose only client listener besides
+// PLAINTEXT is SASL_SSL (certificate and CA made here with rcgen), a SCRAM-SHA-256 user
+// created before the start, and `--command-config` with Kafka's property names. Every
+// producer and consumer connection goes through TLS and SCRAM: the run's counts add up
+// (sent = acked = consumed, no errors) and the JSON names the protocol and mechanism. The
+// broker's SASL sessions last 1.5 s, shorter than the run: connections are replaced before
+// they expire, so no request is lost to the broker closing an expired session.
+#[test]
+fn sasl_ssl_run_counts_add_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_cert = server.signed_by(&server_key, &ca_cert, &ca_key).unwrap();
+    std::fs::write(d.join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(d.join("server.pem"), server_cert.pem()).unwrap();
+    std::fs::write(d.join("server.key"), server_key.serialize_pem()).unwrap();
+    let data = d.join("data");
+    let status = Command::new(broker_bin())
+        .args(["users", "create", "bench", "--mechanism", "SCRAM-SHA-256"])
+        .args(["--password", "bench-pw", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .status()
+        .expect("osprey users create");
+    assert!(status.success());
+    let port = free_port();
+    let sasl_ssl = format!("127.0.0.1:{port}");
+    let (_broker, _plain) = start_broker_with(
+        &data,
+        &[
+            "--listeners",
+            &format!("SASL_SSL://{sasl_ssl}"),
+            "--tls-cert",
+            d.join("server.pem").to_str().unwrap(),
+            "--tls-key",
+            d.join("server.key").to_str().unwrap(),
+            // SASL sessions of 1.5 s (KIP-368): the 3 s run outlives several, and the
+            // client must replace its connections before the broker closes them.
+            "--connections-max-reauth-ms",
+            "1500",
+        ],
+    );
+    let t = Instant::now();
+    while TcpStream::connect(&sasl_ssl).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no SASL_SSL listener"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let props = d.join("client.properties");
+    std::fs::write(
+        &props,
+        format!(
+            "security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-256\nsasl.username=bench\n\
+             sasl.password=bench-pw\nssl.ca.location={}\n",
+            d.join("ca.pem").display()
+        ),
+    )
+    .unwrap();
+    let json_path = d.join("sasl-ssl.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["run", "--bootstrap", &sasl_ssl, "--scenario", "smoke"])
+        .args(["--duration", "3", "--partitions", "2", "--rate", "1000"])
+        .arg("--command-config")
+        .arg(&props)
+        .args(["--cpus", "0", "--quiet", "--strict", "--json"])
+        .arg(&json_path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run loadgen");
+    let status = wait_bounded(&mut child, Duration::from_secs(120));
+    let out = child.wait_with_output().expect("loadgen output");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(status.success(), "loadgen failed ({status}):\n{table}");
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("json written"))
+            .expect("valid json");
+    let c = &j["counts"];
+    let sent = c["sent"].as_u64().unwrap();
+    assert_eq!(sent, 3000, "1000 msg/s for 3 s");
+    assert_eq!(c["acked"].as_u64(), Some(sent));
+    assert_eq!(c["consumed"].as_u64(), Some(sent));
+    assert_eq!(c["publishErrors"].as_u64(), Some(0));
+    assert_eq!(c["consumeErrors"].as_u64(), Some(0));
+    assert_eq!(j["broker"]["securityProtocol"], "SASL_SSL");
+    assert_eq!(j["broker"]["saslMechanism"], "SCRAM-SHA-256");
+}

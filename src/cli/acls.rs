@@ -94,7 +94,12 @@ fn acl_binding(a: &AclArgs) -> Result<osprey::metadata::AclBinding, String> {
     })
 }
 
-pub fn main(bootstrap: String, action: AclsAction) -> Result<(), String> {
+pub fn main(
+    bootstrap: String,
+    command_config: Option<std::path::PathBuf>,
+    action: AclsAction,
+) -> Result<(), String> {
+    let config = super::client_config(command_config.as_deref()).map_err(|e| e.to_string())?;
     use kafka_protocol::messages::create_acls_request::AclCreation;
     use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
     use kafka_protocol::messages::{CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest};
@@ -105,8 +110,8 @@ pub fn main(bootstrap: String, action: AclsAction) -> Result<(), String> {
         .make()
         .map_err(|e| format!("cannot start the client runtime: {e}"))?;
     ex.run(async move {
-        use osprey::client::{Client, ClientConfig};
-        let client = Client::connect(&bootstrap, ClientConfig::default())
+        use osprey::client::Client;
+        let client = Client::connect(&bootstrap, config)
             .await
             .map_err(|e| format!("cannot reach {bootstrap}: {e}"))?;
         let conn = client.any_connection().await.map_err(|e| e.to_string())?;

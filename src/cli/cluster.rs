@@ -30,7 +30,8 @@ pub enum ClusterAction {
 pub fn main(args: ClusterArgs) -> CliResult {
     let out = args.common.output;
     let ClusterAction::Info = args.action;
-    super::run(&args.common.bootstrap, move |client| async move {
+    let common = args.common.clone();
+    super::run(&common, move |client| async move {
         let c = client
             .describe_cluster()
             .await

@@ -505,8 +505,8 @@ pub fn main(args: ConsumeArgs) -> CliResult {
         ));
     }
     install_signal_handlers();
-    let bootstrap = args.common.bootstrap.clone();
-    super::run(&bootstrap, move |client| async move {
+    let common = args.common.clone();
+    super::run(&common, move |client| async move {
         let mut printer = Printer {
             pieces,
             output: args.common.output,

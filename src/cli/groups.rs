@@ -93,7 +93,8 @@ pub enum GroupsAction {
 /// Runs `osprey groups`.
 pub fn main(args: GroupsArgs) -> CliResult {
     let out = args.common.output;
-    super::run(&args.common.bootstrap, move |client| async move {
+    let common = args.common.clone();
+    super::run(&common, move |client| async move {
         match args.action {
             GroupsAction::List => list(&client, out).await,
             GroupsAction::Describe { groups, all_groups } => {

@@ -17,9 +17,10 @@ pub mod users;
 use std::fmt;
 use std::future::Future;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
-use osprey::client::{Client, ClientConfig, ClientError, kafka_error_name};
+use osprey::client::{Client, ClientConfig, ClientError, Security, kafka_error_name};
 
 /// The client's per-request timeout and the broker-side timeout of admin requests.
 pub const ADMIN_TIMEOUT_MS: i32 = 30_000;
@@ -37,6 +38,11 @@ pub struct Common {
         default_value = "127.0.0.1:9092"
     )]
     pub bootstrap: String,
+    /// Kafka client properties file (security.protocol, sasl.mechanism, sasl.username,
+    /// sasl.password or sasl.jaas.config, ssl.ca.location, ssl.certificate.location,
+    /// ssl.key.location), as kafka-topics.sh --command-config.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub command_config: Option<PathBuf>,
     /// Output format: aligned tables for people, JSON for scripts.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -96,7 +102,17 @@ pub type CliResult<T = ()> = Result<T, CliError>;
 pub fn hint_for(e: &ClientError) -> Option<String> {
     let h = match e {
         ClientError::Io { .. } | ClientError::ConnectionClosed { .. } => {
-            "is a broker running there? Pass its address with --bootstrap HOST:PORT"
+            "is a broker running there? Pass its address with --bootstrap HOST:PORT; if its \
+             listener is SSL or SASL, pass --command-config FILE with security.protocol"
+        }
+        ClientError::Tls { .. } => {
+            "check security.protocol in the --command-config file, ssl.ca.location (the CA \
+             that signed the broker's certificate), and that the --bootstrap host is a name \
+             in that certificate"
+        }
+        ClientError::Authentication { .. } => {
+            "check sasl.mechanism, sasl.username and sasl.password (or sasl.jaas.config) in \
+             the --command-config file"
         }
         ClientError::Timeout { .. } => {
             "the broker did not answer in time: check that it is healthy and reachable"
@@ -132,12 +148,33 @@ pub fn hint_for(e: &ClientError) -> Option<String> {
     Some(h.to_owned())
 }
 
-/// Runs `f` with a client connected to `bootstrap` on a fresh executor on this thread.
-pub fn run<F, Fut, T>(bootstrap: &str, f: F) -> CliResult<T>
+/// The client settings of the CLI: its timeouts, and the security of `--command-config`.
+pub fn client_config(command_config: Option<&Path>) -> CliResult<ClientConfig> {
+    let security = match command_config {
+        Some(p) => Security::from_properties_file(p).map_err(|e| {
+            CliError::new(
+                format!("--command-config: {e}"),
+                "write Kafka client properties, e.g. security.protocol=SASL_SSL, sasl.mechanism=SCRAM-SHA-512, sasl.username=..., sasl.password=..., ssl.ca.location=ca.pem",
+            )
+        })?,
+        None => Security::default(),
+    };
+    Ok(ClientConfig {
+        client_id: "osprey-cli".into(),
+        request_timeout: std::time::Duration::from_millis(ADMIN_TIMEOUT_MS as u64 + 5_000),
+        security,
+        ..ClientConfig::default()
+    })
+}
+
+/// Runs `f` with a client connected to `common.bootstrap` (secured as `--command-config`
+/// says) on a fresh executor on this thread.
+pub fn run<F, Fut, T>(common: &Common, f: F) -> CliResult<T>
 where
     F: FnOnce(Client) -> Fut,
     Fut: Future<Output = CliResult<T>>,
 {
+    let config = client_config(common.command_config.as_deref())?;
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .io_memory(EXECUTOR_IO_MEMORY_BYTES)
         .make()
@@ -147,13 +184,8 @@ where
                 "io_uring must be usable (kernel 5.8+, kernel.io_uring_disabled=0, memlock limit)",
             )
         })?;
-    let bootstrap = bootstrap.to_owned();
+    let bootstrap = common.bootstrap.clone();
     ex.run(async move {
-        let config = ClientConfig {
-            client_id: "osprey-cli".into(),
-            request_timeout: std::time::Duration::from_millis(ADMIN_TIMEOUT_MS as u64 + 5_000),
-            ..ClientConfig::default()
-        };
         let client = Client::connect(&bootstrap, config)
             .await
             .map_err(|e| CliError::client(format_args!("cannot reach {bootstrap}"), e))?;

@@ -321,8 +321,8 @@ pub fn main(args: ProduceArgs) -> CliResult {
     }
     let rx = spawn_reader(args.file.clone())?;
     let out = args.common.output;
-    let bootstrap = args.common.bootstrap.clone();
-    super::run(&bootstrap, move |client| async move {
+    let common = args.common.clone();
+    super::run(&common, move |client| async move {
         produce(&client, &args, acks, compression, headers, rx, out).await
     })
 }

@@ -71,7 +71,8 @@ pub enum TopicsAction {
 /// Runs `osprey topics`.
 pub fn main(args: TopicsArgs) -> CliResult {
     let out = args.common.output;
-    super::run(&args.common.bootstrap, move |client| async move {
+    let common = args.common.clone();
+    super::run(&common, move |client| async move {
         match args.action {
             TopicsAction::List => list(&client, out).await,
             TopicsAction::Describe { names } => describe(&client, &names, out).await,

@@ -22,14 +22,20 @@ pub enum UsersAction {
         /// created in the cluster metadata when the broker starts.
         #[arg(long, conflicts_with = "bootstrap")]
         data_dir: Option<PathBuf>,
-        /// A running broker's PLAINTEXT listener.
+        /// A running broker's listener.
         #[arg(long)]
         bootstrap: Option<String>,
+        /// Kafka client properties file for that listener's security (TLS, SASL).
+        #[arg(long, value_name = "FILE", conflicts_with = "data_dir")]
+        command_config: Option<PathBuf>,
     },
     /// Users with SCRAM credentials and their mechanisms.
     List {
         #[arg(long, default_value = "127.0.0.1:9092")]
         bootstrap: String,
+        /// Kafka client properties file (TLS, SASL).
+        #[arg(long, value_name = "FILE")]
+        command_config: Option<PathBuf>,
     },
     /// Delete a user's credential of one mechanism (both when none is named).
     Delete {
@@ -38,6 +44,9 @@ pub enum UsersAction {
         mechanism: Option<String>,
         #[arg(long, default_value = "127.0.0.1:9092")]
         bootstrap: String,
+        /// Kafka client properties file (TLS, SASL).
+        #[arg(long, value_name = "FILE")]
+        command_config: Option<PathBuf>,
     },
 }
 
@@ -55,7 +64,7 @@ pub fn main(action: UsersAction) -> Result<(), String> {
         Mechanism::from_name(&m.to_ascii_uppercase())
             .ok_or_else(|| format!("unknown mechanism {m} (SCRAM-SHA-256, SCRAM-SHA-512)"))
     };
-    let bootstrap = match &action {
+    let (bootstrap, command_config) = match &action {
         UsersAction::Create {
             name,
             mechanism,
@@ -71,20 +80,34 @@ pub fn main(action: UsersAction) -> Result<(), String> {
             );
             return Ok(());
         }
-        UsersAction::Create { bootstrap, .. } => bootstrap
-            .clone()
-            .ok_or("give --data-dir (broker stopped) or --bootstrap (broker running)")?,
-        UsersAction::List { bootstrap } | UsersAction::Delete { bootstrap, .. } => {
-            bootstrap.clone()
+        UsersAction::Create {
+            bootstrap,
+            command_config,
+            ..
+        } => (
+            bootstrap
+                .clone()
+                .ok_or("give --data-dir (broker stopped) or --bootstrap (broker running)")?,
+            command_config.clone(),
+        ),
+        UsersAction::List {
+            bootstrap,
+            command_config,
         }
+        | UsersAction::Delete {
+            bootstrap,
+            command_config,
+            ..
+        } => (bootstrap.clone(), command_config.clone()),
     };
+    let config = super::client_config(command_config.as_deref()).map_err(|e| e.to_string())?;
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .io_memory(1 << 20)
         .make()
         .map_err(|e| format!("cannot start the client runtime: {e}"))?;
     ex.run(async move {
-        use osprey::client::{Client, ClientConfig};
-        let client = Client::connect(&bootstrap, ClientConfig::default())
+        use osprey::client::Client;
+        let client = Client::connect(&bootstrap, config)
             .await
             .map_err(|e| format!("cannot reach {bootstrap}: {e}"))?;
         let conn = client.any_connection().await.map_err(|e| e.to_string())?;

@@ -5,6 +5,13 @@
 //! requests are a FIFO: the reader task pops the front and checks its correlation id. A writer
 //! task owns the write half and coalesces small frames into one write. The number of requests
 //! in flight is bounded by a semaphore (`ClientConfig::in_flight_max`).
+//!
+//! Security (`ClientConfig::security`): on SSL/SASL_SSL the socket is wrapped in rustls
+//! (futures-rustls over the glommio stream) before anything is sent; on SASL_* the
+//! connection authenticates right after ApiVersions (SaslHandshake v1, then
+//! SaslAuthenticate rounds) and only then is handed to the caller. The read and write
+//! loops are generic over the stream, so a PLAINTEXT connection runs exactly the code it
+//! ran before TLS existed.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -12,7 +19,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
@@ -22,11 +29,14 @@ use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use kafka_protocol::messages::{
     ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+    SaslAuthenticateRequest, SaslHandshakeRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request, StrBytes};
 
 use super::ClientConfig;
 use super::error::{ClientError, Result};
+use super::security::{SaslMechanism, SaslSettings};
+use crate::sasl::scram::ScramClient;
 
 /// The largest response frame accepted from a broker; a larger announced length closes the
 /// connection before anything is allocated.
@@ -39,6 +49,9 @@ const COALESCE_WRITE_MAX_BYTES: usize = 256 << 10;
 const READ_BUFFER_BYTES: usize = 256 << 10;
 /// The highest ApiVersions version this client speaks (v3+ are flexible).
 const API_VERSIONS_MAX: i16 = 3;
+/// The highest SaslAuthenticate version this client speaks (v1 adds the session lifetime,
+/// v2 is flexible).
+const SASL_AUTHENTICATE_MAX: i16 = 2;
 
 /// A one-shot slot a response (or failure) is delivered into.
 #[derive(Default)]
@@ -124,12 +137,18 @@ pub struct Connection {
     request_timeout: Duration,
     versions: RefCell<HashMap<i16, ApiRange>>,
     api_versions_version: Cell<i16>,
+    /// When the SASL session the broker granted (KIP-368 session lifetime) is near its end:
+    /// from then on `is_alive` is false, so the `Client` opens a fresh, authenticated
+    /// connection for new requests instead of re-authenticating this one.
+    retire_at: Cell<Option<Instant>>,
     _reader: Task<()>,
     _writer: Task<()>,
 }
 
 impl Connection {
-    /// Connects to `addr` ("host:port") and negotiates API versions.
+    /// Connects to `addr` ("host:port"), runs the TLS handshake (SSL, SASL_SSL), negotiates
+    /// API versions and authenticates (SASL_*), as `config.security` says. The TCP connect,
+    /// the handshake and the SASL exchange each get `config.connect_timeout`.
     pub async fn connect(addr: &str, config: &ClientConfig) -> Result<Connection> {
         let stream = glommio::timer::timeout(config.connect_timeout, async {
             TcpStream::connect(addr).await
@@ -148,6 +167,57 @@ impl Connection {
         stream
             .set_nodelay(true)
             .map_err(|e| ClientError::io(format!("set_nodelay {addr}"), &e.into()))?;
+        let conn = match &config.security.tls {
+            // PLAINTEXT and SASL_PLAINTEXT: the socket itself.
+            None => Connection::start(addr, config, stream, false),
+            Some(tls) => {
+                let name = super::security::server_name(addr)
+                    .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+                let connector = futures_rustls::TlsConnector::from(tls.clone());
+                let handshake = glommio::timer::timeout(config.connect_timeout, async {
+                    connector
+                        .connect(name, stream)
+                        .await
+                        .map_err(glommio::GlommioError::from)
+                })
+                .await;
+                let tls_stream = match handshake {
+                    Ok(s) => s,
+                    Err(glommio::GlommioError::TimedOut(_)) => {
+                        return Err(ClientError::Timeout {
+                            what: format!("TLS handshake with {addr}"),
+                        });
+                    }
+                    // An unknown CA, a name mismatch, a plaintext port answering garbage...
+                    Err(e) => {
+                        return Err(ClientError::Tls {
+                            addr: addr.to_owned(),
+                            message: e.to_string(),
+                        });
+                    }
+                };
+                Connection::start(addr, config, tls_stream, true)
+            }
+        };
+        conn.negotiate().await?;
+        if let Some(sasl) = &config.security.sasl {
+            glommio::timer::timeout(config.connect_timeout, async {
+                Ok(conn.authenticate(sasl).await)
+            })
+            .await
+            .map_err(|_| ClientError::Timeout {
+                what: format!("SASL authentication with {addr}"),
+            })??;
+        }
+        Ok(conn)
+    }
+
+    /// Starts the reader and writer tasks over `stream` (the socket, or TLS over it, which
+    /// needs a `flush` after each write).
+    fn start<S>(addr: &str, config: &ClientConfig, stream: S, flush: bool) -> Connection
+    where
+        S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+    {
         let (rd, wr) = futures_lite::io::split(stream);
         let shared = Rc::new(Shared {
             addr: addr.to_owned(),
@@ -156,8 +226,8 @@ impl Connection {
         });
         let (tx, rx) = local_channel::new_unbounded();
         let reader = glommio::spawn_local(read_loop(rd, shared.clone()));
-        let writer = glommio::spawn_local(write_loop(wr, rx, shared.clone()));
-        let conn = Connection {
+        let writer = glommio::spawn_local(write_loop(wr, rx, shared.clone(), flush));
+        Connection {
             shared,
             next_correlation_id: Cell::new(1),
             writer_tx: tx,
@@ -167,11 +237,91 @@ impl Connection {
             request_timeout: config.request_timeout,
             versions: RefCell::new(HashMap::new()),
             api_versions_version: Cell::new(0),
+            retire_at: Cell::new(None),
             _reader: reader,
             _writer: writer,
+        }
+    }
+
+    /// SaslHandshake v1 and the SaslAuthenticate rounds of the mechanism (KIP-152
+    /// framing). A refusal is `ClientError::Authentication` with the broker's message.
+    async fn authenticate(&self, sasl: &SaslSettings) -> Result<()> {
+        let addr = &self.shared.addr;
+        let refused = |message: String| ClientError::Authentication {
+            addr: addr.clone(),
+            message,
         };
-        conn.negotiate().await?;
-        Ok(conn)
+        let mechanism = sasl.mechanism.name();
+        let hs = self
+            .request(
+                &SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_static_str(mechanism)),
+                1,
+            )
+            .await?;
+        if hs.error_code != 0 {
+            let offered: Vec<&str> = hs.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(refused(format!(
+                "the broker does not enable {mechanism} (error {}; it offers {})",
+                super::kafka_error_name(hs.error_code),
+                if offered.is_empty() {
+                    "none".to_string()
+                } else {
+                    offered.join(", ")
+                }
+            )));
+        }
+        let version = self
+            .version_for::<SaslAuthenticateRequest>(SASL_AUTHENTICATE_MAX)
+            .unwrap_or(0);
+        let round = |token: Vec<u8>| async move {
+            let resp = self
+                .request(
+                    &SaslAuthenticateRequest::default().with_auth_bytes(token.into()),
+                    version,
+                )
+                .await?;
+            if resp.error_code != 0 {
+                let msg = resp.error_message.as_ref().map_or("", |m| m.as_str());
+                return Err(refused(format!(
+                    "{} ({}): {msg}",
+                    super::kafka_error_name(resp.error_code),
+                    resp.error_code
+                )));
+            }
+            Ok((resp.auth_bytes, resp.session_lifetime_ms))
+        };
+        let lifetime_ms = match sasl.mechanism {
+            SaslMechanism::Plain => {
+                // RFC 4616: authzid NUL authcid NUL passwd (no authzid).
+                let mut token = Vec::with_capacity(2 + sasl.username.len() + sasl.password.len());
+                token.push(0);
+                token.extend_from_slice(sasl.username.as_bytes());
+                token.push(0);
+                token.extend_from_slice(sasl.password.as_bytes());
+                round(token).await?.1
+            }
+            SaslMechanism::Scram(m) => {
+                let mut scram = ScramClient::new(m, &sasl.username, &sasl.password)
+                    .map_err(|e| refused(e.0))?;
+                let (server_first, _) = round(scram.first_message()).await?;
+                let last = scram
+                    .final_message(&server_first)
+                    .map_err(|e| refused(e.0))?;
+                let (server_final, lifetime_ms) = round(last).await?;
+                scram
+                    .verify_server(&server_final)
+                    .map_err(|e| refused(e.0))?;
+                lifetime_ms
+            }
+        };
+        if lifetime_ms > 0 {
+            // Retired at 90% of the session, so requests sent on it reach the broker well
+            // before it would close the connection.
+            let retire_in = Duration::from_millis(lifetime_ms as u64 / 10 * 9);
+            self.retire_at.set(Some(Instant::now() + retire_in));
+        }
+        Ok(())
     }
 
     /// The broker's address.
@@ -179,9 +329,11 @@ impl Connection {
         &self.shared.addr
     }
 
-    /// False once the connection failed; the owner should reconnect.
+    /// False once the connection failed or its SASL session is near its end; the owner
+    /// should reconnect.
     pub fn is_alive(&self) -> bool {
         self.shared.dead.borrow().is_none()
+            && self.retire_at.get().is_none_or(|t| Instant::now() < t)
     }
 
     /// The broker's advertised version ranges, by API key.
@@ -384,7 +536,7 @@ fn enc_err(api_key: i16, e: impl std::fmt::Display) -> ClientError {
     ClientError::Encode(format!("api {api_key}: {e}"))
 }
 
-async fn read_loop(rd: ReadHalf<TcpStream>, shared: Rc<Shared>) {
+async fn read_loop<S: futures_lite::AsyncRead + Unpin>(rd: ReadHalf<S>, shared: Rc<Shared>) {
     let mut rd = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
     let err = loop {
         let mut len = [0u8; 4];
@@ -396,6 +548,16 @@ async fn read_loop(rd: ReadHalf<TcpStream>, shared: Rc<Shared>) {
         }
         let n = i32::from_be_bytes(len);
         if n < 4 || n as usize > FRAME_MAX_BYTES {
+            // A TLS record header (alert 0x15 or handshake 0x16, version 3.x) where a Kafka
+            // frame should start: a plaintext client on an SSL or SASL_SSL listener.
+            if matches!(len[0], 0x15 | 0x16) && len[1] == 3 {
+                break ClientError::Tls {
+                    addr: shared.addr.clone(),
+                    message: "the broker answered with TLS: this listener needs \
+                              security.protocol=SSL or SASL_SSL"
+                        .into(),
+                };
+            }
             break ClientError::FrameLength {
                 len: n.into(),
                 max: FRAME_MAX_BYTES,
@@ -435,7 +597,12 @@ async fn read_loop(rd: ReadHalf<TcpStream>, shared: Rc<Shared>) {
     shared.kill(err);
 }
 
-async fn write_loop(mut wr: WriteHalf<TcpStream>, rx: LocalReceiver<Bytes>, shared: Rc<Shared>) {
+async fn write_loop<S: futures_lite::AsyncWrite + Unpin>(
+    mut wr: WriteHalf<S>,
+    rx: LocalReceiver<Bytes>,
+    shared: Rc<Shared>,
+    flush: bool,
+) {
     let mut out = BytesMut::with_capacity(COALESCE_WRITE_MAX_BYTES);
     while let Some(frame) = rx.recv().await {
         let mut result = Ok(());
@@ -464,6 +631,11 @@ async fn write_loop(mut wr: WriteHalf<TcpStream>, rx: LocalReceiver<Bytes>, shar
             if result.is_ok() && !out.is_empty() {
                 result = wr.write_all(&out).await;
             }
+        }
+        // TLS keeps records rustls could not write yet in its buffer until flushed; the
+        // plain socket's writes are already on the wire.
+        if flush && result.is_ok() {
+            result = wr.flush().await;
         }
         if let Err(e) = result {
             shared.kill(ClientError::io(format!("write {}", shared.addr), &e));

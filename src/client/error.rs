@@ -67,6 +67,21 @@ pub enum ClientError {
     },
     /// The caller passed something unusable (bad address, empty list...).
     InvalidArgument(String),
+    /// The TLS handshake failed (unknown CA, wrong host name, not a TLS port...).
+    Tls {
+        /// The broker address.
+        addr: String,
+        /// What rustls said.
+        message: String,
+    },
+    /// SASL authentication failed: refused by the broker (SASL_AUTHENTICATION_FAILED,
+    /// UNSUPPORTED_SASL_MECHANISM) or by this client (the server's SCRAM proof was wrong).
+    Authentication {
+        /// The broker address.
+        addr: String,
+        /// The broker's or the client's reason.
+        message: String,
+    },
 }
 
 impl ClientError {
@@ -138,6 +153,12 @@ impl fmt::Display for ClientError {
                 write!(f, "no leader known for {topic}/{partition}")
             }
             ClientError::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
+            ClientError::Tls { addr, message } => {
+                write!(f, "TLS handshake with {addr} failed: {message}")
+            }
+            ClientError::Authentication { addr, message } => {
+                write!(f, "SASL authentication with {addr} failed: {message}")
+            }
         }
     }
 }

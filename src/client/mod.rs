@@ -15,6 +15,7 @@ pub mod conn;
 pub mod decode;
 pub mod error;
 pub mod group;
+pub mod security;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -53,6 +54,7 @@ pub use group::{
     range_assign,
 };
 pub use kafka_protocol::records::{Compression, Record};
+pub use security::{SaslMechanism, SaslSettings, Security, SecurityProtocol, TlsFiles};
 
 use error::check_code;
 
@@ -74,8 +76,11 @@ pub struct ClientConfig {
     pub in_flight_max: usize,
     /// How long a request may wait for its answer.
     pub request_timeout: Duration,
-    /// How long a TCP connect may take.
+    /// How long a TCP connect may take (and, apart, the TLS handshake and the SASL
+    /// exchange each).
     pub connect_timeout: Duration,
+    /// TLS and SASL, applied to every connection the client opens (default PLAINTEXT).
+    pub security: Security,
 }
 
 impl Default for ClientConfig {
@@ -85,6 +90,7 @@ impl Default for ClientConfig {
             in_flight_max: 16,
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            security: Security::default(),
         }
     }
 }

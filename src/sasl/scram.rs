@@ -1,8 +1,10 @@
 //! SCRAM-SHA-256 and SCRAM-SHA-512 (RFC 5802, RFC 7677) as Kafka speaks them: the server's
 //! side of the exchange, and the credentials it stores (salt, iterations, StoredKey,
-//! ServerKey; never the password).
+//! ServerKey; never the password); and the client's side (`ScramClient`) that the
+//! project's Kafka client (`client::conn`) runs.
 //!
-//! Runs on: any shard, inside a connection's read loop; pure (no I/O, no runtime). The
+//! Runs on: any shard, inside a connection's read loop (and any executor running a
+//! client); pure (no I/O, no runtime). The
 //! primitives (SHA-2, HMAC, PBKDF2) are the RustCrypto crates'.
 
 use base64::Engine;
@@ -342,6 +344,141 @@ impl ScramServer {
     }
 }
 
+/// RFC 5802 saslname escaping: `,` is `=2C` and `=` is `=3D`.
+fn escape_name(s: &str) -> String {
+    s.replace('=', "=3D").replace(',', "=2C")
+}
+
+/// Bytes of random client nonce (hex-encoded into the exchange).
+const CLIENT_NONCE_BYTES: usize = 24;
+
+/// The client's side of one SCRAM exchange (RFC 5802, no channel binding), as Kafka
+/// clients speak it: `first` -> server-first -> `final_message` -> server-final ->
+/// `verify_server`. Pure; used by the project's Kafka client (`client::conn`).
+pub struct ScramClient {
+    mechanism: Mechanism,
+    password: String,
+    client_first_bare: String,
+    nonce: String,
+    /// The ServerSignature the server must prove, once the final message is built.
+    expected_server_signature: Option<Vec<u8>>,
+}
+
+impl ScramClient {
+    /// A client for `user` with a random nonce.
+    pub fn new(
+        mechanism: Mechanism,
+        user: &str,
+        password: &str,
+    ) -> Result<ScramClient, ScramError> {
+        let mut nonce = [0u8; CLIENT_NONCE_BYTES];
+        getrandom::getrandom(&mut nonce).map_err(|e| ScramError(format!("no randomness: {e}")))?;
+        let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(ScramClient::with_nonce(mechanism, user, password, hex))
+    }
+
+    /// With a chosen client nonce: for the RFC test vectors.
+    pub fn with_nonce(
+        mechanism: Mechanism,
+        user: &str,
+        password: &str,
+        nonce: String,
+    ) -> ScramClient {
+        ScramClient {
+            mechanism,
+            password: password.to_owned(),
+            client_first_bare: format!("n={},r={nonce}", escape_name(user)),
+            nonce,
+            expected_server_signature: None,
+        }
+    }
+
+    /// The client-first-message (gs2 header `n,,`: no channel binding, no authzid).
+    pub fn first_message(&self) -> Vec<u8> {
+        format!("n,,{}", self.client_first_bare).into_bytes()
+    }
+
+    /// The client-final-message answering the server-first-message. Refuses a server
+    /// nonce that does not extend ours and iteration counts outside Kafka's bounds (a
+    /// hostile server must not make the client spin in PBKDF2).
+    pub fn final_message(&mut self, server_first: &[u8]) -> Result<Vec<u8>, ScramError> {
+        let server_first = std::str::from_utf8(server_first)
+            .map_err(|_| ScramError("server-first-message is not UTF-8".into()))?;
+        let (mut nonce, mut salt, mut iterations) = (None, None, None);
+        for part in server_first.split(',') {
+            match part.get(..2) {
+                Some("r=") => nonce = Some(&part[2..]),
+                Some("s=") => {
+                    salt = Some(
+                        B64.decode(&part[2..])
+                            .map_err(|_| ScramError("salt is not base64".into()))?,
+                    )
+                }
+                Some("i=") => iterations = part[2..].parse::<i32>().ok(),
+                Some("e=") => return Err(ScramError(format!("server error: {}", &part[2..]))),
+                _ => {}
+            }
+        }
+        let (Some(nonce), Some(salt), Some(iterations)) = (nonce, salt, iterations) else {
+            return Err(ScramError(format!(
+                "server-first-message lacks r=, s= or i=: {server_first}"
+            )));
+        };
+        if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
+            return Err(ScramError(
+                "server nonce does not extend the client's".into(),
+            ));
+        }
+        if !(ITERATIONS_MIN..=ITERATIONS_MAX).contains(&iterations) {
+            return Err(ScramError(format!(
+                "server asks for {iterations} iterations (allowed {ITERATIONS_MIN}..={ITERATIONS_MAX})"
+            )));
+        }
+        let m = self.mechanism;
+        let salted = m.salted_password(self.password.as_bytes(), &salt, iterations as u32);
+        let client_key = m.hmac(&salted, b"Client Key");
+        let stored_key = m.hash(&client_key);
+        // "biws" is base64("n,,"), the gs2 header of the first message.
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{},{server_first},{without_proof}", self.client_first_bare);
+        let client_signature = m.hmac(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&client_signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let server_key = m.hmac(&salted, b"Server Key");
+        self.expected_server_signature = Some(m.hmac(&server_key, auth_message.as_bytes()));
+        Ok(format!("{without_proof},p={}", B64.encode(proof)).into_bytes())
+    }
+
+    /// Checks the server-final-message: the server proves it knows the credential.
+    pub fn verify_server(&self, server_final: &[u8]) -> Result<(), ScramError> {
+        let msg = std::str::from_utf8(server_final)
+            .map_err(|_| ScramError("server-final-message is not UTF-8".into()))?;
+        if let Some(e) = msg.strip_prefix("e=") {
+            return Err(ScramError(format!("server error: {e}")));
+        }
+        let Some(expected) = &self.expected_server_signature else {
+            return Err(ScramError(
+                "server-final-message before the final message".into(),
+            ));
+        };
+        let got = msg
+            .split(',')
+            .find_map(|p| p.strip_prefix("v="))
+            .and_then(|v| B64.decode(v).ok())
+            .ok_or_else(|| ScramError("server-final-message has no verifier".into()))?;
+        if bool::from(got.ct_eq(expected)) {
+            Ok(())
+        } else {
+            Err(ScramError(
+                "the server's signature is wrong (not the real server?)".into(),
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,5 +619,74 @@ mod tests {
             assert!(s.step(bad, |_| None, |_| vec![0; 16]).is_err(), "{bad:?}");
         }
         assert_eq!(unescape_name("a=2Cb=3Dc").unwrap(), "a,b=c");
+    }
+
+    // RFC 7677 section 3 from the client's side: with the RFC's client nonce the client
+    // sends the RFC's first message, answers the RFC's server-first-message with exactly
+    // the RFC's client-final-message (proof included), accepts the RFC's server signature
+    // and refuses a tampered one.
+    #[test]
+    fn rfc7677_sha256_client_vector() {
+        let mut c = ScramClient::with_nonce(
+            Mechanism::Sha256,
+            "user",
+            "pencil",
+            "rOprNGfwEbeRWgbNEkqO".into(),
+        );
+        assert_eq!(c.first_message(), b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO");
+        let fin = c
+            .final_message(b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(fin).unwrap(),
+            "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+        );
+        c.verify_server(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+            .unwrap();
+        assert!(
+            c.verify_server(b"v=7rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+                .is_err()
+        );
+        assert!(c.verify_server(b"e=invalid-proof").is_err());
+    }
+
+    // The client against this file's server, both mechanisms, a user name needing
+    // escapes: the right password authenticates both ways, a wrong one is refused by the
+    // server; a server nonce not extending the client's, or a hostile iteration count, is
+    // refused by the client before any PBKDF2 work.
+    #[test]
+    fn client_against_server() {
+        for m in Mechanism::ALL {
+            let cred = m.new_credential("secret", 4096).unwrap();
+            for (password, ok) in [("secret", true), ("wrong", false)] {
+                let mut c = ScramClient::new(m, "al,i=ce", password).unwrap();
+                let mut s = ScramServer::new(m).unwrap();
+                let Step::Continue(first) = s
+                    .step(
+                        &c.first_message(),
+                        |u| (u == "al,i=ce").then(|| cred.clone()),
+                        no_fake,
+                    )
+                    .unwrap()
+                else {
+                    panic!("the first step finishes nothing")
+                };
+                let fin = c.final_message(&first).unwrap();
+                match s.step(&fin, |_| None, no_fake) {
+                    Ok(Step::Done { user, reply }) => {
+                        assert!(ok);
+                        assert_eq!(user, "al,i=ce");
+                        c.verify_server(&reply).unwrap();
+                    }
+                    other => assert!(!ok, "{:?}", other.err()),
+                }
+            }
+        }
+        let mut c = ScramClient::with_nonce(Mechanism::Sha256, "u", "p", "abc".into());
+        assert!(c.final_message(b"r=xyzdef,s=AAAA,i=4096").is_err());
+        assert!(c.final_message(b"r=abc,s=AAAA,i=4096").is_err());
+        assert!(c.final_message(b"r=abcdef,s=AAAA,i=100000000").is_err());
+        assert!(c.final_message(b"r=abcdef,i=4096").is_err());
+        assert!(c.final_message(b"\xff").is_err());
     }
 }

@@ -36,6 +36,8 @@ pub struct Broker {
     pub nodes: Vec<SocketAddr>,
     /// The admin HTTP address (/metrics, /health) from the ready line.
     pub admin: Option<SocketAddr>,
+    /// Listener name -> its bootstrap address (the ready line's `listeners=`).
+    pub listeners: std::collections::HashMap<String, SocketAddr>,
     pub data_dir: PathBuf,
     pub cores: usize,
     _tmp: Option<tempfile::TempDir>,
@@ -128,7 +130,17 @@ impl Broker {
         let mut bootstrap = None;
         let mut admin = None;
         let mut nodes = Vec::new();
+        let mut listeners = std::collections::HashMap::new();
         for part in line.split_whitespace() {
+            if let Some(v) = part.strip_prefix("listeners=") {
+                for e in v.split(',') {
+                    if let Some((name, addr)) = e.split_once('=')
+                        && let Ok(addr) = addr.parse()
+                    {
+                        listeners.insert(name.to_owned(), addr);
+                    }
+                }
+            }
             if let Some(v) = part.strip_prefix("bootstrap=") {
                 bootstrap = Some(v.parse().expect("bootstrap addr"));
             }
@@ -147,6 +159,7 @@ impl Broker {
             bootstrap: bootstrap.expect("bootstrap in ready line"),
             nodes,
             admin,
+            listeners,
             data_dir: dir.map(Path::to_path_buf).unwrap_or_default(),
             cores,
             _tmp: None,
