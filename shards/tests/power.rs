@@ -222,6 +222,7 @@ async fn check_image(img: &Path, at: u64, run: &Run, ctx: &str) {
         .map(|&(_, s)| s)
         .max()
         .unwrap_or(0);
+    let epoch_file = shards::epochs::LeaderEpochs::read_file(img);
     let store = shards::Store::new(StoreConfig::default());
     let p = match store.open_partition(img.to_path_buf(), log_config()).await {
         Ok(p) => p,
@@ -288,8 +289,12 @@ async fn check_image(img: &Path, at: u64, run: &Run, ctx: &str) {
         assert_eq!(
             e,
             high.get(&h.base_offset).copied(),
-            "{ctx}: epoch of offset {} in {epochs:?}",
-            h.base_offset
+            "{ctx}: epoch of offset {} in {epochs:?}; log {start}..{end}, acknowledged end {acked_end}, batches {:?}, epoch checkpoint {:?}",
+            h.base_offset,
+            hs.iter()
+                .map(|h| (h.base_offset, h.partition_leader_epoch))
+                .collect::<Vec<_>>(),
+            epoch_file
         );
     }
     // Producer state: the last acknowledged batch is a duplicate when retried, and the
