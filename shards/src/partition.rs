@@ -776,7 +776,10 @@ impl Partition {
                         break;
                     };
                     if h.last_offset() >= off {
-                        if h.base_offset >= producers_from {
+                        // A batch the log start (DeleteRecords) cuts through still has
+                        // records in the log: its producer state and leader epoch count,
+                        // as they did before the restart (found by the power-loss test).
+                        if h.last_offset() >= producers_from {
                             let control = if h.is_control() {
                                 c.get(p..p + h.total_bytes()).and_then(batch::control_type)
                             } else {
@@ -784,8 +787,8 @@ impl Partition {
                             };
                             table.record(&h, control);
                         }
-                        if h.base_offset >= epochs_from {
-                            epochs.assign(h.partition_leader_epoch, h.base_offset);
+                        if h.last_offset() >= epochs_from {
+                            epochs.assign(h.partition_leader_epoch, h.base_offset.max(epochs_from));
                         }
                         off = h.last_offset() + 1;
                         advanced = true;

@@ -405,3 +405,52 @@ fn power_loss_keeps_everything_acknowledged_durable() {
         assert!(stats.writes_lost > 0 && stats.writes_prefix + stats.writes_torn > 0);
     });
 }
+
+// Regression (found by the power-loss test, seed 9121): after a restart with the log
+// start inside a batch (DeleteRecords) and no checkpoint or snapshot to start from, the
+// recovery scan skipped that batch, so the leader-epoch cache did not cover the log start
+// and the producer state lost the batch. Both must be as before the crash.
+#[test]
+fn restart_with_log_start_inside_a_batch_keeps_its_epoch_and_producer() {
+    let dir = tmpdir();
+    let path = dir.path().join("p");
+    run(move || async move {
+        let (store, p) = open(path.clone(), log_config()).await;
+        let first = p
+            .append_with(
+                pbatch(PID, 0, 0, 3),
+                Durability::Fsync,
+                AppendMode::Leader { leader_epoch: 1 },
+            )
+            .await
+            .unwrap();
+        p.append_with(
+            batch(2, 10, 0),
+            Durability::Fsync,
+            AppendMode::Leader { leader_epoch: 2 },
+        )
+        .await
+        .unwrap();
+        assert_eq!(p.delete_records_before(1).await.unwrap(), 1);
+        let live = p.leader_epochs();
+        assert_eq!(live, vec![(1, 1), (2, 3)]);
+        // The crash: no close, so no checkpoint and no snapshot are written.
+        drop(p);
+        drop(store);
+        let (_store, p) = open(path.clone(), log_config()).await;
+        assert_eq!(p.log_start_offset(), 1);
+        assert_eq!(p.leader_epochs(), live);
+        let retry = p
+            .append_with(
+                pbatch(PID, 0, 0, 3),
+                Durability::Fsync,
+                AppendMode::Leader { leader_epoch: 2 },
+            )
+            .await
+            .unwrap();
+        assert!(
+            retry.duplicate && retry.base_offset == first.base_offset,
+            "{retry:?}"
+        );
+    });
+}
