@@ -364,3 +364,115 @@ fn random_bodies_for_every_api_key_and_version() {
         (rss - rss0) / MIB
     );
 }
+
+fn join_v3(conn: &mut Conn, group: &str, member: &str, metadata: &[u8]) -> (i16, String) {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::{GroupId, JoinGroupRequest};
+    let r = conn.request(
+        &JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_session_timeout_ms(30_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(StrBytes::from_string(member.to_string()))
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![
+                JoinGroupRequestProtocol::default()
+                    .with_name(StrBytes::from_static_str("range"))
+                    .with_metadata(bytes::Bytes::copy_from_slice(metadata)),
+            ]),
+        3,
+    );
+    (r.error_code, r.member_id.to_string())
+}
+
+fn heartbeat_ok(conn: &mut Conn, group: &str, member: &str, generation: i32) {
+    use kafka_protocol::messages::{GroupId, HeartbeatRequest};
+    let r = conn.request(
+        &HeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_generation_id(generation)
+            .with_member_id(StrBytes::from_string(member.to_string())),
+        3,
+    );
+    assert_eq!(r.error_code, 0, "well-behaved member's heartbeat");
+}
+
+// Proves the per-shard bound on group membership memory (`--group-membership-max-bytes`,
+// 1 MiB here): members of 64 KiB protocol metadata join new groups until the shard's
+// bound is reached, every one beyond gets GROUP_MAX_SIZE_REACHED at once, a member that
+// joined before keeps heartbeating, RSS stays flat, and once the members leave, joins are
+// admitted again (after the once-a-second recount).
+#[test]
+fn group_membership_is_bounded_per_shard() {
+    const GROUP_MAX_SIZE_REACHED: i16 = 81;
+    const METADATA_BYTES: usize = 64 << 10;
+    let dir = tmpdir();
+    let broker = Broker::start_in(
+        dir.path(),
+        1,
+        &[
+            "--group-membership-max-bytes",
+            "1048576",
+            "--group-initial-rebalance-delay-ms",
+            "0",
+        ],
+    );
+    let mut good = coord_conn(&broker, "good");
+    let (code, good_id) = join_v3(&mut good, "good", "", b"small");
+    assert_eq!(code, 0);
+    heartbeat_ok(&mut good, "good", &good_id, 1);
+    let rss0 = broker.rss_bytes();
+    let metadata = vec![7u8; METADATA_BYTES];
+    let (mut admitted, mut refused) = (Vec::new(), 0);
+    let t0 = Instant::now();
+    for i in 0..40 {
+        let mut c = broker.connect_node(0);
+        let group = format!("hog-{i}");
+        let (code, id) = join_v3(&mut c, &group, "", &metadata);
+        match code {
+            0 => admitted.push((c, group, id)),
+            GROUP_MAX_SIZE_REACHED => refused += 1,
+            other => panic!("join {i} answered {other}"),
+        }
+        heartbeat_ok(&mut good, "good", &good_id, 1);
+    }
+    let rss = broker.rss_bytes();
+    println!(
+        "group membership: 40 joins of {} KiB metadata in {:?}: {} admitted, {refused} refused (GROUP_MAX_SIZE_REACHED); RSS {} MiB before, {} MiB after",
+        METADATA_BYTES >> 10,
+        t0.elapsed(),
+        admitted.len(),
+        rss0 / MIB,
+        rss / MIB
+    );
+    // 1 MiB holds 15 such members (the well-behaved one is small).
+    assert!(
+        (10..=16).contains(&admitted.len()),
+        "admitted {}",
+        admitted.len()
+    );
+    assert_eq!(admitted.len() + refused, 40);
+    // The members leave; the recount frees their bytes and a join goes through again.
+    for (c, group, id) in &mut admitted {
+        use kafka_protocol::messages::{GroupId, LeaveGroupRequest};
+        let r = c.request(
+            &LeaveGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(group.clone())))
+                .with_member_id(StrBytes::from_string(id.clone())),
+            0,
+        );
+        assert_eq!(r.error_code, 0);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut c = broker.connect_node(0);
+    loop {
+        let (code, _) = join_v3(&mut c, "after", "", &metadata);
+        if code == 0 {
+            break;
+        }
+        assert_eq!(code, GROUP_MAX_SIZE_REACHED);
+        assert!(Instant::now() < deadline, "membership bytes never freed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    heartbeat_ok(&mut good, "good", &good_id, 1);
+}
