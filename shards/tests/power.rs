@@ -342,6 +342,36 @@ async fn check_image(img: &Path, at: u64, run: &Run, ctx: &str) {
         .unwrap_or_else(|e| panic!("{ctx}: close: {e}"));
 }
 
+/// On a failed check, writes the same crash image again (same journal, point and draws)
+/// to `target/power-failures/` and prints where: the workload's interleaving follows I/O
+/// timing, so a seed alone may not produce the same journal again, but the kept image
+/// replays the failure by opening it.
+struct KeepOnPanic<'a> {
+    journal: &'a PowerJournal,
+    dir: &'a Path,
+    at: u64,
+    rng: Rng,
+    name: String,
+}
+
+impl Drop for KeepOnPanic<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let to = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("power-failures")
+            .join(&self.name);
+        if self
+            .journal
+            .write_image(self.dir, self.at, &mut self.rng, &to)
+            .is_ok()
+        {
+            eprintln!("crash image kept in {}", to.display());
+        }
+    }
+}
+
 /// One seed: the workload, then `points` crash images. Returns (points, image stats).
 async fn one_seed(seed: u64, points: u64, root: &Path) -> (u64, ImageStats) {
     let dir = root.join(format!("src-{seed}"));
@@ -357,12 +387,20 @@ async fn one_seed(seed: u64, points: u64, root: &Path) -> (u64, ImageStats) {
             1 + rng.below(journal.now())
         };
         let img = root.join(format!("img-{seed}-{i}"));
+        let keep = KeepOnPanic {
+            journal: &journal,
+            dir: &dir,
+            at,
+            rng: rng.clone(),
+            name: format!("img-{seed}-{at}"),
+        };
         let st = journal
             .write_image(&dir, at, &mut rng, &img)
             .expect("write image");
         stats.add(&st);
         let ctx = format!("POWER_SEED={seed} crash point {at} (image {i})");
         check_image(&img, at, &run, &ctx).await;
+        drop(keep);
         std::fs::remove_dir_all(&img).expect("remove image");
     }
     std::fs::remove_dir_all(&dir).expect("remove source");
