@@ -103,14 +103,14 @@ pub struct JoinParams {
 
 /// The bytes a member with these fields holds, its assignment aside.
 pub fn member_bytes(
-    id: &str,
+    id_bytes: usize,
     instance_id: Option<&str>,
     client_id: &str,
     client_host: &str,
     protocols: &[(String, Bytes)],
 ) -> usize {
     super::GROUP_MEMBER_OVERHEAD_BYTES
-        + id.len()
+        + id_bytes
         + instance_id.map_or(0, str::len)
         + client_id.len()
         + client_host.len()
@@ -140,7 +140,7 @@ impl Member {
     /// The bytes this member holds, as the shard's membership bound counts them.
     pub fn bytes(&self) -> usize {
         member_bytes(
-            &self.id,
+            self.id.len(),
             self.instance_id.as_deref(),
             &self.client_id,
             &self.client_host,

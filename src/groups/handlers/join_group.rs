@@ -122,13 +122,15 @@ async fn join(
             return JoinResult::error(COORDINATOR_NOT_AVAILABLE, &member_id);
         };
         // The shard's membership bound: a new member takes what it holds, a known one
-        // what it grows by (an id of up to 36 bytes is counted for one still unnamed).
+        // what it grows by (a new member's id is not made yet: its client id, a dash and
+        // 24 hex digits, `Group::new_member_id`).
+        let id_bytes = if member_id.is_empty() {
+            params.client_id.len() + 25
+        } else {
+            member_id.len()
+        };
         let wanted = crate::groups::group::member_bytes(
-            if member_id.is_empty() {
-                "                                    "
-            } else {
-                &member_id
-            },
+            id_bytes,
             params.instance_id.as_deref(),
             &params.client_id,
             &params.client_host,
