@@ -114,6 +114,16 @@ pub struct ServeArgs {
     /// Maximum client connections per shard (default 10000).
     #[arg(long)]
     pub connections_max: Option<usize>,
+    /// Membership memory one shard's consumer groups may hold (member ids, protocol
+    /// metadata, assignments), in bytes (default 268435456 = 256 MiB); members beyond get
+    /// GROUP_MAX_SIZE_REACHED.
+    #[arg(long)]
+    pub group_membership_max_bytes: Option<u64>,
+    /// The longest a request frame may take to arrive once its first byte has (length
+    /// prefix and body), in ms (default 30000, Kafka's request.timeout.ms): a client that
+    /// trickles a frame in (slowloris) is closed then, its request memory freed.
+    #[arg(long)]
+    pub frame_read_timeout_ms: Option<u64>,
     /// Default flush.ms for topics without their own.
     #[arg(long)]
     pub log_flush_interval_ms: Option<u64>,
@@ -234,6 +244,8 @@ pub struct BrokerConfig {
     pub cache_bytes: usize,
     pub disk_free_min_bytes: u64,
     pub connections_max: usize,
+    pub frame_read_timeout_ms: u64,
+    pub group_membership_max_bytes: u64,
     pub log_flush_interval_ms: u64,
     pub log_segment_bytes: u64,
     pub log_retention_ms: i64,
@@ -558,6 +570,14 @@ impl BrokerConfig {
                     "connections-max" => {
                         a.connections_max = a.connections_max.or(Some(parse_value(&k, &v)?))
                     }
+                    "group-membership-max-bytes" => {
+                        a.group_membership_max_bytes =
+                            a.group_membership_max_bytes.or(Some(parse_value(&k, &v)?))
+                    }
+                    "frame-read-timeout-ms" => {
+                        a.frame_read_timeout_ms =
+                            a.frame_read_timeout_ms.or(Some(parse_value(&k, &v)?))
+                    }
                     "log-flush-interval-ms" => {
                         a.log_flush_interval_ms =
                             a.log_flush_interval_ms.or(Some(parse_value(&k, &v)?))
@@ -801,6 +821,10 @@ impl BrokerConfig {
                     m.saturating_mul(1 << 20)
                 }),
             connections_max: a.connections_max.unwrap_or(10_000),
+            frame_read_timeout_ms: a.frame_read_timeout_ms.unwrap_or(30_000).max(1),
+            group_membership_max_bytes: a
+                .group_membership_max_bytes
+                .unwrap_or(crate::groups::GROUP_MEMBERSHIP_PER_SHARD_MAX_BYTES_DEFAULT),
             log_flush_interval_ms: a.log_flush_interval_ms.unwrap_or(1000),
             log_segment_bytes: a.log_segment_bytes.unwrap_or(1 << 30),
             log_retention_ms: a.log_retention_ms.unwrap_or(7 * 24 * 3600 * 1000),

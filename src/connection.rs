@@ -31,9 +31,6 @@ use kafka_protocol::messages::ApiKey;
 
 /// Kafka's connections.max.idle.ms default: idle connections are closed after 10 minutes.
 const CONNECTION_IDLE_MAX: Duration = Duration::from_secs(600);
-/// Kafka's request.timeout.ms default: the longest a frame's body may take to arrive once
-/// its length has been read.
-const FRAME_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest a TLS handshake may take once the connection is accepted.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Plaintext gathered per TLS write (a few 16 KiB records at a time).
@@ -471,10 +468,29 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
         Some(Err(e)) if is_disconnect(&e) => return ReadOutcome::Closed,
         Some(Err(e)) => return ReadOutcome::Error(format!("read error: {e}")),
     };
-    if got < 4
-        && let Err(e) = reader.read_exact(&mut len_buf[got..]).await
-    {
-        return ReadOutcome::Error(format!("truncated frame length: {e}"));
+    // From the first byte on, the whole frame (the rest of the length prefix, the body)
+    // must arrive within the frame deadline (`--frame-read-timeout-ms`): a client that
+    // trickles bytes in (slowloris) holds a connection slot and request memory only that
+    // long.
+    let frame_timeout = Duration::from_millis(shard.config.frame_read_timeout_ms);
+    let frame_deadline = Instant::now() + frame_timeout;
+    if got < 4 {
+        match glommio::timer::timeout(frame_timeout, async {
+            reader
+                .read_exact(&mut len_buf[got..])
+                .await
+                .map_err(glommio::GlommioError::from)
+        })
+        .await
+        {
+            Ok(()) => {}
+            Err(glommio::GlommioError::TimedOut(_)) => {
+                return ReadOutcome::Error(format!(
+                    "frame length did not arrive within {frame_timeout:?}"
+                ));
+            }
+            Err(e) => return ReadOutcome::Error(format!("truncated frame length: {e}")),
+        }
     }
     let len = match protocol::check_frame_len(i32::from_be_bytes(len_buf)) {
         Ok(len) => len,
@@ -492,8 +508,11 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
     };
     let mut buf = vec![0u8; len];
     // A client that announces a frame and then stalls would hold its share of the shard's
-    // request memory forever: the body must arrive within FRAME_BODY_TIMEOUT.
-    match glommio::timer::timeout(FRAME_BODY_TIMEOUT, async {
+    // request memory forever: the body must arrive by the frame deadline.
+    let left = frame_deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    match glommio::timer::timeout(left, async {
         reader
             .read_exact(&mut buf)
             .await
@@ -504,7 +523,7 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
         Ok(()) => {}
         Err(glommio::GlommioError::TimedOut(_)) => {
             return ReadOutcome::Error(format!(
-                "frame body of {len} bytes did not arrive within {FRAME_BODY_TIMEOUT:?}"
+                "frame body of {len} bytes did not arrive within {frame_timeout:?}"
             ));
         }
         Err(e) => {

@@ -28,6 +28,7 @@ mod error;
 pub mod index;
 pub mod metrics;
 mod partition;
+pub mod power;
 pub mod producer;
 mod segment;
 mod store;

@@ -644,6 +644,7 @@ impl Partition {
             let seg = Rc::new(Segment::create(&dir, 0, &store));
             seg.file().await?;
             sync_dir(&dir).await?;
+            store.journal_dir_synced(&dir);
             segments.insert(0, seg);
         }
         // A discard above may have left a sealed segment last: it becomes the active one.
@@ -775,7 +776,10 @@ impl Partition {
                         break;
                     };
                     if h.last_offset() >= off {
-                        if h.base_offset >= producers_from {
+                        // A batch the log start (DeleteRecords) cuts through still has
+                        // records in the log: its producer state and leader epoch count,
+                        // as they did before the restart (found by the power-loss test).
+                        if h.last_offset() >= producers_from {
                             let control = if h.is_control() {
                                 c.get(p..p + h.total_bytes()).and_then(batch::control_type)
                             } else {
@@ -783,8 +787,8 @@ impl Partition {
                             };
                             table.record(&h, control);
                         }
-                        if h.base_offset >= epochs_from {
-                            epochs.assign(h.partition_leader_epoch, h.base_offset);
+                        if h.last_offset() >= epochs_from {
+                            epochs.assign(h.partition_leader_epoch, h.base_offset.max(epochs_from));
                         }
                         off = h.last_offset() + 1;
                         advanced = true;
@@ -1257,6 +1261,14 @@ impl Partition {
         }))
     }
 
+    /// Journals a producer snapshot just written (it fsyncs the directory too) for
+    /// power-loss tests; a no-op otherwise.
+    fn journal_snapshot_written(&self) {
+        self.store
+            .journal_renamed(&self.dir.join(crate::producer::SNAPSHOT_FILE), true);
+        self.store.journal_dir_synced(&self.dir);
+    }
+
     /// Starts the new active segment at the log end offset.
     async fn roll(&self) -> Result<(), StorageError> {
         self.write.borrow_mut().rolling = true;
@@ -1271,7 +1283,9 @@ impl Partition {
         let res = async {
             seg.file().await?;
             // The new file's directory entry must be durable before data in it is acked.
-            sync_dir(&self.dir).await
+            sync_dir(&self.dir).await?;
+            self.store.journal_dir_synced(&self.dir);
+            Ok(())
         }
         .await;
         self.write.borrow_mut().rolling = false;
@@ -1295,6 +1309,9 @@ impl Partition {
                     "{}: leader-epoch checkpoint not written ({e}); recovery will scan more",
                     self.dir.display()
                 );
+            } else {
+                self.store
+                    .journal_renamed(&self.dir.join(crate::epochs::EPOCHS_FILE), true);
             }
             let log_start = log.log_start_offset;
             log.producers.trim_aborted(log_start);
@@ -1303,6 +1320,8 @@ impl Partition {
                     "{}: producer snapshot not written ({e}); recovery will rebuild it",
                     self.dir.display()
                 );
+            } else {
+                self.journal_snapshot_written();
             }
         }
         log::info!("{}: rolled to segment {base}", self.dir.display());
@@ -2431,15 +2450,21 @@ impl Partition {
                     "{}: leader-epoch checkpoint not written ({e}); recovery will scan the log",
                     self.dir.display()
                 );
+            } else {
+                self.store
+                    .journal_renamed(&self.dir.join(crate::epochs::EPOCHS_FILE), true);
             }
             if let Err(e) = log.producers.write_snapshot(&self.dir, new_end) {
                 log::warn!(
                     "{}: producer snapshot not written ({e}); recovery will rebuild it",
                     self.dir.display()
                 );
+            } else {
+                self.journal_snapshot_written();
             }
         }
         sync_dir(&self.dir).await?;
+        self.store.journal_dir_synced(&self.dir);
         {
             let mut w = self.write.borrow_mut();
             // Sealed segments are all finalized and the cut one was just synced.
@@ -2608,9 +2633,14 @@ impl Partition {
                 "{}: leader-epoch checkpoint not written: {e}",
                 self.dir.display()
             );
+        } else {
+            self.store
+                .journal_renamed(&self.dir.join(crate::epochs::EPOCHS_FILE), true);
         }
         if let Err(e) = self.log.borrow().producers.write_snapshot(&self.dir, next) {
             log::warn!("{}: producer snapshot not written: {e}", self.dir.display());
+        } else {
+            self.journal_snapshot_written();
         }
         self.store.unregister(self);
         Ok(())
@@ -2680,6 +2710,9 @@ impl Partition {
             return Ok(self.log_start_offset());
         }
         write_log_start(&self.dir, offset)?;
+        self.store
+            .journal_renamed(&self.dir.join(LOG_START_FILE), true);
+        self.store.journal_dir_synced(&self.dir);
         let freed = {
             let mut log = self.log.borrow_mut();
             log.log_start_offset = log.log_start_offset.max(offset);

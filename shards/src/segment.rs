@@ -159,8 +159,12 @@ impl Segment {
         if let Some(f) = self.file.borrow().as_ref() {
             return Ok(f.clone());
         }
-        let f = Rc::new(open_dma(&self.path, self.create.get()).await?);
+        let created = self.create.get();
+        let f = Rc::new(open_dma(&self.path, created).await?);
         self.create.set(false);
+        if created && let Some(store) = self.store.upgrade() {
+            store.journal_created(&self.path);
+        }
         // Another task may have opened it meanwhile; keep one.
         if let Some(existing) = self.file.borrow().as_ref() {
             return Ok(existing.clone());
@@ -596,6 +600,9 @@ impl Segment {
         {
             // The index is a cache of a scan: losing it costs a rebuild on the next open only.
             log::warn!("{}: could not write index files: {e}", self.path.display());
+        } else {
+            store.journal_renamed(&self.index_path, false);
+            store.journal_renamed(&self.time_index_path, false);
         }
         self.finalized.set(true);
         Ok(())

@@ -23,6 +23,7 @@ use crate::error::StorageError;
 use crate::metrics::StoreMetrics;
 use crate::partition::Partition;
 use crate::partition::cleaner::{CleanReport, CleanerCrashPoint, KeyMap};
+use crate::power::PowerJournal;
 use crate::segment::Segment;
 
 /// glommio decides once per device and process whether DMA reads go to its io-poll ring, by
@@ -67,6 +68,9 @@ pub struct FaultInjector {
     /// The log cleaner stops right after this step of a segment's cleaning, leaving its
     /// files as a crash there would (a test then takes a crash image).
     pub crash_cleaner_at: Cell<Option<CleanerCrashPoint>>,
+    /// While set, every file operation of the log is journaled (`PowerJournal`), so a test
+    /// can build the crash images a power cut at any point of the run may leave.
+    pub journal: RefCell<Option<PowerJournal>>,
 }
 
 /// Decompresses the records of a compressed batch: (codec = attributes bits 0-2,
@@ -624,6 +628,22 @@ impl Store {
             self.write_latency_us.clone(),
             self.write_permit_wait_us.clone(),
         );
+        let journaled = if fail || (dsync && fail_sync) {
+            None
+        } else {
+            self.journaling().map(|f| {
+                let bytes = match &buf {
+                    WriteBuf::Owned(b) => b.as_bytes(),
+                    WriteBuf::Shared(b) => b.as_bytes(),
+                };
+                let id = f
+                    .journal
+                    .borrow_mut()
+                    .as_mut()
+                    .map_or(0, |j| j.write_issued(&path, pos, bytes, dsync));
+                (f, id)
+            })
+        };
         glommio::spawn_local(async move {
             let t0 = std::time::Instant::now();
             let _permit = permits
@@ -663,8 +683,51 @@ impl Store {
                     io::Error::other(format!("short write: {n} of {len} bytes")),
                 ));
             }
+            if let Some((f, id)) = journaled
+                && let Some(j) = f.journal.borrow_mut().as_mut()
+            {
+                j.write_completed(id);
+            }
             Ok(())
         })
+    }
+
+    /// The fault injector if it journals file operations (power-loss tests).
+    fn journaling(&self) -> Option<Rc<FaultInjector>> {
+        self.faults
+            .borrow()
+            .as_ref()
+            .filter(|f| f.journal.borrow().is_some())
+            .cloned()
+    }
+
+    /// Journals the creation of a segment file (power-loss tests; no-op otherwise).
+    pub(crate) fn journal_created(&self, path: &Path) {
+        if let Some(f) = self.journaling()
+            && let Some(j) = f.journal.borrow_mut().as_mut()
+        {
+            j.file_created(path);
+        }
+    }
+
+    /// Journals a small file just replaced by rename, read back from disk (power-loss
+    /// tests; no-op otherwise). `data_synced`: its data was fdatasync'ed before the rename.
+    pub(crate) fn journal_renamed(&self, path: &Path, data_synced: bool) {
+        if let Some(f) = self.journaling()
+            && let Some(j) = f.journal.borrow_mut().as_mut()
+        {
+            let bytes = std::fs::read(path).unwrap_or_default();
+            j.file_renamed(path, bytes, data_synced);
+        }
+    }
+
+    /// Journals a completed directory fsync (power-loss tests; no-op otherwise).
+    pub(crate) fn journal_dir_synced(&self, dir: &Path) {
+        if let Some(f) = self.journaling()
+            && let Some(j) = f.journal.borrow_mut().as_mut()
+        {
+            j.dir_synced(dir);
+        }
     }
 
     /// fdatasync through the fault hook, counted in the stats.
@@ -682,11 +745,25 @@ impl Store {
                 io::Error::other("injected fdatasync fault (EIO)"),
             ));
         }
+        let journaled = self.journaling().map(|f| {
+            let id = f
+                .journal
+                .borrow_mut()
+                .as_mut()
+                .map_or(0, |j| j.sync_issued(path));
+            (f, id)
+        });
         let t = std::time::Instant::now();
         let r = file
             .fdatasync()
             .await
             .map_err(|e| StorageError::glommio("fdatasync", path, e));
+        if r.is_ok()
+            && let Some((f, id)) = journaled
+            && let Some(j) = f.journal.borrow_mut().as_mut()
+        {
+            j.sync_completed(id);
+        }
         let us = t.elapsed().as_micros() as u64;
         self.fdatasync_latency_us
             .set(self.fdatasync_latency_us.get() + us);

@@ -101,6 +101,25 @@ pub struct JoinParams {
     pub protocols: Vec<(String, Bytes)>,
 }
 
+/// The bytes a member with these fields holds, its assignment aside.
+pub fn member_bytes(
+    id_bytes: usize,
+    instance_id: Option<&str>,
+    client_id: &str,
+    client_host: &str,
+    protocols: &[(String, Bytes)],
+) -> usize {
+    super::GROUP_MEMBER_OVERHEAD_BYTES
+        + id_bytes
+        + instance_id.map_or(0, str::len)
+        + client_id.len()
+        + client_host.len()
+        + protocols
+            .iter()
+            .map(|(n, m)| n.len() + m.len())
+            .sum::<usize>()
+}
+
 pub struct Member {
     pub id: String,
     pub instance_id: Option<String>,
@@ -118,6 +137,17 @@ pub struct Member {
 }
 
 impl Member {
+    /// The bytes this member holds, as the shard's membership bound counts them.
+    pub fn bytes(&self) -> usize {
+        member_bytes(
+            self.id.len(),
+            self.instance_id.as_deref(),
+            &self.client_id,
+            &self.client_host,
+            &self.protocols,
+        ) + self.assignment.len()
+    }
+
     pub fn metadata_for(&self, protocol: &str) -> Bytes {
         self.protocols
             .iter()
@@ -209,6 +239,22 @@ impl Group {
             inflight_commits: 0,
             pending_txn: HashMap::new(),
         }
+    }
+
+    /// Membership bytes of the group (members, and pending member ids), as the shard's
+    /// bound counts them.
+    pub fn membership_bytes(&self) -> usize {
+        self.members.values().map(Member::bytes).sum::<usize>()
+            + self
+                .pending
+                .keys()
+                .map(|id| super::GROUP_MEMBER_OVERHEAD_BYTES + id.len())
+                .sum::<usize>()
+    }
+
+    /// The bytes member `id` holds now, if it is a member.
+    pub fn member_bytes_of(&self, id: &str) -> Option<usize> {
+        self.members.get(id).map(Member::bytes)
     }
 
     /// True when nothing but (possibly) offsets remains: no members, none pending.

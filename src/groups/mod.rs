@@ -54,6 +54,18 @@ use offsets::{
 pub const GROUP_MAX_SIZE: usize = 1000;
 /// Groups one shard coordinates (new groups beyond get COORDINATOR_NOT_AVAILABLE).
 pub const GROUPS_PER_SHARD_MAX: usize = 100_000;
+/// Membership memory one shard's groups may hold (member ids, client ids and hosts,
+/// protocol metadata, assignments), in bytes: the default of
+/// `--group-membership-max-bytes`. A member that would pass it gets
+/// GROUP_MAX_SIZE_REACHED on JoinGroup (Kafka's answer for a member the group cannot
+/// take), an assignment that would pass it COORDINATOR_NOT_AVAILABLE on SyncGroup (the
+/// client finds the coordinator again and rejoins).
+pub const GROUP_MEMBERSHIP_PER_SHARD_MAX_BYTES_DEFAULT: u64 = 256 << 20;
+/// Bytes counted per member beside its strings and buffers (struct, map entries).
+pub const GROUP_MEMBER_OVERHEAD_BYTES: usize = 256;
+/// How often the ticker recounts the shard's membership bytes exactly, in ms; between
+/// recounts, joins and assignments add what they admit and departures free nothing yet.
+pub const GROUP_MEMBERSHIP_RECOUNT_MS: u64 = 1000;
 /// Kafka's group.min.session.timeout.ms / group.max.session.timeout.ms defaults.
 pub const SESSION_TIMEOUT_MIN_MS: i32 = 6_000;
 pub const SESSION_TIMEOUT_MAX_MS: i32 = 1_800_000;
@@ -137,6 +149,11 @@ pub struct Coordinator {
     legacy: RefCell<HashMap<String, Group>>,
     legacy_dirs: RefCell<Vec<(PathBuf, Vec<Rc<shards::Partition>>)>>,
     legacy_loaded: Cell<bool>,
+    /// `--group-membership-max-bytes`: the shard's membership bound.
+    membership_max_bytes: u64,
+    /// Membership bytes at the last recount, and admitted since.
+    membership_counted: Cell<u64>,
+    membership_admitted: Cell<u64>,
 }
 
 #[derive(Debug)]
@@ -171,7 +188,34 @@ impl Coordinator {
             legacy: RefCell::new(HashMap::new()),
             legacy_dirs: RefCell::new(Vec::new()),
             legacy_loaded: Cell::new(false),
+            membership_max_bytes: config.group_membership_max_bytes,
+            membership_counted: Cell::new(0),
+            membership_admitted: Cell::new(0),
         }
+    }
+
+    /// Takes `bytes` of the shard's membership bound for a joining member or an
+    /// assignment; false (nothing taken) if they do not fit.
+    pub fn admit_membership(&self, bytes: u64) -> bool {
+        let used = self.membership_counted.get() + self.membership_admitted.get();
+        if used.saturating_add(bytes) > self.membership_max_bytes {
+            return false;
+        }
+        self.membership_admitted
+            .set(self.membership_admitted.get() + bytes);
+        true
+    }
+
+    /// The shard's membership bytes as last counted plus admitted since.
+    pub fn membership_bytes(&self) -> u64 {
+        self.membership_counted.get() + self.membership_admitted.get()
+    }
+
+    /// Counts every group's membership bytes exactly (the ticker, once a second).
+    fn recount_membership(&self, groups: &HashMap<String, Group>) {
+        let total: u64 = groups.values().map(|g| g.membership_bytes() as u64).sum();
+        self.membership_counted.set(total);
+        self.membership_admitted.set(0);
     }
 
     pub fn initial_delay(&self) -> Duration {
@@ -790,6 +834,7 @@ async fn load_legacy(shard: &Rc<Shard>) -> Result<(), OffsetsError> {
 async fn ticker(shard: Rc<Shard>) {
     let co = &shard.groups;
     let mut last_retention = Instant::now();
+    let mut last_recount = Instant::now();
     while !shard.shutting_down.get() {
         glommio::timer::sleep(Duration::from_millis(GROUP_TICK_MS)).await;
         let now = Instant::now();
@@ -806,6 +851,12 @@ async fn ticker(shard: Rc<Shard>) {
                     && g.pending_txn.is_empty();
                 g.inflight_commits > 0 || !(dead || unused)
             });
+            if now.duration_since(last_recount)
+                >= Duration::from_millis(GROUP_MEMBERSHIP_RECOUNT_MS)
+            {
+                last_recount = now;
+                co.recount_membership(&groups);
+            }
         }
         if now.duration_since(last_retention)
             >= Duration::from_millis(OFFSETS_RETENTION_CHECK_INTERVAL_MS)

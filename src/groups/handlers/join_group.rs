@@ -121,6 +121,30 @@ async fn join(
         let Some(g) = groups.get_mut(&group_id) else {
             return JoinResult::error(COORDINATOR_NOT_AVAILABLE, &member_id);
         };
+        // The shard's membership bound: a new member takes what it holds, a known one
+        // what it grows by (a new member's id is not made yet: its client id, a dash and
+        // 24 hex digits, `Group::new_member_id`).
+        let id_bytes = if member_id.is_empty() {
+            params.client_id.len() + 25
+        } else {
+            member_id.len()
+        };
+        let wanted = crate::groups::group::member_bytes(
+            id_bytes,
+            params.instance_id.as_deref(),
+            &params.client_id,
+            &params.client_host,
+            &params.protocols,
+        );
+        let held = g.member_bytes_of(&member_id).unwrap_or(0);
+        if wanted > held && !co.admit_membership((wanted - held) as u64) {
+            log::warn!(
+                "shard {}: group {group_id}: member refused, the shard's groups hold {} bytes of membership (group-membership-max-bytes)",
+                shard.id,
+                co.membership_bytes()
+            );
+            return JoinResult::error(GROUP_MAX_SIZE_REACHED, &member_id);
+        }
         let mut seq = co.id_seq.get();
         let w = g.join(params, co.initial_delay(), &mut seq);
         co.id_seq.set(seq);

@@ -34,8 +34,21 @@ pub async fn handle(
         NONE => {
             let wait = {
                 let mut groups = shard.groups.groups.borrow_mut();
+                let assigned: u64 = body
+                    .assignments
+                    .iter()
+                    .map(|a| a.assignment.len() as u64)
+                    .sum();
                 match groups.get_mut(&group_id) {
                     None => Wait::Now(SyncResult::error(UNKNOWN_MEMBER_ID)),
+                    // The assignments count against the shard's membership bound.
+                    Some(_) if !shard.groups.admit_membership(assigned) => {
+                        log::warn!(
+                            "shard {}: group {group_id}: assignment of {assigned} bytes refused (group-membership-max-bytes)",
+                            shard.id
+                        );
+                        Wait::Now(SyncResult::error(COORDINATOR_NOT_AVAILABLE))
+                    }
                     Some(g) => g.sync(
                         &body.member_id,
                         opt_str(&body.group_instance_id).as_deref(),
