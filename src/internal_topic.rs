@@ -121,14 +121,13 @@ impl Partitions {
         self.parts.borrow().values().any(|p| !p.loaded)
     }
 
-    /// The partitions led here and loaded, with their leader epochs.
-    pub fn loaded(&self) -> Vec<(i32, i32)> {
+    /// The leader epoch partition `p` was loaded for, when it is led here and loaded.
+    pub fn loaded_epoch(&self, p: i32) -> Option<i32> {
         self.parts
             .borrow()
-            .iter()
-            .filter(|(_, p)| p.loaded)
-            .map(|(k, p)| (*k, p.epoch))
-            .collect()
+            .get(&p)
+            .filter(|x| x.loaded)
+            .map(|x| x.epoch)
     }
 
     /// After a metadata apply: forgets the partitions no longer led here (or led in a new

@@ -363,13 +363,7 @@ impl Coordinator {
         producer_id: i64,
         commit: bool,
     ) -> i16 {
-        let Some(epoch) = self
-            .parts
-            .loaded()
-            .into_iter()
-            .find(|(q, _)| *q == p)
-            .map(|(_, e)| e)
-        else {
+        let Some(epoch) = self.parts.loaded_epoch(p) else {
             return kerr::NOT_LEADER_OR_FOLLOWER;
         };
         let Some(gate) = self.parts.gate(p, epoch) else {
@@ -733,9 +727,13 @@ impl Coordinator {
             legacy.retain(|name, _| offsets_partition(name, partitions) != p);
             legacy.is_empty()
         };
-        if !empty {
-            return;
+        if empty {
+            self.remove_legacy_files().await;
         }
+    }
+
+    /// Deletes the legacy offsets files (their groups are all in the offsets topic now).
+    async fn remove_legacy_files(&self) {
         let dirs = self.legacy_dirs.take();
         for (dir, logs) in dirs {
             for part in logs {
@@ -825,7 +823,7 @@ async fn load_legacy(shard: &Rc<Shard>) -> Result<(), OffsetsError> {
     let nothing = map.is_empty();
     *co.legacy.borrow_mut() = map;
     if nothing && !co.legacy_dirs.borrow().is_empty() {
-        co.legacy_done(-1, 1).await;
+        co.remove_legacy_files().await;
     }
     Ok(())
 }
