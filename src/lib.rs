@@ -7,7 +7,8 @@
 pub mod acl;
 pub mod admin;
 pub mod alloc;
-pub mod client;
+/// The project's Kafka client is its own crate (`client/`); `crate::client` stays its path here.
+pub use osprey_client as client;
 pub mod cluster;
 pub mod codec;
 pub mod config;

@@ -1,5 +1,5 @@
 //! loadgen: an OpenMessaging-Benchmark-style load generator for any Kafka-compatible broker,
-//! built on the project's one Kafka client (`osprey::client`). The main thread parses the
+//! built on the project's one Kafka client (`osprey_client`, the `client/` crate). The main thread parses the
 //! command, aggregates and reports; worker threads (one glommio executor each, pinned with
 //! core_affinity) run the producers and consumers.
 
@@ -494,11 +494,11 @@ fn broker_cpu_source(a: &RunArgs) -> Option<cpu::BrokerCpuSource> {
 }
 
 /// The client security settings of `--command-config` (Kafka's client properties file).
-fn security_of(a: &RunArgs) -> Result<osprey::client::Security, String> {
+fn security_of(a: &RunArgs) -> Result<osprey_client::Security, String> {
     match &a.command_config {
-        Some(p) => osprey::client::Security::from_properties_file(p)
+        Some(p) => osprey_client::Security::from_properties_file(p)
             .map_err(|e| format!("--command-config: {e}")),
-        None => Ok(osprey::client::Security::default()),
+        None => Ok(osprey_client::Security::default()),
     }
 }
 

@@ -236,7 +236,7 @@ fn serve_run(s: TcpStream, cpus: &[usize]) -> Result<(), String> {
                 p.clone(),
                 bootstrap.clone(),
                 // The coordinator refuses TLS/SASL runs with workers (`run::run`).
-                osprey::client::Security::default(),
+                osprey_client::Security::default(),
                 w.clone(),
                 shared.clone(),
                 tx.clone(),

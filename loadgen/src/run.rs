@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::{LocalExecutorBuilder, Placement};
-use osprey::client::{Client, ClientConfig, NewTopic, Security};
+use osprey_client::{Client, ClientConfig, NewTopic, Security};
 use serde_json::{Map, Value, json};
 
 use crate::cpu::{BrokerCpuSource, CLIENT_SATURATED_BUSY};
@@ -728,7 +728,7 @@ fn build_json(
         ),
     );
     o.insert("workload".into(), w.to_json());
-    o.insert("driver".into(), json!("osprey::client (Kafka protocol)"));
+    o.insert("driver".into(), json!("osprey_client (Kafka protocol)"));
     o.insert("messageSize".into(), json!(w.message_size));
     o.insert("topics".into(), json!(w.topics));
     o.insert("partitions".into(), json!(w.partitions_per_topic));

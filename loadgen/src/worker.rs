@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use glommio::channels::local_channel::{self, LocalReceiver};
 use glommio::sync::Semaphore;
 use glommio::{LocalExecutorBuilder, Placement};
-use osprey::client::{
+use osprey_client::{
     Acks, Client, ClientConfig, Compression, FetchOptions, FetchPosition, OffsetSpec,
     ProducerRecord, Security, decode_records, encode_batch,
 };
@@ -249,7 +249,7 @@ async fn thread_main(
                 client.node_connection(l).await?;
             }
         }
-        Ok::<_, osprey::client::ClientError>((client, consumers))
+        Ok::<_, osprey_client::ClientError>((client, consumers))
     }
     .await;
     shared.ready.wait();
@@ -278,7 +278,7 @@ async fn thread_main(
     let params = Rc::new(Params {
         message_size: w.message_size,
         acks: Acks::parse(&w.acks).unwrap_or(Acks::Leader),
-        compression: osprey::client::parse_compression(&w.compression).unwrap_or(Compression::None),
+        compression: osprey_client::parse_compression(&w.compression).unwrap_or(Compression::None),
         linger_ns: (w.linger_ms * 1e6) as u64,
         batch_size_bytes: w.batch_size_bytes,
         buffer_bytes: w.producer_buffer_bytes,
@@ -545,7 +545,7 @@ async fn producer(
 struct Ready {
     partition: i32,
     metas: Vec<Meta>,
-    batch: osprey::client::Result<Bytes>,
+    batch: osprey_client::Result<Bytes>,
 }
 
 /// Builds and encodes one partition's batch.
@@ -688,7 +688,7 @@ async fn send_group(
                 .find(|(p, _)| *p == partition)
                 .map(|(_, r)| r.clone().map(|_| ()))
                 .unwrap_or_else(|| {
-                    Err(osprey::client::ClientError::Protocol(format!(
+                    Err(osprey_client::ClientError::Protocol(format!(
                         "no produce outcome for {topic}/{partition}"
                     )))
                 }),
@@ -862,17 +862,17 @@ struct Membership {
     commits_in_flight: Cell<usize>,
 }
 
-fn needs_rejoin(e: &osprey::client::ClientError) -> bool {
-    use osprey::client::group::codes;
+fn needs_rejoin(e: &osprey_client::ClientError) -> bool {
+    use osprey_client::group::codes;
     matches!(
         e.kafka_code(),
         Some(codes::REBALANCE_IN_PROGRESS | codes::ILLEGAL_GENERATION | codes::UNKNOWN_MEMBER_ID)
     )
 }
 
-fn on_group_error(m: &Membership, e: &osprey::client::ClientError) {
+fn on_group_error(m: &Membership, e: &osprey_client::ClientError) {
     if needs_rejoin(e) {
-        if e.kafka_code() == Some(osprey::client::group::codes::UNKNOWN_MEMBER_ID) {
+        if e.kafka_code() == Some(osprey_client::group::codes::UNKNOWN_MEMBER_ID) {
             m.member_id.borrow_mut().clear();
         }
         m.rejoin.set(true);
@@ -910,7 +910,7 @@ fn commit_async(
     .detach();
 }
 
-fn record_commit(m: &Membership, stats: &RefCell<Stats>, r: osprey::client::Result<()>) {
+fn record_commit(m: &Membership, stats: &RefCell<Stats>, r: osprey_client::Result<()>) {
     match r {
         Ok(()) => stats.borrow_mut().commits += 1,
         Err(e) => {
@@ -953,9 +953,9 @@ async fn join_and_sync(
     g: &Client,
     m: &Membership,
     plan: &ConsumerPlan,
-) -> osprey::client::Result<Vec<i32>> {
-    use osprey::client::group::codes;
-    use osprey::client::{
+) -> osprey_client::Result<Vec<i32>> {
+    use osprey_client::group::codes;
+    use osprey_client::{
         CONSUMER_PROTOCOL_TYPE, RANGE_ASSIGNOR, decode_assignment, decode_subscription,
         encode_assignment, encode_subscription, range_assign,
     };
@@ -1011,7 +1011,7 @@ async fn join_and_sync(
                 )
                 .await?;
             let mine = decode_assignment(a)?;
-            Ok::<_, osprey::client::ClientError>((
+            Ok::<_, osprey_client::ClientError>((
                 j.generation,
                 mine.get(&plan.topic).cloned().unwrap_or_default(),
             ))

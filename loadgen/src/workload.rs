@@ -263,8 +263,8 @@ impl Workload {
         if self.producer_rate < 0.0 || !self.producer_rate.is_finite() {
             return Err("producerRate must be >= 0".into());
         }
-        osprey::client::Acks::parse(&self.acks).map_err(|e| e.to_string())?;
-        osprey::client::parse_compression(&self.compression).map_err(|e| e.to_string())?;
+        osprey_client::Acks::parse(&self.acks).map_err(|e| e.to_string())?;
+        osprey_client::parse_compression(&self.compression).map_err(|e| e.to_string())?;
         if self.batch_size_bytes < self.message_size {
             return Err("batchSize must be >= messageSize".into());
         }

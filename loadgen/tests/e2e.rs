@@ -155,7 +155,7 @@ fn group_run_consumes_each_message_once_and_commits_end_offsets() {
     let (committed, ends) = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .io_memory(1 << 20)
         .spawn(move || async move {
-            use osprey::client::{Client, ClientConfig, OffsetSpec};
+            use osprey_client::{Client, ClientConfig, OffsetSpec};
             let client = Client::connect(&addr, ClientConfig::default())
                 .await
                 .expect("connect");

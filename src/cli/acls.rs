@@ -110,7 +110,7 @@ pub fn main(
         .make()
         .map_err(|e| format!("cannot start the client runtime: {e}"))?;
     ex.run(async move {
-        use osprey::client::Client;
+        use osprey_client::Client;
         let client = Client::connect(&bootstrap, config)
             .await
             .map_err(|e| format!("cannot reach {bootstrap}: {e}"))?;

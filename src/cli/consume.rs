@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use osprey::client::group::codes;
-use osprey::client::{
+use osprey_client::group::codes;
+use osprey_client::{
     CONSUMER_PROTOCOL_TYPE, Client, ClientError, FetchOptions, FetchPosition, OffsetSpec,
     RANGE_ASSIGNOR, Record, count_records, decode_assignment, decode_records, decode_subscription,
     encode_assignment, encode_subscription, range_assign,

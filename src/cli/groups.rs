@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use clap::{ArgGroup, Args, Subcommand};
-use osprey::client::{Client, CommittedPartition, GroupDescription, OffsetSpec, decode_assignment};
+use osprey_client::{Client, CommittedPartition, GroupDescription, OffsetSpec, decode_assignment};
 use serde_json::json;
 
 use super::{CliError, CliResult, Common, Output, Table, print_json, write_stdout};
@@ -142,7 +142,7 @@ pub fn main(args: GroupsArgs) -> CliResult {
     })
 }
 
-async fn all_groups(client: &Client) -> CliResult<Vec<osprey::client::ListedGroup>> {
+async fn all_groups(client: &Client) -> CliResult<Vec<osprey_client::ListedGroup>> {
     let md = client
         .metadata(Some(&[]))
         .await

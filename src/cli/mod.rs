@@ -1,6 +1,6 @@
 //! The admin command line of the `osprey` binary: `topics`, `produce`, `consume`, `groups`
 //! and `cluster`, one file each, all speaking Kafka through the project's client
-//! (`osprey::client`) to any Kafka-compatible broker named by `--bootstrap`.
+//! (`osprey_client`, the `client/` crate) to any Kafka-compatible broker named by `--bootstrap`.
 //!
 //! Runs in the CLI process on one glommio executor (`run`), never inside a broker. This file
 //! holds what the subcommands share: the `--bootstrap`/`--output` flags, `CliError` (what went
@@ -20,7 +20,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
-use osprey::client::{Client, ClientConfig, ClientError, Security, kafka_error_name};
+use osprey_client::{Client, ClientConfig, ClientError, Security, kafka_error_name};
 
 /// The client's per-request timeout and the broker-side timeout of admin requests.
 pub const ADMIN_TIMEOUT_MS: i32 = 30_000;

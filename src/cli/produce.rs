@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Args;
-use osprey::client::{
+use osprey_client::{
     Acks, Client, ClientError, Compression, ProducerIdentity, ProducerRecord, encode_batch_as,
     parse_compression,
 };

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand};
-use osprey::client::{
+use osprey_client::{
     Client, ClientError, ConfigChange, NewTopic, OffsetSpec, TopicMetadata, config_source_name,
 };
 use serde_json::json;

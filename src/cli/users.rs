@@ -106,7 +106,7 @@ pub fn main(action: UsersAction) -> Result<(), String> {
         .make()
         .map_err(|e| format!("cannot start the client runtime: {e}"))?;
     ex.run(async move {
-        use osprey::client::Client;
+        use osprey_client::Client;
         let client = Client::connect(&bootstrap, config)
             .await
             .map_err(|e| format!("cannot reach {bootstrap}: {e}"))?;

@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
 use super::{ApiSpec, Reply, str_bytes};
 use crate::cluster::state::ScramUserChange;
 use crate::protocol::{ProtocolError, RequestFrame, error};
-use crate::sasl::scram::{self, Mechanism};
+use crate::sasl::scram::{self, CredentialExt, Mechanism};
 use crate::session::Session;
 use crate::shard::Shard;
 

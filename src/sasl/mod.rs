@@ -129,6 +129,7 @@ pub fn add_bootstrap_user(
     }
     let dir = data_dir.join("controller");
     let mut users = read_bootstrap(&dir)?.unwrap_or_default();
+    use scram::CredentialExt;
     let cred = mechanism.new_credential(password, iterations)?;
     let entry = match users.iter_mut().position(|u| u.user == user) {
         Some(i) => &mut users[i],

@@ -15,6 +15,7 @@ pub mod conn;
 pub mod decode;
 pub mod error;
 pub mod group;
+pub mod scram;
 pub mod security;
 
 use std::cell::{Cell, RefCell};

@@ -36,7 +36,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Req
 use super::ClientConfig;
 use super::error::{ClientError, Result};
 use super::security::{SaslMechanism, SaslSettings};
-use crate::sasl::scram::ScramClient;
+use crate::scram::ScramClient;
 
 /// The largest response frame accepted from a broker; a larger announced length closes the
 /// connection before anything is allocated.

@@ -17,7 +17,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
-use crate::sasl::scram::Mechanism;
+use crate::scram::Mechanism;
 
 /// The largest properties file read (bytes): a client config is a few lines.
 pub const PROPERTIES_FILE_MAX_BYTES: u64 = 1 << 20;
