@@ -156,6 +156,11 @@ pub struct ServeArgs {
     /// leaderships move (default 9000).
     #[arg(long)]
     pub broker_session_timeout_ms: Option<u64>,
+    /// Kafka's auto.leader.rebalance.enable: the controller moves leadership back to each
+    /// partition's preferred replica once it is in sync again (default true; with false,
+    /// only ElectLeaders / `kafka-leader-election.sh` does).
+    #[arg(long)]
+    pub auto_leader_rebalance_enable: Option<bool>,
     /// Kafka's default.replication.factor for topics created without one (default 1).
     #[arg(long)]
     pub default_replication_factor: Option<i16>,
@@ -213,6 +218,7 @@ pub struct BrokerConfig {
     /// Where this host's controller listens (voters of a multi-host quorum).
     pub controller_listen: Option<SocketAddr>,
     pub broker_session_timeout_ms: u64,
+    pub auto_leader_rebalance_enable: bool,
     pub default_replication_factor: i16,
     pub replica_lag_time_max_ms: u64,
     pub min_insync_replicas: i32,
@@ -601,6 +607,11 @@ impl BrokerConfig {
                     "controller-quorum-voters" => {
                         a.controller_quorum_voters = a.controller_quorum_voters.or(Some(v))
                     }
+                    "auto-leader-rebalance-enable" => {
+                        a.auto_leader_rebalance_enable = a
+                            .auto_leader_rebalance_enable
+                            .or(Some(parse_value(&k, &v)?))
+                    }
                     "broker-session-timeout-ms" => {
                         a.broker_session_timeout_ms =
                             a.broker_session_timeout_ms.or(Some(parse_value(&k, &v)?))
@@ -778,6 +789,7 @@ impl BrokerConfig {
         Ok(BrokerConfig {
             admin_listen,
             broker_session_timeout_ms: a.broker_session_timeout_ms.unwrap_or(9000).max(100),
+            auto_leader_rebalance_enable: a.auto_leader_rebalance_enable.unwrap_or(true),
             default_replication_factor,
             replica_lag_time_max_ms: a.replica_lag_time_max_ms.unwrap_or(30_000).max(100),
             min_insync_replicas,

@@ -416,6 +416,25 @@ impl Controller {
         self.submit(cmd).await.map(|_| ())
     }
 
+    /// ElectLeaders: one result per partition answered (see `MetaCommand::ElectLeaders`).
+    pub async fn elect_leaders(
+        &self,
+        unclean: bool,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> Result<Vec<((String, i32), Result<(), TopicError>)>, TopicError> {
+        let reply = self
+            .submit(MetaCommand::ElectLeaders {
+                unclean,
+                partitions,
+            })
+            .await?;
+        Ok(reply
+            .partitions
+            .into_iter()
+            .zip(reply.results.into_iter().map(|r| r.map(|_| ())))
+            .collect())
+    }
+
     pub async fn create_partitions(
         &self,
         _shard: &Rc<Shard>,

@@ -290,6 +290,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
         listener: controller_listener,
         dir: config.data_dir.join("controller").join("raft"),
         session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
+        auto_leader_rebalance: config.auto_leader_rebalance_enable,
     })
     .map_err(HostError)?;
 

@@ -805,3 +805,67 @@ fn describe_topic_partitions_pages_with_a_cursor() {
     let page = describe_partitions(&mut conn, &["dtp-a"], 10, Some(("dtp-b", 0)));
     assert_eq!(page, (vec![("dtp-a".into(), 42, vec![])], None));
 }
+
+// ElectLeaders on one host (every partition led by its only, preferred replica): asked for
+// every partition (null), nothing needed an election and nothing is listed; asked for
+// partitions, each answers ELECTION_NOT_NEEDED (preferred, v0 and v2; unclean: the leader
+// is alive) and an unknown one UNKNOWN_TOPIC_OR_PARTITION; an unknown election type is
+// INVALID_REQUEST at the top level.
+#[test]
+fn elect_leaders_answers_per_partition() {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    let broker = Broker::start(2);
+    let mut conn = broker.connect();
+    create_topic(&mut conn, "el", 3);
+    let all = ElectLeadersRequest::default()
+        .with_election_type(0)
+        .with_timeout_ms(10_000);
+    let r = conn.request(&all, 2);
+    assert_eq!(r.error_code, 0);
+    assert!(r.replica_election_results.is_empty(), "{r:?}");
+    let asked = |t: i8| {
+        ElectLeadersRequest::default()
+            .with_election_type(t)
+            .with_timeout_ms(10_000)
+            .with_topic_partitions(Some(vec![
+                TopicPartitions::default()
+                    .with_topic(name("el"))
+                    .with_partitions(vec![0, 1, 2, 3]),
+                TopicPartitions::default()
+                    .with_topic(name("nope"))
+                    .with_partitions(vec![0]),
+            ]))
+    };
+    for (t, v) in [(0, 0), (0, 2), (1, 1), (1, 2)] {
+        let r = conn.request(&asked(t), v);
+        assert_eq!(r.error_code, 0, "type {t} v{v}");
+        let codes: Vec<(String, i32, i16)> = r
+            .replica_election_results
+            .iter()
+            .flat_map(|t| {
+                t.partition_result
+                    .iter()
+                    .map(|p| (t.topic.0.to_string(), p.partition_id, p.error_code))
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            vec![
+                ("el".into(), 0, 84),
+                ("el".into(), 1, 84),
+                ("el".into(), 2, 84),
+                ("el".into(), 3, 3),
+                ("nope".into(), 0, 3),
+            ],
+            "type {t} v{v}"
+        );
+    }
+    let r = conn.request(&asked(5), 2);
+    assert_eq!(r.error_code, 42);
+    assert!(
+        r.replica_election_results
+            .iter()
+            .flat_map(|t| &t.partition_result)
+            .all(|p| p.error_code == 42)
+    );
+}

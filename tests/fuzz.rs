@@ -780,6 +780,17 @@ fn frame_seeds() -> Vec<Vec<u8>> {
             ])
             .with_response_partition_limit(10),
     );
+    frames(
+        &mut out,
+        ApiKey::ElectLeaders,
+        &ElectLeadersRequest::default()
+            .with_election_type(1)
+            .with_topic_partitions(Some(vec![
+                elect_leaders_request::TopicPartitions::default()
+                    .with_topic(tname("t"))
+                    .with_partitions(vec![0, 7]),
+            ])),
+    );
     // Security.
     frames(
         &mut out,

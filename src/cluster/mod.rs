@@ -79,6 +79,8 @@ pub struct ControllerOptions {
     pub dir: PathBuf,
     /// Kafka's broker.session.timeout.ms: a host whose heartbeats stop this long is fenced.
     pub session_timeout: Duration,
+    /// Kafka's auto.leader.rebalance.enable: move leadership back to preferred replicas.
+    pub auto_leader_rebalance: bool,
 }
 
 struct Job {
@@ -161,6 +163,7 @@ struct Core {
     /// acts on them). Controller thread only.
     heartbeats: std::sync::Mutex<HashMap<u32, Instant>>,
     session_timeout: Duration,
+    auto_leader_rebalance: bool,
     leaving: Arc<AtomicBool>,
     /// Last time a heartbeat of this host reached the quorum leader (or this host led).
     leader_contact: std::sync::Mutex<Instant>,
@@ -292,6 +295,7 @@ async fn run(
         meta: meta_rx,
         heartbeats: std::sync::Mutex::new(HashMap::new()),
         session_timeout: opts.session_timeout,
+        auto_leader_rebalance: opts.auto_leader_rebalance,
         leaving,
         leader_contact: std::sync::Mutex::new(Instant::now()),
     });
@@ -544,7 +548,9 @@ async fn watch_liveness(core: Arc<Core>) {
                 );
             }
         }
-        if now.duration_since(last_preferred) >= PREFERRED_LEADER_CHECK_INTERVAL {
+        if core.auto_leader_rebalance
+            && now.duration_since(last_preferred) >= PREFERRED_LEADER_CHECK_INTERVAL
+        {
             last_preferred = now;
             let live: std::collections::BTreeSet<i32> =
                 meta.nodes().into_iter().map(|n| n.0).collect();

@@ -113,6 +113,16 @@ pub enum MetaCommand {
     ElectPreferred {
         partitions: Vec<(String, i32)>,
     },
+    /// ElectLeaders (admin): preferred or unclean election for the listed partitions, or
+    /// for every partition when `partitions` is `None`. One result per partition in
+    /// `MetaReply::partitions` order (Kafka's codes: ELECTION_NOT_NEEDED,
+    /// PREFERRED_LEADER_NOT_AVAILABLE, ELIGIBLE_LEADERS_NOT_AVAILABLE,
+    /// UNKNOWN_TOPIC_OR_PARTITION); asked for every partition, only partitions where an
+    /// election was needed are answered, as Kafka's controller does.
+    ElectLeaders {
+        unclean: bool,
+        partitions: Option<Vec<(String, i32)>>,
+    },
     /// AlterConfigs / IncrementalAlterConfigs on topics: one change per topic, each applied
     /// (or refused) on its own, validated here with `topic_config::validate`.
     AlterTopicConfigs {
@@ -175,6 +185,9 @@ pub struct MetaReply {
     /// AllocateProducerIds: the block [start, end).
     #[serde(default)]
     pub producer_ids: Option<(i64, i64)>,
+    /// ElectLeaders: the partition each of `results` is about.
+    #[serde(default)]
+    pub partitions: Vec<(String, i32)>,
 }
 
 fn all_nodes(meta: &ClusterMeta) -> Vec<i32> {
@@ -184,6 +197,7 @@ fn all_nodes(meta: &ClusterMeta) -> Vec<i32> {
 pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
     let mut changed = false;
     let mut block = None;
+    let mut elected = Vec::new();
     let results = match cmd {
         MetaCommand::RegisterBroker {
             broker,
@@ -378,6 +392,32 @@ pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
             }
             Vec::new()
         }
+        MetaCommand::ElectLeaders {
+            unclean,
+            partitions,
+        } => {
+            let live: std::collections::BTreeSet<i32> = all_nodes(meta).into_iter().collect();
+            let all = partitions.is_none();
+            let asked = partitions.unwrap_or_else(|| {
+                meta.topics
+                    .values()
+                    .flat_map(|t| (0..t.partitions.len() as i32).map(|p| (t.name.clone(), p)))
+                    .collect()
+            });
+            let mut out = Vec::with_capacity(asked.len());
+            for (topic, p) in asked {
+                let r = elect_one(meta, &live, &topic, p, unclean);
+                if r.is_ok() {
+                    changed = true;
+                }
+                if all && matches!(&r, Err(e) if e.code == error::ELECTION_NOT_NEEDED) {
+                    continue;
+                }
+                elected.push((topic, p));
+                out.push(r.map(|()| None));
+            }
+            out
+        }
         MetaCommand::Import { topics } => {
             for t in topics {
                 if !meta.topics.contains_key(&t.name) {
@@ -472,7 +512,84 @@ pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
         epoch: meta.epoch,
         results,
         producer_ids: block,
+        partitions: elected,
     }
+}
+
+/// One partition of an ElectLeaders request (Kafka's ReplicationControlManager rules):
+/// preferred moves leadership to the first replica when it is live and in sync; unclean
+/// gives a leaderless partition a leader, from the live ISR first, else any live replica
+/// (the ISR then shrinks to it). `Ok` means the leader changed.
+fn elect_one(
+    meta: &mut ClusterMeta,
+    live: &std::collections::BTreeSet<i32>,
+    topic: &str,
+    partition: i32,
+    unclean: bool,
+) -> Result<(), TopicError> {
+    let Some(pm) = meta.topics.get_mut(topic).and_then(|t| {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| t.partitions.get_mut(p))
+    }) else {
+        return Err(TopicError::new(
+            error::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("No such partition {topic}-{partition}"),
+        ));
+    };
+    let has_leader = pm.leader >= 0 && live.contains(&pm.leader);
+    let new = if unclean {
+        if has_leader {
+            return Err(TopicError::new(
+                error::ELECTION_NOT_NEEDED,
+                "Leader election not needed for topic partition.",
+            ));
+        }
+        let in_sync = pm
+            .replicas
+            .iter()
+            .copied()
+            .find(|r| live.contains(r) && pm.isr.contains(r));
+        match in_sync.or_else(|| pm.replicas.iter().copied().find(|r| live.contains(r))) {
+            Some(n) => n,
+            None => {
+                return Err(TopicError::new(
+                    error::ELIGIBLE_LEADERS_NOT_AVAILABLE,
+                    "Unable to find any live replica for the partition.",
+                ));
+            }
+        }
+    } else {
+        let Some(&pref) = pm.replicas.first() else {
+            return Err(TopicError::new(
+                error::PREFERRED_LEADER_NOT_AVAILABLE,
+                "The partition has no replicas.",
+            ));
+        };
+        if pm.leader == pref {
+            return Err(TopicError::new(
+                error::ELECTION_NOT_NEEDED,
+                "Leader election not needed for topic partition.",
+            ));
+        }
+        if !(pm.isr.contains(&pref) && live.contains(&pref)) {
+            return Err(TopicError::new(
+                error::PREFERRED_LEADER_NOT_AVAILABLE,
+                format!(
+                    "Failed to elect leader for partition {topic}-{partition} under strategy PreferredReplicaPartitionLeaderElectionStrategy"
+                ),
+            ));
+        }
+        pref
+    };
+    if !pm.isr.contains(&new) {
+        // Unclean: the new leader's log is the truth from now on.
+        pm.isr = vec![new];
+    }
+    pm.leader = new;
+    pm.leader_epoch += 1;
+    pm.partition_epoch += 1;
+    Ok(())
 }
 
 /// Topic configs whose values are lists (comma-separated), the only ones APPEND and

@@ -25,6 +25,7 @@ pub mod describe_producers;
 pub mod describe_topic_partitions;
 pub mod describe_transactions;
 pub mod describe_user_scram_credentials;
+pub mod elect_leaders;
 pub mod end_txn;
 pub mod fetch;
 pub mod incremental_alter_configs;
@@ -90,6 +91,7 @@ pub const REGISTRY: &[ApiSpec] = &[
     describe_transactions::API,
     list_transactions::API,
     describe_topic_partitions::API,
+    elect_leaders::API,
 ];
 
 pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -165,6 +167,7 @@ pub fn decode_only(req: &RequestFrame) -> Result<(), ProtocolError> {
         ApiKey::CreatePartitions => req.decode::<CreatePartitionsRequest>().map(drop),
         ApiKey::OffsetForLeaderEpoch => req.decode::<OffsetForLeaderEpochRequest>().map(drop),
         ApiKey::DescribeCluster => req.decode::<DescribeClusterRequest>().map(drop),
+        ApiKey::ElectLeaders => req.decode::<ElectLeadersRequest>().map(drop),
         ApiKey::AlterConfigs => req.decode::<AlterConfigsRequest>().map(drop),
         ApiKey::IncrementalAlterConfigs => req.decode::<IncrementalAlterConfigsRequest>().map(drop),
         ApiKey::DeleteRecords => req.decode::<DeleteRecordsRequest>().map(drop),
@@ -327,6 +330,7 @@ async fn dispatch_api(
         ApiKey::DescribeTransactions => describe_transactions::handle(shard, req).await,
         ApiKey::ListTransactions => list_transactions::handle(shard, req).await,
         ApiKey::DescribeTopicPartitions => describe_topic_partitions::handle(shard, req).await,
+        ApiKey::ElectLeaders => elect_leaders::handle(shard, session, req).await,
         _ => crate::groups::handlers::dispatch(shard, session, req).await,
     }
 }

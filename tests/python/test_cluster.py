@@ -365,3 +365,72 @@ def test_transactions_span_hosts(cluster):
     md = wait_metadata(cluster.bootstrap(1), lambda m: "__transaction_state" in m.topics)
     for part in md.topics["__transaction_state"].partitions.values():
         assert len({r // NODES_PER_HOST for r in part.replicas}) == 3, part.replicas
+
+
+def test_elect_leaders_moves_leadership_back_to_preferred_replicas(tmp_path):
+    """ElectLeaders (kafka-leader-election.sh, AdminClient.elect_leaders): with the
+    controller's automatic rebalance off (auto.leader.rebalance.enable=false), leaderships
+    that moved away during a controlled shutdown stay away after the host returns; a
+    preferred election through confluent-kafka moves them back to each partition's first
+    replica, a second one answers ELECTION_NOT_NEEDED per partition, an unknown partition
+    UNKNOWN_TOPIC_OR_PARTITION; kafka-python's elections (preferred over every partition,
+    unclean for a partition that has a leader) find nothing to do."""
+    from confluent_kafka import ElectionType, KafkaError, TopicPartition
+    from conftest import Cluster
+    from kafka.admin import KafkaAdminClient
+
+    c = Cluster(tmp_path / "cluster", extra=["--auto-leader-rebalance-enable", "false"]).start()
+    try:
+        topic = unique("elect")
+        create_topic(c.bootstrap(1), topic, 6, rf=3)
+        full = lambda m: topic in m.topics and all(  # noqa: E731
+            len(p.isrs) == 3 for p in m.topics[topic].partitions.values())
+        md = wait_metadata(c.bootstrap(1), full)
+        preferred = {p.id: p.replicas[0] for p in md.topics[topic].partitions.values()}
+        on_2 = [pid for pid, r in preferred.items() if r // NODES_PER_HOST == 2]
+        assert on_2, "host 2 is the preferred replica of some partitions"
+        assert c.hosts[2].stop() == 0
+        c.restart(2)
+        md = wait_metadata(c.bootstrap(1), full)
+        moved = [p.id for p in md.topics[topic].partitions.values() if p.leader != preferred[p.id]]
+        assert sorted(moved) == sorted(on_2), (moved, on_2)
+        # Still away a while later: nothing rebalances on its own.
+        time.sleep(6)
+        md = wait_metadata(c.bootstrap(1), full)
+        assert all(md.topics[topic].partitions[pid].leader != preferred[pid] for pid in on_2)
+
+        admin = AdminClient({"bootstrap.servers": c.bootstrap(1)})
+        asked = [TopicPartition(topic, pid) for pid in range(6)] + [TopicPartition(topic, 99)]
+        results = admin.elect_leaders(ElectionType.PREFERRED, asked).result(timeout=30)
+        by_pid = {tp.partition: err for tp, err in results.items()}
+        for pid in range(6):
+            if pid in on_2:
+                assert by_pid[pid] is None, (pid, by_pid[pid])
+            else:
+                assert by_pid[pid].code() == KafkaError.ELECTION_NOT_NEEDED, by_pid[pid]
+        assert by_pid[99].code() == KafkaError.UNKNOWN_TOPIC_OR_PART, by_pid[99]
+        md = wait_metadata(c.bootstrap(1), lambda m: full(m) and all(
+            p.leader == preferred[p.id] for p in m.topics[topic].partitions.values()))
+        # Producers follow the new leaders.
+        acked, errors = produce_numbered(c.bootstrap(1), topic, 120)
+        assert not errors and len(acked) == 120, errors[:3]
+
+        again = admin.elect_leaders(ElectionType.PREFERRED, asked[:6]).result(timeout=30)
+        assert all(e.code() == KafkaError.ELECTION_NOT_NEEDED for e in again.values())
+
+        kp = KafkaAdminClient(bootstrap_servers=c.bootstrap(3), request_timeout_ms=30000)
+        try:
+            # kafka-python lists every partition of every topic itself.
+            resp = kp.elect_leaders(0, topic_partitions=None)  # 0: preferred
+            assert resp.error_code == 0, resp
+            codes = {p.error_code for r in resp.replica_election_results for p in r.partition_result}
+            assert codes == {84}, resp
+            unclean = kp.elect_leaders(1, topic_partitions={topic: [0]}, raise_errors=False)
+            codes = [p.error_code for r in unclean.replica_election_results
+                     for p in r.partition_result]
+            assert codes == [84], unclean  # ELECTION_NOT_NEEDED: the partition has a leader
+        finally:
+            kp.close()
+    finally:
+        c.kill_all()
+        c.save_logs()
