@@ -416,6 +416,11 @@ impl Controller {
         self.submit(cmd).await.map(|_| ())
     }
 
+    /// DescribeQuorum: the metadata quorum as its leader sees it.
+    pub async fn describe_quorum(&self) -> Result<crate::cluster::QuorumInfo, String> {
+        self.handle.describe_quorum().await
+    }
+
     /// ElectLeaders: one result per partition answered (see `MetaCommand::ElectLeaders`).
     pub async fn elect_leaders(
         &self,

@@ -869,3 +869,45 @@ fn elect_leaders_answers_per_partition() {
             .all(|p| p.error_code == 42)
     );
 }
+
+// DescribeQuorum on one host (a quorum of one voter): v0-v2 name this host the leader with
+// its log end at the high watermark; v2 lists no controller endpoint (a one-host
+// controller has no listener); a partition other
+// than `__cluster_metadata`-0 is UNKNOWN_TOPIC_OR_PARTITION.
+#[test]
+fn describe_quorum_of_one_host() {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    let broker = Broker::start(2);
+    let mut conn = broker.connect();
+    let ask = |topic: &str, partition: i32| {
+        DescribeQuorumRequest::default().with_topics(vec![
+            TopicData::default()
+                .with_topic_name(name(topic))
+                .with_partitions(vec![
+                    PartitionData::default().with_partition_index(partition),
+                ]),
+        ])
+    };
+    for v in 0..=2 {
+        let r = conn.request(&ask("__cluster_metadata", 0), v);
+        assert_eq!(r.error_code, 0, "v{v}");
+        let p = &r.topics[0].partitions[0];
+        assert_eq!(p.error_code, 0, "v{v}");
+        assert_eq!(p.current_voters.len(), 1, "v{v}: {p:?}");
+        let me = &p.current_voters[0];
+        assert_eq!(me.replica_id, p.leader_id);
+        assert!(p.leader_epoch >= 1 && p.high_watermark > 0, "{p:?}");
+        assert_eq!(me.log_end_offset, p.high_watermark, "{p:?}");
+        if v >= 1 {
+            assert!(me.last_fetch_timestamp > 0, "{p:?}");
+        }
+        if v == 2 {
+            assert_eq!(p.error_message, None);
+            assert!(r.nodes.is_empty(), "{r:?}");
+        }
+    }
+    let r = conn.request(&ask("other", 0), 1);
+    assert_eq!(r.topics[0].partitions[0].error_code, 3);
+    let r = conn.request(&ask("__cluster_metadata", 1), 1);
+    assert_eq!(r.topics[0].partitions[0].error_code, 3);
+}

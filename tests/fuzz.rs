@@ -791,6 +791,15 @@ fn frame_seeds() -> Vec<Vec<u8>> {
                     .with_partitions(vec![0, 7]),
             ])),
     );
+    frames(
+        &mut out,
+        ApiKey::DescribeQuorum,
+        &DescribeQuorumRequest::default().with_topics(vec![
+            describe_quorum_request::TopicData::default()
+                .with_topic_name(tname("__cluster_metadata"))
+                .with_partitions(vec![describe_quorum_request::PartitionData::default()]),
+        ]),
+    );
     // Security.
     frames(
         &mut out,

@@ -83,9 +83,42 @@ pub struct ControllerOptions {
     pub auto_leader_rebalance: bool,
 }
 
-struct Job {
-    cmd: MetaCommand,
-    reply: oneshot::Sender<Result<MetaReply, String>>,
+enum Job {
+    Propose {
+        cmd: MetaCommand,
+        reply: oneshot::Sender<Result<MetaReply, String>>,
+    },
+    DescribeQuorum {
+        reply: oneshot::Sender<Result<QuorumInfo, String>>,
+    },
+}
+
+/// DescribeQuorum's view of the metadata quorum, as its leader sees it (travels between
+/// voters as JSON). Offsets are Raft log positions (index + 1, exclusive ends).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct QuorumInfo {
+    pub leader_id: u64,
+    /// The Raft term.
+    pub leader_epoch: u64,
+    /// End of the applied (committed) log.
+    pub high_watermark: i64,
+    pub voters: Vec<ReplicaInfo>,
+    /// Hosts in the metadata that are not voters (they watch the metadata; their log
+    /// position is not tracked: -1).
+    pub observers: Vec<ReplicaInfo>,
+    /// Each voter's controller address (`--controller-quorum-voters`).
+    pub voter_addrs: Vec<(u64, String)>,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ReplicaInfo {
+    pub id: u64,
+    /// Log end as the leader last saw it replicated; -1 unknown.
+    pub log_end_offset: i64,
+    /// Wall-clock ms of the host's last heartbeat seen by the leader; -1 never.
+    pub last_contact_ms: i64,
+    /// `last_contact_ms` when its log end equals the leader's, else -1.
+    pub last_caught_up_ms: i64,
 }
 
 /// The shards' end of the controller thread. Clone and `Send`; its futures run on any
@@ -108,7 +141,19 @@ impl ControllerHandle {
     pub async fn propose(&self, cmd: MetaCommand) -> Result<MetaReply, String> {
         let (tx, rx) = oneshot::channel();
         self.jobs
-            .send(Job { cmd, reply: tx })
+            .send(Job::Propose { cmd, reply: tx })
+            .await
+            .map_err(|_| "the controller has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the controller has stopped".to_string())?
+    }
+
+    /// DescribeQuorum: the quorum leader's view (asked of the leader when this host does
+    /// not lead).
+    pub async fn describe_quorum(&self) -> Result<QuorumInfo, String> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::DescribeQuorum { reply: tx })
             .await
             .map_err(|_| "the controller has stopped".to_string())?;
         rx.await
@@ -329,13 +374,19 @@ async fn run(
         tokio::select! {
             job = jobs.recv() => {
                 let Some(job) = job else { break };
-                // At most CONTROLLER_REQUESTS_MAX proposals in flight: past that the shards
+                // At most CONTROLLER_REQUESTS_MAX requests in flight: past that the shards
                 // wait on the bounded job channel.
                 let Ok(permit) = proposals.clone().acquire_owned().await else { break };
                 let core = core.clone();
                 tokio::spawn(async move {
-                    let r = propose(&core, job.cmd, 0).await;
-                    let _ = job.reply.send(r);
+                    match job {
+                        Job::Propose { cmd, reply } => {
+                            let _ = reply.send(propose(&core, cmd, 0).await);
+                        }
+                        Job::DescribeQuorum { reply } => {
+                            let _ = reply.send(describe_quorum(&core, 0).await);
+                        }
+                    }
                     drop(permit);
                 });
             }
@@ -428,6 +479,98 @@ async fn propose(core: &Arc<Core>, cmd: MetaCommand, hops: u8) -> Result<MetaRep
                 tokio::time::sleep(PROPOSE_RETRY_INTERVAL).await;
             }
         }
+    }
+}
+
+/// The quorum as its leader sees it: from this host's Raft metrics when it leads, else
+/// asked of the leader (or, from a host that is not a voter, of a voter).
+async fn describe_quorum(core: &Arc<Core>, hops: u8) -> Result<QuorumInfo, String> {
+    let leader = match &core.raft {
+        Some(raft) => {
+            let m = raft.metrics().borrow().clone();
+            match m.current_leader {
+                Some(l) if l == core.id => return Ok(local_quorum(core, &m)),
+                Some(l) => core.voters.iter().find(|v| v.0 == l).map(|v| v.1.clone()),
+                None => None,
+            }
+        }
+        None => core.voters.first().map(|v| v.1.clone()),
+    };
+    let Some(addr) = leader else {
+        return Err("no controller leader yet".into());
+    };
+    if hops >= PROPOSE_HOPS_MAX {
+        return Err("the quorum leader moved while asking it".into());
+    }
+    let mut peer = Peer::new(&addr);
+    match peer
+        .call(&Request::DescribeQuorum { hops: hops + 1 }, PROPOSE_TIMEOUT)
+        .await
+    {
+        Ok(Response::Quorum(r)) => r,
+        Ok(_) => Err(format!("controller {addr}: unexpected answer")),
+        Err(e) => Err(format!("controller {addr}: {e}")),
+    }
+}
+
+fn local_quorum(core: &Core, m: &openraft::RaftMetrics<NodeId, BasicNode>) -> QuorumInfo {
+    let now = Instant::now();
+    let wall_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let contact = |host: u64| -> i64 {
+        if host == core.id {
+            return wall_ms;
+        }
+        core.last_heard(host as u32)
+            .map_or(-1, |h| wall_ms - now.duration_since(h).as_millis() as i64)
+    };
+    let leader_end = m.last_log_index.map_or(0, |i| i as i64 + 1);
+    let end_of = |id: u64| -> i64 {
+        if id == core.id {
+            return leader_end;
+        }
+        m.replication
+            .as_ref()
+            .and_then(|r| r.get(&id).copied())
+            .flatten()
+            .map_or(-1, |l| l.index as i64 + 1)
+    };
+    let voter_ids: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+    let voters = voter_ids
+        .iter()
+        .map(|&id| {
+            let end = end_of(id);
+            let last = contact(id);
+            ReplicaInfo {
+                id,
+                log_end_offset: end,
+                last_contact_ms: last,
+                last_caught_up_ms: if end == leader_end { last } else { -1 },
+            }
+        })
+        .collect();
+    let observers = core
+        .meta
+        .borrow()
+        .brokers
+        .keys()
+        .map(|&h| u64::from(h))
+        .filter(|h| !voter_ids.contains(h))
+        .map(|id| ReplicaInfo {
+            id,
+            log_end_offset: -1,
+            last_contact_ms: contact(id),
+            last_caught_up_ms: -1,
+        })
+        .collect();
+    QuorumInfo {
+        leader_id: core.id,
+        leader_epoch: m.current_term,
+        high_watermark: m.last_applied.map_or(0, |l| l.index as i64 + 1),
+        voters,
+        observers,
+        voter_addrs: core.voters.clone(),
     }
 }
 
@@ -683,6 +826,7 @@ async fn answer(core: &Arc<Core>, req: Request) -> Response {
             None => Err(RaftError::Fatal(openraft::error::Fatal::Stopped)),
         }),
         Request::Propose { cmd, hops } => Response::Propose(propose(core, cmd, hops).await),
+        Request::DescribeQuorum { hops } => Response::Quorum(describe_quorum(core, hops).await),
         Request::Heartbeat { host_id } => {
             core.heard_from(host_id);
             Response::HeartbeatAck(core.leads_with_quorum())

@@ -48,6 +48,10 @@ pub enum Request {
     Heartbeat {
         host_id: u32,
     },
+    /// DescribeQuorum, answered by the quorum leader; `hops` as for `Propose`.
+    DescribeQuorum {
+        hops: u8,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -61,6 +65,7 @@ pub enum Response {
     Meta(Box<ClusterMeta>),
     /// A heartbeat was recorded; `true` when the answering voter leads the quorum.
     HeartbeatAck(bool),
+    Quorum(Result<super::QuorumInfo, String>),
 }
 
 pub async fn write_frame<T: Serialize>(s: &mut TcpStream, msg: &T) -> std::io::Result<()> {

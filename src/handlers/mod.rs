@@ -22,6 +22,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
 pub mod describe_producers;
+pub mod describe_quorum;
 pub mod describe_topic_partitions;
 pub mod describe_transactions;
 pub mod describe_user_scram_credentials;
@@ -92,6 +93,7 @@ pub const REGISTRY: &[ApiSpec] = &[
     list_transactions::API,
     describe_topic_partitions::API,
     elect_leaders::API,
+    describe_quorum::API,
 ];
 
 pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -168,6 +170,7 @@ pub fn decode_only(req: &RequestFrame) -> Result<(), ProtocolError> {
         ApiKey::OffsetForLeaderEpoch => req.decode::<OffsetForLeaderEpochRequest>().map(drop),
         ApiKey::DescribeCluster => req.decode::<DescribeClusterRequest>().map(drop),
         ApiKey::ElectLeaders => req.decode::<ElectLeadersRequest>().map(drop),
+        ApiKey::DescribeQuorum => req.decode::<DescribeQuorumRequest>().map(drop),
         ApiKey::AlterConfigs => req.decode::<AlterConfigsRequest>().map(drop),
         ApiKey::IncrementalAlterConfigs => req.decode::<IncrementalAlterConfigsRequest>().map(drop),
         ApiKey::DeleteRecords => req.decode::<DeleteRecordsRequest>().map(drop),
@@ -331,6 +334,7 @@ async fn dispatch_api(
         ApiKey::ListTransactions => list_transactions::handle(shard, req).await,
         ApiKey::DescribeTopicPartitions => describe_topic_partitions::handle(shard, req).await,
         ApiKey::ElectLeaders => elect_leaders::handle(shard, session, req).await,
+        ApiKey::DescribeQuorum => describe_quorum::handle(shard, session, req).await,
         _ => crate::groups::handlers::dispatch(shard, session, req).await,
     }
 }

@@ -434,3 +434,49 @@ def test_elect_leaders_moves_leadership_back_to_preferred_replicas(tmp_path):
     finally:
         c.kill_all()
         c.save_logs()
+
+
+def test_describe_metadata_quorum_follows_the_raft_leader(cluster):
+    """DescribeQuorum (kafka-metadata-quorum.sh, kafka-python describe_metadata_quorum):
+    every host answers with the same Raft leader (the one the logs name), the three voters
+    with their controller endpoints, replicated log ends up to the high watermark; after a
+    kill -9 of the leader's host a new leader with a higher epoch is reported."""
+    from kafka.admin import KafkaAdminClient
+
+    def quorum(host):
+        kp = KafkaAdminClient(bootstrap_servers=cluster.bootstrap(host), request_timeout_ms=20000)
+        try:
+            return kp.describe_metadata_quorum()
+        finally:
+            kp.close()
+
+    def part(q):
+        topic = q["topics"][0]
+        assert topic["topic_name"] == "__cluster_metadata", q
+        return topic["partitions"][0]
+
+    leader = cluster.leader()
+    answers = [part(quorum(h)) for h in (1, 2, 3)]
+    assert {a["leader_id"] for a in answers} == {leader}, answers
+    a = answers[0]
+    assert a["error"] is None, a
+    assert sorted(v["replica_id"] for v in a["current_voters"]) == [1, 2, 3], a
+    assert a["high_watermark"] > 0
+    assert all(0 < v["log_end_offset"] <= a["high_watermark"] + 1 for v in a["current_voters"]), a
+    q = quorum(1)
+    ports = {n["node_id"]: n["listeners"][0]["port"] for n in q["nodes"]}
+    assert ports == {i: int(cluster.controller[i].rsplit(":", 1)[1]) for i in (1, 2, 3)}, q
+
+    epoch = a["leader_epoch"]
+    cluster.hosts[leader].kill()
+    others = [h for h in (1, 2, 3) if h != leader]
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        try:
+            b = part(quorum(others[0]))
+            if b["leader_id"] in others and b["leader_epoch"] > epoch:
+                break
+        except Exception:  # noqa: BLE001 - retried until the deadline
+            pass
+        assert time.monotonic() < deadline, "no new quorum leader reported"
+        time.sleep(0.5)
