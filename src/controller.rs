@@ -416,6 +416,21 @@ impl Controller {
         self.submit(cmd).await.map(|_| ())
     }
 
+    /// AlterPartitionReassignments: one result per change.
+    pub async fn alter_reassignments(
+        &self,
+        changes: Vec<crate::cluster::state::ReassignChange>,
+    ) -> Vec<Result<(), TopicError>> {
+        let n = changes.len();
+        match self
+            .submit(MetaCommand::AlterReassignments { changes })
+            .await
+        {
+            Ok(r) => r.results.into_iter().map(|r| r.map(|_| ())).collect(),
+            Err(e) => all_failed(n, &e),
+        }
+    }
+
     /// DescribeQuorum: the metadata quorum as its leader sees it.
     pub async fn describe_quorum(&self) -> Result<crate::cluster::QuorumInfo, String> {
         self.handle.describe_quorum().await

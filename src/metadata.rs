@@ -49,6 +49,13 @@ pub struct PartitionMeta {
     /// Bumped on every change of this partition (AlterPartition compares it).
     #[serde(default)]
     pub partition_epoch: i32,
+    /// An ongoing reassignment (AlterPartitionReassignments): replicas being added (in
+    /// `replicas`, catching up) and being removed (in `replicas` until every target replica
+    /// is in the ISR). Both empty otherwise; `replicas` = target then removing, as Kafka.
+    #[serde(default)]
+    pub adding: Vec<i32>,
+    #[serde(default)]
+    pub removing: Vec<i32>,
 }
 
 /// A topic as the controller stores it.
@@ -297,8 +304,9 @@ pub fn partition_dir(
 /// Places `count` new partitions (starting at `first_partition`) with `rf` replicas each on
 /// the given nodes (ordered by node id), spreading leaders round-robin from a per-topic
 /// start so single-partition topics do not all land on one node. Replicas of one partition
-/// go to distinct hosts first; only when there are fewer hosts than replicas do they share
-/// a host (distinct shards). `None` when there are fewer nodes than replicas.
+/// go to distinct hosts: shards of one host share its disk and its partition directories
+/// (`partition_dir`), so two replicas there would be one copy written twice. `None` when
+/// there are fewer hosts than replicas.
 pub fn place_partitions(
     topic: &str,
     first_partition: usize,
@@ -306,7 +314,10 @@ pub fn place_partitions(
     rf: usize,
     nodes: &[i32],
 ) -> Option<Vec<PartitionMeta>> {
-    if rf == 0 || nodes.len() < rf {
+    let mut hosts: Vec<u32> = nodes.iter().map(|n| host_of(*n)).collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    if rf == 0 || hosts.len() < rf {
         return None;
     }
     // Interleave hosts: node order shard 0 of every host, then shard 1 of every host, ...
@@ -318,17 +329,12 @@ pub fn place_partitions(
     for p in first_partition..first_partition + count {
         let first = (start + p) % order.len();
         let mut replicas: Vec<i32> = Vec::with_capacity(rf);
-        // Distinct hosts first, then any distinct node.
-        for pass in 0..2 {
-            for k in 0..order.len() {
-                if replicas.len() == rf {
-                    break;
-                }
-                let n = order[(first + k) % order.len()];
-                let host_taken = replicas.iter().any(|r| host_of(*r) == host_of(n));
-                if replicas.contains(&n) || (pass == 0 && host_taken) {
-                    continue;
-                }
+        for k in 0..order.len() {
+            if replicas.len() == rf {
+                break;
+            }
+            let n = order[(first + k) % order.len()];
+            if !replicas.iter().any(|r| host_of(*r) == host_of(n)) {
                 replicas.push(n);
             }
         }
@@ -338,6 +344,8 @@ pub fn place_partitions(
             isr: replicas.clone(),
             replicas,
             partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
         });
     }
     Some(out)
@@ -366,7 +374,7 @@ mod tests {
     use super::*;
 
     // Leaders of one topic are spread evenly over every node of every host, and a
-    // partition's replicas sit on distinct hosts while there are enough hosts.
+    // partition's replicas sit on distinct hosts.
     #[test]
     fn placement_spreads_over_hosts() {
         let nodes = vec![0, 1, 1024, 1025, 2048, 2049];
@@ -380,11 +388,17 @@ mod tests {
             hosts.dedup();
             assert_eq!(hosts.len(), 3, "{p:?}");
         }
-        // One host with two shards still takes RF 2, on distinct shards.
-        let p = place_partitions("t", 0, 1, 2, &[0, 1]).unwrap();
-        assert_eq!(p[0].replicas.len(), 2);
-        assert_ne!(p[0].replicas[0], p[0].replicas[1]);
-        assert!(place_partitions("t", 0, 1, 3, &[0, 1]).is_none());
+        // Two shards of one host are one failure domain (and one directory): RF 2 needs
+        // two hosts.
+        assert!(place_partitions("t", 0, 1, 2, &[0, 1]).is_none());
+        assert_eq!(
+            place_partitions("t", 0, 1, 1, &[0, 1]).unwrap()[0]
+                .replicas
+                .len(),
+            1
+        );
+        let p = place_partitions("t", 0, 1, 2, &[0, 1, 1024]).unwrap();
+        assert_ne!(host_of(p[0].replicas[0]), host_of(p[0].replicas[1]));
     }
 
     // Topic ids are distinct v4 UUIDs (never the all-zero "no id").

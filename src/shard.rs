@@ -275,21 +275,27 @@ impl Shard {
         }
         *self.meta.borrow_mut() = meta.clone();
         let me = self.node_id();
-        // 1. Partitions to drop: topic gone, recreated under a new id, or moved away.
+        // 1. Partitions to drop: topic gone, recreated under a new id, or moved away
+        //    (deleted when no replica stays on this host).
         let mut to_delete = Vec::new();
         {
             let mut logs = self.logs.borrow_mut();
             logs.retain(|name, local| match meta.topic(name) {
                 Some(t) if t.id == local.id => {
                     local.partitions.retain(|p, r| {
-                        let pm = t
-                            .partitions
-                            .get(*p as usize)
-                            .filter(|pm| pm.replicas.contains(&me));
+                        let placed = t.partitions.get(*p as usize);
+                        let pm = placed.filter(|pm| pm.replicas.contains(&me));
                         if let Some(pm) = pm {
                             r.log
                                 .set_config(topic_config::log_config(&t.configs, &self.config));
                             r.apply(pm);
+                        } else if !placed.is_some_and(|pm| {
+                            pm.replicas.iter().any(|n| host_of(*n) == host_of(me))
+                        }) {
+                            // Reassigned away from this host (Kafka's StopReplica with
+                            // delete): its files go. A replica that only changed shards
+                            // on this host keeps the directory the other shard opens.
+                            to_delete.push(r.log.clone());
                         }
                         pm.is_some()
                     });

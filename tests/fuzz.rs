@@ -800,6 +800,30 @@ fn frame_seeds() -> Vec<Vec<u8>> {
                 .with_partitions(vec![describe_quorum_request::PartitionData::default()]),
         ]),
     );
+    frames(
+        &mut out,
+        ApiKey::AlterPartitionReassignments,
+        &AlterPartitionReassignmentsRequest::default().with_topics(vec![
+            alter_partition_reassignments_request::ReassignableTopic::default()
+                .with_name(tname("t"))
+                .with_partitions(vec![
+                    alter_partition_reassignments_request::ReassignablePartition::default()
+                        .with_replicas(Some(vec![BrokerId(0), BrokerId(1)])),
+                    alter_partition_reassignments_request::ReassignablePartition::default()
+                        .with_partition_index(1)
+                        .with_replicas(None),
+                ]),
+        ]),
+    );
+    frames(
+        &mut out,
+        ApiKey::ListPartitionReassignments,
+        &ListPartitionReassignmentsRequest::default().with_topics(Some(vec![
+            list_partition_reassignments_request::ListPartitionReassignmentsTopics::default()
+                .with_name(tname("t"))
+                .with_partition_indexes(vec![0, 1]),
+        ])),
+    );
     // Security.
     frames(
         &mut out,

@@ -123,6 +123,12 @@ pub enum MetaCommand {
         unclean: bool,
         partitions: Option<Vec<(String, i32)>>,
     },
+    /// AlterPartitionReassignments: per partition, move its replicas to `target` (or cancel
+    /// an ongoing move with `None`); one result each. A move completes (old replicas
+    /// dropped, leadership moved onto the target) once every target replica is in the ISR.
+    AlterReassignments {
+        changes: Vec<ReassignChange>,
+    },
     /// AlterConfigs / IncrementalAlterConfigs on topics: one change per topic, each applied
     /// (or refused) on its own, validated here with `topic_config::validate`.
     AlterTopicConfigs {
@@ -188,6 +194,21 @@ pub struct MetaReply {
     /// ElectLeaders: the partition each of `results` is about.
     #[serde(default)]
     pub partitions: Vec<(String, i32)>,
+}
+
+/// One partition of an AlterPartitionReassignments request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReassignChange {
+    pub topic: String,
+    pub partition: i32,
+    /// The new replica list (first = preferred leader); `None` cancels.
+    pub target: Option<Vec<i32>>,
+    /// v1's allow_replication_factor_change (v0: true).
+    pub allow_rf_change: bool,
+}
+
+fn live_hosts(meta: &ClusterMeta) -> usize {
+    meta.brokers.values().filter(|b| !b.fenced).count()
 }
 
 fn all_nodes(meta: &ClusterMeta) -> Vec<i32> {
@@ -278,7 +299,10 @@ pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
                 ) else {
                     out.push(Err(TopicError::new(
                         error::INVALID_REPLICATION_FACTOR,
-                        format!("{} nodes cannot hold {rf} replicas", nodes.len()),
+                        format!(
+                            "{} live hosts cannot hold {rf} replicas (one per host)",
+                            live_hosts(meta)
+                        ),
                     )));
                     continue;
                 };
@@ -344,6 +368,10 @@ pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
                     if isr != p.isr {
                         p.isr = isr;
                         p.partition_epoch += 1;
+                        changed = true;
+                    }
+                    let live: std::collections::BTreeSet<i32> = live.iter().copied().collect();
+                    if complete_reassignment(p, &live) {
                         changed = true;
                     }
                     Ok(None)
@@ -414,6 +442,23 @@ pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
                     continue;
                 }
                 elected.push((topic, p));
+                out.push(r.map(|()| None));
+            }
+            out
+        }
+        MetaCommand::AlterReassignments { changes } => {
+            let live: std::collections::BTreeSet<i32> = all_nodes(meta).into_iter().collect();
+            let registered: std::collections::BTreeSet<i32> = meta
+                .brokers
+                .values()
+                .flat_map(|b| b.nodes().map(|n| n.0))
+                .collect();
+            let mut out = Vec::with_capacity(changes.len());
+            for c in changes {
+                let r = reassign(meta, &registered, &live, &c);
+                if r.is_ok() {
+                    changed = true;
+                }
                 out.push(r.map(|()| None));
             }
             out
@@ -514,6 +559,188 @@ pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
         producer_ids: block,
         partitions: elected,
     }
+}
+
+/// The replicas a partition had before its ongoing reassignment (its replicas without
+/// those being added), in order.
+pub fn original_replicas(p: &PartitionMeta) -> Vec<i32> {
+    p.replicas
+        .iter()
+        .copied()
+        .filter(|r| !p.adding.contains(r))
+        .collect()
+}
+
+/// One partition of an AlterPartitionReassignments request (Kafka's
+/// ReplicationControlManager rules and codes). `Ok` means the partition changed.
+fn reassign(
+    meta: &mut ClusterMeta,
+    registered: &std::collections::BTreeSet<i32>,
+    live: &std::collections::BTreeSet<i32>,
+    c: &ReassignChange,
+) -> Result<(), TopicError> {
+    let invalid = |m: String| Err(TopicError::new(error::INVALID_REPLICA_ASSIGNMENT, m));
+    let Some(p) = meta.topics.get_mut(&c.topic).and_then(|t| {
+        usize::try_from(c.partition)
+            .ok()
+            .and_then(|i| t.partitions.get_mut(i))
+    }) else {
+        return Err(TopicError::new(
+            error::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("No such partition {}-{}", c.topic, c.partition),
+        ));
+    };
+    let original = original_replicas(p);
+    let Some(target) = &c.target else {
+        // Cancel: back to the original replicas.
+        if p.adding.is_empty() && p.removing.is_empty() {
+            return Err(TopicError::new(
+                error::NO_REASSIGNMENT_IN_PROGRESS,
+                format!(
+                    "No reassignment is in progress for partition {}-{}",
+                    c.topic, c.partition
+                ),
+            ));
+        }
+        let isr: Vec<i32> = p
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| original.contains(r))
+            .collect();
+        if isr.is_empty() {
+            return invalid(format!(
+                "cannot cancel the reassignment of {}-{}: no original replica is in sync",
+                c.topic, c.partition
+            ));
+        }
+        p.replicas = original;
+        p.isr = isr;
+        p.adding.clear();
+        p.removing.clear();
+        if !p.replicas.contains(&p.leader) {
+            p.leader = pick_leader(&p.replicas, &p.isr, live);
+            p.leader_epoch += 1;
+        }
+        p.partition_epoch += 1;
+        return Ok(());
+    };
+    if target.is_empty() {
+        return invalid("The manual partition assignment includes an empty replica list.".into());
+    }
+    for (i, r) in target.iter().enumerate() {
+        if target[..i].contains(r) {
+            return invalid(format!(
+                "The manual partition assignment includes the broker {r} more than once."
+            ));
+        }
+        if !registered.contains(r) {
+            return invalid(format!(
+                "The manual partition assignment includes broker {r}, but no such broker is registered."
+            ));
+        }
+        if target[..i].iter().any(|o| host_of(*o) == host_of(*r)) {
+            return invalid(format!(
+                "brokers {r} and {} are shards of one host (they share its data directory)",
+                target
+                    .iter()
+                    .find(|o| host_of(**o) == host_of(*r))
+                    .copied()
+                    .unwrap_or(*r)
+            ));
+        }
+        if let Some(o) = original
+            .iter()
+            .find(|o| **o != *r && host_of(**o) == host_of(*r))
+        {
+            return invalid(format!(
+                "broker {r} would replace broker {o} on the same host: a replica cannot move between shards of one host"
+            ));
+        }
+    }
+    if !c.allow_rf_change && target.len() != original.len() {
+        return Err(TopicError::new(
+            error::INVALID_REPLICATION_FACTOR,
+            format!(
+                "The replication factor is changed from {} to {} but allowReplicationFactorChange is false",
+                original.len(),
+                target.len()
+            ),
+        ));
+    }
+    if *target == original && p.adding.is_empty() && p.removing.is_empty() {
+        return Ok(());
+    }
+    let adding: Vec<i32> = target
+        .iter()
+        .copied()
+        .filter(|r| !original.contains(r))
+        .collect();
+    let removing: Vec<i32> = original
+        .iter()
+        .copied()
+        .filter(|r| !target.contains(r))
+        .collect();
+    let mut replicas = target.clone();
+    replicas.extend(removing.iter().copied());
+    // A replica being added by an earlier, replaced reassignment leaves the ISR with it.
+    let mut isr: Vec<i32> = p
+        .isr
+        .iter()
+        .copied()
+        .filter(|r| replicas.contains(r))
+        .collect();
+    if isr.is_empty() {
+        isr = p.isr.clone();
+    }
+    p.replicas = replicas;
+    p.isr = isr;
+    p.adding = adding;
+    p.removing = removing;
+    p.partition_epoch += 1;
+    complete_reassignment(p, live);
+    Ok(())
+}
+
+/// Finishes `p`'s reassignment once every target replica is in the ISR: the replicas
+/// being removed leave (replicas and ISR), and a leader among them hands over to the first
+/// in-sync target replica that is live. Returns whether it changed anything.
+pub fn complete_reassignment(
+    p: &mut PartitionMeta,
+    live: &std::collections::BTreeSet<i32>,
+) -> bool {
+    if p.adding.is_empty() && p.removing.is_empty() {
+        return false;
+    }
+    let target: Vec<i32> = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| !p.removing.contains(r))
+        .collect();
+    if !target.iter().all(|r| p.isr.contains(r)) {
+        return false;
+    }
+    p.isr.retain(|r| target.contains(r));
+    if !target.contains(&p.leader) {
+        p.leader = pick_leader(&target, &p.isr, live);
+        p.leader_epoch += 1;
+    }
+    p.replicas = target;
+    p.adding.clear();
+    p.removing.clear();
+    p.partition_epoch += 1;
+    true
+}
+
+/// The first of `replicas` in the ISR and live; else the first in the ISR; -1 if none.
+fn pick_leader(replicas: &[i32], isr: &[i32], live: &std::collections::BTreeSet<i32>) -> i32 {
+    replicas
+        .iter()
+        .copied()
+        .find(|r| isr.contains(r) && live.contains(r))
+        .or_else(|| replicas.iter().copied().find(|r| isr.contains(r)))
+        .unwrap_or(-1)
 }
 
 /// One partition of an ElectLeaders request (Kafka's ReplicationControlManager rules):
@@ -807,18 +1034,11 @@ fn plan_topic(meta: &ClusterMeta, t: NewTopicCmd) -> Result<TopicMeta, TopicErro
         TopicError::new(
             error::INVALID_REPLICATION_FACTOR,
             format!(
-                "Replication factor: {rf} larger than available brokers: {}.",
-                nodes.len()
+                "Replication factor: {rf} larger than available hosts: {} (replicas go to distinct hosts: the shards of a host share its disk).",
+                live_hosts(meta)
             ),
         )
     })?;
-    let hosts = meta.brokers.values().filter(|b| !b.fenced).count();
-    if rf as usize > hosts {
-        log::warn!(
-            "topic {}: replication factor {rf} on {hosts} live hosts: some replicas share a host (and its disk)",
-            t.name
-        );
-    }
     Ok(TopicMeta {
         name: t.name,
         id: t.id,
@@ -835,6 +1055,8 @@ pub fn single_replica(node: i32) -> PartitionMeta {
         leader_epoch: 0,
         isr: vec![node],
         partition_epoch: 0,
+        adding: Vec::new(),
+        removing: Vec::new(),
     }
 }
 
@@ -979,12 +1201,18 @@ mod tests {
         assert_eq!(c, (7000, 7001));
     }
 
-    // Replication factors up to the number of live nodes are accepted (replicas on
-    // distinct hosts first); more is INVALID_REPLICATION_FACTOR.
+    // Replication factors up to the number of live hosts are accepted (one replica per
+    // host); more is INVALID_REPLICATION_FACTOR, however many shards the hosts have.
     #[test]
-    fn replication_factor_up_to_the_nodes() {
+    fn replication_factor_up_to_the_hosts() {
         let mut m = ClusterMeta::default();
         register(&mut m, 0, 2);
+        let r = create_rf(&mut m, "two", 1, 2);
+        assert_eq!(
+            r.results[0].as_ref().unwrap_err().code,
+            error::INVALID_REPLICATION_FACTOR
+        );
+        register(&mut m, 1, 2);
         assert!(create_rf(&mut m, "two", 1, 2).results[0].is_ok());
         let r = create_rf(&mut m, "three", 1, 3);
         assert_eq!(
@@ -1246,5 +1474,128 @@ mod tests {
         assert!(r.results[1].is_ok());
         assert!(meta.scram.is_empty());
         assert_eq!(meta.epoch, epoch + 1);
+    }
+
+    fn move_to(m: &mut ClusterMeta, target: Option<Vec<i32>>, allow_rf_change: bool) -> MetaReply {
+        apply(
+            m,
+            MetaCommand::AlterReassignments {
+                changes: vec![ReassignChange {
+                    topic: "t".into(),
+                    partition: 0,
+                    target,
+                    allow_rf_change,
+                }],
+            },
+        )
+    }
+
+    fn code(r: &MetaReply) -> i16 {
+        r.results[0].as_ref().err().map_or(0, |e| e.code)
+    }
+
+    // A reassignment adds the target replicas at once and drops the old ones only when
+    // every target replica is in the ISR; leadership then moves onto the target.
+    #[test]
+    fn reassignment_completes_when_the_target_is_in_sync() {
+        let mut m = ClusterMeta::default();
+        for h in 1..=3 {
+            register(&mut m, h, 2);
+        }
+        create_rf(&mut m, "t", 1, 1);
+        let old = m.topics["t"].partitions[0].clone();
+        let from = old.leader;
+        let to: Vec<i32> = (1..=3u32)
+            .map(|h| node_id(h, 1))
+            .filter(|n| host_of(*n) != host_of(from))
+            .collect();
+        assert_eq!(code(&move_to(&mut m, Some(to.clone()), true)), 0);
+        let p = m.topics["t"].partitions[0].clone();
+        assert_eq!(p.replicas, [to.clone(), vec![from]].concat());
+        assert_eq!(
+            (p.adding.clone(), p.removing.clone()),
+            (to.clone(), vec![from])
+        );
+        assert_eq!((p.leader, p.isr.clone()), (from, vec![from]));
+        // The first target replica catches up: not done yet.
+        let alter = |m: &mut ClusterMeta, isr: Vec<i32>| {
+            let p = m.topics["t"].partitions[0].clone();
+            apply(
+                m,
+                MetaCommand::AlterPartition {
+                    topic: "t".into(),
+                    partition: 0,
+                    leader: p.leader,
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
+                    isr,
+                },
+            )
+        };
+        assert_eq!(code(&alter(&mut m, vec![from, to[0]])), 0);
+        assert_eq!(m.topics["t"].partitions[0].removing, vec![from]);
+        assert_eq!(code(&alter(&mut m, vec![from, to[0], to[1]])), 0);
+        let p = m.topics["t"].partitions[0].clone();
+        assert_eq!(p.replicas, to);
+        assert_eq!(p.isr, to);
+        assert!(p.adding.is_empty() && p.removing.is_empty());
+        assert_eq!(p.leader, to[0]);
+        assert_eq!(p.leader_epoch, old.leader_epoch + 1);
+        // Nothing in progress now: cancelling is NO_REASSIGNMENT_IN_PROGRESS.
+        assert_eq!(
+            code(&move_to(&mut m, None, true)),
+            error::NO_REASSIGNMENT_IN_PROGRESS
+        );
+    }
+
+    // Cancelling goes back to the original replicas; bad targets are refused with
+    // Kafka's codes and change nothing.
+    #[test]
+    fn reassignment_cancel_and_refusals() {
+        let mut m = ClusterMeta::default();
+        for h in 1..=3 {
+            register(&mut m, h, 2);
+        }
+        create_rf(&mut m, "t", 1, 2);
+        let old = m.topics["t"].partitions[0].clone();
+        let spare = (1..=3u32)
+            .map(|h| node_id(h, 0))
+            .find(|n| old.replicas.iter().all(|r| host_of(*r) != host_of(*n)))
+            .unwrap();
+        let epoch = m.epoch;
+        for (target, want) in [
+            (vec![], error::INVALID_REPLICA_ASSIGNMENT),
+            (vec![spare, spare], error::INVALID_REPLICA_ASSIGNMENT),
+            (vec![spare, 5000], error::INVALID_REPLICA_ASSIGNMENT),
+            // Two shards of one host share its data directory.
+            (vec![spare, spare + 1], error::INVALID_REPLICA_ASSIGNMENT),
+            // A replica may not hop to another shard of its host.
+            (
+                vec![old.replicas[0] ^ 1, old.replicas[1]],
+                error::INVALID_REPLICA_ASSIGNMENT,
+            ),
+        ] {
+            assert_eq!(
+                code(&move_to(&mut m, Some(target.clone()), true)),
+                want,
+                "{target:?}"
+            );
+        }
+        assert_eq!(
+            code(&move_to(&mut m, Some(vec![spare]), false)),
+            error::INVALID_REPLICATION_FACTOR
+        );
+        assert_eq!(m.epoch, epoch);
+        assert_eq!(m.topics["t"].partitions[0], old);
+        let target = vec![spare, old.replicas[0]];
+        assert_eq!(code(&move_to(&mut m, Some(target), false)), 0);
+        assert_eq!(m.topics["t"].partitions[0].adding, vec![spare]);
+        assert_eq!(code(&move_to(&mut m, None, true)), 0);
+        let p = &m.topics["t"].partitions[0];
+        assert_eq!(
+            (&p.replicas, &p.isr, p.leader),
+            (&old.replicas, &old.isr, old.leader)
+        );
+        assert!(p.adding.is_empty() && p.removing.is_empty());
     }
 }

@@ -9,6 +9,7 @@
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
+pub mod alter_partition_reassignments;
 pub mod alter_user_scram_credentials;
 pub mod api_versions;
 pub mod create_acls;
@@ -32,6 +33,7 @@ pub mod fetch;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod list_transactions;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
@@ -94,6 +96,8 @@ pub const REGISTRY: &[ApiSpec] = &[
     describe_topic_partitions::API,
     elect_leaders::API,
     describe_quorum::API,
+    alter_partition_reassignments::API,
+    list_partition_reassignments::API,
 ];
 
 pub fn spec(key: ApiKey) -> Option<&'static ApiSpec> {
@@ -171,6 +175,12 @@ pub fn decode_only(req: &RequestFrame) -> Result<(), ProtocolError> {
         ApiKey::DescribeCluster => req.decode::<DescribeClusterRequest>().map(drop),
         ApiKey::ElectLeaders => req.decode::<ElectLeadersRequest>().map(drop),
         ApiKey::DescribeQuorum => req.decode::<DescribeQuorumRequest>().map(drop),
+        ApiKey::AlterPartitionReassignments => {
+            req.decode::<AlterPartitionReassignmentsRequest>().map(drop)
+        }
+        ApiKey::ListPartitionReassignments => {
+            req.decode::<ListPartitionReassignmentsRequest>().map(drop)
+        }
         ApiKey::AlterConfigs => req.decode::<AlterConfigsRequest>().map(drop),
         ApiKey::IncrementalAlterConfigs => req.decode::<IncrementalAlterConfigsRequest>().map(drop),
         ApiKey::DeleteRecords => req.decode::<DeleteRecordsRequest>().map(drop),
@@ -335,6 +345,12 @@ async fn dispatch_api(
         ApiKey::DescribeTopicPartitions => describe_topic_partitions::handle(shard, req).await,
         ApiKey::ElectLeaders => elect_leaders::handle(shard, session, req).await,
         ApiKey::DescribeQuorum => describe_quorum::handle(shard, session, req).await,
+        ApiKey::AlterPartitionReassignments => {
+            alter_partition_reassignments::handle(shard, session, req).await
+        }
+        ApiKey::ListPartitionReassignments => {
+            list_partition_reassignments::handle(shard, session, req)
+        }
         _ => crate::groups::handlers::dispatch(shard, session, req).await,
     }
 }

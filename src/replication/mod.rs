@@ -135,6 +135,17 @@ impl Replica {
                     l.replicas = pm.replicas.clone();
                     l.isr = pm.isr.clone();
                     l.alter_in_flight = false;
+                    // A reassignment adds replicas (each gets a full lag window to show up)
+                    // and removes them under the same leader epoch.
+                    l.followers.retain(|r, _| pm.replicas.contains(r));
+                    for r in pm.replicas.iter().filter(|r| **r != self.me) {
+                        l.followers.entry(*r).or_insert(Progress {
+                            fetch_offset: -1,
+                            caught_up_at: now,
+                            last_fetch_at: now,
+                            leo_at_last_fetch: -1,
+                        });
+                    }
                 }
                 _ => {
                     // A new leadership: every follower gets a full lag window to show up.

@@ -480,3 +480,60 @@ def test_describe_metadata_quorum_follows_the_raft_leader(cluster):
             pass
         assert time.monotonic() < deadline, "no new quorum leader reported"
         time.sleep(0.5)
+
+
+def test_partition_reassignment_moves_replicas_between_hosts(cluster):
+    """AlterPartitionReassignments / ListPartitionReassignments (kafka-reassign-partitions.sh,
+    kafka-python's admin): a one-replica partition moved from its host onto two others
+    (replication factor 1 -> 2) is listed as ongoing, completes once both new replicas are
+    in sync, is led by the first target replica, keeps every acknowledged message, and its
+    old host deletes its files. Bad targets get Kafka's codes."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.structs import TopicPartition as KTP
+
+    topic = unique("move")
+    create_topic(cluster.bootstrap(1), topic, 2, rf=1)
+    md = wait_metadata(cluster.bootstrap(1), lambda m: topic in m.topics)
+    before = md.topics[topic].partitions[0]
+    src_host = before.leader // NODES_PER_HOST
+    acked, errors = produce_numbered(cluster.bootstrap(1), topic, 400)
+    assert not errors and len(acked) == 400
+    assert src_host in partition_logs(cluster, topic, 0)
+    target = [h * NODES_PER_HOST + 1 for h in (1, 2, 3) if h != src_host]
+
+    kp = KafkaAdminClient(bootstrap_servers=cluster.bootstrap(1), request_timeout_ms=30000)
+    try:
+        # Per-partition errors come back as Kafka error classes (not raised).
+        bad = kp.alter_partition_reassignments(
+            {KTP(topic, 1): [target[0], target[0]], KTP(topic, 9): [target[0]]})
+        codes = {tp.partition: e.errno for tp, e in bad.items()}
+        assert codes == {1: 39, 9: 3}, bad  # INVALID_REPLICA_ASSIGNMENT, UNKNOWN_TOPIC_OR_PARTITION
+        ok = kp.alter_partition_reassignments({KTP(topic, 0): target})
+        assert ok == {KTP(topic, 0): None}, ok
+        # Ongoing (or already done: a small partition catches up fast).
+        listed = kp.list_partition_reassignments({topic: [0, 1]})
+        for tp, r in listed.items():
+            assert tp == KTP(topic, 0), listed
+            assert sorted(r["adding_replicas"]) == sorted(target), r
+        md = wait_metadata(cluster.bootstrap(1), lambda m: (
+            m.topics[topic].partitions[0].replicas == target
+            and sorted(m.topics[topic].partitions[0].isrs) == sorted(target)))
+        assert md.topics[topic].partitions[0].leader == target[0]
+        deadline = time.monotonic() + TIMEOUT_S
+        while kp.list_partition_reassignments({topic: [0]}):
+            assert time.monotonic() < deadline, "reassignment never finished"
+            time.sleep(0.2)
+    finally:
+        kp.close()
+    more, errors = produce_numbered(cluster.bootstrap(1), topic, 200, start=400)
+    assert not errors and len(more) == 200
+    got = consume_all(cluster.bootstrap(2), topic, 600)
+    values = sorted(v for msgs in got.values() for _, v in msgs)
+    assert values == list(range(600)), (len(values), values[:5])
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        logs = partition_logs(cluster, topic, 0)
+        if set(logs) == {t // NODES_PER_HOST for t in target}:
+            break
+        assert time.monotonic() < deadline, f"partition 0 files on hosts {sorted(logs)}"
+        time.sleep(0.2)
