@@ -81,7 +81,8 @@ pub async fn alter(
             it.resource_type,
             &it.resource_name,
         ) {
-            answers.push(Some((code, None)));
+            let message = super::describe_configs::denied_message(code).to_string();
+            answers.push(Some((code, Some(message))));
             continue;
         }
         let ops = match it.ops {

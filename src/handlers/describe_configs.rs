@@ -5,7 +5,8 @@
 //! Runs on: any shard, from its own copy of the metadata and the broker config.
 //! Authorization (Kafka's): DESCRIBE_CONFIGS on the topic, on the cluster for broker
 //! resources, on the group for group resources; a resource refused gets
-//! TOPIC_/CLUSTER_/GROUP_AUTHORIZATION_FAILED and no configs, the others are answered.
+//! TOPIC_/CLUSTER_/GROUP_AUTHORIZATION_FAILED and no configs, the others are answered
+//! (in request order; Kafka lists the refused ones last, clients match by resource).
 
 use std::rc::Rc;
 
@@ -56,6 +57,16 @@ pub fn config_resource_denied(
         _ => return None,
     };
     (!session.may(shard, operation, acl_type, acl_name)).then_some(code)
+}
+
+/// Kafka's message (`Errors.message`) of an authorization failure `config_resource_denied`
+/// answers.
+pub fn denied_message(code: i16) -> &'static str {
+    match code {
+        error::TOPIC_AUTHORIZATION_FAILED => "Topic authorization failed.",
+        error::GROUP_AUTHORIZATION_FAILED => "Group authorization failed.",
+        _ => "Cluster authorization failed.",
+    }
 }
 /// config_source for a static broker setting (flags / config file).
 const SOURCE_STATIC_BROKER: i8 = 4;
@@ -220,7 +231,10 @@ pub async fn handle(
             &name,
         );
         if let Some(code) = denied {
-            results.push(out.with_error_code(code));
+            results.push(
+                out.with_error_code(code)
+                    .with_error_message(Some(str_bytes(denied_message(code)))),
+            );
             continue;
         }
         match r.resource_type {
