@@ -60,6 +60,26 @@ impl Session {
         }
     }
 
+    /// Kafka's authorized-operations bit field (KIP-430) of one resource for this
+    /// principal: the operations of `supported` (a `protocol::acl` set) it may do, each
+    /// asked of the authorizer as Kafka's `AuthHelper.authorizedOperations` does; every
+    /// supported one without `--authorizer`.
+    pub fn authorized_ops(
+        &self,
+        shard: &Shard,
+        resource_type: i8,
+        name: &str,
+        supported: i32,
+    ) -> i32 {
+        if shard.config.authorizer.is_none() {
+            return supported;
+        }
+        (0..i32::BITS as u8)
+            .filter(|o| supported & (1 << o) != 0)
+            .filter(|o| self.may(shard, *o, resource_type, name))
+            .fold(0, |bits, o| bits | (1 << o))
+    }
+
     /// `may` on the cluster resource.
     pub fn may_cluster(&self, shard: &Shard, operation: u8) -> bool {
         self.may(

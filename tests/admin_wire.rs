@@ -911,3 +911,165 @@ fn describe_quorum_of_one_host() {
     let r = conn.request(&ask("__cluster_metadata", 1), 1);
     assert_eq!(r.topics[0].partitions[0].error_code, 3);
 }
+
+/// A connection to `addr` (a SASL_PLAINTEXT listener) logged in with SASL/PLAIN.
+fn sasl_plain(addr: std::net::SocketAddr, user: &str, password: &str) -> Conn {
+    let mut c = Conn::connect(addr);
+    let hs = c.request(
+        &SaslHandshakeRequest::default().with_mechanism(s("PLAIN")),
+        1,
+    );
+    assert_eq!(hs.error_code, 0);
+    let token = format!("\0{user}\0{password}");
+    let auth = c.request(
+        &SaslAuthenticateRequest::default().with_auth_bytes(bytes::Bytes::from(token)),
+        2,
+    );
+    assert_eq!(auth.error_code, 0, "SASL/PLAIN login of {user}");
+    c
+}
+
+// Proves the admin APIs Kafka authorizes per resource answer error codes per resource and
+// keep the connection open: User:ANONYMOUS (the PLAINTEXT listener) may READ topic `w-ok`
+// (READ implies DESCRIBE) and has nothing on `w-no` nor on the cluster; DescribeLogDirs
+// answers CLUSTER_AUTHORIZATION_FAILED (v4; no dirs in v1), DescribeProducers and
+// OffsetForLeaderEpoch TOPIC_AUTHORIZATION_FAILED for `w-no` only, DescribeTopicPartitions
+// hides `w-no` from "all topics" and refuses it by name, and the authorized-operations
+// fields are the principal's own (0 for the cluster without DESCRIBE). The super user
+// (User:admin over SASL) gets every answer and every operation.
+#[test]
+fn admin_apis_authorize_per_resource_on_the_wire() {
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    use kafka_protocol::messages::describe_producers_request::TopicRequest as ProducersTopic;
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    const TAF: i16 = 29;
+    const CAF: i16 = 31;
+    // Kafka's AclOperation codes READ 3 and DESCRIBE 8; the cluster supports 5, 7-12.
+    let bits = |ops: &[i32]| ops.iter().fold(0i32, |v, o| v | (1 << o));
+    let dir = tmpdir();
+    let users = dir.path().join("users");
+    std::fs::write(&users, "admin = admin-pw\n").unwrap();
+    let data = dir.path().join("data");
+    let broker = Broker::start_in(
+        &data,
+        1,
+        &[
+            "--listeners",
+            "SASL_PLAINTEXT://127.0.0.1:0",
+            "--sasl-plain-users",
+            users.to_str().unwrap(),
+            "--authorizer",
+            "acl",
+            "--super-users",
+            "User:admin",
+        ],
+    );
+    let mut admin = sasl_plain(broker.listeners["SASL_PLAINTEXT"], "admin", "admin-pw");
+    create_topic(&mut admin, "w-ok", 1);
+    create_topic(&mut admin, "w-no", 1);
+    let acl = AclCreation::default()
+        .with_resource_type(2)
+        .with_resource_name(s("w-ok"))
+        .with_resource_pattern_type(3)
+        .with_principal(s("User:ANONYMOUS"))
+        .with_host(s("*"))
+        .with_operation(3)
+        .with_permission_type(3);
+    let r = admin.request(&CreateAclsRequest::default().with_creations(vec![acl]), 3);
+    assert_eq!(r.results[0].error_code, 0);
+    let mut anon = broker.connect();
+
+    // DescribeLogDirs: DESCRIBE on the cluster.
+    let all_dirs = DescribeLogDirsRequest::default().with_topics(None);
+    let r = anon.request(&all_dirs, 4);
+    assert_eq!((r.error_code, r.results.len()), (CAF, 0));
+    assert_eq!(anon.request(&all_dirs, 1).results.len(), 0);
+    let r = admin.request(&all_dirs, 4);
+    assert_eq!((r.error_code, r.results.len()), (0, 1));
+
+    // DescribeProducers: READ on the topic, per partition.
+    let req = DescribeProducersRequest::default().with_topics(
+        ["w-ok", "w-no"]
+            .iter()
+            .map(|t| {
+                ProducersTopic::default()
+                    .with_name(name(t))
+                    .with_partition_indexes(vec![0])
+            })
+            .collect(),
+    );
+    let codes = |r: &DescribeProducersResponse| -> Vec<i16> {
+        r.topics
+            .iter()
+            .map(|t| t.partitions[0].error_code)
+            .collect()
+    };
+    assert_eq!(codes(&anon.request(&req, 0)), vec![0, TAF]);
+    assert_eq!(codes(&admin.request(&req, 0)), vec![0, 0]);
+
+    // OffsetForLeaderEpoch: DESCRIBE on the topic (or CLUSTER_ACTION, the super user's).
+    let req = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(
+            ["w-ok", "w-no"]
+                .iter()
+                .map(|t| {
+                    OffsetForLeaderTopic::default()
+                        .with_topic(name(t))
+                        .with_partitions(vec![
+                            OffsetForLeaderPartition::default()
+                                .with_current_leader_epoch(-1)
+                                .with_leader_epoch(0),
+                        ])
+                })
+                .collect(),
+        );
+    let codes = |r: &OffsetForLeaderEpochResponse| -> Vec<i16> {
+        r.topics
+            .iter()
+            .map(|t| t.partitions[0].error_code)
+            .collect()
+    };
+    assert_eq!(codes(&anon.request(&req, 4)), vec![0, TAF]);
+    assert_eq!(codes(&admin.request(&req, 4)), vec![0, 0]);
+
+    // DescribeTopicPartitions: as Metadata, hidden from "all", refused by name (no id).
+    let (topics, _) = describe_partitions(&mut anon, &[], 100, None);
+    assert_eq!(topics, vec![("w-ok".to_string(), 0, vec![0])]);
+    let (topics, _) = describe_partitions(&mut anon, &["w-no", "w-ok"], 100, None);
+    assert_eq!(
+        topics,
+        vec![
+            ("w-ok".to_string(), 0, vec![0]),
+            ("w-no".to_string(), TAF, vec![])
+        ]
+    );
+    let (topics, _) = describe_partitions(&mut admin, &[], 100, None);
+    assert_eq!(topics.len(), 2);
+
+    // Authorized operations: the principal's own.
+    let md = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name("w-ok"))),
+        ]))
+        .with_include_cluster_authorized_operations(true)
+        .with_include_topic_authorized_operations(true);
+    let r = anon.request(&md, 10);
+    assert_eq!(r.topics[0].topic_authorized_operations, bits(&[3, 8]));
+    assert_eq!(r.cluster_authorized_operations, 0);
+    let r = admin.request(&md, 10);
+    assert_eq!(r.topics[0].topic_authorized_operations, 3576);
+    assert_eq!(r.cluster_authorized_operations, 8096);
+    let dc = DescribeClusterRequest::default().with_include_cluster_authorized_operations(true);
+    let r = anon.request(&dc, 0);
+    assert_eq!((r.error_code, r.cluster_authorized_operations), (0, 0));
+    assert_eq!(admin.request(&dc, 0).cluster_authorized_operations, 8096);
+
+    // Every refusal was an answer: the connection still serves requests.
+    assert_eq!(
+        anon.request(&ApiVersionsRequest::default(), 3).error_code,
+        0
+    );
+}

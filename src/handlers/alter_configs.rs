@@ -5,6 +5,9 @@
 //! proposes them through the quorum (`MetaCommand::AlterTopicConfigs`) and answers once
 //! this host's shards run with them. osprey has no dynamic broker configs: a change to a
 //! broker resource is refused with INVALID_REQUEST, as Kafka refuses read-only ones.
+//! Authorization (Kafka's, after the duplicate-resource check and before any validation):
+//! ALTER_CONFIGS on the topic (else TOPIC_AUTHORIZATION_FAILED) or on the cluster for
+//! broker resources (else CLUSTER_AUTHORIZATION_FAILED), per resource.
 
 use std::collections::HashSet;
 use std::rc::Rc;
@@ -15,6 +18,7 @@ use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse, ApiKey
 use super::{ApiSpec, Reply, str_bytes};
 use crate::cluster::state::{ConfigOp, TopicConfigChange};
 use crate::protocol::{ProtocolError, RequestFrame, error};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -44,6 +48,7 @@ pub fn duplicate_key(names: impl IntoIterator<Item = String>) -> Option<String> 
 /// (error code, message) per item, in request order.
 pub async fn alter(
     shard: &Rc<Shard>,
+    session: &Session,
     items: Vec<AlterItem>,
     validate_only: bool,
 ) -> Vec<(i16, Option<String>)> {
@@ -67,6 +72,17 @@ pub async fn alter(
                 "Error due to duplicate resource {}:{} in the request",
                 it.resource_type, it.resource_name
             )));
+            continue;
+        }
+        if let Some(code) = super::describe_configs::config_resource_denied(
+            shard,
+            session,
+            crate::protocol::acl::op::ALTER_CONFIGS,
+            it.resource_type,
+            &it.resource_name,
+        ) {
+            let message = super::describe_configs::denied_message(code).to_string();
+            answers.push(Some((code, Some(message))));
             continue;
         }
         let ops = match it.ops {
@@ -140,7 +156,11 @@ pub async fn alter(
         .collect()
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: AlterConfigsRequest = req.decode()?;
     let items = body
         .resources
@@ -165,7 +185,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
             }
         })
         .collect();
-    let answers = alter(shard, items, body.validate_only).await;
+    let answers = alter(shard, session, items, body.validate_only).await;
     let responses = body
         .resources
         .iter()

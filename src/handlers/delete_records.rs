@@ -7,6 +7,8 @@
 //! answer comes once the leader's start is raised; followers raise theirs from the leader's
 //! log start offset in their next fetch response (`replication::fetcher`), as in Kafka,
 //! but the answer does not wait for them (Kafka's low watermark waits for every replica).
+//! Authorization (Kafka's): DELETE on the topic, else TOPIC_AUTHORIZATION_FAILED on each
+//! of its partitions (before the existence check).
 
 use std::rc::Rc;
 
@@ -16,7 +18,10 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{ApiKey, DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::{ApiSpec, Reply};
+use crate::acl::resource;
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
+use crate::session::Session;
 use crate::shard::{LookupError, Owner, Shard};
 
 pub const API: ApiSpec = ApiSpec {
@@ -52,14 +57,20 @@ async fn delete_local(shard: Rc<Shard>, topic: String, partition: i32, offset: i
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: DeleteRecordsRequest = req.decode()?;
     let mut topics = Vec::with_capacity(body.topics.len());
     for t in body.topics {
         let name = t.name.0.to_string();
+        let deletable = session.may(shard, op::DELETE, resource::TOPIC, &name);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let (code, low) = match shard.owner(&name, p.partition_index) {
+                _ if !deletable => (error::TOPIC_AUTHORIZATION_FAILED, -1),
                 None => (error::UNKNOWN_TOPIC_OR_PARTITION, -1),
                 Some(Owner::OtherHost(_) | Owner::Offline) => (error::NOT_LEADER_OR_FOLLOWER, -1),
                 Some(Owner::Shard(owner)) => {

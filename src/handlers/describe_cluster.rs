@@ -1,8 +1,9 @@
 //! DescribeCluster (key 60): the cluster id, the controller and the broker nodes (one per
 //! shard, as Metadata lists them), with the cluster's authorized operations when asked.
 //!
-//! Runs on: any shard, from its own node list. There is no authorizer: the authorized
-//! operations are every operation the cluster resource supports, as Kafka without one.
+//! Runs on: any shard, from its own node list. As Kafka, answering needs no permission;
+//! the cluster's authorized operations are the principal's own with DESCRIBE on the
+//! cluster, 0 without (every supported one when no authorizer runs).
 //! Only the brokers endpoint type (1) is served; asking for controllers (2) answers
 //! UNSUPPORTED_ENDPOINT_TYPE as a Kafka broker does.
 
@@ -11,7 +12,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{ApiKey, BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
-use super::metadata::{brokers, controller_id};
+use super::metadata::{brokers, cluster_authorized_ops, controller_id};
 use super::{ApiSpec, Reply, str_bytes};
 use crate::protocol::{ProtocolError, RequestFrame, acl, error};
 use crate::session::Session;
@@ -35,9 +36,10 @@ pub fn handle(
         .with_endpoint_type(ENDPOINT_BROKERS)
         .with_cluster_id(str_bytes(shard.meta().cluster_id.clone()))
         .with_controller_id(controller_id(shard))
-        .with_cluster_authorized_operations(acl::answer(
+        .with_cluster_authorized_operations(cluster_authorized_ops(
+            shard,
+            session,
             body.include_cluster_authorized_operations,
-            acl::CLUSTER,
         ));
     if req.version >= 1 && body.endpoint_type != ENDPOINT_BROKERS {
         resp = resp

@@ -3,6 +3,10 @@
 //! share-group ones are not reported, osprey has no share groups).
 //!
 //! Runs on: any shard, from its own copy of the metadata and the broker config.
+//! Authorization (Kafka's): DESCRIBE_CONFIGS on the topic, on the cluster for broker
+//! resources, on the group for group resources; a resource refused gets
+//! TOPIC_/CLUSTER_/GROUP_AUTHORIZATION_FAILED and no configs, the others are answered
+//! (in request order; Kafka lists the refused ones last, clients match by resource).
 
 use std::rc::Rc;
 
@@ -13,7 +17,9 @@ use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsRe
 
 use super::create_topics::{SOURCE_DEFAULT, SOURCE_TOPIC};
 use super::{ApiSpec, Reply, str_bytes};
+use crate::acl::resource;
 use crate::protocol::{ProtocolError, RequestFrame, error};
+use crate::session::Session;
 use crate::shard::Shard;
 use crate::topic_config::{self, ConfigType, TOPIC_CONFIGS};
 
@@ -25,6 +31,43 @@ pub const API: ApiSpec = ApiSpec {
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 const RESOURCE_GROUP: i8 = 32;
+/// Kafka's ConfigResource types that are cluster-wide for authorization.
+const RESOURCE_BROKER_LOGGER: i8 = 8;
+const RESOURCE_CLIENT_METRICS: i8 = 16;
+
+/// Kafka's authorization of a config resource (DescribeConfigs with DESCRIBE_CONFIGS,
+/// AlterConfigs and IncrementalAlterConfigs with ALTER_CONFIGS): the error code when the
+/// principal may not do `operation` on it, None when it may or when the resource type is
+/// not one Kafka authorizes (the handler refuses it then).
+pub fn config_resource_denied(
+    shard: &Shard,
+    session: &Session,
+    operation: u8,
+    resource_type: i8,
+    name: &str,
+) -> Option<i16> {
+    let (acl_type, acl_name, code) = match resource_type {
+        RESOURCE_TOPIC => (resource::TOPIC, name, error::TOPIC_AUTHORIZATION_FAILED),
+        RESOURCE_BROKER | RESOURCE_BROKER_LOGGER | RESOURCE_CLIENT_METRICS => (
+            resource::CLUSTER,
+            crate::acl::CLUSTER_NAME,
+            error::CLUSTER_AUTHORIZATION_FAILED,
+        ),
+        RESOURCE_GROUP => (resource::GROUP, name, error::GROUP_AUTHORIZATION_FAILED),
+        _ => return None,
+    };
+    (!session.may(shard, operation, acl_type, acl_name)).then_some(code)
+}
+
+/// Kafka's message (`Errors.message`) of an authorization failure `config_resource_denied`
+/// answers.
+pub fn denied_message(code: i16) -> &'static str {
+    match code {
+        error::TOPIC_AUTHORIZATION_FAILED => "Topic authorization failed.",
+        error::GROUP_AUTHORIZATION_FAILED => "Group authorization failed.",
+        _ => "Cluster authorization failed.",
+    }
+}
 /// config_source for a static broker setting (flags / config file).
 const SOURCE_STATIC_BROKER: i8 = 4;
 
@@ -146,7 +189,11 @@ fn wanted(keys: &Option<Vec<kafka_protocol::protocol::StrBytes>>, name: &str) ->
         .is_none_or(|k| k.is_empty() || k.iter().any(|k| k.as_str() == name))
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: DescribeConfigsRequest = req.decode()?;
     let meta = shard.meta();
     let mut results = Vec::new();
@@ -176,6 +223,20 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                 }
                 e
             };
+        let denied = config_resource_denied(
+            shard,
+            session,
+            crate::protocol::acl::op::DESCRIBE_CONFIGS,
+            r.resource_type,
+            &name,
+        );
+        if let Some(code) = denied {
+            results.push(
+                out.with_error_code(code)
+                    .with_error_message(Some(str_bytes(denied_message(code)))),
+            );
+            continue;
+        }
         match r.resource_type {
             RESOURCE_TOPIC => match meta.topic(&name) {
                 Some(t) => {

@@ -5,6 +5,9 @@
 //! Runs on: the shard the request arrived on. Each shard is its own Kafka node, and a
 //! client asks each node about its own replicas, so the answer lists this shard's
 //! replicas only (the other shards of the host answer for theirs).
+//! Authorization (Kafka's): DESCRIBE on the cluster; without it the answer lists no log
+//! dir, with CLUSTER_AUTHORIZATION_FAILED in the top-level error code (v3+; v1-2 have no
+//! such field, so an empty list is all they see).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,7 +21,9 @@ use kafka_protocol::messages::{
 };
 
 use super::{ApiSpec, Reply, str_bytes};
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -45,8 +50,17 @@ fn volume_bytes(dir: &Path) -> (i64, i64) {
     )
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: DescribeLogDirsRequest = req.decode()?;
+    if !session.may_cluster(shard, op::DESCRIBE) {
+        let resp =
+            DescribeLogDirsResponse::default().with_error_code(error::CLUSTER_AUTHORIZATION_FAILED);
+        return Ok(Reply::Frame(req.encode_response(&resp)?));
+    }
     // topic -> (partition -> size); `None` in the request means every partition.
     let wanted = |topic: &str, p: i32| match &body.topics {
         None => true,

@@ -5,6 +5,8 @@
 //! it holds (leader or follower) and NOT_LEADER_OR_FOLLOWER for the others.
 //!
 //! Runs on: the shard the request arrived on (each shard is its own node).
+//! Authorization (Kafka's): READ on the topic, else TOPIC_AUTHORIZATION_FAILED on each of
+//! its partitions (before the existence check).
 //! A producer's last timestamp is not in the producer snapshot: -1 after a restart until
 //! its next batch. Not kept: the coordinator epoch of its markers, answered -1 (Kafka's
 //! "unknown").
@@ -19,7 +21,10 @@ use kafka_protocol::messages::{
 };
 
 use super::{ApiSpec, Reply};
+use crate::acl::resource;
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -59,17 +64,30 @@ fn partition_state(shard: &Shard, topic: &str, index: i32) -> PartitionResponse 
         .with_active_producers(producers)
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: DescribeProducersRequest = req.decode()?;
     let topics = body
         .topics
         .into_iter()
         .map(|t| {
             let name = t.name.0.to_string();
+            let readable = session.may(shard, op::READ, resource::TOPIC, &name);
             let partitions = t
                 .partition_indexes
                 .iter()
-                .map(|&p| partition_state(shard, &name, p))
+                .map(|&p| {
+                    if readable {
+                        partition_state(shard, &name, p)
+                    } else {
+                        PartitionResponse::default()
+                            .with_partition_index(p)
+                            .with_error_code(error::TOPIC_AUTHORIZATION_FAILED)
+                    }
+                })
                 .collect();
             TopicResponse::default()
                 .with_name(t.name)

@@ -5,6 +5,11 @@
 //! starts. An empty topic list means every topic. Topics come sorted by name; the cursor's
 //! topic must be among the requested ones (INVALID_REQUEST otherwise, as Kafka).
 //!
+//! Authorization (Kafka's, as Metadata): DESCRIBE on the topic. Asking for every topic
+//! shows only those the principal may describe; a named topic it may not is answered
+//! TOPIC_AUTHORIZATION_FAILED (no topic id), after the page, on every page. Each topic's
+//! authorized operations are the principal's own.
+//!
 //! Runs on: any shard, from its own copy of the cluster metadata (as Metadata).
 //! Not kept: eligible leader replicas (KIP-966's ELR), answered empty.
 
@@ -19,7 +24,10 @@ use kafka_protocol::messages::{
 
 use super::metadata::{broker_ids, partition_view};
 use super::{ApiSpec, Reply, str_bytes, uuid};
+use crate::acl::resource;
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, acl, error};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -37,7 +45,11 @@ fn error_topic(name: &str, code: i16) -> DescribeTopicPartitionsResponseTopic {
         .with_topic_authorized_operations(acl::OMITTED)
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: DescribeTopicPartitionsRequest = req.decode()?;
     let meta = shard.meta();
     let isolated_host = shard.isolated().then_some(shard.config.node_id);
@@ -67,7 +79,11 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         .unwrap_or(0)
         .clamp(1, DESCRIBE_PARTITIONS_MAX);
     let mut left = limit;
-    let topic_ops = acl::answer(true, acl::TOPIC);
+    let (names, refused): (Vec<String>, Vec<String>) = names
+        .into_iter()
+        .partition(|n| session.may(shard, op::DESCRIBE, resource::TOPIC, n));
+    // Kafka hides what the principal may not describe when every topic is asked for.
+    let refused = if all { Vec::new() } else { refused };
     let start = match &cursor {
         Some((topic, _)) => names.partition_point(|n| n < topic),
         None => 0,
@@ -124,7 +140,12 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
                 .with_topic_id(uuid(t.id))
                 .with_is_internal(crate::internal_topic::is_internal(name))
                 .with_partitions(partitions)
-                .with_topic_authorized_operations(topic_ops),
+                .with_topic_authorized_operations(session.authorized_ops(
+                    shard,
+                    resource::TOPIC,
+                    name,
+                    acl::TOPIC,
+                )),
         );
         if end < t.partitions.len() {
             resp.next_cursor = Some(
@@ -135,5 +156,10 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
             break;
         }
     }
+    resp.topics.extend(
+        refused
+            .iter()
+            .map(|n| error_topic(n, error::TOPIC_AUTHORIZATION_FAILED)),
+    );
     Ok(Reply::Frame(req.encode_response(&resp)?))
 }

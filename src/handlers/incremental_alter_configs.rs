@@ -2,7 +2,7 @@
 //! (APPEND/SUBTRACT only on list configs), validated and applied through the controller
 //! quorum; broker resources as in `alter_configs`.
 //!
-//! Runs on: any shard (see `alter_configs::alter`).
+//! Runs on: any shard (see `alter_configs::alter`, which also authorizes each resource).
 
 use std::rc::Rc;
 
@@ -15,6 +15,7 @@ use super::alter_configs::{AlterItem, alter, duplicate_key};
 use super::{ApiSpec, Reply, str_bytes};
 use crate::cluster::state::ConfigOp;
 use crate::protocol::{ProtocolError, RequestFrame};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -39,7 +40,11 @@ fn op(code: i8, name: &str, value: Option<String>) -> Result<ConfigOp, String> {
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: IncrementalAlterConfigsRequest = req.decode()?;
     let items = body
         .resources
@@ -69,7 +74,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
             }
         })
         .collect();
-    let answers = alter(shard, items, body.validate_only).await;
+    let answers = alter(shard, session, items, body.validate_only).await;
     let responses = body
         .resources
         .iter()

@@ -186,10 +186,19 @@ pub async fn handle(
         }
     }
     // v8+ may ask for them; the cluster's moved to DescribeCluster in v11 (the field is gone).
-    let topic_ops = acl::answer(body.include_topic_authorized_operations, acl::TOPIC);
-    let cluster_ops = acl::answer(
+    // Each the principal's own (Kafka's AuthHelper.authorizedOperations); the cluster's
+    // only with DESCRIBE on it (0 otherwise), as Kafka.
+    let topic_ops = |name: &str| {
+        if body.include_topic_authorized_operations {
+            session.authorized_ops(shard, resource::TOPIC, name, acl::TOPIC)
+        } else {
+            acl::OMITTED
+        }
+    };
+    let cluster_ops = cluster_authorized_ops(
+        shard,
+        session,
         (8..=10).contains(&req.version) && body.include_cluster_authorized_operations,
-        acl::CLUSTER,
     );
     let topics: Vec<MetadataResponseTopic> = match &requested {
         // All topics: only those the principal may describe (the rest are hidden).
@@ -197,7 +206,7 @@ pub async fn handle(
             .topics
             .values()
             .filter(|t| session.may(shard, op::DESCRIBE, resource::TOPIC, &t.name))
-            .map(|t| topic_response(&meta, t, topic_ops, isolated_host))
+            .map(|t| topic_response(&meta, t, topic_ops(&t.name), isolated_host))
             .collect(),
         Some(names) => names
             .iter()
@@ -208,7 +217,7 @@ pub async fn handle(
                         .with_name(Some(TopicName(str_bytes(n.clone()))))
                         .with_topic_authorized_operations(acl::OMITTED)
                 }
-                Some(t) => topic_response(&meta, t, topic_ops, isolated_host),
+                Some(t) => topic_response(&meta, t, topic_ops(n), isolated_host),
                 None => {
                     let code = if crate::topic_config::validate_topic_name(n).is_err() {
                         error::INVALID_TOPIC_EXCEPTION
@@ -230,4 +239,21 @@ pub async fn handle(
         .with_topics(topics)
         .with_cluster_authorized_operations(cluster_ops);
     Ok(Reply::Frame(req.encode_response(&resp)?))
+}
+
+/// The cluster's authorized operations when `requested` (Metadata v8-10, DescribeCluster):
+/// the principal's own if it may DESCRIBE the cluster, else 0, as Kafka.
+pub fn cluster_authorized_ops(shard: &Shard, session: &Session, requested: bool) -> i32 {
+    if !requested {
+        acl::OMITTED
+    } else if session.may_cluster(shard, op::DESCRIBE) {
+        session.authorized_ops(
+            shard,
+            resource::CLUSTER,
+            crate::acl::CLUSTER_NAME,
+            acl::CLUSTER,
+        )
+    } else {
+        0
+    }
 }

@@ -316,14 +316,16 @@ async fn dispatch_api(
         ApiKey::CreateTopics => create_topics::handle(shard, session, req).await,
         ApiKey::DeleteTopics => delete_topics::handle(shard, session, req).await,
         ApiKey::InitProducerId => init_producer_id::handle(shard, session, req).await,
-        ApiKey::DescribeConfigs => describe_configs::handle(shard, req).await,
-        ApiKey::CreatePartitions => create_partitions::handle(shard, req).await,
-        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(shard, req).await,
+        ApiKey::DescribeConfigs => describe_configs::handle(shard, session, req).await,
+        ApiKey::CreatePartitions => create_partitions::handle(shard, session, req).await,
+        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(shard, session, req).await,
         ApiKey::DescribeCluster => describe_cluster::handle(shard, session, req),
-        ApiKey::AlterConfigs => alter_configs::handle(shard, req).await,
-        ApiKey::IncrementalAlterConfigs => incremental_alter_configs::handle(shard, req).await,
-        ApiKey::DeleteRecords => delete_records::handle(shard, req).await,
-        ApiKey::DescribeLogDirs => describe_log_dirs::handle(shard, req).await,
+        ApiKey::AlterConfigs => alter_configs::handle(shard, session, req).await,
+        ApiKey::IncrementalAlterConfigs => {
+            incremental_alter_configs::handle(shard, session, req).await
+        }
+        ApiKey::DeleteRecords => delete_records::handle(shard, session, req).await,
+        ApiKey::DescribeLogDirs => describe_log_dirs::handle(shard, session, req).await,
         ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(shard, req).await,
         ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(shard, req).await,
         ApiKey::EndTxn => end_txn::handle(shard, req).await,
@@ -339,10 +341,12 @@ async fn dispatch_api(
         ApiKey::AlterUserScramCredentials => {
             alter_user_scram_credentials::handle(shard, session, req).await
         }
-        ApiKey::DescribeProducers => describe_producers::handle(shard, req).await,
+        ApiKey::DescribeProducers => describe_producers::handle(shard, session, req).await,
         ApiKey::DescribeTransactions => describe_transactions::handle(shard, req).await,
         ApiKey::ListTransactions => list_transactions::handle(shard, req).await,
-        ApiKey::DescribeTopicPartitions => describe_topic_partitions::handle(shard, req).await,
+        ApiKey::DescribeTopicPartitions => {
+            describe_topic_partitions::handle(shard, session, req).await
+        }
         ApiKey::ElectLeaders => elect_leaders::handle(shard, session, req).await,
         ApiKey::DescribeQuorum => describe_quorum::handle(shard, session, req).await,
         ApiKey::AlterPartitionReassignments => {
@@ -357,21 +361,14 @@ async fn dispatch_api(
 
 /// APIs without per-resource authorization yet: under `--authorizer` they need this
 /// operation on the cluster (super users have it), and a refused request closes the
-/// connection with a log line instead of Kafka's per-resource error codes.
+/// connection with a log line instead of Kafka's per-resource error codes. Every other
+/// handler authorizes per resource itself and answers Kafka's error codes.
 fn coarse_cluster_operation(key: ApiKey) -> Option<u8> {
     use crate::protocol::acl::op;
     match key {
-        ApiKey::CreatePartitions
-        | ApiKey::AlterConfigs
-        | ApiKey::IncrementalAlterConfigs
-        | ApiKey::DeleteRecords => Some(op::ALTER),
-        ApiKey::DescribeConfigs | ApiKey::DescribeLogDirs => Some(op::DESCRIBE),
         // Kafka: broker-to-broker, CLUSTER_ACTION.
         ApiKey::WriteTxnMarkers => Some(op::CLUSTER_ACTION),
-        ApiKey::DescribeProducers
-        | ApiKey::DescribeTransactions
-        | ApiKey::ListTransactions
-        | ApiKey::DescribeTopicPartitions => Some(op::DESCRIBE),
+        ApiKey::DescribeTransactions | ApiKey::ListTransactions => Some(op::DESCRIBE),
         _ => None,
     }
 }

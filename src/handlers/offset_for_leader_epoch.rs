@@ -4,6 +4,9 @@
 //! Fetch's DivergingEpoch instead).
 //!
 //! Runs on: the shard that leads each partition (forwarded through the router otherwise).
+//! Authorization (Kafka's, since KIP-320 made it a consumer API): CLUSTER_ACTION on the
+//! cluster (replicas) allows every topic; otherwise DESCRIBE on the topic, else
+//! TOPIC_AUTHORIZATION_FAILED on each of its partitions.
 
 use std::rc::Rc;
 
@@ -13,7 +16,10 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
 use super::{ApiSpec, Reply};
+use crate::acl::resource;
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
+use crate::session::Session;
 use crate::shard::{LookupError, Owner, Shard};
 
 pub const API: ApiSpec = ApiSpec {
@@ -53,14 +59,21 @@ async fn answer_local(
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: OffsetForLeaderEpochRequest = req.decode()?;
     let mut topics = Vec::with_capacity(body.topics.len());
+    let replica = session.may_cluster(shard, op::CLUSTER_ACTION);
     for t in body.topics {
         let name = t.topic.0.to_string();
+        let describable = replica || session.may(shard, op::DESCRIBE, resource::TOPIC, &name);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let (code, epoch, end) = match shard.owner(&name, p.partition) {
+                _ if !describable => (error::TOPIC_AUTHORIZATION_FAILED, -1, -1),
                 None => (error::UNKNOWN_TOPIC_OR_PARTITION, -1, -1),
                 Some(Owner::OtherHost(_) | Owner::Offline) => {
                     (error::NOT_LEADER_OR_FOLLOWER, -1, -1)

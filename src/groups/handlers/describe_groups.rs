@@ -41,9 +41,11 @@ pub fn handle(
         let code = check_group(shard, session, op::DESCRIBE, &id);
         match groups.get(id.as_str()).filter(|_| code == NONE) {
             Some(g) if g.state != GroupState::Dead => {
-                // No authorizer: every operation a group supports, as Kafka without one.
-                d.authorized_operations =
-                    acl::answer(body.include_authorized_operations, acl::GROUP);
+                // The principal's own (every supported one without an authorizer).
+                if body.include_authorized_operations {
+                    d.authorized_operations =
+                        session.authorized_ops(shard, crate::acl::resource::GROUP, &id, acl::GROUP);
+                }
                 d.group_state = str_bytes(g.state.name());
                 d.protocol_type = str_bytes(g.protocol_type.clone().unwrap_or_default());
                 let protocol = g.protocol.clone().unwrap_or_default();

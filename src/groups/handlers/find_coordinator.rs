@@ -1,7 +1,9 @@
 //! FindCoordinator (key 10): names the node that coordinates a group (the leader of its
 //! `__consumer_offsets` partition) or a transactional id (the leader of its
 //! `__transaction_state` partition), including the batched coordinator_keys form of v4+;
-//! creates the internal topic when it does not exist yet.
+//! creates the internal topic when it does not exist yet. Authorization (Kafka's):
+//! DESCRIBE on the group (else GROUP_AUTHORIZATION_FAILED) or on the transactional id
+//! (else TRANSACTIONAL_ID_AUTHORIZATION_FAILED), per key.
 //!
 //! Runs on: any shard, from its own metadata copy; no cross-core hop.
 
@@ -14,6 +16,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorRequest, FindCoo
 use crate::groups::errors::*;
 use crate::handlers::{ApiSpec, Reply, str_bytes};
 use crate::metadata::{host_of, shard_of};
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
 use crate::session::Session;
 use crate::shard::Shard;
@@ -44,6 +47,20 @@ fn answer(shard: &Rc<Shard>, session: &Session, key: &str, key_type: i8) -> Answ
         host: String::new(),
         port: -1,
     };
+    let (resource_type, refused) = match key_type {
+        KEY_TYPE_GROUP => (
+            crate::acl::resource::GROUP,
+            crate::protocol::error::GROUP_AUTHORIZATION_FAILED,
+        ),
+        KEY_TYPE_TRANSACTION => (
+            crate::acl::resource::TRANSACTIONAL_ID,
+            crate::protocol::error::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        ),
+        _ => (0, NONE),
+    };
+    if refused != NONE && !session.may(shard, op::DESCRIBE, resource_type, key) {
+        return none(refused, None);
+    }
     let meta = shard.meta();
     let home = match key_type {
         KEY_TYPE_GROUP => crate::groups::home(&meta, key),

@@ -2,7 +2,9 @@
 //! Kafka: allowed for an empty group, and for a consumer group only on topics none of its
 //! members subscribes to (GROUP_SUBSCRIBED_TO_TOPIC per partition otherwise); any other
 //! group with members gets NON_EMPTY_GROUP, an unknown one GROUP_ID_NOT_FOUND. The
-//! deletion is a durable record in the offsets log before the answer.
+//! deletion is a durable record in the offsets log before the answer. Authorization
+//! (Kafka's): DELETE on the group, and READ on each topic (TOPIC_AUTHORIZATION_FAILED on
+//! its partitions otherwise).
 //!
 //! Runs on: the group's coordinator shard (others get NOT_COORDINATOR).
 
@@ -62,6 +64,8 @@ async fn delete(
         for t in &body.topics {
             let name = t.name.0.to_string();
             let known = meta.topic(&name);
+            // Kafka: READ on the topic, checked before its existence.
+            let readable = session.may(shard, op::READ, crate::acl::resource::TOPIC, &name);
             codes.push(
                 t.partitions
                     .iter()
@@ -70,7 +74,9 @@ async fn delete(
                             p.partition_index >= 0
                                 && (p.partition_index as usize) < k.partitions.len()
                         });
-                        if !exists {
+                        if !readable {
+                            crate::protocol::error::TOPIC_AUTHORIZATION_FAILED
+                        } else if !exists {
                             UNKNOWN_TOPIC_OR_PARTITION
                         } else if subscribed.contains(&name) {
                             GROUP_SUBSCRIBED_TO_TOPIC

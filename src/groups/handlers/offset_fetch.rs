@@ -1,6 +1,11 @@
 //! OffsetFetch (key 9): committed offsets of a group, for listed partitions or all of them
 //! (null topics), and the v8+ batched form with several groups.
 //!
+//! Authorization (Kafka's, every version): DESCRIBE on the group (else
+//! GROUP_AUTHORIZATION_FAILED), and DESCRIBE on each topic: a listed topic the principal
+//! may not describe gets TOPIC_AUTHORIZATION_FAILED (offset -1) on each of its partitions,
+//! and "all topics" leaves such topics out.
+//!
 //! Runs on: the group's coordinator shard (in the batched form, groups coordinated
 //! elsewhere get NOT_COORDINATOR each).
 
@@ -13,10 +18,12 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{ApiKey, OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
 use super::check_group;
+use crate::acl::resource;
 use crate::groups::errors::*;
 use crate::groups::group::GroupState;
 use crate::handlers::{ApiSpec, Reply, str_bytes};
 use crate::protocol::acl::op;
+use crate::protocol::error::TOPIC_AUTHORIZATION_FAILED;
 use crate::protocol::{ProtocolError, RequestFrame};
 use crate::session::Session;
 use crate::shard::Shard;
@@ -43,6 +50,7 @@ fn lookup(
     asked: Option<Vec<(String, Vec<i32>)>>,
 ) -> (i16, TopicOffsets) {
     let code = check_group(shard, session, op::DESCRIBE, group);
+    let may_describe = |topic: &str| session.may(shard, op::DESCRIBE, resource::TOPIC, topic);
     let groups = shard.groups.groups.borrow();
     let g = groups
         .get(group)
@@ -52,10 +60,14 @@ fn lookup(
             let out = asked
                 .into_iter()
                 .map(|(topic, parts)| {
+                    let describable = code != NONE || may_describe(&topic);
                     let ps = parts
                         .into_iter()
                         .map(
                             |p| match g.and_then(|g| g.offsets.get(&(topic.clone(), p))) {
+                                _ if !describable => {
+                                    (p, -1, -1, String::new(), TOPIC_AUTHORIZATION_FAILED)
+                                }
                                 Some(o) => (p, o.offset, o.leader_epoch, o.metadata.clone(), NONE),
                                 None => (p, -1, -1, String::new(), code),
                             },
@@ -70,7 +82,7 @@ fn lookup(
             let mut by_topic: std::collections::BTreeMap<String, Vec<PartitionOffset>> =
                 Default::default();
             if let Some(g) = g {
-                for ((t, p), o) in &g.offsets {
+                for ((t, p), o) in g.offsets.iter().filter(|((t, _), _)| may_describe(t)) {
                     by_topic.entry(t.clone()).or_default().push((
                         *p,
                         o.offset,
@@ -85,6 +97,16 @@ fn lookup(
             }
             (code, by_topic.into_iter().collect())
         }
+    }
+}
+
+/// A partition's own error in the forms with a group-level error code (v2+): only the
+/// topic's authorization failure; the group's errors are answered once for the group.
+fn topic_error(err: i16) -> i16 {
+    if err == TOPIC_AUTHORIZATION_FAILED {
+        err
+    } else {
+        NONE
     }
 }
 
@@ -115,9 +137,10 @@ pub fn handle(
                                     .with_name(TopicName(str_bytes(t)))
                                     .with_partitions(
                                         ps.into_iter()
-                                            .map(|(p, off, epoch, meta, _)| {
+                                            .map(|(p, off, epoch, meta, err)| {
                                                 OffsetFetchResponsePartitions::default()
                                                     .with_partition_index(p)
+                                                    .with_error_code(topic_error(err))
                                                     .with_committed_offset(off)
                                                     .with_committed_leader_epoch(epoch)
                                                     .with_metadata(Some(str_bytes(meta)))
@@ -150,7 +173,7 @@ pub fn handle(
                                 .with_partition_index(p)
                                 .with_committed_offset(off)
                                 .with_metadata(Some(str_bytes(meta)))
-                                .with_error_code(if v1 { err } else { NONE });
+                                .with_error_code(if v1 { err } else { topic_error(err) });
                             if req.version >= 5 {
                                 r.committed_leader_epoch = epoch;
                             }
