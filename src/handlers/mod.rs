@@ -308,7 +308,7 @@ async fn dispatch_api(
         ApiKey::IncrementalAlterConfigs => incremental_alter_configs::handle(shard, req).await,
         ApiKey::DeleteRecords => delete_records::handle(shard, req).await,
         ApiKey::DescribeLogDirs => describe_log_dirs::handle(shard, req).await,
-        ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(shard, req).await,
+        ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(shard, session, req).await,
         ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(shard, req).await,
         ApiKey::EndTxn => end_txn::handle(shard, req).await,
         ApiKey::WriteTxnMarkers => write_txn_markers::handle(shard, req).await,
