@@ -21,6 +21,7 @@ use kafka_protocol::records::{
 const INVALID_TXN_STATE: i16 = 48;
 const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
 const INVALID_REQUEST: i16 = 42;
+const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 /// Bound of every wait for the coordinator (topic creation, markers).
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -163,7 +164,8 @@ fn wait_state(coord: &mut Conn, txn_id: &str, want: &str) {
 // KIP-890 part 1: a transactional batch to a partition never added to the transaction is
 // refused with INVALID_TXN_STATE and nothing is stored (the high watermark stays 0); once
 // the partition is added the same batch is taken, and the next batch needs no new check.
-// Without a transactional id in the request the leader cannot verify, so it refuses too.
+// Without a transactional id in the request the batch is refused (Kafka's
+// TRANSACTIONAL_ID_AUTHORIZATION_FAILED, with or without an authorizer).
 #[test]
 fn transactional_produce_to_a_partition_not_added_is_refused() {
     let broker = Broker::start(2);
@@ -182,12 +184,13 @@ fn transactional_produce_to_a_partition_not_added_is_refused() {
     let code = txn_produce(&mut leader, Some("t-verify"), "v", 0, txn_batch(pid, epoch, 0, 3));
     assert_eq!(code, INVALID_TXN_STATE);
     let mut leader1 = leader_conn(&broker, "v", 1);
+    // As Kafka: transactional records without a transactional id in the request.
     let code = txn_produce(&mut leader1, None, "v", 1, txn_batch(pid, epoch, 0, 3));
-    assert_eq!(code, INVALID_TXN_STATE, "no transactional id: cannot be verified");
+    assert_eq!(code, TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
     let code = txn_produce(&mut leader1, Some("t-verify"), "v", 1, txn_batch(pid, epoch, 0, 3));
     assert_eq!(code, 0);
-    // The open transaction is known to the partition now: no id needed for the next batch.
-    let code = txn_produce(&mut leader1, None, "v", 1, txn_batch(pid, epoch, 3, 2));
+    // The open transaction is known to the partition now: the next batch needs no check.
+    let code = txn_produce(&mut leader1, Some("t-verify"), "v", 1, txn_batch(pid, epoch, 3, 2));
     assert_eq!(code, 0);
     assert_eq!(end_txn(&mut coord, "t-verify", pid, epoch, true), 0);
     wait_state(&mut coord, "t-verify", "CompleteCommit");
@@ -304,4 +307,117 @@ fn init_producer_id_with_an_empty_transactional_id_is_invalid() {
     );
     assert_eq!(r.error_code, 0);
     assert!(r.producer_id.0 >= 0);
+}
+
+/// The ids ListTransactions (v`version`) lists on every node of `broker`.
+fn list_ids(broker: &Broker, version: i16, pattern: Option<&str>) -> (i16, Vec<String>) {
+    let mut ids = Vec::new();
+    let mut code = 0;
+    for node in 0..broker.cores {
+        let r = broker.connect_node(node).request(
+            &ListTransactionsRequest::default()
+                .with_duration_filter(-1)
+                .with_transactional_id_pattern(pattern.filter(|_| version >= 2).map(s)),
+            version,
+        );
+        code = code.max(r.error_code);
+        ids.extend(
+            r.transaction_states
+                .iter()
+                .map(|t| t.transactional_id.0.to_string()),
+        );
+    }
+    ids.sort();
+    (code, ids)
+}
+
+// ListTransactions v2 (KIP-1152): the TransactionalIdPattern regular expression keeps the
+// ids it is found in; an empty or null pattern lists all; a pattern that does not compile
+// is INVALID_REGULAR_EXPRESSION (128). v1's DurationFilter keeps only transactions open
+// longer than it.
+#[test]
+fn list_transactions_v2_filters_by_pattern() {
+    let broker = Broker::start(2);
+    let mut conn = broker.connect();
+    assert_eq!(create_topic(&mut conn, "l", 1, &[]), 0);
+    for id in ["app-a", "app-b", "other"] {
+        let mut coord = txn_coordinator(&broker, id);
+        init_pid(&mut coord, id);
+    }
+    let all = vec!["app-a".to_string(), "app-b".into(), "other".into()];
+    assert_eq!(list_ids(&broker, 2, None), (0, all.clone()));
+    assert_eq!(list_ids(&broker, 2, Some("")), (0, all.clone()));
+    assert_eq!(list_ids(&broker, 1, None), (0, all));
+    assert_eq!(
+        list_ids(&broker, 2, Some("^app-")),
+        (0, vec!["app-a".to_string(), "app-b".into()])
+    );
+    assert_eq!(list_ids(&broker, 2, Some("b$")), (0, vec!["app-b".to_string()]));
+    assert_eq!(list_ids(&broker, 2, Some("(unclosed")).0, 128);
+
+    // DurationFilter: an open transaction shows once it ran longer than the filter.
+    let mut coord = txn_coordinator(&broker, "app-a");
+    let (pid, epoch) = init_pid(&mut coord, "app-a");
+    add_partitions(&mut coord, "app-a", pid, epoch, "l", &[0]);
+    let open_longer_than = |ms: i64| -> Vec<String> {
+        let mut ids = Vec::new();
+        for node in 0..broker.cores {
+            let r = broker.connect_node(node).request(
+                &ListTransactionsRequest::default().with_duration_filter(ms),
+                1,
+            );
+            ids.extend(r.transaction_states.iter().map(|t| t.transactional_id.0.to_string()));
+        }
+        ids
+    };
+    assert_eq!(open_longer_than(0), vec!["app-a".to_string()]);
+    assert!(open_longer_than(600_000).is_empty());
+}
+
+// transactional.id.expiration.ms: an id with no open transaction and no request for longer
+// than the flag is removed (a Dead record in the transaction log, so the removal survives
+// a restart: the reloading coordinator agrees), while an id with an open transaction
+// stays. A later InitProducerId for the expired id starts over.
+#[test]
+fn idle_transactional_ids_expire() {
+    let dir = tmpdir();
+    let flags = ["--transactional-id-expiration-ms", "1500"];
+    let mut broker = Broker::start_in(dir.path(), 1, &flags);
+    let mut conn = broker.connect();
+    assert_eq!(create_topic(&mut conn, "e", 1, &[]), 0);
+    let mut coord = txn_coordinator(&broker, "idle");
+    init_pid(&mut coord, "idle");
+    let mut coord2 = txn_coordinator(&broker, "busy");
+    let (pid, epoch) = init_pid(&mut coord2, "busy");
+    add_partitions(&mut coord2, "busy", pid, epoch, "e", &[0]);
+    assert_eq!(list_ids(&broker, 0, None).1, vec!["busy", "idle"]);
+
+    let deadline = Instant::now() + WAIT;
+    while list_ids(&broker, 0, None).1.contains(&"idle".to_string()) {
+        assert!(Instant::now() < deadline, "idle id never expired");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let d = coord.request(
+        &DescribeTransactionsRequest::default()
+            .with_transactional_ids(vec![TransactionalId(s("idle"))]),
+        0,
+    );
+    assert_eq!(d.transaction_states[0].error_code, 105, "TRANSACTIONAL_ID_NOT_FOUND");
+    assert_eq!(list_ids(&broker, 0, None).1, vec!["busy"], "open transactions stay");
+
+    broker.stop();
+    let broker = Broker::start_in(dir.path(), 1, &[]);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, ids) = list_ids(&broker, 0, None);
+        if code == 0 && !ids.is_empty() {
+            assert_eq!(ids, vec!["busy"], "the reloaded coordinator agrees");
+            break;
+        }
+        assert!(Instant::now() < deadline, "coordinator never loaded: {code}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut coord = txn_coordinator(&broker, "idle");
+    let (_, epoch) = init_pid(&mut coord, "idle");
+    assert_eq!(epoch, 0, "an expired id starts over");
 }

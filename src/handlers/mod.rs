@@ -309,8 +309,8 @@ async fn dispatch_api(
         ApiKey::DeleteRecords => delete_records::handle(shard, req).await,
         ApiKey::DescribeLogDirs => describe_log_dirs::handle(shard, req).await,
         ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(shard, session, req).await,
-        ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(shard, req).await,
-        ApiKey::EndTxn => end_txn::handle(shard, req).await,
+        ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(shard, session, req).await,
+        ApiKey::EndTxn => end_txn::handle(shard, session, req).await,
         ApiKey::WriteTxnMarkers => write_txn_markers::handle(shard, req).await,
         ApiKey::CreateAcls => create_acls::handle(shard, session, req).await,
         ApiKey::DescribeAcls => describe_acls::handle(shard, session, req),
@@ -324,8 +324,8 @@ async fn dispatch_api(
             alter_user_scram_credentials::handle(shard, session, req).await
         }
         ApiKey::DescribeProducers => describe_producers::handle(shard, req).await,
-        ApiKey::DescribeTransactions => describe_transactions::handle(shard, req).await,
-        ApiKey::ListTransactions => list_transactions::handle(shard, req).await,
+        ApiKey::DescribeTransactions => describe_transactions::handle(shard, session, req).await,
+        ApiKey::ListTransactions => list_transactions::handle(shard, session, req).await,
         ApiKey::DescribeTopicPartitions => describe_topic_partitions::handle(shard, req).await,
         _ => crate::groups::handlers::dispatch(shard, session, req).await,
     }
@@ -344,10 +344,7 @@ fn coarse_cluster_operation(key: ApiKey) -> Option<u8> {
         ApiKey::DescribeConfigs | ApiKey::DescribeLogDirs => Some(op::DESCRIBE),
         // Kafka: broker-to-broker, CLUSTER_ACTION.
         ApiKey::WriteTxnMarkers => Some(op::CLUSTER_ACTION),
-        ApiKey::DescribeProducers
-        | ApiKey::DescribeTransactions
-        | ApiKey::ListTransactions
-        | ApiKey::DescribeTopicPartitions => Some(op::DESCRIBE),
+        ApiKey::DescribeProducers | ApiKey::DescribeTopicPartitions => Some(op::DESCRIBE),
         _ => None,
     }
 }

@@ -397,16 +397,34 @@ pub async fn handle(
             } else {
                 None
             };
+            transactional |= p
+                .records
+                .as_ref()
+                .is_some_and(|r| transactional_producer(r).is_some());
             let records = match early {
                 Some(r) => Err(r),
                 None => Ok(p.records.unwrap_or_default()),
             };
-            if let Ok(r) = &records {
-                transactional |= transactional_producer(r).is_some();
-            }
             parts.push((p.index, records, verify_on.then_some(None)));
         }
         items.push((name, parts));
+    }
+    // As Kafka: transactional records need WRITE on the request's transactional id, else
+    // every partition is refused.
+    if transactional
+        && !txn_id
+            .as_deref()
+            .is_some_and(|id| session.may(shard, op::WRITE, resource::TRANSACTIONAL_ID, id))
+    {
+        for (_, parts) in &mut items {
+            for (_, records, _) in parts.iter_mut() {
+                *records = Err(PartitionResult::error(
+                    error::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    None,
+                ));
+            }
+        }
+        transactional = false;
     }
     // KIP-890 part 1: the first transactional batch of a producer in a partition is
     // appended only once its coordinator confirmed the partition is in the transaction.

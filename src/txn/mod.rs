@@ -57,10 +57,11 @@ const TXN_REWRITE_BYTES: u64 = 16 << 20;
 /// Kafka's transactional.id.expiration.ms default (7 days): ids with no open transaction
 /// and no request for this long are removed (`expire_ids`).
 pub const TXN_ID_EXPIRATION_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
-/// Period of the expiration check (Kafka's
-/// transactional.id.expiration.ms.cleanup... default is 1 hour; bounded by the expiration
-/// itself so small test values work).
-const TXN_ID_EXPIRATION_CHECK_MAX: Duration = Duration::from_secs(3600);
+/// Longest period of the expiration check (Kafka's
+/// transaction.remove.expired.transaction.cleanup.interval.ms default); a shorter
+/// transactional.id.expiration.ms checks as often as it expires (at least every
+/// `TXN_TIMEOUT_CHECK_INTERVAL`).
+const TXN_ID_EXPIRATION_CHECK_MAX_MS: u64 = 3_600_000;
 /// Ids one expiration pass removes before yielding to requests.
 const TXN_ID_EXPIRATIONS_PER_PASS_MAX: usize = 1_000;
 /// How long a partition leader waits for a remote coordinator's verification (KIP-890).
@@ -92,6 +93,9 @@ pub enum TxnState {
     PrepareAbort,
     CompleteCommit,
     CompleteAbort,
+    /// Kafka's Dead: the record removing an expired transactional id (a tombstone); never
+    /// in the coordinator's map. Last, so the stored variants keep their numbers.
+    Dead,
 }
 
 impl TxnState {
@@ -104,6 +108,7 @@ impl TxnState {
             TxnState::PrepareAbort => "PrepareAbort",
             TxnState::CompleteCommit => "CompleteCommit",
             TxnState::CompleteAbort => "CompleteAbort",
+            TxnState::Dead => "Dead",
         }
     }
 }
@@ -247,7 +252,11 @@ impl TxnCoordinator {
                 return Err(kerr::NOT_COORDINATOR);
             }
         }
-        self.txns.borrow_mut().insert(meta.txn_id.clone(), meta);
+        if meta.state == TxnState::Dead {
+            self.txns.borrow_mut().remove(&meta.txn_id);
+        } else {
+            self.txns.borrow_mut().insert(meta.txn_id.clone(), meta);
+        }
         if self.parts.appended(p, len, TXN_REWRITE_BYTES) {
             let s = shard.clone();
             glommio::spawn_local(async move {
@@ -930,7 +939,11 @@ async fn load_partition(shard: &Rc<Shard>, p: i32, epoch: i32) -> Result<(), Str
     let mut map: HashMap<String, TxnMeta> = HashMap::new();
     let bytes = internal_topic::replay(&r.log, |batch| {
         for m in decode(batch)? {
-            map.insert(m.txn_id.clone(), m);
+            if m.state == TxnState::Dead {
+                map.remove(&m.txn_id);
+            } else {
+                map.insert(m.txn_id.clone(), m);
+            }
         }
         Ok(())
     })
@@ -1006,11 +1019,19 @@ async fn rewrite(shard: &Rc<Shard>, p: i32, epoch: i32) -> Result<Option<u64>, S
 }
 
 /// Aborts open transactions past their timeout, bumping the epoch (Kafka fences the
-/// producer of a timed-out transaction so its late writes are refused).
+/// producer of a timed-out transaction so its late writes are refused), and removes
+/// transactional ids idle past transactional.id.expiration.ms (`expire_ids`).
 async fn timeouts(shard: Rc<Shard>) {
+    let expiration_ms = shard.config.transactional_id_expiration_ms;
+    let expiration_check_ms = expiration_ms.min(TXN_ID_EXPIRATION_CHECK_MAX_MS) as i64;
+    let mut next_expiration_check = now_ms() + expiration_check_ms;
     while !shard.shutting_down.get() {
         glommio::timer::sleep(TXN_TIMEOUT_CHECK_INTERVAL).await;
         let now = now_ms();
+        if now >= next_expiration_check {
+            next_expiration_check = now + expiration_check_ms;
+            expire_ids(&shard, expiration_ms).await;
+        }
         let expired: Vec<TxnMeta> = shard
             .txns
             .txns
@@ -1047,6 +1068,55 @@ async fn timeouts(shard: Rc<Shard>) {
                 drop(busy);
                 spawn_complete(&shard, aborting);
             }
+        }
+    }
+}
+
+/// Kafka's transactional id expiration: an id with no transaction open or completing
+/// (Empty, CompleteCommit, CompleteAbort) whose state last changed more than
+/// `expiration_ms` ago is removed with a Dead record (a tombstone), written acks=all
+/// before the id leaves the map, so a coordinator that loads the partition later agrees.
+/// A later InitProducerId for it starts over with a new producer id. At most
+/// `TXN_ID_EXPIRATIONS_PER_PASS_MAX` ids per pass.
+async fn expire_ids(shard: &Rc<Shard>, expiration_ms: u64) {
+    let co = &shard.txns;
+    let cutoff = now_ms().saturating_sub(expiration_ms.min(i64::MAX as u64) as i64);
+    let idle = |m: &TxnMeta| {
+        matches!(
+            m.state,
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+        ) && m.update_ms <= cutoff
+    };
+    let expired: Vec<TxnMeta> = co
+        .txns
+        .borrow()
+        .values()
+        .filter(|m| idle(m))
+        .take(TXN_ID_EXPIRATIONS_PER_PASS_MAX)
+        .cloned()
+        .collect();
+    for m in expired {
+        if co.parts.check(shard, &m.txn_id) != kerr::NONE {
+            continue;
+        }
+        let Some(_busy) = co.try_busy(&m.txn_id) else {
+            continue;
+        };
+        // Still the same idle state (no request changed it meanwhile)?
+        if co.txns.borrow().get(&m.txn_id) != Some(&m) {
+            continue;
+        }
+        let id = m.txn_id.clone();
+        let mut dead = m;
+        dead.state = TxnState::Dead;
+        dead.partitions.clear();
+        dead.start_ms = -1;
+        dead.update_ms = now_ms();
+        match co.persist(shard, dead).await {
+            Ok(()) => log::info!(
+                "transactional id {id} expired after {expiration_ms} ms without use: removed"
+            ),
+            Err(code) => log::warn!("transactional id {id}: expiration not recorded (error {code})"),
         }
     }
 }
