@@ -69,7 +69,11 @@ fn txn_coordinator(broker: &Broker, txn_id: &str) -> Conn {
         if r.error_code == 0 {
             return broker.connect_node(r.node_id.0 as usize);
         }
-        assert!(Instant::now() < deadline, "no coordinator: {}", r.error_code);
+        assert!(
+            Instant::now() < deadline,
+            "no coordinator: {}",
+            r.error_code
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -89,7 +93,11 @@ fn init_pid(coord: &mut Conn, txn_id: &str) -> (i64, i16) {
         if r.error_code == 0 {
             return (r.producer_id.0, r.producer_epoch);
         }
-        assert!(Instant::now() < deadline, "InitProducerId: {}", r.error_code);
+        assert!(
+            Instant::now() < deadline,
+            "InitProducerId: {}",
+            r.error_code
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -175,26 +183,54 @@ fn transactional_produce_to_a_partition_not_added_is_refused() {
     let (pid, epoch) = init_pid(&mut coord, "t-verify");
     let mut leader = leader_conn(&broker, "v", 0);
 
-    let code = txn_produce(&mut leader, Some("t-verify"), "v", 0, txn_batch(pid, epoch, 0, 3));
+    let code = txn_produce(
+        &mut leader,
+        Some("t-verify"),
+        "v",
+        0,
+        txn_batch(pid, epoch, 0, 3),
+    );
     assert_eq!(code, INVALID_TXN_STATE);
     assert_eq!(fetch_once(&mut leader, "v", 0, 0).1, 0, "nothing appended");
 
     // Partition 1 is added, partition 0 still not: only 1 takes the batch.
     add_partitions(&mut coord, "t-verify", pid, epoch, "v", &[1]);
-    let code = txn_produce(&mut leader, Some("t-verify"), "v", 0, txn_batch(pid, epoch, 0, 3));
+    let code = txn_produce(
+        &mut leader,
+        Some("t-verify"),
+        "v",
+        0,
+        txn_batch(pid, epoch, 0, 3),
+    );
     assert_eq!(code, INVALID_TXN_STATE);
     let mut leader1 = leader_conn(&broker, "v", 1);
     // As Kafka: transactional records without a transactional id in the request.
     let code = txn_produce(&mut leader1, None, "v", 1, txn_batch(pid, epoch, 0, 3));
     assert_eq!(code, TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
-    let code = txn_produce(&mut leader1, Some("t-verify"), "v", 1, txn_batch(pid, epoch, 0, 3));
+    let code = txn_produce(
+        &mut leader1,
+        Some("t-verify"),
+        "v",
+        1,
+        txn_batch(pid, epoch, 0, 3),
+    );
     assert_eq!(code, 0);
     // The open transaction is known to the partition now: the next batch needs no check.
-    let code = txn_produce(&mut leader1, Some("t-verify"), "v", 1, txn_batch(pid, epoch, 3, 2));
+    let code = txn_produce(
+        &mut leader1,
+        Some("t-verify"),
+        "v",
+        1,
+        txn_batch(pid, epoch, 3, 2),
+    );
     assert_eq!(code, 0);
     assert_eq!(end_txn(&mut coord, "t-verify", pid, epoch, true), 0);
     wait_state(&mut coord, "t-verify", "CompleteCommit");
-    assert_eq!(fetch_once(&mut leader, "v", 0, 0).1, 0, "partition 0 stays empty");
+    assert_eq!(
+        fetch_once(&mut leader, "v", 0, 0).1,
+        0,
+        "partition 0 stays empty"
+    );
 }
 
 // The hanging transaction KIP-890 prevents: a batch delayed until after its transaction
@@ -213,7 +249,13 @@ fn a_batch_arriving_after_its_transaction_was_aborted_is_refused() {
     wait_state(&mut coord, "t-hang", "CompleteAbort");
 
     let mut leader = leader_conn(&broker, "h", 0);
-    let code = txn_produce(&mut leader, Some("t-hang"), "h", 0, txn_batch(pid, epoch, 0, 2));
+    let code = txn_produce(
+        &mut leader,
+        Some("t-hang"),
+        "h",
+        0,
+        txn_batch(pid, epoch, 0, 2),
+    );
     assert_eq!(code, INVALID_TXN_STATE);
     let (err, hw, _, _) = fetch_once(&mut leader, "h", 0, 0);
     assert_eq!((err, hw), (0, 0), "no hanging transaction was opened");
@@ -221,7 +263,13 @@ fn a_batch_arriving_after_its_transaction_was_aborted_is_refused() {
     let (pid2, epoch2) = init_pid(&mut coord, "t-hang");
     assert_eq!(pid2, pid);
     assert!(epoch2 > epoch);
-    let code = txn_produce(&mut leader, Some("t-hang"), "h", 0, txn_batch(pid, epoch, 0, 2));
+    let code = txn_produce(
+        &mut leader,
+        Some("t-hang"),
+        "h",
+        0,
+        txn_batch(pid, epoch, 0, 2),
+    );
     assert_eq!(code, 47, "INVALID_PRODUCER_EPOCH for the zombie");
     assert_eq!(fetch_once(&mut leader, "h", 0, 0).1, 0);
 }
@@ -277,7 +325,11 @@ fn add_partitions_v4_verify_only() {
             .with_transactional_ids(vec![TransactionalId(s("t-v4"))]),
         0,
     );
-    assert_eq!(d.transaction_states[0].topics[0].partitions, vec![0], "verify adds nothing");
+    assert_eq!(
+        d.transaction_states[0].topics[0].partitions,
+        vec![0],
+        "verify adds nothing"
+    );
 }
 
 // InitProducerId with an empty (not null) transactional id is INVALID_REQUEST, as Kafka.
@@ -352,7 +404,10 @@ fn list_transactions_v2_filters_by_pattern() {
         list_ids(&broker, 2, Some("^app-")),
         (0, vec!["app-a".to_string(), "app-b".into()])
     );
-    assert_eq!(list_ids(&broker, 2, Some("b$")), (0, vec!["app-b".to_string()]));
+    assert_eq!(
+        list_ids(&broker, 2, Some("b$")),
+        (0, vec!["app-b".to_string()])
+    );
     assert_eq!(list_ids(&broker, 2, Some("(unclosed")).0, 128);
 
     // DurationFilter: an open transaction shows once it ran longer than the filter.
@@ -366,7 +421,11 @@ fn list_transactions_v2_filters_by_pattern() {
                 &ListTransactionsRequest::default().with_duration_filter(ms),
                 1,
             );
-            ids.extend(r.transaction_states.iter().map(|t| t.transactional_id.0.to_string()));
+            ids.extend(
+                r.transaction_states
+                    .iter()
+                    .map(|t| t.transactional_id.0.to_string()),
+            );
         }
         ids
     };
@@ -402,8 +461,15 @@ fn idle_transactional_ids_expire() {
             .with_transactional_ids(vec![TransactionalId(s("idle"))]),
         0,
     );
-    assert_eq!(d.transaction_states[0].error_code, 105, "TRANSACTIONAL_ID_NOT_FOUND");
-    assert_eq!(list_ids(&broker, 0, None).1, vec!["busy"], "open transactions stay");
+    assert_eq!(
+        d.transaction_states[0].error_code, 105,
+        "TRANSACTIONAL_ID_NOT_FOUND"
+    );
+    assert_eq!(
+        list_ids(&broker, 0, None).1,
+        vec!["busy"],
+        "open transactions stay"
+    );
 
     broker.stop();
     let broker = Broker::start_in(dir.path(), 1, &[]);
@@ -414,7 +480,10 @@ fn idle_transactional_ids_expire() {
             assert_eq!(ids, vec!["busy"], "the reloaded coordinator agrees");
             break;
         }
-        assert!(Instant::now() < deadline, "coordinator never loaded: {code}");
+        assert!(
+            Instant::now() < deadline,
+            "coordinator never loaded: {code}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let mut coord = txn_coordinator(&broker, "idle");

@@ -842,7 +842,10 @@ impl Partition {
 
     /// Forgets the producer's verification guard: its transaction ended with no batch here.
     pub fn clear_txn_verification(&self, producer_id: i64) {
-        self.log.borrow_mut().producers.clear_verification(producer_id);
+        self.log
+            .borrow_mut()
+            .producers
+            .clear_verification(producer_id);
     }
 
     /// The producers with state in this partition (DescribeProducers).
@@ -957,7 +960,8 @@ impl Partition {
         durability: Durability,
         mode: AppendMode,
     ) -> Result<AppendInfo, AppendError> {
-        self.append_inner(batches, durability, Some(mode), None).await
+        self.append_inner(batches, durability, Some(mode), None)
+            .await
     }
 
     /// `append_with` for a client's batches under KIP-890: a transactional batch of a

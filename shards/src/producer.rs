@@ -664,4 +664,44 @@ mod tests {
         t.trim_aborted(20);
         assert!(t.aborted_between(0, 100).is_empty());
     }
+
+    // Proves the KIP-890 verification guard: a transactional batch with no open transaction
+    // needs the guard handed out for its producer (not another's, not none); once its first
+    // batch is recorded the transaction is open and later batches need none; a marker
+    // (commit/abort) voids a guard handed out before it, so a check that raced with the end
+    // of the transaction cannot open a hanging one; non-transactional batches never need one.
+    #[test]
+    fn verification_guards() {
+        let mut t = ProducerTable::default();
+        assert!(
+            t.txn_verified(&hdr(9, 0, 0, 1, 0), None),
+            "not transactional"
+        );
+        let first = txn_hdr(1, 0, 0, 10);
+        assert!(!t.txn_verified(&first, None));
+        let g = t
+            .verification_guard(1, 0)
+            .expect("no open transaction: a check is needed");
+        assert_eq!(
+            t.verification_guard(1, 0),
+            Some(g),
+            "a check in flight shares its guard"
+        );
+        let other = t.verification_guard(2, 0).unwrap();
+        assert_ne!(other, g);
+        assert!(!t.txn_verified(&first, Some(other)));
+        assert!(t.txn_verified(&first, Some(g)));
+        t.record(&first, None);
+        assert_eq!(t.verification_guard(1, 0), None, "open here: no check");
+        assert!(t.txn_verified(&txn_hdr(1, 0, 2, 12), None));
+        t.record(&marker(1, 0, 14), Some(crate::batch::CONTROL_ABORT));
+        // A guard from before a marker is void.
+        let stale = t.verification_guard(1, 0).unwrap();
+        t.record(&marker(1, 0, 15), Some(crate::batch::CONTROL_ABORT));
+        assert!(!t.txn_verified(&txn_hdr(1, 0, 4, 16), Some(stale)));
+        // The coordinator's marker-less end of a transaction voids it too.
+        let g2 = t.verification_guard(2, 0).unwrap();
+        t.clear_verification(2);
+        assert!(!t.txn_verified(&txn_hdr(2, 0, 0, 17), Some(g2)));
+    }
 }

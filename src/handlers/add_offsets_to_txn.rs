@@ -12,8 +12,8 @@ use std::rc::Rc;
 use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, ApiKey};
 
 use super::{ApiSpec, Reply};
-use crate::groups::OFFSETS_TOPIC;
 use crate::acl::resource;
+use crate::groups::OFFSETS_TOPIC;
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
 use crate::session::Session;

@@ -174,9 +174,7 @@ fn results(
                             let code = codes.next().unwrap_or(error::UNKNOWN_SERVER_ERROR);
                             AddPartitionsToTxnPartitionResult::default()
                                 .with_partition_index(*p)
-                                .with_partition_error_code(crate::txn::fenced_for(
-                                    code, version, 2,
-                                ))
+                                .with_partition_error_code(crate::txn::fenced_for(code, version, 2))
                         })
                         .collect(),
                 )

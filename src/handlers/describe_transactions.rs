@@ -37,7 +37,12 @@ pub async fn handle(
     let mut states = Vec::with_capacity(body.transactional_ids.len());
     for id in body.transactional_ids {
         let out = TransactionState::default().with_transactional_id(id.clone());
-        if !session.may(shard, op::DESCRIBE, resource::TRANSACTIONAL_ID, id.0.as_str()) {
+        if !session.may(
+            shard,
+            op::DESCRIBE,
+            resource::TRANSACTIONAL_ID,
+            id.0.as_str(),
+        ) {
             states.push(out.with_error_code(error::TRANSACTIONAL_ID_AUTHORIZATION_FAILED));
             continue;
         }

@@ -35,15 +35,15 @@ pub async fn handle(
         error::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
     } else {
         match shard
-        .txns
-        .end_txn(
-            shard,
-            body.transactional_id.0.as_str(),
-            body.producer_id.0,
-            body.producer_epoch,
-            body.committed,
-        )
-        .await
+            .txns
+            .end_txn(
+                shard,
+                body.transactional_id.0.as_str(),
+                body.producer_id.0,
+                body.producer_epoch,
+                body.committed,
+            )
+            .await
         {
             Ok(()) => error::NONE,
             Err(code) => crate::txn::fenced_for(code, req.version, 2),

@@ -97,7 +97,10 @@ pub async fn append_client(
     timeout: Duration,
     verify: Option<Option<u64>>,
 ) -> PartitionResult {
-    append_with_mode(shard, topic, partition, records, acks, timeout, false, verify).await
+    append_with_mode(
+        shard, topic, partition, records, acks, timeout, false, verify,
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -155,7 +158,11 @@ async fn append_with_mode(
     };
     let batch_bytes = records.len() as u64;
     let result = match verify {
-        Some(guard) => r.log.append_verified(records, durability, mode, guard).await,
+        Some(guard) => {
+            r.log
+                .append_verified(records, durability, mode, guard)
+                .await
+        }
         None => r.log.append_with(records, durability, mode).await,
     };
     match result {
@@ -227,16 +234,19 @@ async fn append_with_mode(
 async fn verify_transactional(
     shard: &Rc<Shard>,
     txn_id: Option<&str>,
-    items: &mut [(String, Vec<(i32, Result<Bytes, PartitionResult>, Option<Option<u64>>)>)],
+    items: &mut [(String, Vec<Item>)],
 ) {
     let Some(txn_id) = txn_id else {
         return;
     };
     // (producer id, epoch) -> [(item, part, partition)] needing the coordinator.
-    let mut asks: Vec<((i64, i16), Vec<(usize, usize, (String, i32))>)> = Vec::new();
+    let mut asks: Vec<((i64, i16), Vec<AskAt>)> = Vec::new();
     for (i, (name, parts)) in items.iter_mut().enumerate() {
         for (j, (index, records, verify)) in parts.iter_mut().enumerate() {
-            let Some((pid, epoch)) = records.as_ref().ok().and_then(|r| transactional_producer(r))
+            let Some((pid, epoch)) = records
+                .as_ref()
+                .ok()
+                .and_then(|r| transactional_producer(r))
             else {
                 continue;
             };
@@ -298,6 +308,12 @@ async fn append_anywhere(
         Err(e) => PartitionResult::error(error::NOT_LEADER_OR_FOLLOWER, Some(e.to_string())),
     }
 }
+
+/// One partition of a Produce: its index, its records or early answer, and the
+/// verification guard its append carries (None: verification off).
+type Item = (i32, Result<Bytes, PartitionResult>, Option<Option<u64>>);
+/// A partition to verify: (topic position, partition position, (topic, partition)).
+type AskAt = (usize, usize, (String, i32));
 
 /// The producer id and epoch of a transactional record list (its first batch's), if it
 /// is one. A list that does not parse is left to the append's validation.
@@ -368,7 +384,6 @@ pub async fn handle(
         .filter(|t| !t.is_empty());
     let verify_on = shard.config.transaction_partition_verification_enable;
     // Early answers first; what is left is appended.
-    type Item = (i32, Result<Bytes, PartitionResult>, Option<Option<u64>>);
     let mut items: Vec<(String, Vec<Item>)> = Vec::with_capacity(body.topic_data.len());
     let mut transactional = false;
     for topic in body.topic_data {

@@ -1116,7 +1116,9 @@ async fn expire_ids(shard: &Rc<Shard>, expiration_ms: u64) {
             Ok(()) => log::info!(
                 "transactional id {id} expired after {expiration_ms} ms without use: removed"
             ),
-            Err(code) => log::warn!("transactional id {id}: expiration not recorded (error {code})"),
+            Err(code) => {
+                log::warn!("transactional id {id}: expiration not recorded (error {code})")
+            }
         }
     }
 }
