@@ -490,3 +490,58 @@ fn idle_transactional_ids_expire() {
     let (_, epoch) = init_pid(&mut coord, "idle");
     assert_eq!(epoch, 0, "an expired id starts over");
 }
+
+/// The sum over shards of the /metrics counter `name`.
+fn counter(broker: &Broker, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&broker.admin.expect("admin"), IO_TIMEOUT)
+        .expect("connect admin");
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+// Only the first batch of a transaction in a partition costs a round trip to the
+// coordinator: four batches to one partition and one to another are two verifications;
+// the commit marker ends the transaction there, so the next transaction's first batch is
+// verified again. A refused batch counts as refused.
+#[test]
+fn only_the_first_batch_per_partition_is_verified() {
+    let broker = Broker::start(1);
+    let mut conn = broker.connect();
+    assert_eq!(create_topic(&mut conn, "c", 2, &[]), 0);
+    let mut coord = txn_coordinator(&broker, "t-count");
+    let (pid, epoch) = init_pid(&mut coord, "t-count");
+    let verified = || counter(&broker, "osprey_txn_verifications_total");
+    let refused = || counter(&broker, "osprey_txn_verifications_refused_total");
+    let (v0, r0) = (verified(), refused());
+    let mut leader = leader_conn(&broker, "c", 0);
+
+    add_partitions(&mut coord, "t-count", pid, epoch, "c", &[0, 1]);
+    for i in 0..4 {
+        let b = txn_batch(pid, epoch, i * 2, 2);
+        assert_eq!(txn_produce(&mut leader, Some("t-count"), "c", 0, b), 0);
+    }
+    let b = txn_batch(pid, epoch, 0, 1);
+    assert_eq!(txn_produce(&mut leader, Some("t-count"), "c", 1, b), 0);
+    assert_eq!(verified() - v0, 2.0);
+    assert_eq!(end_txn(&mut coord, "t-count", pid, epoch, true), 0);
+    wait_state(&mut coord, "t-count", "CompleteCommit");
+
+    add_partitions(&mut coord, "t-count", pid, epoch, "c", &[0]);
+    let b = txn_batch(pid, epoch, 8, 1);
+    assert_eq!(txn_produce(&mut leader, Some("t-count"), "c", 0, b), 0);
+    assert_eq!(verified() - v0, 3.0, "a new transaction is verified again");
+    let b = txn_batch(pid, epoch, 1, 1);
+    assert_eq!(
+        txn_produce(&mut leader, Some("t-count"), "c", 1, b),
+        INVALID_TXN_STATE
+    );
+    assert_eq!((verified() - v0, refused() - r0), (4.0, 1.0));
+}

@@ -265,7 +265,9 @@ async fn verify_transactional(
         let list: Vec<(String, i32)> = parts.iter().map(|(_, _, tp)| tp.clone()).collect();
         let codes = crate::txn::verify_partitions(shard, txn_id, pid, epoch, list).await;
         for ((i, j, _), code) in parts.into_iter().zip(codes) {
+            crate::metrics::add(&shard.metrics.txn_verifications, 1);
             if code != error::NONE {
+                crate::metrics::add(&shard.metrics.txn_verifications_refused, 1);
                 let (code, message) = crate::txn::produce_error_of_verification(code);
                 items[i].1[j].1 = Err(PartitionResult::error(code, message));
             }
