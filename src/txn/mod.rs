@@ -153,6 +153,10 @@ pub struct TxnCoordinator {
     pub txns: RefCell<HashMap<String, TxnMeta>>,
     /// Ids with a state change or markers in flight (requests get CONCURRENT_TRANSACTIONS).
     busy: RefCell<HashSet<String>>,
+    /// This shard's connections to other hosts' coordinators for KIP-890 verifications
+    /// (`remote_verify`), by address: a verification is one request on a negotiated
+    /// connection, not a connect per produce. Never borrowed across an await.
+    verify_connections: RefCell<HashMap<String, Rc<crate::client::conn::Connection>>>,
 }
 
 impl Default for TxnCoordinator {
@@ -179,6 +183,7 @@ impl TxnCoordinator {
             parts: Partitions::new(TXN_TOPIC),
             txns: RefCell::new(HashMap::new()),
             busy: RefCell::new(HashSet::new()),
+            verify_connections: RefCell::new(HashMap::new()),
         }
     }
 
@@ -747,6 +752,40 @@ pub async fn verify_partitions(
     }
 }
 
+/// Connections a shard keeps to other hosts' coordinators for verifications (one per
+/// node address; a dead one is replaced).
+const VERIFY_CONNECTIONS_MAX: usize = 256;
+
+/// A live connection to `addr` for verifications, reused or made.
+async fn verify_connection(
+    shard: &Rc<Shard>,
+    addr: &str,
+) -> Result<Rc<crate::client::conn::Connection>, String> {
+    let conns = &shard.txns.verify_connections;
+    if let Some(c) = conns.borrow().get(addr).cloned()
+        && c.is_alive()
+    {
+        return Ok(c);
+    }
+    let config = crate::client::ClientConfig {
+        client_id: format!("osprey-txn-verify-{}", shard.node_id()),
+        request_timeout: VERIFY_TIMEOUT,
+        connect_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let c = Rc::new(
+        crate::client::conn::Connection::connect(addr, &config)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let mut m = conns.borrow_mut();
+    m.retain(|_, c| c.is_alive());
+    if m.len() < VERIFY_CONNECTIONS_MAX {
+        m.insert(addr.to_string(), c.clone());
+    }
+    Ok(c)
+}
+
 /// AddPartitionsToTxn v4+ (VerifyOnly) to the coordinator's node on another host.
 async fn remote_verify(
     shard: &Rc<Shard>,
@@ -774,13 +813,7 @@ async fn remote_verify(
     let Some(addr) = addr else {
         return all(kerr::COORDINATOR_NOT_AVAILABLE);
     };
-    let config = crate::client::ClientConfig {
-        client_id: format!("osprey-txn-verify-{}", shard.node_id()),
-        request_timeout: VERIFY_TIMEOUT,
-        connect_timeout: Duration::from_secs(2),
-        ..Default::default()
-    };
-    let conn = match crate::client::conn::Connection::connect(&addr, &config).await {
+    let conn = match verify_connection(shard, &addr).await {
         Ok(c) => c,
         Err(e) => {
             log::debug!("transaction verification: cannot reach node {node} at {addr}: {e}");
