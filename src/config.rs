@@ -103,6 +103,15 @@ pub struct ServeArgs {
     /// when it is created (default 16). Its replication factor is the offsets topic's.
     #[arg(long)]
     pub transaction_state_num_partitions: Option<i32>,
+    /// Kafka's transaction.partition.verification.enable (KIP-890 part 1, default true):
+    /// a partition's leader asks the transaction coordinator before it appends a
+    /// producer's first transactional batch there.
+    #[arg(long)]
+    pub transaction_partition_verification_enable: Option<bool>,
+    /// Kafka's transactional.id.expiration.ms (default 604800000 = 7 days): a
+    /// transactional id with no open transaction and no request for this long is removed.
+    #[arg(long)]
+    pub transactional_id_expiration_ms: Option<u64>,
     /// Per-shard tail cache size in MiB (default 256).
     #[arg(long)]
     pub cache_mib: Option<usize>,
@@ -247,6 +256,8 @@ pub struct BrokerConfig {
     pub offsets_topic_replication_factor: i16,
     pub offsets_topic_rewrite_bytes: u64,
     pub transaction_state_num_partitions: i32,
+    pub transaction_partition_verification_enable: bool,
+    pub transactional_id_expiration_ms: u64,
     pub cache_bytes: usize,
     pub disk_free_min_bytes: u64,
     pub connections_max: usize,
@@ -569,6 +580,16 @@ impl BrokerConfig {
                             .transaction_state_num_partitions
                             .or(Some(parse_value(&k, &v)?))
                     }
+                    "transaction-partition-verification-enable" => {
+                        a.transaction_partition_verification_enable = a
+                            .transaction_partition_verification_enable
+                            .or(Some(parse_value(&k, &v)?))
+                    }
+                    "transactional-id-expiration-ms" => {
+                        a.transactional_id_expiration_ms = a
+                            .transactional_id_expiration_ms
+                            .or(Some(parse_value(&k, &v)?))
+                    }
                     "cache-mib" => a.cache_mib = a.cache_mib.or(Some(parse_value(&k, &v)?)),
                     "disk-free-min-mib" => {
                         a.disk_free_min_mib = a.disk_free_min_mib.or(Some(parse_value(&k, &v)?))
@@ -826,6 +847,13 @@ impl BrokerConfig {
                 .transaction_state_num_partitions
                 .unwrap_or(crate::txn::TXN_TOPIC_PARTITIONS_DEFAULT)
                 .clamp(1, OFFSETS_TOPIC_PARTITIONS_MAX),
+            transaction_partition_verification_enable: a
+                .transaction_partition_verification_enable
+                .unwrap_or(true),
+            transactional_id_expiration_ms: a
+                .transactional_id_expiration_ms
+                .unwrap_or(crate::txn::TXN_ID_EXPIRATION_MS_DEFAULT)
+                .max(1),
             cache_bytes: a.cache_mib.unwrap_or(256) * 1024 * 1024,
             disk_free_min_bytes: a
                 .disk_free_min_mib

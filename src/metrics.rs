@@ -49,6 +49,10 @@ pub struct ShardMetrics {
     pub produce_bytes_in: Cell<u64>,
     /// Record bytes answered by Fetch from this shard (consumers and followers).
     pub fetch_bytes_out: Cell<u64>,
+    /// Partitions whose first transactional batch a Produce on this shard had verified
+    /// with the transaction coordinator (KIP-890), and of those the ones refused.
+    pub txn_verifications: Cell<u64>,
+    pub txn_verifications_refused: Cell<u64>,
     /// glommio's io_uring file counters, summed here: its `io_stats` resets them on every
     /// read, which only `snapshot` does.
     uring: UringTotals,
@@ -80,6 +84,8 @@ impl Default for ShardMetrics {
             connections_refused: Cell::new(0),
             messages_in: Cell::new(0),
             produce_bytes_in: Cell::new(0),
+            txn_verifications: Cell::new(0),
+            txn_verifications_refused: Cell::new(0),
             fetch_bytes_out: Cell::new(0),
             uring: UringTotals::default(),
         }
@@ -178,6 +184,8 @@ pub struct ShardSnapshot {
     pub messages_in: u64,
     pub produce_bytes_in: u64,
     pub fetch_bytes_out: u64,
+    pub txn_verifications: u64,
+    pub txn_verifications_refused: u64,
     pub request_memory_bytes: u64,
     pub partitions: Vec<PartitionSnapshot>,
     pub store: shards::StoreStats,
@@ -278,6 +286,8 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
         messages_in: m.messages_in.get(),
         produce_bytes_in: m.produce_bytes_in.get(),
         fetch_bytes_out: m.fetch_bytes_out.get(),
+        txn_verifications: m.txn_verifications.get(),
+        txn_verifications_refused: m.txn_verifications_refused.get(),
         request_memory_bytes: crate::config::REQUEST_MEMORY_PER_SHARD_MAX_BYTES
             .saturating_sub(shard.request_memory.available()),
         partitions,
@@ -511,7 +521,7 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
         }
     }
 
-    let counters: [Family<ShardField>; 7] = [
+    let counters: [Family<ShardField>; 9] = [
         (
             "osprey_bytes_in_total",
             "Request frame bytes read from clients, length prefixes included.",
@@ -531,6 +541,16 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
             "osprey_produce_bytes_in_total",
             "Record batch bytes appended by Produce.",
             |s| s.produce_bytes_in,
+        ),
+        (
+            "osprey_txn_verifications_total",
+            "Partitions whose first transactional batch was checked with the transaction coordinator (KIP-890).",
+            |s| s.txn_verifications,
+        ),
+        (
+            "osprey_txn_verifications_refused_total",
+            "Of those, the partitions the coordinator did not confirm (the batch was refused).",
+            |s| s.txn_verifications_refused,
         ),
         (
             "osprey_fetch_bytes_out_total",
@@ -1004,6 +1024,8 @@ mod tests {
             messages_in: 3,
             produce_bytes_in: 4,
             fetch_bytes_out: 5,
+            txn_verifications: 0,
+            txn_verifications_refused: 0,
             request_memory_bytes: 0,
             partitions: vec![PartitionSnapshot {
                 topic: "a\"b".into(),

@@ -22,6 +22,10 @@ pub struct Session {
     pub protocol: SecurityProtocol,
     /// Kafka's principal string, `User:NAME`.
     principal: RefCell<String>,
+    /// Held by a transactional Produce while it verifies its partitions with the
+    /// coordinator (KIP-890) and starts its appends, so pipelined Produce requests of this
+    /// connection still start their appends in request order.
+    pub txn_produce_order: glommio::sync::Semaphore,
 }
 
 impl Session {
@@ -32,6 +36,7 @@ impl Session {
             listener_name: l.name.clone(),
             protocol: l.protocol,
             principal: RefCell::new(ANONYMOUS.to_string()),
+            txn_produce_order: glommio::sync::Semaphore::new(1),
         }
     }
 

@@ -704,6 +704,22 @@ fn frame_seeds() -> Vec<Vec<u8>> {
                     .with_partitions(vec![0, 1]),
             ]),
     );
+    // The brokers' batched form (v4+, KIP-890 verification).
+    frames(
+        &mut out,
+        ApiKey::AddPartitionsToTxn,
+        &AddPartitionsToTxnRequest::default().with_transactions(vec![
+            add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                .with_transactional_id(TransactionalId(s("tx")))
+                .with_producer_id(ProducerId(7))
+                .with_verify_only(true)
+                .with_topics(vec![
+                    add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                        .with_name(tname("t"))
+                        .with_partitions(vec![0, 1]),
+                ]),
+        ]),
+    );
     frames(
         &mut out,
         ApiKey::AddOffsetsToTxn,
@@ -770,6 +786,13 @@ fn frame_seeds() -> Vec<Vec<u8>> {
         &mut out,
         ApiKey::ListTransactions,
         &ListTransactionsRequest::default().with_state_filters(vec![s("Ongoing")]),
+    );
+    frames(
+        &mut out,
+        ApiKey::ListTransactions,
+        &ListTransactionsRequest::default()
+            .with_duration_filter(1000)
+            .with_transactional_id_pattern(Some(s("tx-.*"))),
     );
     frames(
         &mut out,

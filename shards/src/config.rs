@@ -53,6 +53,9 @@ pub const SCAN_READ_BYTES: usize = 1 << 20;
 pub const READ_MAX_BYTES: usize = 8 << 20;
 /// Idempotent producers remembered per partition; the least recently used is dropped beyond.
 pub const PRODUCERS_MAX_PER_PARTITION: usize = 8192;
+/// Transactional producers whose first batch in a partition awaits its coordinator's
+/// confirmation (KIP-890 verification guards), per partition.
+pub const VERIFYING_MAX_PER_PARTITION: usize = 8192;
 /// Batches remembered per producer for duplicate detection (Kafka: 5 in flight).
 pub const PRODUCER_BATCHES_MAX: usize = 5;
 /// Aborted transactions a partition remembers for read_committed fetches (24 bytes each,

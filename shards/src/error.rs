@@ -17,6 +17,7 @@ pub mod codes {
     pub const RECORD_LIST_TOO_LARGE: i16 = 18;
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub const INVALID_TXN_STATE: i16 = 48;
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const INVALID_RECORD: i16 = 87;
@@ -126,6 +127,11 @@ pub enum AppendError {
         current_epoch: i16,
         received_epoch: i16,
     },
+    /// A transactional batch of a producer with no open transaction in this partition that
+    /// does not carry the verification guard of a coordinator check (KIP-890): the
+    /// partition was never added to the transaction, or the transaction ended meanwhile
+    /// (INVALID_TXN_STATE).
+    TxnNotVerified { producer_id: i64 },
     /// A follower append (`AppendMode::Follower`) whose batches do not continue the log:
     /// the first batch's baseOffset is not the log end offset, or a batch does not start
     /// right after the previous one (OFFSET_OUT_OF_RANGE). `expected` is where the batch
@@ -149,6 +155,7 @@ impl AppendError {
             AppendError::InvalidRecord(_) => codes::INVALID_RECORD,
             AppendError::OutOfOrderSequence { .. } => codes::OUT_OF_ORDER_SEQUENCE_NUMBER,
             AppendError::InvalidProducerEpoch { .. } => codes::INVALID_PRODUCER_EPOCH,
+            AppendError::TxnNotVerified { .. } => codes::INVALID_TXN_STATE,
             AppendError::OffsetMismatch { .. } => codes::OFFSET_OUT_OF_RANGE,
             AppendError::Truncated { .. } => codes::NOT_LEADER_OR_FOLLOWER,
             AppendError::Storage(_) => codes::KAFKA_STORAGE_ERROR,
@@ -222,6 +229,10 @@ impl fmt::Display for AppendError {
                     "producer {producer_id}: epoch {received_epoch} older than current {current_epoch}"
                 )
             }
+            AppendError::TxnNotVerified { producer_id } => write!(
+                f,
+                "producer {producer_id}: partition was not added to the transaction"
+            ),
             AppendError::OffsetMismatch { expected, got } => {
                 write!(
                     f,

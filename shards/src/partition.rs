@@ -831,6 +831,23 @@ impl Partition {
         self.log.borrow().producers.ongoing_txn(producer_id)
     }
 
+    /// KIP-890: the verification guard a transactional batch of this producer needs, or
+    /// None when it already has an open transaction here (`ProducerTable::verification_guard`).
+    pub fn txn_verification_guard(&self, producer_id: i64, epoch: i16) -> Option<u64> {
+        self.log
+            .borrow_mut()
+            .producers
+            .verification_guard(producer_id, epoch)
+    }
+
+    /// Forgets the producer's verification guard: its transaction ended with no batch here.
+    pub fn clear_txn_verification(&self, producer_id: i64) {
+        self.log
+            .borrow_mut()
+            .producers
+            .clear_verification(producer_id);
+    }
+
     /// The producers with state in this partition (DescribeProducers).
     pub fn active_producers(&self) -> Vec<crate::producer::ActiveProducer> {
         self.log.borrow().producers.active()
@@ -930,7 +947,7 @@ impl Partition {
         batches: Bytes,
         durability: Durability,
     ) -> Result<AppendInfo, AppendError> {
-        self.append_inner(batches, durability, None).await
+        self.append_inner(batches, durability, None, None).await
     }
 
     /// `append` as a replica: as the leader (epoch stamped into every batch) or as a
@@ -943,7 +960,23 @@ impl Partition {
         durability: Durability,
         mode: AppendMode,
     ) -> Result<AppendInfo, AppendError> {
-        self.append_inner(batches, durability, Some(mode)).await
+        self.append_inner(batches, durability, Some(mode), None)
+            .await
+    }
+
+    /// `append_with` for a client's batches under KIP-890: a transactional batch of a
+    /// producer with no open transaction here must carry `guard`, the verification guard
+    /// (`txn_verification_guard`) its coordinator confirmed, else
+    /// `AppendError::TxnNotVerified` and nothing is stored.
+    pub async fn append_verified(
+        &self,
+        batches: Bytes,
+        durability: Durability,
+        mode: AppendMode,
+        guard: Option<u64>,
+    ) -> Result<AppendInfo, AppendError> {
+        self.append_inner(batches, durability, Some(mode), Some(guard))
+            .await
     }
 
     async fn append_inner(
@@ -951,6 +984,7 @@ impl Partition {
         batches: Bytes,
         durability: Durability,
         mode: Option<AppendMode>,
+        verify: Option<Option<u64>>,
     ) -> Result<AppendInfo, AppendError> {
         let batch_max = self.store.config().batch_max_bytes;
         if batches.len() > batch_max {
@@ -1025,7 +1059,7 @@ impl Partition {
             .map_err(AppendError::Storage)?;
         // From here to the enqueue there is no .await: offsets, producer state, index, cache
         // and pending queue change together.
-        let enqueued = self.enqueue(batches, &validated, durability, mode);
+        let enqueued = self.enqueue(batches, &validated, durability, mode, verify);
         *self.validated_scratch.borrow_mut() = validated;
         let info = match enqueued? {
             Ok(info) => info,
@@ -1072,6 +1106,7 @@ impl Partition {
         validated: &[batch::ValidatedBatch],
         durability: Durability,
         mode: Option<AppendMode>,
+        verify: Option<Option<u64>>,
     ) -> Result<Result<AppendInfo, AppendInfo>, AppendError> {
         let mut log = self.log.borrow_mut();
         let follower = mode == Some(AppendMode::Follower);
@@ -1111,6 +1146,13 @@ impl Partition {
         let mut dup: Option<(i64, i64)> = None;
         for (i, v) in validated.iter().enumerate().filter(|_| !follower) {
             let table = scratch.as_ref().unwrap_or(&log.producers);
+            if let Some(guard) = verify
+                && !table.txn_verified(&v.header, guard)
+            {
+                return Err(AppendError::TxnNotVerified {
+                    producer_id: v.header.producer_id,
+                });
+            }
             match table.check(&v.header)? {
                 SeqCheck::Append => {
                     if dup.is_some() {

@@ -15,6 +15,7 @@ use std::path::Path;
 use crate::batch::BatchHeader;
 use crate::config::{
     ABORTED_TXNS_MAX_PER_PARTITION, PRODUCER_BATCHES_MAX, PRODUCERS_MAX_PER_PARTITION,
+    VERIFYING_MAX_PER_PARTITION,
 };
 use crate::error::AppendError;
 
@@ -85,6 +86,15 @@ pub struct ProducerTable {
     /// snapshot: after a restart it is known again from the producer's next batch (or
     /// from the batches recovery replays after the snapshot).
     last_timestamp: HashMap<i64, i64>,
+    /// KIP-890 verification guards: producer id -> (epoch, guard) of a transactional
+    /// producer whose first batch here is being checked with its transaction coordinator.
+    /// The append of that batch must show the same guard; a marker for the producer (or the
+    /// batch starting the transaction here) removes it, so a check that raced with the end
+    /// of the transaction cannot let a late batch open a hanging one. Not in the snapshot,
+    /// as Kafka's: a restart only costs another check.
+    verifying: HashMap<i64, (i16, u64)>,
+    /// Source of guard values (never 0, never reused in this table).
+    next_guard: u64,
 }
 
 fn next_seq(s: i32) -> i32 {
@@ -171,6 +181,7 @@ impl ProducerTable {
         self.clock += 1;
         self.last_timestamp.insert(h.producer_id, h.max_timestamp);
         if h.is_control() {
+            self.verifying.remove(&h.producer_id);
             let first = self.ongoing.remove(&h.producer_id);
             if let (Some(first_offset), Some(crate::batch::CONTROL_ABORT)) = (first, control) {
                 if self.aborted.len() == ABORTED_TXNS_MAX_PER_PARTITION {
@@ -196,6 +207,7 @@ impl ProducerTable {
         }
         if h.is_transactional() {
             self.ongoing.entry(h.producer_id).or_insert(h.base_offset);
+            self.verifying.remove(&h.producer_id);
         }
         let entry = self
             .producers
@@ -240,6 +252,46 @@ impl ProducerTable {
     /// The producer's open transaction here, if any: the offset of its first batch.
     pub fn ongoing_txn(&self, producer_id: i64) -> Option<i64> {
         self.ongoing.get(&producer_id).copied()
+    }
+
+    /// KIP-890: the guard a transactional batch of `producer_id` must carry once its
+    /// coordinator confirmed the partition is in the transaction, or None when the
+    /// producer already has an open transaction here (no check needed). A check in flight
+    /// for the same epoch shares its guard; a newer epoch replaces it.
+    pub fn verification_guard(&mut self, producer_id: i64, epoch: i16) -> Option<u64> {
+        if self.ongoing.contains_key(&producer_id) {
+            return None;
+        }
+        if let Some(&(e, guard)) = self.verifying.get(&producer_id)
+            && e >= epoch
+        {
+            return Some(guard);
+        }
+        if self.verifying.len() >= VERIFYING_MAX_PER_PARTITION
+            && let Some(&victim) = self.verifying.keys().next()
+        {
+            // A producer whose check is dropped has its batch refused (INVALID_TXN_STATE,
+            // abortable) rather than the table growing without bound.
+            self.verifying.remove(&victim);
+        }
+        self.next_guard += 1;
+        let guard = self.next_guard;
+        self.verifying.insert(producer_id, (epoch, guard));
+        Some(guard)
+    }
+
+    /// Forgets the producer's verification (its transaction ended here without a marker).
+    pub fn clear_verification(&mut self, producer_id: i64) {
+        self.verifying.remove(&producer_id);
+    }
+
+    /// Whether transactional batch `h` may be appended: the producer has an open
+    /// transaction here, or `guard` is the one its verification holds.
+    pub fn txn_verified(&self, h: &BatchHeader, guard: Option<u64>) -> bool {
+        if !h.is_transactional() || h.is_control() || self.ongoing.contains_key(&h.producer_id) {
+            return true;
+        }
+        matches!((self.verifying.get(&h.producer_id), guard), (Some(&(_, g)), Some(x)) if g == x)
     }
 
     /// Every producer with state here, by id: what DescribeProducers reports.
@@ -611,5 +663,45 @@ mod tests {
         assert_eq!(back.aborted_between(0, 100), t.aborted_between(0, 100));
         t.trim_aborted(20);
         assert!(t.aborted_between(0, 100).is_empty());
+    }
+
+    // Proves the KIP-890 verification guard: a transactional batch with no open transaction
+    // needs the guard handed out for its producer (not another's, not none); once its first
+    // batch is recorded the transaction is open and later batches need none; a marker
+    // (commit/abort) voids a guard handed out before it, so a check that raced with the end
+    // of the transaction cannot open a hanging one; non-transactional batches never need one.
+    #[test]
+    fn verification_guards() {
+        let mut t = ProducerTable::default();
+        assert!(
+            t.txn_verified(&hdr(9, 0, 0, 1, 0), None),
+            "not transactional"
+        );
+        let first = txn_hdr(1, 0, 0, 10);
+        assert!(!t.txn_verified(&first, None));
+        let g = t
+            .verification_guard(1, 0)
+            .expect("no open transaction: a check is needed");
+        assert_eq!(
+            t.verification_guard(1, 0),
+            Some(g),
+            "a check in flight shares its guard"
+        );
+        let other = t.verification_guard(2, 0).unwrap();
+        assert_ne!(other, g);
+        assert!(!t.txn_verified(&first, Some(other)));
+        assert!(t.txn_verified(&first, Some(g)));
+        t.record(&first, None);
+        assert_eq!(t.verification_guard(1, 0), None, "open here: no check");
+        assert!(t.txn_verified(&txn_hdr(1, 0, 2, 12), None));
+        t.record(&marker(1, 0, 14), Some(crate::batch::CONTROL_ABORT));
+        // A guard from before a marker is void.
+        let stale = t.verification_guard(1, 0).unwrap();
+        t.record(&marker(1, 0, 15), Some(crate::batch::CONTROL_ABORT));
+        assert!(!t.txn_verified(&txn_hdr(1, 0, 4, 16), Some(stale)));
+        // The coordinator's marker-less end of a transaction voids it too.
+        let g2 = t.verification_guard(2, 0).unwrap();
+        t.clear_verification(2);
+        assert!(!t.txn_verified(&txn_hdr(2, 0, 0, 17), Some(g2)));
     }
 }

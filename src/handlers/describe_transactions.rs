@@ -3,7 +3,9 @@
 //!
 //! Runs on: the shard coordinating each id (`txn::TxnCoordinator`); other nodes answer
 //! NOT_COORDINATOR for it, a coordinator still loading COORDINATOR_LOAD_IN_PROGRESS, and a
-//! coordinator that does not know the id TRANSACTIONAL_ID_NOT_FOUND, as Kafka.
+//! coordinator that does not know the id TRANSACTIONAL_ID_NOT_FOUND, as Kafka. Under
+//! `--authorizer` an id the principal may not DESCRIBE is
+//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -14,7 +16,10 @@ use kafka_protocol::messages::{
 };
 
 use super::{ApiSpec, Reply, str_bytes};
+use crate::acl::resource;
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -23,11 +28,24 @@ pub const API: ApiSpec = ApiSpec {
     max_version: 0,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: DescribeTransactionsRequest = req.decode()?;
     let mut states = Vec::with_capacity(body.transactional_ids.len());
     for id in body.transactional_ids {
         let out = TransactionState::default().with_transactional_id(id.clone());
+        if !session.may(
+            shard,
+            op::DESCRIBE,
+            resource::TRANSACTIONAL_ID,
+            id.0.as_str(),
+        ) {
+            states.push(out.with_error_code(error::TRANSACTIONAL_ID_AUTHORIZATION_FAILED));
+            continue;
+        }
         let code = shard.txns.parts.check(shard, id.0.as_str());
         if code != error::NONE {
             states.push(out.with_error_code(code));

@@ -4,13 +4,18 @@
 //! (CONCURRENT_TRANSACTIONS until then).
 //!
 //! Runs on: the shard coordinating the transactional id; elsewhere NOT_COORDINATOR.
+//! Under `--authorizer`, WRITE on the transactional id (else
+//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED), as Kafka.
 
 use std::rc::Rc;
 
 use kafka_protocol::messages::{ApiKey, EndTxnRequest, EndTxnResponse};
 
 use super::{ApiSpec, Reply};
+use crate::acl::resource;
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
+use crate::session::Session;
 use crate::shard::Shard;
 
 pub const API: ApiSpec = ApiSpec {
@@ -19,21 +24,30 @@ pub const API: ApiSpec = ApiSpec {
     max_version: 3,
 };
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: EndTxnRequest = req.decode()?;
-    let code = match shard
-        .txns
-        .end_txn(
-            shard,
-            body.transactional_id.0.as_str(),
-            body.producer_id.0,
-            body.producer_epoch,
-            body.committed,
-        )
-        .await
-    {
-        Ok(()) => error::NONE,
-        Err(code) => crate::txn::fenced_for(code, req.version, 2),
+    let txn_id = body.transactional_id.0.as_str();
+    let code = if !session.may(shard, op::WRITE, resource::TRANSACTIONAL_ID, txn_id) {
+        error::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    } else {
+        match shard
+            .txns
+            .end_txn(
+                shard,
+                body.transactional_id.0.as_str(),
+                body.producer_id.0,
+                body.producer_epoch,
+                body.committed,
+            )
+            .await
+        {
+            Ok(()) => error::NONE,
+            Err(code) => crate::txn::fenced_for(code, req.version, 2),
+        }
     };
     let resp = EndTxnResponse::default().with_error_code(code);
     Ok(Reply::Frame(req.encode_response(&resp)?))

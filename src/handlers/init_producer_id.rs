@@ -4,12 +4,18 @@
 //! cluster-wide producer-id space); the coordinating shard of the transactional id for
 //! transactional ones (`txn::TxnCoordinator::init_producer_id`: the id's producer id with
 //! its epoch bumped, fencing older instances).
+//!
+//! Authorization (under `--authorizer`), as Kafka: WRITE on the transactional id when one
+//! is given (else TRANSACTIONAL_ID_AUTHORIZATION_FAILED); without one, IDEMPOTENT_WRITE on
+//! the cluster or WRITE on some topic (else CLUSTER_AUTHORIZATION_FAILED). An empty (not
+//! null) transactional id is INVALID_REQUEST.
 
 use std::rc::Rc;
 
 use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::{ApiSpec, Reply};
+use crate::acl::resource;
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
 use crate::session::Session;
@@ -30,9 +36,17 @@ pub async fn handle(
     let mut resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if !idempotent_write_allowed(shard, session) && body.transactional_id.is_none() {
+    let txn_id = body.transactional_id.as_ref().map(|t| t.0.as_str());
+    if let Some(id) = txn_id
+        && !session.may(shard, op::WRITE, resource::TRANSACTIONAL_ID, id)
+    {
+        resp = resp.with_error_code(error::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    } else if txn_id.is_none() && !idempotent_write_allowed(shard, session) {
         resp = resp.with_error_code(error::CLUSTER_AUTHORIZATION_FAILED);
-    } else if let Some(txn_id) = body.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
+    } else if txn_id == Some("") {
+        // Kafka's coordinator: an empty (not null) transactional id is no id at all.
+        resp = resp.with_error_code(error::INVALID_REQUEST);
+    } else if let Some(txn_id) = body.transactional_id.as_ref() {
         let expected = (req.version >= 3 && body.producer_id.0 >= 0 && body.producer_epoch >= 0)
             .then_some((body.producer_id.0, body.producer_epoch));
         match shard

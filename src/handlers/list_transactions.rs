@@ -1,10 +1,14 @@
 //! ListTransactions (key 66): the transactional ids this node coordinates (the ids of the
-//! `__transaction_state` partitions its shard leads), filtered by state, producer id and
-//! (v1) by how long the open transaction has run. Admin clients ask every node and join
-//! the lists, as for ListGroups.
+//! `__transaction_state` partitions its shard leads), filtered by state, producer id,
+//! (v1, KIP-994) how long the open transaction has run and (v2, KIP-1152) a regular
+//! expression on the id. Admin clients ask every node and join the lists, as for
+//! ListGroups.
 //!
 //! Runs on: any shard, answering for its own coordinator (`txn::TxnCoordinator`).
-//! Not served: v2's transactional id regex (KIP-1152), so v2 is not advertised.
+//! Under `--authorizer` only the ids the principal may DESCRIBE are listed, as Kafka.
+//! The pattern is found anywhere in the id (Java's `Matcher.find`), in the `regex`
+//! crate's syntax (RE2's, as Kafka's RE2J patterns); one that does not compile, or compiles
+//! past `PATTERN_COMPILED_MAX_BYTES`, is INVALID_REGULAR_EXPRESSION.
 
 use std::rc::Rc;
 
@@ -14,16 +18,23 @@ use kafka_protocol::messages::{
 };
 
 use super::{ApiSpec, Reply, str_bytes};
+use crate::acl::resource;
 use crate::groups::group::now_ms;
+use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
+use crate::session::Session;
 use crate::shard::Shard;
 use crate::txn::TxnState;
 
 pub const API: ApiSpec = ApiSpec {
     key: ApiKey::ListTransactions,
     min_version: 0,
-    max_version: 1,
+    max_version: 2,
 };
+/// Kafka's INVALID_REGULAR_EXPRESSION.
+const INVALID_REGULAR_EXPRESSION: i16 = 128;
+/// Memory one compiled id pattern may take (the regex crate's size limit).
+const PATTERN_COMPILED_MAX_BYTES: usize = 1 << 20;
 /// Every state a transactional id can be in here (Kafka's names).
 const STATES: [TxnState; 6] = [
     TxnState::Empty,
@@ -34,9 +45,31 @@ const STATES: [TxnState; 6] = [
     TxnState::CompleteAbort,
 ];
 
-pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    session: &Session,
+    req: RequestFrame,
+) -> Result<Reply, ProtocolError> {
     let body: ListTransactionsRequest = req.decode()?;
     let mut resp = ListTransactionsResponse::default();
+    // transactional_id_pattern (v2): null or empty lists every id.
+    let pattern = match body
+        .transactional_id_pattern
+        .as_ref()
+        .filter(|p| req.version >= 2 && !p.is_empty())
+    {
+        None => None,
+        Some(p) => match regex::RegexBuilder::new(p.as_str())
+            .size_limit(PATTERN_COMPILED_MAX_BYTES)
+            .build()
+        {
+            Ok(r) => Some(r),
+            Err(_) => {
+                resp.error_code = INVALID_REGULAR_EXPRESSION;
+                return Ok(Reply::Frame(req.encode_response(&resp)?));
+            }
+        },
+    };
     if shard.txns.parts.loading() {
         resp.error_code = error::COORDINATOR_LOAD_IN_PROGRESS;
         return Ok(Reply::Frame(req.encode_response(&resp)?));
@@ -68,6 +101,8 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
             || (!states.is_empty() && !states.contains(&m.state))
             || (!pids.is_empty() && !pids.contains(&m.producer_id))
             || (min_duration_ms >= 0 && (m.start_ms < 0 || now - m.start_ms < min_duration_ms))
+            || pattern.as_ref().is_some_and(|p| !p.is_match(id))
+            || !session.may(shard, op::DESCRIBE, resource::TRANSACTIONAL_ID, id)
         {
             continue;
         }

@@ -326,9 +326,9 @@ async fn dispatch_api(
         }
         ApiKey::DeleteRecords => delete_records::handle(shard, session, req).await,
         ApiKey::DescribeLogDirs => describe_log_dirs::handle(shard, session, req).await,
-        ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(shard, req).await,
-        ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(shard, req).await,
-        ApiKey::EndTxn => end_txn::handle(shard, req).await,
+        ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(shard, session, req).await,
+        ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(shard, session, req).await,
+        ApiKey::EndTxn => end_txn::handle(shard, session, req).await,
         ApiKey::WriteTxnMarkers => write_txn_markers::handle(shard, req).await,
         ApiKey::CreateAcls => create_acls::handle(shard, session, req).await,
         ApiKey::DescribeAcls => describe_acls::handle(shard, session, req),
@@ -342,8 +342,8 @@ async fn dispatch_api(
             alter_user_scram_credentials::handle(shard, session, req).await
         }
         ApiKey::DescribeProducers => describe_producers::handle(shard, session, req).await,
-        ApiKey::DescribeTransactions => describe_transactions::handle(shard, req).await,
-        ApiKey::ListTransactions => list_transactions::handle(shard, req).await,
+        ApiKey::DescribeTransactions => describe_transactions::handle(shard, session, req).await,
+        ApiKey::ListTransactions => list_transactions::handle(shard, session, req).await,
         ApiKey::DescribeTopicPartitions => {
             describe_topic_partitions::handle(shard, session, req).await
         }
@@ -368,7 +368,6 @@ fn coarse_cluster_operation(key: ApiKey) -> Option<u8> {
     match key {
         // Kafka: broker-to-broker, CLUSTER_ACTION.
         ApiKey::WriteTxnMarkers => Some(op::CLUSTER_ACTION),
-        ApiKey::DescribeTransactions | ApiKey::ListTransactions => Some(op::DESCRIBE),
         _ => None,
     }
 }

@@ -70,7 +70,7 @@ pub async fn append_local(
     acks: i16,
     timeout: Duration,
 ) -> PartitionResult {
-    append_with_mode(shard, topic, partition, records, acks, timeout, false).await
+    append_with_mode(shard, topic, partition, records, acks, timeout, false, None).await
 }
 
 /// A transaction marker (a control batch from `shards::batch::control_batch`) appended as
@@ -82,9 +82,28 @@ pub async fn append_marker(
     marker: Bytes,
     timeout: Duration,
 ) -> PartitionResult {
-    append_with_mode(shard, topic, partition, marker, -1, timeout, true).await
+    append_with_mode(shard, topic, partition, marker, -1, timeout, true, None).await
 }
 
+/// `append_local` for a client's Produce: with `verify` (KIP-890 part 1 on), a
+/// transactional batch that starts the producer's transaction in this partition must carry
+/// the verification guard its coordinator confirmed (`verify = Some(guard)`).
+pub async fn append_client(
+    shard: Rc<Shard>,
+    topic: String,
+    partition: i32,
+    records: Bytes,
+    acks: i16,
+    timeout: Duration,
+    verify: Option<Option<u64>>,
+) -> PartitionResult {
+    append_with_mode(
+        shard, topic, partition, records, acks, timeout, false, verify,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn append_with_mode(
     shard: Rc<Shard>,
     topic: String,
@@ -93,6 +112,7 @@ async fn append_with_mode(
     acks: i16,
     timeout: Duration,
     marker: bool,
+    verify: Option<Option<u64>>,
 ) -> PartitionResult {
     let r = match shard.partition(&topic, partition) {
         Ok(p) => p,
@@ -137,7 +157,14 @@ async fn append_with_mode(
         }
     };
     let batch_bytes = records.len() as u64;
-    let result = r.log.append_with(records, durability, mode).await;
+    let result = match verify {
+        Some(guard) => {
+            r.log
+                .append_verified(records, durability, mode, guard)
+                .await
+        }
+        None => r.log.append_with(records, durability, mode).await,
+    };
     match result {
         Ok(info) => {
             r.appended();
@@ -200,6 +227,54 @@ async fn append_with_mode(
     }
 }
 
+/// Fills in the verification guard of every transactional partition of a Produce, asking
+/// the coordinator of `txn_id` about those whose producer has no open transaction there
+/// yet (one call per producer and epoch); a refused partition gets its error instead. With
+/// no transactional id the guard stays unset, so the append refuses such a batch.
+async fn verify_transactional(
+    shard: &Rc<Shard>,
+    txn_id: Option<&str>,
+    items: &mut [(String, Vec<Item>)],
+) {
+    let Some(txn_id) = txn_id else {
+        return;
+    };
+    // (producer id, epoch) -> [(item, part, partition)] needing the coordinator.
+    let mut asks: Vec<((i64, i16), Vec<AskAt>)> = Vec::new();
+    for (i, (name, parts)) in items.iter_mut().enumerate() {
+        for (j, (index, records, verify)) in parts.iter_mut().enumerate() {
+            let Some((pid, epoch)) = records
+                .as_ref()
+                .ok()
+                .and_then(|r| transactional_producer(r))
+            else {
+                continue;
+            };
+            let Some(guard) = verification_guard(shard, name, *index, pid, epoch).await else {
+                continue;
+            };
+            *verify = Some(Some(guard));
+            let at = (i, j, (name.clone(), *index));
+            match asks.iter_mut().find(|(k, _)| *k == (pid, epoch)) {
+                Some((_, v)) => v.push(at),
+                None => asks.push(((pid, epoch), vec![at])),
+            }
+        }
+    }
+    for ((pid, epoch), parts) in asks {
+        let list: Vec<(String, i32)> = parts.iter().map(|(_, _, tp)| tp.clone()).collect();
+        let codes = crate::txn::verify_partitions(shard, txn_id, pid, epoch, list).await;
+        for ((i, j, _), code) in parts.into_iter().zip(codes) {
+            crate::metrics::add(&shard.metrics.txn_verifications, 1);
+            if code != error::NONE {
+                crate::metrics::add(&shard.metrics.txn_verifications_refused, 1);
+                let (code, message) = crate::txn::produce_error_of_verification(code);
+                items[i].1[j].1 = Err(PartitionResult::error(code, message));
+            }
+        }
+    }
+}
+
 thread_local! {
     /// When this shard last logged a produce refused for a full disk.
     static DISK_FULL_LOGGED: std::cell::Cell<Option<std::time::Instant>> =
@@ -213,6 +288,7 @@ async fn append_anywhere(
     records: Bytes,
     acks: i16,
     timeout: Duration,
+    verify: Option<Option<u64>>,
 ) -> PartitionResult {
     let owner = match shard.owner(&topic, partition) {
         Some(Owner::Shard(o)) => o,
@@ -222,17 +298,59 @@ async fn append_anywhere(
         None => return PartitionResult::error(error::UNKNOWN_TOPIC_OR_PARTITION, None),
     };
     if owner == shard.id {
-        return append_local(shard, topic, partition, records, acks, timeout).await;
+        return append_client(shard, topic, partition, records, acks, timeout, verify).await;
     }
     match shard
         .call(owner, move |s| {
-            append_local(s, topic, partition, records, acks, timeout)
+            append_client(s, topic, partition, records, acks, timeout, verify)
         })
         .await
     {
         Ok(r) => r,
         Err(e) => PartitionResult::error(error::NOT_LEADER_OR_FOLLOWER, Some(e.to_string())),
     }
+}
+
+/// One partition of a Produce: its index, its records or early answer, and the
+/// verification guard its append carries (None: verification off).
+type Item = (i32, Result<Bytes, PartitionResult>, Option<Option<u64>>);
+/// A partition to verify: (topic position, partition position, (topic, partition)).
+type AskAt = (usize, usize, (String, i32));
+
+/// The producer id and epoch of a transactional record list (its first batch's), if it
+/// is one. A list that does not parse is left to the append's validation.
+fn transactional_producer(records: &[u8]) -> Option<(i64, i16)> {
+    let h = shards::batch::parse_header(records).ok()?;
+    (h.is_transactional() && !h.is_control() && h.has_producer_id())
+        .then_some((h.producer_id, h.producer_epoch))
+}
+
+/// KIP-890: the verification guard of the producer in a partition (on its shard), None
+/// when it already has an open transaction there or the partition is not led here.
+async fn verification_guard(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: i32,
+    producer_id: i64,
+    epoch: i16,
+) -> Option<u64> {
+    let Some(Owner::Shard(owner)) = shard.owner(topic, partition) else {
+        return None;
+    };
+    let guard = move |s: Rc<Shard>, topic: String| async move {
+        s.partition(&topic, partition)
+            .ok()
+            .and_then(|r| r.log.txn_verification_guard(producer_id, epoch))
+    };
+    if owner == shard.id {
+        return guard(shard.clone(), topic.to_string()).await;
+    }
+    let topic = topic.to_string();
+    shard
+        .call(owner, move |s| guard(s, topic))
+        .await
+        .ok()
+        .flatten()
 }
 
 pub async fn handle(
@@ -261,13 +379,19 @@ pub async fn handle(
     let acks = body.acks;
     let acks_valid = matches!(acks, -1..=1);
     let timeout = Duration::from_millis(body.timeout_ms.clamp(0, PRODUCE_TIMEOUT_CAP_MS) as u64);
-    // Start every append in request order (the storage assigns offsets in call order), then
-    // collect the results; appends to different partitions proceed concurrently.
-    let mut pending = Vec::new();
+    let txn_id = body
+        .transactional_id
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .filter(|t| !t.is_empty());
+    let verify_on = shard.config.transaction_partition_verification_enable;
+    // Early answers first; what is left is appended.
+    let mut items: Vec<(String, Vec<Item>)> = Vec::with_capacity(body.topic_data.len());
+    let mut transactional = false;
     for topic in body.topic_data {
         let name = topic.name.0.to_string();
         let writable = session.may(shard, op::WRITE, resource::TOPIC, &name);
-        let mut parts = Vec::new();
+        let mut parts = Vec::with_capacity(topic.partition_data.len());
         for p in topic.partition_data {
             let early = if !writable {
                 Some(PartitionResult::error(
@@ -290,21 +414,70 @@ pub async fn handle(
             } else {
                 None
             };
-            let task = match early {
+            transactional |= p
+                .records
+                .as_ref()
+                .is_some_and(|r| transactional_producer(r).is_some());
+            let records = match early {
                 Some(r) => Err(r),
-                None => Ok(glommio::spawn_local(append_anywhere(
+                None => Ok(p.records.unwrap_or_default()),
+            };
+            parts.push((p.index, records, verify_on.then_some(None)));
+        }
+        items.push((name, parts));
+    }
+    // As Kafka: transactional records need WRITE on the request's transactional id, else
+    // every partition is refused.
+    if transactional
+        && !txn_id
+            .as_deref()
+            .is_some_and(|id| session.may(shard, op::WRITE, resource::TRANSACTIONAL_ID, id))
+    {
+        for (_, parts) in &mut items {
+            for (_, records, _) in parts.iter_mut() {
+                *records = Err(PartitionResult::error(
+                    error::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    None,
+                ));
+            }
+        }
+        transactional = false;
+    }
+    // KIP-890 part 1: the first transactional batch of a producer in a partition is
+    // appended only once its coordinator confirmed the partition is in the transaction.
+    // Pipelined requests of one connection verify one at a time, so their appends still
+    // start in request order.
+    let _in_order = if transactional && verify_on {
+        Some(session.txn_produce_order.acquire_permit(1).await)
+    } else {
+        None
+    };
+    if transactional && verify_on {
+        verify_transactional(shard, txn_id.as_deref(), &mut items).await;
+    }
+    // Start every append in request order (the storage assigns offsets in call order), then
+    // collect the results; appends to different partitions proceed concurrently.
+    let mut pending = Vec::with_capacity(items.len());
+    for (name, parts) in items {
+        let mut tasks = Vec::with_capacity(parts.len());
+        for (index, records, verify) in parts {
+            let task = match records {
+                Err(r) => Err(r),
+                Ok(records) => Ok(glommio::spawn_local(append_anywhere(
                     shard.clone(),
                     name.clone(),
-                    p.index,
-                    p.records.unwrap_or_default(),
+                    index,
+                    records,
                     acks,
                     timeout,
+                    verify,
                 ))),
             };
-            parts.push((p.index, task));
+            tasks.push((index, task));
         }
-        pending.push((name, parts));
+        pending.push((name, tasks));
     }
+    drop(_in_order);
     if acks == 0 {
         // Fire and forget: the appends run on; the client expects no response.
         for (_, parts) in pending {

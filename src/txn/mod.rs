@@ -54,6 +54,18 @@ const TXN_TIMEOUT_CHECK_INTERVAL: Duration = Duration::from_millis(1_000);
 const MARKER_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// Appended bytes of one partition after which its state is rewritten and trimmed.
 const TXN_REWRITE_BYTES: u64 = 16 << 20;
+/// Kafka's transactional.id.expiration.ms default (7 days): ids with no open transaction
+/// and no request for this long are removed (`expire_ids`).
+pub const TXN_ID_EXPIRATION_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
+/// Longest period of the expiration check (Kafka's
+/// transaction.remove.expired.transaction.cleanup.interval.ms default); a shorter
+/// transactional.id.expiration.ms checks as often as it expires (at least every
+/// `TXN_TIMEOUT_CHECK_INTERVAL`).
+const TXN_ID_EXPIRATION_CHECK_MAX_MS: u64 = 3_600_000;
+/// Ids one expiration pass removes before yielding to requests.
+const TXN_ID_EXPIRATIONS_PER_PASS_MAX: usize = 1_000;
+/// How long a partition leader waits for a remote coordinator's verification (KIP-890).
+const VERIFY_TIMEOUT: Duration = Duration::from_millis(5_000);
 /// Kafka's coordinator error codes used here.
 pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
 pub const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
@@ -61,6 +73,7 @@ pub const CONCURRENT_TRANSACTIONS: i16 = 51;
 pub const INVALID_TXN_STATE: i16 = 48;
 pub const OPERATION_NOT_ATTEMPTED: i16 = 55;
 pub const PRODUCER_FENCED: i16 = 90;
+pub const NETWORK_EXCEPTION: i16 = 13;
 
 /// PRODUCER_FENCED as a client of `version` knows it: versions below `fenced_since`
 /// (KIP-588) get INVALID_PRODUCER_EPOCH instead.
@@ -80,6 +93,9 @@ pub enum TxnState {
     PrepareAbort,
     CompleteCommit,
     CompleteAbort,
+    /// Kafka's Dead: the record removing an expired transactional id (a tombstone); never
+    /// in the coordinator's map. Last, so the stored variants keep their numbers.
+    Dead,
 }
 
 impl TxnState {
@@ -92,6 +108,7 @@ impl TxnState {
             TxnState::PrepareAbort => "PrepareAbort",
             TxnState::CompleteCommit => "CompleteCommit",
             TxnState::CompleteAbort => "CompleteAbort",
+            TxnState::Dead => "Dead",
         }
     }
 }
@@ -136,6 +153,10 @@ pub struct TxnCoordinator {
     pub txns: RefCell<HashMap<String, TxnMeta>>,
     /// Ids with a state change or markers in flight (requests get CONCURRENT_TRANSACTIONS).
     busy: RefCell<HashSet<String>>,
+    /// This shard's connections to other hosts' coordinators for KIP-890 verifications
+    /// (`remote_verify`), by address: a verification is one request on a negotiated
+    /// connection, not a connect per produce. Never borrowed across an await.
+    verify_connections: RefCell<HashMap<String, Rc<crate::client::conn::Connection>>>,
 }
 
 impl Default for TxnCoordinator {
@@ -162,6 +183,7 @@ impl TxnCoordinator {
             parts: Partitions::new(TXN_TOPIC),
             txns: RefCell::new(HashMap::new()),
             busy: RefCell::new(HashSet::new()),
+            verify_connections: RefCell::new(HashMap::new()),
         }
     }
 
@@ -235,7 +257,11 @@ impl TxnCoordinator {
                 return Err(kerr::NOT_COORDINATOR);
             }
         }
-        self.txns.borrow_mut().insert(meta.txn_id.clone(), meta);
+        if meta.state == TxnState::Dead {
+            self.txns.borrow_mut().remove(&meta.txn_id);
+        } else {
+            self.txns.borrow_mut().insert(meta.txn_id.clone(), meta);
+        }
         if self.parts.appended(p, len, TXN_REWRITE_BYTES) {
             let s = shard.clone();
             glommio::spawn_local(async move {
@@ -409,6 +435,46 @@ impl TxnCoordinator {
         m.state = TxnState::Ongoing;
         m.update_ms = now_ms();
         self.persist(shard, m).await
+    }
+
+    /// KIP-890 part 1 (AddPartitionsToTxn with VerifyOnly): for each partition, NONE when it
+    /// is in the producer's open transaction, else INVALID_TXN_STATE (Kafka 3.6's answer;
+    /// 3.8+ answers TRANSACTION_ABORTABLE, which brokers turn into INVALID_TXN_STATE for
+    /// the Produce versions served here). Only durable state is consulted: partitions join
+    /// `txns` after their record is on the in-sync replicas. Nothing is written.
+    pub fn verify(
+        &self,
+        shard: &Rc<Shard>,
+        txn_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Vec<i16> {
+        let all = |code| vec![code; partitions.len()];
+        if txn_id.is_empty() {
+            return all(kerr::INVALID_REQUEST);
+        }
+        let code = self.parts.check(shard, txn_id);
+        if code != kerr::NONE {
+            return all(code);
+        }
+        let m = match self.current(txn_id, producer_id, epoch) {
+            Ok(m) => m,
+            Err(code) => return all(code),
+        };
+        if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+            return all(CONCURRENT_TRANSACTIONS);
+        }
+        partitions
+            .iter()
+            .map(|p| {
+                if m.state == TxnState::Ongoing && m.partitions.binary_search(p).is_ok() {
+                    kerr::NONE
+                } else {
+                    INVALID_TXN_STATE
+                }
+            })
+            .collect()
     }
 
     /// EndTxn: prepares the commit or abort (durable before the answer), then writes the
@@ -642,6 +708,200 @@ async fn remote_markers(
     }
 }
 
+/// KIP-890 part 1, the partition leader's side: asks the coordinator of `txn_id` whether
+/// each of `partitions` is in the producer's open transaction; one code per partition
+/// (Kafka's coordinator codes, NETWORK_EXCEPTION when it could not be asked). The
+/// coordinator is a shard of this host (through the router) or another host's node
+/// (AddPartitionsToTxn v4+ with VerifyOnly, one request for all the partitions).
+pub async fn verify_partitions(
+    shard: &Rc<Shard>,
+    txn_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: Vec<(String, i32)>,
+) -> Vec<i16> {
+    let all = |code| vec![code; partitions.len()];
+    let node = {
+        let meta = shard.meta();
+        meta.topic(TXN_TOPIC).and_then(|t| {
+            t.partitions
+                .get(internal_topic::partition_for(txn_id, t.partitions.len()) as usize)
+                .map(|pm| pm.leader)
+        })
+    };
+    let Some(node) = node.filter(|n| *n >= 0) else {
+        return all(kerr::COORDINATOR_NOT_AVAILABLE);
+    };
+    if host_of(node) == shard.config.node_id {
+        let n = partitions.len();
+        let id = txn_id.to_string();
+        return shard
+            .call(shard_of(node), move |s| async move {
+                s.txns.verify(&s, &id, producer_id, epoch, &partitions)
+            })
+            .await
+            .unwrap_or_else(|_| vec![NETWORK_EXCEPTION; n]);
+    }
+    match glommio::timer::timeout(VERIFY_TIMEOUT, async {
+        Ok(remote_verify(shard, node, txn_id, producer_id, epoch, &partitions).await)
+    })
+    .await
+    {
+        Ok(codes) => codes,
+        Err(_) => all(NETWORK_EXCEPTION),
+    }
+}
+
+/// Connections a shard keeps to other hosts' coordinators for verifications (one per
+/// node address; a dead one is replaced).
+const VERIFY_CONNECTIONS_MAX: usize = 256;
+
+/// A live connection to `addr` for verifications, reused or made.
+async fn verify_connection(
+    shard: &Rc<Shard>,
+    addr: &str,
+) -> Result<Rc<crate::client::conn::Connection>, String> {
+    let conns = &shard.txns.verify_connections;
+    if let Some(c) = conns.borrow().get(addr).cloned()
+        && c.is_alive()
+    {
+        return Ok(c);
+    }
+    let config = crate::client::ClientConfig {
+        client_id: format!("osprey-txn-verify-{}", shard.node_id()),
+        request_timeout: VERIFY_TIMEOUT,
+        connect_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let c = Rc::new(
+        crate::client::conn::Connection::connect(addr, &config)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let mut m = conns.borrow_mut();
+    m.retain(|_, c| c.is_alive());
+    if m.len() < VERIFY_CONNECTIONS_MAX {
+        m.insert(addr.to_string(), c.clone());
+    }
+    Ok(c)
+}
+
+/// AddPartitionsToTxn v4+ (VerifyOnly) to the coordinator's node on another host.
+async fn remote_verify(
+    shard: &Rc<Shard>,
+    node: i32,
+    txn_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+) -> Vec<i16> {
+    use kafka_protocol::messages::add_partitions_to_txn_request::{
+        AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+    };
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, ProducerId, TopicName, TransactionalId,
+    };
+    let all = |code| vec![code; partitions.len()];
+    let addr = {
+        let meta = shard.meta();
+        meta.brokers.get(&host_of(node)).and_then(|b| {
+            b.ports
+                .get(shard_of(node))
+                .map(|p| format!("{}:{p}", b.host))
+        })
+    };
+    let Some(addr) = addr else {
+        return all(kerr::COORDINATOR_NOT_AVAILABLE);
+    };
+    let conn = match verify_connection(shard, &addr).await {
+        Ok(c) => c,
+        Err(e) => {
+            log::debug!("transaction verification: cannot reach node {node} at {addr}: {e}");
+            return all(NETWORK_EXCEPTION);
+        }
+    };
+    let Ok(version) = conn.version_for::<AddPartitionsToTxnRequest>(5) else {
+        // As Kafka: a coordinator that cannot verify lets the produce through.
+        return all(kerr::NONE);
+    };
+    if version < 4 {
+        return all(kerr::NONE);
+    }
+    let mut topics: Vec<AddPartitionsToTxnTopic> = Vec::new();
+    for (t, p) in partitions {
+        match topics.iter_mut().find(|x| x.name.0.as_str() == t) {
+            Some(x) => x.partitions.push(*p),
+            None => topics.push(
+                AddPartitionsToTxnTopic::default()
+                    .with_name(TopicName(crate::handlers::str_bytes(t.clone())))
+                    .with_partitions(vec![*p]),
+            ),
+        }
+    }
+    let req = AddPartitionsToTxnRequest::default().with_transactions(vec![
+        AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(TransactionalId(crate::handlers::str_bytes(txn_id)))
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(epoch)
+            .with_verify_only(true)
+            .with_topics(topics),
+    ]);
+    let resp = match conn.request(&req, version).await {
+        Ok(r) => r,
+        Err(e) => {
+            log::debug!("transaction verification with node {node}: {e}");
+            return all(NETWORK_EXCEPTION);
+        }
+    };
+    if resp.error_code != kerr::NONE {
+        // As Kafka: the producer is not told about the brokers' own authorization.
+        return all(if resp.error_code == kerr::CLUSTER_AUTHORIZATION_FAILED {
+            INVALID_TXN_STATE
+        } else {
+            resp.error_code
+        });
+    }
+    let mut out = all(NETWORK_EXCEPTION);
+    for r in resp.results_by_transaction {
+        for t in r.topic_results {
+            for p in t.results_by_partition {
+                if let Some(i) = partitions
+                    .iter()
+                    .position(|(tn, pn)| tn == t.name.0.as_str() && *pn == p.partition_index)
+                {
+                    out[i] = p.partition_error_code;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The Produce answer for a partition whose verification failed with a coordinator's
+/// `code` (Kafka's ReplicaManager translation): retriable coordinator trouble becomes
+/// NOT_ENOUGH_REPLICAS (old clients retry it without a metadata refresh), a fenced producer
+/// INVALID_PRODUCER_EPOCH.
+pub fn produce_error_of_verification(code: i16) -> (i16, Option<String>) {
+    match code {
+        INVALID_TXN_STATE => (
+            code,
+            Some("Partition was not added to the transaction".into()),
+        ),
+        NETWORK_EXCEPTION
+        | kerr::COORDINATOR_LOAD_IN_PROGRESS
+        | kerr::COORDINATOR_NOT_AVAILABLE
+        | kerr::NOT_COORDINATOR
+        | CONCURRENT_TRANSACTIONS => (
+            kerr::NOT_ENOUGH_REPLICAS,
+            Some(format!(
+                "Unable to verify the partition has been added to the transaction. Underlying error: {code}"
+            )),
+        ),
+        PRODUCER_FENCED => (kerr::INVALID_PRODUCER_EPOCH, None),
+        other => (other, None),
+    }
+}
+
 /// Writes one commit/abort marker to a partition this shard leads (acks=all); for an
 /// offsets partition, the group coordinator applies or drops the transaction's offsets.
 pub async fn write_marker_local(
@@ -666,8 +926,10 @@ pub async fn write_marker_local(
         }
         Err(_) => return kerr::NOT_LEADER_OR_FOLLOWER,
     };
-    // A partition the producer never wrote in this transaction needs no marker.
+    // A partition the producer never wrote in this transaction needs no marker; a
+    // verification of its first batch that raced with this end is void (KIP-890).
     if r.log.ongoing_txn(producer_id).is_none() {
+        r.log.clear_txn_verification(producer_id);
         return kerr::NONE;
     }
     let kind = if commit {
@@ -710,7 +972,11 @@ async fn load_partition(shard: &Rc<Shard>, p: i32, epoch: i32) -> Result<(), Str
     let mut map: HashMap<String, TxnMeta> = HashMap::new();
     let bytes = internal_topic::replay(&r.log, |batch| {
         for m in decode(batch)? {
-            map.insert(m.txn_id.clone(), m);
+            if m.state == TxnState::Dead {
+                map.remove(&m.txn_id);
+            } else {
+                map.insert(m.txn_id.clone(), m);
+            }
         }
         Ok(())
     })
@@ -786,11 +1052,19 @@ async fn rewrite(shard: &Rc<Shard>, p: i32, epoch: i32) -> Result<Option<u64>, S
 }
 
 /// Aborts open transactions past their timeout, bumping the epoch (Kafka fences the
-/// producer of a timed-out transaction so its late writes are refused).
+/// producer of a timed-out transaction so its late writes are refused), and removes
+/// transactional ids idle past transactional.id.expiration.ms (`expire_ids`).
 async fn timeouts(shard: Rc<Shard>) {
+    let expiration_ms = shard.config.transactional_id_expiration_ms;
+    let expiration_check_ms = expiration_ms.min(TXN_ID_EXPIRATION_CHECK_MAX_MS) as i64;
+    let mut next_expiration_check = now_ms() + expiration_check_ms;
     while !shard.shutting_down.get() {
         glommio::timer::sleep(TXN_TIMEOUT_CHECK_INTERVAL).await;
         let now = now_ms();
+        if now >= next_expiration_check {
+            next_expiration_check = now + expiration_check_ms;
+            expire_ids(&shard, expiration_ms).await;
+        }
         let expired: Vec<TxnMeta> = shard
             .txns
             .txns
@@ -826,6 +1100,57 @@ async fn timeouts(shard: Rc<Shard>) {
             if co.persist(&shard, aborting.clone()).await.is_ok() {
                 drop(busy);
                 spawn_complete(&shard, aborting);
+            }
+        }
+    }
+}
+
+/// Kafka's transactional id expiration: an id with no transaction open or completing
+/// (Empty, CompleteCommit, CompleteAbort) whose state last changed more than
+/// `expiration_ms` ago is removed with a Dead record (a tombstone), written acks=all
+/// before the id leaves the map, so a coordinator that loads the partition later agrees.
+/// A later InitProducerId for it starts over with a new producer id. At most
+/// `TXN_ID_EXPIRATIONS_PER_PASS_MAX` ids per pass.
+async fn expire_ids(shard: &Rc<Shard>, expiration_ms: u64) {
+    let co = &shard.txns;
+    let cutoff = now_ms().saturating_sub(expiration_ms.min(i64::MAX as u64) as i64);
+    let idle = |m: &TxnMeta| {
+        matches!(
+            m.state,
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+        ) && m.update_ms <= cutoff
+    };
+    let expired: Vec<TxnMeta> = co
+        .txns
+        .borrow()
+        .values()
+        .filter(|m| idle(m))
+        .take(TXN_ID_EXPIRATIONS_PER_PASS_MAX)
+        .cloned()
+        .collect();
+    for m in expired {
+        if co.parts.check(shard, &m.txn_id) != kerr::NONE {
+            continue;
+        }
+        let Some(_busy) = co.try_busy(&m.txn_id) else {
+            continue;
+        };
+        // Still the same idle state (no request changed it meanwhile)?
+        if co.txns.borrow().get(&m.txn_id) != Some(&m) {
+            continue;
+        }
+        let id = m.txn_id.clone();
+        let mut dead = m;
+        dead.state = TxnState::Dead;
+        dead.partitions.clear();
+        dead.start_ms = -1;
+        dead.update_ms = now_ms();
+        match co.persist(shard, dead).await {
+            Ok(()) => log::info!(
+                "transactional id {id} expired after {expiration_ms} ms without use: removed"
+            ),
+            Err(code) => {
+                log::warn!("transactional id {id}: expiration not recorded (error {code})")
             }
         }
     }

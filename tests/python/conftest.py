@@ -34,6 +34,8 @@ class Broker:
         self.bootstrap = None
         # Listener name -> bootstrap host:port (the ready line's `listeners=`).
         self.listeners = {}
+        # The admin HTTP address (/metrics) from the ready line's `admin=`.
+        self.admin = None
         self.log_lines = []
 
     def start(self):
@@ -54,6 +56,8 @@ class Broker:
                     ls = re.search(r"listeners=(\S+)", line)
                     if ls:
                         self.listeners = dict(e.split("=", 1) for e in ls.group(1).split(","))
+                    adm = re.search(r"admin=(\S+)", line)
+                    self.admin = adm.group(1) if adm else None
                     ready.set()
 
         def read_stderr():
@@ -226,6 +230,14 @@ def cluster(tmp_path):
     yield c
     c.kill_all()
     c.save_logs()
+
+
+def metric_sum(broker, name):
+    """The sum over shards of the /metrics counter `name` of one broker."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://{broker.admin}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(name + "{"))
 
 
 def run(*cmd, check=True):

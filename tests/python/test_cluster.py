@@ -362,6 +362,14 @@ def test_transactions_span_hosts(cluster):
     finally:
         c.close()
     assert sorted(got) == sorted([f"0:{i}" for i in range(60)] + [f"2:{i}" for i in range(60)])
+    # KIP-890: each transaction's first batch in each partition was verified with the
+    # coordinator (in-process on its host, AddPartitionsToTxn v4 from the others), none
+    # refused; every host leads some partitions, so two of them verified remotely.
+    from conftest import metric_sum
+    hosts = cluster.hosts.values()
+    per_host = [metric_sum(b, "osprey_txn_verifications_total") for b in hosts]
+    assert sum(per_host) >= 18 and all(n > 0 for n in per_host), per_host
+    assert sum(metric_sum(b, "osprey_txn_verifications_refused_total") for b in hosts) == 0
     md = wait_metadata(cluster.bootstrap(1), lambda m: "__transaction_state" in m.topics)
     for part in md.topics["__transaction_state"].partitions.values():
         assert len({r // NODES_PER_HOST for r in part.replicas}) == 3, part.replicas

@@ -512,6 +512,76 @@ def test_acls(acl_broker):
     assert b.proc.poll() is None
 
 
+# Transactions under the authorizer, as Kafka: InitProducerId, AddPartitionsToTxn, EndTxn
+# need WRITE on the transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, fatal for the
+# producer), AddPartitionsToTxn WRITE on each topic (TOPIC_AUTHORIZATION_FAILED, the
+# transaction must abort); ListTransactions lists and DescribeTransactions describes only
+# the ids the principal may DESCRIBE (WRITE implies it), the super user sees all.
+def test_transaction_acls(acl_broker):
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import NewTopic
+    from kafka.admin import KafkaAdminClient
+    b = acl_broker
+    admin = AdminClient(plain_conf(b, "admin"))
+    for f in admin.create_topics([NewTopic(t, 1) for t in ["TX", "TX-no"]]).values():
+        f.result(timeout=20)
+    acl_cli(b, "create", "--principal", "User:alice", "--operation", "WRITE", "--topic", "TX")
+    acl_cli(b, "create", "--principal", "User:alice", "--operation", "WRITE", "--transactional-id",
+            "tx-alice")
+    alice = plain_conf(b, "alice")
+
+    p = Producer({**alice, "transactional.id": "tx-alice", "linger.ms": 1})
+    p.init_transactions(20)
+    p.begin_transaction()
+    p.produce("TX", b"in")
+    p.commit_transaction(20)
+    # A topic alice may not write: the partition is refused, the transaction must abort.
+    errors = []
+    p.begin_transaction()
+    p.produce("TX-no", b"no", on_delivery=lambda e, m: errors.append(e))
+    with pytest.raises(KafkaException) as e:
+        p.commit_transaction(20)
+    assert e.value.args[0].txn_requires_abort(), e.value
+    p.abort_transaction(20)
+    p.flush(5)
+    assert errors and errors[0] is not None
+    assert errors[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, errors
+
+    # A transactional id alice may not write: InitProducerId refuses it.
+    q = Producer({**alice, "transactional.id": "tx-other"})
+    with pytest.raises(KafkaException) as e:
+        q.init_transactions(20)
+    assert e.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, e.value
+
+    # The super user's own transactional id exists too; alice sees only hers.
+    r = Producer({**plain_conf(b, "admin"), "transactional.id": "tx-admin"})
+    r.init_transactions(20)
+
+    def kadmin(user):
+        return KafkaAdminClient(bootstrap_servers=b.listeners["SASL_PLAINTEXT"],
+                                security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+                                sasl_plain_username=user, sasl_plain_password=f"{user}-pw")
+
+    def listed(user):
+        a = kadmin(user)
+        try:
+            return sorted(t.transactional_id for ts in a.list_transactions().values() for t in ts)
+        finally:
+            a.close()
+
+    assert listed("alice") == ["tx-alice"]
+    assert listed("admin") == ["tx-admin", "tx-alice"]
+    a = kadmin("alice")
+    try:
+        assert a.describe_transactions(["tx-alice"])["tx-alice"].producer_id >= 0
+        with pytest.raises(Exception) as e:
+            a.describe_transactions(["tx-admin"])
+        assert "TransactionalIdAuthorization" in repr(e.value), repr(e.value)
+    finally:
+        a.close()
+    assert b.proc.poll() is None
+
+
 # Without --authorizer the ACL APIs answer SECURITY_DISABLED (as Kafka) and everything is
 # allowed as before.
 def test_acl_apis_without_an_authorizer(broker):

@@ -6,6 +6,9 @@
 //!
 //! Runs on: the group's coordinator shard. Partitions of unknown topics get
 //! UNKNOWN_TOPIC_OR_PARTITION; with a generation (KIP-447) the member must be current.
+//! Under `--authorizer`, as Kafka: WRITE on the transactional id (else every partition
+//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED), READ on the group (GROUP_AUTHORIZATION_FAILED)
+//! and READ on each topic (TOPIC_AUTHORIZATION_FAILED).
 
 use std::rc::Rc;
 
@@ -47,7 +50,28 @@ pub async fn handle(
         }),
     );
     let co = &shard.groups;
-    let mut all = check_group(shard, session, op::READ, &group_id);
+    // As Kafka: WRITE on the transactional id first, then READ on the group; either
+    // refusal answers every partition.
+    let txn_allowed = session.may(
+        shard,
+        op::WRITE,
+        crate::acl::resource::TRANSACTIONAL_ID,
+        body.transactional_id.0.as_str(),
+    );
+    let mut all = if txn_allowed {
+        check_group(shard, session, op::READ, &group_id)
+    } else {
+        crate::protocol::error::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    };
+    if matches!(
+        all,
+        crate::protocol::error::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+            | crate::protocol::error::GROUP_AUTHORIZATION_FAILED
+    ) {
+        for c in codes.iter_mut().flatten() {
+            *c = all;
+        }
+    }
     if all == NONE {
         let mut groups = co.groups.borrow_mut();
         match groups.get(&group_id) {
