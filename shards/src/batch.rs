@@ -895,6 +895,72 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    // Proves a delete horizon keeps every record's timestamp: records rebased from base
+    // timestamp 1000 onto a horizon far after it (negative deltas, longer varints) and
+    // rebuilt with the horizon carry attributes bit 6 and base timestamp = horizon, pass
+    // the CRC check, and walk back to the same offsets, keys, values and timestamps; a
+    // tombstone among them stays one. A rebuild without a horizon keeps the original's.
+    #[test]
+    fn delete_horizon_rebase_keeps_timestamps() {
+        let recs: Vec<build::KeyedRecord<'_>> = vec![
+            (Some(b"a"), Some(b"1")),
+            (Some(b"b"), None),
+            (Some(b"c"), Some(b"333")),
+        ];
+        let b = build::keyed_batch(&recs, 1000);
+        let h = parse_header(&b).unwrap();
+        assert_eq!(h.delete_horizon_ms(), None);
+        let mut before = Vec::new();
+        walk_records(&h, &b[BATCH_HEADER_BYTES..], |r| {
+            before.push((r.offset, r.timestamp, r.key, r.value, r.tombstone));
+        })
+        .unwrap();
+        let horizon = 1_700_000_000_000i64;
+        let mut rebased = Vec::new();
+        rebase_records(&b[BATCH_HEADER_BYTES..], 3, 1000, horizon, &mut rebased).unwrap();
+        assert!(
+            rebased.len() > b.len() - BATCH_HEADER_BYTES,
+            "deltas got longer"
+        );
+        let nb = rebuild_batch(&b, &h, &rebased, 3, h.max_timestamp, 0, Some(horizon));
+        let nh = check_one(&nb, 0).unwrap();
+        assert_eq!(nh.delete_horizon_ms(), Some(horizon));
+        assert_eq!(nh.attributes & ATTR_DELETE_HORIZON, ATTR_DELETE_HORIZON);
+        assert_eq!(nh.max_timestamp, h.max_timestamp);
+        let mut after = Vec::new();
+        walk_records(&nh, &nb[BATCH_HEADER_BYTES..], |r| {
+            after.push((r.offset, r.timestamp, r.key, r.value, r.tombstone));
+        })
+        .unwrap();
+        assert_eq!(after, before);
+        // Without a horizon a rebuild keeps the stamped one.
+        let again = rebuild_batch(
+            &nb,
+            &nh,
+            &nb[BATCH_HEADER_BYTES..],
+            3,
+            nh.max_timestamp,
+            0,
+            None,
+        );
+        assert_eq!(
+            check_one(&again, 0).unwrap().delete_horizon_ms(),
+            Some(horizon)
+        );
+        // Framing errors are errors, not panics.
+        assert!(
+            rebase_records(
+                &rebased[..rebased.len() - 1],
+                3,
+                horizon,
+                0,
+                &mut Vec::new()
+            )
+            .is_err()
+        );
+        assert!(rebase_records(&rebased, 2, horizon, 0, &mut Vec::new()).is_err());
+    }
+
     // Proves a built batch parses back to the fields written and passes validation.
     #[test]
     fn built_batch_round_trips() {

@@ -21,30 +21,44 @@
 //!    records. When it fills, the pass maps only the records before that point (`map_end`)
 //!    and cleans with that, as Kafka cleans a prefix of the dirty segments: a record is
 //!    only ever removed for a later record of its key, so a partial map is always safe.
-//! 3. Every cleanable segment holding offsets below `map_end` is rewritten: a record goes
-//!    when a later record of its key is mapped, when it has no key (Kafka's cleaner drops
-//!    those too), or when it is a tombstone below `map_end` in a segment whose newest
-//!    timestamp is older than delete.retention.ms (no longer once the pass met a batch
-//!    it cannot read: it is kept whole, unmapped, and could hide an older record of the
-//!    tombstone's key). A batch keeps its base offset,
-//!    lastOffsetDelta, base timestamp and producer fields (Kafka's cleaner does the same),
-//!    so offsets never change, only gaps appear; a batch left without records is dropped,
-//!    except the segment's last batch, which stays as an empty batch so that the segment
-//!    still ends at its original end offset (recovery checks that each segment starts
-//!    where the previous one ends), and an idempotent producer's latest batch (its
-//!    sequence state, as Kafka keeps it). Control batches are kept whole. A compressed batch
-//!    that loses records is compressed again with its codec through the store's compressor
-//!    (the broker's; the storage has no codecs), else stored uncompressed, unless that
-//!    makes it larger than max.message.bytes (or the store's batch_max_bytes): then it
-//!    stays whole, superseded records included, since a follower copying the log would
-//!    refuse it.
+//! 3. Every cleanable segment holding offsets below `map_end` is rewritten, consecutive
+//!    ones merged into one (`group_segments`, Kafka's groupSegmentsBySize: current sizes
+//!    summing to at most segment.bytes, offsets spanning at most i32::MAX, index entries
+//!    within INDEX_ENTRIES_MAX). A record goes when a later record of its key is mapped,
+//!    when it has no key (Kafka's cleaner drops those too), or when it is a tombstone below
+//!    `map_end` in a batch whose delete horizon has passed (KIP-534; no longer once the
+//!    pass met a batch it cannot read: it is kept whole, unmapped, and could hide an older
+//!    record of the tombstone's key). The delete horizon: the first cleaning that keeps a
+//!    tombstone of a batch without one rewrites the batch with attributes bit 6 set and the
+//!    base timestamp = cleaning time + delete.retention.ms, every kept record's timestamp
+//!    delta rebased on it (`batch::rebase_records`, as Kafka's MemoryRecordsBuilder), so
+//!    record timestamps, maxTimestamp, the time index and lookups by timestamp stay as they
+//!    were. A later delete.retention.ms change does not move a stamped horizon (as in
+//!    Kafka). The earliest horizon still ahead is kept in memory and makes a pass due when
+//!    it passes, new writes or not (Kafka waits for the dirty ratio; after a restart so do
+//!    we). A batch keeps its base offset, lastOffsetDelta and producer fields (Kafka's
+//!    cleaner does the same), so offsets never change, only gaps appear; a batch left
+//!    without records is dropped, except the rewrite's last batch, which stays as an
+//!    empty batch so that the segment still ends at its original end offset (recovery
+//!    checks that each segment starts where the previous one ends), and an idempotent
+//!    producer's latest batch (its sequence state, as Kafka keeps it). Control batches are
+//!    kept whole (no transaction-marker removal yet). A compressed batch that is rebuilt is
+//!    compressed again with its codec through the store's compressor (the broker's; the
+//!    storage has no codecs), else stored uncompressed, unless that makes it larger than
+//!    max.message.bytes (or the store's batch_max_bytes): then it stays whole, superseded
+//!    records included, since a follower copying the log would refuse it.
 //! 4. The swap: the rewrite goes to `<base>.cleaned`, is truncated to its length and
-//!    fdatasync'ed, the old index files removed, then it is renamed over `<base>.log` (atomic: a crash leaves the old or the
-//!    new file, both whole logs of the same offsets), the in-memory segment replaced in
-//!    the same synchronous section, then the index files written and the directory
-//!    fsync'ed. Recovery removes a leftover `.cleaned` file; a stale index is rebuilt by a
-//!    scan. The tail cache below the cleaned segment's end is evicted, so readers never
-//!    see superseded records from it.
+//!    fdatasync'ed. One segment: its old index files are removed, then the rewrite is
+//!    renamed over `<base>.log` (atomic: a crash leaves the old or the new file, both whole
+//!    logs of the same offsets). A merge of segments [base, end): the rewrite is renamed to
+//!    `<base>-<end>.swap` (the commit point), the merged segments' index files and every
+//!    merged log file but the first removed, then the swap file renamed over `<base>.log`;
+//!    recovery (`complete_merges`, before the segments are listed) finishes any merge that
+//!    reached its swap name, whichever of its steps a crash cut. In both cases the
+//!    in-memory segments are replaced in the same synchronous section, then the index
+//!    files written and the directory fsync'ed. Recovery removes a leftover `.cleaned`
+//!    file; a stale index is rebuilt by a scan. The tail cache below the rewrite's end is
+//!    evicted, so readers never see superseded records from it.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -245,15 +259,17 @@ pub(crate) fn complete_merges(dir: &Path) -> Result<bool, StorageError> {
 /// Groups consecutive segments to be cleaned into merges (Kafka's `groupSegmentsBySize`):
 /// a group grows while its segments' current sizes sum to at most `max_bytes`, its
 /// offsets span at most MERGE_OFFSET_SPAN_MAX and its index entries fit INDEX_ENTRIES_MAX.
-/// Every segment is in exactly one group, in order.
-fn group_segments(segs: &[Rc<Segment>], max_bytes: u64) -> Vec<Vec<Rc<Segment>>> {
+/// A segment wholly below the log start (retention's to delete) stays alone, so that a
+/// merge never keeps it alive. Every segment is in exactly one group, in order.
+fn group_segments(segs: &[Rc<Segment>], max_bytes: u64, log_start: i64) -> Vec<Vec<Rc<Segment>>> {
     let mut groups: Vec<Vec<Rc<Segment>>> = Vec::new();
     let (mut bytes, mut entries) = (0u64, 0usize);
     for seg in segs {
         let size = seg.size_bytes.get();
         let n = seg.index.borrow().entries.len();
         let fits = groups.last().is_some_and(|g| {
-            bytes.saturating_add(size) <= max_bytes
+            g[0].next_offset.get() > log_start
+                && bytes.saturating_add(size) <= max_bytes
                 && entries + n <= crate::index::INDEX_ENTRIES_MAX
                 && seg.next_offset.get() - 1 - g[0].base_offset <= MERGE_OFFSET_SPAN_MAX
         });
@@ -566,7 +582,8 @@ impl Partition {
             cuts_seen,
             next_horizon: i64::MAX,
         };
-        for group in group_segments(&to_clean, cfg.segment_bytes) {
+        let log_start = self.log.borrow().log_start_offset;
+        for group in group_segments(&to_clean, cfg.segment_bytes, log_start) {
             self.clean_group(&group, &mut pass, &mut report).await?;
         }
         // Every kept tombstone below `map_end` was seen by this pass; those above it sit in
