@@ -186,6 +186,13 @@ impl BatchHeader {
     pub fn is_control(&self) -> bool {
         self.attributes & ATTR_CONTROL != 0
     }
+    /// The delete horizon (ms since the epoch) the log cleaner stamped on the batch: its
+    /// baseTimestamp when attributes bit 6 is set (Kafka's `RecordBatch.deleteHorizonMs`).
+    /// The records' timestamp deltas are then relative to it, so their timestamps stay
+    /// right.
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes & ATTR_DELETE_HORIZON != 0).then_some(self.base_timestamp)
+    }
     /// True if the batch comes from an idempotent producer.
     pub fn has_producer_id(&self) -> bool {
         self.producer_id >= 0
@@ -239,7 +246,7 @@ fn parse_header_at(buf: &[u8], at: usize) -> Result<BatchHeader, BatchError> {
         crc: be_i32(buf, CRC_OFFSET) as u32,
         attributes: be_i16(buf, ATTRIBUTES_OFFSET),
         last_offset_delta: be_i32(buf, 23),
-        base_timestamp: be_i64(buf, 27),
+        base_timestamp: be_i64(buf, BASE_TIMESTAMP_OFFSET),
         max_timestamp: be_i64(buf, 35),
         producer_id: be_i64(buf, 43),
         producer_epoch: be_i16(buf, 51),
@@ -252,6 +259,12 @@ fn parse_header_at(buf: &[u8], at: usize) -> Result<BatchHeader, BatchError> {
 pub const ATTR_TRANSACTIONAL: i16 = 0x10;
 /// Attributes bit of a control batch (commit/abort markers).
 pub const ATTR_CONTROL: i16 = 0x20;
+/// Delete-horizon flag (attributes bit 6, KIP-534 hasDeleteHorizonMs): set by the log
+/// cleaner on a batch whose kept tombstones it will remove once the batch's base
+/// timestamp, then the delete horizon, has passed.
+pub const ATTR_DELETE_HORIZON: i16 = 0x40;
+/// Offset of the baseTimestamp field inside a batch.
+pub const BASE_TIMESTAMP_OFFSET: usize = 27;
 /// Control record types (the key's second field): Kafka's ControlRecordType.
 pub const CONTROL_ABORT: i16 = 0;
 pub const CONTROL_COMMIT: i16 = 1;
@@ -517,6 +530,57 @@ fn read_varlong(b: &[u8], pos: &mut usize) -> Option<i64> {
     None
 }
 
+/// Appends `v` as a zigzag varint (up to 10 bytes).
+fn write_varlong(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+/// Re-encodes `count` records (back to back, uncompressed, as `RecordView::bytes`) of a
+/// batch whose base timestamp was `old_base` for a batch whose base timestamp is
+/// `new_base`: each timestamp delta becomes `old_base + delta - new_base` (so every
+/// record keeps its timestamp) and its length prefix follows. Kafka's MemoryRecordsBuilder
+/// does the same when the cleaner sets a delete horizon. Appends to `out`.
+pub fn rebase_records(
+    records: &[u8],
+    count: usize,
+    old_base: i64,
+    new_base: i64,
+    out: &mut Vec<u8>,
+) -> Result<(), RecordsError> {
+    let bad = |what: &str, i: usize| RecordsError(format!("record {i}: {what} (rebase)"));
+    let mut pos = 0usize;
+    for i in 0..count {
+        let len = read_varlong(records, &mut pos).ok_or_else(|| bad("bad length", i))?;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| pos.checked_add(l))
+            .filter(|&e| e <= records.len() && e > pos)
+            .ok_or_else(|| bad("length beyond the records", i))?;
+        let attributes = records[pos];
+        let mut p = pos + 1;
+        let delta =
+            read_varlong(&records[..end], &mut p).ok_or_else(|| bad("bad timestamp delta", i))?;
+        let rest = &records[p..end];
+        let new_delta = old_base.wrapping_add(delta).wrapping_sub(new_base);
+        let mut head = Vec::with_capacity(11);
+        head.push(attributes);
+        write_varlong(&mut head, new_delta);
+        write_varlong(out, (head.len() + rest.len()) as i64);
+        out.extend_from_slice(&head);
+        out.extend_from_slice(rest);
+        pos = end;
+    }
+    if pos != records.len() {
+        return Err(bad("bytes after the last record", count));
+    }
+    Ok(())
+}
+
 /// Why the records of a batch could not be walked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordsError(pub String);
@@ -615,11 +679,14 @@ pub fn walk_records<'a>(
 }
 
 /// Rebuilds a batch with a subset of its records, as Kafka's cleaner does: same base
-/// offset, lastOffsetDelta, base timestamp, producer fields and partitionLeaderEpoch (so
-/// the log end and the records' offsets stay as they were); record count, batch length
-/// and CRC new; maxTimestamp the largest kept record timestamp (kept as it is on
-/// LogAppendTime batches). `records`: the kept records back to back, verbatim
-/// (`RecordView::bytes`), compressed with `codec` (attributes bits 0-2; 0: none).
+/// offset, lastOffsetDelta, producer fields and partitionLeaderEpoch (so the log end and
+/// the records' offsets stay as they were); record count, batch length and CRC new;
+/// maxTimestamp the largest kept record timestamp (kept as it is on LogAppendTime
+/// batches). `records`: the kept records back to back (`RecordView::bytes`, or
+/// `rebase_records` output when a horizon is newly set), compressed with `codec`
+/// (attributes bits 0-2; 0: none). `delete_horizon`: Some(ms) sets attributes bit 6 and
+/// the base timestamp to it (the records' deltas must be relative to it); None keeps
+/// the original's bit and base timestamp.
 pub fn rebuild_batch(
     original_header: &[u8],
     h: &BatchHeader,
@@ -627,13 +694,18 @@ pub fn rebuild_batch(
     count: i32,
     max_timestamp: i64,
     codec: u8,
+    delete_horizon: Option<i64>,
 ) -> Vec<u8> {
     let mut b = Vec::with_capacity(BATCH_HEADER_BYTES + records.len());
     b.extend_from_slice(&original_header[..BATCH_HEADER_BYTES]);
     b.extend_from_slice(records);
     let batch_length = (b.len() - LOG_OVERHEAD_BYTES) as i32;
     b[8..12].copy_from_slice(&batch_length.to_be_bytes());
-    let attributes = (h.attributes & !0x7) | i16::from(codec & 0x7);
+    let mut attributes = (h.attributes & !0x7) | i16::from(codec & 0x7);
+    if let Some(horizon) = delete_horizon {
+        attributes |= ATTR_DELETE_HORIZON;
+        b[BASE_TIMESTAMP_OFFSET..BASE_TIMESTAMP_OFFSET + 8].copy_from_slice(&horizon.to_be_bytes());
+    }
     b[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
     if !h.is_log_append_time() {
         b[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
@@ -822,6 +894,72 @@ mod tests {
     use super::build::{ProducerFields, batch};
     use super::*;
     use proptest::prelude::*;
+
+    // Proves a delete horizon keeps every record's timestamp: records rebased from base
+    // timestamp 1000 onto a horizon far after it (negative deltas, longer varints) and
+    // rebuilt with the horizon carry attributes bit 6 and base timestamp = horizon, pass
+    // the CRC check, and walk back to the same offsets, keys, values and timestamps; a
+    // tombstone among them stays one. A rebuild without a horizon keeps the original's.
+    #[test]
+    fn delete_horizon_rebase_keeps_timestamps() {
+        let recs: Vec<build::KeyedRecord<'_>> = vec![
+            (Some(b"a"), Some(b"1")),
+            (Some(b"b"), None),
+            (Some(b"c"), Some(b"333")),
+        ];
+        let b = build::keyed_batch(&recs, 1000);
+        let h = parse_header(&b).unwrap();
+        assert_eq!(h.delete_horizon_ms(), None);
+        let mut before = Vec::new();
+        walk_records(&h, &b[BATCH_HEADER_BYTES..], |r| {
+            before.push((r.offset, r.timestamp, r.key, r.value, r.tombstone));
+        })
+        .unwrap();
+        let horizon = 1_700_000_000_000i64;
+        let mut rebased = Vec::new();
+        rebase_records(&b[BATCH_HEADER_BYTES..], 3, 1000, horizon, &mut rebased).unwrap();
+        assert!(
+            rebased.len() > b.len() - BATCH_HEADER_BYTES,
+            "deltas got longer"
+        );
+        let nb = rebuild_batch(&b, &h, &rebased, 3, h.max_timestamp, 0, Some(horizon));
+        let nh = check_one(&nb, 0).unwrap();
+        assert_eq!(nh.delete_horizon_ms(), Some(horizon));
+        assert_eq!(nh.attributes & ATTR_DELETE_HORIZON, ATTR_DELETE_HORIZON);
+        assert_eq!(nh.max_timestamp, h.max_timestamp);
+        let mut after = Vec::new();
+        walk_records(&nh, &nb[BATCH_HEADER_BYTES..], |r| {
+            after.push((r.offset, r.timestamp, r.key, r.value, r.tombstone));
+        })
+        .unwrap();
+        assert_eq!(after, before);
+        // Without a horizon a rebuild keeps the stamped one.
+        let again = rebuild_batch(
+            &nb,
+            &nh,
+            &nb[BATCH_HEADER_BYTES..],
+            3,
+            nh.max_timestamp,
+            0,
+            None,
+        );
+        assert_eq!(
+            check_one(&again, 0).unwrap().delete_horizon_ms(),
+            Some(horizon)
+        );
+        // Framing errors are errors, not panics.
+        assert!(
+            rebase_records(
+                &rebased[..rebased.len() - 1],
+                3,
+                horizon,
+                0,
+                &mut Vec::new()
+            )
+            .is_err()
+        );
+        assert!(rebase_records(&rebased, 2, horizon, 0, &mut Vec::new()).is_err());
+    }
 
     // Proves a built batch parses back to the fields written and passes validation.
     #[test]

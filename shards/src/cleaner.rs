@@ -21,30 +21,44 @@
 //!    records. When it fills, the pass maps only the records before that point (`map_end`)
 //!    and cleans with that, as Kafka cleans a prefix of the dirty segments: a record is
 //!    only ever removed for a later record of its key, so a partial map is always safe.
-//! 3. Every cleanable segment holding offsets below `map_end` is rewritten: a record goes
-//!    when a later record of its key is mapped, when it has no key (Kafka's cleaner drops
-//!    those too), or when it is a tombstone below `map_end` in a segment whose newest
-//!    timestamp is older than delete.retention.ms (no longer once the pass met a batch
-//!    it cannot read: it is kept whole, unmapped, and could hide an older record of the
-//!    tombstone's key). A batch keeps its base offset,
-//!    lastOffsetDelta, base timestamp and producer fields (Kafka's cleaner does the same),
-//!    so offsets never change, only gaps appear; a batch left without records is dropped,
-//!    except the segment's last batch, which stays as an empty batch so that the segment
-//!    still ends at its original end offset (recovery checks that each segment starts
-//!    where the previous one ends), and an idempotent producer's latest batch (its
-//!    sequence state, as Kafka keeps it). Control batches are kept whole. A compressed batch
-//!    that loses records is compressed again with its codec through the store's compressor
-//!    (the broker's; the storage has no codecs), else stored uncompressed, unless that
-//!    makes it larger than max.message.bytes (or the store's batch_max_bytes): then it
-//!    stays whole, superseded records included, since a follower copying the log would
-//!    refuse it.
+//! 3. Every cleanable segment holding offsets below `map_end` is rewritten, consecutive
+//!    ones merged into one (`group_segments`, Kafka's groupSegmentsBySize: current sizes
+//!    summing to at most segment.bytes, offsets spanning at most i32::MAX, index entries
+//!    within INDEX_ENTRIES_MAX). A record goes when a later record of its key is mapped,
+//!    when it has no key (Kafka's cleaner drops those too), or when it is a tombstone below
+//!    `map_end` in a batch whose delete horizon has passed (KIP-534; no longer once the
+//!    pass met a batch it cannot read: it is kept whole, unmapped, and could hide an older
+//!    record of the tombstone's key). The delete horizon: the first cleaning that keeps a
+//!    tombstone of a batch without one rewrites the batch with attributes bit 6 set and the
+//!    base timestamp = cleaning time + delete.retention.ms, every kept record's timestamp
+//!    delta rebased on it (`batch::rebase_records`, as Kafka's MemoryRecordsBuilder), so
+//!    record timestamps, maxTimestamp, the time index and lookups by timestamp stay as they
+//!    were. A later delete.retention.ms change does not move a stamped horizon (as in
+//!    Kafka). The earliest horizon still ahead is kept in memory and makes a pass due when
+//!    it passes, new writes or not (Kafka waits for the dirty ratio; after a restart so do
+//!    we). A batch keeps its base offset, lastOffsetDelta and producer fields (Kafka's
+//!    cleaner does the same), so offsets never change, only gaps appear; a batch left
+//!    without records is dropped, except the rewrite's last batch, which stays as an
+//!    empty batch so that the segment still ends at its original end offset (recovery
+//!    checks that each segment starts where the previous one ends), and an idempotent
+//!    producer's latest batch (its sequence state, as Kafka keeps it). Control batches are
+//!    kept whole (no transaction-marker removal yet). A compressed batch that is rebuilt is
+//!    compressed again with its codec through the store's compressor (the broker's; the
+//!    storage has no codecs), else stored uncompressed, unless that makes it larger than
+//!    max.message.bytes (or the store's batch_max_bytes): then it stays whole, superseded
+//!    records included, since a follower copying the log would refuse it.
 //! 4. The swap: the rewrite goes to `<base>.cleaned`, is truncated to its length and
-//!    fdatasync'ed, the old index files removed, then it is renamed over `<base>.log` (atomic: a crash leaves the old or the
-//!    new file, both whole logs of the same offsets), the in-memory segment replaced in
-//!    the same synchronous section, then the index files written and the directory
-//!    fsync'ed. Recovery removes a leftover `.cleaned` file; a stale index is rebuilt by a
-//!    scan. The tail cache below the cleaned segment's end is evicted, so readers never
-//!    see superseded records from it.
+//!    fdatasync'ed. One segment: its old index files are removed, then the rewrite is
+//!    renamed over `<base>.log` (atomic: a crash leaves the old or the new file, both whole
+//!    logs of the same offsets). A merge of segments [base, end): the rewrite is renamed to
+//!    `<base>-<end>.swap` (the commit point), the merged segments' index files and every
+//!    merged log file but the first removed, then the swap file renamed over `<base>.log`;
+//!    recovery (`complete_merges`, before the segments are listed) finishes any merge that
+//!    reached its swap name, whichever of its steps a crash cut. In both cases the
+//!    in-memory segments are replaced in the same synchronous section, then the index
+//!    files written and the directory fsync'ed. Recovery removes a leftover `.cleaned`
+//!    file; a stale index is rebuilt by a scan. The tail cache below the rewrite's end is
+//!    evicted, so readers never see superseded records from it.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -53,10 +67,16 @@ use glommio::io::{DmaBuffer, DmaFile};
 
 use super::*;
 use crate::config::{CLEANER_IO_BUFFER_BYTES, CLEANER_MAP_ENTRY_BYTES};
-use crate::segment::open_dma;
+use crate::segment::{open_dma, segment_file_name};
 
 /// Suffix of a segment's rewrite before it is swapped in.
 pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
+/// Suffix of a merged rewrite at its commit point: `<base>-<end>.swap` holds every offset
+/// of [base, end) and replaces the segments there (recovery completes the swap).
+pub(crate) const SWAP_SUFFIX: &str = ".swap";
+/// Most offsets one merged segment spans: its index keeps offsets relative to its base
+/// (Kafka's groupSegmentsBySize bounds it the same way).
+const MERGE_OFFSET_SPAN_MAX: i64 = i32::MAX as i64;
 /// File of a partition directory holding the first dirty offset of the cleaner (offset,
 /// crc32c). Not fsync'ed: a lost or older one only makes the next pass clean more.
 pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset.checkpoint";
@@ -72,6 +92,15 @@ pub enum CleanerCrashPoint {
     CleanedSynced,
     /// The rewrite was renamed over the segment; index files and directory not yet done.
     Swapped,
+    /// A merge: the synced rewrite was renamed to `<base>-<end>.swap` (its commit point);
+    /// the merged segments are all still there.
+    MergeSwapNamed,
+    /// A merge: the merged segments' index files and the second segment's log file are
+    /// removed, the later ones not yet.
+    MergeOneRemoved,
+    /// A merge: every merged segment but the first is removed; the swap file is not yet
+    /// renamed over the first.
+    MergeOldRemoved,
 }
 
 /// The cleaner's key -> latest offset map, bounded in memory (see `KeyMap::new`).
@@ -133,8 +162,14 @@ fn key_hash(key: &[u8]) -> u128 {
 /// What one cleaning pass over a partition did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CleanReport {
-    /// Segments rewritten and swapped in.
+    /// Segments rewritten and swapped in (each merged segment counts).
     pub segments_cleaned: usize,
+    /// Segments folded into the segment before them by a merge.
+    pub segments_merged: usize,
+    /// Tombstones removed because their batch's delete horizon had passed.
+    pub tombstones_removed: u64,
+    /// Batches newly stamped with a delete horizon.
+    pub horizons_set: u64,
     /// Log bytes read (map building and rewriting).
     pub bytes_read: u64,
     /// Bytes of the segments rewritten, before and after.
@@ -166,6 +201,91 @@ fn write_checkpoint(dir: &Path, offset: i64) -> std::io::Result<()> {
     let tmp = dir.join("cleaner-offset.checkpoint.tmp");
     std::fs::write(&tmp, &b)?;
     std::fs::rename(&tmp, dir.join(CLEANER_CHECKPOINT_FILE))
+}
+
+/// Name of a merge's swap file: `<base>-<end>.swap` (both 20 digits).
+fn swap_file_name(base: i64, end: i64) -> String {
+    format!("{base:020}-{end:020}{SWAP_SUFFIX}")
+}
+
+/// Completes every merge of the cleaner in `dir` that reached its commit point (a
+/// `<base>-<end>.swap` file, whole and synced before it got that name): removes the
+/// segment files with a base in [base, end), whichever are left, and renames the swap
+/// file to `<base>.log`. Synchronous: runs at open, before the segments are listed.
+/// True if it changed the directory (the caller fsyncs it).
+pub(crate) fn complete_merges(dir: &Path) -> Result<bool, StorageError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| StorageError::io("read dir", dir, e))?;
+    let mut swaps = Vec::new();
+    let mut files = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| StorageError::io("read dir", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(SWAP_SUFFIX) {
+            if let Some((b, e)) = stem.split_once('-')
+                && b.len() == 20
+                && e.len() == 20
+                && let (Ok(b), Ok(e)) = (b.parse::<i64>(), e.parse::<i64>())
+                && b < e
+            {
+                swaps.push((b, e, entry.path()));
+            }
+        } else if let Some((stem, ext)) = name.split_once('.')
+            && stem.len() == 20
+            && matches!(ext, "log" | "index" | "timeindex")
+            && let Ok(base) = stem.parse::<i64>()
+        {
+            files.push((base, entry.path()));
+        }
+    }
+    for (b, e, swap) in &swaps {
+        for (base, path) in files.iter().filter(|(base, _)| (*b..*e).contains(base)) {
+            log::info!(
+                "{}: completing a merge of the log cleaner: removing {} (base {base})",
+                swap.display(),
+                path.display()
+            );
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(StorageError::io("remove", path.clone(), err)),
+            }
+        }
+        let target = dir.join(segment_file_name(*b));
+        std::fs::rename(swap, &target).map_err(|err| StorageError::io("rename", swap, err))?;
+    }
+    Ok(!swaps.is_empty())
+}
+
+/// Groups consecutive segments to be cleaned into merges (Kafka's `groupSegmentsBySize`):
+/// a group grows while its segments' current sizes sum to at most `max_bytes`, its
+/// offsets span at most MERGE_OFFSET_SPAN_MAX and its index entries fit INDEX_ENTRIES_MAX.
+/// A segment wholly below the log start (retention's to delete) stays alone, so that a
+/// merge never keeps it alive. Every segment is in exactly one group, in order.
+fn group_segments(segs: &[Rc<Segment>], max_bytes: u64, log_start: i64) -> Vec<Vec<Rc<Segment>>> {
+    let mut groups: Vec<Vec<Rc<Segment>>> = Vec::new();
+    let (mut bytes, mut entries) = (0u64, 0usize);
+    for seg in segs {
+        let size = seg.size_bytes.get();
+        let n = seg.index.borrow().entries.len();
+        let fits = groups.last().is_some_and(|g| {
+            g[0].next_offset.get() > log_start
+                && bytes.saturating_add(size) <= max_bytes
+                && entries + n <= crate::index::INDEX_ENTRIES_MAX
+                && seg.next_offset.get() - 1 - g[0].base_offset <= MERGE_OFFSET_SPAN_MAX
+        });
+        if fits {
+            if let Some(g) = groups.last_mut() {
+                g.push(seg.clone());
+            }
+            bytes += size;
+            entries += n;
+        } else {
+            groups.push(vec![seg.clone()]);
+            bytes = size;
+            entries = n;
+        }
+    }
+    groups
 }
 
 /// Reads the batches of a segment in order, CLEANER_IO_BUFFER_BYTES at a time (a larger
@@ -409,7 +529,10 @@ impl Partition {
             return Ok(None);
         };
         let end = last.next_offset.get();
-        if first_dirty >= end {
+        // A tombstone kept for its delete horizon makes a pass due once the horizon has
+        // passed, dirty records or not (otherwise it would wait for new writes).
+        let horizon_due = self.next_delete_horizon.get() <= now;
+        if first_dirty >= end && !horizon_due {
             return Ok(None);
         }
         let total: u64 = segs.iter().map(|s| s.size_bytes.get()).sum();
@@ -429,22 +552,43 @@ impl Partition {
                 .find(|s| s.next_offset.get() > first_dirty)
                 .and_then(|s| s.index.borrow().entries.first().map(|e| e.max_timestamp))
                 .is_some_and(|ts| ts < now.saturating_sub(cfg.max_compaction_lag_ms));
-        if ratio < cfg.min_cleanable_dirty_ratio && !overdue {
+        if ratio < cfg.min_cleanable_dirty_ratio && !overdue && !horizon_due {
             return Ok(None);
         }
         let mut report = CleanReport::default();
         map.clear();
-        let (map_end, full) = self
-            .build_map(&segs, first_dirty, end, map, &mut report)
-            .await?;
-        if map_end <= first_dirty {
+        let (map_end, full) = if first_dirty >= end {
+            // Nothing dirty (a pass for an expired horizon): nothing to map, every
+            // segment below the first dirty offset is cleaned with the empty map.
+            (first_dirty, false)
+        } else {
+            self.build_map(&segs, first_dirty, end, map, &mut report)
+                .await?
+        };
+        if map_end <= first_dirty && !horizon_due {
             return Ok(None);
         }
         report.map_full = full;
-        for seg in segs.iter().filter(|s| s.base_offset < map_end) {
-            self.clean_segment(seg, map, map_end, now, &cfg, cuts_seen, &mut report)
-                .await?;
+        let to_clean: Vec<Rc<Segment>> = segs
+            .iter()
+            .filter(|s| s.base_offset < map_end)
+            .cloned()
+            .collect();
+        let mut pass = PassState {
+            map: &*map,
+            map_end,
+            now,
+            cfg: &cfg,
+            cuts_seen,
+            next_horizon: i64::MAX,
+        };
+        let log_start = self.log.borrow().log_start_offset;
+        for group in group_segments(&to_clean, cfg.segment_bytes, log_start) {
+            self.clean_group(&group, &mut pass, &mut report).await?;
         }
+        // Every kept tombstone below `map_end` was seen by this pass; those above it sit in
+        // dirty segments, which make the next pass due anyway.
+        self.next_delete_horizon.set(pass.next_horizon);
         report.first_dirty_offset = map_end;
         if self.write.borrow().stopped.is_some() {
             // Closed or deleted meanwhile (its directory may belong to a new incarnation).
@@ -464,12 +608,15 @@ impl Partition {
             );
         }
         log::info!(
-            "{}: cleaned {} segments, {} -> {} bytes, {} records removed; first dirty offset now {map_end}{}",
+            "{}: cleaned {} segments ({} merged away), {} -> {} bytes, {} records removed ({} tombstones past their delete horizon), {} delete horizons set; first dirty offset now {map_end}{}",
             self.dir.display(),
             report.segments_cleaned,
+            report.segments_merged,
             report.bytes_before,
             report.bytes_after,
             report.records_removed,
+            report.tombstones_removed,
+            report.horizons_set,
             if full { " (key map full)" } else { "" }
         );
         Ok(Some(report))
@@ -542,31 +689,28 @@ impl Partition {
         Ok((end, false))
     }
 
-    /// Rewrites one sealed segment with `map` and swaps it in (see the module docs).
-    #[allow(clippy::too_many_arguments)]
-    async fn clean_segment(
+    /// Rewrites a group of consecutive sealed segments (`group_segments`; usually one)
+    /// with the pass's map into one segment named after the first, and swaps it in (see
+    /// the module docs). A single segment with nothing to change is left as it is.
+    async fn clean_group(
         &self,
-        seg: &Rc<Segment>,
-        map: &KeyMap,
-        map_end: i64,
-        now: i64,
-        cfg: &LogConfig,
-        cuts_seen: u64,
+        group: &[Rc<Segment>],
+        pass: &mut PassState<'_>,
         report: &mut CleanReport,
     ) -> Result<(), StorageError> {
         if self.write.borrow().stopped.is_some() {
             // Closed or deleted: its files are no longer the cleaner's to write.
             return Ok(());
         }
-        let expire_tombstones =
-            seg.index.borrow().max_timestamp < now.saturating_sub(cfg.delete_retention_ms);
-        let batch_limit = (cfg.max_message_bytes as usize).min(self.store.config().batch_max_bytes);
-        let limit = seg.size_bytes.get();
-        let file = seg.file().await?;
-        let mut reader = BatchReader::new(self.store.clone(), file, seg.path.clone(), 0, limit);
-        let tmp = self
-            .dir
-            .join(format!("{:020}{CLEANED_SUFFIX}", seg.base_offset));
+        let (Some(first), Some(last)) = (group.first(), group.last()) else {
+            return Ok(());
+        };
+        let base = first.base_offset;
+        let end = last.next_offset.get();
+        let merge = group.len() > 1;
+        let batch_limit =
+            (pass.cfg.max_message_bytes as usize).min(self.store.config().batch_max_bytes);
+        let tmp = self.dir.join(format!("{base:020}{CLEANED_SUFFIX}"));
         let _ = std::fs::remove_file(&tmp);
         let out = Rc::new(open_dma(&tmp, true).await?);
         let mut w = CleanedWriter {
@@ -578,49 +722,117 @@ impl Partition {
             written: 0,
         };
         let mut index = SegmentIndex::default();
-        let mut removed = 0u64;
+        let (mut removed, mut tombstones_removed, mut horizons_set) = (0u64, 0u64, 0u64);
+        let mut changed = false;
+        let mut before = 0u64;
         let mut kept = Vec::new();
+        let mut rebased = Vec::new();
         let result: Result<(), StorageError> = async {
-            while let Some((_, h, bytes)) = reader.next().await? {
-                report.bytes_read += bytes.len() as u64;
-                let is_last = reader.pos >= limit;
-                let rewritten = if h.is_control() {
-                    None
-                } else {
-                    let expire = expire_tombstones && report.unreadable_batches == 0;
-                    let r = self.filter_batch(&h, &bytes, map, map_end, expire, &mut kept);
-                    if r.is_none() {
-                        report.unreadable_batches += 1;
-                    }
-                    r
-                };
-                let rebuilt = match rewritten {
-                    Some((n_removed, count, max_ts)) if n_removed > 0 => {
-                        if count == 0 && !is_last && !self.producers_last_batch(&h) {
-                            removed += n_removed;
-                            continue;
+            for (i, seg) in group.iter().enumerate() {
+                let limit = seg.size_bytes.get();
+                before += limit;
+                let file = seg.file().await?;
+                let mut reader =
+                    BatchReader::new(self.store.clone(), file, seg.path.clone(), 0, limit);
+                let last_seg = i + 1 == group.len();
+                while let Some((_, h, bytes)) = reader.next().await? {
+                    report.bytes_read += bytes.len() as u64;
+                    // Only the group's last batch must stay (emptied if need be): the
+                    // rewrite still ends at the group's end offset.
+                    let is_last = last_seg && reader.pos >= limit;
+                    let filtered = if h.is_control() {
+                        None
+                    } else {
+                        let expire = report.unreadable_batches == 0;
+                        let r = self.filter_batch(&h, &bytes, pass, expire, &mut kept);
+                        if r.is_none() {
+                            report.unreadable_batches += 1;
                         }
-                        let max_ts = if count == 0 { h.max_timestamp } else { max_ts };
-                        let b = self.rebuild(&h, &bytes, &kept, count as i32, max_ts);
-                        // Larger than a batch the log takes (a compressed batch rebuilt
-                        // uncompressed): a follower copying it would refuse it, so the
-                        // batch stays whole.
-                        if b.len() > batch_limit && b.len() > bytes.len() {
-                            None
-                        } else {
-                            removed += n_removed;
-                            Some((b, max_ts))
+                        r
+                    };
+                    let mut rebuilt: Option<(Vec<u8>, i64)> = None;
+                    let mut horizon_kept = h.delete_horizon_ms();
+                    if let Some(f) = &filtered {
+                        // KIP-534: the first cleaning that keeps a tombstone of the batch
+                        // stamps the batch with its delete horizon.
+                        let new_horizon = (f.tombstones_kept && h.delete_horizon_ms().is_none())
+                            .then(|| pass.now.saturating_add(pass.cfg.delete_retention_ms));
+                        if f.removed > 0 || new_horizon.is_some() {
+                            if f.count == 0 && !is_last && !self.producers_last_batch(&h) {
+                                removed += f.removed;
+                                tombstones_removed += f.tombstones_removed;
+                                changed = true;
+                                continue;
+                            }
+                            let max_ts = if f.count == 0 {
+                                h.max_timestamp
+                            } else {
+                                f.max_ts
+                            };
+                            let records = match new_horizon {
+                                Some(hz) => {
+                                    rebased.clear();
+                                    batch::rebase_records(
+                                        &kept,
+                                        f.count as usize,
+                                        h.base_timestamp,
+                                        hz,
+                                        &mut rebased,
+                                    )
+                                    .map(|()| &rebased[..])
+                                    .map_err(|e| {
+                                        log::warn!(
+                                            "{}: cleaner keeps batch {} whole: {e}",
+                                            self.dir.display(),
+                                            h.base_offset
+                                        )
+                                    })
+                                    .ok()
+                                }
+                                None => Some(&kept[..]),
+                            };
+                            if let Some(records) = records {
+                                let b = self.rebuild(
+                                    &h,
+                                    &bytes,
+                                    records,
+                                    f.count as i32,
+                                    max_ts,
+                                    new_horizon,
+                                );
+                                // Larger than a batch the log takes (a compressed batch
+                                // rebuilt uncompressed): a follower copying it would
+                                // refuse it, so the batch stays whole.
+                                if b.len() <= batch_limit || b.len() <= bytes.len() {
+                                    removed += f.removed;
+                                    tombstones_removed += f.tombstones_removed;
+                                    horizons_set += u64::from(new_horizon.is_some());
+                                    horizon_kept = new_horizon.or(horizon_kept);
+                                    changed = true;
+                                    rebuilt = Some((b, max_ts));
+                                }
+                            }
+                        }
+                        // Horizons still ahead (or just set: a zero delete.retention.ms
+                        // sets one that has passed by the next pass) make a later pass
+                        // due; a passed one kept by an unreadable batch waits for dirt.
+                        let stamped = rebuilt.is_some() && new_horizon.is_some();
+                        if f.tombstones_kept
+                            && let Some(hz) = horizon_kept
+                            && (hz > pass.now || stamped)
+                        {
+                            pass.next_horizon = pass.next_horizon.min(hz);
                         }
                     }
-                    _ => None,
-                };
-                let (out, max_ts): (&[u8], i64) = match &rebuilt {
-                    Some((b, max_ts)) => (b, *max_ts),
-                    None => (&bytes, h.max_timestamp),
-                };
-                let rel = (h.base_offset - seg.base_offset) as u32;
-                index.on_batch(rel, w.position(), out.len() as u64, max_ts);
-                w.push(out).await?;
+                    let (out, max_ts): (&[u8], i64) = match &rebuilt {
+                        Some((b, max_ts)) => (b, *max_ts),
+                        None => (&bytes, h.max_timestamp),
+                    };
+                    let rel = u32::try_from(h.base_offset - base)
+                        .map_err(|_| reader.corrupt("offset beyond the index span".into()))?;
+                    index.on_batch(rel, w.position(), out.len() as u64, max_ts);
+                    w.push(out).await?;
+                }
             }
             Ok(())
         }
@@ -632,8 +844,8 @@ impl Partition {
             abandon(&tmp);
             return Err(e);
         }
-        if removed == 0 {
-            // Nothing to remove: the segment stays as it is.
+        if !changed && !merge {
+            // Nothing to change: the segment stays as it is.
             abandon(&tmp);
             return Ok(());
         }
@@ -650,47 +862,53 @@ impl Partition {
         self.store
             .cleaner_crash_point(CleanerCrashPoint::CleanedSynced, &tmp)?;
 
-        // The swap, in one synchronous section: the segment must still be the one cleaned
-        // (not removed by retention, not cut by a truncation), and the partition running.
+        // The swap, in one synchronous section: the segments must still be the ones
+        // cleaned (not removed by retention, not cut by a truncation), and the partition
+        // running.
         let new = {
             let w = self.write.borrow();
             let mut log = self.log.borrow_mut();
-            let current = log
-                .segments
-                .get(&seg.base_offset)
-                .is_some_and(|s| Rc::ptr_eq(s, seg));
-            if !current || w.stopped.is_some() || w.truncating || w.cuts.done != cuts_seen {
+            let current = group.iter().all(|g| {
+                log.segments
+                    .get(&g.base_offset)
+                    .is_some_and(|s| Rc::ptr_eq(s, g))
+            });
+            if !current || w.stopped.is_some() || w.truncating || w.cuts.done != pass.cuts_seen {
                 drop((w, log));
                 abandon(&tmp);
                 log::info!(
-                    "{}: segment {} changed while it was cleaned; rewrite dropped",
+                    "{}: segments from {base} changed while they were cleaned; rewrite dropped",
                     self.dir.display(),
-                    seg.base_offset
                 );
                 return Ok(());
             }
-            // The old index files describe the old file: gone before the new file takes
-            // its name, so that no crash leaves them beside it (their covered size is
-            // checked at open, but a rewrite could happen to have the old size).
-            if let Err(e) = seg.remove_index_files() {
+            let swapped = if merge {
+                self.merge_files(group, &tmp, base, end)
+            } else {
+                self.swap_file(first, &tmp)
+            };
+            if let Err((e, committed)) = swapped {
                 drop((w, log));
-                abandon(&tmp);
+                if committed {
+                    // The files are half swapped and no longer what the log in memory
+                    // describes: the partition stops; reopening it completes the merge.
+                    self.stop(format!("log cleaner merge from {base} interrupted: {e}"));
+                } else {
+                    abandon(&tmp);
+                }
                 return Err(e);
             }
-            if let Err(e) = std::fs::rename(&tmp, &seg.path) {
-                drop((w, log));
-                abandon(&tmp);
-                return Err(StorageError::io("rename", &tmp, e));
-            }
-            let new = Rc::new(Segment::new(&self.dir, seg.base_offset, &self.store));
-            new.set_recovered(new_size, seg.next_offset.get(), new_size, None, index);
+            let new = Rc::new(Segment::new(&self.dir, base, &self.store));
+            new.set_recovered(new_size, end, new_size, None, index);
             new.sealed.set(true);
             new.finalized.set(true);
-            log.segments.insert(seg.base_offset, new.clone());
+            for g in &group[1..] {
+                log.segments.remove(&g.base_offset);
+            }
+            log.segments.insert(base, new.clone());
             // The tail cache must not serve the superseded records any more.
-            let upto = seg.next_offset.get();
             let mut freed = 0;
-            while log.cache.front().is_some_and(|e| e.next_offset <= upto) {
+            while log.cache.front().is_some_and(|e| e.next_offset <= end) {
                 if let Some(e) = log.cache.pop_front() {
                     freed += e.data.len();
                 }
@@ -700,13 +918,18 @@ impl Partition {
             self.store.cache_removed(freed);
             new
         };
-        seg.forget_file();
-        report.segments_cleaned += 1;
-        report.bytes_before += limit;
+        for g in group {
+            g.forget_file();
+        }
+        report.segments_cleaned += group.len();
+        report.segments_merged += group.len() - 1;
+        report.bytes_before += before;
         report.bytes_after += new_size;
         report.records_removed += removed;
+        report.tombstones_removed += tombstones_removed;
+        report.horizons_set += horizons_set;
         self.store
-            .cleaner_crash_point(CleanerCrashPoint::Swapped, &seg.path)?;
+            .cleaner_crash_point(CleanerCrashPoint::Swapped, &new.path)?;
         if let Err(e) =
             new.index
                 .borrow()
@@ -715,6 +938,55 @@ impl Partition {
             log::warn!("{}: could not write index files: {e}", new.path.display());
         }
         sync_dir(&self.dir).await
+    }
+
+    /// One segment's swap: its old index files go (before the new file takes its name, so
+    /// that no crash leaves them beside it: their covered size is checked at open, but a
+    /// rewrite could happen to have the old size), then the rewrite is renamed over it
+    /// (atomic: a crash leaves the old or the new file, both whole logs of the same
+    /// offsets). Err((error, false)): nothing committed.
+    fn swap_file(&self, seg: &Segment, tmp: &Path) -> Result<(), (StorageError, bool)> {
+        seg.remove_index_files().map_err(|e| (e, false))?;
+        std::fs::rename(tmp, &seg.path).map_err(|e| (StorageError::io("rename", tmp, e), false))
+    }
+
+    /// A merge's swap: the synced rewrite is renamed to `<base>-<end>.swap` (the commit
+    /// point: from there recovery completes the merge, `complete_merges`), the merged
+    /// segments' index files and every merged log file but the first are removed, and the
+    /// swap file is renamed over the first. Err((error, committed)).
+    fn merge_files(
+        &self,
+        group: &[Rc<Segment>],
+        tmp: &Path,
+        base: i64,
+        end: i64,
+    ) -> Result<(), (StorageError, bool)> {
+        let swap = self.dir.join(swap_file_name(base, end));
+        std::fs::rename(tmp, &swap).map_err(|e| (StorageError::io("rename", tmp, e), false))?;
+        let committed = |e| (e, true);
+        self.store
+            .cleaner_crash_point(CleanerCrashPoint::MergeSwapNamed, &swap)
+            .map_err(committed)?;
+        for g in group {
+            g.remove_index_files().map_err(committed)?;
+        }
+        for (i, g) in group.iter().enumerate().skip(1) {
+            match std::fs::remove_file(&g.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err((StorageError::io("remove", g.path.clone(), e), true)),
+            }
+            if i == 1 {
+                self.store
+                    .cleaner_crash_point(CleanerCrashPoint::MergeOneRemoved, &g.path)
+                    .map_err(committed)?;
+            }
+        }
+        self.store
+            .cleaner_crash_point(CleanerCrashPoint::MergeOldRemoved, &swap)
+            .map_err(committed)?;
+        std::fs::rename(&swap, &group[0].path)
+            .map_err(|e| (StorageError::io("rename", swap.clone(), e), true))
     }
 
     /// `h` with only the `kept` records (uncompressed, back to back): compressed again with
@@ -726,6 +998,7 @@ impl Partition {
         kept: &[u8],
         count: i32,
         max_ts: i64,
+        delete_horizon: Option<i64>,
     ) -> Vec<u8> {
         let codec = h.compression();
         if codec != 0
@@ -733,7 +1006,17 @@ impl Partition {
             && let Some(compress) = self.store.compressor()
         {
             match compress(codec, kept) {
-                Ok(c) => return batch::rebuild_batch(bytes, h, &c, count, max_ts, codec),
+                Ok(c) => {
+                    return batch::rebuild_batch(
+                        bytes,
+                        h,
+                        &c,
+                        count,
+                        max_ts,
+                        codec,
+                        delete_horizon,
+                    );
+                }
                 Err(e) => log::warn!(
                     "{}: batch {} stored uncompressed after cleaning: {e}",
                     self.dir.display(),
@@ -741,7 +1024,7 @@ impl Partition {
                 ),
             }
         }
-        batch::rebuild_batch(bytes, h, kept, count, max_ts, 0)
+        batch::rebuild_batch(bytes, h, kept, count, max_ts, 0, delete_horizon)
     }
 
     /// Whether `h` is the latest batch of its idempotent producer: kept (emptied if need be)
@@ -758,18 +1041,19 @@ impl Partition {
                 .is_some_and(|b| b.last_offset == h.last_offset())
     }
 
-    /// Which records of a (non-control) batch stay: None if its records cannot be read
-    /// (it is kept whole), else (records removed, records kept, their max timestamp) with
-    /// the kept records' bytes in `kept`.
+    /// Which records of a (non-control) batch stay, as Kafka's cleaner decides
+    /// (`shouldRetainRecord`): a record goes when it has no key, when a later record of its
+    /// key is mapped, or when it is a tombstone below the map's end in a batch whose delete
+    /// horizon has passed (and `expire`: no unreadable batch met in this pass). None if its
+    /// records cannot be read (it is kept whole); else what stays, its bytes in `kept`.
     fn filter_batch(
         &self,
         h: &BatchHeader,
         bytes: &[u8],
-        map: &KeyMap,
-        map_end: i64,
-        expire_tombstones: bool,
+        pass: &PassState<'_>,
+        expire: bool,
         kept: &mut Vec<u8>,
-    ) -> Option<(u64, u64, i64)> {
+    ) -> Option<Filtered> {
         kept.clear();
         let plain = match plain_records(&self.store, h, bytes) {
             Ok(p) => p,
@@ -783,22 +1067,30 @@ impl Partition {
             }
         };
         let records = plain.as_deref().unwrap_or(&bytes[BATCH_HEADER_BYTES..]);
-        let (mut removed, mut count, mut max_ts) = (0u64, 0u64, -1i64);
+        let horizon_passed = expire && h.delete_horizon_ms().is_some_and(|hz| pass.now >= hz);
+        let mut f = Filtered {
+            max_ts: -1,
+            ..Filtered::default()
+        };
         let walked = batch::walk_records(h, records, |r| {
             let keep = match r.key {
                 None => false,
                 Some(k) => {
-                    let superseded = map.get(key_hash(k)).is_some_and(|l| l > r.offset);
-                    let expired = r.tombstone && r.offset < map_end && expire_tombstones;
+                    let superseded = pass.map.get(key_hash(k)).is_some_and(|l| l > r.offset);
+                    let expired = r.tombstone && r.offset < pass.map_end && horizon_passed;
+                    if expired && !superseded {
+                        f.tombstones_removed += 1;
+                    }
                     !(superseded || expired)
                 }
             };
             if keep {
                 kept.extend_from_slice(r.bytes);
-                count += 1;
-                max_ts = max_ts.max(r.timestamp);
+                f.count += 1;
+                f.max_ts = f.max_ts.max(r.timestamp);
+                f.tombstones_kept |= r.tombstone;
             } else {
-                removed += 1;
+                f.removed += 1;
             }
         });
         if let Err(e) = walked {
@@ -809,8 +1101,33 @@ impl Partition {
             );
             return None;
         }
-        Some((removed, count, max_ts))
+        Some(f)
     }
+}
+
+/// What one cleaning pass applies to every group it cleans.
+struct PassState<'a> {
+    map: &'a KeyMap,
+    /// Records at or beyond this offset were not mapped: they all stay.
+    map_end: i64,
+    now: i64,
+    cfg: &'a LogConfig,
+    cuts_seen: u64,
+    /// The earliest delete horizon still ahead of a tombstone the pass kept.
+    next_horizon: i64,
+}
+
+/// What `filter_batch` keeps of a batch.
+#[derive(Default)]
+struct Filtered {
+    removed: u64,
+    count: u64,
+    /// The largest timestamp of a kept record.
+    max_ts: i64,
+    /// A kept record is a tombstone.
+    tombstones_kept: bool,
+    /// Tombstones removed for their passed delete horizon.
+    tombstones_removed: u64,
 }
 
 #[cfg(test)]

@@ -218,8 +218,9 @@ pub struct LogConfig {
     pub min_compaction_lag_ms: i64,
     /// max.compaction.lag.ms: dirty data older than this is cleaned whatever the ratio.
     pub max_compaction_lag_ms: i64,
-    /// delete.retention.ms: tombstones (null values) stay this long after their segment's
-    /// newest timestamp before the cleaner removes them.
+    /// delete.retention.ms: tombstones (null values) stay this long after the cleaning that
+    /// first kept them, which stamps their batch with that delete horizon (KIP-534); a
+    /// later change does not move a stamped horizon.
     pub delete_retention_ms: i64,
 }
 

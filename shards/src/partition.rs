@@ -442,6 +442,9 @@ pub struct Partition {
     /// The log cleaner cleans only segments ending at or below this offset (the high
     /// watermark of a replicated partition; `set_cleanable_end`).
     cleanable_end: Cell<i64>,
+    /// The earliest delete horizon of a tombstone the cleaner kept in this process
+    /// (i64::MAX: none known): a pass is due once it has passed (see `cleaner`).
+    next_delete_horizon: Cell<i64>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -528,6 +531,12 @@ impl Partition {
                 sync_dir(parent).await?;
             }
         }
+        // A merge of the cleaner that reached its commit point is completed first: the
+        // segments it replaces must be gone before the listing below checks that each
+        // segment starts where the previous one ends.
+        if cleaner::complete_merges(&dir)? {
+            sync_dir(&dir).await?;
+        }
         let mut bases = Vec::new();
         let mut spare = None;
         let rd = std::fs::read_dir(&dir).map_err(|e| StorageError::io("read dir", &dir, e))?;
@@ -547,7 +556,10 @@ impl Partition {
                 {
                     bases.push(base);
                 }
-            } else if name.ends_with(".tmp") || name.ends_with(cleaner::CLEANED_SUFFIX) {
+            } else if name.ends_with(".tmp")
+                || name.ends_with(cleaner::CLEANED_SUFFIX)
+                || name.ends_with(cleaner::SWAP_SUFFIX)
+            {
                 // Half-written files: a small file's temp copy, or a cleaner's rewrite of a
                 // segment not yet swapped in (the segment itself is intact).
                 let _ = std::fs::remove_file(entry.path());
@@ -723,6 +735,7 @@ impl Partition {
             spare: RefCell::new(spare),
             first_dirty: Cell::new(cleaner::read_checkpoint(&dir).unwrap_or(0).min(next_offset)),
             cleanable_end: Cell::new(i64::MAX),
+            next_delete_horizon: Cell::new(i64::MAX),
         });
         part.recover_replay(true).await?;
         Ok(part)
@@ -2982,7 +2995,16 @@ impl Partition {
     /// does every `StoreConfig::cleaner_backoff_ms`): None when the log is not compacted or
     /// nothing is due per its configs. See `cleaner`.
     pub async fn clean(&self) -> Result<Option<cleaner::CleanReport>, StorageError> {
-        self.store.clean(self).await
+        self.store.clean(self, now_ms()).await
+    }
+
+    /// `clean` as if the wall clock read `now_ms` (tests of the delete horizon and the
+    /// compaction lags run on a clock of their own).
+    pub async fn clean_at(
+        &self,
+        now_ms: i64,
+    ) -> Result<Option<cleaner::CleanReport>, StorageError> {
+        self.store.clean(self, now_ms).await
     }
 
     /// Why the partition stopped accepting writes, if it did.

@@ -130,6 +130,8 @@ pub struct StoreStats {
     /// the cleaned segments before and after, records removed, time spent in passes (us).
     pub cleaner_passes: u64,
     pub cleaner_segments: u64,
+    /// Log cleaner: segments that a merge folded into the segment before them.
+    pub cleaner_segments_merged: u64,
     pub cleaner_bytes_read: u64,
     pub cleaner_bytes_before: u64,
     pub cleaner_bytes_after: u64,
@@ -358,7 +360,11 @@ impl Store {
 
     /// One log-cleaner pass over `p` with the shard's key map (one pass at a time per
     /// shard; see `partition::cleaner`).
-    pub(crate) async fn clean(&self, p: &Partition) -> Result<Option<CleanReport>, StorageError> {
+    pub(crate) async fn clean(
+        &self,
+        p: &Partition,
+        now_ms: i64,
+    ) -> Result<Option<CleanReport>, StorageError> {
         let _permit = self
             .cleaner_lock
             .acquire_permit(1)
@@ -371,12 +377,13 @@ impl Store {
             .take()
             .unwrap_or_else(|| KeyMap::new(self.config.cleaner_key_map_max_bytes));
         let t0 = std::time::Instant::now();
-        let res = p.clean_pass(&mut map, crate::partition::now_ms()).await;
+        let res = p.clean_pass(&mut map, now_ms).await;
         *self.cleaner_map.borrow_mut() = Some(map);
         if let Ok(Some(r)) = &res {
             let mut s = self.cleaner_stats.borrow_mut();
             s.cleaner_passes += 1;
             s.cleaner_segments += r.segments_cleaned as u64;
+            s.cleaner_segments_merged += r.segments_merged as u64;
             s.cleaner_bytes_read += r.bytes_read;
             s.cleaner_bytes_before += r.bytes_before;
             s.cleaner_bytes_after += r.bytes_after;
@@ -449,7 +456,7 @@ impl Store {
                     if !p.config().cleanup_compact {
                         continue;
                     }
-                    if let Err(e) = store.clean(&p).await {
+                    if let Err(e) = store.clean(&p, crate::partition::now_ms()).await {
                         log::warn!("{}: log cleaner: {e}", p.dir().display());
                     }
                 }

@@ -1,7 +1,8 @@
 //! Log compaction at the storage level: the cleaner keeps the latest record per key with the
-//! original offsets (gaps between), removes tombstones after delete.retention.ms, cleans a
-//! prefix when its key map fills, survives a crash at every step of a segment's swap, and
-//! its gapped log reads, recovers and replicates (follower appends) as a whole log.
+//! original offsets (gaps between), removes tombstones once the delete horizon it stamped
+//! on their batch has passed, cleans a prefix when its key map fills, merges small cleaned
+//! segments, survives a crash at every step of a swap or a merge, and its gapped log reads,
+//! recovers and replicates (follower appends) as a whole log.
 
 mod common;
 
@@ -79,6 +80,11 @@ async fn fill(p: &Partition) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
 /// Appends one record ("end") after segment.ms passed, so the data before is sealed, and
 /// waits until every sealed segment is finalized.
 async fn roll_with_marker(p: &Partition, want: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
+    roll_with_key(p, want, b"end").await;
+}
+
+/// `roll_with_marker` with a marker record of key `key`.
+async fn roll_with_key(p: &Partition, want: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>, key: &[u8]) {
     let cfg = p.config();
     p.set_config(LogConfig {
         segment_ms: 1,
@@ -86,13 +92,13 @@ async fn roll_with_marker(p: &Partition, want: &mut BTreeMap<Vec<u8>, Option<Vec
     });
     glommio::timer::sleep(Duration::from_millis(5)).await;
     p.append(
-        Bytes::from(keyed_batch(&[(Some(b"end"), Some(b"x"))], 1_000)),
+        Bytes::from(keyed_batch(&[(Some(key), Some(b"x"))], 1_000)),
         Durability::Fsync,
     )
     .await
     .unwrap();
     p.set_config(cfg);
-    want.insert(b"end".to_vec(), Some(b"x".to_vec()));
+    want.insert(key.to_vec(), Some(b"x".to_vec()));
     // The cleaner takes finalized segments only; the last sealed one finishes in the
     // background.
     for _ in 0..1000 {
@@ -261,63 +267,183 @@ fn cleaner_keeps_latest_value_per_key() {
     });
 }
 
-// Proves tombstones stay while delete.retention.ms has not passed (older values of their
-// keys are removed, the tombstone itself is kept), and go once it has.
+/// Runs cleaning passes at the clock `now` until one does nothing; returns how many cleaned.
+async fn clean_until_done_at(p: &Partition, now: i64) -> usize {
+    let mut passes = 0;
+    for _ in 0..100 {
+        match p.clean_at(now).await.unwrap() {
+            Some(_) => passes += 1,
+            None => return passes,
+        }
+    }
+    panic!("cleaner never finished");
+}
+
+/// Every record's timestamp by offset, as a consumer computes it (base timestamp + delta).
+async fn timestamps(p: &Partition) -> BTreeMap<i64, i64> {
+    let bytes = log_bytes(p, 0).await;
+    let mut out = BTreeMap::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let h = shards::batch::check_one(&bytes[pos..], pos).unwrap();
+        let recs = &bytes[pos + shards::batch::BATCH_HEADER_BYTES..pos + h.total_bytes()];
+        shards::batch::walk_records(&h, recs, |r| {
+            out.insert(r.offset, r.timestamp);
+        })
+        .unwrap();
+        pos += h.total_bytes();
+    }
+    out
+}
+
+/// (delete horizon, holds a tombstone) of every batch of the log.
+async fn horizons(p: &Partition) -> Vec<(Option<i64>, bool)> {
+    let bytes = log_bytes(p, 0).await;
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let h = shards::batch::check_one(&bytes[pos..], pos).unwrap();
+        let recs = &bytes[pos + shards::batch::BATCH_HEADER_BYTES..pos + h.total_bytes()];
+        let mut tomb = false;
+        shards::batch::walk_records(&h, recs, |r| tomb |= r.tombstone).unwrap();
+        out.push((h.delete_horizon_ms(), tomb));
+        pos += h.total_bytes();
+    }
+    out
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+// Proves KIP-534's delete horizon on a clock of the test's own: the first cleaning that
+// keeps a tombstone stamps its batch (attributes bit 6, base timestamp = cleaning time +
+// delete.retention.ms) and every record keeps its timestamp (deltas rebased: record
+// timestamps, maxTimestamp and lookups by timestamp answer as before); a cleaning before
+// the horizon keeps the tombstones although the segments are old and delete.retention.ms is
+// 0 by then (the stamped horizon rules, not the segment's age), and a pass at the horizon
+// removes them without any new write.
 #[test]
-fn tombstones_kept_until_delete_retention() {
+fn delete_horizon_set_on_first_clean() {
     let dir = tmpdir();
     let root = dir.path().to_path_buf();
     run(move || async move {
         let cfg = LogConfig {
-            delete_retention_ms: 3_600_000,
+            delete_retention_ms: HOUR_MS,
             ..compact_config()
         };
         let (_store, p) = open(root.join("p"), cfg.clone()).await;
-        // Timestamps "now": the segments' newest timestamp is younger than the retention.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64;
-        for round in 0..ROUNDS {
-            for k in (0..KEYS).step_by(PER_BATCH) {
-                let keys: Vec<Vec<u8>> = (k..k + PER_BATCH)
-                    .map(|k| format!("k{k}").into_bytes())
-                    .collect();
-                let vals: Vec<Option<Vec<u8>>> = (k..k + PER_BATCH)
-                    .map(|k| (round + 1 < ROUNDS || k % 7 != 0).then(|| value(round, k)))
-                    .collect();
-                let recs: Vec<KeyedRecord<'_>> = keys
-                    .iter()
-                    .zip(&vals)
-                    .map(|(k, v)| (Some(&k[..]), v.as_deref()))
-                    .collect();
-                p.append(Bytes::from(keyed_batch(&recs, now)), Durability::Written)
-                    .await
-                    .unwrap();
-            }
-        }
-        let mut want = BTreeMap::new();
-        roll_with_marker(&p, &mut want).await;
-        clean_until_done(&p).await;
+        // Record timestamps are 1000.. ms: the segments are ancient at `t0`.
+        let mut want = fill(&p).await;
+        let ts_before = timestamps(&p).await;
+        let max_ts_before = p.max_timestamp();
+        let t0 = 1_000_000_000_000i64;
+        assert!(clean_until_done_at(&p, t0).await >= 1);
         let recs = records(&p).await;
         let tombstones = recs.iter().filter(|r| r.2.is_none()).count();
         assert_eq!(tombstones, KEYS.div_ceil(7), "every tombstone kept, once");
-        let m = latest(&recs);
-        assert_eq!(m.len(), KEYS + 1, "each key once");
-        // delete.retention.ms passed: the next cleaning removes them.
-        p.set_config(LogConfig {
+        assert_eq!(latest(&recs), want, "each key once with its latest value");
+        let hz = horizons(&p).await;
+        assert!(hz.iter().any(|h| h.1), "tombstones in batches");
+        for (horizon, tomb) in &hz {
+            if *tomb {
+                assert_eq!(*horizon, Some(t0 + HOUR_MS), "horizon stamped");
+            } else {
+                assert_eq!(*horizon, None, "no horizon without a tombstone");
+            }
+        }
+        // Timestamps as before: per record, the partition's max, and lookups by time.
+        let ts_after = timestamps(&p).await;
+        for (o, t) in &ts_after {
+            assert_eq!(Some(t), ts_before.get(o), "timestamp of offset {o} changed");
+        }
+        assert_eq!(p.max_timestamp(), max_ts_before);
+        for t in [1_000, 1_005, 1_019] {
+            let (o, found) = p.offset_for_timestamp(t).await.unwrap().unwrap();
+            assert!(found >= t);
+            assert_eq!(ts_after.get(&o), Some(&found), "lookup of {t}");
+        }
+        assert_eq!(
+            p.offset_for_timestamp(t0).await.unwrap(),
+            None,
+            "a horizon is not a record timestamp"
+        );
+
+        // Before the horizon: even with delete.retention.ms 0 now and new dirt making a
+        // pass due, the tombstones stay.
+        let cfg0 = LogConfig {
             delete_retention_ms: 0,
             min_cleanable_dirty_ratio: 0.0,
             ..cfg
-        });
-        // The records' timestamps run to `now` + PER_BATCH - 1 ms.
-        glommio::timer::sleep(Duration::from_millis(PER_BATCH as u64 + 5)).await;
-        // Nothing is dirty any more; a new sealed segment makes a pass due.
-        roll_with_marker(&p, &mut want).await;
-        clean_until_done(&p).await;
+        };
+        p.set_config(cfg0.clone());
+        roll_with_key(&p, &mut want, b"end2").await;
+        let end = p.log_end_offset();
+        assert!(clean_until_done_at(&p, t0 + HOUR_MS - 1).await >= 1);
         let recs = records(&p).await;
-        assert_eq!(recs.iter().filter(|r| r.2.is_none()).count(), 0);
-        assert_eq!(latest(&recs).len(), KEYS - KEYS.div_ceil(7) + 1);
+        assert_eq!(recs.iter().filter(|r| r.2.is_none()).count(), tombstones);
+        // At the horizon: the pass is due by the horizon alone and removes them.
+        let r = p.clean_at(t0 + HOUR_MS).await.unwrap().expect("a pass due");
+        assert_eq!(r.tombstones_removed, tombstones as u64);
+        assert_compacted(&p, &want, end).await;
+        assert!(p.clean_at(t0 + HOUR_MS + 1).await.unwrap().is_none());
+    });
+}
+
+// Proves segment merging (Kafka's groupSegmentsBySize): once cleaning has shrunk the
+// segments, consecutive ones whose sizes sum to at most segment.bytes become one: fewer
+// segments (in memory and on disk), every offset readable and every latest value kept,
+// and the merged log recovers the same, also with its index files lost.
+#[test]
+fn merge_reduces_segment_count() {
+    let dir = tmpdir();
+    let root = dir.path().to_path_buf();
+    run(move || async move {
+        let d = root.join("p");
+        let (store, p) = open(d.clone(), compact_config()).await;
+        let mut want = fill(&p).await;
+        let segs_before = p.stats().segments;
+        assert!(segs_before >= 6, "the test needs several segments");
+        clean_until_done(&p).await;
+        roll_with_key(&p, &mut want, b"end2").await;
+        let end = p.log_end_offset();
+        clean_until_done(&p).await;
+        assert_compacted(&p, &want, end).await;
+        let segs_after = p.stats().segments;
+        let logs_on_disk = std::fs::read_dir(&d)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".log")
+            })
+            .count();
+        assert_eq!(logs_on_disk, segs_after);
+        // ~44 KiB of live records in 64 KiB segments: one merged segment, the one holding
+        // the last marker, and the active one at most.
+        assert!(
+            segs_after <= 3,
+            "{segs_before} segments became {segs_after}"
+        );
+        assert!(store.stats().cleaner_segments_merged + 3 >= segs_before as u64);
+        store.close_all().await.unwrap();
+        drop(p);
+        let (store, p) = open(d.clone(), compact_config()).await;
+        assert_eq!(p.stats().segments, segs_after);
+        assert_compacted(&p, &want, end).await;
+        store.close_all().await.unwrap();
+        drop(p);
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path
+                .extension()
+                .is_some_and(|x| x == "index" || x == "timeindex")
+            {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        let (_store, p) = open(d.clone(), compact_config()).await;
+        assert_compacted(&p, &want, end).await;
     });
 }
 
@@ -420,10 +546,19 @@ fn leftover_cleaned(dir: &Path) -> bool {
     })
 }
 
-// Proves a crash at each step of a segment's swap (rewrite written, rewrite synced, renamed
-// over the segment) recovers a consistent log: the same latest value per key as before
-// the crash, offsets growing, the log end unchanged, no leftover rewrite; and cleaning the
-// recovered log then reaches the fully compacted log.
+fn leftover_swap(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".swap"))
+}
+
+// Proves a crash at each step of a swap recovers a consistent log: for one segment (rewrite
+// written, rewrite synced, renamed over the segment) and for a merge of several (renamed
+// to its swap name, the second merged segment removed, all but the first removed), the
+// recovered log has the same latest value per key as before the crash, offsets growing,
+// the log end unchanged, no leftover rewrite or swap file (a merge past its commit point
+// is completed: fewer segments); and cleaning the recovered log then reaches the fully
+// compacted log.
 #[test]
 fn crash_at_each_cleaner_step_recovers() {
     let dir = tmpdir();
@@ -433,33 +568,78 @@ fn crash_at_each_cleaner_step_recovers() {
             CleanerCrashPoint::CleanedWritten,
             CleanerCrashPoint::CleanedSynced,
             CleanerCrashPoint::Swapped,
+            CleanerCrashPoint::MergeSwapNamed,
+            CleanerCrashPoint::MergeOneRemoved,
+            CleanerCrashPoint::MergeOldRemoved,
         ]
         .into_iter()
         .enumerate()
         {
+            let merge_point = matches!(
+                point,
+                CleanerCrashPoint::MergeSwapNamed
+                    | CleanerCrashPoint::MergeOneRemoved
+                    | CleanerCrashPoint::MergeOldRemoved
+            );
             let src = root.join(format!("src-{i}"));
             let (store, p) = open(src.clone(), compact_config()).await;
             let want = fill(&p).await;
             let end = p.log_end_offset();
-            let before = latest(&records(&p).await);
             let faults = Rc::new(FaultInjector::default());
             faults.crash_cleaner_at.set(Some(point));
             store.set_fault_injector(Some(faults));
-            let e = p.clean().await.unwrap_err();
+            // The first pass cleans the full segments one by one; a merge comes with the
+            // pass after it (the horizons it set make it due).
+            let mut crashed = None;
+            for _ in 0..5 {
+                let before = latest(&records(&p).await);
+                let segments = p.stats().segments;
+                match p.clean().await {
+                    Err(e) => {
+                        crashed = Some((e, before, segments));
+                        break;
+                    }
+                    Ok(r) => assert!(r.is_some(), "{point:?}: no pass crashed"),
+                }
+            }
+            let (e, before, segments) = crashed.expect("the cleaner never crashed");
             assert!(e.to_string().contains("injected crash"), "{point:?}: {e}");
-            if point != CleanerCrashPoint::Swapped {
+            if matches!(
+                point,
+                CleanerCrashPoint::CleanedWritten | CleanerCrashPoint::CleanedSynced
+            ) {
                 assert!(leftover_cleaned(&src), "{point:?}: the rewrite is on disk");
+            }
+            if merge_point {
+                assert!(leftover_swap(&src), "{point:?}: the merge is committed");
             }
             let image = root.join(format!("image-{i}"));
             copy_dir(&src, &image);
             let (_s2, q) = open(image.clone(), compact_config()).await;
             assert!(
-                !leftover_cleaned(&image),
-                "{point:?}: recovery removes the rewrite"
+                !leftover_cleaned(&image) && !leftover_swap(&image),
+                "{point:?}: recovery removes the rewrite or completes the swap"
             );
+            if merge_point {
+                assert!(
+                    q.stats().segments < segments,
+                    "{point:?}: the merge is completed"
+                );
+            }
             assert_eq!(q.log_end_offset(), end, "{point:?}");
+            // The pass may have removed tombstones past their horizon: compare live keys.
             let recs = records(&q).await;
-            assert_eq!(latest(&recs), before, "{point:?}: latest values changed");
+            let (got, was) = (live(&latest(&recs)), live(&before));
+            let diff: Vec<String> = got
+                .keys()
+                .chain(was.keys())
+                .filter(|k| got.get(*k) != was.get(*k))
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect();
+            assert!(
+                diff.is_empty(),
+                "{point:?}: latest values changed: {diff:?}"
+            );
             clean_until_done(&q).await;
             assert_compacted(&q, &want, end).await;
         }

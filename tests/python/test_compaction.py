@@ -27,11 +27,12 @@ def value(rnd, k):
     return (b"r%d-k%d-" % (rnd, k)).ljust(400, b"x")
 
 
-def compacted_topic(broker):
+def compacted_topic(broker, **overrides):
     topic = f"compacted-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     cfg = {"cleanup.policy": "compact", "segment.bytes": "65536", "segment.ms": "1000",
            "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "0"}
+    cfg.update({k.replace("_", "."): v for k, v in overrides.items()})
     for f in admin.create_topics([NewTopic(topic, 1, 1, config=cfg)]).values():
         f.result(TIMEOUT_S)
     return topic
@@ -40,7 +41,7 @@ def compacted_topic(broker):
 CODECS = ["none", "lz4", "zstd", "gzip", "snappy"]
 
 
-def fill(broker, topic):
+def fill(broker, topic, with_tombstones=False):
     """Produces ROUNDS updates of KEYS keys (tombstones for every 5th key last), then one
     record after segment.ms so that every update sits in a sealed segment. Each round goes
     through a producer with another compression codec, so the last round's batches (snappy,
@@ -63,6 +64,8 @@ def fill(broker, topic):
     assert p.flush(TIMEOUT_S) == 0
     want[b"end"] = b"x"
     live = {k: v for k, v in want.items() if v is not None}
+    if with_tombstones:
+        return want, live, ROUNDS * KEYS + 1
     return live, ROUNDS * KEYS + 1
 
 
@@ -130,3 +133,39 @@ def test_keyless_record_refused_on_compacted_topic(broker_factory):
     p.flush(TIMEOUT_S)
     assert len(errors) == 1 and errors[0] is not None
     assert errors[0].code() == KafkaError.INVALID_RECORD, errors[0]
+
+
+def segment_files(broker, topic):
+    """The partition's segment files in the broker's data dir."""
+    dirs = [d for d in broker.data_dir.rglob(f"{topic}-0") if d.is_dir()]
+    assert len(dirs) == 1, dirs
+    return sorted(dirs[0].glob("*.log"))
+
+
+def test_tombstones_kept_until_delete_horizon_and_segments_merged(broker_factory):
+    """KIP-534 over the wire: with delete.retention.ms=4000 the first cleaning keeps the
+    tombstones (stamping their batches' delete horizon), a consumer still reads them with
+    the latest value of every other key; once the horizon has passed the cleaner removes
+    them without any new write, and a consumer reads exactly the latest live value per
+    key. Meanwhile the cleaned segments were merged: ~200 KB produced into 32 KiB segments
+    (at least 6 of them, which cleaning alone keeps) end as one merged segment beside the
+    active one in the data dir (the cleaner runs during the fill, so the count before is
+    the produced bytes' lower bound, not a listing)."""
+    broker = broker_factory(cores=1, extra=["--log-cleaner-backoff-ms", "100"])
+    segment_bytes = 32768
+    topic = compacted_topic(broker, delete_retention_ms="4000", segment_bytes=str(segment_bytes))
+    want, live, end = fill(broker, topic, with_tombstones=True)
+    files_before = ROUNDS * KEYS * len(value(0, 0)) // segment_bytes
+    assert files_before >= 6, files_before
+    # Compacted, tombstones kept: one record per key, tombstones included.
+    assert wait_until(lambda: len(read_confluent(broker, topic, end)) == len(want),
+                      timeout_s=TIMEOUT_S, interval_s=0.2)
+    seen = read_confluent(broker, topic, end)
+    assert len(seen) == len(want) and {k: v for _, k, v in seen} == want
+    # After the horizon: the tombstones are gone.
+    assert wait_until(lambda: len(read_confluent(broker, topic, end)) == len(live),
+                      timeout_s=TIMEOUT_S, interval_s=0.3)
+    check_compacted(read_confluent(broker, topic, end), live, end)
+    check_compacted(read_kafka_python(broker, topic, end), live, end)
+    files_after = len(segment_files(broker, topic))
+    assert files_after <= 2, (files_before, files_after)
