@@ -103,9 +103,22 @@ pub struct ServeArgs {
     /// when it is created (default 16). Its replication factor is the offsets topic's.
     #[arg(long)]
     pub transaction_state_num_partitions: Option<i32>,
-    /// Per-shard tail cache size in MiB (default 256).
+    /// Tail cache size in MiB, shared out over the shards (at least 16 MiB each). Default:
+    /// derived from iotune.json when there is one, else 256.
     #[arg(long)]
     pub cache_mib: Option<usize>,
+    /// Largest write round of a partition, KiB (clamped to 4 KiB..8 MiB). Default: derived
+    /// from iotune.json when there is one, else 512.
+    #[arg(long)]
+    pub write_round_max_kib: Option<usize>,
+    /// Concurrent DMA writes per shard (clamped to 1..64). Default: derived from
+    /// iotune.json when there is one, else 8.
+    #[arg(long)]
+    pub inflight_writes_max: Option<usize>,
+    /// The disk measurement `osprey iotune` wrote, which sizes the write rounds, in-flight
+    /// writes and cache that no flag sets (default: DATA_DIR/iotune.json).
+    #[arg(long)]
+    pub iotune_file: Option<PathBuf>,
     /// Produce answers KAFKA_STORAGE_ERROR while the data directory's filesystem has less
     /// free space than this, in MiB (default 32); the partitions keep running and take
     /// writes again once space is freed. 0 turns the check off.
@@ -241,7 +254,19 @@ pub struct BrokerConfig {
     pub offsets_topic_replication_factor: i16,
     pub offsets_topic_rewrite_bytes: u64,
     pub transaction_state_num_partitions: i32,
+    /// Tail cache over all shards, bytes.
     pub cache_bytes: usize,
+    /// Largest write round of a partition and the queued bytes the next round waits for
+    /// (`shards::StoreConfig::round_max_bytes`, `round_min_bytes`).
+    pub write_round_max_bytes: usize,
+    pub write_round_min_bytes: usize,
+    /// Concurrent DMA writes per shard (`shards::StoreConfig::inflight_writes_max`).
+    pub inflight_writes_max: usize,
+    /// Where `serve` reads iotune's measurement (`ops::apply_iotune`).
+    pub iotune_file: PathBuf,
+    /// Which of the sizes above a flag or the config file set: iotune.json never
+    /// overrides those.
+    pub sizes_set: SizesSet,
     pub disk_free_min_bytes: u64,
     pub connections_max: usize,
     pub frame_read_timeout_ms: u64,
@@ -257,6 +282,21 @@ pub struct BrokerConfig {
 
 /// Redpanda's admin API port, where /metrics and /health are served by default.
 pub const ADMIN_PORT_DEFAULT: u16 = 9644;
+/// `--data-dir` default (also `osprey iotune`'s default directory, so that both name the
+/// same iotune.json).
+pub const DATA_DIR_DEFAULT: &str = "osprey-data";
+/// `--cache-mib` default when no iotune.json sizes it.
+pub const CACHE_MIB_DEFAULT: usize = 256;
+/// `--inflight-writes-max` default when no iotune.json sizes it.
+pub const INFLIGHT_WRITES_DEFAULT: usize = 8;
+
+/// Which write-path and cache sizes a flag (or the config file) set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SizesSet {
+    pub cache: bool,
+    pub write_round: bool,
+    pub inflight_writes: bool,
+}
 /// Kafka's security protocols of a listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SecurityProtocol {
@@ -564,6 +604,13 @@ impl BrokerConfig {
                             .or(Some(parse_value(&k, &v)?))
                     }
                     "cache-mib" => a.cache_mib = a.cache_mib.or(Some(parse_value(&k, &v)?)),
+                    "write-round-max-kib" => {
+                        a.write_round_max_kib = a.write_round_max_kib.or(Some(parse_value(&k, &v)?))
+                    }
+                    "inflight-writes-max" => {
+                        a.inflight_writes_max = a.inflight_writes_max.or(Some(parse_value(&k, &v)?))
+                    }
+                    "iotune-file" => a.iotune_file = a.iotune_file.or(Some(PathBuf::from(&v))),
                     "disk-free-min-mib" => {
                         a.disk_free_min_mib = a.disk_free_min_mib.or(Some(parse_value(&k, &v)?))
                     }
@@ -775,6 +822,18 @@ impl BrokerConfig {
             };
             SocketAddr::from(([127, 0, 0, 1], port))
         });
+        let data_dir = a
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT));
+        let iotune_file = a
+            .iotune_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join(tuning::iotune::IOTUNE_RESULT_FILE));
+        let write_round_max_bytes = a
+            .write_round_max_kib
+            .map_or(shards::ROUND_MAX_BYTES, |k| k.saturating_mul(1 << 10))
+            .clamp(shards::ROUND_MAX_BYTES_FLOOR, shards::ROUND_MAX_BYTES_CAP);
         Ok(BrokerConfig {
             admin_listen,
             broker_session_timeout_ms: a.broker_session_timeout_ms.unwrap_or(9000).max(100),
@@ -784,7 +843,7 @@ impl BrokerConfig {
             node_id,
             voters,
             controller_listen,
-            data_dir: a.data_dir.unwrap_or_else(|| PathBuf::from("osprey-data")),
+            data_dir,
             listen,
             advertise,
             listeners,
@@ -814,7 +873,22 @@ impl BrokerConfig {
                 .transaction_state_num_partitions
                 .unwrap_or(crate::txn::TXN_TOPIC_PARTITIONS_DEFAULT)
                 .clamp(1, OFFSETS_TOPIC_PARTITIONS_MAX),
-            cache_bytes: a.cache_mib.unwrap_or(256) * 1024 * 1024,
+            cache_bytes: a
+                .cache_mib
+                .unwrap_or(CACHE_MIB_DEFAULT)
+                .saturating_mul(1 << 20),
+            write_round_max_bytes,
+            write_round_min_bytes: (write_round_max_bytes / 2).max(shards::ROUND_MAX_BYTES_FLOOR),
+            inflight_writes_max: a
+                .inflight_writes_max
+                .unwrap_or(INFLIGHT_WRITES_DEFAULT)
+                .clamp(1, shards::INFLIGHT_WRITES_CAP),
+            iotune_file,
+            sizes_set: SizesSet {
+                cache: a.cache_mib.is_some(),
+                write_round: a.write_round_max_kib.is_some(),
+                inflight_writes: a.inflight_writes_max.is_some(),
+            },
             disk_free_min_bytes: a
                 .disk_free_min_mib
                 .map_or(shards::DISK_FREE_MIN_BYTES_DEFAULT, |m| {

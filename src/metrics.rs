@@ -554,7 +554,7 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
             o.sample(name, &sl(s), f(s));
         }
     }
-    let gauges: [Family<ShardField>; 6] = [
+    let gauges: [Family<ShardField>; 10] = [
         ("osprey_connections", "Open client connections.", |s| {
             s.connections as u64
         }),
@@ -572,6 +572,26 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
             "osprey_cache_bytes",
             "Bytes in the shard's tail cache.",
             |s| s.store.cache_bytes as u64,
+        ),
+        (
+            "osprey_cache_max_bytes",
+            "Bound of the shard's tail cache (--cache-mib, or derived from iotune.json).",
+            |s| s.store.cache_max_bytes as u64,
+        ),
+        (
+            "osprey_write_round_max_bytes",
+            "Largest write round of a partition (--write-round-max-kib, or derived from iotune.json).",
+            |s| s.store.round_max_bytes as u64,
+        ),
+        (
+            "osprey_write_round_min_bytes",
+            "Queued bytes the next write round waits for while rounds are in flight.",
+            |s| s.store.round_min_bytes as u64,
+        ),
+        (
+            "osprey_inflight_writes_max",
+            "Bound of the shard's concurrent DMA writes (--inflight-writes-max, or derived from iotune.json).",
+            |s| s.store.inflight_writes_max as u64,
         ),
         (
             "osprey_open_files",

@@ -34,6 +34,8 @@ class Broker:
         self.bootstrap = None
         # Listener name -> bootstrap host:port (the ready line's `listeners=`).
         self.listeners = {}
+        # The admin HTTP port's host:port (/metrics, /health), from the ready line.
+        self.admin = None
         self.log_lines = []
 
     def start(self):
@@ -51,6 +53,9 @@ class Broker:
                 m = re.search(r"bootstrap=(\S+)", line)
                 if line.startswith("osprey ready") and m:
                     self.bootstrap = m.group(1)
+                    adm = re.search(r"admin=(\S+)", line)
+                    if adm:
+                        self.admin = adm.group(1)
                     ls = re.search(r"listeners=(\S+)", line)
                     if ls:
                         self.listeners = dict(e.split("=", 1) for e in ls.group(1).split(","))
