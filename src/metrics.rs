@@ -33,8 +33,9 @@ pub struct ShardMetrics {
     /// Time from dispatch to the response being ready (Fetch includes its long-poll wait),
     /// microseconds, per API key.
     latency_us: Box<[Histogram]>,
-    /// Error codes answered, per (API key, code): per partition for Produce, Fetch and
-    /// OffsetCommit; JoinGroup, SyncGroup and Heartbeat (the other APIs are not counted).
+    /// Error codes answered, per (API key, code), for every API: each error-code field of
+    /// the response (top-level and per partition / resource / member), counted from the
+    /// typed response by `handlers::respond` (Fetch: by its own encoder).
     errors: RefCell<HashMap<(i16, i16), u64>>,
     /// Request frame bytes read, length prefixes included.
     pub bytes_in: Cell<u64>,
@@ -479,7 +480,7 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
     o.family(
         "osprey_request_errors_total",
         "counter",
-        "Kafka error codes answered, by API and code: per partition for Produce, Fetch and OffsetCommit; JoinGroup, SyncGroup and Heartbeat.",
+        "Kafka error codes answered, by API and code, for every API: each top-level, per-partition, per-resource or per-member code of a response counts once.",
     );
     for s in shards {
         for (k, c, n) in &s.errors {

@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, ApiKey};
 
-use super::{ApiSpec, Reply};
+use super::{ApiSpec, Reply, respond};
 use crate::groups::OFFSETS_TOPIC;
 use crate::protocol::{ProtocolError, RequestFrame, error};
 use crate::shard::Shard;
@@ -44,5 +44,5 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         },
     };
     let resp = AddOffsetsToTxnResponse::default().with_error_code(code);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

@@ -13,7 +13,7 @@ use kafka_protocol::messages::add_partitions_to_txn_response::{
 };
 use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey};
 
-use super::{ApiSpec, Reply};
+use super::{ApiSpec, Reply, respond};
 use crate::protocol::{ProtocolError, RequestFrame, error};
 use crate::shard::Shard;
 use crate::txn::OPERATION_NOT_ATTEMPTED;
@@ -82,5 +82,5 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         })
         .collect();
     let resp = AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
 };
 
 use super::metadata::{broker_ids, partition_view};
-use super::{ApiSpec, Reply, str_bytes, uuid};
+use super::{ApiSpec, Reply, respond, str_bytes, uuid};
 use crate::protocol::{ProtocolError, RequestFrame, acl, error};
 use crate::shard::Shard;
 
@@ -61,7 +61,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
             .iter()
             .map(|n| error_topic(n, error::INVALID_REQUEST))
             .collect();
-        return Ok(Reply::Frame(req.encode_response(&resp)?));
+        return Ok(Reply::Frame(respond(shard, &req, &resp)?));
     }
     let limit = usize::try_from(body.response_partition_limit)
         .unwrap_or(0)
@@ -135,5 +135,5 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
             break;
         }
     }
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::{ApiKey, EndTxnRequest, EndTxnResponse};
 
-use super::{ApiSpec, Reply};
+use super::{ApiSpec, Reply, respond};
 use crate::protocol::{ProtocolError, RequestFrame, error};
 use crate::shard::Shard;
 
@@ -36,5 +36,5 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
         Err(code) => crate::txn::fenced_for(code, req.version, 2),
     };
     let resp = EndTxnResponse::default().with_error_code(code);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{
     ApiKey, ListTransactionsRequest, ListTransactionsResponse, ProducerId, TransactionalId,
 };
 
-use super::{ApiSpec, Reply, str_bytes};
+use super::{ApiSpec, Reply, respond, str_bytes};
 use crate::groups::group::now_ms;
 use crate::protocol::{ProtocolError, RequestFrame, error};
 use crate::shard::Shard;
@@ -39,7 +39,7 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
     let mut resp = ListTransactionsResponse::default();
     if shard.txns.parts.loading() {
         resp.error_code = error::COORDINATOR_LOAD_IN_PROGRESS;
-        return Ok(Reply::Frame(req.encode_response(&resp)?));
+        return Ok(Reply::Frame(respond(shard, &req, &resp)?));
     }
     // Kafka matches state names exactly and returns the names it does not know.
     let mut states = Vec::with_capacity(body.state_filters.len());
@@ -80,5 +80,5 @@ pub async fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, Proto
     }
     drop(txns);
     resp.error_code = error::NONE;
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

@@ -15,7 +15,7 @@ use kafka_protocol::messages::{ApiKey, OffsetFetchRequest, OffsetFetchResponse, 
 use super::check_group;
 use crate::groups::errors::*;
 use crate::groups::group::GroupState;
-use crate::handlers::{ApiSpec, Reply, str_bytes};
+use crate::handlers::{ApiSpec, Reply, respond, str_bytes};
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
 use crate::session::Session;
@@ -129,7 +129,7 @@ pub fn handle(
                     ),
             );
         }
-        return Ok(Reply::Frame(req.encode_response(&resp)?));
+        return Ok(Reply::Frame(respond(shard, &req, &resp)?));
     }
     let asked = body.topics.map(|ts| {
         ts.into_iter()
@@ -163,5 +163,5 @@ pub fn handle(
     if !v1 {
         resp.error_code = code;
     }
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }
