@@ -924,6 +924,29 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:9092".parse::<SocketAddr>().unwrap());
         assert_eq!(c.advertise, "127.0.0.1");
         assert_eq!(c.data_dir, PathBuf::from("osprey-data"));
+        // iotune.json is looked for where `osprey iotune` writes it by default, and sizes
+        // everything when no flag is given.
+        assert_eq!(c.iotune_file, PathBuf::from("osprey-data/iotune.json"));
+        assert_eq!(c.sizes_set, SizesSet::default());
+        assert_eq!(c.write_round_max_bytes, shards::ROUND_MAX_BYTES);
+        assert_eq!(c.inflight_writes_max, INFLIGHT_WRITES_DEFAULT);
+        let flagged = BrokerConfig::from_args(&ServeArgs {
+            write_round_max_kib: Some(1 << 20),
+            inflight_writes_max: Some(0),
+            cache_mib: Some(64),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(flagged.write_round_max_bytes, shards::ROUND_MAX_BYTES_CAP);
+        assert_eq!(flagged.inflight_writes_max, 1);
+        assert_eq!(
+            flagged.sizes_set,
+            SizesSet {
+                cache: true,
+                write_round: true,
+                inflight_writes: true
+            }
+        );
         assert!(c.auto_create_topics);
         assert_eq!(c.group_initial_rebalance_delay_ms, 3000);
         assert_eq!(

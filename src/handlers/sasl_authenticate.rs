@@ -43,7 +43,7 @@ pub fn answer(
             .with_error_code(code)
             .with_error_message(Some(str_bytes(message))),
     };
-    respond(shard, &req, &resp)
+    respond(shard, req, &resp)
 }
 
 /// SaslAuthenticate on a listener without SASL.

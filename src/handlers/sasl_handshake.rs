@@ -39,7 +39,7 @@ pub fn answer(
             error::UNSUPPORTED_SASL_MECHANISM
         })
         .with_mechanisms(enabled.iter().map(|m| str_bytes(m.clone())).collect());
-    Ok((chosen, respond(shard, &req, &resp)?))
+    Ok((chosen, respond(shard, req, &resp)?))
 }
 
 /// A handshake on a listener without SASL.
