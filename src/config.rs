@@ -112,9 +112,22 @@ pub struct ServeArgs {
     /// transactional id with no open transaction and no request for this long is removed.
     #[arg(long)]
     pub transactional_id_expiration_ms: Option<u64>,
-    /// Per-shard tail cache size in MiB (default 256).
+    /// Tail cache size in MiB, shared out over the shards (at least 16 MiB each). Default:
+    /// derived from iotune.json when there is one, else 256.
     #[arg(long)]
     pub cache_mib: Option<usize>,
+    /// Largest write round of a partition, KiB (clamped to 4 KiB..8 MiB). Default: derived
+    /// from iotune.json when there is one, else 512.
+    #[arg(long)]
+    pub write_round_max_kib: Option<usize>,
+    /// Concurrent DMA writes per shard (clamped to 1..64). Default: derived from
+    /// iotune.json when there is one, else 8.
+    #[arg(long)]
+    pub inflight_writes_max: Option<usize>,
+    /// The disk measurement `osprey iotune` wrote, which sizes the write rounds, in-flight
+    /// writes and cache that no flag sets (default: DATA_DIR/iotune.json).
+    #[arg(long)]
+    pub iotune_file: Option<PathBuf>,
     /// Produce answers KAFKA_STORAGE_ERROR while the data directory's filesystem has less
     /// free space than this, in MiB (default 32); the partitions keep running and take
     /// writes again once space is freed. 0 turns the check off.
@@ -258,7 +271,19 @@ pub struct BrokerConfig {
     pub transaction_state_num_partitions: i32,
     pub transaction_partition_verification_enable: bool,
     pub transactional_id_expiration_ms: u64,
+    /// Tail cache over all shards, bytes.
     pub cache_bytes: usize,
+    /// Largest write round of a partition and the queued bytes the next round waits for
+    /// (`shards::StoreConfig::round_max_bytes`, `round_min_bytes`).
+    pub write_round_max_bytes: usize,
+    pub write_round_min_bytes: usize,
+    /// Concurrent DMA writes per shard (`shards::StoreConfig::inflight_writes_max`).
+    pub inflight_writes_max: usize,
+    /// Where `serve` reads iotune's measurement (`ops::apply_iotune`).
+    pub iotune_file: PathBuf,
+    /// Which of the sizes above a flag or the config file set: iotune.json never
+    /// overrides those.
+    pub sizes_set: SizesSet,
     pub disk_free_min_bytes: u64,
     pub connections_max: usize,
     pub frame_read_timeout_ms: u64,
@@ -274,6 +299,21 @@ pub struct BrokerConfig {
 
 /// Redpanda's admin API port, where /metrics and /health are served by default.
 pub const ADMIN_PORT_DEFAULT: u16 = 9644;
+/// `--data-dir` default (also `osprey iotune`'s default directory, so that both name the
+/// same iotune.json).
+pub const DATA_DIR_DEFAULT: &str = "osprey-data";
+/// `--cache-mib` default when no iotune.json sizes it.
+pub const CACHE_MIB_DEFAULT: usize = 256;
+/// `--inflight-writes-max` default when no iotune.json sizes it.
+pub const INFLIGHT_WRITES_DEFAULT: usize = 8;
+
+/// Which write-path and cache sizes a flag (or the config file) set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SizesSet {
+    pub cache: bool,
+    pub write_round: bool,
+    pub inflight_writes: bool,
+}
 /// Kafka's security protocols of a listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SecurityProtocol {
@@ -591,6 +631,13 @@ impl BrokerConfig {
                             .or(Some(parse_value(&k, &v)?))
                     }
                     "cache-mib" => a.cache_mib = a.cache_mib.or(Some(parse_value(&k, &v)?)),
+                    "write-round-max-kib" => {
+                        a.write_round_max_kib = a.write_round_max_kib.or(Some(parse_value(&k, &v)?))
+                    }
+                    "inflight-writes-max" => {
+                        a.inflight_writes_max = a.inflight_writes_max.or(Some(parse_value(&k, &v)?))
+                    }
+                    "iotune-file" => a.iotune_file = a.iotune_file.or(Some(PathBuf::from(&v))),
                     "disk-free-min-mib" => {
                         a.disk_free_min_mib = a.disk_free_min_mib.or(Some(parse_value(&k, &v)?))
                     }
@@ -807,6 +854,18 @@ impl BrokerConfig {
             };
             SocketAddr::from(([127, 0, 0, 1], port))
         });
+        let data_dir = a
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT));
+        let iotune_file = a
+            .iotune_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join(tuning::iotune::IOTUNE_RESULT_FILE));
+        let write_round_max_bytes = a
+            .write_round_max_kib
+            .map_or(shards::ROUND_MAX_BYTES, |k| k.saturating_mul(1 << 10))
+            .clamp(shards::ROUND_MAX_BYTES_FLOOR, shards::ROUND_MAX_BYTES_CAP);
         Ok(BrokerConfig {
             admin_listen,
             broker_session_timeout_ms: a.broker_session_timeout_ms.unwrap_or(9000).max(100),
@@ -817,7 +876,7 @@ impl BrokerConfig {
             node_id,
             voters,
             controller_listen,
-            data_dir: a.data_dir.unwrap_or_else(|| PathBuf::from("osprey-data")),
+            data_dir,
             listen,
             advertise,
             listeners,
@@ -854,7 +913,22 @@ impl BrokerConfig {
                 .transactional_id_expiration_ms
                 .unwrap_or(crate::txn::TXN_ID_EXPIRATION_MS_DEFAULT)
                 .max(1),
-            cache_bytes: a.cache_mib.unwrap_or(256) * 1024 * 1024,
+            cache_bytes: a
+                .cache_mib
+                .unwrap_or(CACHE_MIB_DEFAULT)
+                .saturating_mul(1 << 20),
+            write_round_max_bytes,
+            write_round_min_bytes: (write_round_max_bytes / 2).max(shards::ROUND_MAX_BYTES_FLOOR),
+            inflight_writes_max: a
+                .inflight_writes_max
+                .unwrap_or(INFLIGHT_WRITES_DEFAULT)
+                .clamp(1, shards::INFLIGHT_WRITES_CAP),
+            iotune_file,
+            sizes_set: SizesSet {
+                cache: a.cache_mib.is_some(),
+                write_round: a.write_round_max_kib.is_some(),
+                inflight_writes: a.inflight_writes_max.is_some(),
+            },
             disk_free_min_bytes: a
                 .disk_free_min_mib
                 .map_or(shards::DISK_FREE_MIN_BYTES_DEFAULT, |m| {
@@ -890,6 +964,29 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:9092".parse::<SocketAddr>().unwrap());
         assert_eq!(c.advertise, "127.0.0.1");
         assert_eq!(c.data_dir, PathBuf::from("osprey-data"));
+        // iotune.json is looked for where `osprey iotune` writes it by default, and sizes
+        // everything when no flag is given.
+        assert_eq!(c.iotune_file, PathBuf::from("osprey-data/iotune.json"));
+        assert_eq!(c.sizes_set, SizesSet::default());
+        assert_eq!(c.write_round_max_bytes, shards::ROUND_MAX_BYTES);
+        assert_eq!(c.inflight_writes_max, INFLIGHT_WRITES_DEFAULT);
+        let flagged = BrokerConfig::from_args(&ServeArgs {
+            write_round_max_kib: Some(1 << 20),
+            inflight_writes_max: Some(0),
+            cache_mib: Some(64),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(flagged.write_round_max_bytes, shards::ROUND_MAX_BYTES_CAP);
+        assert_eq!(flagged.inflight_writes_max, 1);
+        assert_eq!(
+            flagged.sizes_set,
+            SizesSet {
+                cache: true,
+                write_round: true,
+                inflight_writes: true
+            }
+        );
         assert!(c.auto_create_topics);
         assert_eq!(c.group_initial_rebalance_delay_ms, 3000);
         assert_eq!(

@@ -196,7 +196,7 @@ fn sasl_step(
             }
             match outcome {
                 Outcome::Continue(b) => Ok(AuthAction::Reply(
-                    handlers::sasl_authenticate::answer(&req, Ok(b), 0)?,
+                    handlers::sasl_authenticate::answer(shard, &req, Ok(b), 0)?,
                     Duration::ZERO,
                 )),
                 Outcome::Done { principal, reply } => {
@@ -210,7 +210,7 @@ fn sasl_step(
                         expires: session_expiry(shard),
                     };
                     Ok(AuthAction::Reply(
-                        handlers::sasl_authenticate::answer(&req, Ok(reply), lifetime_ms)?,
+                        handlers::sasl_authenticate::answer(shard, &req, Ok(reply), lifetime_ms)?,
                         Duration::ZERO,
                     ))
                 }
@@ -223,6 +223,7 @@ fn sasl_step(
                     );
                     Ok(AuthAction::Reply(
                         handlers::sasl_authenticate::answer(
+                            shard,
                             &req,
                             Err((error::SASL_AUTHENTICATION_FAILED, message)),
                             0,

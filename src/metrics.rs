@@ -33,8 +33,9 @@ pub struct ShardMetrics {
     /// Time from dispatch to the response being ready (Fetch includes its long-poll wait),
     /// microseconds, per API key.
     latency_us: Box<[Histogram]>,
-    /// Error codes answered, per (API key, code): per partition for Produce, Fetch and
-    /// OffsetCommit; JoinGroup, SyncGroup and Heartbeat (the other APIs are not counted).
+    /// Error codes answered, per (API key, code), for every API: each error-code field of
+    /// the response (top-level and per partition / resource / member), counted from the
+    /// typed response by `handlers::respond` (Fetch: by its own encoder).
     errors: RefCell<HashMap<(i16, i16), u64>>,
     /// Request frame bytes read, length prefixes included.
     pub bytes_in: Cell<u64>,
@@ -489,7 +490,7 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
     o.family(
         "osprey_request_errors_total",
         "counter",
-        "Kafka error codes answered, by API and code: per partition for Produce, Fetch and OffsetCommit; JoinGroup, SyncGroup and Heartbeat.",
+        "Kafka error codes answered, by API and code, for every API: each top-level, per-partition, per-resource or per-member code of a response counts once.",
     );
     for s in shards {
         for (k, c, n) in &s.errors {
@@ -574,7 +575,7 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
             o.sample(name, &sl(s), f(s));
         }
     }
-    let gauges: [Family<ShardField>; 6] = [
+    let gauges: [Family<ShardField>; 10] = [
         ("osprey_connections", "Open client connections.", |s| {
             s.connections as u64
         }),
@@ -592,6 +593,26 @@ pub fn render(shards: &[ShardSnapshot]) -> String {
             "osprey_cache_bytes",
             "Bytes in the shard's tail cache.",
             |s| s.store.cache_bytes as u64,
+        ),
+        (
+            "osprey_cache_max_bytes",
+            "Bound of the shard's tail cache (--cache-mib, or derived from iotune.json).",
+            |s| s.store.cache_max_bytes as u64,
+        ),
+        (
+            "osprey_write_round_max_bytes",
+            "Largest write round of a partition (--write-round-max-kib, or derived from iotune.json).",
+            |s| s.store.round_max_bytes as u64,
+        ),
+        (
+            "osprey_write_round_min_bytes",
+            "Queued bytes the next write round waits for while rounds are in flight.",
+            |s| s.store.round_min_bytes as u64,
+        ),
+        (
+            "osprey_inflight_writes_max",
+            "Bound of the shard's concurrent DMA writes (--inflight-writes-max, or derived from iotune.json).",
+            |s| s.store.inflight_writes_max as u64,
         ),
         (
             "osprey_open_files",

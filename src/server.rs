@@ -203,6 +203,10 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
     let io_memory = runtime::io_memory_for(n)?;
     let lock = lock_data_dir(&config.data_dir)?;
     crate::ops::startup_checks(&config.data_dir, &cpus);
+    if let Ok(p) = std::path::absolute(&config.iotune_file) {
+        config.iotune_file = p;
+    }
+    crate::ops::apply_iotune(&mut config);
     // Directories a crash left half-deleted (renamed to `-delete`, files not all removed)
     // go before any partition opens: nothing may ever read them again.
     match shards::remove_deleted_dirs(&config.data_dir) {
@@ -499,6 +503,9 @@ async fn shard_main(
     let (router, receivers) = Router::connect(id, ends).await;
     let store = shards::Store::new(shards::StoreConfig {
         cache_max_bytes: (config.cache_bytes / count).max(16 << 20),
+        round_max_bytes: config.write_round_max_bytes,
+        round_min_bytes: config.write_round_min_bytes,
+        inflight_writes_max: config.inflight_writes_max,
         disk_free_min_bytes: config.disk_free_min_bytes,
         cleaner_backoff_ms: config.log_cleaner_backoff_ms,
         cleaner_io_max_bytes_per_sec: config.log_cleaner_io_max_bytes_per_second,

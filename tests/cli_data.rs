@@ -678,3 +678,141 @@ fn describe_survives_a_deleted_topic() {
         }
     }
 }
+
+// --progress forces the progress line on (stderr is a pipe here, where it is off by
+// default): produce, consume --max-messages, topics create and delete, and reset-offsets
+// --execute show their line on stderr and erase it at the end, while stdout is exactly
+// what the same commands print without it (--no-progress), in table and JSON output.
+#[test]
+fn progress_line_on_stderr_only() {
+    const N: usize = 3000;
+    const SHOW: &str = "\r\x1b[2K";
+    let broker = Broker::start(2);
+    let bs = broker.bootstrap.to_string();
+    fn with<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        [args, &["--progress", "--progress-interval-ms", "0"][..]].concat()
+    }
+    fn quiet<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        [args, &["--no-progress"][..]].concat()
+    }
+
+    let create_args = [
+        "topics",
+        "create",
+        "progress",
+        "--partitions",
+        "3",
+        "--bootstrap",
+        &bs,
+    ];
+    let r = osprey(&with(&create_args));
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(r.stdout, "created progress\n");
+    assert!(
+        r.stderr.contains(&format!("{SHOW}creating progress")),
+        "{:?}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.ends_with(SHOW),
+        "the line is erased: {:?}",
+        r.stderr
+    );
+
+    let produce = [
+        "produce",
+        "progress",
+        "--batch-size",
+        "10",
+        "--bootstrap",
+        &bs,
+    ];
+    let r = osprey_with_input(&with(&produce), &input(N));
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(r.stdout, format!("produced {N} record(s) to progress\n"));
+    assert!(
+        r.stderr.contains(&format!("{SHOW}produced ")),
+        "{:?}",
+        r.stderr
+    );
+    assert!(r.stderr.ends_with(SHOW), "{:?}", r.stderr);
+    let r = osprey_with_input(&quiet(&produce), &input(N));
+    assert_eq!(r.stdout, format!("produced {N} record(s) to progress\n"));
+    assert_eq!(r.stderr, "", "--no-progress shows nothing");
+
+    let max = (2 * N).to_string();
+    let consume = [
+        "consume",
+        "progress",
+        "--from-beginning",
+        "--max-messages",
+        &max,
+        "--format",
+        "%k|%v\\n",
+        "--bootstrap",
+        &bs,
+    ];
+    let shown = osprey(&with(&consume));
+    let plain = osprey(&quiet(&consume));
+    assert!(shown.ok && plain.ok, "{} {}", shown.stderr, plain.stderr);
+    assert_eq!(shown.stdout.lines().count(), 2 * N);
+    let sorted = |s: &str| {
+        let mut v: Vec<&str> = s.lines().collect();
+        v.sort_unstable();
+        v.join("\n")
+    };
+    assert_eq!(sorted(&shown.stdout), sorted(&plain.stdout));
+    assert!(
+        shown.stderr.contains(&format!("{SHOW}consumed "))
+            && shown.stderr.contains(&format!("/{max} message(s)")),
+        "{:?}",
+        shown.stderr
+    );
+    assert!(!plain.stderr.contains(SHOW));
+    assert!(
+        plain
+            .stderr
+            .ends_with(&format!("osprey: consumed {max} message(s)\n"))
+    );
+
+    // JSON output stays one parsable document on stdout.
+    let group = osprey(&with(&[
+        "groups",
+        "reset-offsets",
+        "progress-group",
+        "--topic",
+        "progress",
+        "--to-latest",
+        "--execute",
+        "--bootstrap",
+        &bs,
+        "--output",
+        "json",
+    ]));
+    assert!(group.ok, "{}", group.stderr);
+    assert_eq!(group.json()["executed"], true);
+    assert!(
+        group
+            .stderr
+            .contains(&format!("{SHOW}reading the offsets of 3 partition(s)")),
+        "{:?}",
+        group.stderr
+    );
+
+    let r = osprey(&with(&[
+        "topics",
+        "delete",
+        "progress",
+        "--bootstrap",
+        &bs,
+        "--output",
+        "json",
+    ]));
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(r.json()["deleted"][0], "progress");
+    assert!(
+        r.stderr.contains(&format!("{SHOW}deleting 1 topic(s)")),
+        "{:?}",
+        r.stderr
+    );
+}

@@ -453,3 +453,120 @@ fn health_is_503_while_the_shards_do_not_serve() {
     assert_eq!(v["serving"], 0);
     assert_eq!(v["not_serving"], serde_json::json!([0, 1]));
 }
+
+// Errors are counted for every API, from the response the broker sends: after a
+// CreateTopics of an existing topic, a DeleteTopics of an unknown one, a DescribeGroups
+// (v6) of an unknown group, an OffsetCommit to an unknown topic, a DescribeConfigs of an
+// unknown topic and a Metadata of an unknown topic (no auto-creation), each
+// (api, code) counter moved by exactly the codes that the responses carried. One shard,
+// so the connection's shard answers everything.
+#[test]
+fn error_codes_are_counted_for_every_api() {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let broker = Broker::start(1);
+    let mut conn = broker.connect();
+    assert_eq!(create_topic(&mut conn, "exists", 1, &[]), 0);
+    // The group coordinator loads its offsets partitions after the first FindCoordinator:
+    // wait (bounded) until the groups used below are answered by a loaded coordinator.
+    let _ = coord_conn(&broker, "committer");
+    let describe = DescribeGroupsRequest::default().with_groups(vec![
+        GroupId(s("no-such-group")),
+        GroupId(s("no-such-group-2")),
+        GroupId(s("committer")),
+    ]);
+    let mut tries = 0;
+    while !conn
+        .request(&describe, 6)
+        .groups
+        .iter()
+        .all(|g| g.error_code == 69)
+    {
+        tries += 1;
+        assert!(tries < 200, "coordinator never loaded");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let before = scrape(&broker);
+
+    assert_eq!(create_topic(&mut conn, "exists", 1, &[]), 36);
+    assert_eq!(create_topic(&mut conn, "exists", 1, &[]), 36);
+    assert_eq!(delete_topic(&mut conn, "no-such-topic"), 3);
+    let groups = conn.request(
+        &DescribeGroupsRequest::default().with_groups(vec![
+            GroupId(s("no-such-group")),
+            GroupId(s("no-such-group-2")),
+        ]),
+        6,
+    );
+    assert!(groups.groups.iter().all(|g| g.error_code == 69));
+    let commit = conn.request(
+        &OffsetCommitRequest::default()
+            .with_group_id(GroupId(s("committer")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                OffsetCommitRequestTopic::default()
+                    .with_name(name("no-such-topic"))
+                    .with_partitions(vec![
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(5),
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(1)
+                            .with_committed_offset(5),
+                    ]),
+            ]),
+        8,
+    );
+    let commit_codes: Vec<i16> = commit.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(commit_codes, vec![3, 3]);
+    let configs = conn.request(
+        &DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("no-such-topic")),
+        ]),
+        4,
+    );
+    assert_eq!(configs.results[0].error_code, 3);
+    let md = conn.request(
+        &MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name("no-such-topic"))),
+            ]))
+            .with_allow_auto_topic_creation(false),
+        12,
+    );
+    assert_eq!(md.topics[0].error_code, 3);
+
+    let after = scrape(&broker);
+    let d = |api: &str, code: i16, error: &str| {
+        delta(
+            &before,
+            &after,
+            &format!(
+                "osprey_request_errors_total{{shard=\"0\",api=\"{api}\",code=\"{code}\",error=\"{error}\"}}"
+            ),
+        )
+    };
+    assert_eq!(d("CreateTopics", 36, "TopicAlreadyExists"), 2.0);
+    assert_eq!(d("DeleteTopics", 3, "UnknownTopicOrPartition"), 1.0);
+    assert_eq!(d("DescribeGroups", 69, "GroupIdNotFound"), 2.0);
+    assert_eq!(d("OffsetCommit", 3, "UnknownTopicOrPartition"), 2.0);
+    assert_eq!(d("DescribeConfigs", 3, "UnknownTopicOrPartition"), 1.0);
+    assert_eq!(d("Metadata", 3, "UnknownTopicOrPartition"), 1.0);
+    // Nothing else moved: the successful CreateTopics before the first scrape counted no
+    // error, and every error series is one of the above.
+    let errors: f64 = after
+        .iter()
+        .filter(|(k, _)| k.starts_with("osprey_request_errors_total"))
+        .map(|(k, _)| delta(&before, &after, k))
+        .sum();
+    assert_eq!(errors, 9.0);
+}

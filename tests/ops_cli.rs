@@ -146,7 +146,7 @@ fn iotune_result_is_read_by_serve_and_logs_are_json() {
             .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
         assert!(v["level"].is_string() && v["target"].is_string() && v["ts"].is_string());
         let msg = v["msg"].as_str().unwrap().to_string();
-        if msg.contains("as measured by osprey iotune") {
+        if msg.starts_with("iotune: from ") {
             found = Some(msg);
         }
     }
@@ -154,4 +154,9 @@ fn iotune_result_is_read_by_serve_and_logs_are_json() {
     let _ = child.wait();
     let msg = found.expect("serve logged the iotune result");
     assert!(msg.contains("O_DIRECT write"), "{msg}");
+    // Nothing set by flags: the real measurement sized the write path.
+    assert!(
+        msg.contains("write round ") && msg.contains("; set by flags: nothing"),
+        "{msg}"
+    );
 }

@@ -26,18 +26,27 @@ pub const RECYCLED_SEGMENT_FILE: &str = "recycled-segment.spare";
 /// Largest single DMA write; a bigger round (one batch over ROUND_MAX_BYTES) is split in chunks of this size that go
 /// out concurrently (bounded by StoreConfig::inflight_writes_max).
 pub const WRITE_CHUNK_BYTES: usize = 1 << 20;
-/// While a write round is in flight, the next one is formed only once this much data is
-/// queued (or nothing is in flight any more): fewer, larger writes (see `round_due`).
+/// Default `StoreConfig::round_min_bytes`: while a write round is in flight, the next one
+/// is formed only once this much data is queued (or nothing is in flight any more): fewer,
+/// larger writes (see `round_due`).
 pub const ROUND_MIN_BYTES: usize = 256 << 10;
 /// fdatasyncs in flight at once per partition: a sync is issued as soon as a round
 /// completes that Fsync appenders wait for, even while earlier syncs are in flight.
 pub const SYNCS_INFLIGHT_MAX: u64 = 4;
-/// Largest amount of queued data one write round takes (at least one batch). Under load
+/// Default `StoreConfig::round_max_bytes`: the largest amount of queued data one write
+/// round takes (at least one batch). Under load
 /// this keeps several rounds in flight, so the appenders that one round's completion wakes
 /// refill the pipeline while the others are still being written: 64 closed-loop appenders
 /// of 16 KiB (1 MiB outstanding) measured ~1.0 GB/s with 512 KiB rounds against ~0.9 with
 /// one 1 MiB round and ~0.7 with 256 KiB rounds (more, smaller writes), same session.
 pub const ROUND_MAX_BYTES: usize = 512 << 10;
+/// Bounds of `StoreConfig::round_max_bytes` whatever configures it (flags, iotune.json):
+/// below one block a round is all alignment overhead; above the cap one round holds a
+/// large share of the partition's PENDING_MAX_BYTES and appenders stall behind it.
+pub const ROUND_MAX_BYTES_FLOOR: usize = BLOCK_BYTES as usize;
+pub const ROUND_MAX_BYTES_CAP: usize = 8 << 20;
+/// Bound of `StoreConfig::inflight_writes_max` whatever configures it.
+pub const INFLIGHT_WRITES_CAP: usize = 64;
 /// With `Preallocation::ZeroAhead`, the next preallocation step is zeroed in the background
 /// once fewer than this many preallocated bytes are left ahead of the write position.
 pub const PREZERO_AHEAD_BYTES: u64 = PREALLOC_STEP_BYTES / 2;
@@ -89,6 +98,9 @@ const _: () = assert!((WRITE_CHUNK_BYTES as u64).is_multiple_of(BLOCK_BYTES));
 const _: () = assert!((SCAN_READ_BYTES as u64).is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(ROUND_MAX_BYTES <= PENDING_MAX_BYTES);
 const _: () = assert!(ROUND_MIN_BYTES <= ROUND_MAX_BYTES);
+const _: () =
+    assert!(ROUND_MAX_BYTES_FLOOR <= ROUND_MAX_BYTES && ROUND_MAX_BYTES <= ROUND_MAX_BYTES_CAP);
+const _: () = assert!(ROUND_MAX_BYTES_CAP <= PENDING_MAX_BYTES);
 const _: () = assert!(PREZERO_AHEAD_BYTES <= PREALLOC_STEP_BYTES);
 const _: () = assert!(SEGMENT_MIN_BYTES.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(INDEX_INTERVAL_BYTES >= BLOCK_BYTES);
@@ -104,6 +116,12 @@ pub struct StoreConfig {
     /// Bound of concurrent DMA writes of the shard, and of write rounds in flight per
     /// partition (a round is formed and issued while earlier rounds are still being written).
     pub inflight_writes_max: usize,
+    /// Largest amount of queued data one write round of a partition takes (at least one
+    /// batch); `Store::new` clamps it to [ROUND_MAX_BYTES_FLOOR, ROUND_MAX_BYTES_CAP].
+    pub round_max_bytes: usize,
+    /// With rounds in flight, the next round waits for this much queued data (see
+    /// `round_due`); `Store::new` clamps it to at most `round_max_bytes`.
+    pub round_min_bytes: usize,
     /// Bound of open segment files of the shard (active segments always stay open; sealed
     /// segments' files are closed least-recently-opened first beyond it).
     pub open_files_max: usize,
@@ -139,6 +157,8 @@ impl Default for StoreConfig {
         StoreConfig {
             cache_max_bytes: 128 << 20,
             inflight_writes_max: 8,
+            round_max_bytes: ROUND_MAX_BYTES,
+            round_min_bytes: ROUND_MIN_BYTES,
             open_files_max: 1024,
             batch_max_bytes: 8 << 20,
             segment_preallocation: Preallocation::default(),

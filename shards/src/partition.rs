@@ -7,7 +7,7 @@
 //! buffer (made mutable to rewrite baseOffset), puts it in the tail cache and the pending
 //! queue. A writer task per partition forms rounds of pending data and issues their aligned
 //! writes without waiting for earlier rounds (pipelined, bounded by inflight_writes_max and
-//! ROUND_MIN_BYTES); a task per round publishes it in round order (`written_offset`). A
+//! round_min_bytes, both in StoreConfig); a task per round publishes it in round order (`written_offset`). A
 //! syncer task issues a fdatasync as soon as a published round holds data an appender asked
 //! to sync (up to SYNCS_INFLIGHT_MAX in flight, published in issue order): appends that
 //! arrive meanwhile share the next one (group commit). Appenders wait in offset-ordered
@@ -39,8 +39,7 @@ use glommio::io::ReadResult;
 use crate::batch::{self, BATCH_HEADER_BYTES, BatchHeader};
 use crate::config::{
     BLOCK_BYTES, Durability, INDEX_INTERVAL_BYTES, LogConfig, PENDING_MAX_BYTES, READ_MAX_BYTES,
-    RECYCLED_SEGMENT_FILE, ROUND_MAX_BYTES, ROUND_MIN_BYTES, SCAN_READ_BYTES, SEGMENT_MIN_BYTES,
-    SYNCS_INFLIGHT_MAX, SyncMethod,
+    RECYCLED_SEGMENT_FILE, SCAN_READ_BYTES, SEGMENT_MIN_BYTES, SYNCS_INFLIGHT_MAX, SyncMethod,
 };
 use crate::epochs::{EPOCHS_FILE, LeaderEpochs};
 use crate::error::{AppendError, ReadError, StorageError};
@@ -269,7 +268,7 @@ struct WriteState {
     rounds_finished: u64,
     /// A round's publication just woke appenders (Written ones, or Fsync ones of a dsync
     /// round): what they append in this scheduling pass is issued at once, without waiting
-    /// for ROUND_MIN_BYTES. Cleared by the next round, or when the writer finds nothing.
+    /// for `round_min_bytes`. Cleared by the next round, or when the writer finds nothing.
     wake_pass: bool,
     /// The writer task runs.
     writing: bool,
@@ -1396,7 +1395,7 @@ impl Partition {
             let sync = !w.syncing && (self.sync_wanted(&w) || Self::finalize_ready(&w));
             w.writing |= write;
             w.syncing |= sync;
-            if !write && w.writing && w.queued_bytes >= ROUND_MIN_BYTES {
+            if !write && w.writing && w.queued_bytes >= self.store.config().round_min_bytes {
                 // The running writer waits for enough queued data: tell it.
                 drop(w);
                 self.progress.notify_all();
@@ -1438,7 +1437,7 @@ impl Partition {
 
     /// Whether the writer should issue a round now. With no round in flight, at once
     /// (latency). With rounds in flight (and below `inflight_writes_max` of them), once
-    /// ROUND_MIN_BYTES are queued, or in the scheduling pass in which a publication woke
+    /// `round_min_bytes` are queued, or in the scheduling pass in which a publication woke
     /// appenders (`wake_pass`): what those appenders append then goes out together
     /// instead of waiting a whole write latency for more. On this class of virtio disk a
     /// write costs ~100+ us of its own whatever its size, so many small writes in flight
@@ -1446,10 +1445,11 @@ impl Partition {
     /// = 450 MB/s); one round per publication keeps rounds large under load.
     fn round_due(&self, w: &WriteState) -> bool {
         let inflight = w.rounds_issued - w.rounds_finished;
-        let max = self.store.config().inflight_writes_max.max(1) as u64;
+        let config = self.store.config();
+        let max = config.inflight_writes_max.max(1) as u64;
         w.queued_bytes > 0
             && (inflight == 0
-                || (inflight < max && (w.queued_bytes >= ROUND_MIN_BYTES || w.wake_pass)))
+                || (inflight < max && (w.queued_bytes >= config.round_min_bytes || w.wake_pass)))
     }
 
     /// The writer: forms rounds of pending data and issues their writes without waiting
@@ -1484,14 +1484,14 @@ impl Partition {
         self.kick();
     }
 
-    /// Takes up to ROUND_MAX_BYTES of pending data, forms its aligned writes and
+    /// Takes up to `round_max_bytes` of pending data, forms its aligned writes and
     /// issues them. False if there was nothing to write (or the partition stopped).
     async fn issue_round(self: &Rc<Self>) -> Result<bool, StorageError> {
         let (runs, round_start, round_next, round_bytes, dsync, appends) = {
             let mut w = self.write.borrow_mut();
             if w.stopped.is_some() || w.pending.is_empty() {
                 // Nobody appended in the pass that set it: it must not let a later,
-                // unrelated append skip ROUND_MIN_BYTES.
+                // unrelated append skip `round_min_bytes`.
                 w.wake_pass = false;
                 return Ok(false);
             }
@@ -1501,12 +1501,13 @@ impl Partition {
             let dsync = self.store.config().sync_method == SyncMethod::DsyncWrites
                 && w.sync_requested > start
                 && w.durable_issued_offset >= start;
+            let round_max_bytes = self.store.config().round_max_bytes;
             let mut runs: Vec<(Rc<Segment>, Vec<Bytes>)> = Vec::new();
             let mut bytes = 0usize;
             let mut appends = 0u64;
             let mut next = w.issued_offset;
             while let Some(front) = w.pending.front() {
-                if bytes > 0 && bytes + front.data.len() > ROUND_MAX_BYTES {
+                if bytes > 0 && bytes + front.data.len() > round_max_bytes {
                     break;
                 }
                 let Some(p) = w.pending.pop_front() else {

@@ -17,7 +17,8 @@ use glommio::sync::Semaphore;
 
 use crate::config::{
     BACKGROUND_TICK_MS, BLOCK_BYTES, DISK_FREE_RECHECK_BYTES, DISK_FREE_RECHECK_MS,
-    DISK_FREE_SHORT_RECHECK_MS, LogConfig, StoreConfig, WRITE_CHUNK_BYTES,
+    DISK_FREE_SHORT_RECHECK_MS, INFLIGHT_WRITES_CAP, LogConfig, ROUND_MAX_BYTES_CAP,
+    ROUND_MAX_BYTES_FLOOR, StoreConfig, WRITE_CHUNK_BYTES,
 };
 use crate::error::StorageError;
 use crate::metrics::StoreMetrics;
@@ -115,6 +116,13 @@ impl From<Rc<DmaBuffer>> for WriteBuf {
 pub struct StoreStats {
     pub partitions: usize,
     pub cache_bytes: usize,
+    /// The store's write-path and cache sizes as configured (after `Store::new`'s bounds):
+    /// `StoreConfig::cache_max_bytes`, `round_max_bytes`, `round_min_bytes`,
+    /// `inflight_writes_max`.
+    pub cache_max_bytes: usize,
+    pub round_max_bytes: usize,
+    pub round_min_bytes: usize,
+    pub inflight_writes_max: usize,
     pub open_files: usize,
     pub fdatasyncs: u64,
     pub writes: u64,
@@ -181,8 +189,15 @@ struct DiskSpace {
 
 impl Store {
     /// Creates the store of the current shard.
-    pub fn new(config: StoreConfig) -> Rc<Store> {
-        let inflight = config.inflight_writes_max.max(1) as u64;
+    pub fn new(mut config: StoreConfig) -> Rc<Store> {
+        // Whatever set them (flags, iotune.json, tests), the write pipeline stays within
+        // its safe bounds.
+        config.inflight_writes_max = config.inflight_writes_max.clamp(1, INFLIGHT_WRITES_CAP);
+        config.round_max_bytes = config
+            .round_max_bytes
+            .clamp(ROUND_MAX_BYTES_FLOOR, ROUND_MAX_BYTES_CAP);
+        config.round_min_bytes = config.round_min_bytes.min(config.round_max_bytes);
+        let inflight = config.inflight_writes_max as u64;
         Rc::new(Store {
             config,
             write_permits: Rc::new(Semaphore::new(inflight)),
@@ -490,6 +505,10 @@ impl Store {
                 .filter(|w| w.strong_count() > 0)
                 .count(),
             cache_bytes: self.cache_bytes.get(),
+            cache_max_bytes: self.config.cache_max_bytes,
+            round_max_bytes: self.config.round_max_bytes,
+            round_min_bytes: self.config.round_min_bytes,
+            inflight_writes_max: self.config.inflight_writes_max,
             open_files: self.open_files.get(),
             fdatasyncs: self.fdatasyncs.get(),
             writes: self.writes.get(),

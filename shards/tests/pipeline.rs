@@ -381,3 +381,72 @@ fn recycled_segments_keep_the_log_exact() {
         check(read_all(&p).await, acked);
     });
 }
+
+// Proves the write-round size is the configured one, within its bounds: Store::new clamps
+// out-of-range settings to ROUND_MAX_BYTES_FLOOR..ROUND_MAX_BYTES_CAP and
+// 1..INFLIGHT_WRITES_CAP; with 16 KiB rounds, 16 tasks appending ~3 KiB batches without
+// waiting write at least one round per 16 KiB + one batch of log, far more rounds than
+// the default 512 KiB rounds would take.
+#[test]
+fn configured_round_size_bounds_rounds() {
+    let dir = tmpdir();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let wild = Store::new(StoreConfig {
+            round_max_bytes: 1,
+            round_min_bytes: 1 << 30,
+            inflight_writes_max: 1 << 20,
+            ..StoreConfig::default()
+        });
+        assert_eq!(wild.config().round_max_bytes, shards::ROUND_MAX_BYTES_FLOOR);
+        assert_eq!(wild.config().round_min_bytes, shards::ROUND_MAX_BYTES_FLOOR);
+        assert_eq!(
+            wild.config().inflight_writes_max,
+            shards::INFLIGHT_WRITES_CAP
+        );
+        let round = 16 << 10;
+        let store = Store::new(StoreConfig {
+            round_max_bytes: round,
+            round_min_bytes: round / 2,
+            ..StoreConfig::default()
+        });
+        assert_eq!(store.config().round_max_bytes, round);
+        let p = store
+            .open_partition(path, LogConfig::default())
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        let mut biggest = 0;
+        for t in 0..16usize {
+            let p = p.clone();
+            let b = batch(1, 3000 + t * 10, t as i64);
+            biggest = biggest.max(b.len());
+            tasks.push(glommio::spawn_local(async move {
+                for i in 0..40usize {
+                    p.append(batch(1, 3000 + t * 10, i as i64), Durability::None)
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await;
+        }
+        p.flush().await.unwrap();
+        let s = p.stats();
+        let logged = 16 * 40 * 3000;
+        assert!(
+            s.write_rounds as usize >= logged / (round + biggest),
+            "{} rounds for {logged} bytes: {s:?}",
+            s.write_rounds
+        );
+        // No round went past the 64 KiB bucket (16 KiB + one batch + alignment).
+        let rounds = store.metrics().round_bytes.snapshot();
+        let within: u64 = rounds
+            .cumulative()
+            .find(|(bound, _)| *bound == Some(64 << 10))
+            .map_or(0, |(_, n)| n);
+        assert_eq!(within, rounds.count(), "{rounds:?}");
+        store.close_all().await.unwrap();
+    });
+}

@@ -255,6 +255,7 @@ struct Printer {
     last_record: Instant,
     /// stdout was closed (`| head`): stop quietly.
     closed: bool,
+    progress: super::Progress,
 }
 
 impl Printer {
@@ -399,7 +400,13 @@ impl Reader {
                 pos.offset >= f.high_watermark && !stopped_early,
             );
         }
-        printer.write(&buf)
+        printer.write(&buf)?;
+        let (printed, max) = (printer.printed, printer.max);
+        printer.progress.update(|| match max {
+            Some(m) => format!("consumed {printed}/{m} message(s) of {}", self.topic),
+            None => format!("consumed {printed} message(s) of {}", self.topic),
+        });
+        Ok(())
     }
 }
 
@@ -514,11 +521,13 @@ pub fn main(args: ConsumeArgs) -> CliResult {
             max: args.max_messages,
             last_record: Instant::now(),
             closed: false,
+            progress: super::Progress::new(&args.common, true),
         };
         let r = match &args.group {
             Some(g) => consume_group(&client, &args, g, start, &mut printer).await,
             None => consume_plain(&client, &args, start, &mut printer).await,
         };
+        printer.progress.finish();
         eprintln!("osprey: consumed {} message(s)", printer.printed);
         r
     })

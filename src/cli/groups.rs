@@ -95,6 +95,7 @@ pub fn main(args: GroupsArgs) -> CliResult {
     let out = args.common.output;
     let common = args.common.clone();
     super::run(&common, move |client| async move {
+        let mut progress = super::Progress::new(&args.common, false);
         match args.action {
             GroupsAction::List => list(&client, out).await,
             GroupsAction::Describe { groups, all_groups } => {
@@ -133,7 +134,12 @@ pub fn main(args: GroupsArgs) -> CliResult {
                          --to-timestamp, --shift-by",
                     ));
                 };
-                reset_offsets(&client, &group, &topics, all_topics, target, execute, out).await
+                let reset = Reset {
+                    all_topics,
+                    target,
+                    execute,
+                };
+                reset_offsets(&client, &group, &topics, reset, out, &mut progress).await
             }
             GroupsAction::DeleteOffsets { group, topics } => {
                 delete_offsets(&client, &group, &topics, out).await
@@ -496,15 +502,26 @@ async fn resolve_topics(client: &Client, specs: &[String]) -> CliResult<BTreeSet
     Ok(out)
 }
 
+/// What `groups reset-offsets` was asked to do.
+struct Reset {
+    all_topics: bool,
+    target: Target,
+    execute: bool,
+}
+
 async fn reset_offsets(
     client: &Client,
     group: &str,
     specs: &[String],
-    all_topics: bool,
-    target: Target,
-    execute: bool,
+    reset: Reset,
     out: Output,
+    progress: &mut super::Progress,
 ) -> CliResult {
+    let Reset {
+        all_topics,
+        target,
+        execute,
+    } = reset;
     if specs.is_empty() != all_topics {
         return Err(CliError::new(
             "name the topics to reset",
@@ -543,10 +560,19 @@ async fn reset_offsets(
             "name the topics with --topic instead of --all-topics",
         ));
     }
-    let starts = log_ends(client, &parts, OffsetSpec::Earliest).await;
-    let ends = log_ends(client, &parts, OffsetSpec::Latest).await;
+    let reading = format!("reading the offsets of {} partition(s)", parts.len());
+    let starts = progress
+        .during(&reading, log_ends(client, &parts, OffsetSpec::Earliest))
+        .await;
+    let ends = progress
+        .during(&reading, log_ends(client, &parts, OffsetSpec::Latest))
+        .await;
     let at_time = match target {
-        Target::Timestamp(t) => Some(log_ends(client, &parts, OffsetSpec::Timestamp(t)).await),
+        Target::Timestamp(t) => Some(
+            progress
+                .during(&reading, log_ends(client, &parts, OffsetSpec::Timestamp(t)))
+                .await,
+        ),
         _ => None,
     };
     let mut plan = Vec::new();
@@ -589,11 +615,15 @@ async fn reset_offsets(
             .iter()
             .map(|(t, p, _, n)| (t.clone(), *p, *n))
             .collect();
-        client
-            .offset_commit(group, -1, "", &offsets)
+        progress
+            .during(
+                &format!("committing {} offset(s) of {group}", offsets.len()),
+                client.offset_commit(group, -1, "", &offsets),
+            )
             .await
             .map_err(|e| CliError::client(format_args!("committing {group}'s new offsets"), e))?;
     }
+    progress.finish();
     match out {
         Output::Json => print_json(&json!({
             "group": group,

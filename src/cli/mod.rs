@@ -3,8 +3,9 @@
 //! (`osprey_client`, the `client/` crate) to any Kafka-compatible broker named by `--bootstrap`.
 //!
 //! Runs in the CLI process on one glommio executor (`run`), never inside a broker. This file
-//! holds what the subcommands share: the `--bootstrap`/`--output` flags, `CliError` (what went
-//! wrong and how to fix it), aligned tables and JSON printing.
+//! holds what the subcommands share: the `--bootstrap`/`--output`/`--progress` flags,
+//! `CliError` (what went wrong and how to fix it), aligned tables, JSON printing and
+//! `Progress` (the throttled progress line of long operations, on stderr only).
 
 pub mod acls;
 pub mod cluster;
@@ -46,6 +47,113 @@ pub struct Common {
     /// Output format: aligned tables for people, JSON for scripts.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Show a progress line on stderr during long operations even when stderr is not a
+    /// terminal or the output is JSON (stdout is unchanged either way).
+    #[arg(long, global = true, overrides_with = "no_progress")]
+    pub progress: bool,
+    /// Never show a progress line (default: shown when stderr is a terminal and the
+    /// output is a table).
+    #[arg(long, global = true, overrides_with = "progress")]
+    pub no_progress: bool,
+    /// Milliseconds between two progress updates.
+    #[arg(long, global = true, hide = true, default_value_t = PROGRESS_INTERVAL_MS)]
+    pub progress_interval_ms: u64,
+}
+
+/// Default time between two updates of the progress line.
+pub const PROGRESS_INTERVAL_MS: u64 = 250;
+
+/// The progress line of a long operation: written to stderr (never stdout) as
+/// `\r<text>` with the rest of the line erased, at most once per interval, and erased by
+/// `finish` (or on drop). Off unless `--progress`, or stderr is a terminal, the output is
+/// a table and `--no-progress` is absent.
+pub struct Progress {
+    enabled: bool,
+    interval: std::time::Duration,
+    /// When the line was last shown, or the operation started.
+    last: std::time::Instant,
+    shown: bool,
+}
+
+impl Progress {
+    /// The progress line for a command with these flags. `quiet_if_stdout_terminal`: the
+    /// command prints its results to stdout as it goes (consume), so a terminal showing
+    /// stdout needs no progress line (it would mix with the results).
+    pub fn new(common: &Common, quiet_if_stdout_terminal: bool) -> Progress {
+        use std::io::IsTerminal as _;
+        let enabled = if common.no_progress {
+            false
+        } else if common.progress {
+            true
+        } else {
+            std::io::stderr().is_terminal()
+                && common.output == Output::Table
+                && !(quiet_if_stdout_terminal && std::io::stdout().is_terminal())
+        };
+        Progress {
+            enabled,
+            interval: std::time::Duration::from_millis(common.progress_interval_ms),
+            last: std::time::Instant::now(),
+            shown: false,
+        }
+    }
+
+    /// Shows `text()` unless the line was shown (or the operation started) less than an
+    /// interval ago: operations quicker than one interval show nothing.
+    pub fn update(&mut self, text: impl FnOnce() -> String) {
+        if !self.enabled {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if now.duration_since(self.last) < self.interval {
+            return;
+        }
+        self.last = now;
+        self.shown = true;
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{}", text());
+        let _ = err.flush();
+    }
+
+    /// Awaits `fut`, showing `what` and the time spent each interval while it runs.
+    pub async fn during<T>(&mut self, what: &str, fut: impl Future<Output = T>) -> T {
+        if !self.enabled {
+            return fut.await;
+        }
+        let started = std::time::Instant::now();
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            let tick =
+                glommio::timer::sleep(self.interval.max(std::time::Duration::from_millis(1)));
+            let done = futures_lite::future::or(async { Some(fut.as_mut().await) }, async {
+                tick.await;
+                None
+            })
+            .await;
+            match done {
+                Some(v) => return v,
+                None => {
+                    self.update(|| format!("{what} ({:.1} s)", started.elapsed().as_secs_f64()))
+                }
+            }
+        }
+    }
+
+    /// Erases the progress line, if one was shown.
+    pub fn finish(&mut self) {
+        if self.shown {
+            self.shown = false;
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K");
+            let _ = err.flush();
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 /// Output format.

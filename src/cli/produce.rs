@@ -288,6 +288,18 @@ impl Producer<'_> {
     }
 }
 
+/// The progress line of `osprey produce`.
+fn progress_text(p: &Producer<'_>) -> String {
+    if p.failed > 0 {
+        format!(
+            "produced {} record(s) to {}, {} failed",
+            p.produced, p.topic, p.failed
+        )
+    } else {
+        format!("produced {} record(s) to {}", p.produced, p.topic)
+    }
+}
+
 /// Runs `osprey produce`.
 pub fn main(args: ProduceArgs) -> CliResult {
     let acks = Acks::parse(&args.acks).map_err(|_| {
@@ -389,6 +401,7 @@ async fn produce(
         written: BTreeMap::new(),
     };
     let sep = args.key_separator.as_deref().map(str::as_bytes);
+    let mut progress = super::Progress::new(&args.common, false);
     let mut sticky: i32 = 0;
     let mut pending: BTreeMap<i32, Pending> = BTreeMap::new();
     let mut input_error = None;
@@ -430,8 +443,10 @@ async fn produce(
         }
         producer.flush(&mut pending).await;
         sticky = (sticky + 1) % partitions;
+        progress.update(|| progress_text(&producer));
     }
     producer.flush(&mut pending).await;
+    progress.finish();
     match out {
         Output::Json => print_json(&json!({
             "topic": topic,

@@ -73,6 +73,7 @@ pub fn main(args: TopicsArgs) -> CliResult {
     let out = args.common.output;
     let common = args.common.clone();
     super::run(&common, move |client| async move {
+        let mut progress = super::Progress::new(&args.common, false);
         match args.action {
             TopicsAction::List => list(&client, out).await,
             TopicsAction::Describe { names } => describe(&client, &names, out).await,
@@ -81,8 +82,19 @@ pub fn main(args: TopicsArgs) -> CliResult {
                 partitions,
                 replication_factor,
                 configs,
-            } => create(&client, name, partitions, replication_factor, &configs, out).await,
-            TopicsAction::Delete { names } => delete(&client, &names, out).await,
+            } => {
+                create(
+                    &client,
+                    name,
+                    partitions,
+                    replication_factor,
+                    &configs,
+                    out,
+                    &mut progress,
+                )
+                .await
+            }
+            TopicsAction::Delete { names } => delete(&client, &names, out, &mut progress).await,
             TopicsAction::Alter { name, set, delete } => {
                 alter(&client, &name, &set, &delete, out).await
             }
@@ -339,21 +351,24 @@ async fn create(
     replication_factor: i16,
     configs: &[String],
     out: Output,
+    progress: &mut super::Progress,
 ) -> CliResult {
     let mut parsed = Vec::new();
     for c in configs {
         parsed.push(parse_key_value(c, "--config")?);
     }
+    let what = format!("creating {name} ({partitions} partition(s), waiting for leaders)");
     let t = NewTopic {
         name,
         partitions,
         replication_factor,
         configs: parsed,
     };
-    let outcomes = client
-        .create_topics(&[t], ADMIN_TIMEOUT_MS)
+    let outcomes = progress
+        .during(&what, client.create_topics(&[t], ADMIN_TIMEOUT_MS))
         .await
         .map_err(|e| CliError::client("CreateTopics", e))?;
+    progress.finish();
     for o in outcomes {
         o.result
             .map_err(|e| CliError::client(format_args!("creating {}", o.name), e))?;
@@ -365,7 +380,12 @@ async fn create(
     Ok(())
 }
 
-async fn delete(client: &Client, names: &[String], out: Output) -> CliResult {
+async fn delete(
+    client: &Client,
+    names: &[String],
+    out: Output,
+    progress: &mut super::Progress,
+) -> CliResult {
     if names.is_empty() {
         return Err(CliError::new(
             "no topic named",
@@ -373,10 +393,14 @@ async fn delete(client: &Client, names: &[String], out: Output) -> CliResult {
         ));
     }
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let outcomes = client
-        .delete_topics(&refs, ADMIN_TIMEOUT_MS)
+    let outcomes = progress
+        .during(
+            &format!("deleting {} topic(s)", refs.len()),
+            client.delete_topics(&refs, ADMIN_TIMEOUT_MS),
+        )
         .await
         .map_err(|e| CliError::client("DeleteTopics", e))?;
+    progress.finish();
     let mut failed = Vec::new();
     let mut deleted = Vec::new();
     for o in outcomes {

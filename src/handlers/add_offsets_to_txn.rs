@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, ApiKey};
 
-use super::{ApiSpec, Reply};
+use super::{ApiSpec, Reply, respond};
 use crate::acl::resource;
 use crate::groups::OFFSETS_TOPIC;
 use crate::protocol::acl::op;
@@ -60,5 +60,5 @@ pub async fn handle(
         },
     };
     let resp = AddOffsetsToTxnResponse::default().with_error_code(code);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

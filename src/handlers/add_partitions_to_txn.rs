@@ -20,7 +20,7 @@ use kafka_protocol::messages::add_partitions_to_txn_response::{
 };
 use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey};
 
-use super::{ApiSpec, Reply};
+use super::{ApiSpec, Reply, respond};
 use crate::acl::resource;
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
@@ -59,7 +59,7 @@ pub async fn handle(
     .await;
     let results = results(&body.v3_and_below_topics, codes, req.version);
     let resp = AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }
 
 /// v4+: every transaction of the request, answered in the same order.
@@ -72,7 +72,7 @@ async fn batched(
     let mut resp = AddPartitionsToTxnResponse::default();
     if !session.may_cluster(shard, op::CLUSTER_ACTION) {
         resp.error_code = error::CLUSTER_AUTHORIZATION_FAILED;
-        return Ok(Reply::Frame(req.encode_response(&resp)?));
+        return Ok(Reply::Frame(respond(shard, &req, &resp)?));
     }
     for t in &body.transactions {
         let codes = one_txn(
@@ -92,7 +92,7 @@ async fn batched(
                 .with_topic_results(results(&t.topics, codes, req.version)),
         );
     }
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }
 
 /// One transaction's partitions: a code per partition in request order.

@@ -15,7 +15,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse, ApiKey};
 
-use super::{ApiSpec, Reply, str_bytes};
+use super::{ApiSpec, Reply, respond, str_bytes};
 use crate::cluster::state::{ConfigOp, TopicConfigChange};
 use crate::protocol::{ProtocolError, RequestFrame, error};
 use crate::session::Session;
@@ -199,5 +199,5 @@ pub async fn handle(
         })
         .collect();
     let resp = AlterConfigsResponse::default().with_responses(responses);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

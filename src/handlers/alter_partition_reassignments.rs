@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, ApiKey,
 };
 
-use super::{ApiSpec, Reply, str_bytes};
+use super::{ApiSpec, Reply, str_bytes, respond};
 use crate::cluster::state::ReassignChange;
 use crate::protocol::{ProtocolError, RequestFrame, acl::op, error};
 use crate::session::Session;
@@ -58,7 +58,7 @@ pub async fn handle(
             .with_allow_replication_factor_change(allow_rf_change)
             .with_error_code(error::CLUSTER_AUTHORIZATION_FAILED)
             .with_error_message(Some(str_bytes("Cluster authorization failed.")));
-        return Ok(Reply::Frame(req.encode_response(&resp)?));
+        return Ok(Reply::Frame(respond(shard, &req, &resp)?));
     }
     let n = changes.len();
     let results: Vec<(i16, Option<String>)> = match shard
@@ -104,5 +104,5 @@ pub async fn handle(
         .with_error_code(error::NONE)
         .with_error_message(None)
         .with_responses(responses);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

@@ -15,7 +15,7 @@ use kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse, ApiKey,
 };
 
-use super::{ApiSpec, Reply, str_bytes};
+use super::{ApiSpec, Reply, respond, str_bytes};
 use crate::cluster::state::ScramUserChange;
 use crate::protocol::{ProtocolError, RequestFrame, error};
 use crate::sasl::scram::{self, CredentialExt, Mechanism};
@@ -185,5 +185,5 @@ pub async fn handle(
         })
         .collect();
     let resp = AlterUserScramCredentialsResponse::default().with_results(results);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::api_versions_response::{ApiVersion, ApiVersionsResponse};
 
-use super::{ApiSpec, Reply};
+use super::{ApiSpec, Reply, respond};
 use crate::protocol::{ProtocolError, RequestFrame, encode_frame, error};
 use crate::shard::Shard;
 
@@ -32,14 +32,14 @@ fn api_keys() -> Vec<ApiVersion> {
     keys
 }
 
-pub fn handle(_shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
     // The body (client software name/version, v3+) is informational; a client that sends
     // garbage there still deserves the version list, as Kafka answers it.
     let resp = ApiVersionsResponse::default()
         .with_error_code(error::NONE)
         .with_api_keys(api_keys())
         .with_finalized_features_epoch(-1);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }
 
 /// Answer to a version this broker does not know: error 35 and the list, in v0 format,

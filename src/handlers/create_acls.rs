@@ -9,7 +9,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::create_acls_response::AclCreationResult;
 use kafka_protocol::messages::{ApiKey, CreateAclsRequest, CreateAclsResponse};
 
-use super::{ApiSpec, Reply, str_bytes};
+use super::{ApiSpec, Reply, respond, str_bytes};
 use crate::acl;
 use crate::metadata::AclBinding;
 use crate::protocol::acl::op;
@@ -94,5 +94,5 @@ pub async fn handle(
         })
         .collect();
     let resp = CreateAclsResponse::default().with_results(results);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

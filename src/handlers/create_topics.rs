@@ -10,7 +10,7 @@ use kafka_protocol::messages::create_topics_response::{
 };
 use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse};
 
-use super::{ApiSpec, Reply, str_bytes, uuid};
+use super::{ApiSpec, Reply, respond, str_bytes, uuid};
 use crate::acl::resource;
 use crate::controller::{NewTopic, TopicError};
 use crate::metadata::TopicMeta;
@@ -145,5 +145,5 @@ pub async fn handle(
         out.push(result);
     }
     let resp = CreateTopicsResponse::default().with_topics(out);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

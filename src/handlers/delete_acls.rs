@@ -12,7 +12,7 @@ use kafka_protocol::messages::delete_acls_response::{
 };
 use kafka_protocol::messages::{ApiKey, DeleteAclsRequest, DeleteAclsResponse};
 
-use super::{ApiSpec, Reply, str_bytes};
+use super::{ApiSpec, Reply, respond, str_bytes};
 use crate::acl::AclFilter;
 use crate::metadata::AclBinding;
 use crate::protocol::acl::op;
@@ -53,7 +53,7 @@ pub async fn handle(
             })
             .collect();
         let resp = DeleteAclsResponse::default().with_filter_results(results);
-        return Ok(Reply::Frame(req.encode_response(&resp)?));
+        return Ok(Reply::Frame(respond(shard, &req, &resp)?));
     }
     let meta = shard.meta();
     let matched: Vec<Vec<AclBinding>> = body
@@ -118,5 +118,5 @@ pub async fn handle(
         })
         .collect();
     let resp = DeleteAclsResponse::default().with_filter_results(results);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{ApiKey, DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 
-use super::{ApiSpec, Reply, str_bytes, uuid};
+use super::{ApiSpec, Reply, respond, str_bytes, uuid};
 use crate::acl::resource;
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
@@ -97,5 +97,5 @@ pub async fn handle(
         out.push(r);
     }
     let resp = DeleteTopicsResponse::default().with_responses(out);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

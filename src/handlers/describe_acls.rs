@@ -8,7 +8,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::describe_acls_response::{AclDescription, DescribeAclsResource};
 use kafka_protocol::messages::{ApiKey, DescribeAclsRequest, DescribeAclsResponse};
 
-use super::{ApiSpec, Reply, str_bytes};
+use super::{ApiSpec, Reply, respond, str_bytes};
 use crate::acl::AclFilter;
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
@@ -71,5 +71,5 @@ pub fn handle(
         }
         resp = resp.with_error_code(error::NONE).with_resources(resources);
     }
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

@@ -13,7 +13,7 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{ApiKey, BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
 use super::metadata::{brokers, cluster_authorized_ops, controller_id};
-use super::{ApiSpec, Reply, str_bytes};
+use super::{ApiSpec, Reply, str_bytes, respond};
 use crate::protocol::{ProtocolError, RequestFrame, acl, error};
 use crate::session::Session;
 use crate::shard::Shard;
@@ -62,5 +62,5 @@ pub fn handle(
             })
             .collect();
     }
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

@@ -16,7 +16,7 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsResponse};
 
 use super::create_topics::{SOURCE_DEFAULT, SOURCE_TOPIC};
-use super::{ApiSpec, Reply, str_bytes};
+use super::{ApiSpec, Reply, str_bytes, respond};
 use crate::acl::resource;
 use crate::protocol::{ProtocolError, RequestFrame, error};
 use crate::session::Session;
@@ -318,5 +318,5 @@ pub async fn handle(
         results.push(out);
     }
     let resp = DescribeConfigsResponse::default().with_results(results);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

@@ -20,7 +20,7 @@ use kafka_protocol::messages::{
     ApiKey, DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName,
 };
 
-use super::{ApiSpec, Reply, str_bytes};
+use super::{ApiSpec, Reply, str_bytes, respond};
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
 use crate::session::Session;
@@ -59,7 +59,7 @@ pub async fn handle(
     if !session.may_cluster(shard, op::DESCRIBE) {
         let resp =
             DescribeLogDirsResponse::default().with_error_code(error::CLUSTER_AUTHORIZATION_FAILED);
-        return Ok(Reply::Frame(req.encode_response(&resp)?));
+        return Ok(Reply::Frame(respond(shard, &req, &resp)?));
     }
     // topic -> (partition -> size); `None` in the request means every partition.
     let wanted = |topic: &str, p: i32| match &body.topics {
@@ -108,5 +108,5 @@ pub async fn handle(
     let resp = DescribeLogDirsResponse::default()
         .with_error_code(error::NONE)
         .with_results(vec![result]);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

@@ -19,7 +19,7 @@ use kafka_protocol::messages::{
     ApiKey, BrokerId, DescribeQuorumRequest, DescribeQuorumResponse, TopicName,
 };
 
-use super::{ApiSpec, Reply, str_bytes};
+use super::{ApiSpec, Reply, str_bytes, respond};
 use crate::cluster::{QuorumInfo, ReplicaInfo};
 use crate::protocol::{ProtocolError, RequestFrame, acl::op, error};
 use crate::session::Session;
@@ -46,7 +46,7 @@ pub async fn handle(
         let resp = DescribeQuorumResponse::default()
             .with_error_code(code)
             .with_error_message(Some(str_bytes(message)));
-        Ok(Reply::Frame(req.encode_response(&resp)?))
+        Ok(Reply::Frame(respond(shard, &req, &resp)?))
     };
     if !session.may_cluster(shard, op::DESCRIBE) {
         return top(
@@ -82,7 +82,7 @@ pub async fn handle(
             })
             .collect();
         let resp = DescribeQuorumResponse::default().with_topics(topics);
-        return Ok(Reply::Frame(req.encode_response(&resp)?));
+        return Ok(Reply::Frame(respond(shard, &req, &resp)?));
     }
     let info = shard
         .call(0, |s| async move { s.controller().describe_quorum().await })
@@ -91,15 +91,15 @@ pub async fn handle(
         Ok(Ok(info)) => info,
         Ok(Err(e)) => {
             log::debug!("describe quorum: {e}");
-            return partition_error(&req, error::NOT_LEADER_OR_FOLLOWER);
+            return partition_error(shard, &req, error::NOT_LEADER_OR_FOLLOWER);
         }
         Err(e) => return top(error::UNKNOWN_SERVER_ERROR, format!("shard 0: {e}")),
     };
     let resp = answer(&info);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }
 
-fn partition_error(req: &RequestFrame, code: i16) -> Result<Reply, ProtocolError> {
+fn partition_error(shard: &Shard, req: &RequestFrame, code: i16) -> Result<Reply, ProtocolError> {
     let resp = DescribeQuorumResponse::default().with_topics(vec![
         TopicData::default()
             .with_topic_name(TopicName(str_bytes(METADATA_TOPIC)))
@@ -111,7 +111,7 @@ fn partition_error(req: &RequestFrame, code: i16) -> Result<Reply, ProtocolError
                     .with_high_watermark(-1),
             ]),
     ]);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, req, &resp)?))
 }
 
 fn replica(r: &ReplicaInfo) -> ReplicaState {

@@ -23,7 +23,7 @@ use kafka_protocol::messages::{
 };
 
 use super::metadata::{broker_ids, partition_view};
-use super::{ApiSpec, Reply, str_bytes, uuid};
+use super::{ApiSpec, Reply, str_bytes, uuid, respond};
 use crate::acl::resource;
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, acl, error};
@@ -73,7 +73,7 @@ pub async fn handle(
             .iter()
             .map(|n| error_topic(n, error::INVALID_REQUEST))
             .collect();
-        return Ok(Reply::Frame(req.encode_response(&resp)?));
+        return Ok(Reply::Frame(respond(shard, &req, &resp)?));
     }
     let limit = usize::try_from(body.response_partition_limit)
         .unwrap_or(0)
@@ -161,5 +161,5 @@ pub async fn handle(
             .iter()
             .map(|n| error_topic(n, error::TOPIC_AUTHORIZATION_FAILED)),
     );
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

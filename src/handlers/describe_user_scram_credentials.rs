@@ -12,7 +12,7 @@ use kafka_protocol::messages::{
     ApiKey, DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse,
 };
 
-use super::{ApiSpec, Reply, str_bytes};
+use super::{ApiSpec, Reply, respond, str_bytes};
 use crate::protocol::{ProtocolError, RequestFrame, error};
 use crate::sasl::scram::Mechanism;
 use crate::session::Session;
@@ -34,7 +34,7 @@ pub fn handle(
         let resp = DescribeUserScramCredentialsResponse::default()
             .with_error_code(error::CLUSTER_AUTHORIZATION_FAILED)
             .with_error_message(Some(str_bytes("Cluster authorization failed.")));
-        return Ok(Reply::Frame(req.encode_response(&resp)?));
+        return Ok(Reply::Frame(respond(shard, &req, &resp)?));
     }
     let meta = shard.meta();
     let names: Vec<String> = match &body.users {
@@ -76,5 +76,5 @@ pub fn handle(
     let resp = DescribeUserScramCredentialsResponse::default()
         .with_error_code(error::NONE)
         .with_results(results);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

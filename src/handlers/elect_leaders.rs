@@ -11,7 +11,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{ApiKey, ElectLeadersRequest, ElectLeadersResponse, TopicName};
 
-use super::{ApiSpec, Reply, str_bytes};
+use super::{ApiSpec, Reply, str_bytes, respond};
 use crate::protocol::{ProtocolError, RequestFrame, acl::op, error};
 use crate::session::Session;
 use crate::shard::Shard;
@@ -53,7 +53,7 @@ pub async fn handle(
                     .collect(),
             );
         }
-        Ok(Reply::Frame(req.encode_response(&resp)?))
+        Ok(Reply::Frame(respond(shard, &req, &resp)?))
     };
     if !session.may_cluster(shard, op::ALTER) {
         return top_level(
@@ -90,7 +90,7 @@ pub async fn handle(
                 })
                 .collect(),
         ));
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }
 
 /// Per-partition outcomes grouped by topic in first-seen order.

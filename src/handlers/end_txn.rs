@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::{ApiKey, EndTxnRequest, EndTxnResponse};
 
-use super::{ApiSpec, Reply};
+use super::{ApiSpec, Reply, respond};
 use crate::acl::resource;
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
@@ -50,5 +50,5 @@ pub async fn handle(
         }
     };
     let resp = EndTxnResponse::default().with_error_code(code);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

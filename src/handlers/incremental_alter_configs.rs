@@ -12,7 +12,7 @@ use kafka_protocol::messages::{
 };
 
 use super::alter_configs::{AlterItem, alter, duplicate_key};
-use super::{ApiSpec, Reply, str_bytes};
+use super::{ApiSpec, Reply, respond, str_bytes};
 use crate::cluster::state::ConfigOp;
 use crate::protocol::{ProtocolError, RequestFrame};
 use crate::session::Session;
@@ -88,5 +88,5 @@ pub async fn handle(
         })
         .collect();
     let resp = IncrementalAlterConfigsResponse::default().with_responses(responses);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

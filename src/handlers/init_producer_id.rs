@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use super::{ApiSpec, Reply};
+use super::{ApiSpec, Reply, respond};
 use crate::acl::resource;
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
@@ -92,7 +92,7 @@ pub async fn handle(
             }
         }
     }
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }
 
 /// Kafka 3's rule for an idempotent producer: IDEMPOTENT_WRITE on the cluster, or WRITE on

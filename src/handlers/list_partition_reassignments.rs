@@ -16,7 +16,7 @@ use kafka_protocol::messages::{
     TopicName,
 };
 
-use super::{ApiSpec, Reply, str_bytes};
+use super::{ApiSpec, Reply, str_bytes, respond};
 use crate::protocol::{ProtocolError, RequestFrame, acl::op, error};
 use crate::session::Session;
 use crate::shard::Shard;
@@ -41,7 +41,7 @@ pub fn handle(
         let resp = ListPartitionReassignmentsResponse::default()
             .with_error_code(error::CLUSTER_AUTHORIZATION_FAILED)
             .with_error_message(Some(str_bytes("Cluster authorization failed.")));
-        return Ok(Reply::Frame(req.encode_response(&resp)?));
+        return Ok(Reply::Frame(respond(shard, &req, &resp)?));
     }
     let meta = shard.meta();
     let asked: Vec<(String, Option<Vec<i32>>)> = match &body.topics {
@@ -80,5 +80,5 @@ pub fn handle(
         .with_error_code(error::NONE)
         .with_error_message(None)
         .with_topics(topics);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
     ApiKey, ListTransactionsRequest, ListTransactionsResponse, ProducerId, TransactionalId,
 };
 
-use super::{ApiSpec, Reply, str_bytes};
+use super::{ApiSpec, Reply, str_bytes, respond};
 use crate::acl::resource;
 use crate::groups::group::now_ms;
 use crate::protocol::acl::op;
@@ -66,13 +66,13 @@ pub async fn handle(
             Ok(r) => Some(r),
             Err(_) => {
                 resp.error_code = INVALID_REGULAR_EXPRESSION;
-                return Ok(Reply::Frame(req.encode_response(&resp)?));
+                return Ok(Reply::Frame(respond(shard, &req, &resp)?));
             }
         },
     };
     if shard.txns.parts.loading() {
         resp.error_code = error::COORDINATOR_LOAD_IN_PROGRESS;
-        return Ok(Reply::Frame(req.encode_response(&resp)?));
+        return Ok(Reply::Frame(respond(shard, &req, &resp)?));
     }
     // Kafka matches state names exactly and returns the names it does not know.
     let mut states = Vec::with_capacity(body.state_filters.len());
@@ -115,5 +115,5 @@ pub async fn handle(
     }
     drop(txns);
     resp.error_code = error::NONE;
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

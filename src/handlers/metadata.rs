@@ -12,7 +12,7 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
 
-use super::{ApiSpec, Reply, str_bytes, uuid};
+use super::{ApiSpec, Reply, respond, str_bytes, uuid};
 use crate::acl::resource;
 use crate::controller::NewTopic;
 use crate::metadata::{ClusterMeta, PartitionMeta, TopicMeta, host_of};
@@ -238,7 +238,7 @@ pub async fn handle(
         .with_controller_id(controller_id(shard))
         .with_topics(topics)
         .with_cluster_authorized_operations(cluster_ops);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }
 
 /// The cluster's authorized operations when `requested` (Metadata v8-10, DescribeCluster):

@@ -292,7 +292,13 @@ async fn dispatch_api(
         return match req.api_key {
             // ApiVersions answers an unknown version with its own list (in v0 format) so the
             // client can retry with a version both sides know.
-            ApiKey::ApiVersions => api_versions::unsupported(&req),
+            ApiKey::ApiVersions => {
+                shard.metrics.error(
+                    ApiKey::ApiVersions,
+                    crate::protocol::error::UNSUPPORTED_VERSION,
+                );
+                api_versions::unsupported(&req)
+            }
             _ => Err(ProtocolError::UnsupportedVersion {
                 key: req.api_key,
                 version: req.version,
@@ -370,6 +376,18 @@ fn coarse_cluster_operation(key: ApiKey) -> Option<u8> {
         ApiKey::WriteTxnMarkers => Some(op::CLUSTER_ACTION),
         _ => None,
     }
+}
+
+/// Encodes a handler's response frame, first counting every error code it carries
+/// (top-level and per partition/resource) in the shard's errors by API and code. Every
+/// handler answers through it; only Fetch, hand-encoded, counts its own.
+pub fn respond<T>(shard: &Shard, req: &RequestFrame, resp: &T) -> Result<Bytes, ProtocolError>
+where
+    T: kafka_protocol::protocol::Encodable + crate::protocol::error_codes::ErrorCodes,
+{
+    let key = req.api_key;
+    resp.error_codes(&mut |code| shard.metrics.error(key, code));
+    req.encode_response(resp)
 }
 
 pub fn str_bytes(s: impl Into<String>) -> StrBytes {

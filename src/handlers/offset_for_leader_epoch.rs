@@ -15,7 +15,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use super::{ApiSpec, Reply};
+use super::{ApiSpec, Reply, respond};
 use crate::acl::resource;
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
@@ -102,5 +102,5 @@ pub async fn handle(
         );
     }
     let resp = OffsetForLeaderEpochResponse::default().with_topics(topics);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

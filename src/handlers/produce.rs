@@ -15,7 +15,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 
-use super::{ApiSpec, Reply, str_bytes};
+use super::{ApiSpec, Reply, respond, str_bytes};
 use crate::acl::resource;
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error, produce_v0};
@@ -497,7 +497,6 @@ pub async fn handle(
                 Ok(t) => t.await,
                 Err(r) => r,
             };
-            shard.metrics.error(ApiKey::Produce, r.error_code);
             let mut pr = PartitionProduceResponse::default()
                 .with_index(index)
                 .with_error_code(r.error_code)
@@ -525,5 +524,5 @@ pub async fn handle(
         );
     }
     let resp = ProduceResponse::default().with_responses(responses);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, SaslAuthenticateRequest, SaslAuthenticateResponse};
 
-use super::{ApiSpec, Reply, str_bytes};
+use super::{ApiSpec, Reply, respond, str_bytes};
 use crate::protocol::{ProtocolError, RequestFrame, error};
 use crate::shard::Shard;
 
@@ -29,6 +29,7 @@ pub fn token(req: &RequestFrame) -> Result<Bytes, ProtocolError> {
 /// The answer: `Ok(token)` to send back, or the error code and message, with the session
 /// lifetime (KIP-368: the client re-authenticates before it ends; 0 = never).
 pub fn answer(
+    shard: &Shard,
     req: &RequestFrame,
     result: Result<Vec<u8>, (i16, String)>,
     session_lifetime_ms: i64,
@@ -42,13 +43,14 @@ pub fn answer(
             .with_error_code(code)
             .with_error_message(Some(str_bytes(message))),
     };
-    req.encode_response(&resp)
+    respond(shard, req, &resp)
 }
 
 /// SaslAuthenticate on a listener without SASL.
-pub fn handle(_shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
     let _ = token(&req)?;
     let frame = answer(
+        shard,
         &req,
         Err((
             error::ILLEGAL_SASL_STATE,

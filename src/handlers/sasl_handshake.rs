@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::{ApiKey, SaslHandshakeRequest, SaslHandshakeResponse};
 
-use super::{ApiSpec, Reply, str_bytes};
+use super::{ApiSpec, Reply, respond, str_bytes};
 use crate::protocol::{ProtocolError, RequestFrame, error};
 use crate::shard::Shard;
 
@@ -39,12 +39,12 @@ pub fn answer(
             error::UNSUPPORTED_SASL_MECHANISM
         })
         .with_mechanisms(enabled.iter().map(|m| str_bytes(m.clone())).collect());
-    Ok((chosen, req.encode_response(&resp)?))
+    Ok((chosen, respond(shard, req, &resp)?))
 }
 
 /// A handshake on a listener without SASL.
-pub fn handle(_shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
+pub fn handle(shard: &Rc<Shard>, req: RequestFrame) -> Result<Reply, ProtocolError> {
     let _: SaslHandshakeRequest = req.decode()?;
     let resp = SaslHandshakeResponse::default().with_error_code(error::ILLEGAL_SASL_STATE);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

@@ -5,6 +5,7 @@
 //! tested byte for byte against the kafka-protocol crate.
 
 pub mod acl;
+pub mod error_codes;
 pub mod fetch_response;
 pub mod produce_v0;
 

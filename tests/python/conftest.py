@@ -34,7 +34,7 @@ class Broker:
         self.bootstrap = None
         # Listener name -> bootstrap host:port (the ready line's `listeners=`).
         self.listeners = {}
-        # The admin HTTP address (/metrics) from the ready line's `admin=`.
+        # The admin HTTP port's host:port (/metrics, /health), from the ready line.
         self.admin = None
         self.log_lines = []
 

@@ -115,7 +115,12 @@ impl Report {
 
     /// Reads DIR/iotune.json, if there is one of this format.
     pub fn load(dir: &Path) -> io::Result<Report> {
-        let text = std::fs::read_to_string(dir.join(IOTUNE_RESULT_FILE))?;
+        Self::load_file(&dir.join(IOTUNE_RESULT_FILE))
+    }
+
+    /// Reads a report written by `write_report` (of this format) from `path`.
+    pub fn load_file(path: &Path) -> io::Result<Report> {
+        let text = std::fs::read_to_string(path)?;
         let r: Report = serde_json::from_str(&text).map_err(io::Error::other)?;
         if r.version != FORMAT_VERSION {
             return Err(io::Error::other(format!(

@@ -13,7 +13,7 @@ use crate::groups::AppendFailure;
 use crate::groups::errors::*;
 use crate::groups::group::GroupState;
 use crate::groups::offsets::LogEntry;
-use crate::handlers::{ApiSpec, Reply};
+use crate::handlers::{ApiSpec, Reply, respond};
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
 use crate::session::Session;
@@ -79,5 +79,5 @@ pub async fn handle(
                 .with_error_code(code),
         );
     }
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

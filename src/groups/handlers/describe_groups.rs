@@ -11,7 +11,7 @@ use kafka_protocol::messages::{ApiKey, DescribeGroupsRequest, DescribeGroupsResp
 use super::check_group;
 use crate::groups::errors::*;
 use crate::groups::group::GroupState;
-use crate::handlers::{ApiSpec, Reply, str_bytes};
+use crate::handlers::{ApiSpec, Reply, respond, str_bytes};
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, acl};
 use crate::session::Session;
@@ -84,5 +84,5 @@ pub fn handle(
         }
         resp.groups.push(d);
     }
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

@@ -14,7 +14,7 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
 use crate::groups::errors::*;
-use crate::handlers::{ApiSpec, Reply, str_bytes};
+use crate::handlers::{ApiSpec, Reply, respond, str_bytes};
 use crate::metadata::{host_of, shard_of};
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
@@ -195,5 +195,5 @@ pub async fn handle(
             resp.error_message = a.message.map(str_bytes);
         }
     }
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{ApiKey, HeartbeatRequest, HeartbeatResponse};
 
 use super::{check_group, opt_str};
 use crate::groups::errors::*;
-use crate::handlers::{ApiSpec, Reply};
+use crate::handlers::{ApiSpec, Reply, respond};
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
 use crate::session::Session;
@@ -39,7 +39,6 @@ pub fn handle(
         },
         code => code,
     };
-    shard.metrics.error(ApiKey::Heartbeat, error);
     let resp = HeartbeatResponse::default().with_error_code(error);
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

@@ -13,7 +13,7 @@ use super::{check_group, opt_str};
 use crate::groups::GROUPS_PER_SHARD_MAX;
 use crate::groups::errors::*;
 use crate::groups::group::{Group, JoinParams, JoinResult, Wait};
-use crate::handlers::{ApiSpec, Reply, str_bytes};
+use crate::handlers::{ApiSpec, Reply, respond, str_bytes};
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
 use crate::session::Session;
@@ -39,7 +39,6 @@ pub async fn handle(
         NONE => join(shard, &req, body, group_id).await,
         code => JoinResult::error(code, &member_id),
     };
-    shard.metrics.error(ApiKey::JoinGroup, result.error);
     let mut resp = JoinGroupResponse::default()
         .with_error_code(result.error)
         .with_generation_id(result.generation)
@@ -65,7 +64,7 @@ pub async fn handle(
         resp.protocol_type = result.protocol_type.map(str_bytes);
         resp.protocol_name = result.protocol.map(str_bytes);
     }
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }
 
 async fn join(

@@ -10,7 +10,7 @@ use kafka_protocol::messages::{ApiKey, LeaveGroupRequest, LeaveGroupResponse};
 
 use super::{check_group, opt_str};
 use crate::groups::errors::*;
-use crate::handlers::{ApiSpec, Reply};
+use crate::handlers::{ApiSpec, Reply, respond};
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
 use crate::session::Session;
@@ -74,5 +74,5 @@ pub fn handle(
             top
         };
     }
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

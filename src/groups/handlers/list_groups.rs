@@ -10,7 +10,7 @@ use kafka_protocol::messages::{ApiKey, GroupId, ListGroupsRequest, ListGroupsRes
 
 use crate::groups::errors::*;
 use crate::groups::group::GroupState;
-use crate::handlers::{ApiSpec, Reply, str_bytes};
+use crate::handlers::{ApiSpec, Reply, respond, str_bytes};
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
 use crate::session::Session;
@@ -33,7 +33,7 @@ pub fn handle(
     let mut resp = ListGroupsResponse::default();
     if shard.groups.loading() {
         resp.error_code = COORDINATOR_LOAD_IN_PROGRESS;
-        return Ok(Reply::Frame(req.encode_response(&resp)?));
+        return Ok(Reply::Frame(respond(shard, &req, &resp)?));
     }
     let states: Vec<String> = body
         .states_filter
@@ -77,5 +77,5 @@ pub fn handle(
         }
         resp.groups.push(l);
     }
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

@@ -19,7 +19,7 @@ use crate::groups::errors::*;
 use crate::groups::group::Group;
 use crate::groups::offsets::{CommittedOffset, LogEntry, OffsetEntry};
 use crate::groups::{GROUPS_PER_SHARD_MAX, OFFSET_METADATA_MAX_BYTES};
-use crate::handlers::{ApiSpec, Reply};
+use crate::handlers::{ApiSpec, Reply, respond};
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
 use crate::session::Session;
@@ -116,9 +116,6 @@ pub async fn handle(
             *c = all;
         }
     }
-    for code in codes.iter().flatten() {
-        shard.metrics.error(ApiKey::OffsetCommit, *code);
-    }
     let resp = OffsetCommitResponse::default().with_topics(
         body.topics
             .iter()
@@ -140,7 +137,7 @@ pub async fn handle(
             })
             .collect(),
     );
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }
 
 /// Appends the commit (fsync), then applies it; NONE or the error for every partition.

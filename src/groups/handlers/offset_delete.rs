@@ -20,7 +20,7 @@ use crate::groups::AppendFailure;
 use crate::groups::errors::*;
 use crate::groups::group::GroupState;
 use crate::groups::offsets::{LogEntry, PartitionTombstones};
-use crate::handlers::{ApiSpec, Reply};
+use crate::handlers::{ApiSpec, Reply, respond};
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
 use crate::session::Session;
@@ -142,5 +142,5 @@ pub async fn handle(
                     .collect(),
             ),
     };
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

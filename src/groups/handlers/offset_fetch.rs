@@ -21,7 +21,7 @@ use super::check_group;
 use crate::acl::resource;
 use crate::groups::errors::*;
 use crate::groups::group::GroupState;
-use crate::handlers::{ApiSpec, Reply, str_bytes};
+use crate::handlers::{ApiSpec, Reply, respond, str_bytes};
 use crate::protocol::acl::op;
 use crate::protocol::error::TOPIC_AUTHORIZATION_FAILED;
 use crate::protocol::{ProtocolError, RequestFrame};
@@ -152,7 +152,7 @@ pub fn handle(
                     ),
             );
         }
-        return Ok(Reply::Frame(req.encode_response(&resp)?));
+        return Ok(Reply::Frame(respond(shard, &req, &resp)?));
     }
     let asked = body.topics.map(|ts| {
         ts.into_iter()
@@ -186,5 +186,5 @@ pub fn handle(
     if !v1 {
         resp.error_code = code;
     }
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

@@ -11,7 +11,7 @@ use kafka_protocol::messages::{ApiKey, SyncGroupRequest, SyncGroupResponse};
 use super::{check_group, opt_str};
 use crate::groups::errors::*;
 use crate::groups::group::{SyncResult, Wait};
-use crate::handlers::{ApiSpec, Reply, str_bytes};
+use crate::handlers::{ApiSpec, Reply, respond, str_bytes};
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
 use crate::session::Session;
@@ -77,7 +77,6 @@ pub async fn handle(
         }
         code => SyncResult::error(code),
     };
-    shard.metrics.error(ApiKey::SyncGroup, result.error);
     let mut resp = SyncGroupResponse::default()
         .with_error_code(result.error)
         .with_assignment(result.assignment);
@@ -85,5 +84,5 @@ pub async fn handle(
         resp.protocol_type = result.protocol_type.map(str_bytes);
         resp.protocol_name = result.protocol.map(str_bytes);
     }
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }

@@ -22,7 +22,7 @@ use crate::groups::errors::*;
 use crate::groups::group::Group;
 use crate::groups::offsets::{CommittedOffset, LogEntry, OffsetEntry, TxnOffsets};
 use crate::groups::{GROUPS_PER_SHARD_MAX, OFFSET_METADATA_MAX_BYTES};
-use crate::handlers::{ApiSpec, Reply};
+use crate::handlers::{ApiSpec, Reply, respond};
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame};
 use crate::session::Session;
@@ -162,5 +162,5 @@ pub async fn handle(
             })
             .collect(),
     );
-    Ok(Reply::Frame(req.encode_response(&resp)?))
+    Ok(Reply::Frame(respond(shard, &req, &resp)?))
 }
