@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, ApiKey,
 };
 
-use super::{ApiSpec, Reply, str_bytes, respond};
+use super::{ApiSpec, Reply, respond, str_bytes};
 use crate::cluster::state::ReassignChange;
 use crate::protocol::{ProtocolError, RequestFrame, acl::op, error};
 use crate::session::Session;

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{ApiKey, CreatePartitionsRequest, CreatePartitionsResponse};
 
-use super::{ApiSpec, Reply, str_bytes, respond};
+use super::{ApiSpec, Reply, respond, str_bytes};
 use crate::acl::resource;
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};

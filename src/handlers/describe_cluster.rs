@@ -13,7 +13,7 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{ApiKey, BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
 use super::metadata::{brokers, cluster_authorized_ops, controller_id};
-use super::{ApiSpec, Reply, str_bytes, respond};
+use super::{ApiSpec, Reply, respond, str_bytes};
 use crate::protocol::{ProtocolError, RequestFrame, acl, error};
 use crate::session::Session;
 use crate::shard::Shard;

@@ -16,7 +16,7 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsResponse};
 
 use super::create_topics::{SOURCE_DEFAULT, SOURCE_TOPIC};
-use super::{ApiSpec, Reply, str_bytes, respond};
+use super::{ApiSpec, Reply, respond, str_bytes};
 use crate::acl::resource;
 use crate::protocol::{ProtocolError, RequestFrame, error};
 use crate::session::Session;

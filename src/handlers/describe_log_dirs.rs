@@ -20,7 +20,7 @@ use kafka_protocol::messages::{
     ApiKey, DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName,
 };
 
-use super::{ApiSpec, Reply, str_bytes, respond};
+use super::{ApiSpec, Reply, respond, str_bytes};
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};
 use crate::session::Session;

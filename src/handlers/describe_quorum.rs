@@ -19,7 +19,7 @@ use kafka_protocol::messages::{
     ApiKey, BrokerId, DescribeQuorumRequest, DescribeQuorumResponse, TopicName,
 };
 
-use super::{ApiSpec, Reply, str_bytes, respond};
+use super::{ApiSpec, Reply, respond, str_bytes};
 use crate::cluster::{QuorumInfo, ReplicaInfo};
 use crate::protocol::{ProtocolError, RequestFrame, acl::op, error};
 use crate::session::Session;

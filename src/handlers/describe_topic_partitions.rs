@@ -23,7 +23,7 @@ use kafka_protocol::messages::{
 };
 
 use super::metadata::{broker_ids, partition_view};
-use super::{ApiSpec, Reply, str_bytes, uuid, respond};
+use super::{ApiSpec, Reply, respond, str_bytes, uuid};
 use crate::acl::resource;
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, acl, error};

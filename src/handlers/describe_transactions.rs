@@ -15,7 +15,7 @@ use kafka_protocol::messages::{
     ApiKey, DescribeTransactionsRequest, DescribeTransactionsResponse, ProducerId, TopicName,
 };
 
-use super::{ApiSpec, Reply, str_bytes, respond};
+use super::{ApiSpec, Reply, respond, str_bytes};
 use crate::acl::resource;
 use crate::protocol::acl::op;
 use crate::protocol::{ProtocolError, RequestFrame, error};

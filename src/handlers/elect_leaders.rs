@@ -11,7 +11,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{ApiKey, ElectLeadersRequest, ElectLeadersResponse, TopicName};
 
-use super::{ApiSpec, Reply, str_bytes, respond};
+use super::{ApiSpec, Reply, respond, str_bytes};
 use crate::protocol::{ProtocolError, RequestFrame, acl::op, error};
 use crate::session::Session;
 use crate::shard::Shard;

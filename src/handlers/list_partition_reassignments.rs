@@ -16,7 +16,7 @@ use kafka_protocol::messages::{
     TopicName,
 };
 
-use super::{ApiSpec, Reply, str_bytes, respond};
+use super::{ApiSpec, Reply, respond, str_bytes};
 use crate::protocol::{ProtocolError, RequestFrame, acl::op, error};
 use crate::session::Session;
 use crate::shard::Shard;

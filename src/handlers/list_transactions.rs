@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
     ApiKey, ListTransactionsRequest, ListTransactionsResponse, ProducerId, TransactionalId,
 };
 
-use super::{ApiSpec, Reply, str_bytes, respond};
+use super::{ApiSpec, Reply, respond, str_bytes};
 use crate::acl::resource;
 use crate::groups::group::now_ms;
 use crate::protocol::acl::op;
