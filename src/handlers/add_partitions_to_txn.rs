@@ -72,7 +72,7 @@ async fn batched(
     let mut resp = AddPartitionsToTxnResponse::default();
     if !session.may_cluster(shard, op::CLUSTER_ACTION) {
         resp.error_code = error::CLUSTER_AUTHORIZATION_FAILED;
-        return Ok(Reply::Frame(respond(shard, &req, &resp)?));
+        return Ok(Reply::Frame(respond(shard, req, &resp)?));
     }
     for t in &body.transactions {
         let codes = one_txn(
@@ -92,7 +92,7 @@ async fn batched(
                 .with_topic_results(results(&t.topics, codes, req.version)),
         );
     }
-    Ok(Reply::Frame(respond(shard, &req, &resp)?))
+    Ok(Reply::Frame(respond(shard, req, &resp)?))
 }
 
 /// One transaction's partitions: a code per partition in request order.
