@@ -509,12 +509,7 @@ async fn shard_main(
     store.set_decompressor(Rc::new(crate::codec::decompress));
     store.set_compressor(Rc::new(crate::codec::compress));
     let controller = controller.map(|h| Rc::new(Controller::new(h)));
-    let tls = match &config.tls {
-        Some(t) if config.listeners.iter().any(|l| l.protocol.is_tls()) => Some(
-            futures_rustls::TlsAcceptor::from(crate::tls::server_config(t)?),
-        ),
-        _ => None,
-    };
+    let tls = crate::shard::tls_acceptors(&config)?;
     let shard = Rc::new(Shard::new(
         id,
         count,

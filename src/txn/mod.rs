@@ -580,25 +580,20 @@ async fn remote_markers(
     use kafka_protocol::messages::{ProducerId, TopicName, WriteTxnMarkersRequest};
     let failed =
         |parts: &[(String, i32)], code| parts.iter().map(|tp| (tp.clone(), code)).collect();
-    let addr = {
-        let meta = shard.meta();
-        meta.brokers.get(&host_of(node)).and_then(|b| {
-            b.ports
-                .get(shard_of(node))
-                .map(|p| format!("{}:{p}", b.host))
-        })
-    };
-    let Some(addr) = addr else {
+    let Some(addr) = shard.inter_broker_addr(node) else {
         return failed(&parts, kerr::NOT_LEADER_OR_FOLLOWER);
     };
-    let config = crate::client::ClientConfig {
-        client_id: format!("osprey-txn-coordinator-{}", shard.node_id()),
-        request_timeout: Duration::from_secs(10),
-        connect_timeout: Duration::from_secs(2),
-        ..Default::default()
-    };
+    let config = shard.inter_broker_client(format!("osprey-txn-coordinator-{}", shard.node_id()));
     let conn = match crate::client::conn::Connection::connect(&addr, &config).await {
         Ok(c) => c,
+        Err(
+            e @ (crate::client::ClientError::Authentication { .. }
+            | crate::client::ClientError::Tls { .. }),
+        ) => {
+            // Retried until it works: an operator must fix the credentials or certificates.
+            log::warn!("transaction markers: node {node} at {addr} refused this broker: {e}");
+            return failed(&parts, kerr::NOT_LEADER_OR_FOLLOWER);
+        }
         Err(e) => {
             log::debug!("transaction markers: cannot reach node {node} at {addr}: {e}");
             return failed(&parts, kerr::NOT_LEADER_OR_FOLLOWER);
