@@ -413,9 +413,10 @@ fn read_credentials(path: &Path) -> Result<(String, String), ConfigError> {
     }
 }
 
-/// The inter-broker settings. In a cluster (`cluster`), a SASL inter-broker listener needs
-/// credentials and a mechanism the listener offers; a single host never connects to
-/// another, so only the listener's name is checked there.
+/// The inter-broker settings. In a cluster (`cluster`: a controller quorum is configured),
+/// a SASL inter-broker listener needs credentials and a mechanism the listener offers,
+/// and the TLS files must load; a host without a quorum never connects to another, so only
+/// the listener's name is checked there.
 fn inter_broker(
     a: &ServeArgs,
     listeners: &[Listener],
@@ -980,7 +981,9 @@ impl BrokerConfig {
             Some(v) => crate::cluster::parse_voters(v).map_err(ConfigError)?,
             None => Vec::new(),
         };
-        let inter_broker = inter_broker(&a, &listeners, &sasl_mechanisms, voters.len() > 1)?;
+        // Any configured quorum may have other hosts (voters, or hosts that only follow it),
+        // so only a host without one is alone for sure.
+        let inter_broker = inter_broker(&a, &listeners, &sasl_mechanisms, !voters.is_empty())?;
         let controller_listen = match a.controller_listen {
             Some(l) => Some(l),
             None => match voters.iter().find(|(id, _)| *id == node_id as u64) {
@@ -1166,7 +1169,7 @@ mod tests {
     // Kafka's inter.broker.listener.name: the first listener by default; a named one (any
     // case) with its protocol; an unknown name is refused. In a cluster a SASL
     // inter-broker listener needs the broker's credentials (properties or JAAS form) and a
-    // mechanism the listener offers (default: the first enabled one); a single host never
+    // mechanism the listener offers (default: the first enabled one); a host without a quorum never
     // connects to another, so it starts without them as before.
     #[test]
     fn inter_broker_listener_and_credentials() {

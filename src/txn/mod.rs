@@ -52,6 +52,10 @@ const TXN_APPEND_TIMEOUT: Duration = Duration::from_millis(5_000);
 const TXN_TIMEOUT_CHECK_INTERVAL: Duration = Duration::from_millis(1_000);
 /// Pause before retrying markers that could not be written.
 const MARKER_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest pause between marker attempts another host refused for security (SASL, TLS,
+/// authorization): doubling from `MARKER_RETRY_BACKOFF`, since such a refusal lasts until
+/// an operator fixes the configuration.
+const MARKER_SECURITY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Appended bytes of one partition after which its state is rewritten and trimmed.
 const TXN_REWRITE_BYTES: u64 = 16 << 20;
 /// Kafka's coordinator error codes used here.
@@ -476,6 +480,8 @@ async fn complete(shard: &Rc<Shard>, m: TxnMeta) {
     };
     let commit = m.state == TxnState::PrepareCommit;
     let mut left = m.partitions.clone();
+    // Half the first pause, so the first refusal waits `MARKER_RETRY_BACKOFF`.
+    let mut pause = MARKER_RETRY_BACKOFF / 2;
     while !left.is_empty() {
         if shard.shutting_down.get() || co.parts.check(shard, &m.txn_id) != kerr::NONE {
             return;
@@ -488,10 +494,15 @@ async fn complete(shard: &Rc<Shard>, m: TxnMeta) {
                     .get(internal_topic::partition_for(&m.txn_id, t.partitions.len()) as usize)
             })
             .map_or(0, |pm| pm.leader_epoch);
-        let failed = write_markers(shard, &m, commit, coordinator_epoch, &left).await;
+        let (failed, refused) = write_markers(shard, &m, commit, coordinator_epoch, &left).await;
         left = failed;
+        pause = if refused {
+            (pause * 2).min(MARKER_SECURITY_BACKOFF_MAX)
+        } else {
+            MARKER_RETRY_BACKOFF / 2
+        };
         if !left.is_empty() {
-            glommio::timer::sleep(MARKER_RETRY_BACKOFF).await;
+            glommio::timer::sleep(pause.max(MARKER_RETRY_BACKOFF)).await;
         }
     }
     let mut done = m;
@@ -517,9 +528,10 @@ async fn write_markers(
     commit: bool,
     coordinator_epoch: i32,
     partitions: &[(String, i32)],
-) -> Vec<(String, i32)> {
+) -> (Vec<(String, i32)>, bool) {
     let meta = shard.meta();
     let mut retry = Vec::new();
+    let mut refused = false;
     let mut by_node: HashMap<i32, Vec<(String, i32)>> = HashMap::new();
     for (t, p) in partitions {
         match meta.partition(t, *p) {
@@ -550,6 +562,10 @@ async fn write_markers(
         for (tp, code) in results {
             match code {
                 kerr::NONE | kerr::UNKNOWN_TOPIC_OR_PARTITION => {}
+                kerr::SASL_AUTHENTICATION_FAILED | kerr::CLUSTER_AUTHORIZATION_FAILED => {
+                    refused = true;
+                    retry.push(tp);
+                }
                 _ => {
                     log::debug!(
                         "transaction {}: marker for {}-{} failed with {code}; retrying",
@@ -562,7 +578,7 @@ async fn write_markers(
             }
         }
     }
-    retry
+    (retry, refused)
 }
 
 /// WriteTxnMarkers to a node of another host.
@@ -590,9 +606,10 @@ async fn remote_markers(
             e @ (crate::client::ClientError::Authentication { .. }
             | crate::client::ClientError::Tls { .. }),
         ) => {
-            // Retried until it works: an operator must fix the credentials or certificates.
+            // Retried with a growing pause until it works: an operator must fix the
+            // credentials or certificates.
             log::warn!("transaction markers: node {node} at {addr} refused this broker: {e}");
-            return failed(&parts, kerr::NOT_LEADER_OR_FOLLOWER);
+            return failed(&parts, kerr::SASL_AUTHENTICATION_FAILED);
         }
         Err(e) => {
             log::debug!("transaction markers: cannot reach node {node} at {addr}: {e}");
