@@ -90,6 +90,12 @@ pub struct ServeArgs {
     /// `sasl.jaas.config`), like the CLI's --command-config. Read at start-up.
     #[arg(long)]
     pub inter_broker_credentials: Option<PathBuf>,
+    /// Mutual TLS on the controller quorum's wire (`--controller-listen` and connections
+    /// to the voters): each host presents `--tls-cert` and accepts only peers whose
+    /// certificate chains to `--tls-ca` (default false: plain TCP). Kafka's equivalent is
+    /// an SSL controller listener. Every host of the cluster must agree.
+    #[arg(long)]
+    pub controller_tls: Option<bool>,
     /// Number of shards (cores) to run, at most the CPUs this process may use.
     #[arg(long)]
     pub cores: Option<usize>,
@@ -255,6 +261,8 @@ pub struct BrokerConfig {
     pub tls: Option<crate::tls::TlsSettings>,
     /// How this host connects to other hosts (follower fetchers, transaction markers).
     pub inter_broker: InterBroker,
+    /// Mutual TLS on the controller wire (`--controller-tls`).
+    pub controller_tls: bool,
     pub cores: Option<usize>,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
@@ -745,6 +753,9 @@ impl BrokerConfig {
                         a.sasl_mechanism_inter_broker_protocol =
                             a.sasl_mechanism_inter_broker_protocol.or(Some(v))
                     }
+                    "controller-tls" => {
+                        a.controller_tls = a.controller_tls.or(Some(parse_value(&k, &v)?))
+                    }
                     "inter-broker-credentials" => {
                         a.inter_broker_credentials =
                             a.inter_broker_credentials.or(Some(PathBuf::from(v)))
@@ -984,6 +995,16 @@ impl BrokerConfig {
         // Any configured quorum may have other hosts (voters, or hosts that only follow it),
         // so only a host without one is alone for sure.
         let inter_broker = inter_broker(&a, &listeners, &sasl_mechanisms, !voters.is_empty())?;
+        let controller_tls = a.controller_tls.unwrap_or(false);
+        if controller_tls {
+            let Some(t) = &tls else {
+                return Err(ConfigError(
+                    "--controller-tls needs --tls-cert, --tls-key and --tls-ca".into(),
+                ));
+            };
+            crate::cluster::rpc::tls_from(t)
+                .map_err(|e| ConfigError(format!("controller TLS: {e}")))?;
+        }
         let controller_listen = match a.controller_listen {
             Some(l) => Some(l),
             None => match voters.iter().find(|(id, _)| *id == node_id as u64) {
@@ -1033,6 +1054,7 @@ impl BrokerConfig {
             connections_max_reauth_ms: a.connections_max_reauth_ms.unwrap_or(0),
             tls,
             inter_broker,
+            controller_tls,
             authorizer,
             cores: a.cores,
             num_partitions,
@@ -1347,6 +1369,30 @@ mod tests {
         };
         let err = BrokerConfig::from_args(&no_ca).unwrap_err().0;
         assert!(err.contains("INTERNAL"), "{err}");
+        // Mutual TLS on the controller wire needs the CA; without TLS files it is refused.
+        let c = BrokerConfig::from_args(&ServeArgs {
+            controller_tls: Some(true),
+            ..args.clone()
+        })
+        .unwrap();
+        assert!(c.controller_tls);
+        let err = BrokerConfig::from_args(&ServeArgs {
+            controller_tls: Some(true),
+            listener_ssl_client_auth: None,
+            ssl_client_auth: None,
+            tls_ca: None,
+            ..args.clone()
+        })
+        .unwrap_err()
+        .0;
+        assert!(err.contains("--tls-ca"), "{err}");
+        let err = BrokerConfig::from_args(&ServeArgs {
+            controller_tls: Some(true),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .0;
+        assert!(err.contains("--controller-tls"), "{err}");
         // The file's Kafka form.
         let file = dir.path().join("osprey.conf");
         std::fs::write(&file, "listener.name.ssl.ssl.client.auth = none\n").unwrap();

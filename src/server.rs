@@ -284,6 +284,13 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
     let signals = block_signals();
     // The controller thread starts after the signal mask is set, so it never takes
     // SIGINT/SIGTERM either.
+    if config.controller_tls {
+        let t = config
+            .tls
+            .as_ref()
+            .ok_or_else(|| HostError("--controller-tls needs --tls-cert and --tls-key".into()))?;
+        crate::cluster::rpc::set_tls(crate::cluster::rpc::tls_from(t).map_err(HostError)?);
+    }
     let (controller_handle, controller_thread) = crate::cluster::start(ControllerOptions {
         node_id: config.node_id as u64,
         voters: config.voters.clone(),

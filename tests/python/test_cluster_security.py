@@ -29,10 +29,12 @@ class SecureCluster(Cluster):
     nothing by the authorizer) and a SASL_SSL listener that carries the traffic between
     hosts. `passwords[i]` is the inter-broker password host i presents."""
 
-    def __init__(self, root: Path, passwords, extra=(), super_users="User:broker;User:admin"):
+    def __init__(self, root: Path, passwords, extra=(), super_users="User:broker;User:admin",
+                 controller_tls=False):
         root.mkdir(parents=True, exist_ok=True)
         super().__init__(root, hosts=3, cores=1, extra=extra)
         self.super_users = super_users
+        self.controller_tls = controller_tls
         self.pki = make_pki(root)
         self.passwords = passwords
         base = free_port_block(3 * 2)
@@ -58,6 +60,8 @@ class SecureCluster(Cluster):
             "--listener-ssl-client-auth", "SASL_SSL=required",
             "--authorizer", "acl", "--super-users", self.super_users,
         ]
+        if self.controller_tls:
+            b.extra += ["--controller-tls", "true"]
         return b
 
     def conf(self, *hosts):
@@ -118,14 +122,44 @@ def read_all(conf, topic, partitions, expected, isolation="read_uncommitted"):
     return got
 
 
+def plain_controller_frame_unanswered(c, host):
+    """Sends a WatchMeta frame in the clear to `host`'s controller port: with mutual TLS
+    the connection closes without an answer and the host logs the failed handshake."""
+    import json
+    import socket
+    import struct
+    addr, port = c.controller[host].rsplit(":", 1)
+    body = json.dumps({"WatchMeta": {"after_epoch": 0, "wait_ms": 0}}).encode()
+    s = socket.create_connection((addr, int(port)), timeout=5)
+    got = b""
+    try:
+        s.sendall(struct.pack(">I", len(body)) + body)
+        while b"Meta" not in got:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    except OSError:
+        pass  # reset or timed out: no answer (what was read is kept)
+    finally:
+        s.close()
+    assert b"Meta" not in got, got[:200]
+    assert wait_until(lambda: any("controller: TLS handshake with" in line
+                                  for line in c.hosts[host].log_lines), timeout_s=10)
+
+
 def test_replication_and_transactions_over_sasl_ssl(tmp_path):
     """Followers fetch over SASL_SSL: acks=all with min.insync.replicas=3 completes only
     once both followers have every batch on disk, and each host logs its fetchers on that
     listener; after the host leading partition 0 is killed, every acknowledged message is
     read back from the survivors. A transaction whose partitions are led on every host
-    commits (markers over SASL_SSL) and read_committed sees exactly it."""
-    c = start(tmp_path / "cluster", {1: "broker-secret", 2: "broker-secret", 3: "broker-secret"})
+    commits (markers over SASL_SSL) and read_committed sees exactly it. The controller
+    quorum runs over mutual TLS (--controller-tls): a plain TCP frame to a voter's
+    controller port is not answered, and the voter logs the failed handshake."""
+    c = start(tmp_path / "cluster", {1: "broker-secret", 2: "broker-secret", 3: "broker-secret"},
+              controller_tls=True)
     try:
+        plain_controller_frame_unanswered(c, 1)
         topic = unique("sec-rf3")
         create_topic(c, topic, 3, {"min.insync.replicas": "3"})
         md = metadata(c, topic, lambda t: all(len(p.isrs) == 3 for p in t.partitions.values()))
