@@ -282,8 +282,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
     let nodes = Arc::new(nodes);
     let config = Arc::new(config);
     let signals = block_signals();
-    // The controller thread starts after the signal mask is set, so it never takes
-    // SIGINT/SIGTERM either.
+    // The controller wire's TLS is in place before its thread connects or accepts.
     if config.controller_tls {
         let t = config
             .tls
@@ -291,6 +290,8 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
             .ok_or_else(|| HostError("--controller-tls needs --tls-cert and --tls-key".into()))?;
         crate::cluster::rpc::set_tls(crate::cluster::rpc::tls_from(t).map_err(HostError)?);
     }
+    // The controller thread starts after the signal mask is set, so it never takes
+    // SIGINT/SIGTERM either.
     let (controller_handle, controller_thread) = crate::cluster::start(ControllerOptions {
         node_id: config.node_id as u64,
         voters: config.voters.clone(),
