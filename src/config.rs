@@ -70,6 +70,32 @@ pub struct ServeArgs {
     /// certificate's subject becomes the principal on SSL listeners.
     #[arg(long)]
     pub ssl_client_auth: Option<String>,
+    /// Kafka's listener.name.<name>.ssl.client.auth, per listener: `NAME=none|requested|
+    /// required,...`; listeners not named take `--ssl-client-auth`. In the config file also
+    /// as `listener.name.<name>.ssl.client.auth = required`.
+    #[arg(long)]
+    pub listener_ssl_client_auth: Option<String>,
+    /// Kafka's inter.broker.listener.name: the listener of other hosts this host's
+    /// follower fetchers and transaction markers connect to, with its security protocol
+    /// (default: the first listener).
+    #[arg(long)]
+    pub inter_broker_listener_name: Option<String>,
+    /// Kafka's sasl.mechanism.inter.broker.protocol on a SASL inter-broker listener:
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (default: the first of
+    /// --sasl-enabled-mechanisms; Kafka's default GSSAPI is not supported).
+    #[arg(long)]
+    pub sasl_mechanism_inter_broker_protocol: Option<String>,
+    /// The broker's own SASL credentials on a SASL inter-broker listener: a properties file
+    /// with `username=` and `password=` (or `sasl.username`/`sasl.password`, or
+    /// `sasl.jaas.config`), like the CLI's --command-config. Read at start-up.
+    #[arg(long)]
+    pub inter_broker_credentials: Option<PathBuf>,
+    /// Mutual TLS on the controller quorum's wire (`--controller-listen` and connections
+    /// to the voters): each host presents `--tls-cert` and accepts only peers whose
+    /// certificate chains to `--tls-ca` (default false: plain TCP). Kafka's equivalent is
+    /// an SSL controller listener. Every host of the cluster must agree.
+    #[arg(long)]
+    pub controller_tls: Option<bool>,
     /// Number of shards (cores) to run, at most the CPUs this process may use.
     #[arg(long)]
     pub cores: Option<usize>,
@@ -258,8 +284,13 @@ pub struct BrokerConfig {
     pub connections_max_reauth_ms: u64,
     /// The ACL authorizer's settings; `None`: no authorizer, everything allowed.
     pub authorizer: Option<crate::acl::AuthorizerConfig>,
-    /// TLS material of SSL and SASL_SSL listeners (checked at start-up).
+    /// TLS material of SSL and SASL_SSL listeners (checked at start-up); its `client_auth`
+    /// is `--ssl-client-auth`, each listener's own is `Listener::ssl_client_auth`.
     pub tls: Option<crate::tls::TlsSettings>,
+    /// How this host connects to other hosts (follower fetchers, transaction markers).
+    pub inter_broker: InterBroker,
+    /// Mutual TLS on the controller wire (`--controller-tls`).
+    pub controller_tls: bool,
     pub cores: Option<usize>,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
@@ -369,6 +400,184 @@ pub struct Listener {
     /// `Some(p)`: advertise the bootstrap as `p` and shard i as p+1+i instead of the bound
     /// ports.
     pub advertise_port: Option<u16>,
+    /// Kafka's listener.name.<name>.ssl.client.auth (default `--ssl-client-auth`); used on
+    /// SSL and SASL_SSL listeners only.
+    pub ssl_client_auth: crate::tls::ClientAuth,
+}
+
+/// Kafka's inter-broker settings: which listener of the other hosts this host's own
+/// connections go to, and how they are secured there.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InterBroker {
+    /// `--inter-broker-listener-name` (default: the first listener).
+    pub listener: String,
+    pub protocol: SecurityProtocol,
+    /// The broker's SASL identity (SASL_* listeners only).
+    pub sasl: Option<crate::client::security::SaslSettings>,
+    /// The CA to trust and the broker's own certificate and key, presented when the other
+    /// host asks for one (SSL and SASL_SSL listeners only).
+    pub tls: Option<crate::client::security::TlsFiles>,
+}
+
+impl InterBroker {
+    /// The client's security settings (reads the PEM files: once per shard and reload).
+    pub fn security(&self) -> Result<crate::client::security::Security, String> {
+        use crate::client::security::{Security, SecurityProtocol as P};
+        let protocol = match self.protocol {
+            SecurityProtocol::Plaintext => P::Plaintext,
+            SecurityProtocol::Ssl => P::Ssl,
+            SecurityProtocol::SaslPlaintext => P::SaslPlaintext,
+            SecurityProtocol::SaslSsl => P::SaslSsl,
+        };
+        Security::build(
+            protocol,
+            self.sasl.clone(),
+            &self.tls.clone().unwrap_or_default(),
+        )
+    }
+}
+
+/// The largest `--inter-broker-credentials` file read (bytes): a few lines.
+pub const INTER_BROKER_CREDENTIALS_MAX_BYTES: u64 = 64 * 1024;
+
+/// Reads `--inter-broker-credentials`: `username`/`password` (or Kafka client's
+/// `sasl.username`/`sasl.password`, or `sasl.jaas.config`).
+fn read_credentials(path: &Path) -> Result<(String, String), ConfigError> {
+    let err = |why: String| {
+        ConfigError(format!(
+            "--inter-broker-credentials {}: {why}",
+            path.display()
+        ))
+    };
+    let len = std::fs::metadata(path)
+        .map_err(|e| err(e.to_string()))?
+        .len();
+    if len > INTER_BROKER_CREDENTIALS_MAX_BYTES {
+        return Err(err(format!(
+            "larger than {INTER_BROKER_CREDENTIALS_MAX_BYTES} bytes"
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let props = crate::client::security::parse_properties(&text).map_err(err)?;
+    let get = |k: &str| {
+        props
+            .get(k)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let mut user = get("username").or_else(|| get("sasl.username"));
+    let mut pass = get("password").or_else(|| get("sasl.password"));
+    if let Some(jaas) = get("sasl.jaas.config") {
+        let (u, p) = crate::client::security::jaas_credentials(&jaas).map_err(err)?;
+        user = user.or(u);
+        pass = pass.or(p);
+    }
+    match (user, pass) {
+        (Some(u), Some(p)) => Ok((u, p)),
+        _ => Err(err("needs username= and password=".into())),
+    }
+}
+
+/// The inter-broker settings. In a cluster (`cluster`: a controller quorum is configured),
+/// a SASL inter-broker listener needs credentials and a mechanism the listener offers,
+/// and the TLS files must load; a host without a quorum never connects to another, so only
+/// the listener's name is checked there.
+fn inter_broker(
+    a: &ServeArgs,
+    listeners: &[Listener],
+    sasl_mechanisms: &[String],
+    cluster: bool,
+) -> Result<InterBroker, ConfigError> {
+    let l = match &a.inter_broker_listener_name {
+        None => &listeners[0],
+        Some(n) => {
+            let n = n.trim().to_ascii_uppercase();
+            listeners.iter().find(|l| l.name == n).ok_or_else(|| {
+                ConfigError(format!(
+                    "inter-broker-listener-name {n} is not a listener ({})",
+                    listeners
+                        .iter()
+                        .map(|l| l.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?
+        }
+    };
+    let mut sasl = None;
+    if l.protocol.is_sasl() && cluster {
+        let mechanism = match &a.sasl_mechanism_inter_broker_protocol {
+            Some(m) => m.trim().to_ascii_uppercase(),
+            None => sasl_mechanisms.first().cloned().unwrap_or_default(),
+        };
+        if !sasl_mechanisms.contains(&mechanism) {
+            return Err(ConfigError(format!(
+                "sasl-mechanism-inter-broker-protocol {mechanism} is not offered on listener {} (--sasl-enabled-mechanisms: {})",
+                l.name,
+                sasl_mechanisms.join(", ")
+            )));
+        }
+        let mechanism = crate::client::security::SaslMechanism::parse(&mechanism).ok_or_else(|| {
+            ConfigError(format!(
+                "sasl-mechanism-inter-broker-protocol {mechanism}: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+            ))
+        })?;
+        let Some(path) = &a.inter_broker_credentials else {
+            return Err(ConfigError(format!(
+                "the inter-broker listener {} is {}: give the broker's SASL user with --inter-broker-credentials FILE (username= and password=)",
+                l.name,
+                l.protocol.name()
+            )));
+        };
+        let (username, password) = read_credentials(path)?;
+        sasl = Some(crate::client::security::SaslSettings {
+            mechanism,
+            username,
+            password,
+        });
+    }
+    let tls = l
+        .protocol
+        .is_tls()
+        .then(|| crate::client::security::TlsFiles {
+            ca: a.tls_ca.clone(),
+            cert: a.tls_cert.clone(),
+            key: a.tls_key.clone(),
+            skip_hostname_check: false,
+        });
+    let ib = InterBroker {
+        listener: l.name.clone(),
+        protocol: l.protocol,
+        sasl,
+        tls,
+    };
+    if cluster {
+        // The CA and the broker's own certificate as a client: fail now, naming the file.
+        ib.security()
+            .map_err(|e| ConfigError(format!("inter-broker listener {}: {e}", l.name)))?;
+    }
+    Ok(ib)
+}
+
+/// `NAME=none|requested|required,...` (`--listener-ssl-client-auth`), names upper-cased.
+fn parse_listener_client_auth(
+    s: &str,
+) -> Result<Vec<(String, crate::tls::ClientAuth)>, ConfigError> {
+    let mut out = Vec::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, v) = entry.split_once(['=', ':']).ok_or_else(|| {
+            ConfigError(format!(
+                "listener-ssl-client-auth `{entry}` is not NAME=VALUE"
+            ))
+        })?;
+        let auth = crate::tls::ClientAuth::parse(v.trim()).ok_or_else(|| {
+            ConfigError(format!(
+                "listener-ssl-client-auth `{entry}`: expected none, requested or required"
+            ))
+        })?;
+        out.push((name.trim().to_ascii_uppercase(), auth));
+    }
+    Ok(out)
 }
 
 /// Listeners a host serves at most (each costs one port per shard plus a bootstrap port).
@@ -438,6 +647,7 @@ fn parse_listeners(a: &ServeArgs) -> Result<Vec<Listener>, ConfigError> {
             .clone()
             .unwrap_or_else(|| default_advertise(addr.ip())),
         advertise_port: None,
+        ssl_client_auth: crate::tls::ClientAuth::None,
     };
     if let Some(addr) = a.listen {
         out.push(plain(addr));
@@ -461,6 +671,7 @@ fn parse_listeners(a: &ServeArgs) -> Result<Vec<Listener>, ConfigError> {
                 addr,
                 advertise_host: a.advertise.clone().unwrap_or_else(|| default_advertise(ip)),
                 advertise_port: None,
+                ssl_client_auth: crate::tls::ClientAuth::None,
             });
         }
     }
@@ -547,6 +758,8 @@ fn parse_value<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigErro
 impl BrokerConfig {
     pub fn from_args(args: &ServeArgs) -> Result<BrokerConfig, ConfigError> {
         let mut a = args.clone();
+        // Per-listener client auth lines of the file, used when the flag is not given.
+        let mut file_client_auth: Vec<String> = Vec::new();
         if let Some(path) = &args.config {
             // File values fill only what the flags left unset.
             for (k, v) in parse_file(path)? {
@@ -582,6 +795,28 @@ impl BrokerConfig {
                     "tls-key" => a.tls_key = a.tls_key.or(Some(PathBuf::from(v))),
                     "tls-ca" => a.tls_ca = a.tls_ca.or(Some(PathBuf::from(v))),
                     "ssl-client-auth" => a.ssl_client_auth = a.ssl_client_auth.or(Some(v)),
+                    "listener-ssl-client-auth" => {
+                        file_client_auth.push(v);
+                    }
+                    // Kafka's own form, one line per listener.
+                    k if k.starts_with("listener-name-") && k.ends_with("-ssl-client-auth") => {
+                        let name = &k["listener-name-".len()..k.len() - "-ssl-client-auth".len()];
+                        file_client_auth.push(format!("{name}={v}"));
+                    }
+                    "inter-broker-listener-name" => {
+                        a.inter_broker_listener_name = a.inter_broker_listener_name.or(Some(v))
+                    }
+                    "sasl-mechanism-inter-broker-protocol" => {
+                        a.sasl_mechanism_inter_broker_protocol =
+                            a.sasl_mechanism_inter_broker_protocol.or(Some(v))
+                    }
+                    "controller-tls" => {
+                        a.controller_tls = a.controller_tls.or(Some(parse_value(&k, &v)?))
+                    }
+                    "inter-broker-credentials" => {
+                        a.inter_broker_credentials =
+                            a.inter_broker_credentials.or(Some(PathBuf::from(v)))
+                    }
                     "advertised-listeners" => {
                         a.advertised_listeners = a.advertised_listeners.or(Some(v))
                     }
@@ -710,7 +945,10 @@ impl BrokerConfig {
                 }
             }
         }
-        let listeners = parse_listeners(&a)?;
+        if a.listener_ssl_client_auth.is_none() && !file_client_auth.is_empty() {
+            a.listener_ssl_client_auth = Some(file_client_auth.join(","));
+        }
+        let mut listeners = parse_listeners(&a)?;
         let sasl_plain_users = match &a.sasl_plain_users {
             Some(path) => crate::sasl::PlainUsers::load(path).map_err(ConfigError)?,
             None => Default::default(),
@@ -767,6 +1005,22 @@ impl BrokerConfig {
             })?,
             None => crate::tls::ClientAuth::None,
         };
+        for l in listeners.iter_mut() {
+            l.ssl_client_auth = client_auth;
+        }
+        if let Some(list) = &a.listener_ssl_client_auth {
+            for (name, auth) in parse_listener_client_auth(list)? {
+                let l = listeners
+                    .iter_mut()
+                    .find(|l| l.name == name)
+                    .ok_or_else(|| {
+                        ConfigError(format!(
+                            "listener-ssl-client-auth names {name}, which is not a listener"
+                        ))
+                    })?;
+                l.ssl_client_auth = auth;
+            }
+        }
         let tls = match (&a.tls_cert, &a.tls_key) {
             (Some(cert), Some(key)) => Some(crate::tls::TlsSettings {
                 cert: cert.clone(),
@@ -788,7 +1042,10 @@ impl BrokerConfig {
                 )));
             };
             // Fail at start-up, naming the file, rather than on the first client.
-            crate::tls::server_config(t).map_err(ConfigError)?;
+            for l in listeners.iter().filter(|l| l.protocol.is_tls()) {
+                crate::tls::server_config(&t.for_listener(l))
+                    .map_err(|e| ConfigError(format!("listener {}: {e}", l.name)))?;
+            }
         }
         if sasl_mechanisms.iter().any(|m| m == crate::sasl::PLAIN) && a.sasl_plain_users.is_none() {
             return Err(ConfigError(
@@ -814,14 +1071,18 @@ impl BrokerConfig {
             Some(v) => crate::cluster::parse_voters(v).map_err(ConfigError)?,
             None => Vec::new(),
         };
-        // Follower fetchers reach other hosts' first listener with osprey's own client,
-        // which speaks neither TLS nor SASL yet.
-        if voters.len() > 1 && listeners[0].protocol != SecurityProtocol::Plaintext {
-            return Err(ConfigError(format!(
-                "in a cluster the first listener carries replication between hosts and must be PLAINTEXT ({} is {}): give --listen or list a PLAINTEXT listener first",
-                listeners[0].name,
-                listeners[0].protocol.name()
-            )));
+        // Any configured quorum may have other hosts (voters, or hosts that only follow it),
+        // so only a host without one is alone for sure.
+        let inter_broker = inter_broker(&a, &listeners, &sasl_mechanisms, !voters.is_empty())?;
+        let controller_tls = a.controller_tls.unwrap_or(false);
+        if controller_tls {
+            let Some(t) = &tls else {
+                return Err(ConfigError(
+                    "--controller-tls needs --tls-cert, --tls-key and --tls-ca".into(),
+                ));
+            };
+            crate::cluster::rpc::tls_from(t)
+                .map_err(|e| ConfigError(format!("controller TLS: {e}")))?;
         }
         let controller_listen = match a.controller_listen {
             Some(l) => Some(l),
@@ -884,6 +1145,8 @@ impl BrokerConfig {
             sasl_plain_users,
             connections_max_reauth_ms: a.connections_max_reauth_ms.unwrap_or(0),
             tls,
+            inter_broker,
+            controller_tls,
             authorizer,
             cores: a.cores,
             num_partitions,
@@ -1047,18 +1310,6 @@ mod tests {
                 .0
                 .contains("--tls-cert")
         );
-        // In a cluster the first listener carries replication: it must be PLAINTEXT.
-        let cluster = ServeArgs {
-            listeners: Some("SASL_PLAINTEXT://127.0.0.1:9092".into()),
-            controller_quorum_voters: Some("0@127.0.0.1:9300,1@127.0.0.1:9301".into()),
-            ..Default::default()
-        };
-        assert!(
-            BrokerConfig::from_args(&cluster)
-                .unwrap_err()
-                .0
-                .contains("must be PLAINTEXT")
-        );
         let bad = ServeArgs {
             listeners: Some("CLIENT://127.0.0.1:9092".into()),
             ..Default::default()
@@ -1070,6 +1321,226 @@ mod tests {
             ..Default::default()
         };
         assert!(BrokerConfig::from_args(&twice).is_err());
+    }
+
+    const TWO_VOTERS: &str = "0@127.0.0.1:9300,1@127.0.0.1:9301";
+
+    // Kafka's inter.broker.listener.name: the first listener by default; a named one (any
+    // case) with its protocol; an unknown name is refused. In a cluster a SASL
+    // inter-broker listener needs the broker's credentials (properties or JAAS form) and a
+    // mechanism the listener offers (default: the first enabled one); a host without a quorum never
+    // connects to another, so it starts without them as before.
+    #[test]
+    fn inter_broker_listener_and_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("broker.properties");
+        std::fs::write(&creds, "username = broker\npassword = s3cret\n").unwrap();
+        let plain = BrokerConfig::from_args(&ServeArgs::default()).unwrap();
+        assert_eq!(plain.inter_broker.listener, "PLAINTEXT");
+        assert_eq!(plain.inter_broker.protocol, SecurityProtocol::Plaintext);
+        assert!(plain.inter_broker.sasl.is_none() && plain.inter_broker.tls.is_none());
+        let sasl_first = ServeArgs {
+            listeners: Some("SASL_PLAINTEXT://127.0.0.1:9092".into()),
+            ..Default::default()
+        };
+        // One host: nothing to connect to, no credentials needed.
+        assert!(BrokerConfig::from_args(&sasl_first).is_ok());
+        let cluster = ServeArgs {
+            controller_quorum_voters: Some(TWO_VOTERS.into()),
+            ..sasl_first.clone()
+        };
+        let err = BrokerConfig::from_args(&cluster).unwrap_err().0;
+        assert!(err.contains("--inter-broker-credentials"), "{err}");
+        let with_creds = ServeArgs {
+            inter_broker_credentials: Some(creds.clone()),
+            ..cluster.clone()
+        };
+        let c = BrokerConfig::from_args(&with_creds).unwrap();
+        assert_eq!(c.inter_broker.listener, "SASL_PLAINTEXT");
+        let sasl = c.inter_broker.sasl.clone().unwrap();
+        assert_eq!(
+            (sasl.username.as_str(), sasl.password.as_str()),
+            ("broker", "s3cret")
+        );
+        assert_eq!(sasl.mechanism.name(), "SCRAM-SHA-256");
+        assert!(!format!("{:?}", c.inter_broker).contains("s3cret"));
+        let security = c.inter_broker.security().unwrap();
+        assert!(security.protocol.is_sasl() && security.tls.is_none());
+        // The mechanism must be one the listener offers.
+        let plain_mech = ServeArgs {
+            sasl_mechanism_inter_broker_protocol: Some("plain".into()),
+            ..with_creds.clone()
+        };
+        let err = BrokerConfig::from_args(&plain_mech).unwrap_err().0;
+        assert!(err.contains("not offered"), "{err}");
+        let scram512 = ServeArgs {
+            sasl_mechanism_inter_broker_protocol: Some("scram-sha-512".into()),
+            ..with_creds.clone()
+        };
+        let c = BrokerConfig::from_args(&scram512).unwrap();
+        assert_eq!(
+            c.inter_broker.sasl.unwrap().mechanism.name(),
+            "SCRAM-SHA-512"
+        );
+        // JAAS form, as in a Kafka client config.
+        std::fs::write(
+            &creds,
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"b\" password=\"p w\";\n",
+        )
+        .unwrap();
+        let sasl = BrokerConfig::from_args(&with_creds)
+            .unwrap()
+            .inter_broker
+            .sasl
+            .unwrap();
+        assert_eq!(
+            (sasl.username.as_str(), sasl.password.as_str()),
+            ("b", "p w")
+        );
+        std::fs::write(&creds, "username = broker\n").unwrap();
+        let err = BrokerConfig::from_args(&with_creds).unwrap_err().0;
+        assert!(err.contains("password"), "{err}");
+        // A named inter-broker listener (here PLAINTEXT beside a SASL first listener).
+        let named = ServeArgs {
+            listeners: Some("SASL_PLAINTEXT://127.0.0.1:9092,internal://127.0.0.1:9192".into()),
+            listener_security_protocol_map: Some("INTERNAL:PLAINTEXT".into()),
+            inter_broker_listener_name: Some("internal".into()),
+            controller_quorum_voters: Some(TWO_VOTERS.into()),
+            ..Default::default()
+        };
+        let c = BrokerConfig::from_args(&named).unwrap();
+        assert_eq!(c.inter_broker.listener, "INTERNAL");
+        assert_eq!(c.inter_broker.protocol, SecurityProtocol::Plaintext);
+        let unknown = ServeArgs {
+            inter_broker_listener_name: Some("REPLICATION".into()),
+            ..named
+        };
+        let err = BrokerConfig::from_args(&unknown).unwrap_err().0;
+        assert!(err.contains("not a listener"), "{err}");
+        // The config file takes Kafka's names.
+        let file = dir.path().join("osprey.conf");
+        std::fs::write(
+            &file,
+            format!(
+                "listeners = SASL_PLAINTEXT://127.0.0.1:9092\ncontroller.quorum.voters = {TWO_VOTERS}\ninter.broker.listener.name = SASL_PLAINTEXT\nsasl.mechanism.inter.broker.protocol = SCRAM-SHA-512\ninter.broker.credentials = {}\n",
+                creds.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(&creds, "sasl.username=u\nsasl.password=p\n").unwrap();
+        let c = BrokerConfig::from_args(&ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        })
+        .unwrap();
+        let sasl = c.inter_broker.sasl.unwrap();
+        assert_eq!(sasl.mechanism.name(), "SCRAM-SHA-512");
+        assert_eq!(sasl.username, "u");
+    }
+
+    // Kafka's listener.name.<name>.ssl.client.auth: `--ssl-client-auth` for every listener,
+    // overridden per listener by `--listener-ssl-client-auth` (or the file's Kafka form);
+    // an unknown listener or value is refused. A TLS inter-broker listener trusts
+    // `--tls-ca` and presents the broker's own certificate.
+    #[test]
+    fn per_listener_client_auth_and_tls_inter_broker() {
+        use crate::tls::ClientAuth;
+        let dir = tempfile::tempdir().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (cert_path, key_path) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let args = ServeArgs {
+            listeners: Some("SSL://127.0.0.1:9092,INTERNAL://127.0.0.1:9192".into()),
+            listener_security_protocol_map: Some("INTERNAL:SSL".into()),
+            tls_cert: Some(cert_path.clone()),
+            tls_key: Some(key_path.clone()),
+            tls_ca: Some(cert_path.clone()),
+            ssl_client_auth: Some("requested".into()),
+            listener_ssl_client_auth: Some("internal=required".into()),
+            inter_broker_listener_name: Some("INTERNAL".into()),
+            controller_quorum_voters: Some(TWO_VOTERS.into()),
+            ..Default::default()
+        };
+        let c = BrokerConfig::from_args(&args).unwrap();
+        let auth: Vec<_> = c
+            .listeners
+            .iter()
+            .map(|l| (l.name.as_str(), l.ssl_client_auth))
+            .collect();
+        assert_eq!(
+            auth,
+            [
+                ("SSL", ClientAuth::Requested),
+                ("INTERNAL", ClientAuth::Required)
+            ]
+        );
+        let tls = c.inter_broker.tls.clone().unwrap();
+        assert_eq!(tls.ca.as_ref(), Some(&cert_path));
+        assert_eq!(tls.cert.as_ref(), Some(&cert_path));
+        assert_eq!(tls.key.as_ref(), Some(&key_path));
+        assert!(c.inter_broker.security().unwrap().tls.is_some());
+        let unknown = ServeArgs {
+            listener_ssl_client_auth: Some("EXTERNAL=required".into()),
+            ..args.clone()
+        };
+        assert!(
+            BrokerConfig::from_args(&unknown)
+                .unwrap_err()
+                .0
+                .contains("not a listener")
+        );
+        let bad = ServeArgs {
+            listener_ssl_client_auth: Some("INTERNAL=always".into()),
+            ..args.clone()
+        };
+        assert!(BrokerConfig::from_args(&bad).is_err());
+        // Required client certificates need a CA to check them against.
+        let no_ca = ServeArgs {
+            tls_ca: None,
+            ssl_client_auth: None,
+            ..args.clone()
+        };
+        let err = BrokerConfig::from_args(&no_ca).unwrap_err().0;
+        assert!(err.contains("INTERNAL"), "{err}");
+        // Mutual TLS on the controller wire needs the CA; without TLS files it is refused.
+        let c = BrokerConfig::from_args(&ServeArgs {
+            controller_tls: Some(true),
+            ..args.clone()
+        })
+        .unwrap();
+        assert!(c.controller_tls);
+        let err = BrokerConfig::from_args(&ServeArgs {
+            controller_tls: Some(true),
+            listener_ssl_client_auth: None,
+            ssl_client_auth: None,
+            tls_ca: None,
+            ..args.clone()
+        })
+        .unwrap_err()
+        .0;
+        assert!(err.contains("--tls-ca"), "{err}");
+        let err = BrokerConfig::from_args(&ServeArgs {
+            controller_tls: Some(true),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .0;
+        assert!(err.contains("--controller-tls"), "{err}");
+        // The file's Kafka form.
+        let file = dir.path().join("osprey.conf");
+        std::fs::write(&file, "listener.name.ssl.ssl.client.auth = none\n").unwrap();
+        let c = BrokerConfig::from_args(&ServeArgs {
+            config: Some(file),
+            listener_ssl_client_auth: None,
+            ..args
+        })
+        .unwrap();
+        assert_eq!(c.listeners[0].ssl_client_auth, ClientAuth::None);
+        assert_eq!(c.listeners[1].ssl_client_auth, ClientAuth::Requested);
     }
 
     // The config file fills unset values, flags override it, and unknown keys are refused.

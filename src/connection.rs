@@ -290,7 +290,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
         let fd = stream.as_raw_fd();
         return serve_stream(shard, session, stream, Some(fd)).await;
     }
-    let Some(acceptor) = shard.tls_acceptor() else {
+    let Some(acceptor) = shard.tls_acceptor(listener) else {
         log::error!("closing connection from {peer}: no TLS configured for an SSL listener");
         return;
     };

@@ -286,6 +286,14 @@ pub fn run(mut config: BrokerConfig) -> Result<(), HostError> {
     let nodes = Arc::new(nodes);
     let config = Arc::new(config);
     let signals = block_signals();
+    // The controller wire's TLS is in place before its thread connects or accepts.
+    if config.controller_tls {
+        let t = config
+            .tls
+            .as_ref()
+            .ok_or_else(|| HostError("--controller-tls needs --tls-cert and --tls-key".into()))?;
+        crate::cluster::rpc::set_tls(crate::cluster::rpc::tls_from(t).map_err(HostError)?);
+    }
     // The controller thread starts after the signal mask is set, so it never takes
     // SIGINT/SIGTERM either.
     let (controller_handle, controller_thread) = crate::cluster::start(ControllerOptions {
@@ -517,12 +525,7 @@ async fn shard_main(
     store.set_decompressor(Rc::new(crate::codec::decompress));
     store.set_compressor(Rc::new(crate::codec::compress));
     let controller = controller.map(|h| Rc::new(Controller::new(h)));
-    let tls = match &config.tls {
-        Some(t) if config.listeners.iter().any(|l| l.protocol.is_tls()) => Some(
-            futures_rustls::TlsAcceptor::from(crate::tls::server_config(t)?),
-        ),
-        _ => None,
-    };
+    let tls = crate::shard::tls_acceptors(&config)?;
     let shard = Rc::new(Shard::new(
         id,
         count,

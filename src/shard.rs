@@ -46,10 +46,14 @@ pub struct Shard {
     /// Bytes of request frames held by this shard's connections.
     pub request_memory: Rc<Semaphore>,
     pub connections: Cell<usize>,
-    /// TLS of this shard's SSL and SASL_SSL listeners: its own rustls config (the session
-    /// cache rustls keeps behind a lock is touched by this core alone).
-    /// With the `tls::TLS_GENERATION` it was built at (SIGHUP reloads).
-    tls: RefCell<Option<(u64, futures_rustls::TlsAcceptor)>>,
+    /// TLS of this shard's SSL and SASL_SSL listeners, by listener index (each listener
+    /// has its own ssl.client.auth): its own rustls configs (the session cache rustls
+    /// keeps behind a lock is touched by this core alone), with the
+    /// `tls::TLS_GENERATION` they were built at (SIGHUP reloads).
+    tls: RefCell<(u64, Vec<Option<futures_rustls::TlsAcceptor>>)>,
+    /// This shard's security of its connections to other hosts (`config.inter_broker`),
+    /// built on first use and again after a SIGHUP, with the generation it was built at.
+    inter_broker: RefCell<Option<(u64, crate::client::security::Security)>>,
     /// Recent SASL authentication failures per client address (throttles guessing).
     pub auth_failures: crate::sasl::FailureThrottle,
     meta: RefCell<Arc<ClusterMeta>>,
@@ -75,6 +79,22 @@ pub struct Shard {
     isolated: Arc<AtomicBool>,
     /// This shard's counters and histograms (`metrics`).
     pub metrics: crate::metrics::ShardMetrics,
+}
+
+/// One TLS acceptor per listener (`None` on non-TLS listeners), each with the listener's
+/// own ssl.client.auth. Reads the certificate files.
+pub fn tls_acceptors(
+    config: &BrokerConfig,
+) -> Result<Vec<Option<futures_rustls::TlsAcceptor>>, String> {
+    config
+        .listeners
+        .iter()
+        .map(|l| match &config.tls {
+            Some(t) if l.protocol.is_tls() => crate::tls::server_config(&t.for_listener(l))
+                .map(|c| Some(futures_rustls::TlsAcceptor::from(c))),
+            _ => Ok(None),
+        })
+        .collect()
 }
 
 #[derive(Debug)]
@@ -109,7 +129,7 @@ impl Shard {
         router: Router,
         controller: Option<Rc<Controller>>,
         isolated: Arc<AtomicBool>,
-        tls: Option<futures_rustls::TlsAcceptor>,
+        tls: Vec<Option<futures_rustls::TlsAcceptor>>,
     ) -> Shard {
         let producer_ids = ProducerIds::new();
         let groups = crate::groups::Coordinator::new(id, &config);
@@ -127,7 +147,8 @@ impl Shard {
             request_memory: Rc::new(Semaphore::new(REQUEST_MEMORY_PER_SHARD_MAX_BYTES)),
             connections: Cell::new(0),
             auth_failures: Default::default(),
-            tls: RefCell::new(tls.map(|t| (crate::tls::TLS_GENERATION.load(Ordering::SeqCst), t))),
+            tls: RefCell::new((crate::tls::TLS_GENERATION.load(Ordering::SeqCst), tls)),
+            inter_broker: RefCell::new(None),
             meta: RefCell::new(Arc::new(ClusterMeta::default())),
             logs: RefCell::new(HashMap::new()),
             applying: Semaphore::new(1),
@@ -144,28 +165,71 @@ impl Shard {
         }
     }
 
-    /// This shard's TLS acceptor, rebuilt from the certificate files first when a SIGHUP
-    /// came since it was built (a failed reload keeps the previous certificates). The
-    /// files are read synchronously, once per reload.
-    pub fn tls_acceptor(&self) -> Option<futures_rustls::TlsAcceptor> {
+    /// The TLS acceptor of listener `listener` (an index into `config.listeners`), rebuilt
+    /// from the certificate files first when a SIGHUP came since it was built (a failed
+    /// reload keeps the previous certificates). The files are read synchronously, once per
+    /// reload.
+    pub fn tls_acceptor(&self, listener: usize) -> Option<futures_rustls::TlsAcceptor> {
         let generation = crate::tls::TLS_GENERATION.load(Ordering::SeqCst);
         let mut cur = self.tls.borrow_mut();
-        let (built, acceptor) = cur.as_mut()?;
+        let (built, acceptors) = &mut *cur;
         if *built != generation {
             *built = generation;
-            match self.config.tls.as_ref().map(crate::tls::server_config) {
-                Some(Ok(c)) => {
-                    *acceptor = futures_rustls::TlsAcceptor::from(c);
+            match tls_acceptors(&self.config) {
+                Ok(fresh) => {
+                    *acceptors = fresh;
                     log::info!("shard {}: TLS certificates reloaded", self.id);
                 }
-                Some(Err(e)) => log::error!(
+                Err(e) => log::error!(
                     "shard {}: TLS reload failed, keeping the previous certificates: {e}",
                     self.id
                 ),
-                None => {}
             }
         }
-        Some(acceptor.clone())
+        acceptors.get(listener).cloned().flatten()
+    }
+
+    /// The client settings of this host's connections to other hosts (follower fetchers,
+    /// transaction markers): the inter-broker listener's protocol, the broker's SASL user,
+    /// the CA and its own certificate. Built on this shard at first use and after each
+    /// SIGHUP (start-up checked the files; a failed rebuild keeps the previous settings).
+    pub fn inter_broker_client(&self, client_id: String) -> crate::client::ClientConfig {
+        let generation = crate::tls::TLS_GENERATION.load(Ordering::SeqCst);
+        let mut cur = self.inter_broker.borrow_mut();
+        if cur.as_ref().is_none_or(|(g, _)| *g != generation) {
+            match self.config.inter_broker.security() {
+                Ok(s) => *cur = Some((generation, s)),
+                Err(e) => {
+                    log::error!(
+                        "shard {}: inter-broker security ({}): {e}",
+                        self.id,
+                        self.config.inter_broker.listener
+                    );
+                    if let Some((g, _)) = cur.as_mut() {
+                        *g = generation;
+                    }
+                }
+            }
+        }
+        crate::client::ClientConfig {
+            client_id,
+            request_timeout: std::time::Duration::from_secs(10),
+            connect_timeout: std::time::Duration::from_secs(2),
+            // With no settings at all (files gone since start-up), PLAINTEXT would be
+            // refused by a secured listener anyway; never an unsecured fallback that works.
+            security: cur.as_ref().map(|(_, s)| s.clone()).unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    /// "host:port" of node `node` on the inter-broker listener, from this shard's metadata;
+    /// `None` when the node's host is unknown or does not serve that listener.
+    pub fn inter_broker_addr(&self, node: i32) -> Option<String> {
+        let meta = self.meta();
+        let b = meta.brokers.get(&crate::metadata::host_of(node))?;
+        let (host, ports) = b.endpoint(&self.config.inter_broker.listener)?;
+        let port = ports.get(crate::metadata::shard_of(node))?;
+        Some(format!("{host}:{port}"))
     }
 
     pub fn meta(&self) -> Arc<ClusterMeta> {

@@ -48,6 +48,16 @@ pub struct TlsSettings {
     pub client_auth: ClientAuth,
 }
 
+impl TlsSettings {
+    /// These settings with the listener's own ssl.client.auth.
+    pub fn for_listener(&self, l: &crate::config::Listener) -> TlsSettings {
+        TlsSettings {
+            client_auth: l.ssl_client_auth,
+            ..self.clone()
+        }
+    }
+}
+
 /// Builds a server config from the files (read now: a shard that starts reads the
 /// current files).
 pub fn server_config(s: &TlsSettings) -> Result<Arc<ServerConfig>, String> {

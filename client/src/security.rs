@@ -391,6 +391,16 @@ struct Jaas {
     options: BTreeMap<String, String>,
 }
 
+/// The `username` and `password` options of a `sasl.jaas.config` value (the broker's
+/// `--inter-broker-credentials` file takes this form too).
+pub fn jaas_credentials(s: &str) -> Result<(Option<String>, Option<String>), String> {
+    let j = parse_jaas(s)?;
+    Ok((
+        j.options.get("username").cloned(),
+        j.options.get("password").cloned(),
+    ))
+}
+
 /// Parses `sasl.jaas.config` (one module; values quoted with `"`, `\` escapes inside).
 fn parse_jaas(s: &str) -> Result<Jaas, String> {
     let bad = |why: &str| format!("sasl.jaas.config: {why}");

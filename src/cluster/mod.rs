@@ -789,8 +789,28 @@ async fn serve(core: Arc<Core>, listener: tokio::net::TcpListener) {
         let core = core.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut stream = stream;
             let _ = stream.set_nodelay(true);
+            let mut stream: rpc::BoxStream = match rpc::tls() {
+                None => Box::new(stream),
+                Some(t) => {
+                    match tokio::time::timeout(rpc::TLS_ACCEPT_TIMEOUT, t.acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(s)) => Box::new(s),
+                        Ok(Err(e)) => {
+                            log::warn!("controller: TLS handshake with {peer} failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            log::warn!(
+                                "controller: TLS handshake with {peer} not done within {:?}",
+                                rpc::TLS_ACCEPT_TIMEOUT
+                            );
+                            return;
+                        }
+                    }
+                }
+            };
             loop {
                 let req: Request = match rpc::read_frame(&mut stream).await {
                     Ok(r) => r,

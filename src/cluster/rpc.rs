@@ -1,7 +1,8 @@
 //! The controller quorum's wire: Raft RPCs (openraft's AppendEntries, Vote,
 //! InstallSnapshot), metadata proposals forwarded to the leader, and metadata watches of
 //! hosts that are not voters. Each message is a frame `[len u32 BE][JSON]` over TCP on the
-//! controller port (`--controller-listen`).
+//! controller port (`--controller-listen`), inside mutual TLS with `--controller-tls`
+//! (`ControllerTls`, set once per process before the controller thread connects or accepts).
 //!
 //! Runs on: the controller thread (tokio, current-thread runtime). Never on a shard.
 
@@ -17,7 +18,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::state::{MetaCommand, MetaReply};
@@ -26,8 +27,60 @@ use crate::metadata::ClusterMeta;
 
 /// Largest controller frame (a metadata snapshot travels in one).
 pub const CONTROLLER_FRAME_MAX_BYTES: usize = 64 * 1024 * 1024;
-/// Connect timeout to another controller.
+/// Connect timeout to another controller (and, apart, its TLS handshake).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long an accepted controller connection may take to finish its TLS handshake.
+pub const TLS_ACCEPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Mutual TLS of the controller wire (`--controller-tls`): every connection, in and out,
+/// presents the host's certificate and must present one chaining to `--tls-ca`.
+pub struct ControllerTls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub connector: tokio_rustls::TlsConnector,
+}
+
+/// One controller thread per process: set before it starts, read-only after.
+static TLS: std::sync::OnceLock<ControllerTls> = std::sync::OnceLock::new();
+
+/// Turns on TLS for every controller connection of this process (once, before the
+/// controller thread starts; a second call is ignored).
+pub fn set_tls(tls: ControllerTls) {
+    let _ = TLS.set(tls);
+}
+
+/// The controller wire's TLS, when `--controller-tls` is on.
+pub fn tls() -> Option<&'static ControllerTls> {
+    TLS.get()
+}
+
+/// Builds the controller wire's TLS from the broker's files: its certificate and key on
+/// both ends, client certificates required and checked against the CA, and the voter's
+/// address checked against the server certificate (an IP SAN for an IP).
+pub fn tls_from(s: &crate::tls::TlsSettings) -> Result<ControllerTls, String> {
+    let ca =
+        s.ca.clone()
+            .ok_or("--controller-tls needs --tls-ca (the CA of every host's certificate)")?;
+    let server = crate::tls::server_config(&crate::tls::TlsSettings {
+        client_auth: crate::tls::ClientAuth::Required,
+        ca: Some(ca.clone()),
+        ..s.clone()
+    })?;
+    let client = crate::client::security::tls_config(&crate::client::security::TlsFiles {
+        ca: Some(ca),
+        cert: Some(s.cert.clone()),
+        key: Some(s.key.clone()),
+        skip_hostname_check: false,
+    })?;
+    Ok(ControllerTls {
+        acceptor: tokio_rustls::TlsAcceptor::from(server),
+        connector: tokio_rustls::TlsConnector::from(client),
+    })
+}
+
+/// A controller connection: the socket, or TLS over it.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
+pub type BoxStream = Box<dyn Stream>;
 
 #[derive(Serialize, Deserialize)]
 pub enum Request {
@@ -68,7 +121,10 @@ pub enum Response {
     Quorum(Result<super::QuorumInfo, String>),
 }
 
-pub async fn write_frame<T: Serialize>(s: &mut TcpStream, msg: &T) -> std::io::Result<()> {
+pub async fn write_frame<T: Serialize, S: AsyncWrite + Unpin + ?Sized>(
+    s: &mut S,
+    msg: &T,
+) -> std::io::Result<()> {
     let body = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
     if body.len() > CONTROLLER_FRAME_MAX_BYTES {
         return Err(std::io::Error::other(format!(
@@ -79,10 +135,14 @@ pub async fn write_frame<T: Serialize>(s: &mut TcpStream, msg: &T) -> std::io::R
     let mut buf = Vec::with_capacity(4 + body.len());
     buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
     buf.extend_from_slice(&body);
-    s.write_all(&buf).await
+    s.write_all(&buf).await?;
+    // TLS holds the last record until flushed; a socket's flush does nothing.
+    s.flush().await
 }
 
-pub async fn read_frame<T: for<'de> Deserialize<'de>>(s: &mut TcpStream) -> std::io::Result<T> {
+pub async fn read_frame<T: for<'de> Deserialize<'de>, S: AsyncRead + Unpin + ?Sized>(
+    s: &mut S,
+) -> std::io::Result<T> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -99,7 +159,7 @@ pub async fn read_frame<T: for<'de> Deserialize<'de>>(s: &mut TcpStream) -> std:
 /// One connection to another controller, reopened after any error.
 pub struct Peer {
     addr: String,
-    stream: Option<TcpStream>,
+    stream: Option<BoxStream>,
 }
 
 impl Peer {
@@ -119,13 +179,28 @@ impl Peer {
                         std::io::Error::other(format!("connect to {} timed out", self.addr))
                     })??;
                 s.set_nodelay(true)?;
-                self.stream = Some(s);
+                self.stream = Some(match tls() {
+                    None => Box::new(s),
+                    Some(t) => {
+                        let name = crate::client::security::server_name(&self.addr)
+                            .map_err(std::io::Error::other)?;
+                        let s = tokio::time::timeout(CONNECT_TIMEOUT, t.connector.connect(name, s))
+                            .await
+                            .map_err(|_| {
+                                std::io::Error::other(format!(
+                                    "TLS handshake with {} timed out",
+                                    self.addr
+                                ))
+                            })??;
+                        Box::new(s)
+                    }
+                });
             }
             let Some(s) = self.stream.as_mut() else {
                 return Err(std::io::Error::other("no connection"));
             };
             write_frame(s, req).await?;
-            read_frame::<Response>(s).await
+            read_frame::<Response, _>(s).await
         })
         .await
         .unwrap_or_else(|_| {

@@ -15,10 +15,9 @@ use std::time::Duration;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
 
-use crate::client::ClientConfig;
+use crate::client::ClientError;
 use crate::client::conn::Connection;
 use crate::handlers::str_bytes;
-use crate::metadata::{host_of, shard_of};
 use crate::protocol::error;
 use crate::shard::Shard;
 
@@ -31,6 +30,10 @@ const REPLICA_FETCH_PARTITION_MAX_BYTES: i32 = 1024 * 1024;
 const REPLICA_FETCH_RESPONSE_MAX_BYTES: i32 = 10 * 1024 * 1024;
 /// Pause after an error before the next attempt (connect, fetch, or a partition error).
 const REPLICA_FETCH_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest pause between attempts refused for security (authentication, TLS,
+/// authorization): the pause doubles from `REPLICA_FETCH_BACKOFF` up to this, since such a
+/// refusal lasts until an operator fixes the configuration.
+const REPLICA_FETCH_SECURITY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// One fetcher's partitions and its stop flag.
 struct FetcherSet {
@@ -77,36 +80,80 @@ impl Fetchers {
     }
 }
 
-fn leader_addr(shard: &Shard, leader: i32) -> Option<String> {
-    let meta = shard.meta();
-    let b = meta.brokers.get(&host_of(leader))?;
-    let port = b.ports.get(shard_of(leader))?;
-    Some(format!("{}:{port}", b.host))
+/// A failure worth an operator's attention: security refusals (authentication, TLS,
+/// authorization) never heal by retrying, unlike a leader that is restarting.
+fn is_security_error(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Authentication { .. } | ClientError::Tls { .. }
+    ) || matches!(e, ClientError::Kafka { code, .. } if is_security_code(*code))
+}
+
+fn is_security_code(code: i16) -> bool {
+    [
+        error::TOPIC_AUTHORIZATION_FAILED,
+        error::CLUSTER_AUTHORIZATION_FAILED,
+        error::SASL_AUTHENTICATION_FAILED,
+    ]
+    .contains(&code)
+}
+
+/// Security refusals of one fetcher since its last good fetch: logged at warn once per
+/// distinct message (one line per attempt would flood), and the pause before the next
+/// attempt, doubling up to `REPLICA_FETCH_SECURITY_BACKOFF_MAX`.
+#[derive(Default)]
+struct Complaints {
+    last: Option<String>,
+    backoff: Option<Duration>,
+}
+
+impl Complaints {
+    /// Records a refusal; returns how long to wait before trying again.
+    fn security(&mut self, me: i32, leader: i32, what: String) -> Duration {
+        if self.last.as_deref() != Some(what.as_str()) {
+            log::warn!("node {me}: replication from leader node {leader} refused: {what}");
+            self.last = Some(what);
+        }
+        let next = self.backoff.map_or(REPLICA_FETCH_BACKOFF, |b| {
+            (b * 2).min(REPLICA_FETCH_SECURITY_BACKOFF_MAX)
+        });
+        self.backoff = Some(next);
+        next
+    }
+
+    fn clear(&mut self) {
+        self.last = None;
+        self.backoff = None;
+    }
 }
 
 async fn run(shard: Rc<Shard>, leader: i32, set: Rc<FetcherSet>) {
     let me = shard.node_id();
-    log::info!("node {me}: fetcher for leader node {leader} started");
-    let config = ClientConfig {
-        client_id: format!("osprey-replica-{me}"),
-        request_timeout: Duration::from_secs(10),
-        connect_timeout: Duration::from_secs(2),
-        ..Default::default()
-    };
+    log::info!(
+        "node {me}: fetcher for leader node {leader} started (listener {})",
+        shard.config.inter_broker.listener
+    );
     let mut conn: Option<Connection> = None;
+    let mut complaints = Complaints::default();
     while !set.stopped.get() && !shard.shutting_down.get() {
         let parts: Vec<(String, i32)> = set.partitions.borrow().iter().cloned().collect();
         if conn.as_ref().is_none_or(|c| !c.is_alive()) {
             conn = None;
-            let Some(addr) = leader_addr(&shard, leader) else {
+            let Some(addr) = shard.inter_broker_addr(leader) else {
                 glommio::timer::sleep(REPLICA_FETCH_BACKOFF).await;
                 continue;
             };
+            let config = shard.inter_broker_client(format!("osprey-replica-{me}"));
             match Connection::connect(&addr, &config).await {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
-                    log::debug!("node {me}: cannot reach leader node {leader} at {addr}: {e}");
-                    glommio::timer::sleep(REPLICA_FETCH_BACKOFF).await;
+                    let pause = if is_security_error(&e) {
+                        complaints.security(me, leader, format!("{addr}: {e}"))
+                    } else {
+                        log::debug!("node {me}: cannot reach leader node {leader} at {addr}: {e}");
+                        REPLICA_FETCH_BACKOFF
+                    };
+                    glommio::timer::sleep(pause).await;
                     continue;
                 }
             }
@@ -156,19 +203,33 @@ async fn run(shard: Rc<Shard>, leader: i32, set: Rc<FetcherSet>) {
         let resp = match c.request(&req, REPLICA_FETCH_VERSION).await {
             Ok(r) => r,
             Err(e) => {
-                log::debug!("node {me}: fetch from leader node {leader}: {e}");
+                let pause = if is_security_error(&e) {
+                    complaints.security(me, leader, e.to_string())
+                } else {
+                    log::debug!("node {me}: fetch from leader node {leader}: {e}");
+                    REPLICA_FETCH_BACKOFF
+                };
                 conn = None;
-                glommio::timer::sleep(REPLICA_FETCH_BACKOFF).await;
+                glommio::timer::sleep(pause).await;
                 continue;
             }
         };
         let mut backoff = false;
+        let mut refused = None;
         for t in resp.responses {
             let topic = t.topic.0.to_string();
             for p in t.partitions {
                 let Some(r) = shard.replica(&topic, p.partition_index) else {
                     continue;
                 };
+                if is_security_code(p.error_code) {
+                    refused = Some(format!(
+                        "{topic}-{}: {}",
+                        p.partition_index,
+                        crate::client::kafka_error_name(p.error_code)
+                    ));
+                    continue;
+                }
                 if p.error_code != error::NONE {
                     log::debug!(
                         "node {me}: fetch {topic}-{} from node {leader}: error {}",
@@ -236,8 +297,12 @@ async fn run(shard: Rc<Shard>, leader: i32, set: Rc<FetcherSet>) {
                 }
             }
         }
-        if backoff {
+        if let Some(what) = refused {
+            glommio::timer::sleep(complaints.security(me, leader, what)).await;
+        } else if backoff {
             glommio::timer::sleep(REPLICA_FETCH_BACKOFF).await;
+        } else {
+            complaints.clear();
         }
     }
     log::info!("node {me}: fetcher for leader node {leader} stopped");

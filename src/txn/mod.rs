@@ -52,6 +52,10 @@ const TXN_APPEND_TIMEOUT: Duration = Duration::from_millis(5_000);
 const TXN_TIMEOUT_CHECK_INTERVAL: Duration = Duration::from_millis(1_000);
 /// Pause before retrying markers that could not be written.
 const MARKER_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest pause between marker attempts another host refused for security (SASL, TLS,
+/// authorization): doubling from `MARKER_RETRY_BACKOFF`, since such a refusal lasts until
+/// an operator fixes the configuration.
+const MARKER_SECURITY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Appended bytes of one partition after which its state is rewritten and trimmed.
 const TXN_REWRITE_BYTES: u64 = 16 << 20;
 /// Kafka's transactional.id.expiration.ms default (7 days): ids with no open transaction
@@ -542,6 +546,8 @@ async fn complete(shard: &Rc<Shard>, m: TxnMeta) {
     };
     let commit = m.state == TxnState::PrepareCommit;
     let mut left = m.partitions.clone();
+    // Half the first pause, so the first refusal waits `MARKER_RETRY_BACKOFF`.
+    let mut pause = MARKER_RETRY_BACKOFF / 2;
     while !left.is_empty() {
         if shard.shutting_down.get() || co.parts.check(shard, &m.txn_id) != kerr::NONE {
             return;
@@ -554,10 +560,15 @@ async fn complete(shard: &Rc<Shard>, m: TxnMeta) {
                     .get(internal_topic::partition_for(&m.txn_id, t.partitions.len()) as usize)
             })
             .map_or(0, |pm| pm.leader_epoch);
-        let failed = write_markers(shard, &m, commit, coordinator_epoch, &left).await;
+        let (failed, refused) = write_markers(shard, &m, commit, coordinator_epoch, &left).await;
         left = failed;
+        pause = if refused {
+            (pause * 2).min(MARKER_SECURITY_BACKOFF_MAX)
+        } else {
+            MARKER_RETRY_BACKOFF / 2
+        };
         if !left.is_empty() {
-            glommio::timer::sleep(MARKER_RETRY_BACKOFF).await;
+            glommio::timer::sleep(pause.max(MARKER_RETRY_BACKOFF)).await;
         }
     }
     let mut done = m;
@@ -583,9 +594,10 @@ async fn write_markers(
     commit: bool,
     coordinator_epoch: i32,
     partitions: &[(String, i32)],
-) -> Vec<(String, i32)> {
+) -> (Vec<(String, i32)>, bool) {
     let meta = shard.meta();
     let mut retry = Vec::new();
+    let mut refused = false;
     let mut by_node: HashMap<i32, Vec<(String, i32)>> = HashMap::new();
     for (t, p) in partitions {
         match meta.partition(t, *p) {
@@ -616,6 +628,10 @@ async fn write_markers(
         for (tp, code) in results {
             match code {
                 kerr::NONE | kerr::UNKNOWN_TOPIC_OR_PARTITION => {}
+                kerr::SASL_AUTHENTICATION_FAILED | kerr::CLUSTER_AUTHORIZATION_FAILED => {
+                    refused = true;
+                    retry.push(tp);
+                }
                 _ => {
                     log::debug!(
                         "transaction {}: marker for {}-{} failed with {code}; retrying",
@@ -628,7 +644,7 @@ async fn write_markers(
             }
         }
     }
-    retry
+    (retry, refused)
 }
 
 /// WriteTxnMarkers to a node of another host.
@@ -646,25 +662,21 @@ async fn remote_markers(
     use kafka_protocol::messages::{ProducerId, TopicName, WriteTxnMarkersRequest};
     let failed =
         |parts: &[(String, i32)], code| parts.iter().map(|tp| (tp.clone(), code)).collect();
-    let addr = {
-        let meta = shard.meta();
-        meta.brokers.get(&host_of(node)).and_then(|b| {
-            b.ports
-                .get(shard_of(node))
-                .map(|p| format!("{}:{p}", b.host))
-        })
-    };
-    let Some(addr) = addr else {
+    let Some(addr) = shard.inter_broker_addr(node) else {
         return failed(&parts, kerr::NOT_LEADER_OR_FOLLOWER);
     };
-    let config = crate::client::ClientConfig {
-        client_id: format!("osprey-txn-coordinator-{}", shard.node_id()),
-        request_timeout: Duration::from_secs(10),
-        connect_timeout: Duration::from_secs(2),
-        ..Default::default()
-    };
+    let config = shard.inter_broker_client(format!("osprey-txn-coordinator-{}", shard.node_id()));
     let conn = match crate::client::conn::Connection::connect(&addr, &config).await {
         Ok(c) => c,
+        Err(
+            e @ (crate::client::ClientError::Authentication { .. }
+            | crate::client::ClientError::Tls { .. }),
+        ) => {
+            // Retried with a growing pause until it works: an operator must fix the
+            // credentials or certificates.
+            log::warn!("transaction markers: node {node} at {addr} refused this broker: {e}");
+            return failed(&parts, kerr::SASL_AUTHENTICATION_FAILED);
+        }
         Err(e) => {
             log::debug!("transaction markers: cannot reach node {node} at {addr}: {e}");
             return failed(&parts, kerr::NOT_LEADER_OR_FOLLOWER);
@@ -767,11 +779,10 @@ async fn verify_connection(
     {
         return Ok(c);
     }
+    // The inter-broker listener's security, as follower fetchers and markers use.
     let config = crate::client::ClientConfig {
-        client_id: format!("osprey-txn-verify-{}", shard.node_id()),
         request_timeout: VERIFY_TIMEOUT,
-        connect_timeout: Duration::from_secs(2),
-        ..Default::default()
+        ..shard.inter_broker_client(format!("osprey-txn-verify-{}", shard.node_id()))
     };
     let c = Rc::new(
         crate::client::conn::Connection::connect(addr, &config)
@@ -802,15 +813,7 @@ async fn remote_verify(
         AddPartitionsToTxnRequest, ProducerId, TopicName, TransactionalId,
     };
     let all = |code| vec![code; partitions.len()];
-    let addr = {
-        let meta = shard.meta();
-        meta.brokers.get(&host_of(node)).and_then(|b| {
-            b.ports
-                .get(shard_of(node))
-                .map(|p| format!("{}:{p}", b.host))
-        })
-    };
-    let Some(addr) = addr else {
+    let Some(addr) = shard.inter_broker_addr(node) else {
         return all(kerr::COORDINATOR_NOT_AVAILABLE);
     };
     let conn = match verify_connection(shard, &addr).await {
