@@ -791,10 +791,14 @@ fn progress_line_on_stderr_only() {
     ]));
     assert!(group.ok, "{}", group.stderr);
     assert_eq!(group.json()["executed"], true);
+    // A phase quicker than one tick (1 ms here) draws nothing: either phase may show.
     assert!(
         group
             .stderr
-            .contains(&format!("{SHOW}reading the offsets of 3 partition(s)")),
+            .contains(&format!("{SHOW}reading the offsets of 3 partition(s)"))
+            || group
+                .stderr
+                .contains(&format!("{SHOW}committing 3 offset(s) of progress-group")),
         "{:?}",
         group.stderr
     );
