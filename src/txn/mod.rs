@@ -682,17 +682,14 @@ async fn remote_markers(
             return failed(&parts, kerr::NOT_LEADER_OR_FOLLOWER);
         }
     };
-    let mut topics: Vec<WritableTxnMarkerTopic> = Vec::new();
-    for (t, p) in &parts {
-        match topics.iter_mut().find(|x| x.name.0.as_str() == t) {
-            Some(x) => x.partition_indexes.push(*p),
-            None => topics.push(
-                WritableTxnMarkerTopic::default()
-                    .with_name(TopicName(crate::handlers::str_bytes(t.clone())))
-                    .with_partition_indexes(vec![*p]),
-            ),
-        }
-    }
+    let topics: Vec<WritableTxnMarkerTopic> = by_topic(&parts)
+        .into_iter()
+        .map(|(t, ps)| {
+            WritableTxnMarkerTopic::default()
+                .with_name(TopicName(crate::handlers::str_bytes(t)))
+                .with_partition_indexes(ps)
+        })
+        .collect();
     let req = WriteTxnMarkersRequest::default().with_markers(vec![
         WritableTxnMarker::default()
             .with_producer_id(ProducerId(m.producer_id))
@@ -764,6 +761,19 @@ pub async fn verify_partitions(
     }
 }
 
+/// Partitions grouped by topic, topics in first-seen order (the shape of the marker and
+/// verification requests).
+fn by_topic(parts: &[(String, i32)]) -> Vec<(String, Vec<i32>)> {
+    let mut out: Vec<(String, Vec<i32>)> = Vec::new();
+    for (t, p) in parts {
+        match out.iter_mut().find(|(name, _)| name == t) {
+            Some((_, ps)) => ps.push(*p),
+            None => out.push((t.clone(), vec![*p])),
+        }
+    }
+    out
+}
+
 /// Connections a shard keeps to other hosts' coordinators for verifications (one per
 /// node address; a dead one is replaced).
 const VERIFY_CONNECTIONS_MAX: usize = 256;
@@ -830,17 +840,14 @@ async fn remote_verify(
     if version < 4 {
         return all(kerr::NONE);
     }
-    let mut topics: Vec<AddPartitionsToTxnTopic> = Vec::new();
-    for (t, p) in partitions {
-        match topics.iter_mut().find(|x| x.name.0.as_str() == t) {
-            Some(x) => x.partitions.push(*p),
-            None => topics.push(
-                AddPartitionsToTxnTopic::default()
-                    .with_name(TopicName(crate::handlers::str_bytes(t.clone())))
-                    .with_partitions(vec![*p]),
-            ),
-        }
-    }
+    let topics: Vec<AddPartitionsToTxnTopic> = by_topic(partitions)
+        .into_iter()
+        .map(|(t, ps)| {
+            AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(crate::handlers::str_bytes(t)))
+                .with_partitions(ps)
+        })
+        .collect();
     let req = AddPartitionsToTxnRequest::default().with_transactions(vec![
         AddPartitionsToTxnTransaction::default()
             .with_transactional_id(TransactionalId(crate::handlers::str_bytes(txn_id)))
