@@ -41,8 +41,10 @@
 //!    without records is dropped, except the rewrite's last batch, which stays as an
 //!    empty batch so that the segment still ends at its original end offset (recovery
 //!    checks that each segment starts where the previous one ends), and an idempotent
-//!    producer's latest batch (its sequence state, as Kafka keeps it). Control batches are
-//!    kept whole (no transaction-marker removal yet). A compressed batch that is rebuilt is
+//!    producer's latest batch (its sequence state, as Kafka keeps it). Records of aborted
+//!    transactions are neither mapped nor kept (Kafka's cleaner discards them), and a pass
+//!    never goes past the first offset of an open transaction (the last stable offset).
+//!    Control batches are kept whole (no transaction-marker removal yet). A compressed batch that is rebuilt is
 //!    compressed again with its codec through the store's compressor (the broker's; the
 //!    storage has no codecs), else stored uncompressed, unless that makes it larger than
 //!    max.message.bytes (or the store's batch_max_bytes): then it stays whole, superseded
@@ -505,7 +507,13 @@ impl Partition {
             }
             let log = self.log.borrow();
             let horizon = now.saturating_sub(cfg.min_compaction_lag_ms);
-            let bound = self.cleanable_end.get();
+            // Never past the first offset of an open transaction (Kafka's first uncleanable
+            // offset includes the last stable offset): it may still abort, and a committed
+            // record must not go for an uncommitted later one of its key.
+            let bound = self
+                .cleanable_end
+                .get()
+                .min(log.producers.first_unstable_offset().unwrap_or(i64::MAX));
             let sealed = log.segments.len().saturating_sub(1);
             let segs: Vec<Rc<Segment>> = log
                 .segments
@@ -556,13 +564,19 @@ impl Partition {
             return Ok(None);
         }
         let mut report = CleanReport::default();
+        // Records of aborted transactions are never mapped and are removed (Kafka's
+        // cleaner discards them too): an aborted record must not supersede a committed one.
+        let aborted = {
+            let log = self.log.borrow();
+            log.producers.aborted_between(log.log_start_offset, end)
+        };
         map.clear();
         let (map_end, full) = if first_dirty >= end {
             // Nothing dirty (a pass for an expired horizon): nothing to map, every
             // segment below the first dirty offset is cleaned with the empty map.
             (first_dirty, false)
         } else {
-            self.build_map(&segs, first_dirty, end, map, &mut report)
+            self.build_map(&segs, first_dirty, end, map, &aborted, &mut report)
                 .await?
         };
         if map_end <= first_dirty && !horizon_due {
@@ -576,6 +590,7 @@ impl Partition {
             .collect();
         let mut pass = PassState {
             map: &*map,
+            aborted: &aborted,
             map_end,
             now,
             cfg: &cfg,
@@ -631,6 +646,7 @@ impl Partition {
         first_dirty: i64,
         end: i64,
         map: &mut KeyMap,
+        aborted: &[crate::producer::AbortedTxn],
         report: &mut CleanReport,
     ) -> Result<(i64, bool), StorageError> {
         for seg in segs.iter().filter(|s| s.next_offset.get() > first_dirty) {
@@ -646,7 +662,7 @@ impl Partition {
             );
             while let Some((_, h, bytes)) = reader.next().await? {
                 report.bytes_read += bytes.len() as u64;
-                if h.last_offset() < first_dirty || h.is_control() {
+                if h.last_offset() < first_dirty || h.is_control() || in_aborted(&h, aborted) {
                     continue;
                 }
                 // A batch whose records cannot be read is not mapped (and is kept whole by
@@ -1068,12 +1084,14 @@ impl Partition {
         };
         let records = plain.as_deref().unwrap_or(&bytes[BATCH_HEADER_BYTES..]);
         let horizon_passed = expire && h.delete_horizon_ms().is_some_and(|hz| pass.now >= hz);
+        let aborted = in_aborted(h, pass.aborted);
         let mut f = Filtered {
             max_ts: -1,
             ..Filtered::default()
         };
         let walked = batch::walk_records(h, records, |r| {
             let keep = match r.key {
+                _ if aborted => false,
                 None => false,
                 Some(k) => {
                     let superseded = pass.map.get(key_hash(k)).is_some_and(|l| l > r.offset);
@@ -1106,8 +1124,22 @@ impl Partition {
 }
 
 /// What one cleaning pass applies to every group it cleans.
+/// Whether a (data) batch belongs to one of the `aborted` transactions: transactional,
+/// of the producer of one, within its first offset and its abort marker.
+fn in_aborted(h: &BatchHeader, aborted: &[crate::producer::AbortedTxn]) -> bool {
+    h.is_transactional()
+        && !h.is_control()
+        && aborted.iter().any(|a| {
+            a.producer_id == h.producer_id
+                && a.first_offset <= h.base_offset
+                && h.base_offset <= a.last_offset
+        })
+}
+
 struct PassState<'a> {
     map: &'a KeyMap,
+    /// The partition's aborted transactions over the cleaned range.
+    aborted: &'a [crate::producer::AbortedTxn],
     /// Records at or beyond this offset were not mapped: they all stay.
     map_end: i64,
     now: i64,

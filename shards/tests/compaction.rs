@@ -1050,3 +1050,111 @@ fn compressed_batches_cleaned_through_the_codecs() {
         }
     });
 }
+
+/// `producer_batch` with the transactional attribute set (producer `pid`, epoch 0).
+fn txn_batch(recs: &[KeyedRecord<'_>], pid: i64, seq: i32) -> Bytes {
+    let mut b = producer_batch(recs, pid, seq).to_vec();
+    let attributes = i16::from_be_bytes([b[21], b[22]]) | 0x10;
+    b[21..23].copy_from_slice(&attributes.to_be_bytes());
+    let crc = shards::batch::compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+/// Kafka's control types.
+const ABORT: i16 = 0;
+const COMMIT: i16 = 1;
+
+async fn marker(p: &Partition, pid: i64, control: i16) {
+    let m = shards::batch::control_batch(pid, 0, control, 0, 1_000);
+    p.append_with(
+        Bytes::from(m),
+        Durability::Fsync,
+        AppendMode::Marker { leader_epoch: 0 },
+    )
+    .await
+    .unwrap();
+}
+
+/// The latest value per data key (control records left out).
+async fn data_latest(p: &Partition) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+    let bytes = log_bytes(p, 0).await;
+    let mut out = BTreeMap::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let h = shards::batch::check_one(&bytes[pos..], pos).unwrap();
+        if !h.is_control() {
+            let recs = &bytes[pos + shards::batch::BATCH_HEADER_BYTES..pos + h.total_bytes()];
+            shards::batch::walk_records(&h, recs, |r| {
+                out.insert(r.key.unwrap().to_vec(), r.value.map(<[u8]>::to_vec));
+            })
+            .unwrap();
+        }
+        pos += h.total_bytes();
+    }
+    out
+}
+
+// Proves transactions and compaction together (Kafka Streams' exactly-once changelogs):
+// a record of an aborted transaction never supersedes the committed value of its key (it
+// is removed instead), and nothing at or past an open transaction's first offset is
+// cleaned until the transaction ends; once committed, its record supersedes as any other.
+#[test]
+fn aborted_and_open_transactions_never_cost_a_committed_value() {
+    let dir = tmpdir();
+    let root = dir.path().to_path_buf();
+    run(move || async move {
+        let (_store, p) = open(root.join("p"), compact_config()).await;
+        p.append(
+            Bytes::from(keyed_batch(&[(Some(b"a"), Some(b"1"))], 1_000)),
+            Durability::Fsync,
+        )
+        .await
+        .unwrap();
+        p.append(
+            txn_batch(&[(Some(b"a"), Some(b"aborted"))], 9, 0),
+            Durability::Fsync,
+        )
+        .await
+        .unwrap();
+        marker(&p, 9, ABORT).await;
+        let mut want = BTreeMap::new();
+        roll_with_marker(&p, &mut want).await;
+        clean_until_done(&p).await;
+        let got = data_latest(&p).await;
+        assert_eq!(got[&b"a".to_vec()], Some(b"1".to_vec()), "{got:?}");
+        let recs = records(&p).await;
+        assert!(
+            recs.iter().all(|r| r.2.as_deref() != Some(b"aborted")),
+            "the aborted record is removed: {recs:?}"
+        );
+
+        // An open transaction writes a new value of `a`: not cleaned past its start.
+        p.append(
+            txn_batch(&[(Some(b"a"), Some(b"open"))], 10, 0),
+            Durability::Fsync,
+        )
+        .await
+        .unwrap();
+        roll_with_key(&p, &mut want, b"end2").await;
+        clean_until_done(&p).await;
+        let recs = records(&p).await;
+        assert!(
+            recs.iter().any(|r| r.2.as_deref() == Some(b"1")),
+            "the committed value stays while the transaction is open: {recs:?}"
+        );
+        // Committed: now it supersedes the old value.
+        marker(&p, 10, COMMIT).await;
+        roll_with_key(&p, &mut want, b"end3").await;
+        clean_until_done(&p).await;
+        let recs = records(&p).await;
+        assert!(
+            recs.iter().all(|r| r.2.as_deref() != Some(b"1")),
+            "superseded by the committed transaction: {recs:?}"
+        );
+        assert_eq!(
+            data_latest(&p).await[&b"a".to_vec()],
+            Some(b"open".to_vec())
+        );
+    });
+}
