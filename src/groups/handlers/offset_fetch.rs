@@ -48,10 +48,18 @@ fn lookup(
     session: &Session,
     group: &str,
     asked: Option<Vec<(String, Vec<i32>)>>,
+    member: (Option<&str>, i32),
 ) -> (i16, TopicOffsets) {
-    let code = check_group(shard, session, op::DESCRIBE, group);
+    let mut code = check_group(shard, session, op::DESCRIBE, group);
     let may_describe = |topic: &str| session.may(shard, op::DESCRIBE, resource::TOPIC, topic);
     let groups = shard.groups.groups.borrow();
+    // v9+ from a consumer-protocol member: its id and epoch are checked (Kafka's
+    // ConsumerGroup.validateOffsetFetch).
+    if code == NONE {
+        if let Some(c) = groups.get(group).and_then(|g| g.consumer.as_deref()) {
+            code = c.fetch_allowed(member.0, member.1);
+        }
+    }
     let g = groups
         .get(group)
         .filter(|g| code == NONE && g.state != GroupState::Dead);
@@ -124,7 +132,13 @@ pub fn handle(
                     .map(|t| (t.name.0.to_string(), t.partition_indexes))
                     .collect()
             });
-            let (code, topics) = lookup(shard, session, &g.group_id, asked);
+            let (code, topics) = lookup(
+                shard,
+                session,
+                &g.group_id,
+                asked,
+                (g.member_id.as_deref(), g.member_epoch),
+            );
             resp.groups.push(
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
@@ -159,7 +173,7 @@ pub fn handle(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let (code, topics) = lookup(shard, session, &body.group_id, asked);
+    let (code, topics) = lookup(shard, session, &body.group_id, asked, (None, -1));
     let v1 = req.version < FETCH_VERSION_GROUP_ERROR_MIN;
     resp.topics = topics
         .into_iter()

@@ -1,0 +1,166 @@
+"""The consumer group protocol (KIP-848, `group.protocol=consumer`) end to end with
+confluent-kafka (librdkafka): members split a topic's partitions with no partition owned by
+two members at any time (from their assign/revoke callbacks), a third member takes its share,
+a leaving one gives its partitions back, commits resume where they left off, and a classic
+consumer cannot join the consumer-protocol group."""
+
+import threading
+import time
+import uuid
+
+from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import Broker, wait_until
+
+PARTITIONS = 6
+PER_PARTITION = 10
+FLAGS = ["--group-consumer-session-timeout-ms", "6000",
+         "--group-consumer-heartbeat-interval-ms", "300",
+         "--group-initial-rebalance-delay-ms", "100"]
+TIMEOUT_S = 40
+
+
+def unique(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def produce(bootstrap, topic, tag):
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for part in range(PARTITIONS):
+        for i in range(PER_PARTITION):
+            p.produce(topic, value=f"{tag}:{part}:{i}".encode(), partition=part)
+    assert p.flush(30) == 0
+    return {f"{tag}:{part}:{i}" for part in range(PARTITIONS) for i in range(PER_PARTITION)}
+
+
+class Ledger:
+    """Who owns which partition, from the members' callbacks; records double ownership."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.owner = {}
+        self.violations = []
+        self.values = []
+
+    def assign(self, name, parts):
+        with self.lock:
+            for p in parts:
+                other = self.owner.get(p)
+                if other is not None and other != name:
+                    self.violations.append((p, other, name))
+                self.owner[p] = name
+
+    def revoke(self, name, parts):
+        with self.lock:
+            for p in parts:
+                if self.owner.get(p) == name:
+                    del self.owner[p]
+
+    def of(self, name):
+        with self.lock:
+            return {p for p, o in self.owner.items() if o == name}
+
+
+class Member:
+    def __init__(self, name, bootstrap, group, topic, ledger):
+        self.name, self.ledger, self.errors = name, ledger, []
+        self.stop = threading.Event()
+        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                           "group.protocol": "consumer", "auto.offset.reset": "earliest",
+                           "enable.auto.commit": False})
+        self.c.subscribe([topic], on_assign=self.on_assign, on_revoke=self.on_revoke,
+                         on_lost=self.on_revoke)
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def on_assign(self, c, parts):
+        self.ledger.assign(self.name, [p.partition for p in parts])
+
+    def on_revoke(self, c, parts):
+        self.ledger.revoke(self.name, [p.partition for p in parts])
+
+    def run(self):
+        while not self.stop.is_set():
+            m = self.c.poll(0.2)
+            if m is None:
+                continue
+            if m.error():
+                self.errors.append(m.error())
+                continue
+            with self.ledger.lock:
+                self.ledger.values.append(m.value().decode())
+            self.c.commit(message=m, asynchronous=False)
+
+    def close(self):
+        self.stop.set()
+        self.t.join(10)
+        self.c.close()
+
+
+def create_topic(bootstrap, topic):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    f = admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
+    for fut in f.values():
+        fut.result(20)
+
+
+def test_consumer_protocol_split_join_leave_resume(tmp_path):
+    b = Broker(tmp_path / "data", cores=2, extra=FLAGS).start()
+    members = []
+    try:
+        topic, group = unique("kip848"), unique("g")
+        create_topic(b.bootstrap, topic)
+        sent = produce(b.bootstrap, topic, "r1")
+        ledger = Ledger()
+        a = Member("a", b.bootstrap, group, topic, ledger)
+        members.append(a)
+        bm = Member("b", b.bootstrap, group, topic, ledger)
+        members.append(bm)
+
+        def split(names, each):
+            return all(len(ledger.of(n)) == each for n in names)
+
+        assert wait_until(lambda: split("ab", 3), TIMEOUT_S), ledger.owner
+        c = Member("c", b.bootstrap, group, topic, ledger)
+        members.append(c)
+        assert wait_until(lambda: split("abc", 2), TIMEOUT_S), ledger.owner
+        bm.close()
+        members.remove(bm)
+        assert wait_until(lambda: split("ac", 3), TIMEOUT_S), ledger.owner
+        assert wait_until(lambda: sent <= set(ledger.values), TIMEOUT_S)
+        assert ledger.violations == [], ledger.violations
+        assert all(not m.errors for m in members), [m.errors for m in members]
+
+        # A classic consumer cannot join the live consumer-protocol group.
+        classic = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group,
+                            "group.protocol": "classic", "session.timeout.ms": 6000})
+        classic.subscribe([topic])
+        codes, deadline = set(), time.monotonic() + 15
+        while time.monotonic() < deadline and KafkaError.INCONSISTENT_GROUP_PROTOCOL not in codes:
+            m = classic.poll(0.2)
+            if m is not None and m.error():
+                codes.add(m.error().code())
+        assert KafkaError.INCONSISTENT_GROUP_PROTOCOL in codes, codes
+        assert classic.assignment() == []
+        classic.close()
+
+        # Every member leaves; a new one resumes from the committed offsets.
+        for m in members:
+            m.close()
+        members.clear()
+        second = produce(b.bootstrap, topic, "r2")
+        ledger2 = Ledger()
+        d = Member("d", b.bootstrap, group, topic, ledger2)
+        members.append(d)
+        assert wait_until(lambda: second <= set(ledger2.values), TIMEOUT_S), len(ledger2.values)
+        time.sleep(1)
+        assert not (set(ledger2.values) & sent), "records consumed again after their commit"
+        assert len(ledger2.values) == len(second)
+    finally:
+        for m in members:
+            try:
+                m.close()
+            except Exception:
+                pass
+        b.kill()
