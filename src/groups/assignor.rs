@@ -65,12 +65,12 @@ pub fn range(
         let mut next = 0;
         for (i, id) in subs.iter().enumerate() {
             let count = base + i32::from((i as i32) < extra);
-            if count > 0 {
-                if let Some(tp) = out.get_mut(*id) {
-                    tp.entry(topic.clone())
-                        .or_default()
-                        .extend(next..next + count);
-                }
+            if count > 0
+                && let Some(tp) = out.get_mut(*id)
+            {
+                tp.entry(topic.clone())
+                    .or_default()
+                    .extend(next..next + count);
             }
             next += count;
         }

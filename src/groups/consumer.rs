@@ -169,10 +169,10 @@ pub fn validate(p: &HeartbeatParams, version: i16) -> Result<(), (i16, String)> 
     if p.rack_id.as_deref() == Some("") {
         return bad("RackId can't be empty.");
     }
-    if let Some(s) = &p.subscribed {
-        if s.len() > SUBSCRIBED_TOPICS_MAX || s.iter().any(|t| t.len() > TOPIC_NAME_MAX_BYTES) {
-            return bad("SubscribedTopicNames too large");
-        }
+    if let Some(s) = &p.subscribed
+        && (s.len() > SUBSCRIBED_TOPICS_MAX || s.iter().any(|t| t.len() > TOPIC_NAME_MAX_BYTES))
+    {
+        return bad("SubscribedTopicNames too large");
     }
     if let Some(r) = &p.regex {
         if r.len() > SUBSCRIBED_REGEX_MAX_BYTES {
@@ -202,13 +202,13 @@ pub fn validate(p: &HeartbeatParams, version: i16) -> Result<(), (i16, String)> 
         e if e < STATIC_LEAVE_EPOCH => return bad("MemberEpoch is invalid."),
         _ => {}
     }
-    if let Some(a) = &p.server_assignor {
-        if !assignor::ASSIGNORS.contains(&a.as_str()) {
-            return Err((
-                UNSUPPORTED_ASSIGNOR,
-                format!("ServerAssignor {a} is not supported."),
-            ));
-        }
+    if let Some(a) = &p.server_assignor
+        && !assignor::ASSIGNORS.contains(&a.as_str())
+    {
+        return Err((
+            UNSUPPORTED_ASSIGNOR,
+            format!("ServerAssignor {a} is not supported."),
+        ));
     }
     Ok(())
 }
@@ -279,15 +279,15 @@ impl ConsumerGroup {
             .filter(|t| topics.contains_key(*t))
             .cloned()
             .collect();
-        if let Some(r) = m.regex.as_deref().filter(|r| !r.is_empty()) {
-            if let Ok(re) = regex::Regex::new(&format!("^(?:{r})$")) {
-                out.extend(
-                    topics
-                        .keys()
-                        .filter(|t| !t.starts_with("__") && re.is_match(t))
-                        .cloned(),
-                );
-            }
+        if let Some(r) = m.regex.as_deref().filter(|r| !r.is_empty())
+            && let Ok(re) = regex::Regex::new(&format!("^(?:{r})$"))
+        {
+            out.extend(
+                topics
+                    .keys()
+                    .filter(|t| !t.starts_with("__") && re.is_match(t))
+                    .cloned(),
+            );
         }
         out
     }
@@ -312,10 +312,10 @@ impl ConsumerGroup {
         // Kafka: the assignor most members ask for, else the default.
         let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
         for m in self.members.values() {
-            if let Some(a) = m.server_assignor.as_deref() {
-                if let Some(known) = assignor::ASSIGNORS.iter().find(|k| **k == a) {
-                    *votes.entry(known).or_default() += 1;
-                }
+            if let Some(a) = m.server_assignor.as_deref()
+                && let Some(known) = assignor::ASSIGNORS.iter().find(|k| **k == a)
+            {
+                *votes.entry(known).or_default() += 1;
             }
         }
         self.assignor = votes
@@ -432,10 +432,10 @@ impl ConsumerGroup {
 
     fn remove(&mut self, id: &str) {
         if let Some(m) = self.members.remove(id) {
-            if let Some(i) = &m.instance_id {
-                if self.static_ids.get(i).is_some_and(|x| x == id) {
-                    self.static_ids.remove(i);
-                }
+            if let Some(i) = &m.instance_id
+                && self.static_ids.get(i).is_some_and(|x| x == id)
+            {
+                self.static_ids.remove(i);
             }
             self.target.remove(id);
             self.bump();
@@ -464,13 +464,13 @@ impl ConsumerGroup {
             let Some(id) = id.filter(|id| self.members.contains_key(id)) else {
                 return HeartbeatResult::error(UNKNOWN_MEMBER_ID, "unknown member");
             };
-            if let (Some(i), Some(m)) = (&p.instance_id, self.members.get(&id)) {
-                if m.instance_id.as_ref() != Some(i) {
-                    return HeartbeatResult::error(
-                        crate::protocol::error::FENCED_INSTANCE_ID,
-                        "instance id of another member",
-                    );
-                }
+            if let (Some(i), Some(m)) = (&p.instance_id, self.members.get(&id))
+                && m.instance_id.as_ref() != Some(i)
+            {
+                return HeartbeatResult::error(
+                    crate::protocol::error::FENCED_INSTANCE_ID,
+                    "instance id of another member",
+                );
             }
             if p.member_epoch == STATIC_LEAVE_EPOCH {
                 // A static member leaving for a while keeps its partitions until its
@@ -499,17 +499,18 @@ impl ConsumerGroup {
                 .instance_id
                 .as_ref()
                 .and_then(|i| self.static_ids.get(i).cloned());
-            if let Some(old) = replaced.as_ref().and_then(|o| self.members.get(o)) {
-                if old.epoch != STATIC_LEAVE_EPOCH && old.id != p.member_id {
-                    return HeartbeatResult::error(
-                        UNRELEASED_INSTANCE_ID,
-                        format!(
-                            "Static member {} with instance id {} is not released yet.",
-                            old.id,
-                            p.instance_id.as_deref().unwrap_or_default()
-                        ),
-                    );
-                }
+            if let Some(old) = replaced.as_ref().and_then(|o| self.members.get(o))
+                && old.epoch != STATIC_LEAVE_EPOCH
+                && old.id != p.member_id
+            {
+                return HeartbeatResult::error(
+                    UNRELEASED_INSTANCE_ID,
+                    format!(
+                        "Static member {} with instance id {} is not released yet.",
+                        old.id,
+                        p.instance_id.as_deref().unwrap_or_default()
+                    ),
+                );
             }
             let id = if p.member_id.is_empty() {
                 new_id()
@@ -638,11 +639,11 @@ impl ConsumerGroup {
                     changed = true;
                 }
             }
-            if let Some(a) = &p.server_assignor {
-                if m.server_assignor.as_ref() != Some(a) {
-                    m.server_assignor = Some(a.clone());
-                    changed = true;
-                }
+            if let Some(a) = &p.server_assignor
+                && m.server_assignor.as_ref() != Some(a)
+            {
+                m.server_assignor = Some(a.clone());
+                changed = true;
             }
         }
         if changed || self.counts_now(topics) != self.subscribed_counts {

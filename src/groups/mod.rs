@@ -843,10 +843,11 @@ async fn ticker(shard: Rc<Shard>) {
             let session = Duration::from_millis(shard.config.group_consumer_session_timeout_ms);
             for g in groups.values_mut() {
                 g.tick(now);
-                if let Some(c) = g.consumer.as_mut() {
-                    if c.tick(now, session, &g.id) && c.members.is_empty() {
-                        g.empty_since_ms = now_ms();
-                    }
+                if let Some(c) = g.consumer.as_mut()
+                    && c.tick(now, session, &g.id)
+                    && c.members.is_empty()
+                {
+                    g.empty_since_ms = now_ms();
                 }
             }
             groups.retain(|_, g| {

@@ -141,10 +141,10 @@ fn topic_counts(
         .flat_map(|m| m.subscribed.iter())
         .chain(p.subscribed.iter().flatten());
     for n in names {
-        if !out.contains_key(n) {
-            if let Some(t) = meta.topic(n) {
-                out.insert(n.clone(), count(t));
-            }
+        if !out.contains_key(n)
+            && let Some(t) = meta.topic(n)
+        {
+            out.insert(n.clone(), count(t));
         }
     }
     out

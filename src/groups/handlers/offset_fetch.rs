@@ -55,10 +55,10 @@ fn lookup(
     let groups = shard.groups.groups.borrow();
     // v9+ from a consumer-protocol member: its id and epoch are checked (Kafka's
     // ConsumerGroup.validateOffsetFetch).
-    if code == NONE {
-        if let Some(c) = groups.get(group).and_then(|g| g.consumer.as_deref()) {
-            code = c.fetch_allowed(member.0, member.1);
-        }
+    if code == NONE
+        && let Some(c) = groups.get(group).and_then(|g| g.consumer.as_deref())
+    {
+        code = c.fetch_allowed(member.0, member.1);
     }
     let g = groups
         .get(group)
