@@ -853,6 +853,29 @@ mod tests {
     }
 
     #[test]
+    fn regex_subscription_and_range_assignor() {
+        let topics: TopicCounts = [
+            ("orders-1".to_string(), 2),
+            ("orders-2".to_string(), 1),
+            ("other".to_string(), 5),
+        ]
+        .into();
+        let mut g = ConsumerGroup::new();
+        let mut p = params("a", 0, None, None);
+        p.regex = Some("orders-.*".into());
+        p.server_assignor = Some("range".into());
+        let r = hb(&mut g, p, &topics);
+        assert_eq!((r.error, n(&r.assignment)), (0, 3));
+        assert_eq!(g.assignor, assignor::RANGE);
+        assert!(!r.assignment.unwrap().contains_key("other"));
+        // A new matching topic bumps the group epoch and is assigned.
+        let mut more = topics.clone();
+        more.insert("orders-3".into(), 2);
+        let r = hb(&mut g, params("a", 1, None, None), &more);
+        assert_eq!((r.member_epoch, n(&r.assignment)), (2, 5));
+    }
+
+    #[test]
     fn timeouts_fence() {
         let topics: TopicCounts = [("t".to_string(), 2)].into();
         let mut g = ConsumerGroup::new();
