@@ -452,7 +452,7 @@ impl ConsumerGroup {
         max_size: usize,
         now: Instant,
         new_id: impl FnOnce() -> String,
-        admit: impl FnOnce(usize) -> bool,
+        mut admit: impl FnMut(usize) -> bool,
     ) -> HeartbeatResult {
         use crate::protocol::error::{GROUP_MAX_SIZE_REACHED, UNKNOWN_MEMBER_ID};
         // Leaving.
@@ -567,12 +567,8 @@ impl ConsumerGroup {
                     last_seen: now,
                     revoke_deadline: None,
                 };
-                if !admit(
-                    m.bytes()
-                        + p.subscribed
-                            .as_ref()
-                            .map_or(0, |s| s.iter().map(String::len).sum()),
-                ) {
+                // Its subscription is admitted below, with every subscription change.
+                if !admit(m.bytes()) {
                     return HeartbeatResult::error(
                         GROUP_MAX_SIZE_REACHED,
                         "the coordinator's membership memory is full",
@@ -627,6 +623,14 @@ impl ConsumerGroup {
             }
             if let Some(s) = &p.subscribed {
                 let s: BTreeSet<String> = s.iter().cloned().collect();
+                let size = |s: &BTreeSet<String>| s.iter().map(String::len).sum::<usize>();
+                let (new_bytes, old_bytes) = (size(&s), size(&m.subscribed));
+                if s != m.subscribed && new_bytes > old_bytes && !admit(new_bytes - old_bytes) {
+                    return HeartbeatResult::error(
+                        GROUP_MAX_SIZE_REACHED,
+                        "the coordinator's membership memory is full",
+                    );
+                }
                 if s != m.subscribed {
                     m.subscribed = s;
                     changed = true;

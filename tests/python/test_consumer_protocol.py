@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, ConsumerGroupType, KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import Broker, wait_until
@@ -129,6 +129,18 @@ def test_consumer_protocol_split_join_leave_resume(tmp_path):
         members.remove(bm)
         assert wait_until(lambda: split("ac", 3), TIMEOUT_S), ledger.owner
         assert wait_until(lambda: sent <= set(ledger.values), TIMEOUT_S)
+
+        # The admin client sees a consumer-protocol group (ConsumerGroupDescribe, ListGroups).
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        desc = admin.describe_consumer_groups([group])[group].result(20)
+        assert desc.type == ConsumerGroupType.CONSUMER, desc.type
+        assert len(desc.members) == 2
+        owned = sorted(tp.partition for m in desc.members for tp in m.assignment.topic_partitions)
+        assert owned == list(range(PARTITIONS)), owned
+        listed = admin.list_consumer_groups(types={ConsumerGroupType.CONSUMER}).result(20)
+        assert group in [g.group_id for g in listed.valid]
+        listed = admin.list_consumer_groups(types={ConsumerGroupType.CLASSIC}).result(20)
+        assert group not in [g.group_id for g in listed.valid]
         assert ledger.violations == [], ledger.violations
         assert all(not m.errors for m in members), [m.errors for m in members]
 
