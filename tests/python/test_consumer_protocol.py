@@ -63,12 +63,12 @@ class Ledger:
 
 
 class Member:
-    def __init__(self, name, bootstrap, group, topic, ledger):
+    def __init__(self, name, bootstrap, group, topic, ledger, **conf):
         self.name, self.ledger, self.errors = name, ledger, []
         self.stop = threading.Event()
         self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                            "group.protocol": "consumer", "auto.offset.reset": "earliest",
-                           "enable.auto.commit": False})
+                           "enable.auto.commit": False, **conf})
         self.c.subscribe([topic], on_assign=self.on_assign, on_revoke=self.on_revoke,
                          on_lost=self.on_revoke)
         self.t = threading.Thread(target=self.run, daemon=True)
@@ -169,6 +169,39 @@ def test_consumer_protocol_split_join_leave_resume(tmp_path):
         time.sleep(1)
         assert not (set(ledger2.values) & sent), "records consumed again after their commit"
         assert len(ledger2.values) == len(second)
+    finally:
+        for m in members:
+            try:
+                m.close()
+            except Exception:
+                pass
+        b.kill()
+
+
+def test_consumer_protocol_static_member_keeps_its_partitions(tmp_path):
+    """A static member (group.instance.id) that closes and comes back under a new member id
+    gets the same partitions, and the other member never took them meanwhile."""
+    b = Broker(tmp_path / "data", cores=2, extra=FLAGS).start()
+    members = []
+    try:
+        topic, group = unique("kip848s"), unique("g")
+        create_topic(b.bootstrap, topic)
+        ledger = Ledger()
+        a = Member("a", b.bootstrap, group, topic, ledger, **{"group.instance.id": "ia"})
+        members.append(a)
+        other = Member("o", b.bootstrap, group, topic, ledger, **{"group.remote.assignor": "range"})
+        members.append(other)
+        assert wait_until(lambda: len(ledger.of("a")) == 3 and len(ledger.of("o")) == 3,
+                          TIMEOUT_S), ledger.owner
+        before = ledger.of("a")
+        a.close()
+        members.remove(a)
+        time.sleep(1.5)
+        assert ledger.of("o") == set(range(PARTITIONS)) - before, "o took a static member's partitions"
+        a2 = Member("a2", b.bootstrap, group, topic, ledger, **{"group.instance.id": "ia"})
+        members.append(a2)
+        assert wait_until(lambda: ledger.of("a2") == before, TIMEOUT_S), ledger.owner
+        assert ledger.violations == [], ledger.violations
     finally:
         for m in members:
             try:
