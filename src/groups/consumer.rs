@@ -880,6 +880,79 @@ mod tests {
     }
 
     #[test]
+    fn rebalance_timeout_fences_a_member_that_does_not_revoke() {
+        let topics: TopicCounts = [("t".to_string(), 2)].into();
+        let mut g = ConsumerGroup::new();
+        let mut p = params("a", 0, Some(&["t"]), None);
+        p.rebalance_timeout_ms = 1000;
+        let a = hb(&mut g, p, &topics);
+        hb(&mut g, params("b", 0, Some(&["t"]), None), &topics);
+        // a is asked to revoke one partition and never acknowledges.
+        let mut p = params("a", 1, None, a.assignment);
+        p.rebalance_timeout_ms = -1;
+        let r = hb(&mut g, p, &topics);
+        assert_eq!(n(&r.assignment), 1);
+        assert_eq!(g.members["a"].state, MemberState::UnrevokedPartitions);
+        let later = Instant::now() + Duration::from_millis(1500);
+        assert!(g.tick(later, Duration::from_secs(45), "g"));
+        assert!(!g.members.contains_key("a"));
+        // b gets both once it heartbeats.
+        let r = hb(
+            &mut g,
+            params("b", 2, None, Some(TopicPartitions::new())),
+            &topics,
+        );
+        assert_eq!((r.member_epoch, n(&r.assignment)), (3, 2));
+    }
+
+    #[test]
+    fn group_max_size_and_membership_bound() {
+        let topics: TopicCounts = [("t".to_string(), 2)].into();
+        let mut g = ConsumerGroup::new();
+        let now = Instant::now();
+        let first = g.heartbeat(
+            params("a", 0, Some(&["t"]), None),
+            &topics,
+            1,
+            now,
+            || "x".into(),
+            |_| true,
+        );
+        assert_eq!(first.error, 0);
+        let full = g.heartbeat(
+            params("b", 0, Some(&["t"]), None),
+            &topics,
+            1,
+            now,
+            || "x".into(),
+            |_| true,
+        );
+        assert_eq!(full.error, crate::protocol::error::GROUP_MAX_SIZE_REACHED);
+        let refused = g.heartbeat(
+            params("c", 0, Some(&["t"]), None),
+            &topics,
+            10,
+            now,
+            || "x".into(),
+            |_| false,
+        );
+        assert_eq!(
+            refused.error,
+            crate::protocol::error::GROUP_MAX_SIZE_REACHED
+        );
+        // v0 join without a member id: the coordinator makes one.
+        let made = g.heartbeat(
+            params("", 0, Some(&["t"]), None),
+            &topics,
+            10,
+            now,
+            || "made".into(),
+            |_| true,
+        );
+        assert_eq!((made.error, made.member_id.as_str()), (0, "made"));
+    }
+
+    #[test]
     fn timeouts_fence() {
         let topics: TopicCounts = [("t".to_string(), 2)].into();
         let mut g = ConsumerGroup::new();
