@@ -1119,6 +1119,52 @@ fn consumer_protocol_reconciliation_order_and_error_codes() {
         2,
     );
     assert_eq!(del.results[0].error_code, 68);
+    // OffsetFetch v9 names the member: checked against its epoch.
+    let fetch = |conn: &mut Conn, member: Option<&str>, epoch: i32| {
+        let r = conn.request(
+            &OffsetFetchRequest::default().with_groups(vec![
+                OffsetFetchRequestGroup::default()
+                    .with_group_id(gid(g))
+                    .with_member_id(member.map(s))
+                    .with_member_epoch(epoch)
+                    .with_topics(None),
+            ]),
+            9,
+        );
+        r.groups[0].error_code
+    };
+    assert_eq!(fetch(&mut conn, Some("a"), 2), 0);
+    assert_eq!(fetch(&mut conn, Some("a"), 1), 113);
+    assert_eq!(fetch(&mut conn, Some("nobody"), 2), 25);
+    assert_eq!(fetch(&mut conn, None, -1), 0);
+    // OffsetDelete of a topic the members subscribe to.
+    let od = conn.request(
+        &OffsetDeleteRequest::default()
+            .with_group_id(gid(g))
+            .with_topics(
+                [offset_delete_request::OffsetDeleteRequestTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partitions(vec![
+                        offset_delete_request::OffsetDeleteRequestPartition::default(),
+                    ])]
+                .into_iter()
+                .collect(),
+            ),
+        0,
+    );
+    assert_eq!(od.error_code, 0);
+    assert_eq!(od.topics[0].partitions[0].error_code, 86);
+    // v0: a member joining without an id gets one from the coordinator.
+    let v0 = conn.request(
+        &ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(gid("g-kip848-v0"))
+            .with_rebalance_timeout_ms(30_000)
+            .with_subscribed_topic_names(Some(vec![TopicName(s("t2"))])),
+        0,
+    );
+    assert_eq!(v0.error_code, 0);
+    assert!(!v0.member_id.as_ref().unwrap().is_empty());
+    assert_eq!(v0.member_epoch, 1);
     // Leaving.
     let left = cg_heartbeat(&mut conn, g, "a", -1, None, None);
     assert_eq!((left.error_code, left.member_epoch), (0, -1));

@@ -31,7 +31,8 @@ use crate::shard::Shard;
 pub const API: ApiSpec = ApiSpec {
     key: ApiKey::OffsetFetch,
     min_version: 1,
-    max_version: 8,
+    // v9 (KIP-848): a consumer-protocol member's id and epoch, checked per group.
+    max_version: 9,
 };
 const FETCH_VERSION_BATCHED_MIN: i16 = 8;
 /// v1 has no group-level error code: errors go on every partition.
