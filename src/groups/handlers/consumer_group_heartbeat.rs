@@ -73,7 +73,19 @@ pub fn handle(
             ..Default::default()
         }
     } else {
+        // Kafka: DESCRIBE on every subscribed topic name (regex matches are not filtered
+        // by the authorizer here).
+        let hidden = params
+            .subscribed
+            .iter()
+            .flatten()
+            .any(|t| !session.may(shard, op::DESCRIBE, crate::acl::resource::TOPIC, t));
         match check_group(shard, session, op::READ, &group_id) {
+            NONE if hidden => HeartbeatResult {
+                error: crate::protocol::error::TOPIC_AUTHORIZATION_FAILED,
+                message: Some("subscribed topics not authorized".into()),
+                ..Default::default()
+            },
             NONE => match consumer::validate(&params, req.version) {
                 Err((code, msg)) => HeartbeatResult {
                     error: code,
