@@ -139,6 +139,11 @@ pub struct ConsumerGroup {
     /// Partition counts of the subscribed topics when the target was computed.
     subscribed_counts: TopicCounts,
     pub assignor: &'static str,
+    /// After a coordinator move the previous members' assignments are unknown (membership
+    /// is in memory only): until this instant (load + session timeout, when the previous
+    /// coordinator's members have either rejoined here, dropping their partitions, or
+    /// would have been timed out by Kafka too) no partition is granted.
+    pub hold_until: Option<Instant>,
 }
 
 /// Validates a heartbeat's fields (Kafka's throwIfConsumerGroupHeartbeatRequestIsInvalid);
@@ -247,6 +252,7 @@ impl ConsumerGroup {
             target: HashMap::new(),
             subscribed_counts: TopicCounts::new(),
             assignor: assignor::UNIFORM,
+            hold_until: None,
         }
     }
 
@@ -391,12 +397,13 @@ impl ConsumerGroup {
             }
         }
         let mut grant = keep.clone();
+        let held = self.hold_until.is_some_and(|h| now < h);
         for (t, ps) in target {
             for &p in ps {
                 if contains(&current, t, p) {
                     continue;
                 }
-                if self.owned_by_other(id, t, p) {
+                if held || self.owned_by_other(id, t, p) {
                     unreleased = true;
                 } else {
                     grant.entry(t.clone()).or_default().insert(p);
@@ -950,6 +957,33 @@ mod tests {
             |_| true,
         );
         assert_eq!((made.error, made.member_id.as_str()), (0, "made"));
+    }
+
+    #[test]
+    fn nothing_is_granted_while_a_coordinator_move_hold_lasts() {
+        let topics: TopicCounts = [("t".to_string(), 2)].into();
+        let mut g = ConsumerGroup::new();
+        let now = Instant::now();
+        g.hold_until = Some(now + Duration::from_secs(5));
+        let r = g.heartbeat(
+            params("a", 0, Some(&["t"]), None),
+            &topics,
+            10,
+            now,
+            || "x".into(),
+            |_| true,
+        );
+        assert_eq!((r.error, r.member_epoch, n(&r.assignment)), (0, 1, 0));
+        let later = now + Duration::from_secs(6);
+        let r = g.heartbeat(
+            params("a", 1, None, Some(TopicPartitions::new())),
+            &topics,
+            10,
+            later,
+            || "x".into(),
+            |_| true,
+        );
+        assert_eq!((r.member_epoch, n(&r.assignment)), (1, 2));
     }
 
     #[test]

@@ -195,6 +195,10 @@ pub struct Group {
     /// Set when the group speaks the consumer protocol (KIP-848, `consumer`): its
     /// membership lives there and `members` stays empty.
     pub consumer: Option<Box<super::consumer::ConsumerGroup>>,
+    /// Set for groups loaded from the offsets log: until then, a consumer-protocol group
+    /// here grants no partition (members of the previous coordinator may still hold them;
+    /// see `ConsumerGroup::hold_until`).
+    pub consumer_hold_until: Option<std::time::Instant>,
 }
 
 /// The topics of a ConsumerProtocolSubscription (version i16, then an array of i16-length
@@ -242,6 +246,7 @@ impl Group {
             inflight_commits: 0,
             pending_txn: HashMap::new(),
             consumer: None,
+            consumer_hold_until: None,
         }
     }
 

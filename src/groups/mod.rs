@@ -595,7 +595,12 @@ async fn load_partition(
     }
     {
         let mut groups = co.groups.borrow_mut();
-        for (name, g) in map {
+        // Consumer-protocol membership is not in the log: members of the previous
+        // coordinator may hold partitions for up to a session timeout.
+        let hold =
+            Instant::now() + Duration::from_millis(shard.config.group_consumer_session_timeout_ms);
+        for (name, mut g) in map {
+            g.consumer_hold_until = Some(hold);
             groups.insert(name, g);
         }
     }

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 
-from confluent_kafka import Consumer, ConsumerGroupType, KafkaError, Producer
+from confluent_kafka import Consumer, ConsumerGroupType, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import Broker, wait_until
@@ -64,7 +64,7 @@ class Ledger:
 
 class Member:
     def __init__(self, name, bootstrap, group, topic, ledger, **conf):
-        self.name, self.ledger, self.errors = name, ledger, []
+        self.name, self.ledger, self.errors, self.commit_errors = name, ledger, [], []
         self.stop = threading.Event()
         self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                            "group.protocol": "consumer", "auto.offset.reset": "earliest",
@@ -90,7 +90,10 @@ class Member:
                 continue
             with self.ledger.lock:
                 self.ledger.values.append(m.value().decode())
-            self.c.commit(message=m, asynchronous=False)
+            try:
+                self.c.commit(message=m, asynchronous=False)
+            except KafkaException as e:  # e.g. UNKNOWN_MEMBER_ID right after a coordinator move
+                self.commit_errors.append(e.args[0].code())
 
     def close(self):
         self.stop.set()
@@ -142,7 +145,8 @@ def test_consumer_protocol_split_join_leave_resume(tmp_path):
         listed = admin.list_consumer_groups(types={ConsumerGroupType.CLASSIC}).result(20)
         assert group not in [g.group_id for g in listed.valid]
         assert ledger.violations == [], ledger.violations
-        assert all(not m.errors for m in members), [m.errors for m in members]
+        assert all(not m.errors and not m.commit_errors for m in members), \
+            [(m.errors, m.commit_errors) for m in members]
 
         # A classic consumer cannot join the live consumer-protocol group.
         classic = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group,
@@ -209,3 +213,44 @@ def test_consumer_protocol_static_member_keeps_its_partitions(tmp_path):
             except Exception:
                 pass
         b.kill()
+
+
+def test_consumer_protocol_coordinator_host_killed(tmp_path):
+    """kill -9 of the host coordinating a consumer-protocol group: the members hear
+    UNKNOWN_MEMBER_ID / FENCED_MEMBER_EPOCH from the new coordinator (membership is in
+    memory), rejoin, and go on from their committed offsets."""
+    from conftest import Cluster
+    c = Cluster(tmp_path / "cluster", extra=FLAGS).start()
+    members = []
+    try:
+        topic, group = unique("kip848f"), unique("g")
+        admin = AdminClient({"bootstrap.servers": c.bootstrap()})
+        f = admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=3)])
+        for fut in f.values():
+            fut.result(30)
+        sent = produce(c.bootstrap(), topic, "r1")
+        ledger = Ledger()
+        for name in "ab":
+            members.append(Member(name, c.bootstrap(), group, topic, ledger))
+        assert wait_until(lambda: sent <= set(ledger.values), TIMEOUT_S)
+        assert wait_until(lambda: len(ledger.of("a")) == 3 and len(ledger.of("b")) == 3, TIMEOUT_S)
+        time.sleep(1)  # the last synchronous commits complete
+        coord = admin.describe_consumer_groups([group])[group].result(20).coordinator
+        victim = next(i for i, b in c.hosts.items()
+                      if int(b.bootstrap.rsplit(":", 1)[1]) < coord.port <= int(b.bootstrap.rsplit(":", 1)[1]) + c.cores)
+        c.hosts[victim].kill()
+        rest = [i for i in c.hosts if i != victim]
+        second = produce(c.bootstrap(*rest), topic, "r2")
+        assert wait_until(lambda: second <= set(ledger.values), 60), len(ledger.values)
+        assert wait_until(lambda: len(ledger.of("a")) == 3 and len(ledger.of("b")) == 3, TIMEOUT_S), ledger.owner
+        assert ledger.violations == [], ledger.violations
+        # Commits were synchronous: nothing of the first round is read twice.
+        assert len([v for v in ledger.values if v.startswith("r1:")]) == len(sent)
+    finally:
+        for m in members:
+            try:
+                m.close()
+            except Exception:
+                pass
+        c.kill_all()
+        c.save_logs()

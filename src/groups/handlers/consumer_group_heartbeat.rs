@@ -204,6 +204,7 @@ fn heartbeat(shard: &Rc<Shard>, group_id: &str, p: HeartbeatParams) -> Heartbeat
     let Some(c) = g.consumer.as_mut() else {
         return err(COORDINATOR_NOT_AVAILABLE, "group gone");
     };
+    c.hold_until = g.consumer_hold_until;
     let meta = shard.meta();
     let topics = topic_counts(&meta, c, &p);
     let seq = &co.id_seq;
