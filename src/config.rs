@@ -111,6 +111,14 @@ pub struct ServeArgs {
     /// Kafka's group.initial.rebalance.delay.ms (default 3000).
     #[arg(long)]
     pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// Kafka's group.consumer.session.timeout.ms (default 45000): a consumer-protocol
+    /// member not heard from for this long is removed from its group.
+    #[arg(long)]
+    pub group_consumer_session_timeout_ms: Option<u64>,
+    /// Kafka's group.consumer.heartbeat.interval.ms (default 5000): how often
+    /// consumer-protocol members are told to heartbeat.
+    #[arg(long)]
+    pub group_consumer_heartbeat_interval_ms: Option<u64>,
     /// Kafka's offsets.retention.minutes (default 10080 = 7 days).
     #[arg(long)]
     pub offsets_retention_minutes: Option<u64>,
@@ -295,6 +303,8 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     pub auto_create_topics: bool,
     pub group_initial_rebalance_delay_ms: u64,
+    pub group_consumer_session_timeout_ms: u64,
+    pub group_consumer_heartbeat_interval_ms: u64,
     pub offsets_retention_minutes: u64,
     pub offsets_topic_num_partitions: i32,
     pub offsets_topic_replication_factor: i16,
@@ -832,6 +842,16 @@ impl BrokerConfig {
                             .group_initial_rebalance_delay_ms
                             .or(Some(parse_value(&k, &v)?))
                     }
+                    "group-consumer-session-timeout-ms" => {
+                        a.group_consumer_session_timeout_ms = a
+                            .group_consumer_session_timeout_ms
+                            .or(Some(parse_value(&k, &v)?))
+                    }
+                    "group-consumer-heartbeat-interval-ms" => {
+                        a.group_consumer_heartbeat_interval_ms = a
+                            .group_consumer_heartbeat_interval_ms
+                            .or(Some(parse_value(&k, &v)?))
+                    }
                     "offsets-retention-minutes" => {
                         a.offsets_retention_minutes =
                             a.offsets_retention_minutes.or(Some(parse_value(&k, &v)?))
@@ -1152,6 +1172,14 @@ impl BrokerConfig {
             num_partitions,
             auto_create_topics: a.auto_create_topics.unwrap_or(true),
             group_initial_rebalance_delay_ms: a.group_initial_rebalance_delay_ms.unwrap_or(3000),
+            group_consumer_session_timeout_ms: a
+                .group_consumer_session_timeout_ms
+                .unwrap_or(45_000)
+                .clamp(1, i32::MAX as u64),
+            group_consumer_heartbeat_interval_ms: a
+                .group_consumer_heartbeat_interval_ms
+                .unwrap_or(5_000)
+                .clamp(1, i32::MAX as u64),
             offsets_retention_minutes: a.offsets_retention_minutes.unwrap_or(7 * 24 * 60),
             offsets_topic_num_partitions: a
                 .offsets_topic_num_partitions

@@ -266,8 +266,11 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
             offsets.sort();
             GroupSnapshot {
                 group: g.id.clone(),
-                state: g.state.name(),
-                members: g.members.len(),
+                state: g
+                    .consumer
+                    .as_deref()
+                    .map_or(g.state.name(), |c| c.state_name()),
+                members: g.members.len() + g.consumer.as_deref().map_or(0, |c| c.members.len()),
                 offsets,
             }
         })

@@ -691,6 +691,26 @@ fn frame_seeds() -> Vec<Vec<u8>> {
                 .collect(),
             ),
     );
+    // The consumer group protocol (KIP-848).
+    frames(
+        &mut out,
+        ApiKey::ConsumerGroupHeartbeat,
+        &ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_member_id(s("m"))
+            .with_rebalance_timeout_ms(30_000)
+            .with_subscribed_topic_names(Some(vec![tname("t")]))
+            .with_server_assignor(Some(s("uniform")))
+            .with_topic_partitions(Some(vec![
+                consumer_group_heartbeat_request::TopicPartitions::default()
+                    .with_partitions(vec![0, 1]),
+            ])),
+    );
+    frames(
+        &mut out,
+        ApiKey::ConsumerGroupDescribe,
+        &ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s("g"))]),
+    );
     // Transactions.
     frames(
         &mut out,

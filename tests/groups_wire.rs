@@ -953,3 +953,262 @@ fn offsets_topic_is_rewritten_and_trimmed() {
     let broker = Broker::start_in(dir.path(), 1, &flags);
     check(&broker);
 }
+
+// ---- The consumer group protocol (KIP-848) ----
+
+/// Topic name -> id, from Metadata v12.
+fn topic_ids(conn: &mut Conn) -> std::collections::HashMap<String, uuid::Uuid> {
+    let md = conn.request(&MetadataRequest::default().with_topics(None), 12);
+    md.topics
+        .iter()
+        .filter_map(|t| Some((t.name.as_ref()?.0.to_string(), t.topic_id)))
+        .collect()
+}
+
+type Owned = Vec<(uuid::Uuid, Vec<i32>)>;
+
+/// ConsumerGroupHeartbeat v1; retries while the coordinator loads.
+fn cg_heartbeat(
+    conn: &mut Conn,
+    group: &str,
+    member: &str,
+    epoch: i32,
+    topics: Option<&[&str]>,
+    owned: Option<&Owned>,
+) -> ConsumerGroupHeartbeatResponse {
+    use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+    let req = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(gid(group))
+        .with_member_id(s(member))
+        .with_member_epoch(epoch)
+        .with_rebalance_timeout_ms(if epoch == 0 { 30_000 } else { -1 })
+        .with_subscribed_topic_names(topics.map(|t| t.iter().map(|n| TopicName(s(n))).collect()))
+        .with_topic_partitions(owned.map(|o| {
+            o.iter()
+                .map(|(id, ps)| {
+                    TopicPartitions::default()
+                        .with_topic_id(*id)
+                        .with_partitions(ps.clone())
+                })
+                .collect()
+        }));
+    let deadline = Instant::now() + LOAD_WAIT;
+    loop {
+        let r = conn.request(&req, 1);
+        if r.error_code == 14 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        return r;
+    }
+}
+
+fn assigned(r: &ConsumerGroupHeartbeatResponse) -> Option<Owned> {
+    r.assignment.as_ref().map(|a| {
+        a.topic_partitions
+            .iter()
+            .map(|t| (t.topic_id, t.partitions.clone()))
+            .collect()
+    })
+}
+
+fn count(o: &Option<Owned>) -> usize {
+    o.as_ref()
+        .map_or(0, |o| o.iter().map(|(_, p)| p.len()).sum())
+}
+
+#[test]
+fn consumer_protocol_reconciliation_order_and_error_codes() {
+    let c = start(1);
+    let g = "g-kip848";
+    let mut conn = coord_conn(&c.broker, g);
+    let ids = topic_ids(&mut conn);
+    let subs: &[&str] = &["t", "t1"];
+    // a alone: all four partitions at epoch 1.
+    let a = cg_heartbeat(&mut conn, g, "a", 0, Some(subs), Some(&vec![]));
+    assert_eq!((a.error_code, a.member_epoch), (0, 1));
+    assert_eq!(a.heartbeat_interval_ms, 5000);
+    let a_all = assigned(&a);
+    assert_eq!(count(&a_all), 4);
+    // b joins: epoch 2, but nothing until a revoked.
+    let b = cg_heartbeat(&mut conn, g, "b", 0, Some(subs), Some(&vec![]));
+    assert_eq!(
+        (b.error_code, b.member_epoch, count(&assigned(&b))),
+        (0, 2, 0)
+    );
+    let a2 = cg_heartbeat(&mut conn, g, "a", 1, None, a_all.as_ref());
+    assert_eq!((a2.error_code, a2.member_epoch), (0, 1));
+    let a_kept = assigned(&a2);
+    assert_eq!(count(&a_kept), 2, "a is asked to give up two");
+    let b2 = cg_heartbeat(&mut conn, g, "b", 2, None, Some(&vec![]));
+    assert_eq!(
+        count(&assigned(&b2)),
+        0,
+        "not before a acknowledged the revocation"
+    );
+    // a acknowledges (owns only what it kept): epoch 2; then b gets the other two.
+    let a3 = cg_heartbeat(&mut conn, g, "a", 1, None, a_kept.as_ref());
+    assert_eq!((a3.error_code, a3.member_epoch), (0, 2));
+    let b3 = cg_heartbeat(&mut conn, g, "b", 2, None, Some(&vec![]));
+    let b_got = assigned(&b3);
+    assert_eq!(count(&b_got), 2);
+    let flat = |o: &Option<Owned>| -> Vec<(uuid::Uuid, i32)> {
+        o.iter()
+            .flatten()
+            .flat_map(|(t, ps)| ps.iter().map(move |p| (*t, *p)))
+            .collect()
+    };
+    assert!(flat(&a_kept).iter().all(|x| !flat(&b_got).contains(x)));
+    assert!(ids.contains_key("t"));
+
+    // Error codes.
+    assert_eq!(
+        cg_heartbeat(&mut conn, g, "a", 7, None, None).error_code,
+        110
+    );
+    assert_eq!(
+        cg_heartbeat(&mut conn, g, "zz", 3, None, None).error_code,
+        25
+    );
+    assert_eq!(
+        cg_heartbeat(&mut conn, g, "", 0, Some(subs), None).error_code,
+        42
+    );
+    let bad_assignor = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(gid(g))
+        .with_member_id(s("c"))
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(Some(vec![TopicName(s("t"))]))
+        .with_server_assignor(Some(s("nope")));
+    assert_eq!(conn.request(&bad_assignor, 1).error_code, 112);
+    // Commits carry the member epoch (v9): stale, current, and an old version.
+    let stale = commit_v(&mut conn, g, 1, "a", 9);
+    assert_eq!(stale, 113);
+    assert_eq!(commit_v(&mut conn, g, 2, "a", 9), 0);
+    assert_eq!(commit_v(&mut conn, g, 2, "a", 8), 35);
+    assert_eq!(commit_v(&mut conn, g, 2, "nobody", 9), 25);
+    // A classic member cannot join; DescribeGroups does not see a classic group.
+    let j = conn.request(&join_req(g, "", "consumer", &[("range", b"m")]), 7);
+    assert_eq!(j.error_code, 23);
+    assert_eq!(describe(&mut conn, g, 6).error_code, 69);
+    let d = conn.request(
+        &ConsumerGroupDescribeRequest::default().with_group_ids(vec![gid(g)]),
+        1,
+    );
+    let dg = &d.groups[0];
+    assert_eq!(dg.error_code, 0);
+    assert_eq!(dg.group_state.as_str(), "Stable");
+    assert_eq!((dg.group_epoch, dg.assignment_epoch), (2, 2));
+    assert_eq!(dg.assignor_name.as_str(), "uniform");
+    assert_eq!(dg.members.len(), 2);
+    let mut types = |t: &str| {
+        conn.request(
+            &ListGroupsRequest::default().with_types_filter(vec![s(t)]),
+            5,
+        )
+        .groups
+        .iter()
+        .filter(|l| l.group_id.0.as_str() == g)
+        .map(|l| l.group_type.to_string())
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(types("consumer"), vec!["consumer".to_string()]);
+    assert!(types("classic").is_empty());
+    let del = conn.request(
+        &DeleteGroupsRequest::default().with_groups_names(vec![gid(g)]),
+        2,
+    );
+    assert_eq!(del.results[0].error_code, 68);
+    // OffsetFetch v9 names the member: checked against its epoch.
+    let fetch = |conn: &mut Conn, member: Option<&str>, epoch: i32| {
+        let r = conn.request(
+            &OffsetFetchRequest::default().with_groups(vec![
+                OffsetFetchRequestGroup::default()
+                    .with_group_id(gid(g))
+                    .with_member_id(member.map(s))
+                    .with_member_epoch(epoch)
+                    .with_topics(None),
+            ]),
+            9,
+        );
+        r.groups[0].error_code
+    };
+    assert_eq!(fetch(&mut conn, Some("a"), 2), 0);
+    assert_eq!(fetch(&mut conn, Some("a"), 1), 113);
+    assert_eq!(fetch(&mut conn, Some("nobody"), 2), 25);
+    assert_eq!(fetch(&mut conn, None, -1), 0);
+    // OffsetDelete of a topic the members subscribe to.
+    let od = conn.request(
+        &OffsetDeleteRequest::default()
+            .with_group_id(gid(g))
+            .with_topics(
+                [offset_delete_request::OffsetDeleteRequestTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partitions(vec![
+                        offset_delete_request::OffsetDeleteRequestPartition::default(),
+                    ])]
+                .into_iter()
+                .collect(),
+            ),
+        0,
+    );
+    assert_eq!(od.error_code, 0);
+    assert_eq!(od.topics[0].partitions[0].error_code, 86);
+    // v0: a member joining without an id gets one from the coordinator.
+    let v0 = conn.request(
+        &ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(gid("g-kip848-v0"))
+            .with_rebalance_timeout_ms(30_000)
+            .with_subscribed_topic_names(Some(vec![TopicName(s("t2"))])),
+        0,
+    );
+    assert_eq!(v0.error_code, 0);
+    assert!(!v0.member_id.as_ref().unwrap().is_empty());
+    assert_eq!(v0.member_epoch, 1);
+    // Leaving.
+    let left = cg_heartbeat(&mut conn, g, "a", -1, None, None);
+    assert_eq!((left.error_code, left.member_epoch), (0, -1));
+    assert_eq!(
+        cg_heartbeat(&mut conn, g, "a", -1, None, None).error_code,
+        25
+    );
+    // b takes everything once it reconciles (a left: its partitions are free).
+    let b4 = cg_heartbeat(&mut conn, g, "b", 2, None, b_got.as_ref());
+    assert_eq!(
+        (b4.error_code, b4.member_epoch, count(&assigned(&b4))),
+        (0, 3, 4)
+    );
+
+    // ConsumerGroupDescribe of a classic group, and a heartbeat into a live classic group.
+    let classic = "g-classic-live";
+    let mut cc = coord_conn(&c.broker, classic);
+    assert_eq!(join(&mut cc, classic, "").error_code, 0);
+    let d = cc.request(
+        &ConsumerGroupDescribeRequest::default().with_group_ids(vec![gid(classic)]),
+        0,
+    );
+    assert_eq!(d.groups[0].error_code, 69);
+    assert_eq!(
+        cg_heartbeat(&mut cc, classic, "x", 0, Some(subs), None).error_code,
+        69
+    );
+}
+
+/// OffsetCommit of `t`-0 at `version` with this member id and epoch: its error code.
+fn commit_v(conn: &mut Conn, group: &str, epoch: i32, member: &str, version: i16) -> i16 {
+    let req = OffsetCommitRequest::default()
+        .with_group_id(gid(group))
+        .with_generation_id_or_member_epoch(epoch)
+        .with_member_id(s(member))
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(1)
+                        .with_committed_leader_epoch(-1),
+                ]),
+        ]);
+    conn.request(&req, version).topics[0].partitions[0].error_code
+}

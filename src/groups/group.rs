@@ -192,6 +192,13 @@ pub struct Group {
     /// TxnOffsetCommit offsets per producer id, applied or dropped by the transaction's
     /// marker.
     pub pending_txn: HashMap<i64, Vec<super::offsets::OffsetEntry>>,
+    /// Set when the group speaks the consumer protocol (KIP-848, `consumer`): its
+    /// membership lives there and `members` stays empty.
+    pub consumer: Option<Box<super::consumer::ConsumerGroup>>,
+    /// Set for groups loaded from the offsets log: until then, a consumer-protocol group
+    /// here grants no partition (members of the previous coordinator may still hold them;
+    /// see `ConsumerGroup::hold_until`).
+    pub consumer_hold_until: Option<std::time::Instant>,
 }
 
 /// The topics of a ConsumerProtocolSubscription (version i16, then an array of i16-length
@@ -238,6 +245,8 @@ impl Group {
             empty_since_ms: now_ms(),
             inflight_commits: 0,
             pending_txn: HashMap::new(),
+            consumer: None,
+            consumer_hold_until: None,
         }
     }
 
@@ -250,6 +259,7 @@ impl Group {
                 .keys()
                 .map(|id| super::GROUP_MEMBER_OVERHEAD_BYTES + id.len())
                 .sum::<usize>()
+            + self.consumer.as_ref().map_or(0, |c| c.membership_bytes())
     }
 
     /// The bytes member `id` holds now, if it is a member.
@@ -259,7 +269,9 @@ impl Group {
 
     /// True when nothing but (possibly) offsets remains: no members, none pending.
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty() && self.pending.is_empty()
+        self.members.is_empty()
+            && self.pending.is_empty()
+            && self.consumer.as_ref().is_none_or(|c| c.members.is_empty())
     }
 
     /// Applies committed offsets in stamp order (the log's order), whatever order the
@@ -324,6 +336,15 @@ impl Group {
     /// Topics the members subscribed to, from their consumer-protocol metadata for the
     /// selected protocol (`None` when the group is not a consumer group with one).
     pub fn subscribed_topics(&self) -> Option<HashSet<String>> {
+        if let Some(c) = &self.consumer {
+            // Consumer protocol: the named subscriptions (regex ones match nothing here).
+            return Some(
+                c.members
+                    .values()
+                    .flat_map(|m| m.subscribed.iter().cloned())
+                    .collect(),
+            );
+        }
         if self.protocol_type.as_deref() != Some("consumer") {
             return None;
         }

@@ -30,6 +30,8 @@
 //!   groups are all written, its legacy directories are deleted. Legacy groups whose
 //!   partition another host leads stay until this host leads it.
 
+pub mod assignor;
+pub mod consumer;
 pub mod group;
 pub mod handlers;
 pub mod offsets;
@@ -593,7 +595,12 @@ async fn load_partition(
     }
     {
         let mut groups = co.groups.borrow_mut();
-        for (name, g) in map {
+        // Consumer-protocol membership is not in the log: members of the previous
+        // coordinator may hold partitions for up to a session timeout.
+        let hold =
+            Instant::now() + Duration::from_millis(shard.config.group_consumer_session_timeout_ms);
+        for (name, mut g) in map {
+            g.consumer_hold_until = Some(hold);
             groups.insert(name, g);
         }
     }
@@ -838,8 +845,15 @@ async fn ticker(shard: Rc<Shard>) {
         let now = Instant::now();
         {
             let mut groups = co.groups.borrow_mut();
+            let session = Duration::from_millis(shard.config.group_consumer_session_timeout_ms);
             for g in groups.values_mut() {
                 g.tick(now);
+                if let Some(c) = g.consumer.as_mut()
+                    && c.tick(now, session, &g.id)
+                    && c.members.is_empty()
+                {
+                    g.empty_since_ms = now_ms();
+                }
             }
             groups.retain(|_, g| {
                 let dead = g.state == GroupState::Dead;

@@ -197,6 +197,8 @@ pub fn decode_only(req: &RequestFrame) -> Result<(), ProtocolError> {
         ApiKey::DeleteGroups => req.decode::<DeleteGroupsRequest>().map(drop),
         ApiKey::OffsetDelete => req.decode::<OffsetDeleteRequest>().map(drop),
         ApiKey::TxnOffsetCommit => req.decode::<TxnOffsetCommitRequest>().map(drop),
+        ApiKey::ConsumerGroupHeartbeat => req.decode::<ConsumerGroupHeartbeatRequest>().map(drop),
+        ApiKey::ConsumerGroupDescribe => req.decode::<ConsumerGroupDescribeRequest>().map(drop),
         ApiKey::AddPartitionsToTxn => req.decode::<AddPartitionsToTxnRequest>().map(drop),
         ApiKey::AddOffsetsToTxn => req.decode::<AddOffsetsToTxnRequest>().map(drop),
         ApiKey::EndTxn => req.decode::<EndTxnRequest>().map(drop),

@@ -26,6 +26,7 @@ macro_rules! top_level {
 top_level!(
     AddOffsetsToTxnResponse,
     ApiVersionsResponse,
+    ConsumerGroupHeartbeatResponse,
     DescribeAclsResponse,
     DescribeClusterResponse,
     EndTxnResponse,
@@ -57,6 +58,7 @@ per_item!(
     AlterConfigsResponse => responses,
     IncrementalAlterConfigsResponse => responses,
     AlterUserScramCredentialsResponse => results,
+    ConsumerGroupDescribeResponse => groups,
     CreateAclsResponse => results,
     CreatePartitionsResponse => results,
     CreateTopicsResponse => topics,

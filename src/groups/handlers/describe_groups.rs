@@ -40,7 +40,9 @@ pub fn handle(
             .with_authorized_operations(acl::OMITTED);
         let code = check_group(shard, session, op::DESCRIBE, &id);
         match groups.get(id.as_str()).filter(|_| code == NONE) {
-            Some(g) if g.state != GroupState::Dead => {
+            // A consumer-protocol group is not a classic group: Kafka answers it as an
+            // unknown one here (ConsumerGroupDescribe describes it).
+            Some(g) if g.state != GroupState::Dead && g.consumer.is_none() => {
                 // The principal's own (every supported one without an authorizer).
                 if body.include_authorized_operations {
                     d.authorized_operations =

@@ -120,6 +120,19 @@ async fn join(
         let Some(g) = groups.get_mut(&group_id) else {
             return JoinResult::error(COORDINATOR_NOT_AVAILABLE, &member_id);
         };
+        // A consumer-protocol group: a classic member may not join while it has members
+        // (Kafka 4 can mix them under group.consumer.migration.policy; osprey does not);
+        // an empty one becomes a classic group again.
+        match g.consumer.as_deref() {
+            Some(c) if !c.members.is_empty() => {
+                return JoinResult::error(INCONSISTENT_GROUP_PROTOCOL, &member_id);
+            }
+            Some(_) => {
+                g.consumer = None;
+                g.protocol_type = None;
+            }
+            None => {}
+        }
         // The shard's membership bound: a new member takes what it holds, a known one
         // what it grows by (a new member's id is not made yet: its client id, a dash and
         // 24 hex digits, `Group::new_member_id`).

@@ -21,8 +21,9 @@ pub const API: ApiSpec = ApiSpec {
     min_version: 0,
     max_version: 5,
 };
-/// Every group here speaks the classic protocol.
-const GROUP_TYPE: &str = "classic";
+/// The group types (Kafka's names): classic and consumer protocol (KIP-848).
+const GROUP_TYPE_CLASSIC: &str = "classic";
+const GROUP_TYPE_CONSUMER: &str = "consumer";
 
 pub fn handle(
     shard: &Rc<Shard>,
@@ -59,11 +60,14 @@ pub fn handle(
         {
             continue;
         }
-        let state = g.state.name();
+        let (state, group_type) = match g.consumer.as_deref() {
+            Some(c) => (c.state_name(), GROUP_TYPE_CONSUMER),
+            None => (g.state.name(), GROUP_TYPE_CLASSIC),
+        };
         if !states.is_empty() && !states.contains(&state.to_ascii_lowercase()) {
             continue;
         }
-        if !types.is_empty() && !types.iter().any(|t| t == GROUP_TYPE) {
+        if !types.is_empty() && !types.iter().any(|t| t == group_type) {
             continue;
         }
         let mut l = ListedGroup::default()
@@ -73,7 +77,7 @@ pub fn handle(
             l.group_state = str_bytes(state);
         }
         if req.version >= 5 {
-            l.group_type = str_bytes(GROUP_TYPE);
+            l.group_type = str_bytes(group_type);
         }
         resp.groups.push(l);
     }

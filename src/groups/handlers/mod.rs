@@ -5,6 +5,8 @@
 //! for the others (elsewhere they answer NOT_COORDINATOR, see `groups` for why this is not
 //! forwarded).
 
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod delete_groups;
 pub mod describe_groups;
 pub mod find_coordinator;
@@ -42,6 +44,8 @@ pub const REGISTRY: &[ApiSpec] = &[
     delete_groups::API,
     offset_delete::API,
     txn_offset_commit::API,
+    consumer_group_heartbeat::API,
+    consumer_group_describe::API,
 ];
 
 pub async fn dispatch(
@@ -62,6 +66,8 @@ pub async fn dispatch(
         ApiKey::DeleteGroups => delete_groups::handle(shard, session, req).await,
         ApiKey::OffsetDelete => offset_delete::handle(shard, session, req).await,
         ApiKey::TxnOffsetCommit => txn_offset_commit::handle(shard, session, req).await,
+        ApiKey::ConsumerGroupHeartbeat => consumer_group_heartbeat::handle(shard, session, req),
+        ApiKey::ConsumerGroupDescribe => consumer_group_describe::handle(shard, session, req),
         _ => Err(ProtocolError::UnsupportedVersion {
             key: req.api_key,
             version: req.version,

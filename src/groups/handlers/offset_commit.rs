@@ -32,6 +32,9 @@ pub const API: ApiSpec = ApiSpec {
     max_version: 9,
 };
 
+/// v9+: the generation field carries a consumer-protocol member's epoch (KIP-848).
+const OFFSET_COMMIT_MEMBER_EPOCH_MIN: i16 = 9;
+
 pub async fn handle(
     shard: &Rc<Shard>,
     session: &Session,
@@ -56,6 +59,21 @@ pub async fn handle(
     } else if all == NONE {
         let mut groups = co.groups.borrow_mut();
         match groups.get(&group_id) {
+            Some(g) if g.consumer.is_some() => {
+                // Kafka's ConsumerGroup.validateOffsetCommit: members of a consumer-protocol
+                // group commit with v9+ (member epoch), checked against their epoch.
+                let member = body.member_id.as_str();
+                let epoch = body.generation_id_or_member_epoch;
+                all = match g.consumer.as_deref() {
+                    Some(_)
+                        if req.version < OFFSET_COMMIT_MEMBER_EPOCH_MIN && !member.is_empty() =>
+                    {
+                        crate::protocol::error::UNSUPPORTED_VERSION
+                    }
+                    Some(c) => c.commit_allowed(member, epoch),
+                    None => NONE,
+                };
+            }
             Some(g) => {
                 all = g.commit_allowed(
                     &body.member_id,

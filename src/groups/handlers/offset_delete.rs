@@ -53,7 +53,7 @@ async fn delete(
             Some(g) if g.state != GroupState::Dead => g,
             _ => return Err(GROUP_ID_NOT_FOUND),
         };
-        let subscribed = if g.state == GroupState::Empty {
+        let subscribed = if g.state == GroupState::Empty && g.is_empty() {
             Default::default()
         } else {
             match g.subscribed_topics() {

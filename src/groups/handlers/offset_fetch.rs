@@ -31,7 +31,8 @@ use crate::shard::Shard;
 pub const API: ApiSpec = ApiSpec {
     key: ApiKey::OffsetFetch,
     min_version: 1,
-    max_version: 8,
+    // v9 (KIP-848): a consumer-protocol member's id and epoch, checked per group.
+    max_version: 9,
 };
 const FETCH_VERSION_BATCHED_MIN: i16 = 8;
 /// v1 has no group-level error code: errors go on every partition.
@@ -48,10 +49,18 @@ fn lookup(
     session: &Session,
     group: &str,
     asked: Option<Vec<(String, Vec<i32>)>>,
+    member: (Option<&str>, i32),
 ) -> (i16, TopicOffsets) {
-    let code = check_group(shard, session, op::DESCRIBE, group);
+    let mut code = check_group(shard, session, op::DESCRIBE, group);
     let may_describe = |topic: &str| session.may(shard, op::DESCRIBE, resource::TOPIC, topic);
     let groups = shard.groups.groups.borrow();
+    // v9+ from a consumer-protocol member: its id and epoch are checked (Kafka's
+    // ConsumerGroup.validateOffsetFetch).
+    if code == NONE
+        && let Some(c) = groups.get(group).and_then(|g| g.consumer.as_deref())
+    {
+        code = c.fetch_allowed(member.0, member.1);
+    }
     let g = groups
         .get(group)
         .filter(|g| code == NONE && g.state != GroupState::Dead);
@@ -124,7 +133,13 @@ pub fn handle(
                     .map(|t| (t.name.0.to_string(), t.partition_indexes))
                     .collect()
             });
-            let (code, topics) = lookup(shard, session, &g.group_id, asked);
+            let (code, topics) = lookup(
+                shard,
+                session,
+                &g.group_id,
+                asked,
+                (g.member_id.as_deref(), g.member_epoch),
+            );
             resp.groups.push(
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
@@ -159,7 +174,7 @@ pub fn handle(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let (code, topics) = lookup(shard, session, &body.group_id, asked);
+    let (code, topics) = lookup(shard, session, &body.group_id, asked, (None, -1));
     let v1 = req.version < FETCH_VERSION_GROUP_ERROR_MIN;
     resp.topics = topics
         .into_iter()
