@@ -15,10 +15,10 @@ use kafka_protocol::messages::offset_delete_request::{
     OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
 };
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, DeleteGroupsRequest, DescribeClusterRequest, DescribeConfigsRequest,
-    DescribeGroupsRequest, DescribeLogDirsRequest, GroupId, IncrementalAlterConfigsRequest,
-    InitProducerIdRequest, ListGroupsRequest, MetadataRequest, OffsetDeleteRequest, ProducerId,
-    TopicName,
+    ConsumerGroupDescribeRequest, CreatePartitionsRequest, DeleteGroupsRequest,
+    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, DescribeLogDirsRequest,
+    GroupId, IncrementalAlterConfigsRequest, InitProducerIdRequest, ListGroupsRequest,
+    MetadataRequest, OffsetDeleteRequest, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -29,6 +29,8 @@ use super::{Client, ClientError, Result};
 const DESCRIBE_CLUSTER_VERSION_CAP: i16 = 1;
 const LIST_GROUPS_VERSION_CAP: i16 = 4;
 const DESCRIBE_GROUPS_VERSION_CAP: i16 = 5;
+/// Kafka's GROUP_ID_NOT_FOUND (DescribeGroups v6+ for a group that is not a classic one).
+const GROUP_ID_NOT_FOUND: i16 = 69;
 const DELETE_GROUPS_VERSION_CAP: i16 = 2;
 const OFFSET_DELETE_VERSION_CAP: i16 = 0;
 const DESCRIBE_CONFIGS_VERSION_CAP: i16 = 4;
@@ -90,8 +92,12 @@ pub struct MemberDescription {
     pub client_id: String,
     /// The member's host as the coordinator saw it.
     pub client_host: String,
-    /// The member's assignment bytes (a ConsumerProtocolAssignment for consumer groups).
+    /// The member's assignment bytes (a ConsumerProtocolAssignment for classic consumer
+    /// groups; empty for KIP-848 groups).
     pub assignment: Bytes,
+    /// The assigned partitions by topic name, for consumer-protocol (KIP-848) groups, from
+    /// ConsumerGroupDescribe; `None` for classic groups (see `assignment`).
+    pub partitions: Option<std::collections::BTreeMap<String, Vec<i32>>>,
 }
 
 /// A group from DescribeGroups.
@@ -258,7 +264,9 @@ impl Client {
     }
 
     /// DescribeGroups of one group at its coordinator. A group the coordinator does not
-    /// know is answered as Kafka does: state Dead, no members.
+    /// know is answered as Kafka does: state Dead, no members. A consumer-protocol (KIP-848)
+    /// group, which DescribeGroups answers GROUP_ID_NOT_FOUND, is described with
+    /// ConsumerGroupDescribe (protocol type "consumer", protocol = its assignor).
     pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
         let node = self.find_coordinator(group).await?;
         let conn = self.node_connection(node).await?;
@@ -272,6 +280,31 @@ impl Client {
             .ok_or_else(|| {
                 ClientError::Protocol(format!("DescribeGroups answer lacks group {group}"))
             })?;
+        // Not a classic group: GROUP_ID_NOT_FOUND (v6+) or Dead without members (older).
+        let unknown = g.error_code == GROUP_ID_NOT_FOUND
+            || (g.error_code == 0 && g.group_state.as_str() == "Dead" && g.members.is_empty());
+        if unknown && let Ok(cv) = conn.version_for::<ConsumerGroupDescribeRequest>(0) {
+            let req =
+                ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(sb(group))]);
+            let resp = conn.request(&req, cv).await?;
+            let c = resp
+                .groups
+                .into_iter()
+                .find(|c| c.group_id.0.as_str() == group)
+                .ok_or_else(|| {
+                    ClientError::Protocol(format!(
+                        "ConsumerGroupDescribe answer lacks group {group}"
+                    ))
+                })?;
+            if c.error_code != GROUP_ID_NOT_FOUND {
+                check_code(
+                    c.error_code,
+                    || format!("ConsumerGroupDescribe {group}"),
+                    c.error_message.as_deref(),
+                )?;
+                return Ok(consumer_group_description(group, c, node));
+            }
+        }
         check_code(
             g.error_code,
             || format!("DescribeGroups {group}"),
@@ -291,6 +324,7 @@ impl Client {
                     client_id: m.client_id.to_string(),
                     client_host: m.client_host.to_string(),
                     assignment: m.member_assignment,
+                    partitions: None,
                 })
                 .collect(),
             coordinator: node,
@@ -522,5 +556,39 @@ impl Client {
         let resp = conn.request(&req, v).await?;
         check_code(resp.error_code, || "InitProducerId".into(), None)?;
         Ok((resp.producer_id.0, resp.producer_epoch))
+    }
+}
+
+/// A consumer-protocol (KIP-848) group from ConsumerGroupDescribe, as `describe_group`
+/// answers it.
+fn consumer_group_description(
+    group: &str,
+    g: kafka_protocol::messages::consumer_group_describe_response::DescribedGroup,
+    node: i32,
+) -> GroupDescription {
+    GroupDescription {
+        group_id: group.to_owned(),
+        state: g.group_state.to_string(),
+        protocol_type: "consumer".into(),
+        protocol: g.assignor_name.to_string(),
+        members: g
+            .members
+            .into_iter()
+            .map(|m| MemberDescription {
+                member_id: m.member_id.to_string(),
+                instance_id: m.instance_id.map(|i| i.to_string()),
+                client_id: m.client_id.to_string(),
+                client_host: m.client_host.to_string(),
+                assignment: Bytes::new(),
+                partitions: Some(
+                    m.assignment
+                        .topic_partitions
+                        .into_iter()
+                        .map(|t| (t.topic_name.0.to_string(), t.partitions))
+                        .collect(),
+                ),
+            })
+            .collect(),
+        coordinator: node,
     }
 }

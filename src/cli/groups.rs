@@ -279,12 +279,13 @@ async fn describe_one(
     let assignments: Vec<BTreeMap<String, Vec<i32>>> = desc
         .members
         .iter()
-        .map(|m| {
-            if desc.protocol_type == "consumer" {
+        .map(|m| match &m.partitions {
+            // A consumer-protocol (KIP-848) member: its partitions as the coordinator said.
+            Some(p) => p.clone(),
+            None if desc.protocol_type == "consumer" => {
                 decode_assignment(m.assignment.clone()).unwrap_or_default()
-            } else {
-                BTreeMap::new()
             }
+            None => BTreeMap::new(),
         })
         .collect();
     let mut parts: BTreeSet<(String, i32)> = committed

@@ -4,6 +4,8 @@ two members at any time (from their assign/revoke callbacks), a third member tak
 a leaving one gives its partitions back, commits resume where they left off, and a classic
 consumer cannot join the consumer-protocol group."""
 
+import json
+import subprocess
 import threading
 import time
 import uuid
@@ -11,7 +13,7 @@ import uuid
 from confluent_kafka import Consumer, ConsumerGroupType, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Broker, wait_until
+from conftest import Broker, broker_binary, wait_until
 
 PARTITIONS = 6
 PER_PARTITION = 10
@@ -140,6 +142,17 @@ def test_consumer_protocol_split_join_leave_resume(tmp_path):
         assert len(desc.members) == 2
         owned = sorted(tp.partition for m in desc.members for tp in m.assignment.topic_partitions)
         assert owned == list(range(PARTITIONS)), owned
+        # `osprey groups describe` (DescribeGroups, then ConsumerGroupDescribe) shows it too.
+        out = subprocess.run([broker_binary(), "groups", "describe", group, "--bootstrap",
+                              b.bootstrap, "--output", "json"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        doc = json.loads(out.stdout)
+        doc = doc[0] if isinstance(doc, list) else doc
+        assert doc["protocol_type"] == "consumer" and doc["protocol"] == "uniform", doc
+        assert len(doc["members"]) == 2, doc
+        owned = sorted(p for m in doc["members"] for p in m["assignment"].get(topic, []))
+        assert owned == list(range(PARTITIONS)), doc
         listed = admin.list_consumer_groups(types={ConsumerGroupType.CONSUMER}).result(20)
         assert group in [g.group_id for g in listed.valid]
         listed = admin.list_consumer_groups(types={ConsumerGroupType.CLASSIC}).result(20)
