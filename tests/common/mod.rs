@@ -458,6 +458,18 @@ pub fn produce_to(
     acks: i16,
     records: Bytes,
 ) -> (i16, i64) {
+    produce_to_v(conn, topic, partition, acks, records, 9)
+}
+
+/// `produce_to` with the Produce version to send.
+pub fn produce_to_v(
+    conn: &mut Conn,
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    records: Bytes,
+    version: i16,
+) -> (i16, i64) {
     use kafka_protocol::messages::ProduceRequest;
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     let req = ProduceRequest::default()
@@ -472,7 +484,7 @@ pub fn produce_to(
                         .with_records(Some(records)),
                 ]),
         ]);
-    let resp = conn.request(&req, 9);
+    let resp = conn.request(&req, version);
     let p = &resp.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
 }

@@ -89,6 +89,16 @@ pub fn check_group(shard: &Shard, session: &Session, operation: u8, group: &str)
     }
 }
 
+/// Gives every partition still answered NONE the outcome `code` (the commit's, or the
+/// whole request's refusal); partitions refused on their own keep their codes.
+pub fn fail_unset(codes: &mut [Vec<i16>], code: i16) {
+    if code != NONE {
+        for c in codes.iter_mut().flatten().filter(|c| **c == NONE) {
+            *c = code;
+        }
+    }
+}
+
 /// OffsetCommit's and TxnOffsetCommit's early answer per partition, as Kafka: without READ
 /// on the topic TOPIC_AUTHORIZATION_FAILED, for a partition that does not exist
 /// UNKNOWN_TOPIC_OR_PARTITION (never stored), else NONE.

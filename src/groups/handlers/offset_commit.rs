@@ -123,16 +123,10 @@ pub async fn handle(
         }
         if !entries.is_empty() {
             let outcome = commit(shard, &group_id, entries).await;
-            if outcome != NONE {
-                for c in codes.iter_mut().flatten().filter(|c| **c == NONE) {
-                    *c = outcome;
-                }
-            }
+            super::fail_unset(&mut codes, outcome);
         }
     } else {
-        for c in codes.iter_mut().flatten().filter(|c| **c == NONE) {
-            *c = all;
-        }
+        super::fail_unset(&mut codes, all);
     }
     let resp = OffsetCommitResponse::default().with_topics(
         body.topics

@@ -135,11 +135,7 @@ pub async fn handle(
             }
             Err(e) => e.code(),
         };
-        if outcome != NONE {
-            for c in codes.iter_mut().flatten().filter(|c| **c == NONE) {
-                *c = outcome;
-            }
-        }
+        super::fail_unset(&mut codes, outcome);
     }
     let resp = TxnOffsetCommitResponse::default().with_topics(
         body.topics
