@@ -456,10 +456,10 @@ pub fn apply(meta: &mut ClusterMeta, cmd: MetaCommand) -> MetaReply {
             let mut out = Vec::with_capacity(changes.len());
             for c in changes {
                 let r = reassign(meta, &registered, &live, &c);
-                if r.is_ok() {
+                if r == Ok(true) {
                     changed = true;
                 }
-                out.push(r.map(|()| None));
+                out.push(r.map(|_| None));
             }
             out
         }
@@ -572,13 +572,13 @@ pub fn original_replicas(p: &PartitionMeta) -> Vec<i32> {
 }
 
 /// One partition of an AlterPartitionReassignments request (Kafka's
-/// ReplicationControlManager rules and codes). `Ok` means the partition changed.
+/// ReplicationControlManager rules and codes). `Ok(true)` when the partition changed.
 fn reassign(
     meta: &mut ClusterMeta,
     registered: &std::collections::BTreeSet<i32>,
     live: &std::collections::BTreeSet<i32>,
     c: &ReassignChange,
-) -> Result<(), TopicError> {
+) -> Result<bool, TopicError> {
     let invalid = |m: String| Err(TopicError::new(error::INVALID_REPLICA_ASSIGNMENT, m));
     let Some(p) = meta.topics.get_mut(&c.topic).and_then(|t| {
         usize::try_from(c.partition)
@@ -623,7 +623,7 @@ fn reassign(
             p.leader_epoch += 1;
         }
         p.partition_epoch += 1;
-        return Ok(());
+        return Ok(true);
     };
     if target.is_empty() {
         return invalid("The manual partition assignment includes an empty replica list.".into());
@@ -669,7 +669,7 @@ fn reassign(
         ));
     }
     if *target == original && p.adding.is_empty() && p.removing.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let adding: Vec<i32> = target
         .iter()
@@ -699,7 +699,7 @@ fn reassign(
     p.removing = removing;
     p.partition_epoch += 1;
     complete_reassignment(p, live);
-    Ok(())
+    Ok(true)
 }
 
 /// Finishes `p`'s reassignment once every target replica is in the ISR: the replicas
