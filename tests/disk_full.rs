@@ -121,8 +121,17 @@ fn filler_batch() -> Bytes {
 }
 
 /// Every record of `topic`-0 must be there: `want` records, each of `size` value bytes.
+/// How long `check_topic` waits for a stopped partition's reopening.
+const REOPEN_WAIT_MAX: Duration = Duration::from_secs(10);
+
 fn check_topic(broker: &Broker, topic: &str, want: usize, size: usize) {
     let mut c = leader_conn(broker, topic, 0);
+    // A partition stopped by ENOSPC is being reopened by its shard: until that finishes
+    // it answers UNKNOWN_TOPIC_OR_PARTITION (retriable for clients). Bounded wait.
+    let reopening = Instant::now();
+    while fetch_once(&mut c, topic, 0, 0).0 == 3 && reopening.elapsed() < REOPEN_WAIT_MAX {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let (hw, records) = fetch_all_from(&mut c, topic, 0, 0);
     assert_eq!(hw, want as i64, "{topic}: high watermark");
     assert_eq!(records.len(), want, "{topic}: records");
